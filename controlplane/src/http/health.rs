@@ -1,0 +1,41 @@
+//! Liveness, readiness and Prometheus metrics.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use serde_json::json;
+
+use super::AppState;
+
+/// A dependency that takes longer than this to answer counts as not ready.
+const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub async fn healthz() -> impl IntoResponse {
+    Json(json!({ "status": "ok" }))
+}
+
+/// 200 when the database and object storage both answer, 503 naming the one that does not.
+pub async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    let database = match tokio::time::timeout(READY_CHECK_TIMEOUT, state.store.ping()).await {
+        Ok(Ok(())) => "ok".to_string(),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no answer within {READY_CHECK_TIMEOUT:?}"),
+    };
+    let storage = match tokio::time::timeout(READY_CHECK_TIMEOUT, state.blobs.check()).await {
+        Ok(Ok(())) => "ok".to_string(),
+        Ok(Err(e)) => e.to_string(),
+        Err(_) => format!("no answer within {READY_CHECK_TIMEOUT:?}"),
+    };
+    let ready = database == "ok" && storage == "ok";
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = json!({ "status": if ready { "ready" } else { "not_ready" }, "database": database, "storage": storage });
+    (status, Json(body))
+}
+
+pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+}

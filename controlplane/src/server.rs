@@ -1,0 +1,89 @@
+//! Starting the control plane: open the store and object storage (bounded retries, clear errors), build the
+//! router, serve until told to stop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::blobs::{BlobError, Blobs};
+use crate::config::{AuthConfig, DatabaseConfig, HttpConfig, StorageConfig};
+use crate::http::{self, AppState};
+use crate::store::{self, Store, StoreError};
+use crate::tokens::{TokenError, Tokens};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Storage(#[from] BlobError),
+    #[error(transparent)]
+    Tokens(#[from] TokenError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+}
+
+/// The control plane's durable services, opened and checked.
+#[derive(Debug, Clone)]
+pub struct Services {
+    pub store: Arc<dyn Store>,
+    pub blobs: Blobs,
+    pub tokens: Tokens,
+}
+
+impl Services {
+    pub async fn open(
+        database: &DatabaseConfig,
+        storage: &StorageConfig,
+        auth: &AuthConfig,
+        data_dir: &Path,
+    ) -> Result<Services, StartError> {
+        let tokens = Tokens::from_config(auth, data_dir)?;
+        let blobs = Blobs::open(storage, data_dir)?;
+        let store = store::open(&database.store_options(), data_dir).await?;
+        blobs.wait_reachable(storage.connect_attempts, Duration::from_millis(500)).await?;
+        tracing::info!(storage = blobs.target(), "object storage ready");
+        Ok(Services { store, blobs, tokens })
+    }
+}
+
+/// A bound HTTP listener and the state behind it; `run` serves until `shutdown` resolves.
+#[derive(Debug)]
+pub struct HttpServer {
+    listener: TcpListener,
+    state: Arc<AppState>,
+    config: HttpConfig,
+}
+
+impl HttpServer {
+    pub async fn bind(config: &HttpConfig, services: Services) -> Result<HttpServer, StartError> {
+        let addr = config.listen;
+        let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr, source })?;
+        let bound = listener.local_addr().map_err(|source| StartError::Listen { addr, source })?;
+        let state = Arc::new(AppState {
+            store: services.store,
+            blobs: services.blobs,
+            tokens: services.tokens,
+            metrics: http::prometheus(),
+            public_url: config.public_url(bound),
+        });
+        Ok(HttpServer { listener, state, config: config.clone() })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    pub fn public_url(&self) -> &str {
+        &self.state.public_url
+    }
+
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let app = http::router(self.state, &self.config);
+        axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await
+    }
+}

@@ -1,0 +1,324 @@
+//! The production backend: PostgreSQL through a `deadpool` pool of `tokio-postgres` connections.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{NoTls, Row};
+
+use super::migrations::{MIGRATIONS_POSTGRES, MigrationReport, plan};
+use super::{sql, *};
+
+/// Names the advisory lock that serialises migrations across nodes starting at once ("SLUICE" in ASCII).
+const MIGRATION_LOCK_KEY: i64 = 0x534c_5549_4345;
+
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+}
+
+impl PostgresStore {
+    /// Connects, retrying `connect_attempts` times with doubling backoff; the error names the server and the
+    /// last reason.
+    pub async fn connect(options: &StoreOptions) -> Result<PostgresStore> {
+        let target = redact_url(&options.url);
+        let connect_err = |reason: String| StoreError::Connect { target: target.clone(), reason };
+        let mut config: tokio_postgres::Config = options.url.parse().map_err(|e| connect_err(format!("bad URL: {e}")))?;
+        config.connect_timeout(options.connect_backoff.max(Duration::from_secs(2)) * 2);
+        // Keep any `options` the URL carries (a search_path, say) and add ours.
+        let url_options = config.get_options().unwrap_or_default().to_string();
+        config.options(format!("{url_options} -c statement_timeout={}", options.statement_timeout.as_millis()).trim());
+        config.application_name("sluice");
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(options.max_connections.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(options.statement_timeout))
+            .create_timeout(Some(options.statement_timeout))
+            .build()
+            .map_err(|e| connect_err(e.to_string()))?;
+        let store = PostgresStore { pool };
+
+        let mut backoff = options.connect_backoff;
+        let attempts = options.connect_attempts.max(1);
+        for attempt in 1..=attempts {
+            match store.pool.get().await {
+                Ok(_) => return Ok(store),
+                Err(e) if attempt == attempts => {
+                    return Err(connect_err(format!("{} (after {attempts} attempts)", pool_error_reason(&e))));
+                }
+                Err(e) => {
+                    tracing::warn!(%target, attempt, attempts, reason = %pool_error_reason(&e), "database not reachable yet; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(options.connect_backoff * 8);
+                }
+            }
+        }
+        unreachable!("the loop returns on its last attempt")
+    }
+
+    async fn conn(&self) -> Result<Object> {
+        self.pool.get().await.map_err(|e| StoreError::Backend(pool_error_reason(&e)))
+    }
+}
+
+fn pool_error_reason(e: &deadpool_postgres::PoolError) -> String {
+    crate::innermost_cause(e)
+}
+
+fn map_err(e: tokio_postgres::Error) -> StoreError {
+    match e.code() {
+        Some(code) if *code == SqlState::UNIQUE_VIOLATION => {
+            StoreError::Conflict(e.as_db_error().map_or("row".into(), |d| d.message().to_string()))
+        }
+        Some(code) if *code == SqlState::FOREIGN_KEY_VIOLATION => StoreError::Missing("the referenced row".into()),
+        _ => StoreError::Backend(e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_string())),
+    }
+}
+
+fn bad_value(what: &str) -> StoreError {
+    StoreError::Backend(format!("unexpected value in the database: {what}"))
+}
+
+fn meeting_from(row: &Row) -> Result<Meeting> {
+    let settings: serde_json::Value = row.try_get(4).map_err(map_err)?;
+    Ok(Meeting {
+        id: row.try_get(0).map_err(map_err)?,
+        host_id: row.try_get(1).map_err(map_err)?,
+        created_at: row.try_get(2).map_err(map_err)?,
+        ended_at: row.try_get(3).map_err(map_err)?,
+        settings: serde_json::from_value(settings).map_err(|_| bad_value("settings_json is not valid settings"))?,
+        recording_enabled: row.try_get(5).map_err(map_err)?,
+    })
+}
+
+fn participant_from(row: &Row) -> Result<Participant> {
+    let role: &str = row.try_get(4).map_err(map_err)?;
+    Ok(Participant {
+        meeting_id: row.try_get(0).map_err(map_err)?,
+        connection_id: row.try_get(1).map_err(map_err)?,
+        user_id: row.try_get(2).map_err(map_err)?,
+        name: row.try_get(3).map_err(map_err)?,
+        role: Role::parse(role).ok_or_else(|| bad_value("unknown role"))?,
+        joined_at: row.try_get(5).map_err(map_err)?,
+        left_at: row.try_get(6).map_err(map_err)?,
+    })
+}
+
+fn recording_from(row: &Row) -> Result<Recording> {
+    let status: &str = row.try_get(5).map_err(map_err)?;
+    Ok(Recording {
+        id: row.try_get(0).map_err(map_err)?,
+        meeting_id: row.try_get(1).map_err(map_err)?,
+        s3_key: row.try_get(2).map_err(map_err)?,
+        duration_ms: row.try_get(3).map_err(map_err)?,
+        transcript_url: row.try_get(4).map_err(map_err)?,
+        status: RecordingStatus::parse(status).ok_or_else(|| bad_value("unknown recording status"))?,
+        status_reason: row.try_get(6).map_err(map_err)?,
+        created_at: row.try_get(7).map_err(map_err)?,
+        updated_at: row.try_get(8).map_err(map_err)?,
+    })
+}
+
+fn event_from(row: &Row) -> Result<AnalyticsEvent> {
+    Ok(AnalyticsEvent {
+        meeting_id: row.try_get(0).map_err(map_err)?,
+        user_id: row.try_get(1).map_err(map_err)?,
+        event_type: row.try_get(2).map_err(map_err)?,
+        metrics: row.try_get(3).map_err(map_err)?,
+        timestamp: row.try_get(4).map_err(map_err)?,
+    })
+}
+
+fn chat_from(row: &Row) -> Result<ChatMessage> {
+    Ok(ChatMessage {
+        id: row.try_get(0).map_err(map_err)?,
+        meeting_id: row.try_get(1).map_err(map_err)?,
+        user_id: row.try_get(2).map_err(map_err)?,
+        name: row.try_get(3).map_err(map_err)?,
+        body: row.try_get(4).map_err(map_err)?,
+        attachment_key: row.try_get(5).map_err(map_err)?,
+        created_at: row.try_get(6).map_err(map_err)?,
+    })
+}
+
+fn rows<T>(rows: Vec<Row>, from: fn(&Row) -> Result<T>) -> Result<Vec<T>> {
+    rows.iter().map(from).collect()
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn backend(&self) -> Backend {
+        Backend::Postgres
+    }
+
+    async fn migrate(&self) -> Result<MigrationReport> {
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await.map_err(map_err)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK_KEY]).await.map_err(map_err)?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, \
+             checksum BIGINT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+        )
+        .await
+        .map_err(map_err)?;
+        let applied: Vec<(i64, i64)> = tx
+            .query("SELECT version, checksum FROM schema_migrations ORDER BY version", &[])
+            .await
+            .map_err(map_err)?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let mut report = MigrationReport { applied: vec![], version: applied.last().map_or(0, |a| a.0) };
+        for m in plan(MIGRATIONS_POSTGRES, &applied)? {
+            tx.batch_execute(m.sql)
+                .await
+                .map_err(|e| StoreError::Migration(format!("{} ({}): {}", m.version, m.name, map_err(e))))?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                &[&m.version, &m.name, &m.checksum()],
+            )
+            .await
+            .map_err(map_err)?;
+            report.applied.push(m.version);
+            report.version = m.version;
+        }
+        tx.commit().await.map_err(map_err)?;
+        Ok(report)
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.conn().await?.execute(sql::PING, &[]).await.map_err(map_err).map(drop)
+    }
+
+    async fn create_meeting(&self, m: &Meeting) -> Result<()> {
+        let settings = serde_json::to_value(&m.settings).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let conn = self.conn().await?;
+        conn.execute(
+            sql::MEETING_INSERT,
+            &[&m.id, &m.host_id, &m.created_at, &m.ended_at, &settings, &m.recording_enabled],
+        )
+        .await
+        .map_err(map_err)
+        .map(drop)
+    }
+
+    async fn meeting(&self, id: &str) -> Result<Option<Meeting>> {
+        let conn = self.conn().await?;
+        conn.query_opt(sql::MEETING_BY_ID, &[&id]).await.map_err(map_err)?.as_ref().map(meeting_from).transpose()
+    }
+
+    async fn end_meeting(&self, id: &str, at: DateTime<Utc>) -> Result<bool> {
+        let conn = self.conn().await?;
+        conn.execute(sql::MEETING_END, &[&at, &id]).await.map_err(map_err).map(|n| n == 1)
+    }
+
+    async fn set_recording_enabled(&self, id: &str, enabled: bool) -> Result<bool> {
+        let conn = self.conn().await?;
+        conn.execute(sql::MEETING_SET_RECORDING, &[&enabled, &id]).await.map_err(map_err).map(|n| n == 1)
+    }
+
+    async fn add_participant(&self, p: &Participant) -> Result<()> {
+        let conn = self.conn().await?;
+        conn.execute(
+            sql::PARTICIPANT_INSERT,
+            &[&p.meeting_id, &p.connection_id, &p.user_id, &p.name, &p.role.as_str(), &p.joined_at, &p.left_at],
+        )
+        .await
+        .map_err(map_err)
+        .map(drop)
+    }
+
+    async fn participant_left(&self, meeting_id: &str, connection_id: &str, at: DateTime<Utc>) -> Result<bool> {
+        let conn = self.conn().await?;
+        conn.execute(sql::PARTICIPANT_LEFT, &[&at, &meeting_id, &connection_id]).await.map_err(map_err).map(|n| n == 1)
+    }
+
+    async fn all_participants_left(&self, meeting_id: &str, at: DateTime<Utc>) -> Result<u64> {
+        let conn = self.conn().await?;
+        conn.execute(sql::PARTICIPANTS_ALL_LEFT, &[&at, &meeting_id]).await.map_err(map_err)
+    }
+
+    async fn participants(&self, meeting_id: &str, active_only: bool) -> Result<Vec<Participant>> {
+        let query = if active_only { sql::PARTICIPANTS_ACTIVE } else { sql::PARTICIPANTS_OF_MEETING };
+        let conn = self.conn().await?;
+        rows(conn.query(query, &[&meeting_id]).await.map_err(map_err)?, participant_from)
+    }
+
+    async fn create_recording(&self, r: &Recording) -> Result<()> {
+        let conn = self.conn().await?;
+        conn.execute(
+            sql::RECORDING_INSERT,
+            &[
+                &r.id,
+                &r.meeting_id,
+                &r.s3_key,
+                &r.duration_ms,
+                &r.transcript_url,
+                &r.status.as_str(),
+                &r.status_reason,
+                &r.created_at,
+                &r.updated_at,
+            ],
+        )
+        .await
+        .map_err(map_err)
+        .map(drop)
+    }
+
+    async fn recording(&self, id: &str) -> Result<Option<Recording>> {
+        let conn = self.conn().await?;
+        conn.query_opt(&sql::recording_by_id(), &[&id]).await.map_err(map_err)?.as_ref().map(recording_from).transpose()
+    }
+
+    async fn update_recording(&self, id: &str, u: &RecordingUpdate, at: DateTime<Utc>) -> Result<bool> {
+        let status = u.status.map(|s| s.as_str());
+        let conn = self.conn().await?;
+        conn.execute(
+            sql::RECORDING_UPDATE,
+            &[&status, &u.status_reason, &u.s3_key, &u.duration_ms, &u.transcript_url, &at, &id],
+        )
+        .await
+        .map_err(map_err)
+        .map(|n| n == 1)
+    }
+
+    async fn recordings_of_meeting(&self, meeting_id: &str) -> Result<Vec<Recording>> {
+        let conn = self.conn().await?;
+        rows(conn.query(&sql::recordings_of_meeting(), &[&meeting_id]).await.map_err(map_err)?, recording_from)
+    }
+
+    async fn recordings_with_status(&self, status: RecordingStatus) -> Result<Vec<Recording>> {
+        let conn = self.conn().await?;
+        rows(conn.query(&sql::recordings_with_status(), &[&status.as_str()]).await.map_err(map_err)?, recording_from)
+    }
+
+    async fn add_analytics_event(&self, e: &AnalyticsEvent) -> Result<()> {
+        let conn = self.conn().await?;
+        conn.execute(sql::ANALYTICS_INSERT, &[&e.meeting_id, &e.user_id, &e.event_type, &e.metrics, &e.timestamp])
+            .await
+            .map_err(map_err)
+            .map(drop)
+    }
+
+    async fn analytics_events(&self, meeting_id: &str, limit: u32) -> Result<Vec<AnalyticsEvent>> {
+        let conn = self.conn().await?;
+        let limit = i64::from(limit);
+        rows(conn.query(sql::ANALYTICS_OF_MEETING, &[&meeting_id, &limit]).await.map_err(map_err)?, event_from)
+    }
+
+    async fn add_chat_message(&self, m: &NewChatMessage) -> Result<ChatMessage> {
+        let conn = self.conn().await?;
+        let row = conn
+            .query_one(sql::CHAT_INSERT, &[&m.meeting_id, &m.user_id, &m.name, &m.body, &m.attachment_key, &m.created_at])
+            .await
+            .map_err(map_err)?;
+        Ok(m.clone().stored(row.try_get(0).map_err(map_err)?))
+    }
+
+    async fn chat_messages(&self, meeting_id: &str, after_id: i64, limit: u32) -> Result<Vec<ChatMessage>> {
+        let conn = self.conn().await?;
+        let limit = i64::from(limit);
+        rows(conn.query(sql::CHAT_OF_MEETING, &[&meeting_id, &after_id, &limit]).await.map_err(map_err)?, chat_from)
+    }
+}

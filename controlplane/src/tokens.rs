@@ -1,0 +1,255 @@
+//! JWT meeting tokens: scoped to one meeting, with a role and grants, `exp` and `nbf` enforced.
+//! HS256 with a configured (or generated and persisted) secret.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use chrono::Utc;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
+use serde::{Deserialize, Serialize};
+
+use crate::config::AuthConfig;
+use crate::store::Role;
+
+/// Shorter secrets make HS256 guessable offline.
+pub const SECRET_LEN_MIN: usize = 32;
+/// Clock skew allowed between nodes and clients when checking `exp` and `nbf`.
+const LEEWAY_SECS: u64 = 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenError {
+    #[error("auth.token_secret must be at least {SECRET_LEN_MIN} bytes, got {0}")]
+    SecretTooShort(usize),
+    #[error("cannot read or create the token secret at {path}: {reason}")]
+    SecretFile { path: String, reason: String },
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    #[error("the token is for another meeting")]
+    WrongMeeting,
+    #[error("the token is invalid: {0}")]
+    Invalid(String),
+}
+
+/// What a participant may do. The role implies defaults; a token may narrow them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grants {
+    pub publish: bool,
+    pub subscribe: bool,
+    pub chat: bool,
+    /// End the meeting, record it, admit from the waiting room, mute others.
+    pub host: bool,
+}
+
+impl Grants {
+    pub fn for_role(role: Role) -> Grants {
+        match role {
+            Role::Host => Grants { publish: true, subscribe: true, chat: true, host: true },
+            Role::Participant => Grants { publish: true, subscribe: true, chat: true, host: false },
+            Role::Viewer => Grants { publish: false, subscribe: true, chat: true, host: false },
+            Role::Recorder => Grants { publish: false, subscribe: true, chat: false, host: false },
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    /// The user id.
+    pub sub: String,
+    /// The meeting id this token admits to.
+    pub mid: String,
+    /// Display name.
+    pub name: String,
+    pub role: Role,
+    pub grants: Grants,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+}
+
+/// What to put in a new token.
+#[derive(Debug, Clone)]
+pub struct TokenRequest {
+    pub meeting_id: String,
+    pub user_id: String,
+    pub name: String,
+    pub role: Role,
+    /// Overrides the configured lifetime.
+    pub ttl_secs: Option<u64>,
+}
+
+#[derive(Clone)]
+pub struct Tokens {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    issuer: String,
+    ttl_secs: u64,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens").field("issuer", &self.issuer).field("ttl_secs", &self.ttl_secs).finish_non_exhaustive()
+    }
+}
+
+impl Tokens {
+    /// Uses `auth.token_secret`, or the secret kept in `<data_dir>/token_secret` (created on first start).
+    pub fn from_config(config: &AuthConfig, data_dir: &Path) -> Result<Tokens, TokenError> {
+        let secret = if config.token_secret.is_empty() {
+            load_or_create_secret(&data_dir.join("token_secret"))?
+        } else {
+            config.token_secret.as_bytes().to_vec()
+        };
+        Tokens::new(&secret, &config.issuer, config.token_ttl_secs)
+    }
+
+    pub fn new(secret: &[u8], issuer: &str, ttl_secs: u64) -> Result<Tokens, TokenError> {
+        if secret.len() < SECRET_LEN_MIN {
+            return Err(TokenError::SecretTooShort(secret.len()));
+        }
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[issuer]);
+        validation.validate_nbf = true;
+        validation.validate_aud = false;
+        validation.leeway = LEEWAY_SECS;
+        validation.required_spec_claims = HashSet::from(["exp", "nbf", "iss", "sub"].map(String::from));
+        Ok(Tokens {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+            issuer: issuer.to_string(),
+            ttl_secs,
+        })
+    }
+
+    pub fn mint(&self, request: &TokenRequest) -> String {
+        let now = Utc::now().timestamp();
+        let ttl = request.ttl_secs.unwrap_or(self.ttl_secs).min(i64::MAX as u64 / 2) as i64;
+        let claims = Claims {
+            iss: self.issuer.clone(),
+            sub: request.user_id.clone(),
+            mid: request.meeting_id.clone(),
+            name: request.name.clone(),
+            role: request.role,
+            grants: Grants::for_role(request.role),
+            iat: now,
+            nbf: now,
+            exp: now.saturating_add(ttl),
+        };
+        // Encoding our own serialisable struct with an HMAC key cannot fail.
+        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).expect("HS256 encoding of Claims")
+    }
+
+    /// Checks the signature, issuer, `exp`, `nbf` and that the token is for `meeting_id`.
+    pub fn verify(&self, token: &str, meeting_id: &str) -> Result<Claims, TokenError> {
+        use jsonwebtoken::errors::ErrorKind;
+        let claims = decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+                _ => TokenError::Invalid(e.to_string()),
+            })?
+            .claims;
+        if claims.mid != meeting_id {
+            return Err(TokenError::WrongMeeting);
+        }
+        Ok(claims)
+    }
+}
+
+fn load_or_create_secret(path: &Path) -> Result<Vec<u8>, TokenError> {
+    let fail = |reason: String| TokenError::SecretFile { path: path.display().to_string(), reason };
+    match std::fs::read(path) {
+        Ok(secret) => {
+            let secret: Vec<u8> = secret.trim_ascii().to_vec();
+            if secret.len() < SECRET_LEN_MIN {
+                return Err(fail(format!("it holds {} bytes; at least {SECRET_LEN_MIN} are needed", secret.len())));
+            }
+            Ok(secret)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let secret = crate::ids::random_token(48).into_bytes();
+            write_private(path, &secret).map_err(|e| fail(e.to_string()))?;
+            tracing::info!(path = %path.display(), "generated a new token secret");
+            Ok(secret)
+        }
+        Err(e) => Err(fail(e.to_string())),
+    }
+}
+
+/// Writes a file only the owner can read.
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    file.write_all(data)?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokens() -> Tokens {
+        Tokens::new(&[7u8; 32], "sluice", 3600).unwrap()
+    }
+
+    fn request(role: Role) -> TokenRequest {
+        TokenRequest { meeting_id: "m1".into(), user_id: "u1".into(), name: "Ada".into(), role, ttl_secs: None }
+    }
+
+    #[test]
+    fn a_minted_token_verifies_for_its_meeting_only() {
+        let t = tokens();
+        let token = t.mint(&request(Role::Host));
+        let claims = t.verify(&token, "m1").unwrap();
+        assert_eq!((claims.sub.as_str(), claims.role, claims.grants.host), ("u1", Role::Host, true));
+        assert!(matches!(t.verify(&token, "m2"), Err(TokenError::WrongMeeting)));
+    }
+
+    #[test]
+    fn expired_forged_and_short_secrets_are_refused() {
+        let t = tokens();
+        let expired = Tokens { ttl_secs: 0, ..t.clone() };
+        let mut req = request(Role::Viewer);
+        req.ttl_secs = Some(0);
+        let token = expired.mint(&req);
+        // exp = now: still inside the leeway, so forge one well in the past instead.
+        let now = Utc::now().timestamp();
+        let old = Claims {
+            iss: "sluice".into(),
+            sub: "u".into(),
+            mid: "m1".into(),
+            name: "x".into(),
+            role: Role::Viewer,
+            grants: Grants::for_role(Role::Viewer),
+            iat: now - 7200,
+            nbf: now - 7200,
+            exp: now - 3600,
+        };
+        let old = encode(&Header::new(Algorithm::HS256), &old, &t.encoding).unwrap();
+        assert!(matches!(t.verify(&old, "m1"), Err(TokenError::Expired)));
+        assert!(t.verify(&token, "m1").is_ok(), "inside the leeway");
+        let other = Tokens::new(&[8u8; 32], "sluice", 3600).unwrap();
+        assert!(matches!(other.verify(&token, "m1"), Err(TokenError::Invalid(_))));
+        assert!(matches!(Tokens::new(b"short", "sluice", 1), Err(TokenError::SecretTooShort(5))));
+    }
+
+    #[test]
+    fn the_generated_secret_is_kept_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = AuthConfig::default();
+        let a = Tokens::from_config(&config, dir.path()).unwrap();
+        let token = a.mint(&request(Role::Participant));
+        let b = Tokens::from_config(&config, dir.path()).unwrap();
+        assert!(b.verify(&token, "m1").is_ok());
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir.path().join("token_secret")).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
