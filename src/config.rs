@@ -70,14 +70,12 @@ pub fn load(file: Option<&Path>, overrides: &[Override]) -> Result<Config, Strin
         }
         figment = figment.merge(Toml::file_exact(file));
     }
-    figment = figment
-        .merge(Env::raw().only(&["DATABASE_URL"]).map(|_| "database.url".into()))
-        .merge(
-            Env::prefixed("SLUICE_")
-                .ignore(&["config"])
-                .filter(|key| !key.as_str().starts_with(TEST_ENV_PREFIX))
-                .split("__"),
-        );
+    figment = figment.merge(Env::raw().only(&["DATABASE_URL"]).map(|_| "database.url".into())).merge(
+        Env::prefixed("SLUICE_")
+            .ignore(&["config"])
+            .filter(|key| !key.as_str().starts_with(TEST_ENV_PREFIX))
+            .split("__"),
+    );
     for (key, value) in overrides {
         figment = figment.merge(Serialized::default(key, value.clone()));
     }

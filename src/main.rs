@@ -15,7 +15,11 @@ use sluice_controlplane::tokens::{TokenRequest, Tokens};
 use crate::config::{Config, LogFormat, Override};
 
 #[derive(Debug, Parser)]
-#[command(name = "sluice", version, about = "Sluice: a WebRTC SFU appliance with signaling, rooms, TURN and recording.")]
+#[command(
+    name = "sluice",
+    version,
+    about = "Sluice: a WebRTC SFU appliance with signaling, rooms, TURN and recording."
+)]
 struct Cli {
     /// TOML configuration file. Every key can also be set with a SLUICE_<SECTION>__<KEY> environment variable
     /// (e.g. SLUICE_HTTP__LISTEN=0.0.0.0:8080); flags win over both.
@@ -158,9 +162,8 @@ fn load_config(cli: &Cli) -> Result<Config, String> {
 
 fn init_logging(config: &Config) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&config.log.level))
-        .unwrap_or_else(|e| {
+    let filter =
+        EnvFilter::try_from_default_env().or_else(|_| EnvFilter::try_new(&config.log.level)).unwrap_or_else(|e| {
             eprintln!("sluice: log.level {:?} is not a valid filter ({e}); using info", config.log.level);
             EnvFilter::new("info")
         });
@@ -203,7 +206,10 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
 
 /// Components land one at a time; until one has, its subcommand says so plainly instead of pretending.
 fn not_in_this_build(command: &str, what: &str) -> anyhow::Result<()> {
-    anyhow::bail!("`sluice {command}`: {what} is not part of this build of Sluice yet (version {})", env!("CARGO_PKG_VERSION"))
+    anyhow::bail!(
+        "`sluice {command}`: {what} is not part of this build of Sluice yet (version {})",
+        env!("CARGO_PKG_VERSION")
+    )
 }
 
 async fn serve(config: Config, data_dir: PathBuf) -> anyhow::Result<()> {

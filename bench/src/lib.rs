@@ -1,1 +1,1 @@
-//! placeholder crate root, filled below
+//! Sluice's load generator and benchmark report.

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
+use object_store::WriteMultipart;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::WriteMultipart;
 use object_store::{ClientOptions, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
 use tokio::io::AsyncReadExt;
 
@@ -54,8 +54,9 @@ impl Blobs {
         let (store, target): (Arc<dyn ObjectStore>, String) = match config.kind {
             StorageKind::Local => {
                 let dir = data_dir.join(&config.path);
-                std::fs::create_dir_all(&dir)
-                    .map_err(|e| BlobError::Config(format!("cannot create storage directory {}: {e}", dir.display())))?;
+                std::fs::create_dir_all(&dir).map_err(|e| {
+                    BlobError::Config(format!("cannot create storage directory {}: {e}", dir.display()))
+                })?;
                 let fs = LocalFileSystem::new_with_prefix(&dir)
                     .map_err(|e| BlobError::Config(format!("storage directory {}: {e}", dir.display())))?
                     .with_automatic_cleanup(true);
@@ -69,7 +70,9 @@ impl Blobs {
                 let mut builder = AmazonS3Builder::from_env()
                     .with_bucket_name(&config.bucket)
                     .with_region(&config.region)
-                    .with_client_options(ClientOptions::new().with_timeout(timeout).with_connect_timeout(Duration::from_secs(5)))
+                    .with_client_options(
+                        ClientOptions::new().with_timeout(timeout).with_connect_timeout(Duration::from_secs(5)),
+                    )
                     .with_retry(RetryConfig { max_retries: 3, retry_timeout: timeout, ..Default::default() });
                 if !config.access_key_id.is_empty() {
                     builder = builder

@@ -249,7 +249,9 @@ mod tests {
         let token = a.mint(&request(Role::Participant));
         let b = Tokens::from_config(&config, dir.path()).unwrap();
         assert!(b.verify(&token, "m1").is_ok());
-        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir.path().join("token_secret")).unwrap().permissions());
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(dir.path().join("token_secret")).unwrap().permissions(),
+        );
         assert_eq!(mode & 0o777, 0o600);
     }
 }

@@ -114,8 +114,11 @@ async fn a_meeting_ends_once(store: &dyn Store) {
 async fn participants_join_leave_and_list(store: &dyn Store) {
     store.create_meeting(&meeting("m-p")).await.unwrap();
     let t0 = now();
-    let (a, b, c) =
-        (participant("m-p", "c1", t0), participant("m-p", "c2", t0 + Duration::seconds(1)), participant("m-p", "c3", t0 + Duration::seconds(2)));
+    let (a, b, c) = (
+        participant("m-p", "c1", t0),
+        participant("m-p", "c2", t0 + Duration::seconds(1)),
+        participant("m-p", "c3", t0 + Duration::seconds(2)),
+    );
     for p in [&a, &b, &c] {
         store.add_participant(p).await.unwrap();
     }

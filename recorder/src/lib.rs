@@ -1,1 +1,1 @@
-//! placeholder crate root, filled below
+//! Sluice's recorder: subscribes to a meeting, muxes, stores and transcribes.

@@ -1,1 +1,1 @@
-//! placeholder crate root, filled below
+//! Sluice's TURN/STUN relay (RFC 8489, RFC 8656).

@@ -20,9 +20,11 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError { status: e.status(), code: "bad_request", message: e.body_text() })?;
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| ApiError {
+            status: e.status(),
+            code: "bad_request",
+            message: e.body_text(),
+        })?;
         let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
         serde_json::from_slice(text)
             .map(JsonBody)

@@ -62,7 +62,9 @@ pub fn plan(known: &'static [Migration], applied: &[(i64, i64)]) -> Result<Vec<&
                 )));
             }
             None => {
-                return Err(StoreError::Migration(format!("the database has migration {version}, unknown to this binary")));
+                return Err(StoreError::Migration(format!(
+                    "the database has migration {version}, unknown to this binary"
+                )));
             }
         }
     }

@@ -23,7 +23,8 @@ impl PostgresStore {
     pub async fn connect(options: &StoreOptions) -> Result<PostgresStore> {
         let target = redact_url(&options.url);
         let connect_err = |reason: String| StoreError::Connect { target: target.clone(), reason };
-        let mut config: tokio_postgres::Config = options.url.parse().map_err(|e| connect_err(format!("bad URL: {e}")))?;
+        let mut config: tokio_postgres::Config =
+            options.url.parse().map_err(|e| connect_err(format!("bad URL: {e}")))?;
         config.connect_timeout(options.connect_backoff.max(Duration::from_secs(2)) * 2);
         // Keep any `options` the URL carries (a search_path, say) and add ours.
         let url_options = config.get_options().unwrap_or_default().to_string();
@@ -310,7 +311,10 @@ impl Store for PostgresStore {
     async fn add_chat_message(&self, m: &NewChatMessage) -> Result<ChatMessage> {
         let conn = self.conn().await?;
         let row = conn
-            .query_one(sql::CHAT_INSERT, &[&m.meeting_id, &m.user_id, &m.name, &m.body, &m.attachment_key, &m.created_at])
+            .query_one(
+                sql::CHAT_INSERT,
+                &[&m.meeting_id, &m.user_id, &m.name, &m.body, &m.attachment_key, &m.created_at],
+            )
             .await
             .map_err(map_err)?;
         Ok(m.clone().stored(row.try_get(0).map_err(map_err)?))

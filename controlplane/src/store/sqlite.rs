@@ -180,8 +180,12 @@ fn run_migrations(conn: &mut Connection) -> Result<MigrationReport> {
     // IMMEDIATE takes the write lock first, so two processes starting at once do not both apply a migration.
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(map_err)?;
     let applied: Vec<(i64, i64)> = {
-        let mut stmt = tx.prepare("SELECT version, checksum FROM schema_migrations ORDER BY version").map_err(map_err)?;
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(map_err)?.collect::<rusqlite::Result<_>>().map_err(map_err)?
+        let mut stmt =
+            tx.prepare("SELECT version, checksum FROM schema_migrations ORDER BY version").map_err(map_err)?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(map_err)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(map_err)?
     };
     let todo = plan(MIGRATIONS_SQLITE, &applied)?;
     let mut report = MigrationReport { applied: vec![], version: applied.last().map_or(0, |a| a.0) };
@@ -315,7 +319,15 @@ impl Store for SqliteStore {
         self.with(move |c| {
             c.execute(
                 sql::RECORDING_UPDATE,
-                params![u.status.map(|s| s.as_str()), u.status_reason, u.s3_key, u.duration_ms, u.transcript_url, ts(at), id],
+                params![
+                    u.status.map(|s| s.as_str()),
+                    u.status_reason,
+                    u.s3_key,
+                    u.duration_ms,
+                    u.transcript_url,
+                    ts(at),
+                    id
+                ],
             )
         })
         .await
@@ -349,8 +361,10 @@ impl Store for SqliteStore {
 
     async fn analytics_events(&self, meeting_id: &str, limit: u32) -> Result<Vec<AnalyticsEvent>> {
         let m = meeting_id.to_string();
-        self.with(move |c| c.prepare_cached(sql::ANALYTICS_OF_MEETING)?.query_map(params![m, limit], event_from)?.collect())
-            .await
+        self.with(move |c| {
+            c.prepare_cached(sql::ANALYTICS_OF_MEETING)?.query_map(params![m, limit], event_from)?.collect()
+        })
+        .await
     }
 
     async fn add_chat_message(&self, msg: &NewChatMessage) -> Result<ChatMessage> {
@@ -368,7 +382,9 @@ impl Store for SqliteStore {
 
     async fn chat_messages(&self, meeting_id: &str, after_id: i64, limit: u32) -> Result<Vec<ChatMessage>> {
         let m = meeting_id.to_string();
-        self.with(move |c| c.prepare_cached(sql::CHAT_OF_MEETING)?.query_map(params![m, after_id, limit], chat_from)?.collect())
-            .await
+        self.with(move |c| {
+            c.prepare_cached(sql::CHAT_OF_MEETING)?.query_map(params![m, after_id, limit], chat_from)?.collect()
+        })
+        .await
     }
 }

@@ -128,7 +128,8 @@ impl S3Server {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-        let server = S3Server { endpoint: format!("http://127.0.0.1:{port}"), bucket, access_key, secret_key, root, child };
+        let server =
+            S3Server { endpoint: format!("http://127.0.0.1:{port}"), bucket, access_key, secret_key, root, child };
         assert!(
             wait_for_tcp(SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(10)),
             "s3s-fs did not start listening on port {port}"

@@ -1,0 +1,262 @@
+//! The `sluice` binary as a user runs it: `serve` with no configuration, on PostgreSQL, on S3; bad
+//! configuration; an unreachable database; `migrate`; `token`. Each test starts its own process.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sluice_testkit::{PgSchema, S3Server};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+
+/// A `sluice` command with a clean environment: no configuration leaks in from the machine running the tests.
+fn sluice(data_dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("SLUICE_") || key == "DATABASE_URL" || key.starts_with("AWS_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.arg("--data-dir").arg(data_dir).env("RUST_LOG", "warn");
+    cmd
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    /// Starts `sluice serve` on a free port and waits for its "ready" line.
+    fn start(mut cmd: Command) -> Server {
+        cmd.args(["serve", "--listen", "127.0.0.1:0"]).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        let mut child = cmd.spawn().expect("spawn sluice");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30)).expect("sluice serve printed its ready line");
+        let addr = line.rsplit("HTTP API on ").next().unwrap().trim_end_matches(')').to_string();
+        assert!(line.starts_with("Sluice is ready: open http://"), "unexpected first line: {line}");
+        Server { child, base: format!("http://{addr}") }
+    }
+
+    /// SIGTERM, and the exit status within a bound.
+    fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "sluice did not stop within 10 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn post_raw(url: &str, body: &'static str) -> (u16, Value) {
+    // As `curl -d`: form content type, JSON body.
+    let r = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+async fn get(url: &str) -> (u16, String) {
+    let r = reqwest::get(url).await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().expect("run sluice")
+}
+
+#[tokio::test]
+async fn serve_with_no_configuration_creates_and_keeps_meetings() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(sluice(dir.path()));
+
+    let (status, created) = post_raw(&format!("{}/meetings", server.base), "{}").await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["meeting"]["id"].as_str().unwrap().to_string();
+    assert_eq!(created["join_url"], format!("{}/m/{id}", server.base));
+    assert_eq!(created["host_token"].as_str().unwrap().split('.').count(), 3, "a JWT");
+
+    let (status, body) = get(&format!("{}/meetings/{id}", server.base)).await;
+    assert_eq!(status, 200, "{body}");
+    let meeting: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (meeting["id"].as_str(), meeting["settings"]["max_participants"].as_u64()),
+        (Some(id.as_str()), Some(100))
+    );
+
+    let (status, body) = get(&format!("{}/readyz", server.base)).await;
+    assert_eq!((status, serde_json::from_str::<Value>(&body).unwrap()["status"].clone()), (200, json!("ready")));
+    let (_, metrics) = get(&format!("{}/metrics", server.base)).await;
+    assert!(
+        metrics.contains(r#"sluice_http_requests_total{method="POST",route="/meetings",status="201"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains("sluice_meetings_created_total 1"), "{metrics}");
+
+    assert_eq!(server.stop().code(), Some(0), "SIGTERM stops cleanly");
+    assert!(dir.path().join("sluice.db").is_file(), "the embedded database lives in the data directory");
+
+    // A restart on the same data directory still has the meeting.
+    let server = Server::start(sluice(dir.path()));
+    let (status, _) = get(&format!("{}/meetings/{id}", server.base)).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn bad_requests_get_a_json_error_that_says_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(sluice(dir.path()));
+    let url = format!("{}/meetings", server.base);
+
+    let (status, body) = post_raw(&url, "{not json").await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("bad_request")), "{body}");
+    let (status, body) = post_raw(&url, r#"{"setings": {}}"#).await;
+    assert_eq!(status, 400);
+    assert!(body["error"]["message"].as_str().unwrap().contains("unknown field `setings`"), "{body}");
+    let (status, body) = post_raw(&url, r#"{"settings": {"max_participants": 0}}"#).await;
+    assert_eq!(status, 400);
+    assert!(body["error"]["message"].as_str().unwrap().contains("max_participants"), "{body}");
+    let (status, body) = post_raw(&url, r#"{"host_name": "   "}"#).await;
+    assert_eq!(status, 400, "{body}");
+
+    let (status, body) = get(&format!("{}/meetings/zzz-zzzz-zzz", server.base)).await;
+    assert_eq!(status, 404);
+    assert!(body.contains("zzz-zzzz-zzz") && body.contains("not_found"), "{body}");
+    let (status, body) = get(&format!("{}/no/such/path", server.base)).await;
+    assert_eq!(status, 404, "{body}");
+    let r = reqwest::Client::new().delete(format!("{}/healthz", server.base)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+}
+
+#[tokio::test]
+async fn serve_on_postgres_writes_the_rows_there() {
+    let schema = PgSchema::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = sluice(dir.path());
+    cmd.env("DATABASE_URL", &schema.url);
+    let server = Server::start(cmd);
+    let (status, created) = post_raw(&format!("{}/meetings", server.base), r#"{"settings": {"title": "Board"}}"#).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["meeting"]["id"].as_str().unwrap();
+
+    let row = schema
+        .client()
+        .await
+        .query_one("SELECT host_id, settings_json FROM meetings WHERE id = $1", &[&id])
+        .await
+        .unwrap();
+    let (host_id, settings): (String, Value) = (row.get(0), row.get(1));
+    assert_eq!(host_id, created["meeting"]["host_id"].as_str().unwrap());
+    assert_eq!(settings["title"], "Board");
+    assert!(!dir.path().join("sluice.db").exists(), "no SQLite file when PostgreSQL is configured");
+}
+
+#[tokio::test]
+async fn serve_with_s3_storage_reports_ready() {
+    let s3 = S3Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = sluice(dir.path());
+    cmd.env("SLUICE_STORAGE__KIND", "s3")
+        .env("SLUICE_STORAGE__BUCKET", &s3.bucket)
+        .env("SLUICE_STORAGE__ENDPOINT", &s3.endpoint)
+        .env("AWS_ACCESS_KEY_ID", &s3.access_key)
+        .env("AWS_SECRET_ACCESS_KEY", &s3.secret_key);
+    let server = Server::start(cmd);
+    let (status, body) = get(&format!("{}/readyz", server.base)).await;
+    assert_eq!(status, 200, "{body}");
+    drop(s3);
+    let (status, body) = get(&format!("{}/readyz", server.base)).await;
+    assert_eq!(status, 503, "storage gone: {body}");
+    assert!(body.contains("\"database\":\"ok\""), "{body}");
+}
+
+#[test]
+fn bad_configuration_stops_start_up_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(sluice(dir.path()).env("SLUICE_HTTP__LISTEN", "nonsense").args(["serve", "--print-config"]));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("http.listen") && stderr.contains("SLUICE_HTTP__LISTEN"), "{stderr}");
+
+    let file = dir.path().join("sluice.toml");
+    std::fs::write(&file, "[storage]\nkind = \"ftp\"\n").unwrap();
+    let out = run(sluice(dir.path()).arg("--config").arg(&file).arg("serve"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("storage.kind") && stderr.contains("sluice.toml") && stderr.contains("ftp"), "{stderr}");
+
+    std::fs::write(&file, "[http]\nlisten = \"127.0.0.1:9999\"\n").unwrap();
+    let out = run(sluice(dir.path()).arg("--config").arg(&file).args(["serve", "--print-config"]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("listen = \"127.0.0.1:9999\""));
+}
+
+#[test]
+fn an_unreachable_database_is_a_clear_error_within_bounded_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = sluice_testkit::free_port();
+    let started = Instant::now();
+    let out = run(sluice(dir.path())
+        .env("DATABASE_URL", format!("postgres://postgres@127.0.0.1:{port}/nothing"))
+        .env("SLUICE_DATABASE__CONNECT_ATTEMPTS", "2")
+        .env("SLUICE_DATABASE__CONNECT_BACKOFF_MS", "100")
+        .arg("serve"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot open the database") && stderr.contains(&port.to_string()), "{stderr}");
+    assert!(stderr.to_lowercase().contains("refused"), "says why: {stderr}");
+    assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
+
+    let out = run(sluice(dir.path()).env("DATABASE_URL", "mysql://x").arg("migrate"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not supported"));
+}
+
+#[tokio::test]
+async fn migrate_is_idempotent_and_token_mints_what_the_server_accepts() {
+    let schema = PgSchema::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    for _ in 0..2 {
+        let out = run(sluice(dir.path()).env("DATABASE_URL", &schema.url).arg("migrate"));
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("schema is at version 1"));
+    }
+    let count: i64 =
+        schema.client().await.query_one("SELECT count(*) FROM schema_migrations", &[]).await.unwrap().get(0);
+    assert_eq!(count, 1);
+
+    let out = run(sluice(dir.path()).args(["token", "--meeting", "abc-defg-hij", "--role", "host", "--name", "Ada"]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    // Signed with the secret the server keeps in its data directory.
+    let config = sluice_controlplane::config::AuthConfig::default();
+    let tokens = sluice_controlplane::tokens::Tokens::from_config(&config, dir.path()).unwrap();
+    let claims = tokens.verify(&token, "abc-defg-hij").unwrap();
+    assert_eq!((claims.name.as_str(), claims.grants.host), ("Ada", true));
+
+    let out = run(sluice(dir.path()).args(["token", "--meeting", "m", "--role", "emperor"]));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown role"));
+}
