@@ -21,7 +21,7 @@ ensure_apt() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
-ensure_apt ca-certificates curl gcc pkg-config postgresql postgresql-client
+ensure_apt ca-certificates curl gcc pkg-config postgresql postgresql-client libsrtp2-dev
 
 # --- S3-compatible server for the object storage tests ---------------------------------------------------------
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
