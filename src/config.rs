@@ -73,7 +73,7 @@ pub fn load(file: Option<&Path>, overrides: &[Override]) -> Result<Config, Strin
     figment = figment.merge(Env::raw().only(&["DATABASE_URL"]).map(|_| "database.url".into())).merge(
         Env::prefixed("SLUICE_")
             .ignore(&["config"])
-            .filter(|key| !key.as_str().starts_with(TEST_ENV_PREFIX))
+            .filter(|key| !key.as_str().to_ascii_lowercase().starts_with(TEST_ENV_PREFIX))
             .split("__"),
     );
     for (key, value) in overrides {

@@ -209,6 +209,13 @@ fn bad_configuration_stops_start_up_naming_the_key() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("storage.kind") && stderr.contains("sluice.toml") && stderr.contains("ftp"), "{stderr}");
 
+    // The test suite's own variables are not configuration; a misspelt real one is an error.
+    let out = run(sluice(dir.path()).env("SLUICE_TEST_ANYTHING", "x").args(["serve", "--print-config"]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(sluice(dir.path()).env("SLUICE_HTTP__LISTN", "x").args(["serve", "--print-config"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SLUICE_HTTP__LISTN"));
+
     std::fs::write(&file, "[http]\nlisten = \"127.0.0.1:9999\"\n").unwrap();
     let out = run(sluice(dir.path()).arg("--config").arg(&file).args(["serve", "--print-config"]));
     assert!(String::from_utf8_lossy(&out.stdout).contains("listen = \"127.0.0.1:9999\""));

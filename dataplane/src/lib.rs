@@ -3,5 +3,7 @@
 //! Everything here takes `now` and bytes and returns bytes and events; nothing here owns a socket, a thread or a
 //! clock (house style: sans-IO core, thin I/O shell).
 
+pub mod core;
 pub mod packet;
 pub mod srtp;
+pub mod testpeer;

@@ -43,8 +43,8 @@ pub struct RtpHeader {
     pub extensions: Option<ExtensionBlock>,
     /// Fixed header, CSRCs and extension block: where the payload starts.
     pub header_len: usize,
-    /// Padding bytes at the end (0 if the P bit is clear). Only meaningful on a decrypted packet.
-    pub padding_len: usize,
+    /// The P bit: the last byte of the *decrypted* payload counts padding bytes (see [`padding_len`]).
+    pub padding: bool,
 }
 
 impl RtpHeader {
@@ -71,15 +71,6 @@ impl RtpHeader {
         if packet.len() < header_len {
             return Err(RtpError::BadLength);
         }
-        let padding_len = if b0 & 0x20 != 0 {
-            let n = usize::from(*packet.last().expect("packet is at least 12 bytes"));
-            if n == 0 || n > packet.len() - header_len {
-                return Err(RtpError::BadPadding);
-            }
-            n
-        } else {
-            0
-        };
         Ok(RtpHeader {
             marker: packet[1] & 0x80 != 0,
             payload_type: packet[1] & 0x7f,
@@ -89,8 +80,21 @@ impl RtpHeader {
             csrc_count,
             extensions,
             header_len,
-            padding_len,
+            padding: b0 & 0x20 != 0,
         })
+    }
+
+    /// Padding bytes at the end of a decrypted packet (0 without the P bit). SRTP hides the padding count, so
+    /// this is only meaningful after decryption.
+    pub fn padding_len(&self, packet: &[u8]) -> Result<usize, RtpError> {
+        if !self.padding {
+            return Ok(0);
+        }
+        let n = usize::from(*packet.last().ok_or(RtpError::BadPadding)?);
+        if n == 0 || n > packet.len().saturating_sub(self.header_len) {
+            return Err(RtpError::BadPadding);
+        }
+        Ok(n)
     }
 
     /// The extension elements (RFC 8285), both one-byte and two-byte forms.
@@ -239,7 +243,10 @@ mod tests {
         assert_eq!(RtpHeader::parse(&ext_too_long), Err(RtpError::BadLength));
         let mut bad_padding = vec![0xa0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 2];
         bad_padding.push(200);
-        assert_eq!(RtpHeader::parse(&bad_padding), Err(RtpError::BadPadding));
+        let h = RtpHeader::parse(&bad_padding).unwrap();
+        assert_eq!(h.padding_len(&bad_padding), Err(RtpError::BadPadding));
+        *bad_padding.last_mut().unwrap() = 2;
+        assert_eq!(h.padding_len(&bad_padding), Ok(2));
     }
 
     proptest! {

@@ -1,0 +1,99 @@
+//! Why a packet was not forwarded. Every drop has exactly one reason and feeds one counter.
+
+/// Each variant is a counter in [`Counters::drops`](super::Counters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum DropReason {
+    /// Not STUN, DTLS, RTP or RTCP by its first byte (RFC 7983).
+    UnknownProtocol,
+    MalformedStun,
+    /// A STUN message that is not a Binding request or indication.
+    UnexpectedStun,
+    /// A Binding request whose USERNAME names no participant of this worker.
+    StunUnknownUser,
+    /// MESSAGE-INTEGRITY or FINGERPRINT did not verify.
+    StunAuthFailed,
+    MalformedRtp,
+    MalformedRtcp,
+    /// RTP or RTCP from an address no participant has nominated.
+    UnknownSource,
+    /// Media from a participant whose SRTP keys are not set yet (DTLS not finished).
+    NotConnected,
+    /// An SSRC the publisher did not announce and no MID/RID maps.
+    UnknownSsrc,
+    /// Already received, or older than the replay window.
+    Replay,
+    /// SRTP or SRTCP authentication failed.
+    AuthFailed,
+    /// Decrypted fine but nobody subscribes to the track.
+    NoSubscribers,
+    /// The transmit batch was full; the runtime sizes it from the fan-out limit.
+    TransmitFull,
+    /// Bigger than the largest datagram we send once SRTP's tag is added.
+    TooLarge,
+    /// A DTLS record arrived; handshakes are handled off the packet path.
+    DtlsPending,
+    /// A cross-core ring was full (the runtime's counterpart of `TransmitFull`).
+    QueueFull,
+}
+
+impl DropReason {
+    pub const COUNT: usize = DropReason::QueueFull as usize + 1;
+
+    pub const ALL: [DropReason; DropReason::COUNT] = [
+        DropReason::UnknownProtocol,
+        DropReason::MalformedStun,
+        DropReason::UnexpectedStun,
+        DropReason::StunUnknownUser,
+        DropReason::StunAuthFailed,
+        DropReason::MalformedRtp,
+        DropReason::MalformedRtcp,
+        DropReason::UnknownSource,
+        DropReason::NotConnected,
+        DropReason::UnknownSsrc,
+        DropReason::Replay,
+        DropReason::AuthFailed,
+        DropReason::NoSubscribers,
+        DropReason::TransmitFull,
+        DropReason::TooLarge,
+        DropReason::DtlsPending,
+        DropReason::QueueFull,
+    ];
+
+    /// The label used in metrics (`sluice_dataplane_drops_total{reason="..."}`).
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::UnknownProtocol => "unknown_protocol",
+            DropReason::MalformedStun => "malformed_stun",
+            DropReason::UnexpectedStun => "unexpected_stun",
+            DropReason::StunUnknownUser => "stun_unknown_user",
+            DropReason::StunAuthFailed => "stun_auth_failed",
+            DropReason::MalformedRtp => "malformed_rtp",
+            DropReason::MalformedRtcp => "malformed_rtcp",
+            DropReason::UnknownSource => "unknown_source",
+            DropReason::NotConnected => "not_connected",
+            DropReason::UnknownSsrc => "unknown_ssrc",
+            DropReason::Replay => "replay",
+            DropReason::AuthFailed => "auth_failed",
+            DropReason::NoSubscribers => "no_subscribers",
+            DropReason::TransmitFull => "transmit_full",
+            DropReason::TooLarge => "too_large",
+            DropReason::DtlsPending => "dtls_pending",
+            DropReason::QueueFull => "queue_full",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_lists_every_reason_in_order_with_unique_labels() {
+        for (i, reason) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, i);
+        }
+        let labels: std::collections::HashSet<_> = DropReason::ALL.iter().map(|r| r.label()).collect();
+        assert_eq!(labels.len(), DropReason::COUNT);
+    }
+}

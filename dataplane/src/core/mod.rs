@@ -1,0 +1,589 @@
+//! The sans-IO forwarding core of one worker: participants, their tracks and subscriptions, and the packet path
+//! from one publisher's SRTP to every subscriber's SRTP.
+//!
+//! Driving contract (as quinn and str0m): feed every datagram to [`Core::handle_receive`] and call
+//! [`Core::handle_timeout`] when [`Core::poll_timeout`] says; both write datagrams into the caller's
+//! [`Transmits`] batch, which the caller sends and clears. Drain [`Core::poll_event`] after each call. Time only
+//! enters as the `now` argument; nothing here blocks, allocates per packet, or touches a socket.
+//!
+//! The packet path, step by step (see `docs/dataplane.md`):
+//! 1. [`demux::classify`] by first byte (RFC 7983);
+//! 2. STUN: ICE-lite answers Binding requests and nominates the sender's address;
+//! 3. RTP: the source address names the participant; the SSRC names the inbound stream; the replay window checks
+//!    the estimated index; SRTP decrypts in place, once;
+//! 4. fan-out: for each subscription of the track, copy into a transmit slot, rewrite SSRC, sequence number and
+//!    timestamp, encrypt with the subscriber's keys, commit;
+//! 5. RTCP: decrypt, then act on keyframe requests (rate-limited) per subscription.
+
+mod config;
+mod drop;
+mod rewrite;
+mod slab;
+mod transmit;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
+
+pub use config::CoreConfig;
+pub use drop::DropReason;
+pub use rewrite::SeqRewriter;
+pub use slab::Key;
+pub use transmit::{DATAGRAM_MAX, Transmit, Transmits};
+
+use crate::packet::demux::{self, Kind};
+use crate::packet::rtcp;
+use crate::packet::rtp::{self, RtpHeader};
+use crate::packet::stun::{self, Message, Writer};
+use crate::srtp::{self, Profile, ReplayWindow};
+use slab::Slab;
+
+pub type ParticipantId = Key;
+pub type TrackId = Key;
+pub type SubscriptionId = Key;
+
+/// How often consent freshness is checked; a participant is reported gone at most this long after its timeout.
+const CONSENT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+/// The SSRC the SFU uses as the sender of the RTCP it originates (keyframe requests, reports).
+const SFU_RTCP_SSRC: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CoreError {
+    #[error("{0} limit reached")]
+    Full(&'static str),
+    #[error("no such participant")]
+    UnknownParticipant,
+    #[error("no such track")]
+    UnknownTrack,
+    #[error("no such subscription")]
+    UnknownSubscription,
+    #[error("ICE ufrag {0:?} is already in use on this worker")]
+    DuplicateUfrag(String),
+    #[error("SSRC {0} is already announced by this participant")]
+    DuplicateSsrc(u32),
+    #[error("bad SRTP keys: {0}")]
+    Keys(#[from] srtp::SrtpError),
+}
+
+/// ICE-lite credentials of the server side of one participant's connection (from our SDP offer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IceCredentials {
+    pub ufrag: String,
+    pub pwd: String,
+}
+
+/// Things the control plane wants to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// The participant's browser nominated an address (first connection, or a move to a new network).
+    Nominated { participant: ParticipantId, address: SocketAddr },
+    /// No consent for `consent_timeout`: the participant is unreachable. Media to and from it stops.
+    Gone { participant: ParticipantId },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaKind {
+    Audio,
+    Video,
+}
+
+/// A track as the publisher announced it in its SDP answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrackSpec {
+    pub ssrc: u32,
+    pub kind: MediaKind,
+}
+
+/// How a subscriber receives a track: the SSRC and payload type from the subscriber's SDP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscriptionSpec {
+    pub ssrc: u32,
+    /// Rewrite the payload type when the subscriber's mapping differs from the publisher's.
+    pub payload_type: Option<u8>,
+}
+
+/// Everything counted by one core. Plain integers: one core owns them, the runtime copies them out.
+#[derive(Debug, Clone, Default)]
+pub struct Counters {
+    pub datagrams_in: u64,
+    pub bytes_in: u64,
+    pub rtp_in: u64,
+    pub rtcp_in: u64,
+    pub stun_in: u64,
+    pub rtp_out: u64,
+    pub rtcp_out: u64,
+    pub stun_out: u64,
+    pub bytes_out: u64,
+    /// Subscriptions skipped because the subscriber is not connected yet (no address or keys).
+    pub fanout_not_ready: u64,
+    /// Packets a subscription dropped as belonging before its current source (after a switch).
+    pub fanout_stale: u64,
+    pub keyframe_requests_forwarded: u64,
+    pub keyframe_requests_limited: u64,
+    pub drops: [u64; DropReason::COUNT],
+}
+
+impl Counters {
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize]
+    }
+}
+
+#[derive(Debug)]
+struct InboundStream {
+    ssrc: u32,
+    track: TrackId,
+    window: ReplayWindow,
+}
+
+#[derive(Debug)]
+struct Participant {
+    ice: IceCredentials,
+    nominated: Option<SocketAddr>,
+    last_consent: Option<Instant>,
+    gone: bool,
+    rx: Option<srtp::Context>,
+    tx: Option<srtp::Context>,
+    /// Next SRTCP index for RTCP we send to this participant.
+    srtcp_index: u32,
+    inbound: Vec<InboundStream>,
+    rtcp_windows: Vec<(u32, ReplayWindow)>,
+    subscriptions: Vec<SubscriptionId>,
+    tracks: Vec<TrackId>,
+}
+
+#[derive(Debug)]
+struct Track {
+    publisher: ParticipantId,
+    spec: TrackSpec,
+    subscribers: Vec<SubscriptionId>,
+    last_keyframe_request: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Subscription {
+    subscriber: ParticipantId,
+    track: TrackId,
+    spec: SubscriptionSpec,
+    rewriter: SeqRewriter,
+    timestamp_offset: u32,
+    packets_sent: u64,
+    octets_sent: u64,
+}
+
+#[derive(Debug)]
+pub struct Core {
+    config: CoreConfig,
+    participants: Slab<Participant>,
+    tracks: Slab<Track>,
+    subscriptions: Slab<Subscription>,
+    by_ufrag: FxHashMap<Box<str>, ParticipantId>,
+    by_address: FxHashMap<SocketAddr, ParticipantId>,
+    events: std::collections::VecDeque<Event>,
+    next_consent_check: Option<Instant>,
+    counters: Counters,
+}
+
+impl Core {
+    pub fn new(config: CoreConfig) -> Core {
+        let hasher = rustc_hash::FxBuildHasher;
+        Core {
+            participants: Slab::with_capacity(config.participants_max),
+            tracks: Slab::with_capacity(config.tracks_max),
+            subscriptions: Slab::with_capacity(config.subscriptions_max),
+            by_ufrag: FxHashMap::with_capacity_and_hasher(config.participants_max, hasher),
+            // A participant moving networks is briefly known at two addresses.
+            by_address: FxHashMap::with_capacity_and_hasher(config.participants_max * 2, hasher),
+            events: std::collections::VecDeque::with_capacity(config.participants_max * 2),
+            next_consent_check: None,
+            counters: Counters::default(),
+            config,
+        }
+    }
+
+    pub fn participant_count(&self) -> usize {
+        self.participants.len()
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Core::handle_timeout`] wants calling next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_consent_check
+    }
+
+    // ---- control: called by the runtime on commands from the control plane ----------------------------------
+
+    pub fn add_participant(&mut self, ice: IceCredentials) -> Result<ParticipantId, CoreError> {
+        if self.by_ufrag.contains_key(ice.ufrag.as_str()) {
+            return Err(CoreError::DuplicateUfrag(ice.ufrag));
+        }
+        let ufrag: Box<str> = ice.ufrag.clone().into_boxed_str();
+        let participant = Participant {
+            ice,
+            nominated: None,
+            last_consent: None,
+            gone: false,
+            rx: None,
+            tx: None,
+            srtcp_index: 0,
+            inbound: Vec::with_capacity(self.config.streams_per_participant_max),
+            rtcp_windows: Vec::with_capacity(
+                self.config.streams_per_participant_max + self.config.subscriptions_per_participant_max,
+            ),
+            subscriptions: Vec::with_capacity(self.config.subscriptions_per_participant_max),
+            tracks: Vec::with_capacity(self.config.streams_per_participant_max),
+        };
+        let id = self.participants.insert(participant).ok_or(CoreError::Full("participants"))?;
+        self.by_ufrag.insert(ufrag, id);
+        Ok(id)
+    }
+
+    /// Removes a participant with its tracks (and everyone's subscriptions to them) and its own subscriptions.
+    pub fn remove_participant(&mut self, id: ParticipantId) -> Result<(), CoreError> {
+        let p = self.participants.get(id).ok_or(CoreError::UnknownParticipant)?;
+        let (tracks, subs) = (p.tracks.clone(), p.subscriptions.clone());
+        for track in tracks {
+            self.remove_track(track)?;
+        }
+        for sub in subs {
+            self.unsubscribe(sub)?;
+        }
+        let p = self.participants.remove(id).ok_or(CoreError::UnknownParticipant)?;
+        self.by_ufrag.remove(p.ice.ufrag.as_str());
+        if let Some(addr) = p.nominated {
+            self.by_address.remove(&addr);
+        }
+        Ok(())
+    }
+
+    /// Installs the SRTP keys DTLS-SRTP exported: `local` protects what we send, `remote` what the participant
+    /// sends (RFC 5764 section 4.2: the client's key is the server's remote key).
+    pub fn set_srtp_keys(
+        &mut self,
+        id: ParticipantId,
+        profile: Profile,
+        local: (&[u8], &[u8]),
+        remote: (&[u8], &[u8]),
+    ) -> Result<(), CoreError> {
+        let tx = srtp::Context::new(profile, local.0, local.1)?;
+        let rx = srtp::Context::new(profile, remote.0, remote.1)?;
+        let p = self.participants.get_mut(id).ok_or(CoreError::UnknownParticipant)?;
+        p.tx = Some(tx);
+        p.rx = Some(rx);
+        Ok(())
+    }
+
+    pub fn add_track(&mut self, publisher: ParticipantId, spec: TrackSpec) -> Result<TrackId, CoreError> {
+        let p = self.participants.get(publisher).ok_or(CoreError::UnknownParticipant)?;
+        if p.inbound.iter().any(|s| s.ssrc == spec.ssrc) {
+            return Err(CoreError::DuplicateSsrc(spec.ssrc));
+        }
+        if p.inbound.len() == self.config.streams_per_participant_max {
+            return Err(CoreError::Full("streams per participant"));
+        }
+        let track = Track {
+            publisher,
+            spec,
+            subscribers: Vec::with_capacity(self.config.subscribers_per_track_max),
+            last_keyframe_request: None,
+        };
+        let id = self.tracks.insert(track).ok_or(CoreError::Full("tracks"))?;
+        let p = self.participants.get_mut(publisher).expect("checked above");
+        p.inbound.push(InboundStream { ssrc: spec.ssrc, track: id, window: ReplayWindow::default() });
+        p.tracks.push(id);
+        Ok(id)
+    }
+
+    pub fn remove_track(&mut self, id: TrackId) -> Result<(), CoreError> {
+        let subs = self.tracks.get(id).ok_or(CoreError::UnknownTrack)?.subscribers.clone();
+        for sub in subs {
+            self.unsubscribe(sub)?;
+        }
+        let track = self.tracks.remove(id).ok_or(CoreError::UnknownTrack)?;
+        if let Some(p) = self.participants.get_mut(track.publisher) {
+            p.inbound.retain(|s| s.track != id);
+            p.tracks.retain(|t| *t != id);
+        }
+        Ok(())
+    }
+
+    pub fn subscribe(
+        &mut self,
+        subscriber: ParticipantId,
+        track: TrackId,
+        spec: SubscriptionSpec,
+    ) -> Result<SubscriptionId, CoreError> {
+        let t = self.tracks.get(track).ok_or(CoreError::UnknownTrack)?;
+        let p = self.participants.get(subscriber).ok_or(CoreError::UnknownParticipant)?;
+        if t.subscribers.len() == self.config.subscribers_per_track_max {
+            return Err(CoreError::Full("subscribers per track"));
+        }
+        if p.subscriptions.len() == self.config.subscriptions_per_participant_max {
+            return Err(CoreError::Full("subscriptions per participant"));
+        }
+        let sub = Subscription {
+            subscriber,
+            track,
+            spec,
+            rewriter: SeqRewriter::default(),
+            timestamp_offset: 0,
+            packets_sent: 0,
+            octets_sent: 0,
+        };
+        let id = self.subscriptions.insert(sub).ok_or(CoreError::Full("subscriptions"))?;
+        self.tracks.get_mut(track).expect("checked above").subscribers.push(id);
+        self.participants.get_mut(subscriber).expect("checked above").subscriptions.push(id);
+        Ok(id)
+    }
+
+    pub fn unsubscribe(&mut self, id: SubscriptionId) -> Result<(), CoreError> {
+        let sub = self.subscriptions.remove(id).ok_or(CoreError::UnknownSubscription)?;
+        if let Some(t) = self.tracks.get_mut(sub.track) {
+            t.subscribers.retain(|s| *s != id);
+        }
+        if let Some(p) = self.participants.get_mut(sub.subscriber) {
+            p.subscriptions.retain(|s| *s != id);
+        }
+        Ok(())
+    }
+
+    // ---- the packet path -------------------------------------------------------------------------------------
+
+    /// Handles one datagram from `source`, decrypting in place, and writes what it causes into `out`.
+    pub fn handle_receive(&mut self, now: Instant, source: SocketAddr, datagram: &mut [u8], out: &mut Transmits) {
+        self.counters.datagrams_in += 1;
+        self.counters.bytes_in += datagram.len() as u64;
+        match demux::classify(datagram) {
+            Kind::Stun => self.handle_stun(now, source, datagram, out),
+            Kind::Rtp => self.handle_rtp(source, datagram, out),
+            Kind::Rtcp => self.handle_rtcp(now, source, datagram, out),
+            Kind::Dtls => self.drop(DropReason::DtlsPending),
+            Kind::Other => self.drop(DropReason::UnknownProtocol),
+        }
+    }
+
+    fn drop(&mut self, reason: DropReason) {
+        self.counters.drops[reason as usize] += 1;
+    }
+
+    fn handle_stun(&mut self, now: Instant, source: SocketAddr, datagram: &[u8], out: &mut Transmits) {
+        self.counters.stun_in += 1;
+        let Ok(msg) = Message::parse(datagram) else { return self.drop(DropReason::MalformedStun) };
+        if msg.msg_type == stun::BINDING_INDICATION {
+            // A keepalive (RFC 8445 section 11): nothing to answer.
+            return;
+        }
+        if msg.msg_type != stun::BINDING_REQUEST {
+            return self.drop(DropReason::UnexpectedStun);
+        }
+        // USERNAME is "<our ufrag>:<their ufrag>" (RFC 8445 section 7.2.2).
+        let ufrag = msg
+            .get(stun::attr::USERNAME)
+            .and_then(|u| u.split(|b| *b == b':').next())
+            .and_then(|u| std::str::from_utf8(u).ok());
+        let Some(&id) = ufrag.and_then(|u| self.by_ufrag.get(u)) else { return self.drop(DropReason::StunUnknownUser) };
+        let p = self.participants.get_mut(id).expect("by_ufrag only names live participants");
+        if msg.check_integrity(p.ice.pwd.as_bytes()).is_err() || msg.check_fingerprint().is_err() {
+            return self.drop(DropReason::StunAuthFailed);
+        }
+        let Some(slot) = out.slot() else { return self.drop(DropReason::TransmitFull) };
+        let written = Writer::new(slot, stun::BINDING_SUCCESS, msg.transaction_id).and_then(|mut w| {
+            w.xor_address(stun::attr::XOR_MAPPED_ADDRESS, source)?.integrity(p.ice.pwd.as_bytes())?.fingerprint()?;
+            Ok(w.len())
+        });
+        let len = written.expect("a binding response fits in a datagram buffer");
+        out.commit(source, len);
+        self.counters.stun_out += 1;
+        self.counters.bytes_out += len as u64;
+
+        p.last_consent = Some(now);
+        if self.next_consent_check.is_none() {
+            self.next_consent_check = Some(now + CONSENT_CHECK_INTERVAL);
+        }
+        if msg.has(stun::attr::USE_CANDIDATE) && p.nominated != Some(source) && !p.gone {
+            if let Some(old) = p.nominated.replace(source) {
+                self.by_address.remove(&old);
+            }
+            self.by_address.insert(source, id);
+            self.events.push_back(Event::Nominated { participant: id, address: source });
+        }
+    }
+
+    fn handle_rtp(&mut self, source: SocketAddr, datagram: &mut [u8], out: &mut Transmits) {
+        self.counters.rtp_in += 1;
+        let Some(&id) = self.by_address.get(&source) else { return self.drop(DropReason::UnknownSource) };
+        let Ok(header) = RtpHeader::parse(datagram) else { return self.drop(DropReason::MalformedRtp) };
+        let p = self.participants.get_mut(id).expect("by_address only names live participants");
+        let Some(rx) = p.rx.as_ref() else { return self.drop(DropReason::NotConnected) };
+        let Some(stream) = p.inbound.iter_mut().find(|s| s.ssrc == header.ssrc) else {
+            return self.drop(DropReason::UnknownSsrc);
+        };
+        let index = stream.window.index_for(header.seq);
+        if stream.window.check(index).is_err() {
+            return self.drop(DropReason::Replay);
+        }
+        let Ok(len) = rx.unprotect_rtp(datagram, header.header_len, index) else {
+            return self.drop(DropReason::AuthFailed);
+        };
+        stream.window.record(index);
+        let track = stream.track;
+        self.fan_out(track, &datagram[..len], &header, out);
+    }
+
+    /// Step 4: one decrypted packet to every subscription of its track.
+    fn fan_out(&mut self, track: TrackId, plain: &[u8], header: &RtpHeader, out: &mut Transmits) {
+        let Core { tracks, subscriptions, participants, counters, .. } = self;
+        let Some(track) = tracks.get(track) else { return };
+        if track.subscribers.is_empty() {
+            counters.drops[DropReason::NoSubscribers as usize] += 1;
+            return;
+        }
+        if plain.len() + Profile::AeadAes128Gcm.rtp_overhead().max(Profile::Aes128CmHmacSha1_80.rtp_overhead())
+            > DATAGRAM_MAX
+        {
+            counters.drops[DropReason::TooLarge as usize] += 1;
+            return;
+        }
+        for &sub_id in &track.subscribers {
+            let sub = subscriptions.get_mut(sub_id).expect("a track lists only live subscriptions");
+            let subscriber = participants.get(sub.subscriber).expect("a subscription's subscriber is live");
+            let (Some(destination), Some(tx), false) = (subscriber.nominated, subscriber.tx.as_ref(), subscriber.gone)
+            else {
+                counters.fanout_not_ready += 1;
+                continue;
+            };
+            let Some((seq, index)) = sub.rewriter.rewrite(header.seq) else {
+                counters.fanout_stale += 1;
+                continue;
+            };
+            let Some(slot) = out.slot() else {
+                counters.drops[DropReason::TransmitFull as usize] += 1;
+                continue;
+            };
+            slot[..plain.len()].copy_from_slice(plain);
+            rtp::set_ssrc(slot, sub.spec.ssrc);
+            rtp::set_seq(slot, seq);
+            rtp::set_timestamp(slot, header.timestamp.wrapping_add(sub.timestamp_offset));
+            if let Some(pt) = sub.spec.payload_type {
+                rtp::set_payload_type(slot, pt);
+            }
+            let len = tx.protect_rtp(slot, plain.len(), header.header_len, index).expect("slot has room for the tag");
+            out.commit(destination, len);
+            sub.packets_sent += 1;
+            sub.octets_sent += (plain.len() - header.header_len) as u64;
+            counters.rtp_out += 1;
+            counters.bytes_out += len as u64;
+        }
+    }
+
+    fn handle_rtcp(&mut self, now: Instant, source: SocketAddr, datagram: &mut [u8], out: &mut Transmits) {
+        self.counters.rtcp_in += 1;
+        let Some(&id) = self.by_address.get(&source) else { return self.drop(DropReason::UnknownSource) };
+        let p = self.participants.get_mut(id).expect("by_address only names live participants");
+        let Some(rx) = p.rx.as_ref() else { return self.drop(DropReason::NotConnected) };
+        if datagram.len() < 8 {
+            return self.drop(DropReason::MalformedRtcp);
+        }
+        let sender = u32::from_be_bytes([datagram[4], datagram[5], datagram[6], datagram[7]]);
+        let Ok((len, index)) = rx.unprotect_rtcp(datagram) else { return self.drop(DropReason::AuthFailed) };
+        let slot = match p.rtcp_windows.iter().position(|(ssrc, _)| *ssrc == sender) {
+            Some(i) => i,
+            None if p.rtcp_windows.len() < p.rtcp_windows.capacity() => {
+                p.rtcp_windows.push((sender, ReplayWindow::default()));
+                p.rtcp_windows.len() - 1
+            }
+            None => return self.drop(DropReason::UnknownSsrc),
+        };
+        let window = &mut p.rtcp_windows[slot].1;
+        if window.check(u64::from(index)).is_err() {
+            return self.drop(DropReason::Replay);
+        }
+        window.record(u64::from(index));
+        for packet in rtcp::compound(&datagram[..len]) {
+            let Ok(packet) = packet else { return self.drop(DropReason::MalformedRtcp) };
+            let keyframe_request =
+                matches!((packet.packet_type, packet.count), (rtcp::PSFB, rtcp::FMT_PLI) | (rtcp::PSFB, rtcp::FMT_FIR));
+            if keyframe_request && let Ok(media) = rtcp::media_ssrc(&packet) {
+                let media = if packet.count == rtcp::FMT_FIR {
+                    rtcp::fir_entries(&packet).ok().and_then(|mut e| e.next()).map_or(media, |(ssrc, _)| ssrc)
+                } else {
+                    media
+                };
+                self.request_keyframe(now, id, media, out);
+            }
+        }
+    }
+
+    /// A subscriber asked for a keyframe of the stream it knows as `media_ssrc`: pass one PLI per interval to
+    /// the publisher, however many subscribers ask (no keyframe storms when many join at once).
+    fn request_keyframe(&mut self, now: Instant, subscriber: ParticipantId, media_ssrc: u32, out: &mut Transmits) {
+        let Core { participants, subscriptions, tracks, counters, config, .. } = self;
+        let Some(p) = participants.get(subscriber) else { return };
+        let Some(sub) =
+            p.subscriptions.iter().filter_map(|s| subscriptions.get(*s)).find(|s| s.spec.ssrc == media_ssrc)
+        else {
+            return;
+        };
+        let Some(track) = tracks.get_mut(sub.track) else { return };
+        if track
+            .last_keyframe_request
+            .is_some_and(|t| now.saturating_duration_since(t) < config.keyframe_request_interval)
+        {
+            counters.keyframe_requests_limited += 1;
+            return;
+        }
+        let Some(publisher) = participants.get_mut(track.publisher) else { return };
+        let (Some(destination), Some(tx)) = (publisher.nominated, publisher.tx.as_ref()) else { return };
+        let Some(slot) = out.slot() else {
+            counters.drops[DropReason::TransmitFull as usize] += 1;
+            return;
+        };
+        let len = rtcp::write_pli(slot, SFU_RTCP_SSRC, track.spec.ssrc).expect("a PLI fits a datagram buffer");
+        publisher.srtcp_index = (publisher.srtcp_index + 1) & 0x7fff_ffff;
+        let len = tx.protect_rtcp(slot, len, publisher.srtcp_index).expect("slot has room for SRTCP's trailer");
+        out.commit(destination, len);
+        track.last_keyframe_request = Some(now);
+        counters.keyframe_requests_forwarded += 1;
+        counters.rtcp_out += 1;
+        counters.bytes_out += len as u64;
+    }
+
+    // ---- timers ----------------------------------------------------------------------------------------------
+
+    pub fn handle_timeout(&mut self, now: Instant, _out: &mut Transmits) {
+        let Some(due) = self.next_consent_check else { return };
+        if now < due {
+            return;
+        }
+        self.next_consent_check = Some(now + CONSENT_CHECK_INTERVAL);
+        let timeout = self.config.consent_timeout;
+        let Core { participants, by_address, events, .. } = self;
+        for (id, p) in participants.iter() {
+            let expired = p.last_consent.is_some_and(|t| now.saturating_duration_since(t) >= timeout);
+            if expired && !p.gone {
+                events.push_back(Event::Gone { participant: id });
+                if let Some(addr) = p.nominated {
+                    by_address.remove(&addr);
+                }
+            }
+        }
+        for event in self.events.iter() {
+            if let Event::Gone { participant } = event
+                && let Some(p) = self.participants.get_mut(*participant)
+            {
+                p.gone = true;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,249 @@
+//! A simulated browser for tests: it speaks ICE (as the controlling agent), SRTP and RTCP to a [`Core`] the way
+//! Chrome does, built on the same packet code, and checks everything it receives. Sans-IO like the core: the
+//! simulation harness carries its datagrams through a simulated network, the runtime tests through real sockets.
+//!
+//! Every RTP payload it sends starts with `publisher id (4) | publisher sequence (8) | send time in µs (8)`, so a
+//! receiver can tell exactly which packet of whom it got, whatever the SFU rewrote.
+//!
+//! [`Core`]: crate::core::Core
+
+use std::time::Duration;
+
+use crate::packet::demux::{self, Kind};
+use crate::packet::rtcp;
+use crate::packet::rtp::RtpHeader;
+use crate::packet::stun::{self, Message, Writer};
+use crate::srtp::{self, Profile, ReplayWindow};
+
+/// What a peer's RTP payload carries in its first bytes.
+pub const PAYLOAD_TAG_LEN: usize = 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tag {
+    pub publisher: u32,
+    pub seq: u64,
+    pub sent_us: u64,
+}
+
+/// One received media packet, as the test sees it after decryption.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    pub ssrc: u32,
+    pub seq: u16,
+    pub timestamp: u32,
+    pub tag: Tag,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Incoming {
+    BindingSuccess,
+    Media(Received),
+    KeyframeRequest {
+        media_ssrc: u32,
+    },
+    /// Decryption, authentication or parsing failed: always a bug in the SFU under test.
+    Bad(&'static str),
+    /// A duplicate, refused by the replay window (the network may duplicate).
+    Duplicate,
+}
+
+/// Keys for one direction of SRTP: master key and salt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    pub key: Vec<u8>,
+    pub salt: Vec<u8>,
+}
+
+impl Keys {
+    /// Deterministic keys from a seed (tests want reproducible runs).
+    pub fn from_seed(profile: Profile, seed: u64) -> Keys {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        };
+        Keys {
+            key: (0..Profile::MASTER_KEY_LEN).map(|_| next()).collect(),
+            salt: (0..profile.master_salt_len()).map(|_| next()).collect(),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct TestPeer {
+    pub id: u32,
+    /// Our ICE ufrag; the server's ufrag and password come from its offer.
+    ufrag: String,
+    server_ufrag: String,
+    server_pwd: String,
+    tx: srtp::Context,
+    rx: srtp::Context,
+    /// SSRC of the track this peer publishes.
+    pub ssrc: u32,
+    seq: u64,
+    srtcp_index: u32,
+    transaction: u64,
+    windows: Vec<(u32, ReplayWindow)>,
+}
+
+impl TestPeer {
+    /// `to_sfu` protects what this peer sends; `from_sfu` what the SFU sends it.
+    pub fn new(
+        id: u32,
+        server_ufrag: &str,
+        server_pwd: &str,
+        profile: Profile,
+        to_sfu: &Keys,
+        from_sfu: &Keys,
+    ) -> TestPeer {
+        TestPeer {
+            id,
+            ufrag: format!("peer{id}"),
+            server_ufrag: server_ufrag.into(),
+            server_pwd: server_pwd.into(),
+            tx: srtp::Context::new(profile, &to_sfu.key, &to_sfu.salt).expect("test keys have the profile's lengths"),
+            rx: srtp::Context::new(profile, &from_sfu.key, &from_sfu.salt)
+                .expect("test keys have the profile's lengths"),
+            ssrc: 0x1000_0000 + id,
+            seq: 0,
+            srtcp_index: 0,
+            transaction: 0,
+            windows: Vec::new(),
+        }
+    }
+
+    /// An ICE connectivity check as the controlling agent; `nominate` adds USE-CANDIDATE.
+    pub fn binding_request(&mut self, nominate: bool) -> Vec<u8> {
+        self.transaction += 1;
+        let mut txid = [0u8; 12];
+        txid[..4].copy_from_slice(&self.id.to_be_bytes());
+        txid[4..].copy_from_slice(&self.transaction.to_be_bytes());
+        let mut buf = vec![0u8; 256];
+        let mut w = Writer::new(&mut buf, stun::BINDING_REQUEST, txid).expect("buffer is large enough");
+        let username = format!("{}:{}", self.server_ufrag, self.ufrag);
+        w.attr(stun::attr::USERNAME, username.as_bytes()).expect("fits");
+        w.attr(stun::attr::PRIORITY, &0x6e00_01ffu32.to_be_bytes()).expect("fits");
+        w.attr(stun::attr::ICE_CONTROLLING, &u64::from(self.id).to_be_bytes()).expect("fits");
+        if nominate {
+            w.attr(stun::attr::USE_CANDIDATE, &[]).expect("fits");
+        }
+        w.integrity(self.server_pwd.as_bytes()).expect("fits").fingerprint().expect("fits");
+        let n = w.len();
+        buf.truncate(n);
+        buf
+    }
+
+    /// The next SRTP media packet of this peer's track, `payload_len` bytes of payload (at least the tag).
+    pub fn media(&mut self, payload_len: usize, now_us: u64) -> Vec<u8> {
+        let payload_len = payload_len.max(PAYLOAD_TAG_LEN);
+        let seq = self.seq;
+        self.seq += 1;
+        let mut p = vec![0u8; 12 + payload_len + self.tx.profile().rtp_overhead()];
+        p[0] = 0x80;
+        p[1] = 111;
+        p[2..4].copy_from_slice(&(seq as u16).to_be_bytes());
+        p[4..8].copy_from_slice(&((seq as u32).wrapping_mul(960)).to_be_bytes());
+        p[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
+        p[12..16].copy_from_slice(&self.id.to_be_bytes());
+        p[16..24].copy_from_slice(&seq.to_be_bytes());
+        p[24..32].copy_from_slice(&now_us.to_be_bytes());
+        for (i, b) in p[32..12 + payload_len].iter_mut().enumerate() {
+            *b = (i as u8) ^ (seq as u8);
+        }
+        let n = self.tx.protect_rtp(&mut p, 12 + payload_len, 12, seq).expect("room for the tag");
+        p.truncate(n);
+        p
+    }
+
+    /// How many media packets this peer has sent.
+    pub fn sent(&self) -> u64 {
+        self.seq
+    }
+
+    /// A PLI for `media_ssrc` (as the subscriber knows it), as SRTCP.
+    pub fn pli(&mut self, media_ssrc: u32) -> Vec<u8> {
+        let mut buf = vec![0u8; 64];
+        let n = rtcp::write_pli(&mut buf, self.ssrc, media_ssrc).expect("fits");
+        self.srtcp_index += 1;
+        let n = self.tx.protect_rtcp(&mut buf, n, self.srtcp_index).expect("fits");
+        buf.truncate(n);
+        buf
+    }
+
+    pub fn receive(&mut self, datagram: &[u8]) -> Incoming {
+        let mut buf = datagram.to_vec();
+        match demux::classify(&buf) {
+            Kind::Stun => self.receive_stun(&buf),
+            Kind::Rtp => self.receive_rtp(&mut buf),
+            Kind::Rtcp => self.receive_rtcp(&mut buf),
+            _ => Incoming::Bad("not STUN, RTP or RTCP"),
+        }
+    }
+
+    fn receive_stun(&self, buf: &[u8]) -> Incoming {
+        let Ok(m) = Message::parse(buf) else { return Incoming::Bad("malformed STUN") };
+        if m.msg_type != stun::BINDING_SUCCESS {
+            return Incoming::Bad("not a binding success");
+        }
+        if m.check_integrity(self.server_pwd.as_bytes()).is_err() || m.check_fingerprint().is_err() {
+            return Incoming::Bad("binding response failed integrity");
+        }
+        Incoming::BindingSuccess
+    }
+
+    fn receive_rtp(&mut self, buf: &mut [u8]) -> Incoming {
+        let Ok(h) = RtpHeader::parse(buf) else { return Incoming::Bad("malformed RTP") };
+        let at = match self.windows.iter().position(|(s, _)| *s == h.ssrc) {
+            Some(i) => i,
+            None => {
+                self.windows.push((h.ssrc, ReplayWindow::default()));
+                self.windows.len() - 1
+            }
+        };
+        let window = &mut self.windows[at].1;
+        let index = window.index_for(h.seq);
+        if window.check(index).is_err() {
+            return Incoming::Duplicate;
+        }
+        let Ok(len) = self.rx.unprotect_rtp(buf, h.header_len, index) else {
+            return Incoming::Bad("SRTP authentication failed");
+        };
+        window.record(index);
+        let payload = &buf[h.header_len..len];
+        if payload.len() < PAYLOAD_TAG_LEN {
+            return Incoming::Bad("payload lost its tag");
+        }
+        let tag = Tag {
+            publisher: u32::from_be_bytes(payload[0..4].try_into().expect("4 bytes")),
+            seq: u64::from_be_bytes(payload[4..12].try_into().expect("8 bytes")),
+            sent_us: u64::from_be_bytes(payload[12..20].try_into().expect("8 bytes")),
+        };
+        for (i, b) in payload[PAYLOAD_TAG_LEN..].iter().enumerate() {
+            if *b != (i as u8) ^ (tag.seq as u8) {
+                return Incoming::Bad("payload corrupted");
+            }
+        }
+        Incoming::Media(Received { ssrc: h.ssrc, seq: h.seq, timestamp: h.timestamp, tag })
+    }
+
+    fn receive_rtcp(&mut self, buf: &mut [u8]) -> Incoming {
+        let Ok((len, _)) = self.rx.unprotect_rtcp(buf) else { return Incoming::Bad("SRTCP authentication failed") };
+        for packet in rtcp::compound(&buf[..len]) {
+            let Ok(packet) = packet else { return Incoming::Bad("malformed RTCP") };
+            if (packet.packet_type, packet.count) == (rtcp::PSFB, rtcp::FMT_PLI) {
+                return match rtcp::media_ssrc(&packet) {
+                    Ok(media_ssrc) => Incoming::KeyframeRequest { media_ssrc },
+                    Err(_) => Incoming::Bad("short PLI"),
+                };
+            }
+        }
+        Incoming::Bad("RTCP without a PLI")
+    }
+}
+
+/// Microseconds in a duration, for payload timestamps.
+pub fn micros(d: Duration) -> u64 {
+    d.as_micros() as u64
+}

@@ -1,0 +1,445 @@
+//! Deterministic simulation: simulated browsers ([`TestPeer`]) and the [`Core`] exchange datagrams through a
+//! seeded in-memory network with loss, delay, jitter (so reordering) and duplication, under a fake clock.
+//!
+//! Expectations are exact: the network records every datagram it drops, so each subscriber must receive every
+//! packet of every publisher except those dropped on the uplink or on its own downlink; nothing else may be
+//! missing, duplicated, corrupted or out of place. A failing run prints its seed; `SLUICE_SIM_SEED=<n>` reruns it.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use sluice_dataplane::core::{
+    Core, CoreConfig, DropReason, Event, IceCredentials, MediaKind, ParticipantId, SubscriptionSpec, TrackId,
+    TrackSpec, Transmits,
+};
+use sluice_dataplane::packet::demux::{self, Kind};
+use sluice_dataplane::packet::rtp::RtpHeader;
+use sluice_dataplane::srtp::Profile;
+use sluice_dataplane::testpeer::{Incoming, Keys, Received, TestPeer};
+
+/// SplitMix64: small, seedable, good enough for network impairment.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn chance(&mut self, p: f64) -> bool {
+        ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next() % n }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Impairment {
+    loss: f64,
+    duplicate: f64,
+    delay_us: u64,
+    jitter_us: u64,
+}
+
+struct Datagram {
+    from: SocketAddr,
+    to: SocketAddr,
+    bytes: Vec<u8>,
+}
+
+struct Net {
+    rng: Rng,
+    impairment: Impairment,
+    queue: BinaryHeap<Reverse<(u64, u64, usize)>>,
+    in_flight: HashMap<usize, Datagram>,
+    next_id: usize,
+    /// (destination, SSRC, RTP sequence number) of every RTP datagram the network dropped.
+    lost_rtp: BTreeSet<(SocketAddr, u32, u16)>,
+    /// Last time something was delivered to each address.
+    last_delivery: HashMap<SocketAddr, u64>,
+}
+
+impl Net {
+    fn send(&mut self, now_us: u64, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {
+        if self.rng.chance(self.impairment.loss) {
+            if demux::classify(&bytes) == Kind::Rtp
+                && let Ok(h) = RtpHeader::parse(&bytes)
+            {
+                self.lost_rtp.insert((to, h.ssrc, h.seq));
+            }
+            return;
+        }
+        let copies = if self.rng.chance(self.impairment.duplicate) { 2 } else { 1 };
+        for _ in 0..copies {
+            let at = now_us + self.impairment.delay_us + self.rng.below(self.impairment.jitter_us);
+            let id = self.next_id;
+            self.next_id += 1;
+            self.in_flight.insert(id, Datagram { from, to, bytes: bytes.clone() });
+            self.queue.push(Reverse((at, id as u64, id)));
+        }
+    }
+
+    fn due(&mut self, now_us: u64) -> Option<Datagram> {
+        let Reverse((at, _, id)) = *self.queue.peek()?;
+        if at > now_us {
+            return None;
+        }
+        self.queue.pop();
+        let d = self.in_flight.remove(&id).expect("queued datagrams are in flight");
+        self.last_delivery.insert(d.to, now_us);
+        Some(d)
+    }
+}
+
+struct Peer {
+    peer: TestPeer,
+    addr: SocketAddr,
+    /// Where this peer was before it moved; it still accepts what was in flight there.
+    old_addr: Option<SocketAddr>,
+    id: ParticipantId,
+    connected: bool,
+    /// Stops sending and ignores everything (a closed laptop).
+    vanished: bool,
+    /// Waiting for a binding success from a new address before sending media from it.
+    moving: bool,
+    received: Vec<Received>,
+    bad: Vec<&'static str>,
+    keyframe_requests: Vec<u32>,
+}
+
+struct World {
+    seed: u64,
+    core: Core,
+    sfu: SocketAddr,
+    peers: Vec<Peer>,
+    tracks: Vec<TrackId>,
+    net: Net,
+    now_us: u64,
+    base: Instant,
+    out: Transmits,
+    events: Vec<(u64, Event)>,
+}
+
+const MEDIA_INTERVAL_US: u64 = 20_000;
+const MEDIA_START_US: u64 = 500_000;
+const KEEPALIVE_US: u64 = 500_000;
+const CONNECT_RETRY_US: u64 = 50_000;
+
+/// Subscriber-side SSRC of publisher `i`'s track.
+fn out_ssrc(publisher: usize) -> u32 {
+    0x2000_0000 + publisher as u32
+}
+
+impl World {
+    /// `peers` participants, each publishing one track that every other participant subscribes to.
+    fn new(seed: u64, peers: usize, impairment: Impairment) -> World {
+        let profile = if seed.is_multiple_of(2) { Profile::AeadAes128Gcm } else { Profile::Aes128CmHmacSha1_80 };
+        let mut core = Core::new(CoreConfig { participants_max: 64, ..CoreConfig::default() });
+        let sfu: SocketAddr = "192.0.2.1:3478".parse().unwrap();
+        let mut list = Vec::new();
+        let mut tracks = Vec::new();
+        for i in 0..peers {
+            let (ufrag, pwd) = (format!("srv{i}"), format!("server-password-{i}-{seed}"));
+            let id = core.add_participant(IceCredentials { ufrag: ufrag.clone(), pwd: pwd.clone() }).unwrap();
+            let to_sfu = Keys::from_seed(profile, seed * 1000 + 2 * i as u64);
+            let from_sfu = Keys::from_seed(profile, seed * 1000 + 2 * i as u64 + 1);
+            core.set_srtp_keys(id, profile, (&from_sfu.key, &from_sfu.salt), (&to_sfu.key, &to_sfu.salt)).unwrap();
+            let peer = TestPeer::new(i as u32, &ufrag, &pwd, profile, &to_sfu, &from_sfu);
+            tracks.push(core.add_track(id, TrackSpec { ssrc: peer.ssrc, kind: MediaKind::Audio }).unwrap());
+            let addr: SocketAddr = format!("198.51.100.{}:5000", i + 10).parse().unwrap();
+            list.push(Peer {
+                peer,
+                addr,
+                old_addr: None,
+                id,
+                connected: false,
+                vanished: false,
+                moving: false,
+                received: vec![],
+                bad: vec![],
+                keyframe_requests: vec![],
+            });
+        }
+        for (s, subscriber) in list.iter().enumerate() {
+            for (p, track) in tracks.iter().enumerate().filter(|(p, _)| *p != s) {
+                core.subscribe(subscriber.id, *track, SubscriptionSpec { ssrc: out_ssrc(p), payload_type: None })
+                    .unwrap();
+            }
+        }
+        World {
+            seed,
+            core,
+            sfu,
+            peers: list,
+            tracks,
+            net: Net {
+                rng: Rng(seed),
+                impairment,
+                queue: BinaryHeap::new(),
+                in_flight: HashMap::new(),
+                next_id: 0,
+                lost_rtp: BTreeSet::new(),
+                last_delivery: HashMap::new(),
+            },
+            now_us: 0,
+            base: Instant::now(),
+            out: Transmits::with_capacity(256),
+            events: vec![],
+        }
+    }
+
+    fn now(&self) -> Instant {
+        self.base + Duration::from_micros(self.now_us)
+    }
+
+    fn flush(&mut self) {
+        let sent: Vec<(SocketAddr, Vec<u8>)> = self.out.iter().map(|(to, b)| (to, b.to_vec())).collect();
+        self.out.clear();
+        for (to, bytes) in sent {
+            self.net.send(self.now_us, self.sfu, to, bytes);
+        }
+    }
+
+    fn peers_act(&mut self, send_media_until_us: u64) {
+        let t = self.now_us;
+        for (i, p) in self.peers.iter_mut().enumerate() {
+            if p.vanished {
+                continue;
+            }
+            let stagger = 1_000 * i as u64;
+            let interval = if p.connected && !p.moving { KEEPALIVE_US } else { CONNECT_RETRY_US };
+            if t % interval == stagger % interval {
+                // Aggressive nomination: every check carries USE-CANDIDATE.
+                let request = p.peer.binding_request(true);
+                self.net.send(t, p.addr, self.sfu, request);
+            }
+            let media_due = t >= MEDIA_START_US && t < send_media_until_us && t % MEDIA_INTERVAL_US == stagger;
+            if p.connected && !p.moving && media_due {
+                let media = p.peer.media(160, t);
+                self.net.send(t, p.addr, self.sfu, media);
+            }
+        }
+    }
+
+    fn deliver(&mut self) {
+        while let Some(d) = self.net.due(self.now_us) {
+            if d.to == self.sfu {
+                let mut bytes = d.bytes;
+                let now = self.now();
+                self.core.handle_receive(now, d.from, &mut bytes, &mut self.out);
+                self.flush();
+                continue;
+            }
+            let Some(p) = self.peers.iter_mut().find(|p| p.addr == d.to || p.old_addr == Some(d.to)) else { continue };
+            if p.vanished {
+                continue;
+            }
+            match p.peer.receive(&d.bytes) {
+                Incoming::BindingSuccess if d.to == p.addr => {
+                    p.connected = true;
+                    p.moving = false;
+                }
+                Incoming::BindingSuccess | Incoming::Duplicate => {}
+                Incoming::Media(r) => p.received.push(r),
+                Incoming::KeyframeRequest { media_ssrc } => p.keyframe_requests.push(media_ssrc),
+                Incoming::Bad(why) => p.bad.push(why),
+            }
+        }
+    }
+
+    fn tick(&mut self, send_media_until_us: u64) {
+        self.peers_act(send_media_until_us);
+        self.deliver();
+        let now = self.now();
+        if self.core.poll_timeout().is_some_and(|t| t <= now) {
+            self.core.handle_timeout(now, &mut self.out);
+            self.flush();
+        }
+        while let Some(e) = self.core.poll_event() {
+            self.events.push((self.now_us, e));
+        }
+        self.now_us += 1_000;
+    }
+
+    fn run_until(&mut self, end_us: u64, send_media_until_us: u64) {
+        while self.now_us < end_us {
+            self.tick(send_media_until_us);
+        }
+    }
+
+    fn lost_to(&self, to: SocketAddr, ssrc: u32, seq: u64) -> bool {
+        self.net.lost_rtp.contains(&(to, ssrc, seq as u16))
+    }
+
+    /// Every subscriber got exactly what it should from every publisher.
+    fn check_delivery(&self, skip_subscribers: &[usize]) {
+        let seed = self.seed;
+        for (s, sub) in self.peers.iter().enumerate() {
+            assert!(sub.bad.is_empty(), "seed {seed}: subscriber {s} received bad packets: {:?}", sub.bad);
+            if skip_subscribers.contains(&s) {
+                continue;
+            }
+            for (p, publisher) in self.peers.iter().enumerate().filter(|(p, _)| *p != s) {
+                let got: Vec<&Received> = sub.received.iter().filter(|r| r.tag.publisher == p as u32).collect();
+                for r in &got {
+                    assert_eq!(r.ssrc, out_ssrc(p), "seed {seed}: subscriber-side SSRC");
+                    assert_eq!(r.seq, r.tag.seq as u16, "seed {seed}: sequence number in step with the publisher's");
+                    assert_eq!(r.timestamp, (r.tag.seq as u32).wrapping_mul(960), "seed {seed}: timestamp kept");
+                }
+                let got: BTreeSet<u64> = got.iter().map(|r| r.tag.seq).collect();
+                let mut old_addrs = vec![sub.addr];
+                old_addrs.extend(sub.old_addr);
+                let expected: BTreeSet<u64> = (0..publisher.peer.sent())
+                    .filter(|seq| !self.lost_to(self.sfu, publisher.peer.ssrc, *seq))
+                    .filter(|seq| !old_addrs.iter().any(|a| self.lost_to(*a, out_ssrc(p), *seq)))
+                    .collect();
+                let missing: Vec<_> = expected.difference(&got).take(10).collect();
+                let extra: Vec<_> = got.difference(&expected).take(10).collect();
+                assert!(
+                    missing.is_empty() && extra.is_empty(),
+                    "seed {seed}: subscriber {s} from publisher {p}: missing {missing:?}, unexpected {extra:?} \
+                     ({} sent, {} expected)",
+                    publisher.peer.sent(),
+                    expected.len()
+                );
+                assert!(expected.len() as u64 * 10 > publisher.peer.sent() * 8, "seed {seed}: the run carried media");
+            }
+        }
+    }
+}
+
+fn seeds() -> Vec<u64> {
+    match std::env::var("SLUICE_SIM_SEED") {
+        Ok(s) => vec![s.parse().expect("SLUICE_SIM_SEED is a number")],
+        Err(_) => (1..=6).collect(),
+    }
+}
+
+fn lossy() -> Impairment {
+    Impairment { loss: 0.03, duplicate: 0.02, delay_us: 5_000, jitter_us: 30_000 }
+}
+
+#[test]
+fn every_subscriber_gets_every_packet_the_network_did_not_lose() {
+    for seed in seeds() {
+        let mut w = World::new(seed, 5, lossy());
+        w.run_until(10_000_000, 9_000_000);
+        w.check_delivery(&[]);
+        let c = w.core.counters();
+        assert!(c.dropped(DropReason::Replay) > 0, "seed {seed}: network duplicates were refused by the replay window");
+        assert_eq!(c.dropped(DropReason::AuthFailed), 0, "seed {seed}");
+        assert_eq!(c.dropped(DropReason::UnknownSource), 0, "seed {seed}: media only after nomination");
+        let nominated = w.events.iter().filter(|(_, e)| matches!(e, Event::Nominated { .. })).count();
+        assert_eq!(nominated, 5, "seed {seed}: one nomination per participant");
+    }
+}
+
+#[test]
+fn a_vanished_participant_is_reported_gone_within_the_consent_timeout() {
+    for seed in seeds() {
+        let mut w = World::new(seed, 4, lossy());
+        w.run_until(3_000_000, u64::MAX);
+        w.peers[0].vanished = true;
+        let vanished_at = w.now_us;
+        w.run_until(40_000_000, 38_000_000);
+
+        let gone: Vec<_> = w.events.iter().filter(|(_, e)| matches!(e, Event::Gone { .. })).collect();
+        assert_eq!(gone.len(), 1, "seed {seed}: exactly the vanished participant is gone: {gone:?}");
+        let (at, Event::Gone { participant }) = *gone[0] else { unreachable!() };
+        assert_eq!(participant, w.peers[0].id, "seed {seed}");
+        // Its last check left at most 500 ms before it vanished; consent runs out 30 s later, checked each second.
+        let after = at - vanished_at;
+        assert!((29_000_000..=31_500_000).contains(&after), "seed {seed}: reported after {after} us");
+        let last_to_gone = w.net.last_delivery[&w.peers[0].addr];
+        assert!(last_to_gone <= at + 100_000, "seed {seed}: nothing is sent to a gone participant");
+        assert!(w.core.counters().fanout_not_ready > 0, "seed {seed}");
+        w.check_delivery(&[0]);
+    }
+}
+
+#[test]
+fn a_participant_that_changes_network_keeps_its_meeting() {
+    for seed in seeds() {
+        let mut w = World::new(seed, 3, lossy());
+        w.run_until(3_000_000, u64::MAX);
+        let p = &mut w.peers[1];
+        p.old_addr = Some(p.addr);
+        p.addr = "203.0.113.77:6000".parse().unwrap();
+        p.moving = true;
+        w.run_until(8_000_000, 7_000_000);
+        let nominations: Vec<_> = w
+            .events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Event::Nominated { participant, address } if *participant == w.peers[1].id => Some(*address),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(nominations.last(), Some(&w.peers[1].addr), "seed {seed}: the new address is selected");
+        w.check_delivery(&[]);
+    }
+}
+
+#[test]
+fn keyframe_requests_from_many_subscribers_reach_the_publisher_once_per_interval() {
+    let seed = 7;
+    let mut w = World::new(seed, 21, Impairment { loss: 0.0, duplicate: 0.0, delay_us: 1_000, jitter_us: 1 });
+    w.run_until(1_000_000, 0);
+    // Twenty subscribers ask for publisher 0's keyframe at the same moment.
+    for s in 1..21 {
+        let pli = w.peers[s].peer.pli(out_ssrc(0));
+        w.net.send(w.now_us, w.peers[s].addr, w.sfu, pli);
+    }
+    w.run_until(1_200_000, 0);
+    assert_eq!(w.peers[0].keyframe_requests, vec![w.peers[0].peer.ssrc], "one PLI, for the publisher's own SSRC");
+    assert_eq!(w.core.counters().keyframe_requests_limited, 19);
+    let limited_before = 19;
+    // Still inside the interval: limited. After it, a new request goes through.
+    let pli = w.peers[3].peer.pli(out_ssrc(0));
+    w.net.send(w.now_us, w.peers[3].addr, w.sfu, pli);
+    w.run_until(1_300_000, 0);
+    assert_eq!(w.peers[0].keyframe_requests.len(), 1);
+    w.run_until(1_600_000, 0);
+    let pli = w.peers[3].peer.pli(out_ssrc(0));
+    w.net.send(w.now_us, w.peers[3].addr, w.sfu, pli);
+    w.run_until(1_700_000, 0);
+    assert_eq!(w.peers[0].keyframe_requests.len(), 2);
+    assert_eq!(w.core.counters().keyframe_requests_limited, limited_before + 1);
+    assert!(w.peers.iter().all(|p| p.bad.is_empty()));
+}
+
+#[test]
+fn forged_and_unknown_traffic_is_counted_and_dropped() {
+    let mut w = World::new(3, 2, Impairment { loss: 0.0, duplicate: 0.0, delay_us: 1_000, jitter_us: 1 });
+    w.run_until(1_000_000, u64::MAX);
+    let now = w.now();
+    let stranger: SocketAddr = "203.0.113.9:9".parse().unwrap();
+    let mut media = w.peers[0].peer.media(100, 0);
+    w.core.handle_receive(now, stranger, &mut media.clone(), &mut w.out);
+    assert_eq!(w.core.counters().dropped(DropReason::UnknownSource), 1);
+    let last = media.len() - 1;
+    media[last] ^= 1;
+    w.core.handle_receive(now, w.peers[0].addr, &mut media, &mut w.out);
+    assert_eq!(w.core.counters().dropped(DropReason::AuthFailed), 1);
+    w.core.handle_receive(now, w.peers[0].addr, &mut [0x80, 96, 0], &mut w.out);
+    assert_eq!(w.core.counters().dropped(DropReason::MalformedRtp), 1);
+    let mut check = w.peers[1].peer.binding_request(true);
+    // Inside MESSAGE-INTEGRITY's value (the last 32 bytes are MI's 24 and FINGERPRINT's 8).
+    let inside_mac = check.len() - 20;
+    check[inside_mac] ^= 1;
+    w.core.handle_receive(now, stranger, &mut check, &mut w.out);
+    assert_eq!(w.core.counters().dropped(DropReason::StunAuthFailed), 1, "a forged check cannot move a participant");
+    w.core.handle_receive(now, stranger, &mut [22, 0xfe, 0xfd, 0, 0], &mut w.out);
+    assert_eq!(w.core.counters().dropped(DropReason::DtlsPending), 1);
+    w.core.handle_receive(now, stranger, &mut [0x40, 0, 0, 0], &mut w.out);
+    assert_eq!(w.core.counters().dropped(DropReason::UnknownProtocol), 1);
+    assert!(w.out.is_empty(), "nothing answered any of it");
+    let _ = &w.tracks;
+}
