@@ -1,0 +1,98 @@
+//! Time per forwarded packet through the core: one publisher to N subscribers, 1200-byte payloads, both SRTP
+//! suites, next to bare AES-128-GCM on the same payload in the same run (the floor the core is measured
+//! against). Criterion reports time per *sent* packet (throughput in elements = subscribers).
+//!
+//!     cargo bench -p sluice-dataplane --bench forward
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use ring::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use sluice_dataplane::core::{Core, CoreConfig, IceCredentials, MediaKind, SubscriptionSpec, TrackSpec, Transmits};
+use sluice_dataplane::srtp::Profile;
+use sluice_dataplane::testpeer::{Keys, TestPeer};
+
+const PAYLOAD: usize = 1200;
+
+/// A core with one publisher and `n` connected subscribers; returns it with the publisher's test peer.
+fn setup(profile: Profile, n: usize) -> (Core, TestPeer, SocketAddr, Transmits) {
+    let mut core = Core::new(CoreConfig { participants_max: n + 1, ..CoreConfig::default() });
+    let mut out = Transmits::with_capacity(n + 8);
+    let now = Instant::now();
+    let mut publisher = None;
+    let mut ids = Vec::new();
+    for i in 0..=n {
+        let (ufrag, pwd) = (format!("s{i}"), format!("password-password-{i}"));
+        let id = core.add_participant(IceCredentials { ufrag: ufrag.clone(), pwd: pwd.clone() }).unwrap();
+        let (up, down) = (Keys::from_seed(profile, 2 * i as u64), Keys::from_seed(profile, 2 * i as u64 + 1));
+        core.set_srtp_keys(id, profile, (&down.key, &down.salt), (&up.key, &up.salt)).unwrap();
+        let mut peer = TestPeer::new(i as u32, &ufrag, &pwd, profile, &up, &down);
+        let addr: SocketAddr = format!("127.0.0.{}:{}", 1 + i / 60_000, 1_024 + i % 60_000).parse().unwrap();
+        core.handle_receive(now, addr, &mut peer.binding_request(true), &mut out);
+        out.clear();
+        ids.push(id);
+        if i == 0 {
+            publisher = Some((peer, addr));
+        }
+    }
+    let (publisher, addr) = publisher.unwrap();
+    let track = core.add_track(ids[0], TrackSpec { ssrc: publisher.ssrc, kind: MediaKind::Video }).unwrap();
+    for (i, id) in ids.iter().enumerate().skip(1) {
+        core.subscribe(*id, track, SubscriptionSpec { ssrc: 0x4000 + i as u32, payload_type: None }).unwrap();
+    }
+    (core, publisher, addr, out)
+}
+
+fn forward(c: &mut Criterion) {
+    let mut group = c.benchmark_group("forward_1200B");
+    for profile in [Profile::AeadAes128Gcm, Profile::Aes128CmHmacSha1_80] {
+        for n in [1usize, 10, 100] {
+            let (mut core, mut publisher, addr, mut out) = setup(profile, n);
+            let mut t = 0u64;
+            group.throughput(Throughput::Elements(n as u64));
+            group.bench_function(format!("{profile:?}/{n}_subscribers"), |b| {
+                b.iter_batched_ref(
+                    || {
+                        t += 1;
+                        publisher.media(PAYLOAD, t)
+                    },
+                    |packet| {
+                        out.clear();
+                        core.handle_receive(Instant::now(), addr, packet, &mut out);
+                        black_box(out.len());
+                    },
+                    BatchSize::SmallInput,
+                );
+            });
+            assert_eq!(core.counters().drops.iter().sum::<u64>(), 0, "the benchmark forwards, it does not drop");
+        }
+    }
+    group.finish();
+}
+
+/// The floor: AES-128-GCM sealing the same payload in place, nothing else.
+fn bare_gcm(c: &mut Criterion) {
+    let key = LessSafeKey::new(UnboundKey::new(&AES_128_GCM, &[7u8; 16]).unwrap());
+    let header = [0x80u8; 12];
+    let mut payload = vec![0u8; PAYLOAD];
+    let mut counter = 0u64;
+    let mut group = c.benchmark_group("floor_1200B");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("aes128gcm_seal", |b| {
+        b.iter(|| {
+            counter += 1;
+            let mut nonce = [0u8; 12];
+            nonce[4..].copy_from_slice(&counter.to_be_bytes());
+            let tag = key
+                .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(&header), &mut payload)
+                .unwrap();
+            let _ = black_box(tag);
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bare_gcm, forward);
+criterion_main!(benches);

@@ -1,0 +1,116 @@
+//! The packet path allocates nothing: after warm-up, forwarding media to subscribers, answering ICE checks,
+//! limiting keyframe requests and running timers make zero heap allocations. A counting global allocator
+//! (this test file is its own binary) counts allocations made on this thread.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use sluice_dataplane::core::{Core, CoreConfig, IceCredentials, MediaKind, SubscriptionSpec, TrackSpec, Transmits};
+use sluice_dataplane::srtp::Profile;
+use sluice_dataplane::testpeer::{Incoming, Keys, TestPeer};
+
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards to the system allocator; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(Cell::get)
+}
+
+const SUBSCRIBERS: usize = 10;
+
+fn run(profile: Profile) {
+    let mut core = Core::new(CoreConfig { participants_max: 16, ..CoreConfig::default() });
+    let mut out = Transmits::with_capacity(64);
+    let start = Instant::now();
+    let mut peers = Vec::new();
+    for i in 0..=SUBSCRIBERS {
+        let (ufrag, pwd) = (format!("s{i}"), format!("password-password-{i}"));
+        let id = core.add_participant(IceCredentials { ufrag: ufrag.clone(), pwd: pwd.clone() }).unwrap();
+        let (up, down) = (Keys::from_seed(profile, 2 * i as u64), Keys::from_seed(profile, 2 * i as u64 + 1));
+        core.set_srtp_keys(id, profile, (&down.key, &down.salt), (&up.key, &up.salt)).unwrap();
+        let mut peer = TestPeer::new(i as u32, &ufrag, &pwd, profile, &up, &down);
+        let addr: SocketAddr = format!("127.0.0.1:{}", 20_000 + i).parse().unwrap();
+        let mut check = peer.binding_request(true);
+        core.handle_receive(start, addr, &mut check, &mut out);
+        out.clear();
+        peers.push((id, peer, addr));
+    }
+    let track = core.add_track(peers[0].0, TrackSpec { ssrc: peers[0].1.ssrc, kind: MediaKind::Video }).unwrap();
+    for (i, (id, _, _)) in peers.iter().enumerate().skip(1) {
+        core.subscribe(*id, track, SubscriptionSpec { ssrc: 0x3000 + i as u32, payload_type: Some(96) }).unwrap();
+    }
+
+    // Everything the measured loop feeds in is built first: the test peers allocate, the core must not.
+    let (publisher_addr, subscriber_addr) = (peers[0].2, peers[1].2);
+    let mut media: Vec<Vec<u8>> = (0..2_000).map(|i| peers[0].1.media(1_100, i)).collect();
+    let mut checks: Vec<Vec<u8>> = (0..100).map(|_| peers[1].1.binding_request(false)).collect();
+    let mut plis: Vec<Vec<u8>> = (0..100).map(|_| peers[1].1.pli(0x3001)).collect();
+
+    let mut now = start;
+    let mut step = |core: &mut Core, out: &mut Transmits, i: usize, now: Instant| {
+        core.handle_receive(now, publisher_addr, &mut media[i], out);
+        if i.is_multiple_of(20) {
+            core.handle_receive(now, subscriber_addr, &mut checks[i / 20], out);
+            core.handle_receive(now, subscriber_addr, &mut plis[i / 20], out);
+        }
+        if core.poll_timeout().is_some_and(|t| t <= now) {
+            core.handle_timeout(now, out);
+        }
+        while core.poll_event().is_some() {}
+    };
+    for i in 0..500 {
+        step(&mut core, &mut out, i, now);
+        out.clear();
+    }
+    let forwarded_before = core.counters().rtp_out;
+    let before = allocations();
+    for i in 500..2_000 {
+        now += Duration::from_millis(2);
+        step(&mut core, &mut out, i, now);
+        out.clear();
+    }
+    let made = allocations() - before;
+    let forwarded = core.counters().rtp_out - forwarded_before;
+    assert_eq!(forwarded, 1_500 * SUBSCRIBERS as u64, "{profile:?}: every packet reached every subscriber");
+    assert!(core.counters().keyframe_requests_forwarded > 0 && core.counters().stun_out > SUBSCRIBERS as u64 + 1);
+    assert_eq!(made, 0, "{profile:?}: {made} heap allocations while forwarding {forwarded} packets");
+
+    // And what was forwarded is real SRTP the subscriber can open.
+    core.handle_receive(now, publisher_addr, &mut peers[0].1.media(1_100, 9), &mut out);
+    let (_, datagram) = out.iter().find(|(to, _)| *to == subscriber_addr).unwrap();
+    assert!(matches!(peers[1].1.receive(datagram), Incoming::Media(_)));
+}
+
+#[test]
+fn forwarding_allocates_nothing_per_packet() {
+    run(Profile::AeadAes128Gcm);
+    run(Profile::Aes128CmHmacSha1_80);
+}
