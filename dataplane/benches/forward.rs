@@ -51,6 +51,7 @@ fn forward(c: &mut Criterion) {
         for n in [1usize, 10, 100] {
             let (mut core, mut publisher, addr, mut out) = setup(profile, n);
             let mut t = 0u64;
+            let mut calls = 0u64;
             group.throughput(Throughput::Elements(n as u64));
             group.bench_function(format!("{profile:?}/{n}_subscribers"), |b| {
                 b.iter_batched_ref(
@@ -59,6 +60,7 @@ fn forward(c: &mut Criterion) {
                         publisher.media(PAYLOAD, t)
                     },
                     |packet| {
+                        calls += 1;
                         out.clear();
                         core.handle_receive(Instant::now(), addr, packet, &mut out);
                         black_box(out.len());
@@ -66,7 +68,9 @@ fn forward(c: &mut Criterion) {
                     BatchSize::SmallInput,
                 );
             });
-            assert_eq!(core.counters().drops.iter().sum::<u64>(), 0, "the benchmark forwards, it does not drop");
+            let c = core.counters();
+            assert_eq!(c.drops.iter().sum::<u64>(), 0, "the benchmark forwards, it does not drop");
+            assert_eq!(c.rtp_out, calls * n as u64, "every packet went to every subscriber, encrypted");
         }
     }
     group.finish();

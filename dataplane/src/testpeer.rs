@@ -65,7 +65,7 @@ impl Keys {
             x as u8
         };
         Keys {
-            key: (0..Profile::MASTER_KEY_LEN).map(|_| next()).collect(),
+            key: (0..profile.master_key_len()).map(|_| next()).collect(),
             salt: (0..profile.master_salt_len()).map(|_| next()).collect(),
         }
     }

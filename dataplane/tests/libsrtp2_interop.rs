@@ -1,4 +1,4 @@
-//! Our SRTP against Debian's libsrtp2 (2.5), both suites, RTP and RTCP, across a sequence-number wrap: what one
+//! Our SRTP against Debian's libsrtp2 (2.5), all three suites, RTP and RTCP, across a sequence-number wrap: what one
 //! protects the other unprotects, and both produce the same bytes for the same key, packet and index.
 //! Needs `libsrtp2-dev` (tests/run.sh installs it).
 
@@ -46,6 +46,7 @@ unsafe extern "C" {
     fn srtp_protect_rtcp(session: Session, packet: *mut c_void, len: *mut c_int) -> c_int;
     fn srtp_unprotect_rtcp(session: Session, packet: *mut c_void, len: *mut c_int) -> c_int;
     fn srtp_crypto_policy_set_aes_gcm_128_16_auth(policy: *mut CryptoPolicy);
+    fn srtp_crypto_policy_set_aes_gcm_256_16_auth(policy: *mut CryptoPolicy);
     /// AES_CM_128_HMAC_SHA1_80 (`srtp_crypto_policy_set_aes_cm_128_hmac_sha1_80` is a macro for it).
     fn srtp_crypto_policy_set_rtp_default(policy: *mut CryptoPolicy);
 }
@@ -68,6 +69,7 @@ impl Libsrtp {
         unsafe {
             match profile {
                 Profile::AeadAes128Gcm => srtp_crypto_policy_set_aes_gcm_128_16_auth(&mut crypto),
+                Profile::AeadAes256Gcm => srtp_crypto_policy_set_aes_gcm_256_16_auth(&mut crypto),
                 Profile::Aes128CmHmacSha1_80 => srtp_crypto_policy_set_rtp_default(&mut crypto),
             }
         }
@@ -114,7 +116,7 @@ impl Drop for Libsrtp {
 }
 
 fn key_and_salt(profile: Profile) -> Vec<u8> {
-    (0..16 + profile.master_salt_len()).map(|i| (i * 7 + 3) as u8).collect()
+    (0..profile.master_key_len() + profile.master_salt_len()).map(|i| (i * 7 + 3) as u8).collect()
 }
 
 fn rtp(seq: u16, len: usize) -> Vec<u8> {
@@ -133,7 +135,7 @@ fn sequence() -> impl Iterator<Item = u16> {
 
 fn check_rtp(profile: Profile) {
     let ks = key_and_salt(profile);
-    let (mk, ms) = ks.split_at(16);
+    let (mk, ms) = ks.split_at(profile.master_key_len());
     let ours = Context::new(profile, mk, ms).unwrap();
     let theirs_tx = Libsrtp::new(profile, &ks, true);
     let theirs_rx = Libsrtp::new(profile, &ks, false);
@@ -168,7 +170,7 @@ fn check_rtp(profile: Profile) {
 
 fn check_rtcp(profile: Profile) {
     let ks = key_and_salt(profile);
-    let (mk, ms) = ks.split_at(16);
+    let (mk, ms) = ks.split_at(profile.master_key_len());
     let ours = Context::new(profile, mk, ms).unwrap();
     let theirs_tx = Libsrtp::new(profile, &ks, true);
     let theirs_rx = Libsrtp::new(profile, &ks, false);
@@ -211,4 +213,14 @@ fn gcm_rtcp_matches_libsrtp2() {
 #[test]
 fn cm_hmac_rtcp_matches_libsrtp2() {
     check_rtcp(Profile::Aes128CmHmacSha1_80);
+}
+
+#[test]
+fn gcm256_rtp_matches_libsrtp2() {
+    check_rtp(Profile::AeadAes256Gcm);
+}
+
+#[test]
+fn gcm256_rtcp_matches_libsrtp2() {
+    check_rtcp(Profile::AeadAes256Gcm);
 }

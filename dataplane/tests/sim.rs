@@ -140,7 +140,7 @@ fn out_ssrc(publisher: usize) -> u32 {
 impl World {
     /// `peers` participants, each publishing one track that every other participant subscribes to.
     fn new(seed: u64, peers: usize, impairment: Impairment) -> World {
-        let profile = if seed.is_multiple_of(2) { Profile::AeadAes128Gcm } else { Profile::Aes128CmHmacSha1_80 };
+        let profile = Profile::ALL[(seed % 3) as usize];
         let mut core = Core::new(CoreConfig { participants_max: 64, ..CoreConfig::default() });
         let sfu: SocketAddr = "192.0.2.1:3478".parse().unwrap();
         let mut list = Vec::new();

@@ -446,9 +446,7 @@ impl Core {
             counters.drops[DropReason::NoSubscribers as usize] += 1;
             return;
         }
-        if plain.len() + Profile::AeadAes128Gcm.rtp_overhead().max(Profile::Aes128CmHmacSha1_80.rtp_overhead())
-            > DATAGRAM_MAX
-        {
+        if plain.len() + Profile::RTP_OVERHEAD_MAX > DATAGRAM_MAX {
             counters.drops[DropReason::TooLarge as usize] += 1;
             return;
         }

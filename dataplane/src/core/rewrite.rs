@@ -12,8 +12,11 @@ use crate::srtp::estimate_index;
 pub struct SeqRewriter {
     /// Added (mod 2^16) to input sequence numbers of the current source.
     offset: u16,
-    /// First input sequence number of the current source; earlier ones are dropped.
-    source_start: u16,
+    /// Extended index of the current source's first packet; anything before it is dropped. Input indices start
+    /// at 1 << 16 for each source so a late packet from just before the start still has an index below it.
+    source_start: u64,
+    /// Highest extended input index of the current source.
+    highest_in: u64,
     /// Highest output extended index sent (ROC << 16 | seq).
     highest_out: u64,
     started: bool,
@@ -23,7 +26,7 @@ pub struct SeqRewriter {
 
 impl Default for SeqRewriter {
     fn default() -> Self {
-        SeqRewriter { offset: 0, source_start: 0, highest_out: 0, started: false, switching: true }
+        SeqRewriter { offset: 0, source_start: 0, highest_in: 0, highest_out: 0, started: false, switching: true }
     }
 }
 
@@ -33,27 +36,29 @@ impl SeqRewriter {
         self.switching = true;
     }
 
-    /// Output sequence number and extended index for input `seq`, or `None` to drop it (before the current
-    /// source's start, or more than half the sequence space behind).
+    /// Output sequence number and extended index for input `seq`, or `None` to drop it (from before the current
+    /// source's first packet).
     pub fn rewrite(&mut self, seq: u16) -> Option<(u16, u64)> {
         if self.switching {
             let next_out = if self.started { (self.highest_out as u16).wrapping_add(1) } else { seq };
             self.offset = next_out.wrapping_sub(seq);
-            self.source_start = seq;
+            self.source_start = (1 << 16) | u64::from(seq);
+            self.highest_in = self.source_start;
             self.switching = false;
-        } else if seq.wrapping_sub(self.source_start) >= 0x8000 {
-            return None;
+        } else {
+            let index = estimate_index(self.highest_in, seq);
+            if index < self.source_start {
+                return None;
+            }
+            self.highest_in = self.highest_in.max(index);
         }
         let out = seq.wrapping_add(self.offset);
-        let index = if self.started { estimate_index(self.highest_out, out) } else { u64::from(out) };
-        if self.started && index + 0x8000 <= self.highest_out {
-            return None;
-        }
-        if !self.started || index > self.highest_out {
-            self.highest_out = index;
+        let out_index = if self.started { estimate_index(self.highest_out, out) } else { u64::from(out) };
+        if !self.started || out_index > self.highest_out {
+            self.highest_out = out_index;
         }
         self.started = true;
-        Some((out, index))
+        Some((out, out_index))
     }
 
     pub fn highest_out(&self) -> u64 {
@@ -79,6 +84,20 @@ mod tests {
         assert_eq!(r.rewrite(6999), None, "before the switch point");
         assert_eq!(r.rewrite(7003).map(|x| x.0), Some(106), "a gap in the source stays a gap");
         assert_eq!(r.rewrite(7002).map(|x| x.0), Some(105), "reordering inside the source is kept");
+    }
+
+    #[test]
+    fn long_streams_keep_flowing_across_many_wraps() {
+        let mut r = SeqRewriter::default();
+        let mut expected = 40_000u64;
+        for i in 0..300_000u64 {
+            let seq = (40_000 + i) as u16;
+            assert_eq!(r.rewrite(seq), Some((seq, expected)), "packet {i}");
+            expected += 1;
+        }
+        // A late packet from 100 back, after several wraps, still passes with its own index.
+        let late = (40_000u64 + 300_000 - 100) as u16;
+        assert_eq!(r.rewrite(late).map(|x| x.1), Some(expected - 100));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! AEAD_AES_128_GCM for SRTP and SRTCP (RFC 7714), through `ring`, in place.
 
-use ring::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, Tag, UnboundKey};
+use ring::aead::{AES_128_GCM, AES_256_GCM, Aad, LessSafeKey, Nonce, Tag, UnboundKey};
 
 use super::{RTCP_HEADER_LEN, SRTCP_E_FLAG, SRTCP_INDEX_LEN, SrtpError, read_u32};
 
@@ -13,9 +13,11 @@ pub struct Gcm {
 }
 
 impl Gcm {
-    pub fn new(key: &[u8; 16], salt: &[u8; SALT_LEN]) -> Gcm {
-        // A 16-byte key is always valid for AES-128-GCM.
-        let key = LessSafeKey::new(UnboundKey::new(&AES_128_GCM, key).expect("16-byte AES-128 key"));
+    /// A 16-byte key selects AES-128-GCM, a 32-byte key AES-256-GCM.
+    pub fn new(key: &[u8], salt: &[u8; SALT_LEN]) -> Gcm {
+        let algorithm = if key.len() == 32 { &AES_256_GCM } else { &AES_128_GCM };
+        let key =
+            LessSafeKey::new(UnboundKey::new(algorithm, key).expect("the caller derived a key of the right size"));
         Gcm { key, salt: *salt }
     }
 

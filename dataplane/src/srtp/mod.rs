@@ -17,16 +17,22 @@ pub use replay::{ReplayError, ReplayWindow, WINDOW_LEN, estimate_index};
 pub enum Profile {
     /// `SRTP_AEAD_AES_128_GCM` (0x0007): 16-byte tag, 12-byte salt.
     AeadAes128Gcm,
+    /// `SRTP_AEAD_AES_256_GCM` (0x0008): 32-byte key, 16-byte tag, 12-byte salt. What DTLS servers that rank
+    /// it first (dimpl does) negotiate with Chrome.
+    AeadAes256Gcm,
     /// `SRTP_AES128_CM_HMAC_SHA1_80` (0x0001): 10-byte tag, 14-byte salt.
     Aes128CmHmacSha1_80,
 }
 
 impl Profile {
-    pub const MASTER_KEY_LEN: usize = 16;
+    pub const ALL: [Profile; 3] = [Profile::AeadAes128Gcm, Profile::AeadAes256Gcm, Profile::Aes128CmHmacSha1_80];
+    /// The most any profile adds to an RTP packet.
+    pub const RTP_OVERHEAD_MAX: usize = gcm::TAG_LEN;
 
     pub fn from_dtls_id(id: u16) -> Option<Profile> {
         match id {
             0x0007 => Some(Profile::AeadAes128Gcm),
+            0x0008 => Some(Profile::AeadAes256Gcm),
             0x0001 => Some(Profile::Aes128CmHmacSha1_80),
             _ => None,
         }
@@ -35,21 +41,29 @@ impl Profile {
     pub fn dtls_id(self) -> u16 {
         match self {
             Profile::AeadAes128Gcm => 0x0007,
+            Profile::AeadAes256Gcm => 0x0008,
             Profile::Aes128CmHmacSha1_80 => 0x0001,
+        }
+    }
+
+    pub fn master_key_len(self) -> usize {
+        match self {
+            Profile::AeadAes256Gcm => 32,
+            Profile::AeadAes128Gcm | Profile::Aes128CmHmacSha1_80 => 16,
         }
     }
 
     pub fn master_salt_len(self) -> usize {
         match self {
-            Profile::AeadAes128Gcm => 12,
-            Profile::Aes128CmHmacSha1_80 => 14,
+            Profile::AeadAes128Gcm | Profile::AeadAes256Gcm => gcm::SALT_LEN,
+            Profile::Aes128CmHmacSha1_80 => cm::SALT_LEN,
         }
     }
 
     /// Bytes SRTP adds to an RTP packet.
     pub fn rtp_overhead(self) -> usize {
         match self {
-            Profile::AeadAes128Gcm => gcm::TAG_LEN,
+            Profile::AeadAes128Gcm | Profile::AeadAes256Gcm => gcm::TAG_LEN,
             Profile::Aes128CmHmacSha1_80 => cm::TAG_LEN,
         }
     }
@@ -70,8 +84,8 @@ const RTCP_HEADER_LEN: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SrtpError {
-    #[error("master key must be 16 bytes and salt {expected} bytes")]
-    BadKeyLength { expected: usize },
+    #[error("this profile needs a {key}-byte master key and a {salt}-byte salt")]
+    BadKeyLength { key: usize, salt: usize },
     #[error("packet too short")]
     TooShort,
     #[error("buffer has no room for the authentication tag")]
@@ -113,13 +127,17 @@ mod label {
 impl Context {
     /// Derives the session keys from DTLS-SRTP's master key and salt (key derivation rate 0).
     pub fn new(profile: Profile, master_key: &[u8], master_salt: &[u8]) -> Result<Context, SrtpError> {
-        if master_key.len() != Profile::MASTER_KEY_LEN || master_salt.len() != profile.master_salt_len() {
-            return Err(SrtpError::BadKeyLength { expected: profile.master_salt_len() });
+        let (key, salt) = (profile.master_key_len(), profile.master_salt_len());
+        if master_key.len() != key || master_salt.len() != salt {
+            return Err(SrtpError::BadKeyLength { key, salt });
         }
         let kdf = kdf::Kdf::new(master_key, master_salt);
         let transform = |enc, auth, salt| match profile {
             Profile::AeadAes128Gcm => {
                 Transform::Gcm(gcm::Gcm::new(&kdf.derive::<16>(enc), &kdf.derive::<{ gcm::SALT_LEN }>(salt)))
+            }
+            Profile::AeadAes256Gcm => {
+                Transform::Gcm(gcm::Gcm::new(&kdf.derive::<32>(enc), &kdf.derive::<{ gcm::SALT_LEN }>(salt)))
             }
             Profile::Aes128CmHmacSha1_80 => Transform::Cm(cm::Cm::new(
                 &kdf.derive::<16>(enc),

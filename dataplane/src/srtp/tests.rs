@@ -6,7 +6,8 @@ const KEY: [u8; 16] = *b"0123456789abcdef";
 
 fn contexts(profile: Profile) -> (Context, Context) {
     let salt = &b"saltsaltsalts!"[..profile.master_salt_len()];
-    (Context::new(profile, &KEY, salt).unwrap(), Context::new(profile, &KEY, salt).unwrap())
+    let key = &[KEY, KEY].concat()[..profile.master_key_len()];
+    (Context::new(profile, key, salt).unwrap(), Context::new(profile, key, salt).unwrap())
 }
 
 /// An RTP packet: 12-byte header with SSRC 0xcafebabe, one-byte-extension block of 8 bytes, then payload.
@@ -18,8 +19,8 @@ fn rtp_packet(seq: u16, payload_len: usize) -> (Vec<u8>, usize) {
     (p, header_len)
 }
 
-fn both() -> [Profile; 2] {
-    [Profile::AeadAes128Gcm, Profile::Aes128CmHmacSha1_80]
+fn both() -> [Profile; 3] {
+    Profile::ALL
 }
 
 #[test]
@@ -144,8 +145,8 @@ proptest! {
 
     /// Protect then unprotect is the identity for any payload, index and suite.
     #[test]
-    fn protect_unprotect_is_identity(payload in proptest::collection::vec(any::<u8>(), 0..1400), index in 0u64..(1 << 48), gcm in any::<bool>()) {
-        let profile = if gcm { Profile::AeadAes128Gcm } else { Profile::Aes128CmHmacSha1_80 };
+    fn protect_unprotect_is_identity(payload in proptest::collection::vec(any::<u8>(), 0..1400), index in 0u64..(1 << 48), which in 0usize..3) {
+        let profile = Profile::ALL[which];
         let (tx, rx) = contexts(profile);
         let mut p = vec![0x80, 111, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4];
         p[2..4].copy_from_slice(&(index as u16).to_be_bytes());
@@ -165,9 +166,10 @@ fn hex(s: &str) -> Vec<u8> {
 
 impl Context {
     /// RFC 7714's vectors give session keys directly.
-    fn gcm_from_session_keys(key: &[u8; 16], salt: &[u8; 12]) -> Context {
+    fn gcm_from_session_keys(key: &[u8], salt: &[u8; 12]) -> Context {
         let t = || Transform::Gcm(gcm::Gcm::new(key, salt));
-        Context { profile: Profile::AeadAes128Gcm, rtp: t(), rtcp: t() }
+        let profile = if key.len() == 32 { Profile::AeadAes256Gcm } else { Profile::AeadAes128Gcm };
+        Context { profile, rtp: t(), rtcp: t() }
     }
 }
 
@@ -200,7 +202,7 @@ fn rfc3711_aes_cm_keystream_vectors() {
 #[test]
 fn rfc7714_srtp_gcm_vector() {
     let ctx = Context::gcm_from_session_keys(
-        &hex("000102030405060708090a0b0c0d0e0f").try_into().unwrap(),
+        &hex("000102030405060708090a0b0c0d0e0f"),
         &hex("517569642070726f2071756f").try_into().unwrap(),
     );
     let plain = hex(
@@ -222,7 +224,7 @@ fn rfc7714_srtp_gcm_vector() {
 #[test]
 fn rfc7714_srtcp_gcm_vector() {
     let ctx = Context::gcm_from_session_keys(
-        &hex("000102030405060708090a0b0c0d0e0f").try_into().unwrap(),
+        &hex("000102030405060708090a0b0c0d0e0f"),
         &hex("517569642070726f2071756f").try_into().unwrap(),
     );
     let plain = hex(
@@ -238,4 +240,24 @@ fn rfc7714_srtcp_gcm_vector() {
     assert_eq!(buf[..n], expected[..]);
     let (m, index) = ctx.unprotect_rtcp(&mut buf[..n]).unwrap();
     assert_eq!((&buf[..m], index), (&plain[..], 0x5d4));
+}
+
+/// RFC 7714 section 16.2.1: AEAD_AES_256_GCM.
+#[test]
+fn rfc7714_srtp_gcm256_vector() {
+    let ctx = Context::gcm_from_session_keys(
+        &hex("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"),
+        &hex("517569642070726f2071756f").try_into().unwrap(),
+    );
+    let plain = hex(
+        "8040f17b 8041f8d3 5501a0b2 47616c6c 69612065 7374206f 6d6e6973 20646976 69736120 696e2070 61727465 73207472 6573",
+    );
+    let expected = hex(
+        "8040f17b 8041f8d3 5501a0b2 32b1de78 a822fe12 ef9f78fa 332e33aa b1801238 9a58e2f3 b50b2a02 76ffae0f 1ba63799
+         b87b7aa3 db36dfff d6b0f9bb 7878d7a7 6c13",
+    );
+    let mut buf = plain.clone();
+    buf.resize(plain.len() + 16, 0);
+    let n = ctx.protect_rtp(&mut buf, plain.len(), 12, 0xf17b).unwrap();
+    assert_eq!(buf[..n], expected[..]);
 }
