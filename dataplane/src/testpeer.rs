@@ -7,7 +7,9 @@
 //!
 //! [`Core`]: crate::core::Core
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use crate::core::{DtlsIdentity, Fingerprint};
 
 use crate::packet::demux::{self, Kind};
 use crate::packet::rtcp;
@@ -34,13 +36,18 @@ pub struct Received {
     pub tag: Tag,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Incoming {
     BindingSuccess,
     Media(Received),
     KeyframeRequest {
         media_ssrc: u32,
     },
+    /// DTLS records to send back (a handshake flight).
+    Dtls(Vec<Vec<u8>>),
+    /// SRTP or SRTCP before this peer's DTLS finished: a browser discards it, and so does the test peer. Normal
+    /// when the SFU's side of the handshake finished first and the SFU's last flight is still on its way.
+    BeforeKeys,
     /// Decryption, authentication or parsing failed: always a bug in the SFU under test.
     Bad(&'static str),
     /// A duplicate, refused by the replay window (the network may duplicate).
@@ -71,15 +78,16 @@ impl Keys {
     }
 }
 
-#[derive(Debug)]
 pub struct TestPeer {
     pub id: u32,
     /// Our ICE ufrag; the server's ufrag and password come from its offer.
     ufrag: String,
     server_ufrag: String,
     server_pwd: String,
-    tx: srtp::Context,
-    rx: srtp::Context,
+    /// Set by the constructor (keys given) or by DTLS-SRTP.
+    tx: Option<srtp::Context>,
+    rx: Option<srtp::Context>,
+    dtls: Option<PeerDtls>,
     /// SSRC of the track this peer publishes.
     pub ssrc: u32,
     seq: u64,
@@ -88,7 +96,119 @@ pub struct TestPeer {
     windows: Vec<(u32, ReplayWindow)>,
 }
 
+/// The browser side of DTLS-SRTP: the client, checking the server's certificate against the offer.
+struct PeerDtls {
+    identity: DtlsIdentity,
+    endpoint: Option<Box<dimpl::Dtls>>,
+    server_fingerprint: Fingerprint,
+    verified: bool,
+    timeout: Option<Instant>,
+    scratch: Vec<u8>,
+}
+
+impl std::fmt::Debug for TestPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestPeer").field("id", &self.id).field("srtp_ready", &self.srtp_ready()).finish_non_exhaustive()
+    }
+}
+
 impl TestPeer {
+    /// A peer whose SRTP keys will come from a DTLS handshake with a server presenting `server_fingerprint`;
+    /// `seed` makes its handshake randomness reproducible (simulations), `None` draws it from the system.
+    pub fn with_dtls(
+        id: u32,
+        server_ufrag: &str,
+        server_pwd: &str,
+        server_fingerprint: Fingerprint,
+        seed: Option<u64>,
+    ) -> TestPeer {
+        let identity = match seed {
+            Some(seed) => DtlsIdentity::generate_for_simulation(seed),
+            None => DtlsIdentity::generate(),
+        }
+        .expect("generate a test peer's DTLS identity");
+        TestPeer {
+            id,
+            ufrag: format!("peer{id}"),
+            server_ufrag: server_ufrag.into(),
+            server_pwd: server_pwd.into(),
+            tx: None,
+            rx: None,
+            dtls: Some(PeerDtls {
+                identity,
+                endpoint: None,
+                server_fingerprint,
+                verified: false,
+                timeout: None,
+                scratch: vec![0u8; 4096],
+            }),
+            ssrc: 0x1000_0000 + id,
+            seq: 0,
+            srtcp_index: 0,
+            transaction: 0,
+            windows: Vec::new(),
+        }
+    }
+
+    /// This peer's certificate fingerprint (what its SDP answer would carry), if it does DTLS.
+    pub fn fingerprint(&self) -> Option<Fingerprint> {
+        self.dtls.as_ref().map(|d| d.identity.fingerprint())
+    }
+
+    pub fn srtp_ready(&self) -> bool {
+        self.tx.is_some() && self.rx.is_some()
+    }
+
+    pub fn dtls_started(&self) -> bool {
+        self.dtls.as_ref().is_some_and(|d| d.endpoint.is_some())
+    }
+
+    /// Starts the handshake as the DTLS client (the browser is `a=setup:active`); returns the records to send.
+    pub fn start_dtls(&mut self, now: Instant) -> Vec<Vec<u8>> {
+        let Some(d) = self.dtls.as_mut() else { return vec![] };
+        let mut endpoint = Box::new(d.identity.client(now));
+        let _ = endpoint.handle_timeout(now);
+        d.endpoint = Some(endpoint);
+        self.drain_dtls()
+    }
+
+    pub fn dtls_timeout(&self) -> Option<Instant> {
+        self.dtls.as_ref().and_then(|d| d.timeout)
+    }
+
+    pub fn handle_dtls_timeout(&mut self, now: Instant) -> Vec<Vec<u8>> {
+        if let Some(endpoint) = self.dtls.as_mut().and_then(|d| d.endpoint.as_mut()) {
+            let _ = endpoint.handle_timeout(now);
+        }
+        self.drain_dtls()
+    }
+
+    fn drain_dtls(&mut self) -> Vec<Vec<u8>> {
+        let mut records = vec![];
+        let Some(d) = self.dtls.as_mut() else { return records };
+        let Some(endpoint) = d.endpoint.as_mut() else { return records };
+        loop {
+            match endpoint.poll_output(&mut d.scratch) {
+                dimpl::Output::Packet(p) => records.push(p.to_vec()),
+                dimpl::Output::Timeout(t) => {
+                    d.timeout = Some(t);
+                    break;
+                }
+                dimpl::Output::PeerCert(der) => d.verified = Fingerprint::of_certificate(der) == d.server_fingerprint,
+                dimpl::Output::KeyingMaterial(material, negotiated) if d.verified => {
+                    let profile = crate::core::srtp_profile_of(negotiated).expect("a profile we implement");
+                    let (client, server) =
+                        crate::core::split_keying_material(profile, &material).expect("material of the profile's size");
+                    // The client's key protects what the client sends.
+                    self.tx = srtp::Context::new(profile, client.0, client.1).ok();
+                    self.rx = srtp::Context::new(profile, server.0, server.1).ok();
+                }
+                _ => {}
+            }
+        }
+        records
+    }
+
     /// `to_sfu` protects what this peer sends; `from_sfu` what the SFU sends it.
     pub fn new(
         id: u32,
@@ -103,9 +223,14 @@ impl TestPeer {
             ufrag: format!("peer{id}"),
             server_ufrag: server_ufrag.into(),
             server_pwd: server_pwd.into(),
-            tx: srtp::Context::new(profile, &to_sfu.key, &to_sfu.salt).expect("test keys have the profile's lengths"),
-            rx: srtp::Context::new(profile, &from_sfu.key, &from_sfu.salt)
-                .expect("test keys have the profile's lengths"),
+            tx: Some(
+                srtp::Context::new(profile, &to_sfu.key, &to_sfu.salt).expect("test keys have the profile's lengths"),
+            ),
+            rx: Some(
+                srtp::Context::new(profile, &from_sfu.key, &from_sfu.salt)
+                    .expect("test keys have the profile's lengths"),
+            ),
+            dtls: None,
             ssrc: 0x1000_0000 + id,
             seq: 0,
             srtcp_index: 0,
@@ -138,9 +263,10 @@ impl TestPeer {
     /// The next SRTP media packet of this peer's track, `payload_len` bytes of payload (at least the tag).
     pub fn media(&mut self, payload_len: usize, now_us: u64) -> Vec<u8> {
         let payload_len = payload_len.max(PAYLOAD_TAG_LEN);
+        let tx = self.tx.as_ref().expect("media only after SRTP keys are set");
         let seq = self.seq;
         self.seq += 1;
-        let mut p = vec![0u8; 12 + payload_len + self.tx.profile().rtp_overhead()];
+        let mut p = vec![0u8; 12 + payload_len + tx.profile().rtp_overhead()];
         p[0] = 0x80;
         p[1] = 111;
         p[2..4].copy_from_slice(&(seq as u16).to_be_bytes());
@@ -152,7 +278,7 @@ impl TestPeer {
         for (i, b) in p[32..12 + payload_len].iter_mut().enumerate() {
             *b = (i as u8) ^ (seq as u8);
         }
-        let n = self.tx.protect_rtp(&mut p, 12 + payload_len, 12, seq).expect("room for the tag");
+        let n = tx.protect_rtp(&mut p, 12 + payload_len, 12, seq).expect("room for the tag");
         p.truncate(n);
         p
     }
@@ -167,7 +293,8 @@ impl TestPeer {
         let mut buf = vec![0u8; 64];
         let n = rtcp::write_pli(&mut buf, self.ssrc, media_ssrc).expect("fits");
         self.srtcp_index += 1;
-        let n = self.tx.protect_rtcp(&mut buf, n, self.srtcp_index).expect("fits");
+        let tx = self.tx.as_ref().expect("RTCP only after SRTP keys are set");
+        let n = tx.protect_rtcp(&mut buf, n, self.srtcp_index).expect("fits");
         buf.truncate(n);
         buf
     }
@@ -178,8 +305,19 @@ impl TestPeer {
             Kind::Stun => self.receive_stun(&buf),
             Kind::Rtp => self.receive_rtp(&mut buf),
             Kind::Rtcp => self.receive_rtcp(&mut buf),
-            _ => Incoming::Bad("not STUN, RTP or RTCP"),
+            Kind::Dtls => self.receive_dtls(&buf),
+            _ => Incoming::Bad("not STUN, DTLS, RTP or RTCP"),
         }
+    }
+
+    fn receive_dtls(&mut self, buf: &[u8]) -> Incoming {
+        let Some(endpoint) = self.dtls.as_mut().and_then(|d| d.endpoint.as_mut()) else {
+            return Incoming::Bad("DTLS before the peer started its handshake");
+        };
+        if endpoint.handle_packet(buf).is_err() {
+            return Incoming::Bad("DTLS handshake failed");
+        }
+        Incoming::Dtls(self.drain_dtls())
     }
 
     fn receive_stun(&self, buf: &[u8]) -> Incoming {
@@ -207,7 +345,8 @@ impl TestPeer {
         if window.check(index).is_err() {
             return Incoming::Duplicate;
         }
-        let Ok(len) = self.rx.unprotect_rtp(buf, h.header_len, index) else {
+        let Some(rx) = self.rx.as_ref() else { return Incoming::BeforeKeys };
+        let Ok(len) = rx.unprotect_rtp(buf, h.header_len, index) else {
             return Incoming::Bad("SRTP authentication failed");
         };
         window.record(index);
@@ -229,7 +368,8 @@ impl TestPeer {
     }
 
     fn receive_rtcp(&mut self, buf: &mut [u8]) -> Incoming {
-        let Ok((len, _)) = self.rx.unprotect_rtcp(buf) else { return Incoming::Bad("SRTCP authentication failed") };
+        let Some(rx) = self.rx.as_ref() else { return Incoming::BeforeKeys };
+        let Ok((len, _)) = rx.unprotect_rtcp(buf) else { return Incoming::Bad("SRTCP authentication failed") };
         for packet in rtcp::compound(&buf[..len]) {
             let Ok(packet) = packet else { return Incoming::Bad("malformed RTCP") };
             if (packet.packet_type, packet.count) == (rtcp::PSFB, rtcp::FMT_PLI) {

@@ -3,7 +3,8 @@
 //!
 //! Expectations are exact: the network records every datagram it drops, so each subscriber must receive every
 //! packet of every publisher except those dropped on the uplink or on its own downlink; nothing else may be
-//! missing, duplicated, corrupted or out of place. A failing run prints its seed; `SLUICE_SIM_SEED=<n>` reruns it.
+//! missing, duplicated, corrupted or out of place. A failing run prints its seed; `SLUICE_SIM_SEED=<n>` reruns it
+//! (DTLS randomness is seeded too, so a rerun is exact). `SIM_TRACE=1` prints every DTLS datagram and its fate.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
@@ -11,8 +12,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use sluice_dataplane::core::{
-    Core, CoreConfig, DropReason, Event, IceCredentials, MediaKind, ParticipantId, SubscriptionSpec, TrackId,
-    TrackSpec, Transmits,
+    Core, CoreConfig, DropReason, DtlsFailure, DtlsIdentity, Event, IceCredentials, MediaKind, ParticipantId,
+    SubscriptionSpec, TrackId, TrackSpec, Transmits,
 };
 use sluice_dataplane::packet::demux::{self, Kind};
 use sluice_dataplane::packet::rtp::RtpHeader;
@@ -68,7 +69,11 @@ struct Net {
 
 impl Net {
     fn send(&mut self, now_us: u64, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {
+        let trace = std::env::var("SIM_TRACE").is_ok() && demux::classify(&bytes) == Kind::Dtls;
         if self.rng.chance(self.impairment.loss) {
+            if trace {
+                eprintln!("{now_us:>9} DTLS {from} -> {to} {} bytes LOST", bytes.len());
+            }
             if demux::classify(&bytes) == Kind::Rtp
                 && let Ok(h) = RtpHeader::parse(&bytes)
             {
@@ -77,6 +82,9 @@ impl Net {
             return;
         }
         let copies = if self.rng.chance(self.impairment.duplicate) { 2 } else { 1 };
+        if trace {
+            eprintln!("{now_us:>9} DTLS {from} -> {to} {} bytes x{copies}", bytes.len());
+        }
         for _ in 0..copies {
             let at = now_us + self.impairment.delay_us + self.rng.below(self.impairment.jitter_us);
             let id = self.next_id;
@@ -125,6 +133,8 @@ struct World {
     base: Instant,
     out: Transmits,
     events: Vec<(u64, Event)>,
+    /// Keys come from DTLS handshakes over the simulated network, not from the test.
+    dtls: bool,
 }
 
 const MEDIA_INTERVAL_US: u64 = 20_000;
@@ -138,20 +148,39 @@ fn out_ssrc(publisher: usize) -> u32 {
 }
 
 impl World {
-    /// `peers` participants, each publishing one track that every other participant subscribes to.
+    /// `peers` participants, each publishing one track that every other participant subscribes to; SRTP keys
+    /// are given to both sides directly.
     fn new(seed: u64, peers: usize, impairment: Impairment) -> World {
+        World::build(seed, peers, impairment, false)
+    }
+
+    /// The same, with SRTP keys from real DTLS-SRTP handshakes carried by the simulated network.
+    fn with_dtls(seed: u64, peers: usize, impairment: Impairment) -> World {
+        World::build(seed, peers, impairment, true)
+    }
+
+    fn build(seed: u64, peers: usize, impairment: Impairment, dtls: bool) -> World {
         let profile = Profile::ALL[(seed % 3) as usize];
-        let mut core = Core::new(CoreConfig { participants_max: 64, ..CoreConfig::default() });
+        let base = Instant::now();
+        let identity = DtlsIdentity::generate_for_simulation(seed).unwrap();
+        let mut core = Core::with_identity(CoreConfig { participants_max: 64, ..CoreConfig::default() }, identity);
         let sfu: SocketAddr = "192.0.2.1:3478".parse().unwrap();
         let mut list = Vec::new();
         let mut tracks = Vec::new();
         for i in 0..peers {
             let (ufrag, pwd) = (format!("srv{i}"), format!("server-password-{i}-{seed}"));
             let id = core.add_participant(IceCredentials { ufrag: ufrag.clone(), pwd: pwd.clone() }).unwrap();
-            let to_sfu = Keys::from_seed(profile, seed * 1000 + 2 * i as u64);
-            let from_sfu = Keys::from_seed(profile, seed * 1000 + 2 * i as u64 + 1);
-            core.set_srtp_keys(id, profile, (&from_sfu.key, &from_sfu.salt), (&to_sfu.key, &to_sfu.salt)).unwrap();
-            let peer = TestPeer::new(i as u32, &ufrag, &pwd, profile, &to_sfu, &from_sfu);
+            let peer = if dtls {
+                let peer =
+                    TestPeer::with_dtls(i as u32, &ufrag, &pwd, core.fingerprint(), Some(seed * 1000 + i as u64));
+                core.expect_dtls(id, peer.fingerprint().unwrap(), base).unwrap();
+                peer
+            } else {
+                let to_sfu = Keys::from_seed(profile, seed * 1000 + 2 * i as u64);
+                let from_sfu = Keys::from_seed(profile, seed * 1000 + 2 * i as u64 + 1);
+                core.set_srtp_keys(id, profile, (&from_sfu.key, &from_sfu.salt), (&to_sfu.key, &to_sfu.salt)).unwrap();
+                TestPeer::new(i as u32, &ufrag, &pwd, profile, &to_sfu, &from_sfu)
+            };
             tracks.push(core.add_track(id, TrackSpec { ssrc: peer.ssrc, kind: MediaKind::Audio }).unwrap());
             let addr: SocketAddr = format!("198.51.100.{}:5000", i + 10).parse().unwrap();
             list.push(Peer {
@@ -189,9 +218,25 @@ impl World {
                 last_delivery: HashMap::new(),
             },
             now_us: 0,
-            base: Instant::now(),
+            base,
             out: Transmits::with_capacity(256),
             events: vec![],
+            dtls,
+        }
+    }
+
+    fn connected_count(&self) -> usize {
+        self.events.iter().filter(|(_, e)| matches!(e, Event::Connected { .. })).count()
+    }
+
+    /// Media starts when everyone can receive it: after a fixed delay with given keys, or once DTLS has finished
+    /// on both sides for every participant (packets a browser gets before its keys are discarded, and the exact
+    /// delivery check would count them missing).
+    fn media_may_start(&self) -> bool {
+        if self.dtls {
+            self.connected_count() == self.peers.len() && self.peers.iter().all(|p| p.peer.srtp_ready())
+        } else {
+            self.now_us >= MEDIA_START_US
         }
     }
 
@@ -209,6 +254,8 @@ impl World {
 
     fn peers_act(&mut self, send_media_until_us: u64) {
         let t = self.now_us;
+        let now = self.now();
+        let media_may_start = self.media_may_start();
         for (i, p) in self.peers.iter_mut().enumerate() {
             if p.vanished {
                 continue;
@@ -220,8 +267,20 @@ impl World {
                 let request = p.peer.binding_request(true);
                 self.net.send(t, p.addr, self.sfu, request);
             }
-            let media_due = t >= MEDIA_START_US && t < send_media_until_us && t % MEDIA_INTERVAL_US == stagger;
-            if p.connected && !p.moving && media_due {
+            if p.connected && p.peer.fingerprint().is_some() && !p.peer.srtp_ready() {
+                let records = if !p.peer.dtls_started() {
+                    p.peer.start_dtls(now)
+                } else if p.peer.dtls_timeout().is_some_and(|at| at <= now) {
+                    p.peer.handle_dtls_timeout(now)
+                } else {
+                    vec![]
+                };
+                for record in records {
+                    self.net.send(t, p.addr, self.sfu, record);
+                }
+            }
+            let media_due = media_may_start && t < send_media_until_us && t % MEDIA_INTERVAL_US == stagger;
+            if p.connected && !p.moving && p.peer.srtp_ready() && media_due {
                 let media = p.peer.media(160, t);
                 self.net.send(t, p.addr, self.sfu, media);
             }
@@ -246,7 +305,12 @@ impl World {
                     p.connected = true;
                     p.moving = false;
                 }
-                Incoming::BindingSuccess | Incoming::Duplicate => {}
+                Incoming::BindingSuccess | Incoming::Duplicate | Incoming::BeforeKeys => {}
+                Incoming::Dtls(records) => {
+                    for record in records {
+                        self.net.send(self.now_us, p.addr, self.sfu, record);
+                    }
+                }
                 Incoming::Media(r) => p.received.push(r),
                 Incoming::KeyframeRequest { media_ssrc } => p.keyframe_requests.push(media_ssrc),
                 Incoming::Bad(why) => p.bad.push(why),
@@ -260,6 +324,10 @@ impl World {
         let now = self.now();
         if self.core.poll_timeout().is_some_and(|t| t <= now) {
             self.core.handle_timeout(now, &mut self.out);
+            self.flush();
+        }
+        while self.core.has_handshake_work() {
+            self.core.handle_handshakes(now, 8, &mut self.out);
             self.flush();
         }
         while let Some(e) = self.core.poll_event() {
@@ -309,7 +377,12 @@ impl World {
                     publisher.peer.sent(),
                     expected.len()
                 );
-                assert!(expected.len() as u64 * 10 > publisher.peer.sent() * 8, "seed {seed}: the run carried media");
+                assert!(
+                    expected.len() as u64 * 10 > publisher.peer.sent() * 8,
+                    "seed {seed}: the run carried media: subscriber {s} from publisher {p}: {} of {} sent expected",
+                    expected.len(),
+                    publisher.peer.sent()
+                );
             }
         }
     }
@@ -437,9 +510,43 @@ fn forged_and_unknown_traffic_is_counted_and_dropped() {
     w.core.handle_receive(now, stranger, &mut check, &mut w.out);
     assert_eq!(w.core.counters().dropped(DropReason::StunAuthFailed), 1, "a forged check cannot move a participant");
     w.core.handle_receive(now, stranger, &mut [22, 0xfe, 0xfd, 0, 0], &mut w.out);
-    assert_eq!(w.core.counters().dropped(DropReason::DtlsPending), 1);
+    assert_eq!(w.core.counters().dropped(DropReason::UnknownSource), 2, "DTLS only from a checked address");
     w.core.handle_receive(now, stranger, &mut [0x40, 0, 0, 0], &mut w.out);
     assert_eq!(w.core.counters().dropped(DropReason::UnknownProtocol), 1);
     assert!(w.out.is_empty(), "nothing answered any of it");
     let _ = &w.tracks;
+}
+
+#[test]
+fn dtls_handshakes_over_a_lossy_network_then_every_packet_arrives() {
+    for seed in seeds() {
+        let mut w = World::with_dtls(seed, 4, lossy());
+        w.run_until(12_000_000, 11_000_000);
+        assert_eq!(w.connected_count(), 4, "seed {seed}: every handshake finished: {:?}", w.events);
+        assert!(w.peers.iter().all(|p| p.peer.srtp_ready()), "seed {seed}");
+        let failed = w.events.iter().filter(|(_, e)| matches!(e, Event::DtlsFailed { .. })).count();
+        assert_eq!(failed, 0, "seed {seed}");
+        w.check_delivery(&[]);
+    }
+}
+
+#[test]
+fn a_certificate_that_does_not_match_the_sdp_fingerprint_is_refused() {
+    let mut w = World::with_dtls(11, 3, Impairment { loss: 0.0, duplicate: 0.0, delay_us: 2_000, jitter_us: 1 });
+    // Participant 0's SDP named some other certificate.
+    let impostor = DtlsIdentity::generate().unwrap().fingerprint();
+    let base = w.now();
+    w.core.expect_dtls(w.peers[0].id, impostor, base).unwrap();
+    w.run_until(3_000_000, 0);
+    let failures: Vec<_> = w
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::DtlsFailed { participant, reason } => Some((*participant, *reason)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failures, vec![(w.peers[0].id, DtlsFailure::FingerprintMismatch)]);
+    assert!(!w.peers[0].peer.srtp_ready(), "the impostor never gets keys");
+    assert_eq!(w.connected_count(), 2, "the others connect");
 }

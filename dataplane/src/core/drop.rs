@@ -31,8 +31,10 @@ pub enum DropReason {
     TransmitFull,
     /// Bigger than the largest datagram we send once SRTP's tag is added.
     TooLarge,
-    /// A DTLS record arrived; handshakes are handled off the packet path.
-    DtlsPending,
+    /// Too many DTLS records waiting for the next handshake step (a flood, not a handshake).
+    DtlsBacklog,
+    /// A DTLS record from a participant whose handshake already failed.
+    DtlsFailed,
     /// A cross-core ring was full (the runtime's counterpart of `TransmitFull`).
     QueueFull,
 }
@@ -56,7 +58,8 @@ impl DropReason {
         DropReason::NoSubscribers,
         DropReason::TransmitFull,
         DropReason::TooLarge,
-        DropReason::DtlsPending,
+        DropReason::DtlsBacklog,
+        DropReason::DtlsFailed,
         DropReason::QueueFull,
     ];
 
@@ -78,7 +81,8 @@ impl DropReason {
             DropReason::NoSubscribers => "no_subscribers",
             DropReason::TransmitFull => "transmit_full",
             DropReason::TooLarge => "too_large",
-            DropReason::DtlsPending => "dtls_pending",
+            DropReason::DtlsBacklog => "dtls_backlog",
+            DropReason::DtlsFailed => "dtls_failed",
             DropReason::QueueFull => "queue_full",
         }
     }

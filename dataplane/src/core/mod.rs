@@ -17,6 +17,7 @@
 
 mod config;
 mod drop;
+mod dtls;
 mod rewrite;
 mod slab;
 mod transmit;
@@ -28,6 +29,7 @@ use rustc_hash::FxHashMap;
 
 pub use config::CoreConfig;
 pub use drop::DropReason;
+pub use dtls::{DtlsIdentity, Fingerprint, IdentityError, profile_of as srtp_profile_of, split_keying_material};
 pub use rewrite::SeqRewriter;
 pub use slab::Key;
 pub use transmit::{DATAGRAM_MAX, Transmit, Transmits};
@@ -37,6 +39,7 @@ use crate::packet::rtcp;
 use crate::packet::rtp::{self, RtpHeader};
 use crate::packet::stun::{self, Message, Writer};
 use crate::srtp::{self, Profile, ReplayWindow};
+
 use slab::Slab;
 
 pub type ParticipantId = Key;
@@ -47,6 +50,14 @@ pub type SubscriptionId = Key;
 const CONSENT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// The SSRC the SFU uses as the sender of the RTCP it originates (keyframe requests, reports).
 const SFU_RTCP_SSRC: u32 = 1;
+/// After a participant moves to a new address, packets already in flight from the old one are still accepted
+/// for this long (the old candidate pair stays valid in ICE); nothing is sent there.
+const PREVIOUS_ADDRESS_GRACE: Duration = Duration::from_secs(5);
+/// DTLS records waiting per participant for the next handshake step. A handshake flight is at most a few
+/// records; more means a flood, which is dropped (`DropReason::DtlsBacklog`).
+const DTLS_INBOX_MAX: usize = 16;
+/// dimpl writes each output record into this scratch buffer before it is copied into the transmit batch.
+const DTLS_SCRATCH_LEN: usize = 4096;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CoreError {
@@ -62,6 +73,8 @@ pub enum CoreError {
     DuplicateUfrag(String),
     #[error("SSRC {0} is already announced by this participant")]
     DuplicateSsrc(u32),
+    #[error("{0}")]
+    Dtls(&'static str),
     #[error("bad SRTP keys: {0}")]
     Keys(#[from] srtp::SrtpError),
 }
@@ -78,8 +91,23 @@ pub struct IceCredentials {
 pub enum Event {
     /// The participant's browser nominated an address (first connection, or a move to a new network).
     Nominated { participant: ParticipantId, address: SocketAddr },
-    /// No consent for `consent_timeout`: the participant is unreachable. Media to and from it stops.
+    /// DTLS-SRTP finished and the keys are installed: media flows both ways.
+    Connected { participant: ParticipantId },
+    /// The DTLS handshake failed; the participant cannot send or receive media until it reconnects.
+    DtlsFailed { participant: ParticipantId, reason: DtlsFailure },
+    /// No consent for `consent_timeout`, or the browser closed DTLS: the participant is unreachable. Media to
+    /// and from it stops.
     Gone { participant: ParticipantId },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DtlsFailure {
+    /// The certificate the browser presented is not the one its SDP's `a=fingerprint` names.
+    FingerprintMismatch,
+    /// The browser offered no SRTP protection profile we implement.
+    NoSrtpProfile,
+    /// The handshake itself failed (bad messages, a timeout, a protocol error).
+    Handshake,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,12 +165,24 @@ struct InboundStream {
     window: ReplayWindow,
 }
 
-#[derive(Debug)]
 struct Participant {
     ice: IceCredentials,
-    nominated: Option<SocketAddr>,
+    /// Where this participant's media goes: the first address that passed an ICE check, then each address the
+    /// browser nominates.
+    address: Option<SocketAddr>,
+    /// The address before the last move, still accepted for receiving until the instant given.
+    previous_address: Option<(SocketAddr, Instant)>,
+    nominated: bool,
     last_consent: Option<Instant>,
     gone: bool,
+    dtls: Option<Box<dimpl::Dtls>>,
+    /// From the participant's SDP; the certificate it presents must match.
+    remote_fingerprint: Option<Fingerprint>,
+    peer_verified: bool,
+    dtls_inbox: std::collections::VecDeque<Vec<u8>>,
+    dtls_timeout: Option<Instant>,
+    handshake_queued: bool,
+    dtls_failed: bool,
     rx: Option<srtp::Context>,
     tx: Option<srtp::Context>,
     /// Next SRTCP index for RTCP we send to this participant.
@@ -151,6 +191,18 @@ struct Participant {
     rtcp_windows: Vec<(u32, ReplayWindow)>,
     subscriptions: Vec<SubscriptionId>,
     tracks: Vec<TrackId>,
+}
+
+impl std::fmt::Debug for Participant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Participant")
+            .field("ufrag", &self.ice.ufrag)
+            .field("address", &self.address)
+            .field("nominated", &self.nominated)
+            .field("gone", &self.gone)
+            .field("connected", &self.tx.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -183,10 +235,23 @@ pub struct Core {
     events: std::collections::VecDeque<Event>,
     next_consent_check: Option<Instant>,
     counters: Counters,
+    identity: DtlsIdentity,
+    /// Participants with DTLS records or a due DTLS timer, processed by `handle_handshakes`.
+    handshake_queue: std::collections::VecDeque<ParticipantId>,
+    /// Participants whose handshake has not finished (their DTLS timers matter).
+    handshaking: Vec<ParticipantId>,
+    dtls_scratch: Box<[u8]>,
 }
 
 impl Core {
+    /// A core with a freshly generated DTLS identity.
     pub fn new(config: CoreConfig) -> Core {
+        // Generating an ECDSA key only fails if the system has no randomness, which nothing here survives.
+        Core::with_identity(config, DtlsIdentity::generate().expect("generate a DTLS identity"))
+    }
+
+    /// A core presenting `identity` in DTLS (workers of one node share one, so one fingerprint goes in SDP).
+    pub fn with_identity(config: CoreConfig, identity: DtlsIdentity) -> Core {
         let hasher = rustc_hash::FxBuildHasher;
         Core {
             participants: Slab::with_capacity(config.participants_max),
@@ -198,8 +263,17 @@ impl Core {
             events: std::collections::VecDeque::with_capacity(config.participants_max * 2),
             next_consent_check: None,
             counters: Counters::default(),
+            identity,
+            handshake_queue: std::collections::VecDeque::with_capacity(config.participants_max),
+            handshaking: Vec::with_capacity(config.participants_max),
+            dtls_scratch: vec![0u8; DTLS_SCRATCH_LEN].into_boxed_slice(),
             config,
         }
+    }
+
+    /// The fingerprint of this core's DTLS certificate, for `a=fingerprint` in the SDP offers.
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.identity.fingerprint()
     }
 
     pub fn participant_count(&self) -> usize {
@@ -216,7 +290,16 @@ impl Core {
 
     /// When [`Core::handle_timeout`] wants calling next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.next_consent_check
+        let dtls = self.handshaking.iter().filter_map(|id| self.participants.get(*id)?.dtls_timeout).min();
+        match (self.next_consent_check, dtls) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether [`Core::handle_handshakes`] has work.
+    pub fn has_handshake_work(&self) -> bool {
+        !self.handshake_queue.is_empty()
     }
 
     // ---- control: called by the runtime on commands from the control plane ----------------------------------
@@ -228,9 +311,18 @@ impl Core {
         let ufrag: Box<str> = ice.ufrag.clone().into_boxed_str();
         let participant = Participant {
             ice,
-            nominated: None,
+            address: None,
+            previous_address: None,
+            nominated: false,
             last_consent: None,
             gone: false,
+            dtls: None,
+            remote_fingerprint: None,
+            peer_verified: false,
+            dtls_inbox: std::collections::VecDeque::new(),
+            dtls_timeout: None,
+            handshake_queued: false,
+            dtls_failed: false,
             rx: None,
             tx: None,
             srtcp_index: 0,
@@ -258,8 +350,34 @@ impl Core {
         }
         let p = self.participants.remove(id).ok_or(CoreError::UnknownParticipant)?;
         self.by_ufrag.remove(p.ice.ufrag.as_str());
-        if let Some(addr) = p.nominated {
+        for addr in p.address.into_iter().chain(p.previous_address.map(|(a, _)| a)) {
             self.by_address.remove(&addr);
+        }
+        self.handshaking.retain(|h| *h != id);
+        Ok(())
+    }
+
+    /// Expects a DTLS handshake from the participant, whose certificate must match `remote` (its SDP's
+    /// `a=fingerprint`). We are the DTLS server (`a=setup:passive` on our side). Records that arrived before
+    /// this call are processed now.
+    pub fn expect_dtls(&mut self, id: ParticipantId, remote: Fingerprint, now: Instant) -> Result<(), CoreError> {
+        let p = self.participants.get_mut(id).ok_or(CoreError::UnknownParticipant)?;
+        let mut server = self.identity.server(now);
+        // dimpl sets up its handshake state (the server random) in its first timeout; it must run before any
+        // record is handled.
+        if server.handle_timeout(now).is_err() {
+            return Err(CoreError::Dtls("the DTLS endpoint did not start"));
+        }
+        p.dtls = Some(Box::new(server));
+        p.remote_fingerprint = Some(remote);
+        p.peer_verified = false;
+        p.dtls_failed = false;
+        if !self.handshaking.contains(&id) {
+            self.handshaking.push(id);
+        }
+        if !p.dtls_inbox.is_empty() && !p.handshake_queued {
+            p.handshake_queued = true;
+            self.handshake_queue.push_back(id);
         }
         Ok(())
     }
@@ -365,7 +483,7 @@ impl Core {
             Kind::Stun => self.handle_stun(now, source, datagram, out),
             Kind::Rtp => self.handle_rtp(source, datagram, out),
             Kind::Rtcp => self.handle_rtcp(now, source, datagram, out),
-            Kind::Dtls => self.drop(DropReason::DtlsPending),
+            Kind::Dtls => self.handle_dtls(source, datagram),
             Kind::Other => self.drop(DropReason::UnknownProtocol),
         }
     }
@@ -408,12 +526,133 @@ impl Core {
         if self.next_consent_check.is_none() {
             self.next_consent_check = Some(now + CONSENT_CHECK_INTERVAL);
         }
-        if msg.has(stun::attr::USE_CANDIDATE) && p.nominated != Some(source) && !p.gone {
-            if let Some(old) = p.nominated.replace(source) {
-                self.by_address.remove(&old);
+        if p.gone {
+            return;
+        }
+        // The first address that passes a check carries DTLS and media until the browser nominates one; a
+        // nomination from a new address moves the participant there (a network change keeps the meeting).
+        let use_candidate = msg.has(stun::attr::USE_CANDIDATE);
+        let moved = p.address != Some(source);
+        if p.address.is_none() || (use_candidate && moved) {
+            if let Some((stale, _)) = p.previous_address.take()
+                && stale != source
+            {
+                self.by_address.remove(&stale);
+            }
+            if let Some(old) = p.address.replace(source) {
+                p.previous_address = Some((old, now + PREVIOUS_ADDRESS_GRACE));
             }
             self.by_address.insert(source, id);
+        }
+        if use_candidate && (moved || !p.nominated) {
+            p.nominated = true;
             self.events.push_back(Event::Nominated { participant: id, address: source });
+        }
+    }
+
+    /// DTLS records wait in the participant's inbox for [`Core::handle_handshakes`], off the media path.
+    fn handle_dtls(&mut self, source: SocketAddr, datagram: &[u8]) {
+        let Some(&id) = self.by_address.get(&source) else { return self.drop(DropReason::UnknownSource) };
+        let p = self.participants.get_mut(id).expect("by_address only names live participants");
+        if p.dtls_failed {
+            return self.drop(DropReason::DtlsFailed);
+        }
+        if p.dtls_inbox.len() >= DTLS_INBOX_MAX {
+            return self.drop(DropReason::DtlsBacklog);
+        }
+        // Handshake records are copied out (a few per participant, once); media never takes this path.
+        p.dtls_inbox.push_back(datagram.to_vec());
+        if p.dtls.is_some() && !p.handshake_queued {
+            p.handshake_queued = true;
+            self.handshake_queue.push_back(id);
+        }
+    }
+
+    /// Runs up to `budget` participants' pending DTLS work (records received, timers due) and writes the
+    /// records it produces into `out`. The runtime calls this between packet batches, so a join storm's
+    /// handshakes (ECDHE, ECDSA) never stall forwarding for the participants already in. Returns how many ran.
+    pub fn handle_handshakes(&mut self, now: Instant, budget: usize, out: &mut Transmits) -> usize {
+        let mut ran = 0;
+        while ran < budget {
+            let Some(id) = self.handshake_queue.pop_front() else { break };
+            if let Some(p) = self.participants.get_mut(id) {
+                p.handshake_queued = false;
+                self.drive_dtls(now, id, out);
+            }
+            ran += 1;
+        }
+        ran
+    }
+
+    fn drive_dtls(&mut self, now: Instant, id: ParticipantId, out: &mut Transmits) {
+        let Core { participants, events, counters, dtls_scratch, handshaking, .. } = self;
+        let p = participants.get_mut(id).expect("the caller checked");
+        let Some(dtls) = p.dtls.as_mut() else { return };
+        let mut failure = None;
+        while let Some(record) = p.dtls_inbox.pop_front() {
+            if dtls.handle_packet(&record).is_err() {
+                failure = Some(DtlsFailure::Handshake);
+                break;
+            }
+        }
+        if failure.is_none() && p.dtls_timeout.is_some_and(|t| t <= now) {
+            p.dtls_timeout = None;
+            if dtls.handle_timeout(now).is_err() {
+                failure = Some(DtlsFailure::Handshake);
+            }
+        }
+        while failure.is_none() {
+            match dtls.poll_output(dtls_scratch) {
+                dimpl::Output::Packet(record) => match (p.address, out.slot()) {
+                    (Some(to), Some(slot)) if record.len() <= slot.len() => {
+                        slot[..record.len()].copy_from_slice(record);
+                        out.commit(to, record.len());
+                        counters.bytes_out += record.len() as u64;
+                    }
+                    _ => counters.drops[DropReason::TransmitFull as usize] += 1,
+                },
+                dimpl::Output::Timeout(at) => {
+                    p.dtls_timeout = Some(at);
+                    break;
+                }
+                dimpl::Output::PeerCert(der) => {
+                    p.peer_verified = p.remote_fingerprint == Some(Fingerprint::of_certificate(der));
+                    if !p.peer_verified {
+                        failure = Some(DtlsFailure::FingerprintMismatch);
+                    }
+                }
+                dimpl::Output::KeyingMaterial(material, negotiated) => {
+                    let keys = dtls::profile_of(negotiated)
+                        .and_then(|profile| Some((profile, dtls::split_keying_material(profile, &material)?)));
+                    match keys {
+                        _ if !p.peer_verified => failure = Some(DtlsFailure::FingerprintMismatch),
+                        Some((profile, (client, server))) => {
+                            // We are the DTLS server: the server's key protects what we send (RFC 5764 4.2).
+                            p.tx = srtp::Context::new(profile, server.0, server.1).ok();
+                            p.rx = srtp::Context::new(profile, client.0, client.1).ok();
+                            // Media can flow once the keys are in (dimpl reports `Connected` before this). The DTLS
+                            // timers keep running: our last flight may be lost, and the browser's retransmission of its
+                            // own is answered from them.
+                            events.push_back(Event::Connected { participant: id });
+                        }
+                        None => failure = Some(DtlsFailure::NoSrtpProfile),
+                    }
+                }
+                dimpl::Output::CloseNotify => {
+                    p.gone = true;
+                    events.push_back(Event::Gone { participant: id });
+                }
+                _ => {}
+            }
+        }
+        if let Some(reason) = failure {
+            p.dtls_failed = true;
+            p.dtls = None;
+            p.tx = None;
+            p.rx = None;
+            p.dtls_inbox.clear();
+            handshaking.retain(|h| *h != id);
+            events.push_back(Event::DtlsFailed { participant: id, reason });
         }
     }
 
@@ -453,7 +692,7 @@ impl Core {
         for &sub_id in &track.subscribers {
             let sub = subscriptions.get_mut(sub_id).expect("a track lists only live subscriptions");
             let subscriber = participants.get(sub.subscriber).expect("a subscription's subscriber is live");
-            let (Some(destination), Some(tx), false) = (subscriber.nominated, subscriber.tx.as_ref(), subscriber.gone)
+            let (Some(destination), Some(tx), false) = (subscriber.address, subscriber.tx.as_ref(), subscriber.gone)
             else {
                 counters.fanout_not_ready += 1;
                 continue;
@@ -539,7 +778,7 @@ impl Core {
             return;
         }
         let Some(publisher) = participants.get_mut(track.publisher) else { return };
-        let (Some(destination), Some(tx)) = (publisher.nominated, publisher.tx.as_ref()) else { return };
+        let (Some(destination), Some(tx)) = (publisher.address, publisher.tx.as_ref()) else { return };
         let Some(slot) = out.slot() else {
             counters.drops[DropReason::TransmitFull as usize] += 1;
             return;
@@ -557,6 +796,16 @@ impl Core {
     // ---- timers ----------------------------------------------------------------------------------------------
 
     pub fn handle_timeout(&mut self, now: Instant, _out: &mut Transmits) {
+        // DTLS timers become handshake work, run by `handle_handshakes` like received records.
+        for id in &self.handshaking {
+            if let Some(p) = self.participants.get_mut(*id)
+                && p.dtls_timeout.is_some_and(|t| t <= now)
+                && !p.handshake_queued
+            {
+                p.handshake_queued = true;
+                self.handshake_queue.push_back(*id);
+            }
+        }
         let Some(due) = self.next_consent_check else { return };
         if now < due {
             return;
@@ -564,11 +813,22 @@ impl Core {
         self.next_consent_check = Some(now + CONSENT_CHECK_INTERVAL);
         let timeout = self.config.consent_timeout;
         let Core { participants, by_address, events, .. } = self;
+        for (id, p) in participants.iter_mut() {
+            if let Some((old, until)) = p.previous_address
+                && until <= now
+            {
+                p.previous_address = None;
+                // Unless the participant moved back there, or someone else has it now.
+                if by_address.get(&old) == Some(&id) && p.address != Some(old) {
+                    by_address.remove(&old);
+                }
+            }
+        }
         for (id, p) in participants.iter() {
             let expired = p.last_consent.is_some_and(|t| now.saturating_duration_since(t) >= timeout);
             if expired && !p.gone {
                 events.push_back(Event::Gone { participant: id });
-                if let Some(addr) = p.nominated {
+                for addr in p.address.into_iter().chain(p.previous_address.map(|(a, _)| a)) {
                     by_address.remove(&addr);
                 }
             }

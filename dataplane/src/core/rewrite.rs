@@ -42,8 +42,10 @@ impl SeqRewriter {
         if self.switching {
             let next_out = if self.started { (self.highest_out as u16).wrapping_add(1) } else { seq };
             self.offset = next_out.wrapping_sub(seq);
-            self.source_start = (1 << 16) | u64::from(seq);
-            self.highest_in = self.source_start;
+            self.highest_in = (1 << 16) | u64::from(seq);
+            // After a real switch, packets from before the new source's first would collide with what the old
+            // source already sent. On the very first packet nothing was sent yet, so late ones still pass.
+            self.source_start = if self.started { self.highest_in } else { 0 };
             self.switching = false;
         } else {
             let index = estimate_index(self.highest_in, seq);
@@ -98,6 +100,14 @@ mod tests {
         // A late packet from 100 back, after several wraps, still passes with its own index.
         let late = (40_000u64 + 300_000 - 100) as u16;
         assert_eq!(r.rewrite(late).map(|x| x.1), Some(expected - 100));
+    }
+
+    #[test]
+    fn packets_reordered_before_the_very_first_are_kept() {
+        let mut r = SeqRewriter::default();
+        assert_eq!(r.rewrite(11), Some((11, 11)));
+        assert_eq!(r.rewrite(10), Some((10, 10)), "the stream's first packet arrived second");
+        assert_eq!(r.rewrite(12), Some((12, 12)));
     }
 
     #[test]

@@ -65,6 +65,13 @@ impl<T> Slab<T> {
         self.slots.len() - self.free.len()
     }
 
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (Key, &mut T)> {
+        self.slots.iter_mut().enumerate().filter_map(|(i, s)| {
+            let generation = s.generation;
+            s.value.as_mut().map(|v| (Key { index: i as u32, generation }, v))
+        })
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (Key, &T)> {
         self.slots
             .iter()
