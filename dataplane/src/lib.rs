@@ -4,6 +4,7 @@
 //! clock (house style: sans-IO core, thin I/O shell).
 
 pub mod core;
+pub mod fuzz;
 pub mod packet;
 pub mod srtp;
 pub mod testpeer;

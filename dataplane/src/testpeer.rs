@@ -43,6 +43,11 @@ pub enum Incoming {
     KeyframeRequest {
         media_ssrc: u32,
     },
+    /// Sender Reports and Receiver Report blocks from one compound RTCP packet.
+    Reports {
+        senders: Vec<rtcp::SenderInfo>,
+        blocks: Vec<rtcp::ReportBlock>,
+    },
     /// DTLS records to send back (a handshake flight).
     Dtls(Vec<Vec<u8>>),
     /// SRTP or SRTCP before this peer's DTLS finished: a browser discards it, and so does the test peer. Normal
@@ -299,6 +304,19 @@ impl TestPeer {
         buf
     }
 
+    /// A Sender Report for this peer's track, as SRTCP: at wallclock `ntp` its RTP clock reads `rtp_timestamp`.
+    pub fn sender_report(&mut self, ntp: u64, rtp_timestamp: u32) -> Vec<u8> {
+        let mut buf = vec![0u8; 128];
+        let info =
+            rtcp::SenderInfo { ssrc: self.ssrc, ntp, rtp_timestamp, packet_count: self.seq as u32, octet_count: 0 };
+        let n = rtcp::write_sender_report(&mut buf, &info, &[]).expect("fits");
+        self.srtcp_index += 1;
+        let tx = self.tx.as_ref().expect("RTCP only after SRTP keys are set");
+        let n = tx.protect_rtcp(&mut buf, n, self.srtcp_index).expect("fits");
+        buf.truncate(n);
+        buf
+    }
+
     pub fn receive(&mut self, datagram: &[u8]) -> Incoming {
         let mut buf = datagram.to_vec();
         match demux::classify(&buf) {
@@ -370,16 +388,31 @@ impl TestPeer {
     fn receive_rtcp(&mut self, buf: &mut [u8]) -> Incoming {
         let Some(rx) = self.rx.as_ref() else { return Incoming::BeforeKeys };
         let Ok((len, _)) = rx.unprotect_rtcp(buf) else { return Incoming::Bad("SRTCP authentication failed") };
+        let (mut senders, mut blocks) = (vec![], vec![]);
         for packet in rtcp::compound(&buf[..len]) {
             let Ok(packet) = packet else { return Incoming::Bad("malformed RTCP") };
-            if (packet.packet_type, packet.count) == (rtcp::PSFB, rtcp::FMT_PLI) {
-                return match rtcp::media_ssrc(&packet) {
-                    Ok(media_ssrc) => Incoming::KeyframeRequest { media_ssrc },
-                    Err(_) => Incoming::Bad("short PLI"),
-                };
+            match (packet.packet_type, packet.count) {
+                (rtcp::PSFB, rtcp::FMT_PLI) => {
+                    return match rtcp::media_ssrc(&packet) {
+                        Ok(media_ssrc) => Incoming::KeyframeRequest { media_ssrc },
+                        Err(_) => Incoming::Bad("short PLI"),
+                    };
+                }
+                (rtcp::SR, _) => match rtcp::sender_report(&packet) {
+                    Ok((info, b)) => {
+                        senders.push(info);
+                        blocks.extend(b);
+                    }
+                    Err(_) => return Incoming::Bad("short SR"),
+                },
+                (rtcp::RR, _) => match rtcp::receiver_report(&packet) {
+                    Ok(b) => blocks.extend(b),
+                    Err(_) => return Incoming::Bad("short RR"),
+                },
+                _ => return Incoming::Bad("unexpected RTCP packet type"),
             }
         }
-        Incoming::Bad("RTCP without a PLI")
+        Incoming::Reports { senders, blocks }
     }
 }
 

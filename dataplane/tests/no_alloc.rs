@@ -50,6 +50,8 @@ fn run(profile: Profile) {
     let mut core = Core::new(CoreConfig { participants_max: 16, ..CoreConfig::default() });
     let mut out = Transmits::with_capacity(64);
     let start = Instant::now();
+    // With a wallclock the timers also send Sender and Receiver Reports: covered below.
+    core.set_wallclock(start, Duration::from_secs(1_800_000_000));
     let mut peers = Vec::new();
     for i in 0..=SUBSCRIBERS {
         let (ufrag, pwd) = (format!("s{i}"), format!("password-password-{i}"));
@@ -100,7 +102,9 @@ fn run(profile: Profile) {
     let made = allocations() - before;
     let forwarded = core.counters().rtp_out - forwarded_before;
     assert_eq!(forwarded, 1_500 * SUBSCRIBERS as u64, "{profile:?}: every packet reached every subscriber");
-    assert!(core.counters().keyframe_requests_forwarded > 0 && core.counters().stun_out > SUBSCRIBERS as u64 + 1);
+    let c = core.counters();
+    assert!(c.keyframe_requests_forwarded > 0 && c.stun_out > SUBSCRIBERS as u64 + 1);
+    assert!(c.receiver_reports_sent > 0, "the measured loop ran the report timer");
     assert_eq!(made, 0, "{profile:?}: {made} heap allocations while forwarding {forwarded} packets");
 
     // And what was forwarded is real SRTP the subscriber can open.

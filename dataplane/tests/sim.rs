@@ -120,6 +120,21 @@ struct Peer {
     received: Vec<Received>,
     bad: Vec<&'static str>,
     keyframe_requests: Vec<u32>,
+    /// When this peer sent its first media packet (its RTP clock's zero).
+    first_media_us: Option<u64>,
+    sender_reports: Vec<(u64, sluice_dataplane::packet::rtcp::SenderInfo)>,
+    report_blocks: Vec<(u64, sluice_dataplane::packet::rtcp::ReportBlock)>,
+    /// NTP times of the Sender Reports this peer sent.
+    sent_sr_ntps: Vec<u64>,
+}
+
+/// The simulation's wallclock: the core is told that `base` is this many seconds after the Unix epoch.
+const WALLCLOCK_UNIX_SECS: u64 = 1_800_000_000;
+const SR_INTERVAL_US: u64 = 1_000_000;
+
+fn ntp_at(us: u64) -> u64 {
+    let d = Duration::from_secs(WALLCLOCK_UNIX_SECS + 2_208_988_800) + Duration::from_micros(us);
+    (d.as_secs() << 32) | ((u64::from(d.subsec_nanos()) << 32) / 1_000_000_000)
 }
 
 struct World {
@@ -164,6 +179,7 @@ impl World {
         let base = Instant::now();
         let identity = DtlsIdentity::generate_for_simulation(seed).unwrap();
         let mut core = Core::with_identity(CoreConfig { participants_max: 64, ..CoreConfig::default() }, identity);
+        core.set_wallclock(base, Duration::from_secs(WALLCLOCK_UNIX_SECS));
         let sfu: SocketAddr = "192.0.2.1:3478".parse().unwrap();
         let mut list = Vec::new();
         let mut tracks = Vec::new();
@@ -194,6 +210,10 @@ impl World {
                 received: vec![],
                 bad: vec![],
                 keyframe_requests: vec![],
+                first_media_us: None,
+                sender_reports: vec![],
+                report_blocks: vec![],
+                sent_sr_ntps: vec![],
             });
         }
         for (s, subscriber) in list.iter().enumerate() {
@@ -282,7 +302,19 @@ impl World {
             let media_due = media_may_start && t < send_media_until_us && t % MEDIA_INTERVAL_US == stagger;
             if p.connected && !p.moving && p.peer.srtp_ready() && media_due {
                 let media = p.peer.media(160, t);
+                p.first_media_us.get_or_insert(t);
                 self.net.send(t, p.addr, self.sfu, media);
+            }
+            // As a publisher: a Sender Report each second, RTP clock at 48 kHz from the first packet.
+            if let Some(first) = p.first_media_us
+                && t > first
+                && (t - first).is_multiple_of(SR_INTERVAL_US)
+                && !p.moving
+            {
+                let rtp = ((t - first) * 48 / 1_000) as u32;
+                p.sent_sr_ntps.push(ntp_at(t));
+                let sr = p.peer.sender_report(ntp_at(t), rtp);
+                self.net.send(t, p.addr, self.sfu, sr);
             }
         }
     }
@@ -313,6 +345,10 @@ impl World {
                 }
                 Incoming::Media(r) => p.received.push(r),
                 Incoming::KeyframeRequest { media_ssrc } => p.keyframe_requests.push(media_ssrc),
+                Incoming::Reports { senders, blocks } => {
+                    p.sender_reports.extend(senders.into_iter().map(|s| (self.now_us, s)));
+                    p.report_blocks.extend(blocks.into_iter().map(|b| (self.now_us, b)));
+                }
                 Incoming::Bad(why) => p.bad.push(why),
             }
         }
@@ -549,4 +585,51 @@ fn a_certificate_that_does_not_match_the_sdp_fingerprint_is_refused() {
     assert_eq!(failures, vec![(w.peers[0].id, DtlsFailure::FingerprintMismatch)]);
     assert!(!w.peers[0].peer.srtp_ready(), "the impostor never gets keys");
     assert_eq!(w.connected_count(), 2, "the others connect");
+}
+
+#[test]
+fn sender_and_receiver_reports_follow_the_publishers_clocks_and_the_real_losses() {
+    for seed in seeds() {
+        let mut w = World::new(seed, 3, lossy());
+        w.run_until(8_000_000, 7_000_000);
+        let ntp_to_us = |ntp: u64| {
+            let secs = (ntp >> 32) - WALLCLOCK_UNIX_SECS - 2_208_988_800;
+            secs * 1_000_000 + (((ntp & 0xffff_ffff) * 1_000_000) >> 32)
+        };
+        for (s, sub) in w.peers.iter().enumerate() {
+            for (p, publisher) in w.peers.iter().enumerate().filter(|(p, _)| *p != s) {
+                // Sender Reports for the stream we forward from p: RTP time consistent with p's own clock.
+                let srs: Vec<_> = sub.sender_reports.iter().filter(|(_, r)| r.ssrc == out_ssrc(p)).collect();
+                assert!(srs.len() >= 4, "seed {seed}: subscriber {s} got {} SRs for publisher {p}", srs.len());
+                let first = publisher.first_media_us.unwrap();
+                for (_, sr) in &srs {
+                    let expected = ((ntp_to_us(sr.ntp) - first) * 48 / 1_000) as i64;
+                    // The publisher's SR reached us up to 35 ms after it was sent: at most that much skew.
+                    let skew = sr.rtp_timestamp as i64 - expected;
+                    assert!((-48 * 40..=48 * 40).contains(&skew), "seed {seed}: SR RTP time off by {skew} ticks");
+                    assert!(sr.packet_count > 0 && u64::from(sr.packet_count) <= publisher.peer.sent());
+                }
+                assert!(srs.windows(2).all(|w| w[0].1.packet_count <= w[1].1.packet_count));
+            }
+            // Receiver Reports to s as a publisher: losses are the uplink's real losses.
+            let (at, block) = *sub.report_blocks.iter().rfind(|(_, b)| b.ssrc == sub.peer.ssrc).expect("an RR");
+            let highest = u64::from(block.highest_seq);
+            let lost_up_to_highest = (0..=highest).filter(|seq| w.lost_to(w.sfu, sub.peer.ssrc, *seq)).count() as i64;
+            let in_flight_slack = 3;
+            assert!(
+                (i64::from(block.cumulative_lost) - lost_up_to_highest).abs() <= in_flight_slack,
+                "seed {seed}: RR says {} lost, the network lost {lost_up_to_highest}",
+                block.cumulative_lost
+            );
+            assert!(
+                highest + 5 >= sub.peer.sent().min((at - sub.first_media_us.unwrap()) / MEDIA_INTERVAL_US),
+                "seed {seed}"
+            );
+            assert!(
+                sub.sent_sr_ntps.iter().any(|ntp| (ntp >> 16) as u32 == block.last_sr),
+                "seed {seed}: LSR echoes a Sender Report this publisher sent"
+            );
+        }
+        assert!(w.core.counters().sender_reports_sent > 0 && w.core.counters().receiver_reports_sent > 0);
+    }
 }

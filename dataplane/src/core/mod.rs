@@ -18,6 +18,7 @@
 mod config;
 mod drop;
 mod dtls;
+mod reports;
 mod rewrite;
 mod slab;
 mod transmit;
@@ -30,6 +31,8 @@ use rustc_hash::FxHashMap;
 pub use config::CoreConfig;
 pub use drop::DropReason;
 pub use dtls::{DtlsIdentity, Fingerprint, IdentityError, profile_of as srtp_profile_of, split_keying_material};
+pub use reports::Wallclock;
+use reports::{ReceiveStats, SenderClock};
 pub use rewrite::SeqRewriter;
 pub use slab::Key;
 pub use transmit::{DATAGRAM_MAX, Transmit, Transmits};
@@ -58,6 +61,11 @@ const PREVIOUS_ADDRESS_GRACE: Duration = Duration::from_secs(5);
 const DTLS_INBOX_MAX: usize = 16;
 /// dimpl writes each output record into this scratch buffer before it is copied into the transmit batch.
 const DTLS_SCRATCH_LEN: usize = 4096;
+/// How often each connected participant gets its Sender and Receiver Reports (RFC 3550 suggests 5 s minimum for
+/// large sessions; browsers send about once a second, and lip-sync converges faster with frequent SRs).
+const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// RTCP bytes per report datagram before SRTCP's trailer; more reports go in further datagrams.
+const REPORT_DATAGRAM_MAX: usize = 1200;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CoreError {
@@ -116,6 +124,16 @@ pub enum MediaKind {
     Video,
 }
 
+impl MediaKind {
+    /// RTP clock rate: Opus runs at 48 kHz; VP8, VP9, H.264 and AV1 at 90 kHz.
+    pub fn clock_rate(self) -> u32 {
+        match self {
+            MediaKind::Audio => 48_000,
+            MediaKind::Video => 90_000,
+        }
+    }
+}
+
 /// A track as the publisher announced it in its SDP answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TrackSpec {
@@ -149,6 +167,8 @@ pub struct Counters {
     pub fanout_stale: u64,
     pub keyframe_requests_forwarded: u64,
     pub keyframe_requests_limited: u64,
+    pub sender_reports_sent: u64,
+    pub receiver_reports_sent: u64,
     pub drops: [u64; DropReason::COUNT],
 }
 
@@ -162,7 +182,9 @@ impl Counters {
 struct InboundStream {
     ssrc: u32,
     track: TrackId,
+    clock_rate: u32,
     window: ReplayWindow,
+    stats: ReceiveStats,
 }
 
 struct Participant {
@@ -241,6 +263,13 @@ pub struct Core {
     /// Participants whose handshake has not finished (their DTLS timers matter).
     handshaking: Vec<ParticipantId>,
     dtls_scratch: Box<[u8]>,
+    wallclock: Option<Wallclock>,
+    /// Origin of arrival times for jitter: the first `now` the core saw.
+    origin: Option<Instant>,
+    next_reports: Option<Instant>,
+    report_scratch: Box<[u8]>,
+    /// Reused each reporting round (no allocation per tick).
+    report_ids: Vec<ParticipantId>,
 }
 
 impl Core {
@@ -267,8 +296,20 @@ impl Core {
             handshake_queue: std::collections::VecDeque::with_capacity(config.participants_max),
             handshaking: Vec::with_capacity(config.participants_max),
             dtls_scratch: vec![0u8; DTLS_SCRATCH_LEN].into_boxed_slice(),
+            wallclock: None,
+            origin: None,
+            next_reports: None,
+            report_scratch: vec![0u8; DATAGRAM_MAX].into_boxed_slice(),
+            report_ids: Vec::with_capacity(config.participants_max),
             config,
         }
+    }
+
+    /// Ties the core's `Instant`s to wallclock time (read once by the runtime), so Sender Reports carry NTP time.
+    /// Without it the core sends no reports.
+    pub fn set_wallclock(&mut self, now: Instant, since_unix_epoch: Duration) {
+        self.wallclock = Some(Wallclock::new(now, since_unix_epoch));
+        self.next_reports.get_or_insert(now + REPORT_INTERVAL);
     }
 
     /// The fingerprint of this core's DTLS certificate, for `a=fingerprint` in the SDP offers.
@@ -291,10 +332,7 @@ impl Core {
     /// When [`Core::handle_timeout`] wants calling next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let dtls = self.handshaking.iter().filter_map(|id| self.participants.get(*id)?.dtls_timeout).min();
-        match (self.next_consent_check, dtls) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.next_consent_check, dtls, self.next_reports].into_iter().flatten().min()
     }
 
     /// Whether [`Core::handle_handshakes`] has work.
@@ -415,7 +453,13 @@ impl Core {
         };
         let id = self.tracks.insert(track).ok_or(CoreError::Full("tracks"))?;
         let p = self.participants.get_mut(publisher).expect("checked above");
-        p.inbound.push(InboundStream { ssrc: spec.ssrc, track: id, window: ReplayWindow::default() });
+        p.inbound.push(InboundStream {
+            ssrc: spec.ssrc,
+            track: id,
+            clock_rate: spec.kind.clock_rate(),
+            window: ReplayWindow::default(),
+            stats: ReceiveStats::default(),
+        });
         p.tracks.push(id);
         Ok(id)
     }
@@ -479,9 +523,10 @@ impl Core {
     pub fn handle_receive(&mut self, now: Instant, source: SocketAddr, datagram: &mut [u8], out: &mut Transmits) {
         self.counters.datagrams_in += 1;
         self.counters.bytes_in += datagram.len() as u64;
+        self.origin.get_or_insert(now);
         match demux::classify(datagram) {
             Kind::Stun => self.handle_stun(now, source, datagram, out),
-            Kind::Rtp => self.handle_rtp(source, datagram, out),
+            Kind::Rtp => self.handle_rtp(now, source, datagram, out),
             Kind::Rtcp => self.handle_rtcp(now, source, datagram, out),
             Kind::Dtls => self.handle_dtls(source, datagram),
             Kind::Other => self.drop(DropReason::UnknownProtocol),
@@ -656,7 +701,7 @@ impl Core {
         }
     }
 
-    fn handle_rtp(&mut self, source: SocketAddr, datagram: &mut [u8], out: &mut Transmits) {
+    fn handle_rtp(&mut self, now: Instant, source: SocketAddr, datagram: &mut [u8], out: &mut Transmits) {
         self.counters.rtp_in += 1;
         let Some(&id) = self.by_address.get(&source) else { return self.drop(DropReason::UnknownSource) };
         let Ok(header) = RtpHeader::parse(datagram) else { return self.drop(DropReason::MalformedRtp) };
@@ -673,6 +718,9 @@ impl Core {
             return self.drop(DropReason::AuthFailed);
         };
         stream.window.record(index);
+        let since_origin = now.saturating_duration_since(self.origin.unwrap_or(now));
+        let arrival = (since_origin.as_nanos() * u128::from(stream.clock_rate) / 1_000_000_000) as u64;
+        stream.stats.on_packet(index, header.timestamp, arrival);
         let track = stream.track;
         self.fan_out(track, &datagram[..len], &header, out);
     }
@@ -746,6 +794,14 @@ impl Core {
         window.record(u64::from(index));
         for packet in rtcp::compound(&datagram[..len]) {
             let Ok(packet) = packet else { return self.drop(DropReason::MalformedRtcp) };
+            if packet.packet_type == rtcp::SR
+                && let Ok((info, _)) = rtcp::sender_report(&packet)
+                && let Some(p) = self.participants.get_mut(id)
+                && let Some(stream) = p.inbound.iter_mut().find(|s| s.ssrc == info.ssrc)
+            {
+                stream.stats.sender_clock =
+                    Some(SenderClock { ntp: info.ntp, rtp_timestamp: info.rtp_timestamp, received_at: now });
+            }
             let keyframe_request =
                 matches!((packet.packet_type, packet.count), (rtcp::PSFB, rtcp::FMT_PLI) | (rtcp::PSFB, rtcp::FMT_FIR));
             if keyframe_request && let Ok(media) = rtcp::media_ssrc(&packet) {
@@ -795,7 +851,11 @@ impl Core {
 
     // ---- timers ----------------------------------------------------------------------------------------------
 
-    pub fn handle_timeout(&mut self, now: Instant, _out: &mut Transmits) {
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut Transmits) {
+        if self.next_reports.is_some_and(|t| t <= now) {
+            self.next_reports = Some(now + REPORT_INTERVAL);
+            self.send_reports(now, out);
+        }
         // DTLS timers become handshake work, run by `handle_handshakes` like received records.
         for id in &self.handshaking {
             if let Some(p) = self.participants.get_mut(*id)
@@ -840,6 +900,96 @@ impl Core {
                 p.gone = true;
             }
         }
+    }
+}
+
+impl Core {
+    /// Step 8: one round of RTCP reports. Each connected participant gets a Sender Report for every stream we
+    /// forward to it (NTP time from our wallclock, RTP time extrapolated from the publisher's own last SR, so a
+    /// publisher's audio and video stay in sync) and a Receiver Report with a block for every stream it publishes.
+    fn send_reports(&mut self, now: Instant, out: &mut Transmits) {
+        let Some(clock) = self.wallclock else { return };
+        let ntp = clock.ntp(now);
+        self.report_ids.clear();
+        self.report_ids.extend(
+            self.participants
+                .iter()
+                .filter(|(_, p)| p.tx.is_some() && p.address.is_some() && !p.gone)
+                .map(|(id, _)| id),
+        );
+        for i in 0..self.report_ids.len() {
+            let id = self.report_ids[i];
+            let mut len = 0;
+            let subscriptions = self.participants.get(id).map_or(0, |p| p.subscriptions.len());
+            for s in 0..subscriptions {
+                let Some(info) = self.sender_info(id, s, now, ntp) else { continue };
+                if len + 28 > REPORT_DATAGRAM_MAX {
+                    self.send_rtcp(id, len, out);
+                    len = 0;
+                }
+                len += rtcp::write_sender_report(&mut self.report_scratch[len..], &info, &[]).expect("28 bytes fit");
+                self.counters.sender_reports_sent += 1;
+            }
+            let mut blocks = [rtcp::ReportBlock::default(); 31];
+            let mut count = 0;
+            if let Some(p) = self.participants.get_mut(id) {
+                for stream in p.inbound.iter_mut().take(blocks.len()) {
+                    if let Some(block) = stream.stats.report_block(stream.ssrc, stream.window.highest(), now) {
+                        blocks[count] = block;
+                        count += 1;
+                    }
+                }
+            }
+            if count > 0 {
+                if len + 8 + rtcp::REPORT_BLOCK_LEN * count > REPORT_DATAGRAM_MAX {
+                    self.send_rtcp(id, len, out);
+                    len = 0;
+                }
+                len += rtcp::write_receiver_report(&mut self.report_scratch[len..], SFU_RTCP_SSRC, &blocks[..count])
+                    .expect("at most 31 blocks fit");
+                self.counters.receiver_reports_sent += 1;
+            }
+            if len > 0 {
+                self.send_rtcp(id, len, out);
+            }
+        }
+    }
+
+    /// The Sender Report for subscription `index` of `subscriber`, if it has sent media and its publisher has
+    /// told us its clock.
+    fn sender_info(&self, subscriber: ParticipantId, index: usize, now: Instant, ntp: u64) -> Option<rtcp::SenderInfo> {
+        let sub = self.subscriptions.get(*self.participants.get(subscriber)?.subscriptions.get(index)?)?;
+        if sub.packets_sent == 0 {
+            return None;
+        }
+        let track = self.tracks.get(sub.track)?;
+        let publisher = self.participants.get(track.publisher)?;
+        let stream = publisher.inbound.iter().find(|s| s.ssrc == track.spec.ssrc)?;
+        let sender_clock = stream.stats.sender_clock?;
+        Some(rtcp::SenderInfo {
+            ssrc: sub.spec.ssrc,
+            ntp,
+            rtp_timestamp: sender_clock.rtp_at(now, stream.clock_rate).wrapping_add(sub.timestamp_offset),
+            packet_count: sub.packets_sent as u32,
+            octet_count: sub.octets_sent as u32,
+        })
+    }
+
+    /// Encrypts `report_scratch[..len]` for participant `id` and adds it to the batch.
+    fn send_rtcp(&mut self, id: ParticipantId, len: usize, out: &mut Transmits) {
+        let Core { participants, report_scratch, counters, .. } = self;
+        let Some(p) = participants.get_mut(id) else { return };
+        let (Some(to), Some(tx)) = (p.address, p.tx.as_ref()) else { return };
+        let Some(slot) = out.slot() else {
+            counters.drops[DropReason::TransmitFull as usize] += 1;
+            return;
+        };
+        slot[..len].copy_from_slice(&report_scratch[..len]);
+        p.srtcp_index = (p.srtcp_index + 1) & 0x7fff_ffff;
+        let n = tx.protect_rtcp(slot, len, p.srtcp_index).expect("a report datagram leaves room for SRTCP's trailer");
+        out.commit(to, n);
+        counters.rtcp_out += 1;
+        counters.bytes_out += n as u64;
     }
 }
 
