@@ -43,6 +43,11 @@ pub enum Incoming {
     KeyframeRequest {
         media_ssrc: u32,
     },
+    /// A generic NACK: the SFU asks this peer to resend these packets of its track.
+    Nack {
+        media_ssrc: u32,
+        lost: Vec<u16>,
+    },
     /// Sender Reports and Receiver Report blocks from one compound RTCP packet.
     Reports {
         senders: Vec<rtcp::SenderInfo>,
@@ -99,6 +104,8 @@ pub struct TestPeer {
     srtcp_index: u32,
     transaction: u64,
     windows: Vec<(u32, ReplayWindow)>,
+    /// Sent media by sequence number, to answer NACKs (off unless `keep_history`).
+    history: Option<Vec<Vec<u8>>>,
 }
 
 /// The browser side of DTLS-SRTP: the client, checking the server's certificate against the offer.
@@ -152,6 +159,7 @@ impl TestPeer {
             srtcp_index: 0,
             transaction: 0,
             windows: Vec::new(),
+            history: None,
         }
     }
 
@@ -241,6 +249,7 @@ impl TestPeer {
             srtcp_index: 0,
             transaction: 0,
             windows: Vec::new(),
+            history: None,
         }
     }
 
@@ -285,7 +294,33 @@ impl TestPeer {
         }
         let n = tx.protect_rtp(&mut p, 12 + payload_len, 12, seq).expect("room for the tag");
         p.truncate(n);
+        if let Some(history) = self.history.as_mut() {
+            history.push(p.clone());
+        }
         p
+    }
+
+    /// Keep every sent media packet so NACKs can be answered.
+    pub fn keep_history(&mut self) {
+        self.history.get_or_insert_with(Vec::new);
+    }
+
+    /// The packet with 16-bit sequence number `seq`, exactly as first sent (same SRTP index), if kept.
+    pub fn resend(&self, seq: u16) -> Option<Vec<u8>> {
+        let history = self.history.as_ref()?;
+        // The most recent packet with that sequence number.
+        (0..history.len()).rev().find(|i| *i as u16 == seq).map(|i| history[i].clone())
+    }
+
+    /// A generic NACK for `lost` packets of the stream this peer knows as `media_ssrc`, as SRTCP.
+    pub fn nack(&mut self, media_ssrc: u32, lost: &[u16]) -> Vec<u8> {
+        let mut buf = vec![0u8; 512];
+        let n = rtcp::write_nack(&mut buf, self.ssrc, media_ssrc, lost.iter().copied()).expect("fits");
+        self.srtcp_index += 1;
+        let tx = self.tx.as_ref().expect("RTCP only after SRTP keys are set");
+        let n = tx.protect_rtcp(&mut buf, n, self.srtcp_index).expect("fits");
+        buf.truncate(n);
+        buf
     }
 
     /// How many media packets this peer has sent.
@@ -396,6 +431,12 @@ impl TestPeer {
                     return match rtcp::media_ssrc(&packet) {
                         Ok(media_ssrc) => Incoming::KeyframeRequest { media_ssrc },
                         Err(_) => Incoming::Bad("short PLI"),
+                    };
+                }
+                (rtcp::RTPFB, rtcp::FMT_NACK) => {
+                    return match (rtcp::media_ssrc(&packet), rtcp::nack_lost(&packet)) {
+                        (Ok(media_ssrc), Ok(lost)) => Incoming::Nack { media_ssrc, lost: lost.collect() },
+                        _ => Incoming::Bad("short NACK"),
                     };
                 }
                 (rtcp::SR, _) => match rtcp::sender_report(&packet) {

@@ -63,6 +63,8 @@ struct Net {
     next_id: usize,
     /// (destination, SSRC, RTP sequence number) of every RTP datagram the network dropped.
     lost_rtp: BTreeSet<(SocketAddr, u32, u16)>,
+    /// RTP datagrams to drop the first time they are sent: (destination, SSRC, sequence number).
+    drop_once: Vec<(SocketAddr, u32, u16)>,
     /// Last time something was delivered to each address.
     last_delivery: HashMap<SocketAddr, u64>,
 }
@@ -70,6 +72,14 @@ struct Net {
 impl Net {
     fn send(&mut self, now_us: u64, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {
         let trace = std::env::var("SIM_TRACE").is_ok() && demux::classify(&bytes) == Kind::Dtls;
+        if demux::classify(&bytes) == Kind::Rtp
+            && let Ok(h) = RtpHeader::parse(&bytes)
+            && let Some(at) = self.drop_once.iter().position(|rule| *rule == (to, h.ssrc, h.seq))
+        {
+            self.drop_once.swap_remove(at);
+            self.lost_rtp.insert((to, h.ssrc, h.seq));
+            return;
+        }
         if self.rng.chance(self.impairment.loss) {
             if trace {
                 eprintln!("{now_us:>9} DTLS {from} -> {to} {} bytes LOST", bytes.len());
@@ -150,6 +160,10 @@ struct World {
     events: Vec<(u64, Event)>,
     /// Keys come from DTLS handshakes over the simulated network, not from the test.
     dtls: bool,
+    /// Video tracks with NACK in both directions: subscribers NACK gaps, publishers answer from history.
+    nack: bool,
+    /// Per subscriber and SSRC, the highest sequence number received (for NACKing gaps).
+    highest_seen: HashMap<(usize, u32), u16>,
 }
 
 const MEDIA_INTERVAL_US: u64 = 20_000;
@@ -166,15 +180,20 @@ impl World {
     /// `peers` participants, each publishing one track that every other participant subscribes to; SRTP keys
     /// are given to both sides directly.
     fn new(seed: u64, peers: usize, impairment: Impairment) -> World {
-        World::build(seed, peers, impairment, false)
+        World::build(seed, peers, impairment, false, false)
     }
 
     /// The same, with SRTP keys from real DTLS-SRTP handshakes carried by the simulated network.
     fn with_dtls(seed: u64, peers: usize, impairment: Impairment) -> World {
-        World::build(seed, peers, impairment, true)
+        World::build(seed, peers, impairment, true, false)
     }
 
-    fn build(seed: u64, peers: usize, impairment: Impairment, dtls: bool) -> World {
+    /// Video tracks, with NACKs answered in both directions.
+    fn with_nack(seed: u64, peers: usize, impairment: Impairment) -> World {
+        World::build(seed, peers, impairment, false, true)
+    }
+
+    fn build(seed: u64, peers: usize, impairment: Impairment, dtls: bool, nack: bool) -> World {
         let profile = Profile::ALL[(seed % 3) as usize];
         let base = Instant::now();
         let identity = DtlsIdentity::generate_for_simulation(seed).unwrap();
@@ -197,7 +216,12 @@ impl World {
                 core.set_srtp_keys(id, profile, (&from_sfu.key, &from_sfu.salt), (&to_sfu.key, &to_sfu.salt)).unwrap();
                 TestPeer::new(i as u32, &ufrag, &pwd, profile, &to_sfu, &from_sfu)
             };
-            tracks.push(core.add_track(id, TrackSpec { ssrc: peer.ssrc, kind: MediaKind::Audio }).unwrap());
+            let kind = if nack { MediaKind::Video } else { MediaKind::Audio };
+            tracks.push(core.add_track(id, TrackSpec { ssrc: peer.ssrc, kind }).unwrap());
+            let mut peer = peer;
+            if nack {
+                peer.keep_history();
+            }
             let addr: SocketAddr = format!("198.51.100.{}:5000", i + 10).parse().unwrap();
             list.push(Peer {
                 peer,
@@ -235,6 +259,7 @@ impl World {
                 in_flight: HashMap::new(),
                 next_id: 0,
                 lost_rtp: BTreeSet::new(),
+                drop_once: vec![],
                 last_delivery: HashMap::new(),
             },
             now_us: 0,
@@ -242,6 +267,8 @@ impl World {
             out: Transmits::with_capacity(256),
             events: vec![],
             dtls,
+            nack,
+            highest_seen: HashMap::new(),
         }
     }
 
@@ -343,7 +370,30 @@ impl World {
                         self.net.send(self.now_us, p.addr, self.sfu, record);
                     }
                 }
-                Incoming::Media(r) => p.received.push(r),
+                Incoming::Media(r) => {
+                    p.received.push(r);
+                    if self.nack {
+                        let s = self.peers.iter().position(|q| q.addr == d.to || q.old_addr == Some(d.to)).unwrap();
+                        let highest = self.highest_seen.entry((s, r.ssrc)).or_insert(r.seq.wrapping_sub(1));
+                        let gap = r.seq.wrapping_sub(*highest);
+                        if (2..100).contains(&gap) {
+                            let lost: Vec<u16> = (1..gap).map(|k| highest.wrapping_add(k)).collect();
+                            let nack = self.peers[s].peer.nack(r.ssrc, &lost);
+                            let from = self.peers[s].addr;
+                            self.net.send(self.now_us, from, self.sfu, nack);
+                        }
+                        if gap < 0x8000 {
+                            *self.highest_seen.get_mut(&(s, r.ssrc)).unwrap() = r.seq;
+                        }
+                    }
+                }
+                Incoming::Nack { lost, .. } => {
+                    for seq in lost {
+                        if let Some(again) = p.peer.resend(seq) {
+                            self.net.send(self.now_us, p.addr, self.sfu, again);
+                        }
+                    }
+                }
                 Incoming::KeyframeRequest { media_ssrc } => p.keyframe_requests.push(media_ssrc),
                 Incoming::Reports { senders, blocks } => {
                     p.sender_reports.extend(senders.into_iter().map(|s| (self.now_us, s)));
@@ -632,4 +682,27 @@ fn sender_and_receiver_reports_follow_the_publishers_clocks_and_the_real_losses(
         }
         assert!(w.core.counters().sender_reports_sent > 0 && w.core.counters().receiver_reports_sent > 0);
     }
+}
+
+#[test]
+fn nacks_repair_losses_on_the_uplink_and_on_a_downlink() {
+    let mut w = World::with_nack(5, 3, Impairment { loss: 0.0, duplicate: 0.0, delay_us: 5_000, jitter_us: 1 });
+    // Publisher 1's packet 50 is lost on the way to the SFU; publisher 2's packet 80 on the way to subscriber 0.
+    w.net.drop_once.push((w.sfu, w.peers[1].peer.ssrc, 50));
+    w.net.drop_once.push((w.peers[0].addr, out_ssrc(2), 80));
+    w.run_until(4_000_000, 3_500_000);
+    assert!(w.net.drop_once.is_empty(), "both drops happened");
+    for (s, sub) in w.peers.iter().enumerate() {
+        assert!(sub.bad.is_empty(), "{:?}", sub.bad);
+        for (p, publisher) in w.peers.iter().enumerate().filter(|(p, _)| *p != s) {
+            let got: BTreeSet<u64> =
+                sub.received.iter().filter(|r| r.tag.publisher == p as u32).map(|r| r.tag.seq).collect();
+            let all: BTreeSet<u64> = (0..publisher.peer.sent()).collect();
+            let missing: Vec<_> = all.difference(&got).collect();
+            assert!(missing.is_empty(), "subscriber {s} from publisher {p}: still missing {missing:?}");
+        }
+    }
+    let c = w.core.counters();
+    assert!(c.nacks_sent >= 1, "the SFU asked publisher 1 again");
+    assert!(c.retransmissions_sent >= 1, "the SFU resent packet 80 to subscriber 0");
 }

@@ -18,6 +18,9 @@ pub struct CoreConfig {
     pub consent_timeout: Duration,
     /// At most one keyframe request per track per interval reaches the publisher, however many subscribers ask.
     pub keyframe_request_interval: Duration,
+    /// Recent packets kept per video track to answer subscribers' NACKs (1500 bytes each, allocated with the
+    /// track). 256 is about one second of 2.5 Mbit/s video. 0 turns retransmission off.
+    pub retransmission_buffer_packets: usize,
 }
 
 impl Default for CoreConfig {
@@ -31,6 +34,7 @@ impl Default for CoreConfig {
             subscriptions_per_participant_max: 512,
             consent_timeout: Duration::from_secs(30),
             keyframe_request_interval: Duration::from_millis(500),
+            retransmission_buffer_packets: 256,
         }
     }
 }

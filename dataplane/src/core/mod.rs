@@ -20,6 +20,7 @@ mod drop;
 mod dtls;
 mod reports;
 mod rewrite;
+mod rtx;
 mod slab;
 mod transmit;
 
@@ -34,6 +35,7 @@ pub use dtls::{DtlsIdentity, Fingerprint, IdentityError, profile_of as srtp_prof
 pub use reports::Wallclock;
 use reports::{ReceiveStats, SenderClock};
 pub use rewrite::SeqRewriter;
+use rtx::{MissingPackets, RetransmissionBuffer};
 pub use slab::Key;
 pub use transmit::{DATAGRAM_MAX, Transmit, Transmits};
 
@@ -169,6 +171,12 @@ pub struct Counters {
     pub keyframe_requests_limited: u64,
     pub sender_reports_sent: u64,
     pub receiver_reports_sent: u64,
+    /// NACKs we sent to publishers, and the packets they named.
+    pub nacks_sent: u64,
+    /// Packets retransmitted to subscribers in answer to their NACKs.
+    pub retransmissions_sent: u64,
+    /// NACKed packets we could not retransmit (no longer buffered, or from before a source switch).
+    pub retransmissions_unavailable: u64,
     pub drops: [u64; DropReason::COUNT],
 }
 
@@ -185,6 +193,8 @@ struct InboundStream {
     clock_rate: u32,
     window: ReplayWindow,
     stats: ReceiveStats,
+    /// Video only: packets the publisher has not delivered, which we NACK.
+    missing: Option<MissingPackets>,
 }
 
 struct Participant {
@@ -233,6 +243,8 @@ struct Track {
     spec: TrackSpec,
     subscribers: Vec<SubscriptionId>,
     last_keyframe_request: Option<Instant>,
+    /// Video only (and unless turned off): recent packets for answering NACKs.
+    retransmission: Option<RetransmissionBuffer>,
 }
 
 #[derive(Debug)]
@@ -270,6 +282,9 @@ pub struct Core {
     report_scratch: Box<[u8]>,
     /// Reused each reporting round (no allocation per tick).
     report_ids: Vec<ParticipantId>,
+    /// Participants with packets to NACK; `next_nack` is the earliest due.
+    nack_pending: Vec<ParticipantId>,
+    next_nack: Option<Instant>,
 }
 
 impl Core {
@@ -301,6 +316,8 @@ impl Core {
             next_reports: None,
             report_scratch: vec![0u8; DATAGRAM_MAX].into_boxed_slice(),
             report_ids: Vec::with_capacity(config.participants_max),
+            nack_pending: Vec::with_capacity(config.participants_max),
+            next_nack: None,
             config,
         }
     }
@@ -332,7 +349,7 @@ impl Core {
     /// When [`Core::handle_timeout`] wants calling next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let dtls = self.handshaking.iter().filter_map(|id| self.participants.get(*id)?.dtls_timeout).min();
-        [self.next_consent_check, dtls, self.next_reports].into_iter().flatten().min()
+        [self.next_consent_check, dtls, self.next_reports, self.next_nack].into_iter().flatten().min()
     }
 
     /// Whether [`Core::handle_handshakes`] has work.
@@ -445,11 +462,14 @@ impl Core {
         if p.inbound.len() == self.config.streams_per_participant_max {
             return Err(CoreError::Full("streams per participant"));
         }
+        let video = spec.kind == MediaKind::Video;
+        let buffered = self.config.retransmission_buffer_packets;
         let track = Track {
             publisher,
             spec,
             subscribers: Vec::with_capacity(self.config.subscribers_per_track_max),
             last_keyframe_request: None,
+            retransmission: (video && buffered > 0).then(|| RetransmissionBuffer::new(buffered)),
         };
         let id = self.tracks.insert(track).ok_or(CoreError::Full("tracks"))?;
         let p = self.participants.get_mut(publisher).expect("checked above");
@@ -459,6 +479,7 @@ impl Core {
             clock_rate: spec.kind.clock_rate(),
             window: ReplayWindow::default(),
             stats: ReceiveStats::default(),
+            missing: video.then(MissingPackets::default),
         });
         p.tracks.push(id);
         Ok(id)
@@ -717,11 +738,28 @@ impl Core {
         let Ok(len) = rx.unprotect_rtp(datagram, header.header_len, index) else {
             return self.drop(DropReason::AuthFailed);
         };
+        let previous_highest = stream.window.started().then(|| stream.window.highest());
         stream.window.record(index);
+        let mut unrepairable = false;
+        if let Some(missing) = stream.missing.as_mut() {
+            unrepairable = missing.on_packet(index, previous_highest, now);
+            if let Some(due) = missing.next_due() {
+                self.next_nack = Some(self.next_nack.map_or(due, |t| t.min(due)));
+                if !self.nack_pending.contains(&id) {
+                    self.nack_pending.push(id);
+                }
+            }
+        }
         let since_origin = now.saturating_duration_since(self.origin.unwrap_or(now));
         let arrival = (since_origin.as_nanos() * u128::from(stream.clock_rate) / 1_000_000_000) as u64;
         stream.stats.on_packet(index, header.timestamp, arrival);
         let track = stream.track;
+        if let Some(buffer) = self.tracks.get_mut(track).and_then(|t| t.retransmission.as_mut()) {
+            buffer.store(index, &datagram[..len]);
+        }
+        if unrepairable {
+            self.send_pli(now, track, out);
+        }
         self.fan_out(track, &datagram[..len], &header, out);
     }
 
@@ -753,20 +791,91 @@ impl Core {
                 counters.drops[DropReason::TransmitFull as usize] += 1;
                 continue;
             };
-            slot[..plain.len()].copy_from_slice(plain);
-            rtp::set_ssrc(slot, sub.spec.ssrc);
-            rtp::set_seq(slot, seq);
-            rtp::set_timestamp(slot, header.timestamp.wrapping_add(sub.timestamp_offset));
-            if let Some(pt) = sub.spec.payload_type {
-                rtp::set_payload_type(slot, pt);
-            }
-            let len = tx.protect_rtp(slot, plain.len(), header.header_len, index).expect("slot has room for the tag");
+            let len = write_forwarded(slot, plain, header.header_len, header.timestamp, sub, seq, index, tx);
             out.commit(destination, len);
             sub.packets_sent += 1;
             sub.octets_sent += (plain.len() - header.header_len) as u64;
             counters.rtp_out += 1;
             counters.bytes_out += len as u64;
         }
+    }
+
+    /// Answers a subscriber's NACK for the stream it knows as `media_ssrc` from the track's buffer.
+    fn retransmit(
+        &mut self,
+        subscriber: ParticipantId,
+        media_ssrc: u32,
+        lost: rtcp::NackLost<'_>,
+        out: &mut Transmits,
+    ) {
+        /// Bounds the work one NACK can cause.
+        const RETRANSMISSIONS_PER_NACK_MAX: usize = 64;
+        let Core { participants, subscriptions, tracks, counters, .. } = self;
+        let Some(p) = participants.get(subscriber) else { return };
+        let (Some(destination), Some(tx)) = (p.address, p.tx.as_ref()) else { return };
+        let Some(sub) =
+            p.subscriptions.iter().filter_map(|s| subscriptions.get(*s)).find(|s| s.spec.ssrc == media_ssrc)
+        else {
+            return;
+        };
+        let Some(track) = tracks.get(sub.track) else { return };
+        let Some(buffer) = track.retransmission.as_ref() else { return };
+        let Some(publisher) = participants.get(track.publisher) else { return };
+        let Some(stream) = publisher.inbound.iter().find(|s| s.ssrc == track.spec.ssrc) else { return };
+        for out_seq in lost.take(RETRANSMISSIONS_PER_NACK_MAX) {
+            let packet = sub.rewriter.reverse(out_seq).and_then(|(in_seq, out_index)| {
+                Some((buffer.get(srtp::estimate_index(stream.window.highest(), in_seq))?, out_index))
+            });
+            let Some((plain, out_index)) = packet else {
+                counters.retransmissions_unavailable += 1;
+                continue;
+            };
+            let (Ok(header), Some(slot)) = (RtpHeader::parse(plain), out.slot()) else {
+                counters.drops[DropReason::TransmitFull as usize] += 1;
+                continue;
+            };
+            let len = write_forwarded(slot, plain, header.header_len, header.timestamp, sub, out_seq, out_index, tx);
+            out.commit(destination, len);
+            counters.retransmissions_sent += 1;
+            counters.rtp_out += 1;
+            counters.bytes_out += len as u64;
+        }
+    }
+
+    /// NACKs every publisher stream with packets due for asking (RFC 4585 generic NACK).
+    fn send_nacks(&mut self, now: Instant, out: &mut Transmits) {
+        let mut next: Option<Instant> = None;
+        let mut i = 0;
+        while i < self.nack_pending.len() {
+            let id = self.nack_pending[i];
+            let mut still_missing = false;
+            let streams = self.participants.get(id).map_or(0, |p| p.inbound.len());
+            for s in 0..streams {
+                let mut lost = [0u16; 64];
+                let Some(p) = self.participants.get_mut(id) else { break };
+                let stream = &mut p.inbound[s];
+                let Some(missing) = stream.missing.as_mut() else { continue };
+                let n = missing.due(now, &mut lost);
+                if let Some(due) = missing.next_due() {
+                    still_missing = true;
+                    next = Some(next.map_or(due, |t| t.min(due)));
+                }
+                if n > 0 {
+                    let media = stream.ssrc;
+                    let len =
+                        rtcp::write_nack(&mut self.report_scratch, SFU_RTCP_SSRC, media, lost[..n].iter().copied())
+                            .expect("64 NACK items fit a datagram");
+                    self.send_rtcp(id, len, out);
+                    self.counters.nacks_sent += 1;
+                }
+            }
+            if still_missing {
+                i += 1;
+            } else {
+                self.nack_pending.swap_remove(i);
+            }
+        }
+        self.next_nack = next;
     }
 
     fn handle_rtcp(&mut self, now: Instant, source: SocketAddr, datagram: &mut [u8], out: &mut Transmits) {
@@ -802,6 +911,11 @@ impl Core {
                 stream.stats.sender_clock =
                     Some(SenderClock { ntp: info.ntp, rtp_timestamp: info.rtp_timestamp, received_at: now });
             }
+            if (packet.packet_type, packet.count) == (rtcp::RTPFB, rtcp::FMT_NACK)
+                && let (Ok(media), Ok(lost)) = (rtcp::media_ssrc(&packet), rtcp::nack_lost(&packet))
+            {
+                self.retransmit(id, media, lost, out);
+            }
             let keyframe_request =
                 matches!((packet.packet_type, packet.count), (rtcp::PSFB, rtcp::FMT_PLI) | (rtcp::PSFB, rtcp::FMT_FIR));
             if keyframe_request && let Ok(media) = rtcp::media_ssrc(&packet) {
@@ -818,14 +932,21 @@ impl Core {
     /// A subscriber asked for a keyframe of the stream it knows as `media_ssrc`: pass one PLI per interval to
     /// the publisher, however many subscribers ask (no keyframe storms when many join at once).
     fn request_keyframe(&mut self, now: Instant, subscriber: ParticipantId, media_ssrc: u32, out: &mut Transmits) {
-        let Core { participants, subscriptions, tracks, counters, config, .. } = self;
+        let Core { participants, subscriptions, .. } = self;
         let Some(p) = participants.get(subscriber) else { return };
         let Some(sub) =
             p.subscriptions.iter().filter_map(|s| subscriptions.get(*s)).find(|s| s.spec.ssrc == media_ssrc)
         else {
             return;
         };
-        let Some(track) = tracks.get_mut(sub.track) else { return };
+        let track = sub.track;
+        self.send_pli(now, track, out);
+    }
+
+    /// One PLI to the track's publisher, unless one went out less than `keyframe_request_interval` ago.
+    fn send_pli(&mut self, now: Instant, track: TrackId, out: &mut Transmits) {
+        let Core { participants, tracks, counters, config, .. } = self;
+        let Some(track) = tracks.get_mut(track) else { return };
         if track
             .last_keyframe_request
             .is_some_and(|t| now.saturating_duration_since(t) < config.keyframe_request_interval)
@@ -852,6 +973,9 @@ impl Core {
     // ---- timers ----------------------------------------------------------------------------------------------
 
     pub fn handle_timeout(&mut self, now: Instant, out: &mut Transmits) {
+        if self.next_nack.is_some_and(|t| t <= now) {
+            self.send_nacks(now, out);
+        }
         if self.next_reports.is_some_and(|t| t <= now) {
             self.next_reports = Some(now + REPORT_INTERVAL);
             self.send_reports(now, out);
@@ -901,6 +1025,29 @@ impl Core {
             }
         }
     }
+}
+
+/// Writes a forwarded packet into `slot`: the plaintext with the subscription's SSRC, sequence number, timestamp
+/// and payload type, encrypted with the subscriber's key at output index `index`. Returns its length.
+#[allow(clippy::too_many_arguments)]
+fn write_forwarded(
+    slot: &mut [u8],
+    plain: &[u8],
+    header_len: usize,
+    timestamp: u32,
+    sub: &Subscription,
+    seq: u16,
+    index: u64,
+    tx: &srtp::Context,
+) -> usize {
+    slot[..plain.len()].copy_from_slice(plain);
+    rtp::set_ssrc(slot, sub.spec.ssrc);
+    rtp::set_seq(slot, seq);
+    rtp::set_timestamp(slot, timestamp.wrapping_add(sub.timestamp_offset));
+    if let Some(pt) = sub.spec.payload_type {
+        rtp::set_payload_type(slot, pt);
+    }
+    tx.protect_rtp(slot, plain.len(), header_len, index).expect("a transmit slot has room for the tag")
 }
 
 impl Core {

@@ -66,6 +66,21 @@ impl SeqRewriter {
     pub fn highest_out(&self) -> u64 {
         self.highest_out
     }
+
+    /// For a NACKed output sequence number: the input sequence number it came from and the extended output
+    /// index it was sent with, if it belongs to the current source (older ones cannot be mapped back).
+    pub fn reverse(&self, out_seq: u16) -> Option<(u16, u64)> {
+        if !self.started || self.switching {
+            return None;
+        }
+        let out_index = estimate_index(self.highest_out, out_seq);
+        if out_index > self.highest_out {
+            return None;
+        }
+        let in_seq = out_seq.wrapping_sub(self.offset);
+        let in_index = estimate_index(self.highest_in, in_seq);
+        (in_index >= self.source_start && in_index <= self.highest_in).then_some((in_seq, out_index))
+    }
 }
 
 #[cfg(test)]
@@ -108,6 +123,21 @@ mod tests {
         assert_eq!(r.rewrite(11), Some((11, 11)));
         assert_eq!(r.rewrite(10), Some((10, 10)), "the stream's first packet arrived second");
         assert_eq!(r.rewrite(12), Some((12, 12)));
+    }
+
+    #[test]
+    fn nacked_outputs_map_back_to_their_inputs_within_the_current_source() {
+        let mut r = SeqRewriter::default();
+        for seq in 100..110 {
+            r.rewrite(seq);
+        }
+        r.switch_source();
+        for seq in 5000..5010 {
+            r.rewrite(seq);
+        }
+        assert_eq!(r.reverse(112), Some((5002, 112)));
+        assert_eq!(r.reverse(105), None, "from the previous source");
+        assert_eq!(r.reverse(200), None, "never sent");
     }
 
     #[test]
