@@ -75,7 +75,17 @@ pub fn core(data: &[u8]) {
         static IDENTITY: DtlsIdentity = DtlsIdentity::generate_for_simulation(1).expect("an identity");
     }
     let identity = IDENTITY.with(Clone::clone);
-    let mut core = Core::with_identity(CoreConfig { participants_max: 4, ..CoreConfig::default() }, identity);
+    // Small tables: the fuzzer builds a core per input, and the limits' sizes do not change what is parsed.
+    let config = CoreConfig {
+        participants_max: 4,
+        tracks_max: 4,
+        subscriptions_max: 8,
+        subscribers_per_track_max: 4,
+        subscriptions_per_participant_max: 4,
+        retransmission_buffer_packets: 16,
+        ..CoreConfig::default()
+    };
+    let mut core = Core::with_identity(config, identity);
     let mut out = Transmits::with_capacity(16);
     let now = Instant::now();
     let sources = [
