@@ -65,7 +65,7 @@ fn run(profile: Profile) {
         out.clear();
         peers.push((id, peer, addr));
     }
-    let track = core.add_track(peers[0].0, TrackSpec { ssrc: peers[0].1.ssrc, kind: MediaKind::Video }).unwrap();
+    let track = core.add_track(peers[0].0, TrackSpec::single(peers[0].1.ssrc, MediaKind::Video)).unwrap();
     for (i, (id, _, _)) in peers.iter().enumerate().skip(1) {
         core.subscribe(*id, track, SubscriptionSpec { ssrc: 0x3000 + i as u32, payload_type: Some(96) }).unwrap();
     }

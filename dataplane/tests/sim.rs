@@ -217,7 +217,7 @@ impl World {
                 TestPeer::new(i as u32, &ufrag, &pwd, profile, &to_sfu, &from_sfu)
             };
             let kind = if nack { MediaKind::Video } else { MediaKind::Audio };
-            tracks.push(core.add_track(id, TrackSpec { ssrc: peer.ssrc, kind }).unwrap());
+            tracks.push(core.add_track(id, TrackSpec::single(peer.ssrc, kind)).unwrap());
             let mut peer = peer;
             if nack {
                 peer.keep_history();

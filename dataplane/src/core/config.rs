@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use super::ExtensionIds;
+
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
     pub participants_max: usize,
@@ -21,6 +23,8 @@ pub struct CoreConfig {
     /// Recent packets kept per video track to answer subscribers' NACKs (1500 bytes each, allocated with the
     /// track). 256 is about one second of 2.5 Mbit/s video. 0 turns retransmission off.
     pub retransmission_buffer_packets: usize,
+    /// The RTP header extension ids our SDP offers use.
+    pub extension_ids: ExtensionIds,
 }
 
 impl Default for CoreConfig {
@@ -35,6 +39,7 @@ impl Default for CoreConfig {
             consent_timeout: Duration::from_secs(30),
             keyframe_request_interval: Duration::from_millis(500),
             retransmission_buffer_packets: 256,
+            extension_ids: ExtensionIds::default(),
         }
     }
 }

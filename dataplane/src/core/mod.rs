@@ -22,6 +22,7 @@ mod reports;
 mod rewrite;
 mod rtx;
 mod slab;
+mod track;
 mod transmit;
 
 use std::net::SocketAddr;
@@ -37,6 +38,7 @@ use reports::{ReceiveStats, SenderClock};
 pub use rewrite::SeqRewriter;
 use rtx::{MissingPackets, RetransmissionBuffer};
 pub use slab::Key;
+pub use track::{ExtensionIds, LAYERS_MAX, LayerSpec, Tag, TrackSpec};
 pub use transmit::{DATAGRAM_MAX, Transmit, Transmits};
 
 use crate::packet::demux::{self, Kind};
@@ -83,6 +85,10 @@ pub enum CoreError {
     DuplicateUfrag(String),
     #[error("SSRC {0} is already announced by this participant")]
     DuplicateSsrc(u32),
+    #[error("a track needs 1 to {LAYERS_MAX} layers, each with an SSRC or a RID (and a MID if any has no SSRC)")]
+    BadLayers,
+    #[error("the track has no layer {0}")]
+    UnknownLayer(u8),
     #[error("{0}")]
     Dtls(&'static str),
     #[error("bad SRTP keys: {0}")]
@@ -136,13 +142,6 @@ impl MediaKind {
     }
 }
 
-/// A track as the publisher announced it in its SDP answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TrackSpec {
-    pub ssrc: u32,
-    pub kind: MediaKind,
-}
-
 /// How a subscriber receives a track: the SSRC and payload type from the subscriber's SDP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SubscriptionSpec {
@@ -165,6 +164,13 @@ pub struct Counters {
     pub bytes_out: u64,
     /// Subscriptions skipped because the subscriber is not connected yet (no address or keys).
     pub fanout_not_ready: u64,
+    /// Packets of a simulcast layer a subscription does not take (it takes another layer, or waits for a
+    /// keyframe on the one it switches to).
+    pub fanout_other_layer: u64,
+    /// Simulcast layer switches made (each at a keyframe of the new layer).
+    pub layer_switches: u64,
+    /// SSRCs learned from MID/RID header extensions.
+    pub ssrcs_learned: u64,
     /// Packets a subscription dropped as belonging before its current source (after a switch).
     pub fanout_stale: u64,
     pub keyframe_requests_forwarded: u64,
@@ -190,11 +196,14 @@ impl Counters {
 struct InboundStream {
     ssrc: u32,
     track: TrackId,
+    layer: u8,
     clock_rate: u32,
     window: ReplayWindow,
     stats: ReceiveStats,
     /// Video only: packets the publisher has not delivered, which we NACK.
     missing: Option<MissingPackets>,
+    /// Learned from MID/RID, kept only once a packet on it authenticates.
+    pending: bool,
 }
 
 struct Participant {
@@ -242,9 +251,11 @@ struct Track {
     publisher: ParticipantId,
     spec: TrackSpec,
     subscribers: Vec<SubscriptionId>,
-    last_keyframe_request: Option<Instant>,
-    /// Video only (and unless turned off): recent packets for answering NACKs.
-    retransmission: Option<RetransmissionBuffer>,
+    /// Per layer: keyframe requests are limited per SSRC.
+    last_keyframe_request: [Option<Instant>; LAYERS_MAX],
+    /// Per layer, video only (and unless turned off): recent packets for answering NACKs. Allocated with the
+    /// track, also for layers whose SSRC is learned later.
+    retransmission: [Option<RetransmissionBuffer>; LAYERS_MAX],
 }
 
 #[derive(Debug)]
@@ -254,6 +265,11 @@ struct Subscription {
     spec: SubscriptionSpec,
     rewriter: SeqRewriter,
     timestamp_offset: u32,
+    /// The layer being forwarded (`None` until the first keyframe of `target_layer` on a simulcast track).
+    layer: Option<u8>,
+    target_layer: u8,
+    /// Last output timestamp, for continuity across layer switches.
+    last_timestamp: u32,
     packets_sent: u64,
     octets_sent: u64,
 }
@@ -455,32 +471,40 @@ impl Core {
     }
 
     pub fn add_track(&mut self, publisher: ParticipantId, spec: TrackSpec) -> Result<TrackId, CoreError> {
-        let p = self.participants.get(publisher).ok_or(CoreError::UnknownParticipant)?;
-        if p.inbound.iter().any(|s| s.ssrc == spec.ssrc) {
-            return Err(CoreError::DuplicateSsrc(spec.ssrc));
+        let layers = spec.layer_count();
+        let named = spec.layers.iter().flatten().all(|l| l.ssrc.is_some() || (l.rid.is_some() && spec.mid.is_some()));
+        let contiguous = spec.layers.iter().take(layers).all(Option::is_some);
+        if layers == 0 || !named || !contiguous {
+            return Err(CoreError::BadLayers);
         }
-        if p.inbound.len() == self.config.streams_per_participant_max {
+        let p = self.participants.get(publisher).ok_or(CoreError::UnknownParticipant)?;
+        let known: Vec<u32> = spec.layers.iter().flatten().filter_map(|l| l.ssrc).collect();
+        if let Some(dup) = known.iter().find(|ssrc| p.inbound.iter().any(|s| s.ssrc == **ssrc)) {
+            return Err(CoreError::DuplicateSsrc(*dup));
+        }
+        if p.inbound.len() + layers > self.config.streams_per_participant_max {
             return Err(CoreError::Full("streams per participant"));
         }
         let video = spec.kind == MediaKind::Video;
         let buffered = self.config.retransmission_buffer_packets;
+        let mut retransmission = [None, None, None];
+        for buffer in retransmission.iter_mut().take(layers) {
+            *buffer = (video && buffered > 0).then(|| RetransmissionBuffer::new(buffered));
+        }
         let track = Track {
             publisher,
             spec,
             subscribers: Vec::with_capacity(self.config.subscribers_per_track_max),
-            last_keyframe_request: None,
-            retransmission: (video && buffered > 0).then(|| RetransmissionBuffer::new(buffered)),
+            last_keyframe_request: [None; LAYERS_MAX],
+            retransmission,
         };
         let id = self.tracks.insert(track).ok_or(CoreError::Full("tracks"))?;
         let p = self.participants.get_mut(publisher).expect("checked above");
-        p.inbound.push(InboundStream {
-            ssrc: spec.ssrc,
-            track: id,
-            clock_rate: spec.kind.clock_rate(),
-            window: ReplayWindow::default(),
-            stats: ReceiveStats::default(),
-            missing: video.then(MissingPackets::default),
-        });
+        for (layer, l) in spec.layers.iter().enumerate() {
+            if let Some(ssrc) = l.and_then(|l| l.ssrc) {
+                p.inbound.push(InboundStream::new(ssrc, id, layer as u8, spec.kind));
+            }
+        }
         p.tracks.push(id);
         Ok(id)
     }
@@ -512,12 +536,18 @@ impl Core {
         if p.subscriptions.len() == self.config.subscriptions_per_participant_max {
             return Err(CoreError::Full("subscriptions per participant"));
         }
+        let simulcast = t.spec.is_simulcast();
+        let top = (t.spec.layer_count() - 1) as u8;
         let sub = Subscription {
             subscriber,
             track,
             spec,
             rewriter: SeqRewriter::default(),
             timestamp_offset: 0,
+            // A single-encoding track forwards from the first packet; the subscriber asks for a keyframe itself.
+            layer: (!simulcast).then_some(0),
+            target_layer: top,
+            last_timestamp: 0,
             packets_sent: 0,
             octets_sent: 0,
         };
@@ -726,20 +756,39 @@ impl Core {
         self.counters.rtp_in += 1;
         let Some(&id) = self.by_address.get(&source) else { return self.drop(DropReason::UnknownSource) };
         let Ok(header) = RtpHeader::parse(datagram) else { return self.drop(DropReason::MalformedRtp) };
-        let p = self.participants.get_mut(id).expect("by_address only names live participants");
-        let Some(rx) = p.rx.as_ref() else { return self.drop(DropReason::NotConnected) };
-        let Some(stream) = p.inbound.iter_mut().find(|s| s.ssrc == header.ssrc) else {
-            return self.drop(DropReason::UnknownSsrc);
+        let p = self.participants.get(id).expect("by_address only names live participants");
+        if p.rx.is_none() {
+            return self.drop(DropReason::NotConnected);
+        }
+        let slot = match p.inbound.iter().position(|s| s.ssrc == header.ssrc) {
+            Some(slot) => slot,
+            None => match self.learn_ssrc(id, &header, datagram) {
+                Some(slot) => slot,
+                None => return self.drop(DropReason::UnknownSsrc),
+            },
         };
+        let p = self.participants.get_mut(id).expect("checked above");
+        let rx = p.rx.as_ref().expect("checked above");
+        let stream = &mut p.inbound[slot];
         let index = stream.window.index_for(header.seq);
         if stream.window.check(index).is_err() {
             return self.drop(DropReason::Replay);
         }
         let Ok(len) = rx.unprotect_rtp(datagram, header.header_len, index) else {
+            if stream.pending {
+                // A learned SSRC that did not authenticate is forgotten again.
+                p.inbound.swap_remove(slot);
+            }
             return self.drop(DropReason::AuthFailed);
         };
+        if std::mem::take(&mut stream.pending) {
+            self.counters.ssrcs_learned += 1;
+        }
         let previous_highest = stream.window.started().then(|| stream.window.highest());
         stream.window.record(index);
+        let since_origin = now.saturating_duration_since(self.origin.unwrap_or(now));
+        let arrival = (since_origin.as_nanos() * u128::from(stream.clock_rate) / 1_000_000_000) as u64;
+        stream.stats.on_packet(index, header.timestamp, arrival);
         let mut unrepairable = false;
         if let Some(missing) = stream.missing.as_mut() {
             unrepairable = missing.on_packet(index, previous_highest, now);
@@ -750,23 +799,50 @@ impl Core {
                 }
             }
         }
-        let since_origin = now.saturating_duration_since(self.origin.unwrap_or(now));
-        let arrival = (since_origin.as_nanos() * u128::from(stream.clock_rate) / 1_000_000_000) as u64;
-        stream.stats.on_packet(index, header.timestamp, arrival);
-        let track = stream.track;
-        if let Some(buffer) = self.tracks.get_mut(track).and_then(|t| t.retransmission.as_mut()) {
+        let (track, layer) = (stream.track, stream.layer);
+        if let Some(buffer) = self.tracks.get_mut(track).and_then(|t| t.retransmission[usize::from(layer)].as_mut()) {
             buffer.store(index, &datagram[..len]);
         }
         if unrepairable {
-            self.send_pli(now, track, out);
+            self.send_pli(now, track, layer, out);
         }
-        self.fan_out(track, &datagram[..len], &header, out);
+        self.fan_out(track, layer, &datagram[..len], &header, out);
     }
 
-    /// Step 4: one decrypted packet to every subscription of its track.
-    fn fan_out(&mut self, track: TrackId, plain: &[u8], header: &RtpHeader, out: &mut Transmits) {
+    /// An SSRC the publisher did not list: if its MID and RID header extensions name a layer of one of the
+    /// publisher's tracks whose SSRC is not known yet, add a stream for it, pending until its first packet
+    /// authenticates. Returns the stream's slot.
+    fn learn_ssrc(&mut self, id: ParticipantId, header: &RtpHeader, datagram: &[u8]) -> Option<usize> {
+        let ids = self.config.extension_ids;
+        let (mid_at, mid_len) = header.extension(datagram, ids.mid)?;
+        let (rid_at, rid_len) = header.extension(datagram, ids.rid)?;
+        let (mid, rid) = (&datagram[mid_at..mid_at + mid_len], &datagram[rid_at..rid_at + rid_len]);
+        let p = self.participants.get(id)?;
+        if p.inbound.len() == p.inbound.capacity() {
+            return None;
+        }
+        let (track_id, layer, kind) = p.tracks.iter().find_map(|t| {
+            let track = self.tracks.get(*t)?;
+            if track.spec.mid.is_none_or(|m| m.as_bytes() != mid) {
+                return None;
+            }
+            let layer =
+                track.spec.layers.iter().position(|l| l.is_some_and(|l| l.rid.is_some_and(|r| r.as_bytes() == rid)))?;
+            let taken = p.inbound.iter().any(|s| s.track == *t && usize::from(s.layer) == layer);
+            (!taken).then_some((*t, layer as u8, track.spec.kind))
+        })?;
+        let p = self.participants.get_mut(id)?;
+        let mut stream = InboundStream::new(header.ssrc, track_id, layer, kind);
+        stream.pending = true;
+        p.inbound.push(stream);
+        Some(p.inbound.len() - 1)
+    }
+
+    /// Step 4: one decrypted packet of `layer` to every subscription of its track that takes that layer, switching
+    /// subscriptions waiting for this layer when the packet starts a keyframe.
+    fn fan_out(&mut self, track_id: TrackId, layer: u8, plain: &[u8], header: &RtpHeader, out: &mut Transmits) {
         let Core { tracks, subscriptions, participants, counters, .. } = self;
-        let Some(track) = tracks.get(track) else { return };
+        let Some(track) = tracks.get(track_id) else { return };
         if track.subscribers.is_empty() {
             counters.drops[DropReason::NoSubscribers as usize] += 1;
             return;
@@ -775,8 +851,19 @@ impl Core {
             counters.drops[DropReason::TooLarge as usize] += 1;
             return;
         }
+        let mut keyframe: Option<bool> = None;
         for &sub_id in &track.subscribers {
             let sub = subscriptions.get_mut(sub_id).expect("a track lists only live subscriptions");
+            if sub.layer != Some(layer) {
+                let is_keyframe =
+                    *keyframe.get_or_insert_with(|| track.spec.codec.is_keyframe_start(&plain[header.header_len..]));
+                if sub.target_layer != layer || !is_keyframe {
+                    counters.fanout_other_layer += 1;
+                    continue;
+                }
+                switch_layer(sub, layer, header.timestamp);
+                counters.layer_switches += 1;
+            }
             let subscriber = participants.get(sub.subscriber).expect("a subscription's subscriber is live");
             let (Some(destination), Some(tx), false) = (subscriber.address, subscriber.tx.as_ref(), subscriber.gone)
             else {
@@ -793,11 +880,34 @@ impl Core {
             };
             let len = write_forwarded(slot, plain, header.header_len, header.timestamp, sub, seq, index, tx);
             out.commit(destination, len);
+            sub.last_timestamp = header.timestamp.wrapping_add(sub.timestamp_offset);
             sub.packets_sent += 1;
             sub.octets_sent += (plain.len() - header.header_len) as u64;
             counters.rtp_out += 1;
             counters.bytes_out += len as u64;
         }
+    }
+
+    /// Chooses the simulcast layer a subscription should receive (lowest quality 0). The switch happens at the
+    /// layer's next keyframe, which is requested now (rate-limited).
+    pub fn set_layer(
+        &mut self,
+        now: Instant,
+        subscription: SubscriptionId,
+        layer: u8,
+        out: &mut Transmits,
+    ) -> Result<(), CoreError> {
+        let sub = self.subscriptions.get_mut(subscription).ok_or(CoreError::UnknownSubscription)?;
+        let track = self.tracks.get(sub.track).ok_or(CoreError::UnknownTrack)?;
+        if usize::from(layer) >= track.spec.layer_count() {
+            return Err(CoreError::UnknownLayer(layer));
+        }
+        sub.target_layer = layer;
+        let (track_id, current) = (sub.track, sub.layer);
+        if current != Some(layer) {
+            self.send_pli(now, track_id, layer, out);
+        }
+        Ok(())
     }
 
     /// Answers a subscriber's NACK for the stream it knows as `media_ssrc` from the track's buffer.
@@ -819,9 +929,10 @@ impl Core {
             return;
         };
         let Some(track) = tracks.get(sub.track) else { return };
-        let Some(buffer) = track.retransmission.as_ref() else { return };
+        let Some(layer) = sub.layer else { return };
+        let Some(buffer) = track.retransmission[usize::from(layer)].as_ref() else { return };
         let Some(publisher) = participants.get(track.publisher) else { return };
-        let Some(stream) = publisher.inbound.iter().find(|s| s.ssrc == track.spec.ssrc) else { return };
+        let Some(stream) = publisher.inbound.iter().find(|s| s.track == sub.track && s.layer == layer) else { return };
         for out_seq in lost.take(RETRANSMISSIONS_PER_NACK_MAX) {
             let packet = sub.rewriter.reverse(out_seq).and_then(|(in_seq, out_index)| {
                 Some((buffer.get(srtp::estimate_index(stream.window.highest(), in_seq))?, out_index))
@@ -939,32 +1050,36 @@ impl Core {
         else {
             return;
         };
-        let track = sub.track;
-        self.send_pli(now, track, out);
+        // The layer it is switching to, or the one it gets.
+        let (track, layer) = (sub.track, sub.layer.unwrap_or(sub.target_layer));
+        self.send_pli(now, track, layer, out);
     }
 
     /// One PLI to the track's publisher, unless one went out less than `keyframe_request_interval` ago.
-    fn send_pli(&mut self, now: Instant, track: TrackId, out: &mut Transmits) {
+    fn send_pli(&mut self, now: Instant, track_id: TrackId, layer: u8, out: &mut Transmits) {
         let Core { participants, tracks, counters, config, .. } = self;
-        let Some(track) = tracks.get_mut(track) else { return };
-        if track
-            .last_keyframe_request
-            .is_some_and(|t| now.saturating_duration_since(t) < config.keyframe_request_interval)
-        {
+        let Some(track) = tracks.get_mut(track_id) else { return };
+        let last = &mut track.last_keyframe_request[usize::from(layer)];
+        if last.is_some_and(|t| now.saturating_duration_since(t) < config.keyframe_request_interval) {
             counters.keyframe_requests_limited += 1;
             return;
         }
         let Some(publisher) = participants.get_mut(track.publisher) else { return };
+        // The layer's SSRC, once known (a RID-only layer that never sent cannot be asked yet).
+        let Some(media) = publisher.inbound.iter().find(|s| s.track == track_id && s.layer == layer).map(|s| s.ssrc)
+        else {
+            return;
+        };
         let (Some(destination), Some(tx)) = (publisher.address, publisher.tx.as_ref()) else { return };
         let Some(slot) = out.slot() else {
             counters.drops[DropReason::TransmitFull as usize] += 1;
             return;
         };
-        let len = rtcp::write_pli(slot, SFU_RTCP_SSRC, track.spec.ssrc).expect("a PLI fits a datagram buffer");
+        let len = rtcp::write_pli(slot, SFU_RTCP_SSRC, media).expect("a PLI fits a datagram buffer");
         publisher.srtcp_index = (publisher.srtcp_index + 1) & 0x7fff_ffff;
         let len = tx.protect_rtcp(slot, len, publisher.srtcp_index).expect("slot has room for SRTCP's trailer");
         out.commit(destination, len);
-        track.last_keyframe_request = Some(now);
+        *last = Some(now);
         counters.keyframe_requests_forwarded += 1;
         counters.rtcp_out += 1;
         counters.bytes_out += len as u64;
@@ -1025,6 +1140,34 @@ impl Core {
             }
         }
     }
+}
+
+impl InboundStream {
+    fn new(ssrc: u32, track: TrackId, layer: u8, kind: MediaKind) -> InboundStream {
+        InboundStream {
+            ssrc,
+            track,
+            layer,
+            clock_rate: kind.clock_rate(),
+            window: ReplayWindow::default(),
+            stats: ReceiveStats::default(),
+            missing: (kind == MediaKind::Video).then(MissingPackets::default),
+            pending: false,
+        }
+    }
+}
+
+/// Moves a subscription to `layer`, whose keyframe with RTP timestamp `timestamp` is about to be forwarded:
+/// sequence numbers continue after the last one sent, and the timestamp one frame (at 30 fps) after the last
+/// one sent, whatever random base the new layer's clock has.
+fn switch_layer(sub: &mut Subscription, layer: u8, timestamp: u32) {
+    /// 90 kHz / 30 fps.
+    const FRAME_TICKS: u32 = 3_000;
+    if sub.layer.is_some() {
+        sub.rewriter.switch_source();
+        sub.timestamp_offset = sub.last_timestamp.wrapping_add(FRAME_TICKS).wrapping_sub(timestamp);
+    }
+    sub.layer = Some(layer);
 }
 
 /// Writes a forwarded packet into `slot`: the plaintext with the subscription's SSRC, sequence number, timestamp
@@ -1111,7 +1254,8 @@ impl Core {
         }
         let track = self.tracks.get(sub.track)?;
         let publisher = self.participants.get(track.publisher)?;
-        let stream = publisher.inbound.iter().find(|s| s.ssrc == track.spec.ssrc)?;
+        let layer = sub.layer?;
+        let stream = publisher.inbound.iter().find(|s| s.track == sub.track && s.layer == layer)?;
         let sender_clock = stream.stats.sender_clock?;
         Some(rtcp::SenderInfo {
             ssrc: sub.spec.ssrc,

@@ -1,6 +1,7 @@
 //! Wire formats: parsing views over the caller's bytes and in-place rewrites. No allocation; every malformed
 //! input is an error value, never a panic.
 
+pub mod codec;
 pub mod demux;
 pub mod rtcp;
 pub mod rtp;

@@ -1,0 +1,106 @@
+//! Just enough of each video codec's RTP payload format to tell whether a packet starts a keyframe: the point
+//! where a subscriber can switch simulcast layers or start decoding.
+
+/// The codecs Sluice forwards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Codec {
+    Opus,
+    Vp8,
+    Vp9,
+    H264,
+}
+
+impl Codec {
+    /// Whether `payload` (the RTP payload, after the header) begins a keyframe.
+    pub fn is_keyframe_start(self, payload: &[u8]) -> bool {
+        match self {
+            Codec::Opus => true,
+            Codec::Vp8 => vp8_keyframe_start(payload),
+            Codec::Vp9 => vp9_keyframe_start(payload),
+            Codec::H264 => h264_keyframe(payload),
+        }
+    }
+}
+
+/// RFC 7741: the payload descriptor, then (at the start of partition 0) the VP8 frame header whose P bit is 0
+/// for a keyframe.
+fn vp8_keyframe_start(p: &[u8]) -> bool {
+    let Some(&first) = p.first() else { return false };
+    let (extended, start, partition) = (first & 0x80 != 0, first & 0x10 != 0, first & 0x07);
+    if !start || partition != 0 {
+        return false;
+    }
+    let mut at = 1;
+    if extended {
+        let Some(&x) = p.get(1) else { return false };
+        at = 2;
+        if x & 0x80 != 0 {
+            // PictureID: 7 or 15 bits.
+            at += if p.get(at).is_some_and(|b| b & 0x80 != 0) { 2 } else { 1 };
+        }
+        if x & 0x40 != 0 {
+            at += 1; // TL0PICIDX
+        }
+        if x & 0x30 != 0 {
+            at += 1; // TID/Y/KEYIDX
+        }
+    }
+    p.get(at).is_some_and(|header| header & 0x01 == 0)
+}
+
+/// RFC 9628: B (start of frame) set and P (inter-picture predicted) clear.
+fn vp9_keyframe_start(p: &[u8]) -> bool {
+    p.first().is_some_and(|d| d & 0x08 != 0 && d & 0x40 == 0)
+}
+
+/// RFC 6184: an IDR slice (5) or SPS (7), alone, in a STAP-A (24), or starting an FU-A (28).
+fn h264_keyframe(p: &[u8]) -> bool {
+    let Some(&nal) = p.first() else { return false };
+    match nal & 0x1f {
+        5 | 7 => true,
+        24 => {
+            let mut at = 1;
+            while at + 2 < p.len() {
+                let size = usize::from(u16::from_be_bytes([p[at], p[at + 1]]));
+                if matches!(p[at + 2] & 0x1f, 5 | 7) {
+                    return true;
+                }
+                at += 2 + size;
+            }
+            false
+        }
+        28 => p.get(1).is_some_and(|fu| fu & 0x80 != 0 && matches!(fu & 0x1f, 5 | 7)),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vp8() {
+        // S=1, PID=0, no extension; frame header P=0: keyframe.
+        assert!(Codec::Vp8.is_keyframe_start(&[0x10, 0x00, 0x9d, 0x01, 0x2a]));
+        assert!(!Codec::Vp8.is_keyframe_start(&[0x10, 0x01]), "P=1: interframe");
+        assert!(!Codec::Vp8.is_keyframe_start(&[0x00, 0x00]), "not the start of the partition");
+        // X=1 with a 15-bit PictureID, TL0PICIDX and TID: the frame header is at byte 6.
+        assert!(Codec::Vp8.is_keyframe_start(&[0x90, 0xe0, 0x80, 0x01, 0x05, 0x20, 0x00]));
+        assert!(!Codec::Vp8.is_keyframe_start(&[0x90, 0xe0, 0x80, 0x01, 0x05, 0x20, 0x01]));
+        assert!(!Codec::Vp8.is_keyframe_start(&[0x90]), "truncated");
+    }
+
+    #[test]
+    fn vp9_and_h264() {
+        assert!(Codec::Vp9.is_keyframe_start(&[0x08]));
+        assert!(!Codec::Vp9.is_keyframe_start(&[0x48]), "P set");
+        assert!(Codec::H264.is_keyframe_start(&[0x65]), "IDR");
+        assert!(
+            Codec::H264.is_keyframe_start(&[0x78, 0x00, 0x02, 0x67, 0x42, 0x00, 0x02, 0x68, 0xce]),
+            "STAP-A with SPS"
+        );
+        assert!(Codec::H264.is_keyframe_start(&[0x7c, 0x85]), "FU-A start of an IDR");
+        assert!(!Codec::H264.is_keyframe_start(&[0x7c, 0x05]), "FU-A continuation");
+        assert!(!Codec::H264.is_keyframe_start(&[0x41]), "non-IDR slice");
+    }
+}
