@@ -36,6 +36,9 @@ pub struct Received {
     pub tag: Tag,
     /// For VP8 payloads (see [`TestPeer::simulcast_media`]): whether the packet starts a keyframe.
     pub keyframe: Option<bool>,
+    /// The transport-wide sequence number (extension id 3) and abs-send-time (id 2), if present.
+    pub transport_seq: Option<u16>,
+    pub abs_send_time: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -286,11 +289,25 @@ impl TestPeer {
 
     /// The next SRTP media packet of this peer's track, `payload_len` bytes of payload (at least the tag).
     pub fn media(&mut self, payload_len: usize, now_us: u64) -> Vec<u8> {
-        let payload_len = payload_len.max(PAYLOAD_TAG_LEN);
+        let plain = self.media_plain(payload_len, now_us);
         let tx = self.tx.as_ref().expect("media only after SRTP keys are set");
+        let mut p = plain;
+        let len = p.len();
+        p.resize(len + tx.profile().rtp_overhead(), 0);
+        let n = tx.protect_rtp(&mut p, len, 12, self.seq - 1).expect("room for the tag");
+        p.truncate(n);
+        if let Some(history) = self.history.as_mut() {
+            history.push(p.clone());
+        }
+        p
+    }
+
+    /// The next media packet in the clear: 12-byte header, then the tag and a pattern.
+    fn media_plain(&mut self, payload_len: usize, now_us: u64) -> Vec<u8> {
+        let payload_len = payload_len.max(PAYLOAD_TAG_LEN);
         let seq = self.seq;
         self.seq += 1;
-        let mut p = vec![0u8; 12 + payload_len + tx.profile().rtp_overhead()];
+        let mut p = vec![0u8; 12 + payload_len];
         p[0] = 0x80;
         p[1] = 111;
         p[2..4].copy_from_slice(&(seq as u16).to_be_bytes());
@@ -301,11 +318,6 @@ impl TestPeer {
         p[24..32].copy_from_slice(&now_us.to_be_bytes());
         for (i, b) in p[32..12 + payload_len].iter_mut().enumerate() {
             *b = (i as u8) ^ (seq as u8);
-        }
-        let n = tx.protect_rtp(&mut p, 12 + payload_len, 12, seq).expect("room for the tag");
-        p.truncate(n);
-        if let Some(history) = self.history.as_mut() {
-            history.push(p.clone());
         }
         p
     }
@@ -348,6 +360,32 @@ impl TestPeer {
         let len = p.len();
         p.resize(len + tx.profile().rtp_overhead(), 0);
         let n = tx.protect_rtp(&mut p, len, header_len, u64::from(wire_seq)).expect("room for the tag");
+        p.truncate(n);
+        p
+    }
+
+    /// Like [`TestPeer::media`], with the transport-wide sequence number (id 3) and abs-send-time (id 2) header
+    /// extensions carrying the given values (the SFU must replace both).
+    pub fn media_with_extensions(
+        &mut self,
+        payload_len: usize,
+        now_us: u64,
+        transport_seq: u16,
+        abs_send_time: u32,
+    ) -> Vec<u8> {
+        let plain = self.media_plain(payload_len, now_us);
+        let mut p = plain[..12].to_vec();
+        p[0] |= 0x10;
+        let ast = abs_send_time.to_be_bytes();
+        let ts = transport_seq.to_be_bytes();
+        p.extend_from_slice(&[0xbe, 0xde, 0, 2, (3 << 4) | 1, ts[0], ts[1], (2 << 4) | 2, ast[1], ast[2], ast[3], 0]);
+        let header_len = p.len();
+        p.extend_from_slice(&plain[12..]);
+        let tx = self.tx.as_ref().expect("media only after SRTP keys are set");
+        let len = p.len();
+        p.resize(len + tx.profile().rtp_overhead(), 0);
+        let index = self.seq - 1;
+        let n = tx.protect_rtp(&mut p, len, header_len, index).expect("room for the tag");
         p.truncate(n);
         p
     }
@@ -456,6 +494,12 @@ impl TestPeer {
             return Incoming::Duplicate;
         }
         let Some(rx) = self.rx.as_ref() else { return Incoming::BeforeKeys };
+        let transport_seq =
+            h.extension(buf, 3).filter(|e| e.1 == 2).map(|(at, _)| u16::from_be_bytes([buf[at], buf[at + 1]]));
+        let abs_send_time = h
+            .extension(buf, 2)
+            .filter(|e| e.1 == 3)
+            .map(|(at, _)| u32::from_be_bytes([0, buf[at], buf[at + 1], buf[at + 2]]));
         let Ok(len) = rx.unprotect_rtp(buf, h.header_len, index) else {
             return Incoming::Bad("SRTP authentication failed");
         };
@@ -480,7 +524,15 @@ impl TestPeer {
                 return Incoming::Bad("payload corrupted");
             }
         }
-        Incoming::Media(Received { ssrc: h.ssrc, seq: h.seq, timestamp: h.timestamp, tag, keyframe })
+        Incoming::Media(Received {
+            ssrc: h.ssrc,
+            seq: h.seq,
+            timestamp: h.timestamp,
+            tag,
+            keyframe,
+            transport_seq,
+            abs_send_time,
+        })
     }
 
     fn receive_rtcp(&mut self, buf: &mut [u8]) -> Incoming {

@@ -228,6 +228,9 @@ struct Participant {
     tx: Option<srtp::Context>,
     /// Next SRTCP index for RTCP we send to this participant.
     srtcp_index: u32,
+    /// Transport-wide sequence number of the next packet we send this participant (draft-holmer-rmcat-
+    /// transport-wide-cc-extensions): one counter per transport, across all its subscriptions.
+    transport_seq: u16,
     inbound: Vec<InboundStream>,
     rtcp_windows: Vec<(u32, ReplayWindow)>,
     subscriptions: Vec<SubscriptionId>,
@@ -397,6 +400,7 @@ impl Core {
             rx: None,
             tx: None,
             srtcp_index: 0,
+            transport_seq: 0,
             inbound: Vec::with_capacity(self.config.streams_per_participant_max),
             rtcp_windows: Vec::with_capacity(
                 self.config.streams_per_participant_max + self.config.subscriptions_per_participant_max,
@@ -806,7 +810,23 @@ impl Core {
         if unrepairable {
             self.send_pli(now, track, layer, out);
         }
-        self.fan_out(track, layer, &datagram[..len], &header, out);
+        let owned = self.owned_extensions(now, &header, &datagram[..len]);
+        self.fan_out(track, layer, &datagram[..len], &header, owned, out);
+    }
+
+    /// Where the header extensions we rewrite sit in this packet, and the abs-send-time value for `now`.
+    fn owned_extensions(&self, now: Instant, header: &RtpHeader, plain: &[u8]) -> OwnedExtensions {
+        let ids = self.config.extension_ids;
+        let transport_seq = header.extension(plain, ids.transport_cc).filter(|(_, len)| *len == 2).map(|(at, _)| at);
+        let abs_send_time = header.extension(plain, ids.abs_send_time).filter(|(_, len)| *len == 3).map(|(at, _)| {
+            // 6.18 fixed-point seconds: the middle 24 bits of the NTP time.
+            let ntp = self.wallclock.map_or_else(
+                || reports::to_ntp(now.saturating_duration_since(self.origin.unwrap_or(now))),
+                |clock| clock.ntp(now),
+            );
+            (at, ((ntp >> 14) & 0x00ff_ffff) as u32)
+        });
+        OwnedExtensions { transport_seq, abs_send_time }
     }
 
     /// An SSRC the publisher did not list: if its MID and RID header extensions name a layer of one of the
@@ -840,7 +860,15 @@ impl Core {
 
     /// Step 4: one decrypted packet of `layer` to every subscription of its track that takes that layer, switching
     /// subscriptions waiting for this layer when the packet starts a keyframe.
-    fn fan_out(&mut self, track_id: TrackId, layer: u8, plain: &[u8], header: &RtpHeader, out: &mut Transmits) {
+    fn fan_out(
+        &mut self,
+        track_id: TrackId,
+        layer: u8,
+        plain: &[u8],
+        header: &RtpHeader,
+        owned: OwnedExtensions,
+        out: &mut Transmits,
+    ) {
         let Core { tracks, subscriptions, participants, counters, .. } = self;
         let Some(track) = tracks.get(track_id) else { return };
         if track.subscribers.is_empty() {
@@ -864,7 +892,7 @@ impl Core {
                 switch_layer(sub, layer, header.timestamp);
                 counters.layer_switches += 1;
             }
-            let subscriber = participants.get(sub.subscriber).expect("a subscription's subscriber is live");
+            let subscriber = participants.get_mut(sub.subscriber).expect("a subscription's subscriber is live");
             let (Some(destination), Some(tx), false) = (subscriber.address, subscriber.tx.as_ref(), subscriber.gone)
             else {
                 counters.fanout_not_ready += 1;
@@ -878,7 +906,9 @@ impl Core {
                 counters.drops[DropReason::TransmitFull as usize] += 1;
                 continue;
             };
-            let len = write_forwarded(slot, plain, header.header_len, header.timestamp, sub, seq, index, tx);
+            let packet =
+                Outgoing { plain, header_len: header.header_len, timestamp: header.timestamp, seq, index, owned };
+            let len = write_forwarded(slot, &packet, sub, tx, &mut subscriber.transport_seq);
             out.commit(destination, len);
             sub.last_timestamp = header.timestamp.wrapping_add(sub.timestamp_offset);
             sub.packets_sent += 1;
@@ -920,9 +950,11 @@ impl Core {
     ) {
         /// Bounds the work one NACK can cause.
         const RETRANSMISSIONS_PER_NACK_MAX: usize = 64;
-        let Core { participants, subscriptions, tracks, counters, .. } = self;
+        let Core { participants, subscriptions, tracks, counters, config, .. } = self;
+        let extension_ids = config.extension_ids;
         let Some(p) = participants.get(subscriber) else { return };
         let (Some(destination), Some(tx)) = (p.address, p.tx.as_ref()) else { return };
+        let mut transport_seq = p.transport_seq;
         let Some(sub) =
             p.subscriptions.iter().filter_map(|s| subscriptions.get(*s)).find(|s| s.spec.ssrc == media_ssrc)
         else {
@@ -945,11 +977,30 @@ impl Core {
                 counters.drops[DropReason::TransmitFull as usize] += 1;
                 continue;
             };
-            let len = write_forwarded(slot, plain, header.header_len, header.timestamp, sub, out_seq, out_index, tx);
+            // A retransmission is a new packet on the transport: it gets a new transport-wide number.
+            let owned = OwnedExtensions {
+                transport_seq: header
+                    .extension(plain, extension_ids.transport_cc)
+                    .filter(|(_, l)| *l == 2)
+                    .map(|(at, _)| at),
+                abs_send_time: None,
+            };
+            let packet = Outgoing {
+                plain,
+                header_len: header.header_len,
+                timestamp: header.timestamp,
+                seq: out_seq,
+                index: out_index,
+                owned,
+            };
+            let len = write_forwarded(slot, &packet, sub, tx, &mut transport_seq);
             out.commit(destination, len);
             counters.retransmissions_sent += 1;
             counters.rtp_out += 1;
             counters.bytes_out += len as u64;
+        }
+        if let Some(p) = participants.get_mut(subscriber) {
+            p.transport_seq = transport_seq;
         }
     }
 
@@ -1170,27 +1221,52 @@ fn switch_layer(sub: &mut Subscription, layer: u8, timestamp: u32) {
     sub.layer = Some(layer);
 }
 
+/// The header extensions we own in a forwarded packet: offsets of their values in the packet, and for
+/// abs-send-time the value to write.
+#[derive(Debug, Clone, Copy)]
+struct OwnedExtensions {
+    transport_seq: Option<usize>,
+    abs_send_time: Option<(usize, u32)>,
+}
+
+/// One outgoing copy of a packet, before the subscription's rewrite.
+struct Outgoing<'a> {
+    plain: &'a [u8],
+    header_len: usize,
+    /// The publisher's timestamp; the subscription's offset is added.
+    timestamp: u32,
+    seq: u16,
+    /// The SRTP index to encrypt with.
+    index: u64,
+    owned: OwnedExtensions,
+}
+
 /// Writes a forwarded packet into `slot`: the plaintext with the subscription's SSRC, sequence number, timestamp
-/// and payload type, encrypted with the subscriber's key at output index `index`. Returns its length.
-#[allow(clippy::too_many_arguments)]
+/// and payload type, the next transport-wide sequence number and our send time, encrypted with the subscriber's
+/// key. Returns its length.
 fn write_forwarded(
     slot: &mut [u8],
-    plain: &[u8],
-    header_len: usize,
-    timestamp: u32,
+    packet: &Outgoing<'_>,
     sub: &Subscription,
-    seq: u16,
-    index: u64,
     tx: &srtp::Context,
+    transport_seq: &mut u16,
 ) -> usize {
+    let plain = packet.plain;
     slot[..plain.len()].copy_from_slice(plain);
     rtp::set_ssrc(slot, sub.spec.ssrc);
-    rtp::set_seq(slot, seq);
-    rtp::set_timestamp(slot, timestamp.wrapping_add(sub.timestamp_offset));
+    rtp::set_seq(slot, packet.seq);
+    rtp::set_timestamp(slot, packet.timestamp.wrapping_add(sub.timestamp_offset));
     if let Some(pt) = sub.spec.payload_type {
         rtp::set_payload_type(slot, pt);
     }
-    tx.protect_rtp(slot, plain.len(), header_len, index).expect("a transmit slot has room for the tag")
+    if let Some(at) = packet.owned.transport_seq {
+        slot[at..at + 2].copy_from_slice(&transport_seq.to_be_bytes());
+        *transport_seq = transport_seq.wrapping_add(1);
+    }
+    if let Some((at, value)) = packet.owned.abs_send_time {
+        slot[at..at + 3].copy_from_slice(&value.to_be_bytes()[1..]);
+    }
+    tx.protect_rtp(slot, plain.len(), packet.header_len, packet.index).expect("a transmit slot has room for the tag")
 }
 
 impl Core {
