@@ -40,7 +40,8 @@ fn setup(profile: Profile, n: usize) -> (Core, TestPeer, SocketAddr, Transmits) 
     let (publisher, addr) = publisher.unwrap();
     let track = core.add_track(ids[0], TrackSpec::single(publisher.ssrc, MediaKind::Video)).unwrap();
     for (i, id) in ids.iter().enumerate().skip(1) {
-        core.subscribe(*id, track, SubscriptionSpec { ssrc: 0x4000 + i as u32, payload_type: None }).unwrap();
+        core.subscribe(*id, track, SubscriptionSpec { ssrc: 0x4000 + i as u32, payload_type: None, rtx: None })
+            .unwrap();
     }
     (core, publisher, addr, out)
 }

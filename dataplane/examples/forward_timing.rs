@@ -47,7 +47,8 @@ fn main() {
     let (mut publisher, addr) = publisher.unwrap();
     let track = core.add_track(ids[0], TrackSpec::single(publisher.ssrc, MediaKind::Video)).unwrap();
     for (i, id) in ids.iter().enumerate().skip(1) {
-        core.subscribe(*id, track, SubscriptionSpec { ssrc: 0x4000 + i as u32, payload_type: None }).unwrap();
+        core.subscribe(*id, track, SubscriptionSpec { ssrc: 0x4000 + i as u32, payload_type: None, rtx: None })
+            .unwrap();
     }
     let key = LessSafeKey::new(UnboundKey::new(&AES_128_GCM, &[7u8; 16]).unwrap());
     let mut payload = vec![0u8; PAYLOAD];

@@ -106,7 +106,8 @@ pub fn core(data: &[u8]) {
     }
     let _ = core.expect_dtls(ids[1], crate::core::Fingerprint([0; 32]), now);
     let track = core.add_track(ids[0], TrackSpec::single(0x1000_0000, MediaKind::Video)).expect("a track");
-    core.subscribe(ids[1], track, SubscriptionSpec { ssrc: 0x2000, payload_type: Some(96) }).expect("a subscription");
+    core.subscribe(ids[1], track, SubscriptionSpec { ssrc: 0x2000, payload_type: Some(96), rtx: None })
+        .expect("a subscription");
     let mut rest = data;
     let mut t = now;
     while rest.len() >= 3 {

@@ -39,6 +39,8 @@ pub struct Received {
     /// The transport-wide sequence number (extension id 3) and abs-send-time (id 2), if present.
     pub transport_seq: Option<u16>,
     pub abs_send_time: Option<u32>,
+    /// Arrived as an RTX retransmission (and was unwrapped).
+    pub via_rtx: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,6 +117,8 @@ pub struct TestPeer {
     layer_seq: [u64; 3],
     /// Received payloads start with a 2-byte VP8 descriptor and frame header before the tag.
     vp8: bool,
+    /// RTX SSRC -> the media SSRC it repairs (RFC 4588).
+    rtx: Vec<(u32, u32)>,
 }
 
 /// The browser side of DTLS-SRTP: the client, checking the server's certificate against the offer.
@@ -171,6 +175,7 @@ impl TestPeer {
             history: None,
             layer_seq: [0; 3],
             vp8: false,
+            rtx: Vec::new(),
         }
     }
 
@@ -263,6 +268,7 @@ impl TestPeer {
             history: None,
             layer_seq: [0; 3],
             vp8: false,
+            rtx: Vec::new(),
         }
     }
 
@@ -390,6 +396,11 @@ impl TestPeer {
         p
     }
 
+    /// Packets on `rtx_ssrc` are RTX (RFC 4588) retransmissions of `media_ssrc`: unwrap them.
+    pub fn expect_rtx(&mut self, rtx_ssrc: u32, media_ssrc: u32) {
+        self.rtx.push((rtx_ssrc, media_ssrc));
+    }
+
     /// Expect received payloads in the [`TestPeer::simulcast_media`] layout.
     pub fn expect_vp8(&mut self) {
         self.vp8 = true;
@@ -505,6 +516,16 @@ impl TestPeer {
         };
         window.record(index);
         let mut payload = &buf[h.header_len..len];
+        let (mut ssrc, mut seq, mut via_rtx) = (h.ssrc, h.seq, false);
+        if let Some(&(_, media)) = self.rtx.iter().find(|(rtx, _)| *rtx == h.ssrc) {
+            via_rtx = true;
+            // RTX: the original sequence number, then the original payload.
+            if payload.len() < 2 {
+                return Incoming::Bad("RTX without its original sequence number");
+            }
+            (ssrc, seq) = (media, u16::from_be_bytes([payload[0], payload[1]]));
+            payload = &payload[2..];
+        }
         let mut keyframe = None;
         if self.vp8 {
             let Some(frame_header) = payload.get(1) else { return Incoming::Bad("VP8 payload too short") };
@@ -525,13 +546,14 @@ impl TestPeer {
             }
         }
         Incoming::Media(Received {
-            ssrc: h.ssrc,
-            seq: h.seq,
+            ssrc,
+            seq,
             timestamp: h.timestamp,
             tag,
             keyframe,
             transport_seq,
             abs_send_time,
+            via_rtx,
         })
     }
 

@@ -32,7 +32,8 @@ fn transport_sequence_numbers_count_our_packets_per_subscriber_and_abs_send_time
     // Participants 0 and 1 publish; 2 subscribes to both.
     for p in 0..2 {
         let track = core.add_track(peers[p].0, TrackSpec::single(peers[p].1.ssrc, MediaKind::Video)).unwrap();
-        core.subscribe(peers[2].0, track, SubscriptionSpec { ssrc: 0x7000 + p as u32, payload_type: None }).unwrap();
+        core.subscribe(peers[2].0, track, SubscriptionSpec { ssrc: 0x7000 + p as u32, payload_type: None, rtx: None })
+            .unwrap();
     }
     let mut received = vec![];
     let mut now = start;

@@ -67,7 +67,8 @@ fn run(profile: Profile) {
     }
     let track = core.add_track(peers[0].0, TrackSpec::single(peers[0].1.ssrc, MediaKind::Video)).unwrap();
     for (i, (id, _, _)) in peers.iter().enumerate().skip(1) {
-        core.subscribe(*id, track, SubscriptionSpec { ssrc: 0x3000 + i as u32, payload_type: Some(96) }).unwrap();
+        core.subscribe(*id, track, SubscriptionSpec { ssrc: 0x3000 + i as u32, payload_type: Some(96), rtx: None })
+            .unwrap();
     }
 
     // Everything the measured loop feeds in is built first: the test peers allocate, the core must not.

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use sluice_dataplane::core::{
-    Core, CoreConfig, DropReason, DtlsFailure, DtlsIdentity, Event, IceCredentials, MediaKind, ParticipantId,
+    Core, CoreConfig, DropReason, DtlsFailure, DtlsIdentity, Event, IceCredentials, MediaKind, ParticipantId, RtxSpec,
     SubscriptionSpec, TrackId, TrackSpec, Transmits,
 };
 use sluice_dataplane::packet::demux::{self, Kind};
@@ -171,6 +171,18 @@ const MEDIA_START_US: u64 = 500_000;
 const KEEPALIVE_US: u64 = 500_000;
 const CONNECT_RETRY_US: u64 = 50_000;
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Repair {
+    None,
+    Nack,
+    NackRtx,
+}
+
+/// Subscriber-side RTX SSRC for publisher `i`'s track.
+fn rtx_ssrc(publisher: usize) -> u32 {
+    0x3000_0000 + publisher as u32
+}
+
 /// Subscriber-side SSRC of publisher `i`'s track.
 fn out_ssrc(publisher: usize) -> u32 {
     0x2000_0000 + publisher as u32
@@ -180,20 +192,21 @@ impl World {
     /// `peers` participants, each publishing one track that every other participant subscribes to; SRTP keys
     /// are given to both sides directly.
     fn new(seed: u64, peers: usize, impairment: Impairment) -> World {
-        World::build(seed, peers, impairment, false, false)
+        World::build(seed, peers, impairment, false, Repair::None)
     }
 
     /// The same, with SRTP keys from real DTLS-SRTP handshakes carried by the simulated network.
     fn with_dtls(seed: u64, peers: usize, impairment: Impairment) -> World {
-        World::build(seed, peers, impairment, true, false)
+        World::build(seed, peers, impairment, true, Repair::None)
     }
 
-    /// Video tracks, with NACKs answered in both directions.
-    fn with_nack(seed: u64, peers: usize, impairment: Impairment) -> World {
-        World::build(seed, peers, impairment, false, true)
+    /// Video tracks, with NACKs answered in both directions; `rtx`: subscribers negotiated RTX.
+    fn with_nack(seed: u64, peers: usize, impairment: Impairment, rtx: bool) -> World {
+        World::build(seed, peers, impairment, false, if rtx { Repair::NackRtx } else { Repair::Nack })
     }
 
-    fn build(seed: u64, peers: usize, impairment: Impairment, dtls: bool, nack: bool) -> World {
+    fn build(seed: u64, peers: usize, impairment: Impairment, dtls: bool, repair: Repair) -> World {
+        let nack = repair != Repair::None;
         let profile = Profile::ALL[(seed % 3) as usize];
         let base = Instant::now();
         let identity = DtlsIdentity::generate_for_simulation(seed).unwrap();
@@ -240,10 +253,18 @@ impl World {
                 sent_sr_ntps: vec![],
             });
         }
+        if repair == Repair::NackRtx {
+            for (s, subscriber) in list.iter_mut().enumerate() {
+                for p in (0..peers).filter(|p| *p != s) {
+                    subscriber.peer.expect_rtx(rtx_ssrc(p), out_ssrc(p));
+                }
+            }
+        }
         for (s, subscriber) in list.iter().enumerate() {
             for (p, track) in tracks.iter().enumerate().filter(|(p, _)| *p != s) {
-                core.subscribe(subscriber.id, *track, SubscriptionSpec { ssrc: out_ssrc(p), payload_type: None })
-                    .unwrap();
+                let rtx = (repair == Repair::NackRtx).then_some(RtxSpec { ssrc: rtx_ssrc(p), payload_type: 97 });
+                let spec = SubscriptionSpec { ssrc: out_ssrc(p), payload_type: None, rtx };
+                core.subscribe(subscriber.id, *track, spec).unwrap();
             }
         }
         World {
@@ -686,7 +707,16 @@ fn sender_and_receiver_reports_follow_the_publishers_clocks_and_the_real_losses(
 
 #[test]
 fn nacks_repair_losses_on_the_uplink_and_on_a_downlink() {
-    let mut w = World::with_nack(5, 3, Impairment { loss: 0.0, duplicate: 0.0, delay_us: 5_000, jitter_us: 1 });
+    nack_scenario(false);
+}
+
+#[test]
+fn nacks_repair_losses_with_rtx_retransmissions() {
+    nack_scenario(true);
+}
+
+fn nack_scenario(rtx: bool) {
+    let mut w = World::with_nack(5, 3, Impairment { loss: 0.0, duplicate: 0.0, delay_us: 5_000, jitter_us: 1 }, rtx);
     // Publisher 1's packet 50 is lost on the way to the SFU; publisher 2's packet 80 on the way to subscriber 0.
     w.net.drop_once.push((w.sfu, w.peers[1].peer.ssrc, 50));
     w.net.drop_once.push((w.peers[0].addr, out_ssrc(2), 80));
@@ -702,6 +732,10 @@ fn nacks_repair_losses_on_the_uplink_and_on_a_downlink() {
             assert!(missing.is_empty(), "subscriber {s} from publisher {p}: still missing {missing:?}");
         }
     }
+    let repaired: Vec<_> = w.peers[0].received.iter().filter(|r| r.tag.publisher == 2 && r.tag.seq == 80).collect();
+    assert_eq!(repaired.len(), 1);
+    assert_eq!(repaired[0].via_rtx, rtx, "the repair came on the RTX stream exactly when RTX was negotiated");
+    assert_eq!(repaired[0].ssrc, out_ssrc(2));
     let c = w.core.counters();
     assert!(c.nacks_sent >= 1, "the SFU asked publisher 1 again");
     assert!(c.retransmissions_sent >= 1, "the SFU resent packet 80 to subscriber 0");

@@ -47,7 +47,8 @@ fn setup() -> (Setup, sluice_dataplane::core::SubscriptionId) {
     let rids: Vec<Tag> = RIDS.iter().map(|r| Tag::new(r).unwrap()).collect();
     let spec = TrackSpec::simulcast(Tag::new("0").unwrap(), &rids, Codec::Vp8);
     let track = core.add_track(peers[0].0, spec).unwrap();
-    let sub = core.subscribe(peers[1].0, track, SubscriptionSpec { ssrc: 0x5000, payload_type: None }).unwrap();
+    let sub =
+        core.subscribe(peers[1].0, track, SubscriptionSpec { ssrc: 0x5000, payload_type: None, rtx: None }).unwrap();
     let (_, subscriber, sub_addr) = peers.pop().unwrap();
     let (_, publisher, pub_addr) = peers.pop().unwrap();
     let mut s = Setup { core, out, publisher, subscriber, pub_addr, sub_addr, now };

@@ -148,6 +148,16 @@ pub struct SubscriptionSpec {
     pub ssrc: u32,
     /// Rewrite the payload type when the subscriber's mapping differs from the publisher's.
     pub payload_type: Option<u8>,
+    /// Retransmissions go on this RTX stream (RFC 4588) when the subscriber negotiated one; else on the media
+    /// SSRC itself.
+    pub rtx: Option<RtxSpec>,
+}
+
+/// An RTX stream: its own SSRC and the payload type of `a=rtpmap:<pt> rtx/90000` with `apt=` the media's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtxSpec {
+    pub ssrc: u32,
+    pub payload_type: u8,
 }
 
 /// Everything counted by one core. Plain integers: one core owns them, the runtime copies them out.
@@ -273,6 +283,8 @@ struct Subscription {
     target_layer: u8,
     /// Last output timestamp, for continuity across layer switches.
     last_timestamp: u32,
+    /// Extended index of the last packet sent on the RTX stream (its own sequence space).
+    rtx_index: Option<u64>,
     packets_sent: u64,
     octets_sent: u64,
 }
@@ -552,6 +564,7 @@ impl Core {
             layer: (!simulcast).then_some(0),
             target_layer: top,
             last_timestamp: 0,
+            rtx_index: None,
             packets_sent: 0,
             octets_sent: 0,
         };
@@ -955,11 +968,12 @@ impl Core {
         let Some(p) = participants.get(subscriber) else { return };
         let (Some(destination), Some(tx)) = (p.address, p.tx.as_ref()) else { return };
         let mut transport_seq = p.transport_seq;
-        let Some(sub) =
-            p.subscriptions.iter().filter_map(|s| subscriptions.get(*s)).find(|s| s.spec.ssrc == media_ssrc)
+        let Some(&sub_id) =
+            p.subscriptions.iter().find(|s| subscriptions.get(**s).is_some_and(|s| s.spec.ssrc == media_ssrc))
         else {
             return;
         };
+        let sub = subscriptions.get_mut(sub_id).expect("just found");
         let Some(track) = tracks.get(sub.track) else { return };
         let Some(layer) = sub.layer else { return };
         let Some(buffer) = track.retransmission[usize::from(layer)].as_ref() else { return };
@@ -993,7 +1007,18 @@ impl Core {
                 index: out_index,
                 owned,
             };
-            let len = write_forwarded(slot, &packet, sub, tx, &mut transport_seq);
+            let len = match sub.spec.rtx {
+                Some(_) if plain.len() + 2 + Profile::RTP_OVERHEAD_MAX > DATAGRAM_MAX => {
+                    counters.drops[DropReason::TooLarge as usize] += 1;
+                    continue;
+                }
+                Some(rtx) => {
+                    let index = sub.rtx_index.map_or(0, |i| i + 1);
+                    sub.rtx_index = Some(index);
+                    write_rtx(slot, &packet, sub, rtx, index, tx, &mut transport_seq)
+                }
+                None => write_forwarded(slot, &packet, sub, tx, &mut transport_seq),
+            };
             out.commit(destination, len);
             counters.retransmissions_sent += 1;
             counters.rtp_out += 1;
@@ -1267,6 +1292,35 @@ fn write_forwarded(
         slot[at..at + 3].copy_from_slice(&value.to_be_bytes()[1..]);
     }
     tx.protect_rtp(slot, plain.len(), packet.header_len, packet.index).expect("a transmit slot has room for the tag")
+}
+
+/// Writes a retransmission as RTX (RFC 4588 section 4): the forwarded packet's header with the RTX SSRC, payload
+/// type and sequence number, then the original (output) sequence number, then the original payload.
+fn write_rtx(
+    slot: &mut [u8],
+    packet: &Outgoing<'_>,
+    sub: &Subscription,
+    rtx: RtxSpec,
+    rtx_index: u64,
+    tx: &srtp::Context,
+    transport_seq: &mut u16,
+) -> usize {
+    /// The original sequence number that precedes the payload.
+    const OSN_LEN: usize = 2;
+    let (plain, header_len) = (packet.plain, packet.header_len);
+    slot[..header_len].copy_from_slice(&plain[..header_len]);
+    slot[header_len..header_len + OSN_LEN].copy_from_slice(&packet.seq.to_be_bytes());
+    slot[header_len + OSN_LEN..plain.len() + OSN_LEN].copy_from_slice(&plain[header_len..]);
+    rtp::set_ssrc(slot, rtx.ssrc);
+    rtp::set_seq(slot, rtx_index as u16);
+    rtp::set_timestamp(slot, packet.timestamp.wrapping_add(sub.timestamp_offset));
+    rtp::set_payload_type(slot, rtx.payload_type);
+    if let Some(at) = packet.owned.transport_seq {
+        slot[at..at + 2].copy_from_slice(&transport_seq.to_be_bytes());
+        *transport_seq = transport_seq.wrapping_add(1);
+    }
+    tx.protect_rtp(slot, plain.len() + OSN_LEN, header_len, rtx_index)
+        .expect("a transmit slot has room for OSN and tag")
 }
 
 impl Core {
