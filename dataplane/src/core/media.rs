@@ -1,0 +1,273 @@
+//! Steps 3 to 6: an SRTP packet from a publisher, decrypted once, to every subscription of its track's layer,
+//! rewritten and encrypted straight into the transmit batch.
+
+use super::*;
+
+impl InboundStream {
+    pub(super) fn new(ssrc: u32, track: TrackId, layer: u8, kind: MediaKind) -> InboundStream {
+        InboundStream {
+            ssrc,
+            track,
+            layer,
+            clock_rate: kind.clock_rate(),
+            window: ReplayWindow::default(),
+            stats: ReceiveStats::default(),
+            missing: (kind == MediaKind::Video).then(MissingPackets::default),
+            pending: false,
+        }
+    }
+}
+
+/// Moves a subscription to `layer`, whose keyframe with RTP timestamp `timestamp` is about to be forwarded:
+/// sequence numbers continue after the last one sent, and the timestamp one frame (at 30 fps) after the last
+/// one sent, whatever random base the new layer's clock has.
+pub(super) fn switch_layer(sub: &mut Subscription, layer: u8, timestamp: u32) {
+    /// 90 kHz / 30 fps.
+    const FRAME_TICKS: u32 = 3_000;
+    if sub.layer.is_some() {
+        sub.rewriter.switch_source();
+        sub.timestamp_offset = sub.last_timestamp.wrapping_add(FRAME_TICKS).wrapping_sub(timestamp);
+    }
+    sub.layer = Some(layer);
+}
+
+/// The header extensions we own in a forwarded packet: offsets of their values in the packet, and for
+/// abs-send-time the value to write.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct OwnedExtensions {
+    pub(super) transport_seq: Option<usize>,
+    pub(super) abs_send_time: Option<(usize, u32)>,
+}
+
+/// One outgoing copy of a packet, before the subscription's rewrite.
+pub(super) struct Outgoing<'a> {
+    pub(super) plain: &'a [u8],
+    pub(super) header_len: usize,
+    /// The publisher's timestamp; the subscription's offset is added.
+    pub(super) timestamp: u32,
+    pub(super) seq: u16,
+    /// The SRTP index to encrypt with.
+    pub(super) index: u64,
+    pub(super) owned: OwnedExtensions,
+}
+
+/// Writes a forwarded packet into `slot`: the plaintext with the subscription's SSRC, sequence number, timestamp
+/// and payload type, the next transport-wide sequence number and our send time, encrypted with the subscriber's
+/// key. Returns its length.
+pub(super) fn write_forwarded(
+    slot: &mut [u8],
+    packet: &Outgoing<'_>,
+    sub: &Subscription,
+    tx: &srtp::Context,
+    transport_seq: &mut u16,
+) -> usize {
+    let plain = packet.plain;
+    slot[..plain.len()].copy_from_slice(plain);
+    rtp::set_ssrc(slot, sub.spec.ssrc);
+    rtp::set_seq(slot, packet.seq);
+    rtp::set_timestamp(slot, packet.timestamp.wrapping_add(sub.timestamp_offset));
+    if let Some(pt) = sub.spec.payload_type {
+        rtp::set_payload_type(slot, pt);
+    }
+    if let Some(at) = packet.owned.transport_seq {
+        slot[at..at + 2].copy_from_slice(&transport_seq.to_be_bytes());
+        *transport_seq = transport_seq.wrapping_add(1);
+    }
+    if let Some((at, value)) = packet.owned.abs_send_time {
+        slot[at..at + 3].copy_from_slice(&value.to_be_bytes()[1..]);
+    }
+    tx.protect_rtp(slot, plain.len(), packet.header_len, packet.index).expect("a transmit slot has room for the tag")
+}
+
+/// Writes a retransmission as RTX (RFC 4588 section 4): the forwarded packet's header with the RTX SSRC, payload
+/// type and sequence number, then the original (output) sequence number, then the original payload.
+pub(super) fn write_rtx(
+    slot: &mut [u8],
+    packet: &Outgoing<'_>,
+    sub: &Subscription,
+    rtx: RtxSpec,
+    rtx_index: u64,
+    tx: &srtp::Context,
+    transport_seq: &mut u16,
+) -> usize {
+    /// The original sequence number that precedes the payload.
+    const OSN_LEN: usize = 2;
+    let (plain, header_len) = (packet.plain, packet.header_len);
+    slot[..header_len].copy_from_slice(&plain[..header_len]);
+    slot[header_len..header_len + OSN_LEN].copy_from_slice(&packet.seq.to_be_bytes());
+    slot[header_len + OSN_LEN..plain.len() + OSN_LEN].copy_from_slice(&plain[header_len..]);
+    rtp::set_ssrc(slot, rtx.ssrc);
+    rtp::set_seq(slot, rtx_index as u16);
+    rtp::set_timestamp(slot, packet.timestamp.wrapping_add(sub.timestamp_offset));
+    rtp::set_payload_type(slot, rtx.payload_type);
+    if let Some(at) = packet.owned.transport_seq {
+        slot[at..at + 2].copy_from_slice(&transport_seq.to_be_bytes());
+        *transport_seq = transport_seq.wrapping_add(1);
+    }
+    tx.protect_rtp(slot, plain.len() + OSN_LEN, header_len, rtx_index)
+        .expect("a transmit slot has room for OSN and tag")
+}
+
+impl Core {
+    pub(super) fn handle_rtp(&mut self, now: Instant, source: SocketAddr, datagram: &mut [u8], out: &mut Transmits) {
+        self.counters.rtp_in += 1;
+        let Some(&id) = self.by_address.get(&source) else { return self.drop(DropReason::UnknownSource) };
+        let Ok(header) = RtpHeader::parse(datagram) else { return self.drop(DropReason::MalformedRtp) };
+        let p = self.participants.get(id).expect("by_address only names live participants");
+        if p.rx.is_none() {
+            return self.drop(DropReason::NotConnected);
+        }
+        let slot = match p.inbound.iter().position(|s| s.ssrc == header.ssrc) {
+            Some(slot) => slot,
+            None => match self.learn_ssrc(id, &header, datagram) {
+                Some(slot) => slot,
+                None => return self.drop(DropReason::UnknownSsrc),
+            },
+        };
+        let p = self.participants.get_mut(id).expect("checked above");
+        let rx = p.rx.as_ref().expect("checked above");
+        let stream = &mut p.inbound[slot];
+        let index = stream.window.index_for(header.seq);
+        if stream.window.check(index).is_err() {
+            return self.drop(DropReason::Replay);
+        }
+        let Ok(len) = rx.unprotect_rtp(datagram, header.header_len, index) else {
+            if stream.pending {
+                // A learned SSRC that did not authenticate is forgotten again.
+                p.inbound.swap_remove(slot);
+            }
+            return self.drop(DropReason::AuthFailed);
+        };
+        if std::mem::take(&mut stream.pending) {
+            self.counters.ssrcs_learned += 1;
+        }
+        let previous_highest = stream.window.started().then(|| stream.window.highest());
+        stream.window.record(index);
+        let since_origin = now.saturating_duration_since(self.origin.unwrap_or(now));
+        let arrival = (since_origin.as_nanos() * u128::from(stream.clock_rate) / 1_000_000_000) as u64;
+        stream.stats.on_packet(index, header.timestamp, arrival);
+        let mut unrepairable = false;
+        if let Some(missing) = stream.missing.as_mut() {
+            unrepairable = missing.on_packet(index, previous_highest, now);
+            if let Some(due) = missing.next_due() {
+                self.next_nack = Some(self.next_nack.map_or(due, |t| t.min(due)));
+                if !self.nack_pending.contains(&id) {
+                    self.nack_pending.push(id);
+                }
+            }
+        }
+        let (track, layer) = (stream.track, stream.layer);
+        if let Some(buffer) = self.tracks.get_mut(track).and_then(|t| t.retransmission[usize::from(layer)].as_mut()) {
+            buffer.store(index, &datagram[..len]);
+        }
+        if unrepairable {
+            self.send_pli(now, track, layer, out);
+        }
+        let owned = self.owned_extensions(now, &header, &datagram[..len]);
+        self.fan_out(track, layer, &datagram[..len], &header, owned, out);
+    }
+
+    /// Where the header extensions we rewrite sit in this packet, and the abs-send-time value for `now`.
+    pub(super) fn owned_extensions(&self, now: Instant, header: &RtpHeader, plain: &[u8]) -> OwnedExtensions {
+        let ids = self.config.extension_ids;
+        let transport_seq = header.extension(plain, ids.transport_cc).filter(|(_, len)| *len == 2).map(|(at, _)| at);
+        let abs_send_time = header.extension(plain, ids.abs_send_time).filter(|(_, len)| *len == 3).map(|(at, _)| {
+            // 6.18 fixed-point seconds: the middle 24 bits of the NTP time.
+            let ntp = self.wallclock.map_or_else(
+                || reports::to_ntp(now.saturating_duration_since(self.origin.unwrap_or(now))),
+                |clock| clock.ntp(now),
+            );
+            (at, ((ntp >> 14) & 0x00ff_ffff) as u32)
+        });
+        OwnedExtensions { transport_seq, abs_send_time }
+    }
+
+    /// An SSRC the publisher did not list: if its MID and RID header extensions name a layer of one of the
+    /// publisher's tracks whose SSRC is not known yet, add a stream for it, pending until its first packet
+    /// authenticates. Returns the stream's slot.
+    pub(super) fn learn_ssrc(&mut self, id: ParticipantId, header: &RtpHeader, datagram: &[u8]) -> Option<usize> {
+        let ids = self.config.extension_ids;
+        let (mid_at, mid_len) = header.extension(datagram, ids.mid)?;
+        let (rid_at, rid_len) = header.extension(datagram, ids.rid)?;
+        let (mid, rid) = (&datagram[mid_at..mid_at + mid_len], &datagram[rid_at..rid_at + rid_len]);
+        let p = self.participants.get(id)?;
+        if p.inbound.len() == p.inbound.capacity() {
+            return None;
+        }
+        let (track_id, layer, kind) = p.tracks.iter().find_map(|t| {
+            let track = self.tracks.get(*t)?;
+            if track.spec.mid.is_none_or(|m| m.as_bytes() != mid) {
+                return None;
+            }
+            let layer =
+                track.spec.layers.iter().position(|l| l.is_some_and(|l| l.rid.is_some_and(|r| r.as_bytes() == rid)))?;
+            let taken = p.inbound.iter().any(|s| s.track == *t && usize::from(s.layer) == layer);
+            (!taken).then_some((*t, layer as u8, track.spec.kind))
+        })?;
+        let p = self.participants.get_mut(id)?;
+        let mut stream = InboundStream::new(header.ssrc, track_id, layer, kind);
+        stream.pending = true;
+        p.inbound.push(stream);
+        Some(p.inbound.len() - 1)
+    }
+
+    /// Step 4: one decrypted packet of `layer` to every subscription of its track that takes that layer, switching
+    /// subscriptions waiting for this layer when the packet starts a keyframe.
+    pub(super) fn fan_out(
+        &mut self,
+        track_id: TrackId,
+        layer: u8,
+        plain: &[u8],
+        header: &RtpHeader,
+        owned: OwnedExtensions,
+        out: &mut Transmits,
+    ) {
+        let Core { tracks, subscriptions, participants, counters, .. } = self;
+        let Some(track) = tracks.get(track_id) else { return };
+        if track.subscribers.is_empty() {
+            counters.drops[DropReason::NoSubscribers as usize] += 1;
+            return;
+        }
+        if plain.len() + Profile::RTP_OVERHEAD_MAX > DATAGRAM_MAX {
+            counters.drops[DropReason::TooLarge as usize] += 1;
+            return;
+        }
+        let mut keyframe: Option<bool> = None;
+        for &sub_id in &track.subscribers {
+            let sub = subscriptions.get_mut(sub_id).expect("a track lists only live subscriptions");
+            if sub.layer != Some(layer) {
+                let is_keyframe =
+                    *keyframe.get_or_insert_with(|| track.spec.codec.is_keyframe_start(&plain[header.header_len..]));
+                if sub.target_layer != layer || !is_keyframe {
+                    counters.fanout_other_layer += 1;
+                    continue;
+                }
+                switch_layer(sub, layer, header.timestamp);
+                counters.layer_switches += 1;
+            }
+            let subscriber = participants.get_mut(sub.subscriber).expect("a subscription's subscriber is live");
+            let (Some(destination), Some(tx), false) = (subscriber.address, subscriber.tx.as_ref(), subscriber.gone)
+            else {
+                counters.fanout_not_ready += 1;
+                continue;
+            };
+            let Some((seq, index)) = sub.rewriter.rewrite(header.seq) else {
+                counters.fanout_stale += 1;
+                continue;
+            };
+            let Some(slot) = out.slot() else {
+                counters.drops[DropReason::TransmitFull as usize] += 1;
+                continue;
+            };
+            let packet =
+                Outgoing { plain, header_len: header.header_len, timestamp: header.timestamp, seq, index, owned };
+            let len = write_forwarded(slot, &packet, sub, tx, &mut subscriber.transport_seq);
+            out.commit(destination, len);
+            sub.last_timestamp = header.timestamp.wrapping_add(sub.timestamp_offset);
+            sub.packets_sent += 1;
+            sub.octets_sent += (plain.len() - header.header_len) as u64;
+            counters.rtp_out += 1;
+            counters.bytes_out += len as u64;
+        }
+    }
+}
