@@ -92,5 +92,17 @@ fn main() {
         ]),
     );
     write("core", "stun-request", &framed(&[(1, &request)]));
+    // A real DTLS 1.2 ClientHello flight from a client endpoint, and a truncated one.
+    let client = sluice_dataplane::core::DtlsIdentity::generate_for_simulation(3).unwrap();
+    let mut endpoint = client.client(std::time::Instant::now());
+    let _ = endpoint.handle_timeout(std::time::Instant::now());
+    let mut scratch = vec![0u8; 4096];
+    let mut flight = vec![];
+    while let dimpl::Output::Packet(p) = endpoint.poll_output(&mut scratch) {
+        flight.extend_from_slice(&(p.len() as u16).to_be_bytes());
+        flight.extend_from_slice(p);
+    }
+    write("dtls", "client-hello", &flight);
+    write("dtls", "truncated", &flight[..flight.len().min(40)]);
     println!("seeds written under {}", Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").display());
 }

@@ -47,3 +47,8 @@ fn srtp_corpus() {
 fn core_corpus() {
     replay("core", sluice_dataplane::fuzz::core);
 }
+
+#[test]
+fn dtls_corpus() {
+    replay("dtls", sluice_dataplane::fuzz::dtls);
+}

@@ -104,7 +104,7 @@ impl DtlsIdentity {
     }
 
     /// A DTLS endpoint in the server (passive) role: the browser, as `a=setup:active`, is the client.
-    pub(crate) fn server(&self, now: std::time::Instant) -> dimpl::Dtls {
+    pub fn server(&self, now: std::time::Instant) -> dimpl::Dtls {
         dimpl::Dtls::new_12(self.config.clone(), self.certificate.clone(), now)
     }
 

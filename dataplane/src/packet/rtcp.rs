@@ -422,7 +422,39 @@ mod tests {
         assert_eq!(it.next(), None, "stops after an error");
     }
 
+    fn report_block() -> impl Strategy<Value = ReportBlock> {
+        (any::<u32>(), any::<u8>(), -0x80_0000i32..0x80_0000, any::<u32>(), any::<u32>(), any::<u32>(), any::<u32>())
+            .prop_map(|(ssrc, fraction_lost, cumulative_lost, highest_seq, jitter, last_sr, delay_since_last_sr)| {
+                ReportBlock { ssrc, fraction_lost, cumulative_lost, highest_seq, jitter, last_sr, delay_since_last_sr }
+            })
+    }
+
     proptest! {
+        /// A compound of an SR, an RR, a PLI and a FIR, with any values, parses back to what was written.
+        #[test]
+        fn compound_round_trip(
+            info in (any::<u32>(), any::<u64>(), any::<u32>(), any::<u32>(), any::<u32>()),
+            sr_blocks in proptest::collection::vec(report_block(), 0..31),
+            rr_blocks in proptest::collection::vec(report_block(), 0..31),
+            (sender, media, fir_seq) in (any::<u32>(), any::<u32>(), any::<u8>()),
+        ) {
+            let info = SenderInfo { ssrc: info.0, ntp: info.1, rtp_timestamp: info.2, packet_count: info.3, octet_count: info.4 };
+            let mut buf = vec![0u8; 2000];
+            let mut len = write_sender_report(&mut buf, &info, &sr_blocks).unwrap();
+            len += write_receiver_report(&mut buf[len..], sender, &rr_blocks).unwrap();
+            len += write_pli(&mut buf[len..], sender, media).unwrap();
+            len += write_fir(&mut buf[len..], sender, media, fir_seq).unwrap();
+            let packets: Vec<_> = compound(&buf[..len]).collect::<Result<_, _>>().unwrap();
+            prop_assert_eq!(packets.len(), 4);
+            let (got, blocks) = sender_report(&packets[0]).unwrap();
+            prop_assert_eq!(got, info);
+            prop_assert_eq!(blocks.collect::<Vec<_>>(), sr_blocks);
+            prop_assert_eq!(receiver_report(&packets[1]).unwrap().collect::<Vec<_>>(), rr_blocks);
+            prop_assert_eq!(packets[1].sender_ssrc(), Some(sender));
+            prop_assert_eq!((packets[2].packet_type, packets[2].count, media_ssrc(&packets[2]).unwrap()), (PSFB, FMT_PLI, media));
+            prop_assert_eq!(fir_entries(&packets[3]).unwrap().collect::<Vec<_>>(), vec![(media, fir_seq)]);
+        }
+
         /// Any set of lost packets within a window, across the wrap, survives a NACK round trip.
         #[test]
         fn nack_round_trip(start in any::<u16>(), offsets in proptest::collection::btree_set(0u16..500, 1..60)) {
