@@ -37,7 +37,7 @@ start_private_postgres() {
   local bindir port dir
   bindir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  dir=$(mktemp -d /tmp/sluice-pg.XXXXXX)
+  dir=$(mktemp -d)
   chown postgres "$dir" 2>/dev/null || true
   local run=(); [ "$(id -u)" = 0 ] && run=(runuser -u postgres --)
   "${run[@]}" "$bindir/initdb" -D "$dir/data" -U postgres --auth=trust >/dev/null

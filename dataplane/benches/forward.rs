@@ -10,40 +10,23 @@ use std::time::Instant;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use ring::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
-use sluice_dataplane::core::{Core, CoreConfig, IceCredentials, MediaKind, SubscriptionSpec, TrackSpec, Transmits};
+use sluice_dataplane::core::{Core, CoreConfig, MediaKind, SubscriptionSpec, TrackSpec, Transmits};
 use sluice_dataplane::srtp::Profile;
-use sluice_dataplane::testpeer::{Keys, TestPeer};
+use sluice_dataplane::testpeer::{self, TestPeer};
 
 const PAYLOAD: usize = 1200;
 
 /// A core with one publisher and `n` connected subscribers; returns it with the publisher's test peer.
 fn setup(profile: Profile, n: usize) -> (Core, TestPeer, SocketAddr, Transmits) {
     let mut core = Core::new(CoreConfig { participants_max: n + 1, ..CoreConfig::default() });
-    let mut out = Transmits::with_capacity(n + 8);
-    let now = Instant::now();
-    let mut publisher = None;
-    let mut ids = Vec::new();
-    for i in 0..=n {
-        let (ufrag, pwd) = (format!("s{i}"), format!("password-password-{i}"));
-        let id = core.add_participant(IceCredentials { ufrag: ufrag.clone(), pwd: pwd.clone() }).unwrap();
-        let (up, down) = (Keys::from_seed(profile, 2 * i as u64), Keys::from_seed(profile, 2 * i as u64 + 1));
-        core.set_srtp_keys(id, profile, (&down.key, &down.salt), (&up.key, &up.salt)).unwrap();
-        let mut peer = TestPeer::new(i as u32, &ufrag, &pwd, profile, &up, &down);
-        let addr: SocketAddr = format!("127.0.0.{}:{}", 1 + i / 60_000, 1_024 + i % 60_000).parse().unwrap();
-        core.handle_receive(now, addr, &mut peer.binding_request(true), &mut out);
-        out.clear();
-        ids.push(id);
-        if i == 0 {
-            publisher = Some((peer, addr));
-        }
+    let mut peers = testpeer::connect(&mut core, profile, n + 1, 1_024, Instant::now());
+    let publisher = peers.remove(0);
+    let track = core.add_track(publisher.id, TrackSpec::single(publisher.peer.ssrc, MediaKind::Video)).unwrap();
+    for (i, p) in peers.iter().enumerate() {
+        let spec = SubscriptionSpec { ssrc: 0x4000 + i as u32, payload_type: None, rtx: None };
+        core.subscribe(p.id, track, spec).unwrap();
     }
-    let (publisher, addr) = publisher.unwrap();
-    let track = core.add_track(ids[0], TrackSpec::single(publisher.ssrc, MediaKind::Video)).unwrap();
-    for (i, id) in ids.iter().enumerate().skip(1) {
-        core.subscribe(*id, track, SubscriptionSpec { ssrc: 0x4000 + i as u32, payload_type: None, rtx: None })
-            .unwrap();
-    }
-    (core, publisher, addr, out)
+    (core, publisher.peer, publisher.addr, Transmits::with_capacity(n + 8))
 }
 
 fn forward(c: &mut Criterion) {

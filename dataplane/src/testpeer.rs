@@ -9,7 +9,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::core::{DtlsIdentity, Fingerprint};
+use std::net::SocketAddr;
+
+use crate::core::{Core, DtlsIdentity, Fingerprint, IceCredentials, ParticipantId, Transmits};
 
 use crate::packet::demux::{self, Kind};
 use crate::packet::rtcp;
@@ -152,6 +154,19 @@ impl TestPeer {
             None => DtlsIdentity::generate(),
         }
         .expect("generate a test peer's DTLS identity");
+        let dtls = PeerDtls {
+            identity,
+            endpoint: None,
+            server_fingerprint,
+            verified: false,
+            timeout: None,
+            scratch: vec![0u8; 4096],
+        };
+        TestPeer { dtls: Some(dtls), ..TestPeer::blank(id, server_ufrag, server_pwd) }
+    }
+
+    /// A peer with no keys yet.
+    fn blank(id: u32, server_ufrag: &str, server_pwd: &str) -> TestPeer {
         TestPeer {
             id,
             ufrag: format!("peer{id}"),
@@ -159,14 +174,7 @@ impl TestPeer {
             server_pwd: server_pwd.into(),
             tx: None,
             rx: None,
-            dtls: Some(PeerDtls {
-                identity,
-                endpoint: None,
-                server_fingerprint,
-                verified: false,
-                timeout: None,
-                scratch: vec![0u8; 4096],
-            }),
+            dtls: None,
             ssrc: 0x1000_0000 + id,
             seq: 0,
             srtcp_index: 0,
@@ -247,28 +255,13 @@ impl TestPeer {
         to_sfu: &Keys,
         from_sfu: &Keys,
     ) -> TestPeer {
+        let context = |keys: &Keys| {
+            srtp::Context::new(profile, &keys.key, &keys.salt).expect("test keys have the profile's lengths")
+        };
         TestPeer {
-            id,
-            ufrag: format!("peer{id}"),
-            server_ufrag: server_ufrag.into(),
-            server_pwd: server_pwd.into(),
-            tx: Some(
-                srtp::Context::new(profile, &to_sfu.key, &to_sfu.salt).expect("test keys have the profile's lengths"),
-            ),
-            rx: Some(
-                srtp::Context::new(profile, &from_sfu.key, &from_sfu.salt)
-                    .expect("test keys have the profile's lengths"),
-            ),
-            dtls: None,
-            ssrc: 0x1000_0000 + id,
-            seq: 0,
-            srtcp_index: 0,
-            transaction: 0,
-            windows: Vec::new(),
-            history: None,
-            layer_seq: [0; 3],
-            vp8: false,
-            rtx: Vec::new(),
+            tx: Some(context(to_sfu)),
+            rx: Some(context(from_sfu)),
+            ..TestPeer::blank(id, server_ufrag, server_pwd)
         }
     }
 
@@ -592,6 +585,34 @@ impl TestPeer {
         }
         Incoming::Reports { senders, blocks }
     }
+}
+
+/// A participant of a test: its id in the core, its simulated browser and its address.
+#[derive(Debug)]
+pub struct Connected {
+    pub id: ParticipantId,
+    pub peer: TestPeer,
+    pub addr: SocketAddr,
+}
+
+/// Adds `n` participants to `core`, with SRTP keys derived from their index (instead of DTLS) and one nominating
+/// ICE check each from `127.0.0.1:<base_port + i>`: the shortcut for tests and benchmarks whose subject is not
+/// the handshake. Participant `i` has ufrag `s<i>` and password `password-password-<i>`.
+pub fn connect(core: &mut Core, profile: Profile, n: usize, base_port: u16, now: Instant) -> Vec<Connected> {
+    let mut out = Transmits::with_capacity(4);
+    (0..n)
+        .map(|i| {
+            let (ufrag, pwd) = (format!("s{i}"), format!("password-password-{i}"));
+            let id = core.add_participant(IceCredentials { ufrag: ufrag.clone(), pwd: pwd.clone() }).expect("room");
+            let (up, down) = (Keys::from_seed(profile, 2 * i as u64), Keys::from_seed(profile, 2 * i as u64 + 1));
+            core.set_srtp_keys(id, profile, (&down.key, &down.salt), (&up.key, &up.salt)).expect("keys of the profile");
+            let mut peer = TestPeer::new(i as u32, &ufrag, &pwd, profile, &up, &down);
+            let addr = SocketAddr::from(([127, 0, 0, 1], base_port + i as u16));
+            core.handle_receive(now, addr, &mut peer.binding_request(true), &mut out);
+            out.clear();
+            Connected { id, peer, addr }
+        })
+        .collect()
 }
 
 /// Microseconds in a duration, for payload timestamps.

@@ -2,12 +2,11 @@
 //! every packet we send one participant, across all the tracks it receives (so its congestion controller's
 //! feedback describes our transport, not the publishers'), and abs-send-time carries our send time.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use sluice_dataplane::core::{Core, CoreConfig, IceCredentials, MediaKind, SubscriptionSpec, TrackSpec, Transmits};
+use sluice_dataplane::core::{Core, CoreConfig, MediaKind, SubscriptionSpec, TrackSpec, Transmits};
 use sluice_dataplane::srtp::Profile;
-use sluice_dataplane::testpeer::{Incoming, Keys, TestPeer};
+use sluice_dataplane::testpeer::{self, Incoming};
 
 #[test]
 fn transport_sequence_numbers_count_our_packets_per_subscriber_and_abs_send_time_is_ours() {
@@ -17,22 +16,11 @@ fn transport_sequence_numbers_count_our_packets_per_subscriber_and_abs_send_time
     let start = Instant::now();
     // The wallclock: 1_800_000_000 s after the Unix epoch at `start`.
     core.set_wallclock(start, Duration::from_secs(1_800_000_000));
-    let mut peers = vec![];
-    for i in 0..3u32 {
-        let (ufrag, pwd) = (format!("s{i}"), format!("password-password-{i}"));
-        let id = core.add_participant(IceCredentials { ufrag: ufrag.clone(), pwd: pwd.clone() }).unwrap();
-        let (up, down) = (Keys::from_seed(profile, u64::from(2 * i)), Keys::from_seed(profile, u64::from(2 * i + 1)));
-        core.set_srtp_keys(id, profile, (&down.key, &down.salt), (&up.key, &up.salt)).unwrap();
-        let mut peer = TestPeer::new(i, &ufrag, &pwd, profile, &up, &down);
-        let addr: SocketAddr = format!("127.0.0.1:{}", 31_000 + i).parse().unwrap();
-        core.handle_receive(start, addr, &mut peer.binding_request(true), &mut out);
-        out.clear();
-        peers.push((id, peer, addr));
-    }
+    let mut peers = testpeer::connect(&mut core, profile, 3, 31_000, start);
     // Participants 0 and 1 publish; 2 subscribes to both.
     for p in 0..2 {
-        let track = core.add_track(peers[p].0, TrackSpec::single(peers[p].1.ssrc, MediaKind::Video)).unwrap();
-        core.subscribe(peers[2].0, track, SubscriptionSpec { ssrc: 0x7000 + p as u32, payload_type: None, rtx: None })
+        let track = core.add_track(peers[p].id, TrackSpec::single(peers[p].peer.ssrc, MediaKind::Video)).unwrap();
+        core.subscribe(peers[2].id, track, SubscriptionSpec { ssrc: 0x7000 + p as u32, payload_type: None, rtx: None })
             .unwrap();
     }
     let mut received = vec![];
@@ -41,13 +29,13 @@ fn transport_sequence_numbers_count_our_packets_per_subscriber_and_abs_send_time
         now += Duration::from_millis(10);
         let p = usize::from(k % 2);
         // Publishers number their own transports; the SFU must not pass those numbers on.
-        let mut packet = peers[p].1.media_with_extensions(300, u64::from(k), 40_000 + 7 * k + p as u16, 0x00ab_cdef);
-        let addr = peers[p].2;
+        let mut packet = peers[p].peer.media_with_extensions(300, u64::from(k), 40_000 + 7 * k + p as u16, 0x00ab_cdef);
+        let addr = peers[p].addr;
         core.handle_receive(now, addr, &mut packet, &mut out);
         let sent: Vec<Vec<u8>> = out.iter().map(|(_, b)| b.to_vec()).collect();
         out.clear();
         for bytes in sent {
-            match peers[2].1.receive(&bytes) {
+            match peers[2].peer.receive(&bytes) {
                 Incoming::Media(r) => received.push((now, r)),
                 other => panic!("{other:?}"),
             }

@@ -4,12 +4,11 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use sluice_dataplane::core::{Core, CoreConfig, IceCredentials, MediaKind, SubscriptionSpec, TrackSpec, Transmits};
+use sluice_dataplane::core::{Core, CoreConfig, MediaKind, SubscriptionSpec, TrackSpec, Transmits};
 use sluice_dataplane::srtp::Profile;
-use sluice_dataplane::testpeer::{Incoming, Keys, TestPeer};
+use sluice_dataplane::testpeer::{self, Incoming};
 
 struct Counting;
 
@@ -52,30 +51,18 @@ fn run(profile: Profile) {
     let start = Instant::now();
     // With a wallclock the timers also send Sender and Receiver Reports: covered below.
     core.set_wallclock(start, Duration::from_secs(1_800_000_000));
-    let mut peers = Vec::new();
-    for i in 0..=SUBSCRIBERS {
-        let (ufrag, pwd) = (format!("s{i}"), format!("password-password-{i}"));
-        let id = core.add_participant(IceCredentials { ufrag: ufrag.clone(), pwd: pwd.clone() }).unwrap();
-        let (up, down) = (Keys::from_seed(profile, 2 * i as u64), Keys::from_seed(profile, 2 * i as u64 + 1));
-        core.set_srtp_keys(id, profile, (&down.key, &down.salt), (&up.key, &up.salt)).unwrap();
-        let mut peer = TestPeer::new(i as u32, &ufrag, &pwd, profile, &up, &down);
-        let addr: SocketAddr = format!("127.0.0.1:{}", 20_000 + i).parse().unwrap();
-        let mut check = peer.binding_request(true);
-        core.handle_receive(start, addr, &mut check, &mut out);
-        out.clear();
-        peers.push((id, peer, addr));
-    }
-    let track = core.add_track(peers[0].0, TrackSpec::single(peers[0].1.ssrc, MediaKind::Video)).unwrap();
-    for (i, (id, _, _)) in peers.iter().enumerate().skip(1) {
-        core.subscribe(*id, track, SubscriptionSpec { ssrc: 0x3000 + i as u32, payload_type: Some(96), rtx: None })
+    let mut peers = testpeer::connect(&mut core, profile, SUBSCRIBERS + 1, 20_000, start);
+    let track = core.add_track(peers[0].id, TrackSpec::single(peers[0].peer.ssrc, MediaKind::Video)).unwrap();
+    for (i, p) in peers.iter().enumerate().skip(1) {
+        core.subscribe(p.id, track, SubscriptionSpec { ssrc: 0x3000 + i as u32, payload_type: Some(96), rtx: None })
             .unwrap();
     }
 
     // Everything the measured loop feeds in is built first: the test peers allocate, the core must not.
-    let (publisher_addr, subscriber_addr) = (peers[0].2, peers[1].2);
-    let mut media: Vec<Vec<u8>> = (0..2_000).map(|i| peers[0].1.media(1_100, i)).collect();
-    let mut checks: Vec<Vec<u8>> = (0..100).map(|_| peers[1].1.binding_request(false)).collect();
-    let mut plis: Vec<Vec<u8>> = (0..100).map(|_| peers[1].1.pli(0x3001)).collect();
+    let (publisher_addr, subscriber_addr) = (peers[0].addr, peers[1].addr);
+    let mut media: Vec<Vec<u8>> = (0..2_000).map(|i| peers[0].peer.media(1_100, i)).collect();
+    let mut checks: Vec<Vec<u8>> = (0..100).map(|_| peers[1].peer.binding_request(false)).collect();
+    let mut plis: Vec<Vec<u8>> = (0..100).map(|_| peers[1].peer.pli(0x3001)).collect();
 
     let mut now = start;
     let mut step = |core: &mut Core, out: &mut Transmits, i: usize, now: Instant| {
@@ -109,9 +96,9 @@ fn run(profile: Profile) {
     assert_eq!(made, 0, "{profile:?}: {made} heap allocations while forwarding {forwarded} packets");
 
     // And what was forwarded is real SRTP the subscriber can open.
-    core.handle_receive(now, publisher_addr, &mut peers[0].1.media(1_100, 9), &mut out);
+    core.handle_receive(now, publisher_addr, &mut peers[0].peer.media(1_100, 9), &mut out);
     let (_, datagram) = out.iter().find(|(to, _)| *to == subscriber_addr).unwrap();
-    assert!(matches!(peers[1].1.receive(datagram), Incoming::Media(_)));
+    assert!(matches!(peers[1].peer.receive(datagram), Incoming::Media(_)));
 }
 
 #[test]

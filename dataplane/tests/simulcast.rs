@@ -6,12 +6,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use sluice_dataplane::core::{
-    Core, CoreConfig, DropReason, IceCredentials, SubscriptionSpec, Tag, TrackSpec, Transmits,
-};
+use sluice_dataplane::core::{Core, CoreConfig, DropReason, SubscriptionSpec, Tag, TrackSpec, Transmits};
 use sluice_dataplane::packet::codec::Codec;
 use sluice_dataplane::srtp::Profile;
-use sluice_dataplane::testpeer::{Incoming, Keys, Received, TestPeer};
+use sluice_dataplane::testpeer::{self, Incoming, Received, TestPeer};
 
 const RIDS: [&str; 3] = ["q", "h", "f"];
 /// A keyframe on every layer each this many frames, besides those the SFU asks for.
@@ -30,27 +28,16 @@ struct Setup {
 fn setup() -> (Setup, sluice_dataplane::core::SubscriptionId) {
     let profile = Profile::AeadAes128Gcm;
     let mut core = Core::new(CoreConfig { participants_max: 4, ..CoreConfig::default() });
-    let mut out = Transmits::with_capacity(32);
+    let out = Transmits::with_capacity(32);
     let now = Instant::now();
-    let mut peers = vec![];
-    for i in 0..2u32 {
-        let (ufrag, pwd) = (format!("s{i}"), format!("password-password-{i}"));
-        let id = core.add_participant(IceCredentials { ufrag: ufrag.clone(), pwd: pwd.clone() }).unwrap();
-        let (up, down) = (Keys::from_seed(profile, u64::from(2 * i)), Keys::from_seed(profile, u64::from(2 * i + 1)));
-        core.set_srtp_keys(id, profile, (&down.key, &down.salt), (&up.key, &up.salt)).unwrap();
-        let mut peer = TestPeer::new(i, &ufrag, &pwd, profile, &up, &down);
-        let addr: SocketAddr = format!("127.0.0.1:{}", 30_000 + i).parse().unwrap();
-        core.handle_receive(now, addr, &mut peer.binding_request(true), &mut out);
-        out.clear();
-        peers.push((id, peer, addr));
-    }
+    let mut peers = testpeer::connect(&mut core, profile, 2, 30_000, now);
     let rids: Vec<Tag> = RIDS.iter().map(|r| Tag::new(r).unwrap()).collect();
     let spec = TrackSpec::simulcast(Tag::new("0").unwrap(), &rids, Codec::Vp8);
-    let track = core.add_track(peers[0].0, spec).unwrap();
+    let track = core.add_track(peers[0].id, spec).unwrap();
     let sub =
-        core.subscribe(peers[1].0, track, SubscriptionSpec { ssrc: 0x5000, payload_type: None, rtx: None }).unwrap();
-    let (_, subscriber, sub_addr) = peers.pop().unwrap();
-    let (_, publisher, pub_addr) = peers.pop().unwrap();
+        core.subscribe(peers[1].id, track, SubscriptionSpec { ssrc: 0x5000, payload_type: None, rtx: None }).unwrap();
+    let testpeer::Connected { peer: subscriber, addr: sub_addr, .. } = peers.pop().unwrap();
+    let testpeer::Connected { peer: publisher, addr: pub_addr, .. } = peers.pop().unwrap();
     let mut s = Setup { core, out, publisher, subscriber, pub_addr, sub_addr, now };
     s.subscriber.expect_vp8();
     (s, sub)
