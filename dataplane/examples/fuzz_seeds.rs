@@ -57,6 +57,17 @@ fn main() {
     write("rtcp", "nack", &hex("81cd0004 00000001 00000002 0064000f 01f40001"));
     write("rtcp", "remb", &hex("8fce0006 00000001 00000000 52454d42 020eddac 0000000a 0000000b"));
     write("rtcp", "fir", &hex("84ce0004 00000001 00000000 00000002 05000000"));
+    let mut twcc = vec![0u8; 256];
+    let n = sluice_dataplane::packet::twcc::write(
+        &mut twcc,
+        1,
+        2,
+        65_530,
+        3,
+        &[Some(1_000), None, Some(900), Some(200_000), None, Some(200_250), Some(200_500), None, Some(201_000)],
+    )
+    .unwrap();
+    write("rtcp", "transport-feedback", &twcc[..n]);
 
     for (i, profile) in Profile::ALL.into_iter().enumerate() {
         // The fuzz target's own fixed keys, so these are packets it can open.

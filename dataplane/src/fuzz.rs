@@ -48,6 +48,8 @@ pub fn rtcp(data: &[u8]) {
         let _ = rtcp::fir_entries(&p).map(|f| f.count());
         let _ = rtcp::remb(&p).map(|(_, s)| s.count());
         let _ = rtcp::media_ssrc(&p);
+        let mut results = Vec::new();
+        let _ = crate::packet::twcc::read(&p, &mut results);
     }
 }
 

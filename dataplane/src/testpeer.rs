@@ -57,6 +57,8 @@ pub enum Incoming {
         media_ssrc: u32,
         lost: Vec<u16>,
     },
+    /// Transport-wide congestion control feedback about the packets this peer sent.
+    TransportFeedback(Vec<crate::packet::twcc::PacketResult>),
     /// Sender Reports and Receiver Report blocks from one compound RTCP packet.
     Reports {
         senders: Vec<rtcp::SenderInfo>,
@@ -567,6 +569,13 @@ impl TestPeer {
                     return match (rtcp::media_ssrc(&packet), rtcp::nack_lost(&packet)) {
                         (Ok(media_ssrc), Ok(lost)) => Incoming::Nack { media_ssrc, lost: lost.collect() },
                         _ => Incoming::Bad("short NACK"),
+                    };
+                }
+                (rtcp::RTPFB, rtcp::FMT_TWCC) => {
+                    let mut packets = vec![];
+                    return match crate::packet::twcc::read(&packet, &mut packets) {
+                        Ok(()) => Incoming::TransportFeedback(packets),
+                        Err(_) => Incoming::Bad("malformed transport-wide feedback"),
                     };
                 }
                 (rtcp::SR, _) => match rtcp::sender_report(&packet) {

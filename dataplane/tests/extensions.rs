@@ -49,3 +49,49 @@ fn transport_sequence_numbers_count_our_packets_per_subscriber_and_abs_send_time
         assert_eq!(r.abs_send_time, Some(((ntp >> 14) & 0x00ff_ffff) as u32), "our send time, 6.18 fixed point");
     }
 }
+
+#[test]
+fn publishers_get_transport_wide_feedback_on_when_their_packets_arrived() {
+    let profile = Profile::AeadAes128Gcm;
+    let mut core = Core::new(CoreConfig { participants_max: 4, ..CoreConfig::default() });
+    let mut out = Transmits::with_capacity(16);
+    let start = Instant::now();
+    let mut peers = testpeer::connect(&mut core, profile, 1, 32_000, start);
+    let publisher = &mut peers[0];
+    core.add_track(publisher.id, TrackSpec::single(publisher.peer.ssrc, MediaKind::Video)).unwrap();
+    // Transport numbers 500..510 sent 7 ms apart; 503 and 507 are lost on the way.
+    let mut arrived = vec![];
+    let mut now = start;
+    for k in 0..10u16 {
+        now += Duration::from_millis(7);
+        let packet = publisher.peer.media_with_extensions(200, u64::from(k), 500 + k, 0);
+        if k == 3 || k == 7 {
+            continue;
+        }
+        core.handle_receive(now, publisher.addr, &mut packet.clone(), &mut out);
+        arrived.push((500 + k, now));
+    }
+    out.clear();
+    now += Duration::from_millis(150);
+    core.handle_timeout(now, &mut out);
+    let mut feedback = vec![];
+    for (to, bytes) in out.iter() {
+        assert_eq!(to, publisher.addr);
+        if let Incoming::TransportFeedback(packets) = publisher.peer.receive(bytes) {
+            feedback.extend(packets);
+        }
+    }
+    assert_eq!(core.counters().transport_feedback_sent, 1);
+    let seqs: Vec<u16> = feedback.iter().map(|p| p.seq).collect();
+    assert_eq!(seqs, (500..510).collect::<Vec<_>>(), "every number from the first to the last seen");
+    for p in &feedback {
+        let expected = arrived.iter().find(|(seq, _)| *seq == p.seq);
+        assert_eq!(p.arrival_us.is_some(), expected.is_some(), "packet {} reported {:?}", p.seq, p.arrival_us);
+    }
+    // Arrival times keep their spacing (the reference is arbitrary): 7 ms apart, to 250 µs.
+    let times: Vec<i64> = feedback.iter().filter_map(|p| p.arrival_us).collect();
+    for (pair, truth) in times.windows(2).zip(arrived.windows(2)) {
+        let want = truth[1].1.duration_since(truth[0].1).as_micros() as i64;
+        assert!((pair[1] - pair[0] - want).abs() < 250, "{} vs {want}", pair[1] - pair[0]);
+    }
+}

@@ -60,7 +60,9 @@ fn run(profile: Profile) {
 
     // Everything the measured loop feeds in is built first: the test peers allocate, the core must not.
     let (publisher_addr, subscriber_addr) = (peers[0].addr, peers[1].addr);
-    let mut media: Vec<Vec<u8>> = (0..2_000).map(|i| peers[0].peer.media(1_100, i)).collect();
+    // With transport-wide sequence numbers and abs-send-time, so their rewriting and our feedback are covered.
+    let mut media: Vec<Vec<u8>> =
+        (0..2_000).map(|i| peers[0].peer.media_with_extensions(1_100, i, i as u16, 0)).collect();
     let mut checks: Vec<Vec<u8>> = (0..100).map(|_| peers[1].peer.binding_request(false)).collect();
     let mut plis: Vec<Vec<u8>> = (0..100).map(|_| peers[1].peer.pli(0x3001)).collect();
 
@@ -93,6 +95,7 @@ fn run(profile: Profile) {
     let c = core.counters();
     assert!(c.keyframe_requests_forwarded > 0 && c.stun_out > SUBSCRIBERS as u64 + 1);
     assert!(c.receiver_reports_sent > 0, "the measured loop ran the report timer");
+    assert!(c.transport_feedback_sent > 0, "and the transport-wide feedback timer");
     assert_eq!(made, 0, "{profile:?}: {made} heap allocations while forwarding {forwarded} packets");
 
     // And what was forwarded is real SRTP the subscriber can open.

@@ -385,7 +385,10 @@ impl World {
                     p.connected = true;
                     p.moving = false;
                 }
-                Incoming::BindingSuccess | Incoming::Duplicate | Incoming::BeforeKeys => {}
+                Incoming::BindingSuccess
+                | Incoming::Duplicate
+                | Incoming::BeforeKeys
+                | Incoming::TransportFeedback(_) => {}
                 Incoming::Dtls(records) => {
                     for record in records {
                         self.net.send(self.now_us, p.addr, self.sfu, record);

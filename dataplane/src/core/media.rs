@@ -146,6 +146,13 @@ impl Core {
         let since_origin = now.saturating_duration_since(self.origin.unwrap_or(now));
         let arrival = (since_origin.as_nanos() * u128::from(stream.clock_rate) / 1_000_000_000) as u64;
         stream.stats.on_packet(index, header.timestamp, arrival);
+        if let Some((at, 2)) = header.extension(datagram, self.config.extension_ids.transport_cc) {
+            let seq = u16::from_be_bytes([datagram[at], datagram[at + 1]]);
+            if p.arrivals.on_packet(seq, since_origin.as_micros() as i64) {
+                self.feedback_pending.push(id);
+                self.next_feedback.get_or_insert(now + FEEDBACK_INTERVAL);
+            }
+        }
         let mut unrepairable = false;
         if let Some(missing) = stream.missing.as_mut() {
             unrepairable = missing.on_packet(index, previous_highest, now);

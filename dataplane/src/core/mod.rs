@@ -15,6 +15,7 @@
 //!    timestamp, encrypt with the subscriber's keys, commit;
 //! 5. RTCP: decrypt, then act on keyframe requests (rate-limited) per subscription.
 
+mod arrivals;
 mod config;
 mod drop;
 mod dtls;
@@ -35,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
+use arrivals::ArrivalRecorder;
 pub use config::CoreConfig;
 pub use drop::DropReason;
 pub use dtls::{DtlsIdentity, Fingerprint, IdentityError, profile_of as srtp_profile_of, split_keying_material};
@@ -73,6 +75,8 @@ const DTLS_SCRATCH_LEN: usize = 4096;
 /// How often each connected participant gets its Sender and Receiver Reports (RFC 3550 suggests 5 s minimum for
 /// large sessions; browsers send about once a second, and lip-sync converges faster with frequent SRs).
 const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// How often publishers get transport-wide feedback (libwebrtc's receivers send it every 50-100 ms).
+const FEEDBACK_INTERVAL: Duration = Duration::from_millis(100);
 /// RTCP bytes per report datagram before SRTCP's trailer; more reports go in further datagrams.
 const REPORT_DATAGRAM_MAX: usize = 1200;
 
@@ -198,6 +202,8 @@ pub struct Counters {
     pub retransmissions_sent: u64,
     /// NACKed packets we could not retransmit (no longer buffered, or from before a source switch).
     pub retransmissions_unavailable: u64,
+    /// Transport-wide feedback messages sent to publishers.
+    pub transport_feedback_sent: u64,
     pub drops: [u64; DropReason::COUNT],
 }
 
@@ -246,6 +252,8 @@ struct Participant {
     /// Transport-wide sequence number of the next packet we send this participant (draft-holmer-rmcat-
     /// transport-wide-cc-extensions): one counter per transport, across all its subscriptions.
     transport_seq: u16,
+    /// Arrivals of its packets by their transport-wide numbers, for the feedback we send it.
+    arrivals: ArrivalRecorder,
     inbound: Vec<InboundStream>,
     rtcp_windows: Vec<(u32, ReplayWindow)>,
     subscriptions: Vec<SubscriptionId>,
@@ -321,6 +329,9 @@ pub struct Core {
     /// Participants with packets to NACK; `next_nack` is the earliest due.
     nack_pending: Vec<ParticipantId>,
     next_nack: Option<Instant>,
+    /// Participants with arrivals to report; `next_feedback` is when.
+    feedback_pending: Vec<ParticipantId>,
+    next_feedback: Option<Instant>,
 }
 
 impl Core {
@@ -354,6 +365,8 @@ impl Core {
             report_ids: Vec::with_capacity(config.participants_max),
             nack_pending: Vec::with_capacity(config.participants_max),
             next_nack: None,
+            feedback_pending: Vec::with_capacity(config.participants_max),
+            next_feedback: None,
             config,
         }
     }
@@ -385,7 +398,10 @@ impl Core {
     /// When [`Core::handle_timeout`] wants calling next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let dtls = self.handshaking.iter().filter_map(|id| self.participants.get(*id)?.dtls_timeout).min();
-        [self.next_consent_check, dtls, self.next_reports, self.next_nack].into_iter().flatten().min()
+        [self.next_consent_check, dtls, self.next_reports, self.next_nack, self.next_feedback]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Whether [`Core::handle_handshakes`] has work.
@@ -418,6 +434,7 @@ impl Core {
             tx: None,
             srtcp_index: 0,
             transport_seq: 0,
+            arrivals: ArrivalRecorder::default(),
             inbound: Vec::with_capacity(self.config.streams_per_participant_max),
             rtcp_windows: Vec::with_capacity(
                 self.config.streams_per_participant_max + self.config.subscriptions_per_participant_max,

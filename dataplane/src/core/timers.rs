@@ -4,6 +4,10 @@ use super::*;
 
 impl Core {
     pub fn handle_timeout(&mut self, now: Instant, out: &mut Transmits) {
+        if self.next_feedback.is_some_and(|t| t <= now) {
+            self.send_transport_feedback(out);
+            self.next_feedback = (!self.feedback_pending.is_empty()).then_some(now + FEEDBACK_INTERVAL);
+        }
         if self.next_nack.is_some_and(|t| t <= now) {
             self.send_nacks(now, out);
         }
@@ -60,6 +64,29 @@ impl Core {
     /// Step 8: one round of RTCP reports. Each connected participant gets a Sender Report for every stream we
     /// forward to it (NTP time from our wallclock, RTP time extrapolated from the publisher's own last SR, so a
     /// publisher's audio and video stay in sync) and a Receiver Report with a block for every stream it publishes.
+    /// Transport-wide feedback to every participant with arrivals not reported yet.
+    pub(super) fn send_transport_feedback(&mut self, out: &mut Transmits) {
+        let mut i = 0;
+        while i < self.feedback_pending.len() {
+            let id = self.feedback_pending[i];
+            let Some(p) = self.participants.get_mut(id) else {
+                self.feedback_pending.swap_remove(i);
+                continue;
+            };
+            let media = p.inbound.first().map_or(0, |s| s.ssrc);
+            if let Some(len) = p.arrivals.write_feedback(&mut self.report_scratch, SFU_RTCP_SSRC, media) {
+                self.send_rtcp(id, len, out);
+                self.counters.transport_feedback_sent += 1;
+            }
+            match self.participants.get(id).is_some_and(|p| p.arrivals.has_pending()) {
+                true => i += 1,
+                false => {
+                    self.feedback_pending.swap_remove(i);
+                }
+            }
+        }
+    }
+
     pub(super) fn send_reports(&mut self, now: Instant, out: &mut Transmits) {
         let Some(clock) = self.wallclock else { return };
         let ntp = clock.ntp(now);

@@ -6,6 +6,7 @@ pub mod demux;
 pub mod rtcp;
 pub mod rtp;
 pub mod stun;
+pub mod twcc;
 
 pub(crate) fn u16_at(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes([b[at], b[at + 1]])
