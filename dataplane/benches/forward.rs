@@ -58,6 +58,32 @@ fn forward(c: &mut Criterion) {
         }
     }
     group.finish();
+
+    // The same with the transport-wide sequence number and abs-send-time extensions Chrome sends: their rewrite
+    // per subscriber and the arrival recording for our feedback are on the path too.
+    let mut group = c.benchmark_group("forward_1200B_with_extensions");
+    for n in [10usize, 100] {
+        let (mut core, mut publisher, addr, mut out) = setup(Profile::AeadAes128Gcm, n);
+        let (mut t, mut calls) = (0u64, 0u64);
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_function(format!("AeadAes128Gcm/{n}_subscribers"), |b| {
+            b.iter_batched_ref(
+                || {
+                    t += 1;
+                    publisher.media_with_extensions(PAYLOAD, t, t as u16, 0)
+                },
+                |packet| {
+                    calls += 1;
+                    out.clear();
+                    core.handle_receive(Instant::now(), addr, packet, &mut out);
+                    black_box(out.len());
+                },
+                BatchSize::SmallInput,
+            );
+        });
+        assert_eq!(core.counters().rtp_out, calls * n as u64, "every packet went to every subscriber");
+    }
+    group.finish();
 }
 
 /// The floor: AES-128-GCM sealing the same payload in place, nothing else.

@@ -292,8 +292,10 @@ impl TestPeer {
     pub fn media(&mut self, payload_len: usize, now_us: u64) -> Vec<u8> {
         let plain = self.media_plain(payload_len, now_us);
         let tx = self.tx.as_ref().expect("media only after SRTP keys are set");
-        let mut p = plain;
-        let len = p.len();
+        // Exactly sized: benchmarks keep thousands of these, and slack capacity spreads them over more memory.
+        let len = plain.len();
+        let mut p = Vec::with_capacity(len + tx.profile().rtp_overhead());
+        p.extend_from_slice(&plain);
         p.resize(len + tx.profile().rtp_overhead(), 0);
         let n = tx.protect_rtp(&mut p, len, 12, self.seq - 1).expect("room for the tag");
         p.truncate(n);
