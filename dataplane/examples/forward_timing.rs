@@ -1,7 +1,7 @@
 //! A plain timing loop beside the criterion benchmark, alternating the floor (bare AES-128-GCM) and the
 //! forwarding path in rounds so both see the same machine conditions:
 //!
-//!     cargo run --release -p sluice-dataplane --example forward_timing -- 10
+//!     cargo run --release -p sluice-dataplane --example forward_timing -- 10 [gcm|gcm256|cm] [ext]
 //!
 //! Prints ns per sent packet for both and their ratio, per round and as the median.
 
@@ -19,6 +19,8 @@ const PACKETS: usize = 4_000;
 
 fn main() {
     let n: usize = std::env::args().nth(1).map_or(10, |a| a.parse().expect("subscriber count"));
+    // `ext` as third argument: packets carry the transport-wide sequence number and abs-send-time extensions.
+    let extensions = std::env::args().nth(3).as_deref() == Some("ext");
     let profile = match std::env::args().nth(2).as_deref() {
         Some("cm") => Profile::Aes128CmHmacSha1_80,
         Some("gcm256") => Profile::AeadAes256Gcm,
@@ -53,7 +55,11 @@ fn main() {
         let mut packets: Vec<Vec<u8>> = (0..PACKETS)
             .map(|_| {
                 t += 1;
-                publisher.media(PAYLOAD, t)
+                if extensions {
+                    publisher.media_with_extensions(PAYLOAD, t, t as u16, 0)
+                } else {
+                    publisher.media(PAYLOAD, t)
+                }
             })
             .collect();
         let sent_before = core.counters().rtp_out;

@@ -386,6 +386,10 @@ impl TestPeer {
         p.extend_from_slice(&plain[12..]);
         let tx = self.tx.as_ref().expect("media only after SRTP keys are set");
         let len = p.len();
+        // Exactly sized, as in `media`.
+        let mut sized = Vec::with_capacity(len + tx.profile().rtp_overhead());
+        sized.extend_from_slice(&p);
+        let mut p = sized;
         p.resize(len + tx.profile().rtp_overhead(), 0);
         let index = self.seq - 1;
         let n = tx.protect_rtp(&mut p, len, header_len, index).expect("room for the tag");
