@@ -29,32 +29,42 @@ fn setup(profile: Profile, n: usize) -> (Core, TestPeer, SocketAddr, Transmits) 
     (core, publisher.peer, publisher.addr, Transmits::with_capacity(n + 8))
 }
 
+/// Measures 1 publisher -> `n` subscribers, one incoming packet per iteration made by `packet` (setup, not
+/// timed), and checks afterwards that every iteration reached every subscriber.
+fn bench_fan_out(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    profile: Profile,
+    n: usize,
+    packet: fn(&mut TestPeer, u64) -> Vec<u8>,
+) {
+    let (mut core, mut publisher, addr, mut out) = setup(profile, n);
+    let (mut t, mut calls) = (0u64, 0u64);
+    group.throughput(Throughput::Elements(n as u64));
+    group.bench_function(format!("{profile:?}/{n}_subscribers"), |b| {
+        b.iter_batched_ref(
+            || {
+                t += 1;
+                packet(&mut publisher, t)
+            },
+            |packet| {
+                calls += 1;
+                out.clear();
+                core.handle_receive(Instant::now(), addr, packet, &mut out);
+                black_box(out.len());
+            },
+            BatchSize::SmallInput,
+        );
+    });
+    let c = core.counters();
+    assert_eq!(c.drops.iter().sum::<u64>(), 0, "the benchmark forwards, it does not drop");
+    assert_eq!(c.rtp_out, calls * n as u64, "every packet went to every subscriber, encrypted");
+}
+
 fn forward(c: &mut Criterion) {
     let mut group = c.benchmark_group("forward_1200B");
     for profile in Profile::ALL {
         for n in [1usize, 10, 100] {
-            let (mut core, mut publisher, addr, mut out) = setup(profile, n);
-            let mut t = 0u64;
-            let mut calls = 0u64;
-            group.throughput(Throughput::Elements(n as u64));
-            group.bench_function(format!("{profile:?}/{n}_subscribers"), |b| {
-                b.iter_batched_ref(
-                    || {
-                        t += 1;
-                        publisher.media(PAYLOAD, t)
-                    },
-                    |packet| {
-                        calls += 1;
-                        out.clear();
-                        core.handle_receive(Instant::now(), addr, packet, &mut out);
-                        black_box(out.len());
-                    },
-                    BatchSize::SmallInput,
-                );
-            });
-            let c = core.counters();
-            assert_eq!(c.drops.iter().sum::<u64>(), 0, "the benchmark forwards, it does not drop");
-            assert_eq!(c.rtp_out, calls * n as u64, "every packet went to every subscriber, encrypted");
+            bench_fan_out(&mut group, profile, n, |peer, t| peer.media(PAYLOAD, t));
         }
     }
     group.finish();
@@ -63,25 +73,9 @@ fn forward(c: &mut Criterion) {
     // per subscriber and the arrival recording for our feedback are on the path too.
     let mut group = c.benchmark_group("forward_1200B_with_extensions");
     for n in [10usize, 100] {
-        let (mut core, mut publisher, addr, mut out) = setup(Profile::AeadAes128Gcm, n);
-        let (mut t, mut calls) = (0u64, 0u64);
-        group.throughput(Throughput::Elements(n as u64));
-        group.bench_function(format!("AeadAes128Gcm/{n}_subscribers"), |b| {
-            b.iter_batched_ref(
-                || {
-                    t += 1;
-                    publisher.media_with_extensions(PAYLOAD, t, t as u16, 0)
-                },
-                |packet| {
-                    calls += 1;
-                    out.clear();
-                    core.handle_receive(Instant::now(), addr, packet, &mut out);
-                    black_box(out.len());
-                },
-                BatchSize::SmallInput,
-            );
+        bench_fan_out(&mut group, Profile::AeadAes128Gcm, n, |peer, t| {
+            peer.media_with_extensions(PAYLOAD, t, t as u16, 0)
         });
-        assert_eq!(core.counters().rtp_out, calls * n as u64, "every packet went to every subscriber");
     }
     group.finish();
 }

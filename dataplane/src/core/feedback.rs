@@ -112,6 +112,9 @@ impl Core {
                 i += 1;
             } else {
                 self.nack_pending.swap_remove(i);
+                if let Some(p) = self.participants.get_mut(id) {
+                    p.nack_queued = false;
+                }
             }
         }
         self.next_nack = next;

@@ -158,7 +158,7 @@ impl Core {
             unrepairable = missing.on_packet(index, previous_highest, now);
             if let Some(due) = missing.next_due() {
                 self.next_nack = Some(self.next_nack.map_or(due, |t| t.min(due)));
-                if !self.nack_pending.contains(&id) {
+                if !std::mem::replace(&mut p.nack_queued, true) {
                     self.nack_pending.push(id);
                 }
             }

@@ -254,6 +254,8 @@ struct Participant {
     transport_seq: u16,
     /// Arrivals of its packets by their transport-wide numbers, for the feedback we send it.
     arrivals: ArrivalRecorder,
+    /// Listed in `Core::nack_pending` (so the packet path need not search the list).
+    nack_queued: bool,
     inbound: Vec<InboundStream>,
     rtcp_windows: Vec<(u32, ReplayWindow)>,
     subscriptions: Vec<SubscriptionId>,
@@ -435,6 +437,7 @@ impl Core {
             srtcp_index: 0,
             transport_seq: 0,
             arrivals: ArrivalRecorder::default(),
+            nack_queued: false,
             inbound: Vec::with_capacity(self.config.streams_per_participant_max),
             rtcp_windows: Vec::with_capacity(
                 self.config.streams_per_participant_max + self.config.subscriptions_per_participant_max,
