@@ -37,10 +37,14 @@ pub enum DropReason {
     DtlsFailed,
     /// A cross-core ring was full (the runtime's counterpart of `TransmitFull`).
     QueueFull,
+    /// Every relay packet the pool probed was still held by other workers (they fall behind).
+    RelayPoolEmpty,
+    /// A relayed packet for a track this worker does not mirror (removed while the packet was in flight).
+    UnknownRelay,
 }
 
 impl DropReason {
-    pub const COUNT: usize = DropReason::QueueFull as usize + 1;
+    pub const COUNT: usize = DropReason::UnknownRelay as usize + 1;
 
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::UnknownProtocol,
@@ -61,6 +65,8 @@ impl DropReason {
         DropReason::DtlsBacklog,
         DropReason::DtlsFailed,
         DropReason::QueueFull,
+        DropReason::RelayPoolEmpty,
+        DropReason::UnknownRelay,
     ];
 
     /// The label used in metrics (`sluice_dataplane_drops_total{reason="..."}`).
@@ -84,6 +90,8 @@ impl DropReason {
             DropReason::DtlsBacklog => "dtls_backlog",
             DropReason::DtlsFailed => "dtls_failed",
             DropReason::QueueFull => "queue_full",
+            DropReason::RelayPoolEmpty => "relay_pool_empty",
+            DropReason::UnknownRelay => "unknown_relay",
         }
     }
 }

@@ -29,12 +29,21 @@ impl Core {
         let Some(track) = tracks.get(sub.track) else { return };
         let Some(layer) = sub.layer else { return };
         let Some(buffer) = track.retransmission[usize::from(layer)].as_ref() else { return };
-        let Some(publisher) = participants.get(track.publisher) else { return };
-        let Some(stream) = publisher.inbound.iter().find(|s| s.track == sub.track && s.layer == layer) else { return };
+        let highest = match track.publisher {
+            Some(publisher) => {
+                let Some(publisher) = participants.get(publisher) else { return };
+                let Some(stream) = publisher.inbound.iter().find(|s| s.track == sub.track && s.layer == layer) else {
+                    return;
+                };
+                stream.window.highest()
+            }
+            None => track.relay.highest[usize::from(layer)],
+        };
         for out_seq in lost.take(RETRANSMISSIONS_PER_NACK_MAX) {
-            let packet = sub.rewriter.reverse(out_seq).and_then(|(in_seq, out_index)| {
-                Some((buffer.get(srtp::estimate_index(stream.window.highest(), in_seq))?, out_index))
-            });
+            let packet = sub
+                .rewriter
+                .reverse(out_seq)
+                .and_then(|(in_seq, out_index)| Some((buffer.get(srtp::estimate_index(highest, in_seq))?, out_index)));
             let Some((plain, out_index)) = packet else {
                 counters.retransmissions_unavailable += 1;
                 continue;
@@ -194,14 +203,23 @@ impl Core {
 
     /// One PLI to the track's publisher, unless one went out less than `keyframe_request_interval` ago.
     pub(super) fn send_pli(&mut self, now: Instant, track_id: TrackId, layer: u8, out: &mut Transmits) {
-        let Core { participants, tracks, counters, config, .. } = self;
+        let Core { participants, tracks, counters, config, events, .. } = self;
         let Some(track) = tracks.get_mut(track_id) else { return };
         let last = &mut track.last_keyframe_request[usize::from(layer)];
         if last.is_some_and(|t| now.saturating_duration_since(t) < config.keyframe_request_interval) {
             counters.keyframe_requests_limited += 1;
             return;
         }
-        let Some(publisher) = participants.get_mut(track.publisher) else { return };
+        let Some(publisher) = track.publisher else {
+            // A mirror: the publisher's worker sends the PLI.
+            if let Some(key) = track.relay.key {
+                events.push_back(Event::KeyframeNeeded { key, layer });
+                *last = Some(now);
+                counters.keyframe_requests_forwarded += 1;
+            }
+            return;
+        };
+        let Some(publisher) = participants.get_mut(publisher) else { return };
         // The layer's SSRC, once known (a RID-only layer that never sent cannot be asked yet).
         let Some(media) = publisher.inbound.iter().find(|s| s.track == track_id && s.layer == layer).map(|s| s.ssrc)
         else {

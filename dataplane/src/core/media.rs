@@ -170,6 +170,7 @@ impl Core {
         if unrepairable {
             self.send_pli(now, track, layer, out);
         }
+        self.relay_out(now, track, layer, index, &datagram[..len], out);
         let owned = self.owned_extensions(now, &header, &datagram[..len]);
         self.fan_out(track, layer, &datagram[..len], &header, owned, out);
     }
@@ -232,7 +233,9 @@ impl Core {
         let Core { tracks, subscriptions, participants, counters, .. } = self;
         let Some(track) = tracks.get(track_id) else { return };
         if track.subscribers.is_empty() {
-            counters.drops[DropReason::NoSubscribers as usize] += 1;
+            if track.relay.workers == 0 {
+                counters.drops[DropReason::NoSubscribers as usize] += 1;
+            }
             return;
         }
         if plain.len() + Profile::RTP_OVERHEAD_MAX > DATAGRAM_MAX {

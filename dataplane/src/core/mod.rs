@@ -23,6 +23,7 @@ mod feedback;
 mod handshake;
 mod ice;
 mod media;
+mod relay;
 mod reports;
 mod rewrite;
 mod rtx;
@@ -40,6 +41,8 @@ use arrivals::ArrivalRecorder;
 pub use config::CoreConfig;
 pub use drop::DropReason;
 pub use dtls::{DtlsIdentity, Fingerprint, IdentityError, profile_of as srtp_profile_of, split_keying_material};
+pub use relay::{RELAY_WORKERS_MAX, Relay, RelayKey, RelayPacket};
+use relay::{RelayPool, TrackRelay};
 pub use reports::Wallclock;
 use reports::{ReceiveStats, SenderClock};
 pub use rewrite::SeqRewriter;
@@ -98,6 +101,8 @@ pub enum CoreError {
     BadLayers,
     #[error("the track has no layer {0}")]
     UnknownLayer(u8),
+    #[error("relay key {0} is already in use on this worker")]
+    DuplicateRelayKey(u64),
     #[error("{0}")]
     Dtls(&'static str),
     #[error("bad SRTP keys: {0}")]
@@ -123,6 +128,9 @@ pub enum Event {
     /// No consent for `consent_timeout`, or the browser closed DTLS: the participant is unreachable. Media to
     /// and from it stops.
     Gone { participant: ParticipantId },
+    /// A subscriber of a mirrored track needs a keyframe: the runtime asks the publisher's worker
+    /// ([`Core::request_relayed_keyframe`]). Rate-limited here like a PLI.
+    KeyframeNeeded { key: RelayKey, layer: u8 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +212,8 @@ pub struct Counters {
     pub retransmissions_unavailable: u64,
     /// Transport-wide feedback messages sent to publishers.
     pub transport_feedback_sent: u64,
+    /// Packets other workers decrypted and relayed to this one's mirrors.
+    pub relays_in: u64,
     pub drops: [u64; DropReason::COUNT],
 }
 
@@ -276,7 +286,9 @@ impl std::fmt::Debug for Participant {
 
 #[derive(Debug)]
 struct Track {
-    publisher: ParticipantId,
+    /// `None` for a mirror of a track published on another worker.
+    publisher: Option<ParticipantId>,
+    relay: TrackRelay,
     spec: TrackSpec,
     subscribers: Vec<SubscriptionId>,
     /// Per layer: keyframe requests are limited per SSRC.
@@ -334,6 +346,10 @@ pub struct Core {
     /// Participants with arrivals to report; `next_feedback` is when.
     feedback_pending: Vec<ParticipantId>,
     next_feedback: Option<Instant>,
+    /// Relayed tracks by key: originals published here and mirrors of others'.
+    by_relay_key: FxHashMap<RelayKey, TrackId>,
+    /// Allocated when this worker first relays a track.
+    relay_pool: Option<RelayPool>,
 }
 
 impl Core {
@@ -369,6 +385,8 @@ impl Core {
             next_nack: None,
             feedback_pending: Vec::with_capacity(config.participants_max),
             next_feedback: None,
+            by_relay_key: FxHashMap::default(),
+            relay_pool: None,
             config,
         }
     }
@@ -501,19 +519,7 @@ impl Core {
         if p.inbound.len() + layers > self.config.streams_per_participant_max {
             return Err(CoreError::Full("streams per participant"));
         }
-        let video = spec.kind == MediaKind::Video;
-        let buffered = self.config.retransmission_buffer_packets;
-        let mut retransmission = [None, None, None];
-        for buffer in retransmission.iter_mut().take(layers) {
-            *buffer = (video && buffered > 0).then(|| RetransmissionBuffer::new(buffered));
-        }
-        let track = Track {
-            publisher,
-            spec,
-            subscribers: Vec::with_capacity(self.config.subscribers_per_track_max),
-            last_keyframe_request: [None; LAYERS_MAX],
-            retransmission,
-        };
+        let track = self.new_track(Some(publisher), spec);
         let id = self.tracks.insert(track).ok_or(CoreError::Full("tracks"))?;
         let p = self.participants.get_mut(publisher).expect("checked above");
         for (layer, l) in spec.layers.iter().enumerate() {
@@ -525,13 +531,33 @@ impl Core {
         Ok(id)
     }
 
+    fn new_track(&self, publisher: Option<ParticipantId>, spec: TrackSpec) -> Track {
+        let video = spec.kind == MediaKind::Video;
+        let buffered = self.config.retransmission_buffer_packets;
+        let mut retransmission = [None, None, None];
+        for buffer in retransmission.iter_mut().take(spec.layer_count()) {
+            *buffer = (video && buffered > 0).then(|| RetransmissionBuffer::new(buffered));
+        }
+        Track {
+            publisher,
+            relay: TrackRelay::default(),
+            spec,
+            subscribers: Vec::with_capacity(self.config.subscribers_per_track_max),
+            last_keyframe_request: [None; LAYERS_MAX],
+            retransmission,
+        }
+    }
+
     pub fn remove_track(&mut self, id: TrackId) -> Result<(), CoreError> {
         let subs = self.tracks.get(id).ok_or(CoreError::UnknownTrack)?.subscribers.clone();
         for sub in subs {
             self.unsubscribe(sub)?;
         }
         let track = self.tracks.remove(id).ok_or(CoreError::UnknownTrack)?;
-        if let Some(p) = self.participants.get_mut(track.publisher) {
+        if let Some(key) = track.relay.key {
+            self.by_relay_key.remove(&key);
+        }
+        if let Some(p) = track.publisher.and_then(|id| self.participants.get_mut(id)) {
             p.inbound.retain(|s| s.track != id);
             p.tracks.retain(|t| *t != id);
         }

@@ -149,7 +149,7 @@ impl Core {
             return None;
         }
         let track = self.tracks.get(sub.track)?;
-        let publisher = self.participants.get(track.publisher)?;
+        let publisher = self.participants.get(track.publisher?)?;
         let layer = sub.layer?;
         let stream = publisher.inbound.iter().find(|s| s.track == sub.track && s.layer == layer)?;
         let sender_clock = stream.stats.sender_clock?;

@@ -3,6 +3,8 @@
 
 use std::net::SocketAddr;
 
+use super::relay::Relay;
+
 /// The largest datagram we send. Inbound packets that would exceed it after SRTP's tag are dropped
 /// (`DropReason::TooLarge`); browsers keep RTP under about 1200 bytes.
 pub const DATAGRAM_MAX: usize = 1500;
@@ -18,6 +20,8 @@ pub struct Transmits {
     data: Box<[u8]>,
     meta: Vec<Transmit>,
     capacity: usize,
+    /// Decrypted packets for other workers (see `relay`), at most `capacity`.
+    relays: Vec<Relay>,
 }
 
 impl Transmits {
@@ -26,6 +30,7 @@ impl Transmits {
             data: vec![0u8; capacity * DATAGRAM_MAX].into_boxed_slice(),
             meta: Vec::with_capacity(capacity),
             capacity,
+            relays: Vec::with_capacity(capacity),
         }
     }
 
@@ -41,8 +46,24 @@ impl Transmits {
         self.meta.len() == self.capacity
     }
 
+    /// Clears the datagrams and the relays.
     pub fn clear(&mut self) {
         self.meta.clear();
+        self.relays.clear();
+    }
+
+    /// Packets for other workers, for the runtime to push onto its rings.
+    pub fn relays(&self) -> &[Relay] {
+        &self.relays
+    }
+
+    pub(crate) fn relays_full(&self) -> bool {
+        self.relays.len() == self.capacity
+    }
+
+    pub(crate) fn relay(&mut self, relay: Relay) {
+        debug_assert!(!self.relays_full());
+        self.relays.push(relay);
     }
 
     /// The buffer for the next datagram, or `None` when the batch is full. Nothing is sent until `commit`.
