@@ -1,0 +1,236 @@
+//! What a worker counts. Counted in plain integers by the worker itself and published as a whole snapshot every
+//! few milliseconds (never per packet), which the control plane renders for `/metrics`.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use crate::core::{Counters, DropReason};
+
+/// Upper bounds (microseconds) of the time-in-SFU histogram's buckets; the last bucket is everything above.
+pub const LATENCY_BOUNDS_US: [u64; 12] = [10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 50_000, 100_000];
+
+/// Time from a packet's receipt to the send of the batch that carried it out, sampled once per batch.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LatencyHistogram {
+    /// `buckets[i]` counts samples of at most `LATENCY_BOUNDS_US[i]`; the last counts the rest.
+    pub buckets: [u64; LATENCY_BOUNDS_US.len() + 1],
+    pub count: u64,
+    pub sum_us: u64,
+}
+
+impl LatencyHistogram {
+    pub fn record(&mut self, d: Duration) {
+        let us = d.as_micros() as u64;
+        let at = LATENCY_BOUNDS_US.iter().position(|b| us <= *b).unwrap_or(LATENCY_BOUNDS_US.len());
+        self.buckets[at] += 1;
+        self.count += 1;
+        self.sum_us += us;
+    }
+
+    /// The bucket bound below which `q` (0..1) of the samples lie: an upper estimate of the quantile.
+    pub fn quantile_us(&self, q: f64) -> Option<u64> {
+        if self.count == 0 {
+            return None;
+        }
+        let want = (q * self.count as f64).ceil() as u64;
+        let mut seen = 0;
+        for (i, n) in self.buckets.iter().enumerate() {
+            seen += n;
+            if seen >= want {
+                return Some(LATENCY_BOUNDS_US.get(i).copied().unwrap_or(u64::MAX));
+            }
+        }
+        None
+    }
+
+    /// Samples recorded since `earlier`.
+    pub fn since(&self, earlier: &LatencyHistogram) -> LatencyHistogram {
+        let mut d = LatencyHistogram {
+            count: self.count - earlier.count,
+            sum_us: self.sum_us - earlier.sum_us,
+            ..LatencyHistogram::default()
+        };
+        for (i, b) in d.buckets.iter_mut().enumerate() {
+            *b = self.buckets[i] - earlier.buckets[i];
+        }
+        d
+    }
+}
+
+/// The I/O loop's own counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IoCounters {
+    pub loop_turns: u64,
+    /// Receive calls (or completions) that returned datagrams, and the datagrams they returned.
+    pub recv_batches: u64,
+    pub datagrams_received: u64,
+    /// Received datagrams that arrived coalesced by GRO (counted in `datagrams_received` too).
+    pub gro_segments: u64,
+    /// Send calls (`sendmmsg`) or io_uring submissions carrying sends, and the datagrams sent.
+    pub send_batches: u64,
+    pub datagrams_sent: u64,
+    /// Sends of several datagrams to one destination in one GSO buffer, and the datagrams they carried.
+    pub gso_sends: u64,
+    pub gso_datagrams: u64,
+    /// io_uring `enter` calls (0 on the mmsg path).
+    pub uring_submits: u64,
+    /// Datagrams the socket refused (buffer full, or an error for the destination); counted, not retried.
+    pub send_failed: u64,
+    /// Relayed packets this worker could not hand to a worker because its ring was full.
+    pub relay_queue_full: u64,
+    pub relays_sent: u64,
+    pub relays_received: u64,
+    /// Slots in use, per outbound ring (one per other worker), at the last publish.
+    pub ring_occupancy: Vec<usize>,
+}
+
+/// Everything one worker publishes.
+#[derive(Debug, Clone, Default)]
+pub struct WorkerSnapshot {
+    pub worker: usize,
+    pub alive: bool,
+    pub participants: usize,
+    pub core: Counters,
+    pub io: IoCounters,
+    pub time_in_sfu: LatencyHistogram,
+    /// CPU time the worker's thread has used (user + system), from its own rusage.
+    pub cpu_time: Duration,
+}
+
+impl WorkerSnapshot {
+    /// Drops by reason, the core's and the runtime's together.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        let runtime = if reason == DropReason::QueueFull { self.io.relay_queue_full } else { 0 };
+        self.core.dropped(reason) + runtime
+    }
+}
+
+/// CPU time the calling thread has used.
+pub fn thread_cpu_time() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes one rusage into the buffer we own.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_THREAD, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1_000);
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// Appends the Prometheus text of every worker.
+pub(super) fn render(workers: &[WorkerSnapshot], out: &mut String) {
+    let counter = |out: &mut String, name: &str, help: &str, value: &dyn Fn(&WorkerSnapshot) -> u64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for w in workers {
+            let _ = writeln!(out, "{name}{{worker=\"{}\"}} {}", w.worker, value(w));
+        }
+    };
+    counter(out, "sluice_dataplane_datagrams_received_total", "UDP datagrams received.", &|w| w.io.datagrams_received);
+    counter(out, "sluice_dataplane_bytes_received_total", "UDP payload bytes received.", &|w| w.core.bytes_in);
+    counter(out, "sluice_dataplane_datagrams_sent_total", "UDP datagrams sent.", &|w| w.io.datagrams_sent);
+    counter(out, "sluice_dataplane_bytes_sent_total", "UDP payload bytes sent.", &|w| w.core.bytes_out);
+    counter(out, "sluice_dataplane_rtp_forwarded_total", "RTP packets sent to subscribers.", &|w| w.core.rtp_out);
+    counter(out, "sluice_dataplane_loop_turns_total", "Turns of the worker's I/O loop.", &|w| w.io.loop_turns);
+    counter(out, "sluice_dataplane_recv_batches_total", "Receive calls that returned datagrams.", &|w| {
+        w.io.recv_batches
+    });
+    counter(out, "sluice_dataplane_send_batches_total", "Send calls or submissions.", &|w| w.io.send_batches);
+    counter(out, "sluice_dataplane_gso_sends_total", "GSO sends of several datagrams.", &|w| w.io.gso_sends);
+    counter(out, "sluice_dataplane_gso_datagrams_total", "Datagrams sent in GSO sends.", &|w| w.io.gso_datagrams);
+    counter(out, "sluice_dataplane_gro_segments_total", "Datagrams received coalesced by GRO.", &|w| w.io.gro_segments);
+    counter(out, "sluice_dataplane_uring_submits_total", "io_uring enter calls.", &|w| w.io.uring_submits);
+    counter(out, "sluice_dataplane_send_failed_total", "Datagrams the socket refused.", &|w| w.io.send_failed);
+    counter(out, "sluice_dataplane_relays_sent_total", "Packets relayed to other workers.", &|w| w.io.relays_sent);
+    counter(out, "sluice_dataplane_relays_received_total", "Packets relayed from other workers.", &|w| {
+        w.io.relays_received
+    });
+    let _ = writeln!(
+        out,
+        "# HELP sluice_dataplane_drops_total Packets dropped, by reason.\n# TYPE sluice_dataplane_drops_total counter"
+    );
+    for w in workers {
+        for reason in DropReason::ALL {
+            let n = w.dropped(reason);
+            if n > 0 {
+                let _ = writeln!(
+                    out,
+                    "sluice_dataplane_drops_total{{worker=\"{}\",reason=\"{}\"}} {n}",
+                    w.worker,
+                    reason.label()
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP sluice_dataplane_worker_up 1 while the worker runs.\n# TYPE sluice_dataplane_worker_up gauge"
+    );
+    for w in workers {
+        let _ = writeln!(out, "sluice_dataplane_worker_up{{worker=\"{}\"}} {}", w.worker, u8::from(w.alive));
+    }
+    let _ = writeln!(
+        out,
+        "# HELP sluice_dataplane_participants Participants on the worker.\n# TYPE sluice_dataplane_participants gauge"
+    );
+    for w in workers {
+        let _ = writeln!(out, "sluice_dataplane_participants{{worker=\"{}\"}} {}", w.worker, w.participants);
+    }
+    let _ = writeln!(
+        out,
+        "# HELP sluice_dataplane_relay_ring_occupancy Slots in use in the worker's ring to another worker.\n# TYPE sluice_dataplane_relay_ring_occupancy gauge"
+    );
+    for w in workers {
+        for (to, n) in w.io.ring_occupancy.iter().enumerate() {
+            if to != w.worker {
+                let _ =
+                    writeln!(out, "sluice_dataplane_relay_ring_occupancy{{worker=\"{}\",to=\"{to}\"}} {n}", w.worker);
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP sluice_dataplane_cpu_seconds_total CPU time of the worker's thread.\n# TYPE sluice_dataplane_cpu_seconds_total counter"
+    );
+    for w in workers {
+        let _ = writeln!(
+            out,
+            "sluice_dataplane_cpu_seconds_total{{worker=\"{}\"}} {:.6}",
+            w.worker,
+            w.cpu_time.as_secs_f64()
+        );
+    }
+    let name = "sluice_dataplane_time_in_sfu_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} From a packet's receipt to the send of its batch (sampled per batch).\n# TYPE {name} histogram"
+    );
+    for w in workers {
+        let h = &w.time_in_sfu;
+        let mut cumulative = 0;
+        for (i, bound) in LATENCY_BOUNDS_US.iter().enumerate() {
+            cumulative += h.buckets[i];
+            let le = *bound as f64 / 1e6;
+            let _ = writeln!(out, "{name}_bucket{{worker=\"{}\",le=\"{le}\"}} {cumulative}", w.worker);
+        }
+        let _ = writeln!(out, "{name}_bucket{{worker=\"{}\",le=\"+Inf\"}} {}", w.worker, h.count);
+        let _ = writeln!(out, "{name}_sum{{worker=\"{}\"}} {}", w.worker, h.sum_us as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count{{worker=\"{}\"}} {}", w.worker, h.count);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_come_from_bucket_bounds() {
+        let mut h = LatencyHistogram::default();
+        for us in [5, 15, 15, 40, 300] {
+            h.record(Duration::from_micros(us));
+        }
+        assert_eq!(h.count, 5);
+        assert_eq!(h.quantile_us(0.5), Some(20));
+        assert_eq!(h.quantile_us(0.99), Some(500));
+        assert_eq!(h.since(&h.clone()).count, 0);
+    }
+}
