@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
-use sluice_controlplane::config::{AuthConfig, DatabaseConfig, HttpConfig, StorageConfig};
+use sluice_controlplane::config::{AuthConfig, DatabaseConfig, DataplaneConfig, HttpConfig, StorageConfig};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -20,6 +20,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub storage: StorageConfig,
     pub auth: AuthConfig,
+    pub dataplane: DataplaneConfig,
 }
 
 impl Default for Config {
@@ -31,6 +32,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             storage: StorageConfig::default(),
             auth: AuthConfig::default(),
+            dataplane: DataplaneConfig::default(),
         }
     }
 }

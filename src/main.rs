@@ -6,11 +6,16 @@ mod config;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use sluice_controlplane::ids;
 use sluice_controlplane::server::{HttpServer, Services};
 use sluice_controlplane::store::{self, Role};
 use sluice_controlplane::tokens::{TokenRequest, Tokens};
+use sluice_dataplane::core::DtlsIdentity;
+use sluice_dataplane::runtime::{Runtime, RuntimeEvent};
 
 use crate::config::{Config, LogFormat, Override};
 
@@ -49,8 +54,49 @@ enum Command {
     Migrate(DatabaseArgs),
     /// Mint a meeting token for scripts and tests, signed with the server's secret.
     Token(TokenArgs),
-    /// Run the load generator against Sluice or another SFU.
-    Bench,
+    /// Benchmarks and the load generator (figures as ratios measured side by side in one run).
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    #[command(subcommand)]
+    scenario: BenchScenario,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchScenario {
+    /// 1 -> N fan-out on loopback through one Sluice worker and a bare UDP forwarder on the same I/O path:
+    /// CPU time per sent packet, the rate one core reaches, and time-in-SFU p50/p99 at half that rate.
+    Fanout(FanoutArgs),
+}
+
+#[derive(Debug, Args)]
+struct FanoutArgs {
+    /// Subscriber counts to run.
+    #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
+    subscribers: Vec<usize>,
+    /// I/O paths to run (uring, mmsg).
+    #[arg(long, value_delimiter = ',', default_value = "uring,mmsg")]
+    io: Vec<sluice_dataplane::runtime::IoMode>,
+    /// GSO settings to run (on, off).
+    #[arg(long, value_delimiter = ',', default_value = "on,off")]
+    gso: Vec<OnOff>,
+    /// Seconds of each measured phase.
+    #[arg(long, default_value_t = 2.0)]
+    seconds: f64,
+    /// Sent packets per second offered at saturation (more than one core forwards).
+    #[arg(long, default_value_t = 1_200_000)]
+    offered_pps: u64,
+    /// CPU the forwarding thread is pinned to; the load generator is pinned to the other ones.
+    #[arg(long, default_value_t = 1)]
+    worker_cpu: usize,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(Debug, Args)]
@@ -61,6 +107,9 @@ struct ServeArgs {
     /// URL browsers reach this server at, used in join links [config: http.public_url].
     #[arg(long, value_name = "URL")]
     public_url: Option<String>,
+    /// The dataplane's I/O path: auto, uring or mmsg [config: dataplane.io].
+    #[arg(long, value_name = "PATH")]
+    io: Option<String>,
     #[command(flatten)]
     database: DatabaseArgs,
     /// Print the effective configuration (secrets hidden) and exit.
@@ -149,6 +198,9 @@ fn load_config(cli: &Cli) -> Result<Config, String> {
             if let Some(url) = &args.public_url {
                 overrides.push(("http.public_url", url.clone().into()));
             }
+            if let Some(io) = &args.io {
+                overrides.push(("dataplane.io", io.clone().into()));
+            }
             args.database.database_url.as_ref()
         }
         Command::Migrate(args) => args.database_url.as_ref(),
@@ -200,8 +252,31 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Sfu => not_in_this_build("sfu", "the media dataplane"),
         Command::Turn => not_in_this_build("turn", "the TURN/STUN relay"),
         Command::Recorder => not_in_this_build("recorder", "the recorder"),
-        Command::Bench => not_in_this_build("bench", "the load generator"),
+        Command::Bench(BenchArgs { scenario: BenchScenario::Fanout(args) }) => bench_fanout(&args),
     }
+}
+
+fn bench_fanout(args: &FanoutArgs) -> anyhow::Result<()> {
+    use sluice_bench::fanout::{self, Scenario};
+    fanout::pin_generator(Some(args.worker_cpu));
+    println!("{}", fanout::TABLE_HEADER);
+    for &subscribers in &args.subscribers {
+        for &io in &args.io {
+            for &gso in &args.gso {
+                let scenario = Scenario {
+                    subscribers,
+                    io,
+                    gso: matches!(gso, OnOff::On),
+                    phase: std::time::Duration::from_secs_f64(args.seconds),
+                    offered_pps: args.offered_pps,
+                    worker_cpu: Some(args.worker_cpu),
+                };
+                let (sluice, bare) = fanout::run(&scenario)?;
+                println!("{}", fanout::row(&scenario, &sluice, &bare));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Components land one at a time; until one has, its subcommand says so plainly instead of pretending.
@@ -214,13 +289,56 @@ fn not_in_this_build(command: &str, what: &str) -> anyhow::Result<()> {
 
 async fn serve(config: Config, data_dir: PathBuf) -> anyhow::Result<()> {
     tracing::info!(data_dir = %data_dir.display(), "starting sluice serve");
-    let services = Services::open(&config.database, &config.storage, &config.auth, &data_dir).await?;
+    let mut services = Services::open(&config.database, &config.storage, &config.auth, &data_dir).await?;
+    let dataplane = Arc::new(start_dataplane(&config)?);
+    let pump = spawn_event_pump(Arc::clone(&dataplane));
+    services.dataplane = Some(Arc::clone(&dataplane));
     let server = HttpServer::bind(&config.http, services).await?;
     tracing::info!(addr = %server.local_addr(), "HTTP listening");
     println!("Sluice is ready: open {}/ in a browser (HTTP API on {})", server.public_url(), server.local_addr());
     server.run(shutdown_signal()).await?;
+    tracing::info!("HTTP stopped; stopping the dataplane");
+    let late = tokio::task::spawn_blocking(move || dataplane.stop(DATAPLANE_STOP_TIMEOUT)).await?;
+    if !late.is_empty() {
+        tracing::warn!(?late, "dataplane workers did not stop in time");
+    }
+    let _ = pump.join();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How long SIGTERM waits for the workers to finish their loop turn.
+const DATAPLANE_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn start_dataplane(config: &Config) -> anyhow::Result<Runtime> {
+    let runtime_config = config.dataplane.runtime_config().map_err(anyhow::Error::msg)?;
+    let identity = DtlsIdentity::generate().context("generate the DTLS certificate")?;
+    let runtime = Runtime::start(runtime_config, identity).context("start the dataplane")?;
+    let ports: Vec<String> =
+        (0..runtime.workers()).filter_map(|w| runtime.local_addr(w).ok()).map(|a| a.to_string()).collect();
+    tracing::info!(workers = runtime.workers(), io = runtime.io().label(), udp = %ports.join(" "), "dataplane running");
+    Ok(runtime)
+}
+
+/// Drains the workers' events (which also routes keyframe requests between workers) and logs what matters to an
+/// operator, until every worker has stopped.
+fn spawn_event_pump(runtime: Arc<Runtime>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        loop {
+            while let Some(event) = runtime.poll_event() {
+                match event {
+                    RuntimeEvent::WorkerFailed { worker, reason } => {
+                        tracing::error!(worker, %reason, "dataplane worker failed; its participants are disconnected")
+                    }
+                    RuntimeEvent::Core { worker, event } => tracing::debug!(worker, ?event, "dataplane event"),
+                }
+            }
+            if !runtime.is_running() {
+                return;
+            }
+            runtime.wait_events(std::time::Duration::from_millis(200));
+        }
+    })
 }
 
 /// SIGINT or SIGTERM.

@@ -19,8 +19,14 @@ fn sluice(data_dir: &Path) -> Command {
             cmd.env_remove(key);
         }
     }
-    cmd.arg("--data-dir").arg(data_dir).env("RUST_LOG", "warn");
+    // Tests run in parallel: the dataplane's UDP ports are the system's choice unless a test says otherwise.
+    cmd.arg("--data-dir").arg(data_dir).env("RUST_LOG", "warn").env("SLUICE_DATAPLANE__BASE_PORT", "0");
     cmd
+}
+
+/// A UDP port nobody uses right now.
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 struct Server {
@@ -124,6 +130,44 @@ async fn serve_with_no_configuration_creates_and_keeps_meetings() {
     let server = Server::start(sluice(dir.path()));
     let (status, _) = get(&format!("{}/meetings/{id}", server.base)).await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn serve_runs_the_dataplane_and_reports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_udp_port();
+    let mut cmd = sluice(dir.path());
+    cmd.env("SLUICE_DATAPLANE__BASE_PORT", port.to_string())
+        .env("SLUICE_DATAPLANE__WORKERS", "1")
+        .args(["--log", "warn"]);
+    let server = Server::start(cmd);
+    // Not STUN, DTLS, RTP or RTCP: the worker drops it and counts why.
+    let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    probe.send_to(&[0xff; 24], ("127.0.0.1", port)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, metrics) = get(&format!("{}/metrics", server.base)).await;
+        if metrics.contains(r#"sluice_dataplane_drops_total{worker="0",reason="unknown_protocol"} 1"#) {
+            assert!(metrics.contains(r#"sluice_dataplane_worker_up{worker="0"} 1"#), "{metrics}");
+            assert!(metrics.contains("sluice_dataplane_time_in_sfu_seconds_bucket"), "{metrics}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the worker on UDP {port} did not count the datagram: {metrics}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, body) = get(&format!("{}/readyz", server.base)).await;
+    let ready: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!((status, ready["dataplane"].as_str()), (200, Some("ok")), "{body}");
+    assert_eq!(server.stop().code(), Some(0), "SIGTERM stops HTTP and the workers");
+}
+
+#[test]
+fn a_bad_io_path_is_refused_with_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(sluice(dir.path()).args(["serve", "--listen", "127.0.0.1:0", "--io", "dpdk"]));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("dataplane.io") && stderr.contains("dpdk"), "{stderr}");
 }
 
 #[tokio::test]

@@ -1,1 +1,4 @@
-//! Sluice's load generator and benchmark report.
+//! Sluice's benchmarks and load generator. Every figure is a ratio measured side by side in one run (Sluice
+//! against a bare forwarder or another server), because the machines they run on are shared and noisy.
+
+pub mod fanout;

@@ -155,3 +155,65 @@ impl Default for AuthConfig {
         AuthConfig { token_secret: String::new(), token_ttl_secs: 6 * 3600, issuer: "sluice".into() }
     }
 }
+
+/// The media dataplane: worker threads, their cores and UDP ports.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataplaneConfig {
+    /// Worker threads; 0 means one per core but one (left to the control plane), at least one.
+    pub workers: usize,
+    /// CPUs to pin workers to, one per worker (overrides `workers`). Empty: the cores chosen by `workers`.
+    pub cores: Vec<usize>,
+    /// Address the workers' UDP sockets bind to.
+    pub bind: std::net::IpAddr,
+    /// Worker `i` listens on UDP `base_port + i`; 0 lets the system pick each port (tests).
+    pub base_port: u16,
+    /// `auto` (io_uring where the kernel allows it, else recvmmsg/sendmmsg), `uring` or `mmsg`.
+    pub io: String,
+    /// UDP GSO for runs of packets to one destination, where the kernel offers it.
+    pub gso: bool,
+    /// UDP GRO on receive, where the kernel offers it.
+    pub gro: bool,
+}
+
+impl Default for DataplaneConfig {
+    fn default() -> Self {
+        DataplaneConfig {
+            workers: 0,
+            cores: Vec::new(),
+            bind: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            base_port: 40_000,
+            io: "auto".into(),
+            gso: true,
+            gro: true,
+        }
+    }
+}
+
+impl DataplaneConfig {
+    /// The runtime's configuration, or what is wrong with this one.
+    pub fn runtime_config(&self) -> Result<sluice_dataplane::runtime::RuntimeConfig, String> {
+        use sluice_dataplane::runtime::{IoMode, RuntimeConfig, default_cores};
+        let io: IoMode = self.io.parse().map_err(|e| format!("dataplane.io: {e}"))?;
+        let cores = if !self.cores.is_empty() {
+            self.cores.iter().map(|c| Some(*c)).collect()
+        } else if self.workers > 0 {
+            let available = default_cores();
+            (0..self.workers).map(|i| available.get(i).copied().flatten()).collect()
+        } else {
+            default_cores()
+        };
+        if usize::from(self.base_port) + cores.len() > usize::from(u16::MAX) + 1 {
+            return Err(format!("dataplane.base_port {} leaves no room for {} workers", self.base_port, cores.len()));
+        }
+        Ok(RuntimeConfig {
+            cores,
+            bind: self.bind,
+            base_port: self.base_port,
+            io,
+            gso: self.gso,
+            gro: self.gro,
+            ..RuntimeConfig::default()
+        })
+    }
+}

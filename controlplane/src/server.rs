@@ -33,6 +33,8 @@ pub struct Services {
     pub store: Arc<dyn Store>,
     pub blobs: Blobs,
     pub tokens: Tokens,
+    /// The media workers, when this process runs them (`sluice serve`).
+    pub dataplane: Option<Arc<sluice_dataplane::runtime::Runtime>>,
 }
 
 impl Services {
@@ -47,7 +49,7 @@ impl Services {
         let store = store::open(&database.store_options(), data_dir).await?;
         blobs.wait_reachable(storage.connect_attempts, Duration::from_millis(500)).await?;
         tracing::info!(storage = blobs.target(), "object storage ready");
-        Ok(Services { store, blobs, tokens })
+        Ok(Services { store, blobs, tokens, dataplane: None })
     }
 }
 
@@ -69,6 +71,7 @@ impl HttpServer {
             blobs: services.blobs,
             tokens: services.tokens,
             metrics: http::prometheus(),
+            dataplane: services.dataplane,
             public_url: config.public_url(bound),
         });
         Ok(HttpServer { listener, state, config: config.clone() })

@@ -30,12 +30,29 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
         Ok(Err(e)) => e.to_string(),
         Err(_) => format!("no answer within {READY_CHECK_TIMEOUT:?}"),
     };
-    let ready = database == "ok" && storage == "ok";
+    let dataplane = match &state.dataplane {
+        None => "not run by this process".to_string(),
+        Some(rt) => {
+            let dead: Vec<String> =
+                (0..rt.workers()).filter(|w| rt.snapshot(*w).is_ok_and(|s| !s.alive)).map(|w| w.to_string()).collect();
+            if dead.is_empty() { "ok".to_string() } else { format!("workers {} stopped", dead.join(", ")) }
+        }
+    };
+    let ready = database == "ok" && storage == "ok" && (dataplane == "ok" || state.dataplane.is_none());
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let body = json!({ "status": if ready { "ready" } else { "not_ready" }, "database": database, "storage": storage });
+    let body = json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "database": database,
+        "storage": storage,
+        "dataplane": dataplane,
+    });
     (status, Json(body))
 }
 
 pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+    let mut text = state.metrics.render();
+    if let Some(rt) = &state.dataplane {
+        rt.render_metrics(&mut text);
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }

@@ -33,6 +33,8 @@ pub struct AppState {
     pub blobs: Blobs,
     pub tokens: Tokens,
     pub metrics: PrometheusHandle,
+    /// The media workers, when this process runs them.
+    pub dataplane: Option<Arc<sluice_dataplane::runtime::Runtime>>,
     /// Base URL for links, without a trailing slash.
     pub public_url: String,
 }

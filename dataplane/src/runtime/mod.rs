@@ -7,6 +7,7 @@
 //! The control plane talks to workers through bounded command queues ([`Command`]) and reads their events and
 //! statistics; a full queue is an error it sees, never a stalled worker.
 
+mod bare;
 mod command;
 mod io;
 mod stats;
@@ -28,9 +29,10 @@ use crate::core::{
 };
 use crate::srtp::Profile;
 
+pub use bare::BareForwarder;
 pub use command::{Command, Fault, Reply};
 pub use io::{IoKind, IoMode};
-pub use stats::{IoCounters, LatencyHistogram, WorkerSnapshot};
+pub use stats::{IoCounters, LATENCY_BOUNDS_US, LatencyHistogram, WorkerSnapshot, thread_cpu_time};
 use wake::Waker;
 
 /// How long a control call waits for its worker's answer. A live worker answers within one loop turn (well
@@ -236,6 +238,11 @@ impl Runtime {
             .filter(|(_, w)| w.shared.is_alive())
             .min_by_key(|(i, w)| (w.shared.participants.load(Ordering::Relaxed), *i))
             .map(|(i, _)| i)
+    }
+
+    /// Whether any worker still runs.
+    pub fn is_running(&self) -> bool {
+        self.workers.iter().any(|w| w.shared.is_alive())
     }
 
     fn handle(&self, worker: usize) -> Result<&WorkerHandle, RuntimeError> {

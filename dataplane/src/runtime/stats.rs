@@ -7,7 +7,8 @@ use std::time::Duration;
 use crate::core::{Counters, DropReason};
 
 /// Upper bounds (microseconds) of the time-in-SFU histogram's buckets; the last bucket is everything above.
-pub const LATENCY_BOUNDS_US: [u64; 12] = [10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 50_000, 100_000];
+pub const LATENCY_BOUNDS_US: [u64; 14] =
+    [2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 50_000, 100_000];
 
 /// Time from a packet's receipt to the send of the batch that carried it out, sampled once per batch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -229,6 +230,7 @@ mod tests {
             h.record(Duration::from_micros(us));
         }
         assert_eq!(h.count, 5);
+        assert_eq!(h.quantile_us(0.2), Some(5));
         assert_eq!(h.quantile_us(0.5), Some(20));
         assert_eq!(h.quantile_us(0.99), Some(500));
         assert_eq!(h.since(&h.clone()).count, 0);
