@@ -44,6 +44,8 @@ pub struct Measured {
     pub io: &'static str,
     pub sent: u64,
     pub cpu: Duration,
+    /// Busy time of the forwarder's CPU over the same interval (thread plus the kernel's softirq work there).
+    pub core_busy: Option<Duration>,
     /// Sent packets per second reached at saturation.
     pub pps: f64,
     /// Time-in-SFU at half that rate, upper bucket bounds, microseconds.
@@ -59,6 +61,11 @@ impl Measured {
     /// Sent packets per second one fully busy core would reach at this cost.
     pub fn pps_per_core(&self) -> f64 {
         1e9 / self.cpu_ns_per_packet()
+    }
+
+    /// Like `cpu_ns_per_packet`, counting the whole core's busy time.
+    pub fn core_ns_per_packet(&self) -> Option<f64> {
+        self.core_busy.map(|b| b.as_nanos() as f64 / self.sent.max(1) as f64)
     }
 }
 
@@ -226,17 +233,38 @@ fn drain(subject: &Subject) {
     }
 }
 
-/// Saturation, then half that rate.
+/// Busy time of one CPU (everything but idle and iowait) from `/proc/stat`: the forwarder's thread and the
+/// kernel's work on its behalf there (softirq network processing that does not run in the thread's context).
+fn cpu_busy(cpu: Option<usize>) -> Option<Duration> {
+    let cpu = cpu?;
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.split_whitespace().next() == Some(&format!("cpu{cpu}")))?;
+    let ticks: Vec<u64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal
+    let busy: u64 = ticks.iter().enumerate().filter(|(i, _)| *i != 3 && *i != 4).take(7).map(|(_, v)| v).sum();
+    // USER_HZ is 100 on Linux.
+    Some(Duration::from_millis(busy * 10))
+}
+
+/// A short run at the offered rate to find what the forwarder reaches, then saturation just above that rate
+/// (so its socket does not gather a backlog of seconds), then half that rate for latency.
 fn measure(system: &'static str, subject: Subject, mut load: Load, scenario: &Scenario) -> anyhow::Result<Measured> {
     let fanout = scenario.subscribers as f64;
-    let pps_in = scenario.offered_pps as f64 / fanout;
-    load.run(pps_in, scenario.phase / 4);
+    let probe_start = subject.snapshot();
+    let started = Instant::now();
+    load.run(scenario.offered_pps as f64 / fanout, scenario.phase / 4);
     std::thread::sleep(SETTLE);
+    let probe = subject.snapshot();
+    let probed = (probe.io.datagrams_sent - probe_start.io.datagrams_sent) as f64 / started.elapsed().as_secs_f64();
+    drain(&subject);
+    let pps_in = (probed * 1.25 / fanout).max(1.0);
     let before = subject.snapshot();
+    let busy_before = cpu_busy(scenario.worker_cpu);
     let started = Instant::now();
     load.run(pps_in, scenario.phase);
     std::thread::sleep(SETTLE);
     let after = subject.snapshot();
+    let busy = cpu_busy(scenario.worker_cpu).zip(busy_before).map(|(a, b)| a.saturating_sub(b));
     let elapsed = started.elapsed().as_secs_f64();
     let sent = after.io.datagrams_sent - before.io.datagrams_sent;
     let cpu = after.cpu_time.saturating_sub(before.cpu_time);
@@ -260,6 +288,7 @@ fn measure(system: &'static str, subject: Subject, mut load: Load, scenario: &Sc
         io: subject.io(),
         sent,
         cpu,
+        core_busy: busy,
         pps: reached,
         p50_us: half.quantile_us(0.5),
         p99_us: half.quantile_us(0.99),
@@ -284,23 +313,32 @@ pub fn run(scenario: &Scenario) -> anyhow::Result<(Measured, Measured)> {
 }
 
 /// The Markdown table row header of [`row`].
-pub const TABLE_HEADER: &str = "| N | io | GSO | Sluice ns/pkt | bare ns/pkt | ratio | Sluice pps/core | Sluice reached pps | \
-bare reached pps | Sluice p50/p99 us | bare p50/p99 us |\n|---|---|---|---|---|---|---|---|---|---|---|";
+pub const TABLE_HEADER: &str = "| N | io | GSO | Sluice ns/pkt | bare ns/pkt | ratio | core ns/pkt Sluice/bare (ratio) | \
+Sluice pps/core | Sluice reached pps | bare reached pps | Sluice p50/p99 us | bare p50/p99 us |\n\
+|---|---|---|---|---|---|---|---|---|---|---|---|";
 
 pub fn row(scenario: &Scenario, s: &Measured, b: &Measured) -> String {
-    let q = |m: &Measured| {
-        format!("{}/{}", m.p50_us.map_or("-".into(), |v| v.to_string()), m.p99_us.map_or("-".into(), |v| v.to_string()))
+    let us = |v: Option<u64>| match v {
+        None => "-".to_string(),
+        Some(u64::MAX) => ">100000".to_string(),
+        Some(v) => v.to_string(),
+    };
+    let q = |m: &Measured| format!("{}/{}", us(m.p50_us), us(m.p99_us));
+    let core = match (s.core_ns_per_packet(), b.core_ns_per_packet()) {
+        (Some(s), Some(b)) => format!("{s:.0}/{b:.0} ({:.2})", s / b),
+        _ => "-".to_string(),
     };
     let mut line = String::new();
     let _ = write!(
         line,
-        "| {} | {} | {} | {:.0} | {:.0} | {:.2} | {:.0}k | {:.0}k | {:.0}k | {} | {} |",
+        "| {} | {} | {} | {:.0} | {:.0} | {:.2} | {} | {:.0}k | {:.0}k | {:.0}k | {} | {} |",
         scenario.subscribers,
         s.io,
         if scenario.gso { "on" } else { "off" },
         s.cpu_ns_per_packet(),
         b.cpu_ns_per_packet(),
         s.cpu_ns_per_packet() / b.cpu_ns_per_packet(),
+        core,
         s.pps_per_core() / 1e3,
         s.pps / 1e3,
         b.pps / 1e3,

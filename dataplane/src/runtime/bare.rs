@@ -56,7 +56,8 @@ impl BareForwarder {
             snapshot: Mutex::new(WorkerSnapshot { alive: true, ..WorkerSnapshot::default() }),
         });
         let thread_shared = Arc::clone(&shared);
-        let capacity = (destinations.len() * 2).max(256);
+        // Sized and flushed as a worker's batch is (see `worker::run_loop`), so that both form the same GSO runs.
+        let capacity = destinations.len().max(256) * 2;
         let thread = std::thread::Builder::new()
             .name("sluice-bare-forwarder".into())
             .spawn(move || {
@@ -132,12 +133,12 @@ fn forward(
         for i in 0..batch.len() {
             let (meta, bytes) = batch.slot_mut(i);
             for datagram in bytes.chunks(meta.stride.max(1)) {
+                if out.len() >= capacity / 2 {
+                    io.send(&out, &mut stats)?;
+                    out.clear();
+                }
                 for to in destinations {
-                    if out.is_full() {
-                        io.send(&out, &mut stats)?;
-                        out.clear();
-                    }
-                    let slot = out.slot().expect("not full");
+                    let slot = out.slot().expect("half the batch holds one fan-out");
                     slot[..datagram.len()].copy_from_slice(datagram);
                     out.commit(*to, datagram.len());
                 }
