@@ -17,6 +17,7 @@ use crate::runtime::stats::IoCounters;
 const SENDMMSG_MAX: usize = 1024;
 /// How long a send waits for room in a full socket buffer before the rest of the batch is dropped and counted.
 const SEND_WAIT_MAX: Duration = Duration::from_millis(2);
+const SEND_WAITS_MAX: usize = 4;
 
 #[derive(Debug)]
 pub(crate) struct MmsgIo {
@@ -112,6 +113,8 @@ impl DatagramIo for MmsgIo {
     fn send(&mut self, out: &Transmits, stats: &mut IoCounters) -> io::Result<()> {
         self.plan.plan(out, self.gso_segments);
         let mut run = 0;
+        // Waits for a full socket buffer per flush, so a receiver that never drains cannot hold the loop.
+        let mut waits = SEND_WAITS_MAX;
         while run < self.plan.runs.len() {
             let end = (run + SENDMMSG_MAX).min(self.plan.runs.len());
             self.msgs.build(out, &self.plan, run..end);
@@ -133,7 +136,7 @@ impl DatagramIo for MmsgIo {
                 let e = io::Error::last_os_error();
                 match e.kind() {
                     io::ErrorKind::Interrupted => {}
-                    io::ErrorKind::WouldBlock if wait_writable(self.socket.as_raw_fd()) => {}
+                    io::ErrorKind::WouldBlock if waits > 0 && wait_writable(self.socket.as_raw_fd()) => waits -= 1,
                     _ => {
                         // This message cannot go (no room in time, or an error for its destination): count it and
                         // go on with the rest.
