@@ -146,10 +146,14 @@ fn meeting_spans_all_workers(io: IoMode) {
     for (i, g) in got.iter().enumerate() {
         assert_eq!(*g, (0..50).collect::<Vec<u64>>(), "subscriber {i} on worker {}", subscribers[i].worker);
     }
+    let counters: Vec<_> = (0..3).map(|w| rt.counters(w).unwrap()).collect();
+    assert_eq!(counters[0].rtp_in, 50, "decrypted once, on the publisher's worker");
+    assert_eq!((counters[1].rtp_in, counters[2].rtp_in), (0, 0));
+    assert_eq!((counters[1].relays_in, counters[2].relays_in), (50, 50));
     // Snapshots are published every 50 ms.
     std::thread::sleep(Duration::from_millis(120));
     let s: Vec<_> = (0..3).map(|w| rt.snapshot(w).unwrap()).collect();
-    assert_eq!(s[0].core.rtp_in, 50, "decrypted once, on the publisher's worker");
+    assert_eq!(s[0].core.rtp_in, 50);
     for (w, s) in s.iter().enumerate().skip(1) {
         assert_eq!(s.core.rtp_in, 0);
         assert_eq!(s.io.relays_received, 50, "worker {w}");

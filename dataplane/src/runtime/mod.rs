@@ -184,7 +184,7 @@ impl Runtime {
             let setup = worker::Setup {
                 cpu: config.cores[i],
                 io,
-                socket,
+                socket: Some(socket),
                 core,
                 config: config.clone(),
                 shared: Arc::clone(&shared[i]),
@@ -385,6 +385,11 @@ impl Runtime {
 
     pub fn set_layer(&self, worker: usize, subscription: SubscriptionId, layer: u8) -> Result<(), RuntimeError> {
         Ok(self.call(worker, |reply| Command::SetLayer { subscription, layer, reply })??)
+    }
+
+    /// A worker's core counters now (asked of the worker; `snapshot` is the cheaper, up to 50 ms old view).
+    pub fn counters(&self, worker: usize) -> Result<crate::core::Counters, RuntimeError> {
+        self.call(worker, |reply| Command::Stats { reply })
     }
 
     /// A worker's statistics as it last published them (every few milliseconds).

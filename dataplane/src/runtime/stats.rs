@@ -118,33 +118,45 @@ pub fn thread_cpu_time() -> Duration {
     tv(usage.ru_utime) + tv(usage.ru_stime)
 }
 
+/// A counter's name (after `sluice_dataplane_`), help, and value.
+type Counter = (&'static str, &'static str, fn(&WorkerSnapshot) -> u64);
+
+/// One metric with a value per worker: its HELP and TYPE lines, then a line per worker.
+fn per_worker(
+    out: &mut String,
+    workers: &[WorkerSnapshot],
+    (name, kind, help): (&str, &str, &str),
+    value: impl Fn(&WorkerSnapshot) -> String,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for w in workers {
+        let _ = writeln!(out, "{name}{{worker=\"{}\"}} {}", w.worker, value(w));
+    }
+}
+
 /// Appends the Prometheus text of every worker.
 pub(super) fn render(workers: &[WorkerSnapshot], out: &mut String) {
-    let counter = |out: &mut String, name: &str, help: &str, value: &dyn Fn(&WorkerSnapshot) -> u64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        for w in workers {
-            let _ = writeln!(out, "{name}{{worker=\"{}\"}} {}", w.worker, value(w));
-        }
-    };
-    counter(out, "sluice_dataplane_datagrams_received_total", "UDP datagrams received.", &|w| w.io.datagrams_received);
-    counter(out, "sluice_dataplane_bytes_received_total", "UDP payload bytes received.", &|w| w.core.bytes_in);
-    counter(out, "sluice_dataplane_datagrams_sent_total", "UDP datagrams sent.", &|w| w.io.datagrams_sent);
-    counter(out, "sluice_dataplane_bytes_sent_total", "UDP payload bytes sent.", &|w| w.core.bytes_out);
-    counter(out, "sluice_dataplane_rtp_forwarded_total", "RTP packets sent to subscribers.", &|w| w.core.rtp_out);
-    counter(out, "sluice_dataplane_loop_turns_total", "Turns of the worker's I/O loop.", &|w| w.io.loop_turns);
-    counter(out, "sluice_dataplane_recv_batches_total", "Receive calls that returned datagrams.", &|w| {
-        w.io.recv_batches
-    });
-    counter(out, "sluice_dataplane_send_batches_total", "Send calls or submissions.", &|w| w.io.send_batches);
-    counter(out, "sluice_dataplane_gso_sends_total", "GSO sends of several datagrams.", &|w| w.io.gso_sends);
-    counter(out, "sluice_dataplane_gso_datagrams_total", "Datagrams sent in GSO sends.", &|w| w.io.gso_datagrams);
-    counter(out, "sluice_dataplane_gro_segments_total", "Datagrams received coalesced by GRO.", &|w| w.io.gro_segments);
-    counter(out, "sluice_dataplane_uring_submits_total", "io_uring enter calls.", &|w| w.io.uring_submits);
-    counter(out, "sluice_dataplane_send_failed_total", "Datagrams the socket refused.", &|w| w.io.send_failed);
-    counter(out, "sluice_dataplane_relays_sent_total", "Packets relayed to other workers.", &|w| w.io.relays_sent);
-    counter(out, "sluice_dataplane_relays_received_total", "Packets relayed from other workers.", &|w| {
-        w.io.relays_received
-    });
+    let counters: [Counter; 15] = [
+        ("datagrams_received_total", "UDP datagrams received.", |w| w.io.datagrams_received),
+        ("bytes_received_total", "UDP payload bytes received.", |w| w.core.bytes_in),
+        ("datagrams_sent_total", "UDP datagrams sent.", |w| w.io.datagrams_sent),
+        ("bytes_sent_total", "UDP payload bytes sent.", |w| w.core.bytes_out),
+        ("rtp_forwarded_total", "RTP packets sent to subscribers.", |w| w.core.rtp_out),
+        ("loop_turns_total", "Turns of the worker's I/O loop.", |w| w.io.loop_turns),
+        ("recv_batches_total", "Receive calls that returned datagrams.", |w| w.io.recv_batches),
+        ("send_batches_total", "Send calls or submissions.", |w| w.io.send_batches),
+        ("gso_sends_total", "GSO sends of several datagrams.", |w| w.io.gso_sends),
+        ("gso_datagrams_total", "Datagrams sent in GSO sends.", |w| w.io.gso_datagrams),
+        ("gro_segments_total", "Datagrams received coalesced by GRO.", |w| w.io.gro_segments),
+        ("uring_submits_total", "io_uring enter calls.", |w| w.io.uring_submits),
+        ("send_failed_total", "Datagrams the socket refused.", |w| w.io.send_failed),
+        ("relays_sent_total", "Packets relayed to other workers.", |w| w.io.relays_sent),
+        ("relays_received_total", "Packets relayed from other workers.", |w| w.io.relays_received),
+    ];
+    for (name, help, value) in counters {
+        let name = format!("sluice_dataplane_{name}");
+        per_worker(out, workers, (&name, "counter", help), |w| value(w).to_string());
+    }
     let _ = writeln!(
         out,
         "# HELP sluice_dataplane_drops_total Packets dropped, by reason.\n# TYPE sluice_dataplane_drops_total counter"
@@ -162,20 +174,12 @@ pub(super) fn render(workers: &[WorkerSnapshot], out: &mut String) {
             }
         }
     }
-    let _ = writeln!(
-        out,
-        "# HELP sluice_dataplane_worker_up 1 while the worker runs.\n# TYPE sluice_dataplane_worker_up gauge"
-    );
-    for w in workers {
-        let _ = writeln!(out, "sluice_dataplane_worker_up{{worker=\"{}\"}} {}", w.worker, u8::from(w.alive));
-    }
-    let _ = writeln!(
-        out,
-        "# HELP sluice_dataplane_participants Participants on the worker.\n# TYPE sluice_dataplane_participants gauge"
-    );
-    for w in workers {
-        let _ = writeln!(out, "sluice_dataplane_participants{{worker=\"{}\"}} {}", w.worker, w.participants);
-    }
+    let up = ("sluice_dataplane_worker_up", "gauge", "1 while the worker runs.");
+    per_worker(out, workers, up, |w| u8::from(w.alive).to_string());
+    let participants = ("sluice_dataplane_participants", "gauge", "Participants on the worker.");
+    per_worker(out, workers, participants, |w| w.participants.to_string());
+    let cpu = ("sluice_dataplane_cpu_seconds_total", "counter", "CPU time of the worker's thread.");
+    per_worker(out, workers, cpu, |w| format!("{:.6}", w.cpu_time.as_secs_f64()));
     let _ = writeln!(
         out,
         "# HELP sluice_dataplane_relay_ring_occupancy Slots in use in the worker's ring to another worker.\n# TYPE sluice_dataplane_relay_ring_occupancy gauge"
@@ -187,18 +191,6 @@ pub(super) fn render(workers: &[WorkerSnapshot], out: &mut String) {
                     writeln!(out, "sluice_dataplane_relay_ring_occupancy{{worker=\"{}\",to=\"{to}\"}} {n}", w.worker);
             }
         }
-    }
-    let _ = writeln!(
-        out,
-        "# HELP sluice_dataplane_cpu_seconds_total CPU time of the worker's thread.\n# TYPE sluice_dataplane_cpu_seconds_total counter"
-    );
-    for w in workers {
-        let _ = writeln!(
-            out,
-            "sluice_dataplane_cpu_seconds_total{{worker=\"{}\"}} {:.6}",
-            w.worker,
-            w.cpu_time.as_secs_f64()
-        );
     }
     let name = "sluice_dataplane_time_in_sfu_seconds";
     let _ = writeln!(

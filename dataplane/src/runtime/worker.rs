@@ -127,7 +127,8 @@ impl Rings {
 pub(super) struct Setup {
     pub(super) cpu: Option<usize>,
     pub(super) io: IoKind,
-    pub(super) socket: UdpSocket,
+    /// Taken by the I/O path when the worker starts.
+    pub(super) socket: Option<UdpSocket>,
     pub(super) core: Core,
     pub(super) config: RuntimeConfig,
     pub(super) shared: Arc<Shared>,
@@ -164,16 +165,17 @@ pub(super) fn run(setup: Setup) {
     }
 }
 
-fn run_loop(setup: Setup) -> io::Result<()> {
+fn run_loop(mut setup: Setup) -> io::Result<()> {
     if let Some(cpu) = setup.cpu {
         // Best effort: in a container the CPU may not be ours to pin to; the worker runs anyway.
         core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
     }
     // Room for a whole fan-out of one packet twice over: a batch is sent before it can overflow.
     let capacity = setup.config.core.subscribers_per_track_max.max(256) * 2;
-    let socket = setup.socket.try_clone()?;
     let waker = setup.shared.waker.fd();
     let (gso, gro) = (setup.config.gso, setup.config.gro);
+    // The I/O path owns the socket; the setup keeps the rest.
+    let socket = setup.socket.take().expect("a worker's socket is set up once");
     match setup.io {
         IoKind::Mmsg => Worker::new(setup, MmsgIo::new(socket, waker, gso, gro, capacity)?, capacity, gro).run(),
         IoKind::Uring => Worker::new(setup, UringIo::new(socket, waker, gso, gro, capacity)?, capacity, gro).run(),
@@ -183,8 +185,6 @@ fn run_loop(setup: Setup) -> io::Result<()> {
 struct Worker<I> {
     core: Core,
     io: I,
-    /// Kept open for the worker's lifetime (the I/O path holds a duplicate).
-    _socket: UdpSocket,
     out: Transmits,
     batch: RecvBatch,
     /// Send the batch once it holds this many datagrams, before a fan-out could overflow it.
@@ -211,7 +211,6 @@ impl<I: DatagramIo> Worker<I> {
         Worker {
             core,
             io,
-            _socket: setup.socket,
             out: Transmits::with_capacity(capacity),
             batch: RecvBatch::new(RECV_SLOTS, slot_len(gro)),
             flush_at: capacity / 2,
@@ -351,7 +350,7 @@ impl<I: DatagramIo> Worker<I> {
             if let Err(e) = self.io.send(&self.out, &mut self.stats) {
                 // The socket itself failed (not one destination): nothing of this batch went out.
                 self.stats.send_failed += self.out.len() as u64;
-                tracing_fallback(&e);
+                report_send_failure(&e);
             }
             if let Some(oldest) = self.oldest.take() {
                 self.latency.record(oldest.elapsed());
@@ -395,7 +394,8 @@ impl<I: DatagramIo> Worker<I> {
     }
 }
 
-/// The dataplane crate does not log; a failed send call is rare enough to note on stderr.
-fn tracing_fallback(e: &io::Error) {
+/// The dataplane crate does not log; a send call failing as a whole (not one destination) is rare enough to note
+/// on stderr.
+fn report_send_failure(e: &io::Error) {
     eprintln!("sluice worker: send failed: {e}");
 }
