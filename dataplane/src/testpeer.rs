@@ -43,6 +43,8 @@ pub struct Received {
     pub abs_send_time: Option<u32>,
     /// Arrived as an RTX retransmission (and was unwrapped).
     pub via_rtx: bool,
+    /// Carried a MID (id 4) or RID (id 10, 11) header extension.
+    pub names_mid_or_rid: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -508,6 +510,7 @@ impl TestPeer {
         let Some(rx) = self.rx.as_ref() else { return Incoming::BeforeKeys };
         let transport_seq =
             h.extension(buf, 3).filter(|e| e.1 == 2).map(|(at, _)| u16::from_be_bytes([buf[at], buf[at + 1]]));
+        let names_mid_or_rid = h.extensions(buf).any(|e| matches!(e.id, 4 | 10 | 11));
         let abs_send_time = h
             .extension(buf, 2)
             .filter(|e| e.1 == 3)
@@ -555,6 +558,7 @@ impl TestPeer {
             transport_seq,
             abs_send_time,
             via_rtx,
+            names_mid_or_rid,
         })
     }
 

@@ -113,6 +113,7 @@ fn a_subscriber_moves_between_layers_at_keyframes_without_gaps() {
         assert!(step > 0 && step < 0x8000_0000, "timestamps advance");
         assert_eq!(pair[1].ssrc, 0x5000);
     }
+    assert!(seen.received.iter().all(|r| !r.names_mid_or_rid), "the publisher's MID and RID are not forwarded");
     assert_eq!(s.core.counters().layer_switches, 2, "the first layer, then the move");
     assert!(s.core.counters().fanout_other_layer > 0);
     assert_eq!(s.core.counters().dropped(DropReason::UnknownSsrc), 0);

@@ -164,6 +164,11 @@ impl Core {
             }
         }
         let (track, layer) = (stream.track, stream.layer);
+        // The publisher's MID and RIDs name its own m-line; a subscriber's browser drops packets whose MID it does
+        // not know, and routes by our SSRC without one. Blanked once here, so copies, relays and retransmissions
+        // all go without them.
+        let ids = self.config.extension_ids;
+        rtp::blank_extensions(&header, &mut datagram[..len], &[ids.mid, ids.rid, ids.repaired_rid]);
         if let Some(buffer) = self.tracks.get_mut(track).and_then(|t| t.retransmission[usize::from(layer)].as_mut()) {
             buffer.store(index, &datagram[..len]);
         }

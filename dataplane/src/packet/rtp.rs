@@ -168,6 +168,29 @@ impl Iterator for Extensions<'_> {
     }
 }
 
+/// Most extension elements one packet blanks at once (MID, RID, repaired RID).
+const BLANK_MAX: usize = 4;
+
+/// Overwrites the elements with the given ids, header included, with zero bytes, which RFC 8285 reads as padding
+/// in both forms; the block keeps its length, so nothing moves. Returns how many elements were blanked.
+pub fn blank_extensions(header: &RtpHeader, packet: &mut [u8], ids: &[u8]) -> usize {
+    let head = match header.extensions {
+        Some(block) if block.profile & TWO_BYTE_PROFILE_MASK == TWO_BYTE_PROFILE => 2,
+        Some(_) => 1,
+        None => return 0,
+    };
+    let mut found = [(0usize, 0usize); BLANK_MAX];
+    let mut count = 0;
+    for e in header.extensions(packet).filter(|e| ids.contains(&e.id)).take(BLANK_MAX) {
+        found[count] = (e.offset - head, e.offset + e.len);
+        count += 1;
+    }
+    for &(start, end) in &found[..count] {
+        packet[start..end].fill(0);
+    }
+    count
+}
+
 /// In-place rewrites of the fields an SFU owns.
 pub fn set_seq(packet: &mut [u8], seq: u16) {
     packet[2..4].copy_from_slice(&seq.to_be_bytes());
@@ -190,6 +213,17 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn blanked_extensions_become_padding_and_the_others_stay() {
+        let mut p = packet_with_extensions();
+        let header = RtpHeader::parse(&p).unwrap();
+        assert_eq!(blank_extensions(&header, &mut p, &[1, 5]), 2);
+        let header = RtpHeader::parse(&p).unwrap();
+        let left: Vec<(u8, usize)> = header.extensions(&p).map(|e| (e.id, e.len)).collect();
+        assert_eq!(left, vec![(3, 3)]);
+        assert_eq!(&p[p.len() - 7..], b"payload");
+    }
 
     fn packet_with_extensions() -> Vec<u8> {
         let mut p = vec![0x90 | 0x01, 0x80 | 111, 0x12, 0x34, 0, 0, 0x03, 0xe8, 0xde, 0xad, 0xbe, 0xef];
