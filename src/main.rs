@@ -12,6 +12,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use sluice_controlplane::ids;
 use sluice_controlplane::server::{HttpServer, Services};
+use sluice_controlplane::signaling::Signaling;
 use sluice_controlplane::store::{self, Role};
 use sluice_controlplane::tokens::{TokenRequest, Tokens};
 use sluice_dataplane::core::DtlsIdentity;
@@ -291,9 +292,10 @@ async fn serve(config: Config, data_dir: PathBuf) -> anyhow::Result<()> {
     tracing::info!(data_dir = %data_dir.display(), "starting sluice serve");
     let mut services = Services::open(&config.database, &config.storage, &config.auth, &data_dir).await?;
     let dataplane = Arc::new(start_dataplane(&config)?);
-    let pump = spawn_event_pump(Arc::clone(&dataplane));
     services.dataplane = Some(Arc::clone(&dataplane));
+    services.announce = config.dataplane.announce.clone();
     let server = HttpServer::bind(&config.http, services).await?;
+    let pump = spawn_event_pump(Arc::clone(&dataplane), server.signaling());
     tracing::info!(addr = %server.local_addr(), "HTTP listening");
     println!("Sluice is ready: open {}/ in a browser (HTTP API on {})", server.public_url(), server.local_addr());
     server.run(shutdown_signal()).await?;
@@ -322,7 +324,7 @@ fn start_dataplane(config: &Config) -> anyhow::Result<Runtime> {
 
 /// Drains the workers' events (which also routes keyframe requests between workers) and logs what matters to an
 /// operator, until every worker has stopped.
-fn spawn_event_pump(runtime: Arc<Runtime>) -> std::thread::JoinHandle<()> {
+fn spawn_event_pump(runtime: Arc<Runtime>, signaling: Arc<Signaling>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         loop {
             while let Some(event) = runtime.poll_event() {
@@ -330,7 +332,10 @@ fn spawn_event_pump(runtime: Arc<Runtime>) -> std::thread::JoinHandle<()> {
                     RuntimeEvent::WorkerFailed { worker, reason } => {
                         tracing::error!(worker, %reason, "dataplane worker failed; its participants are disconnected")
                     }
-                    RuntimeEvent::Core { worker, event } => tracing::debug!(worker, ?event, "dataplane event"),
+                    RuntimeEvent::Core { worker, event } => {
+                        tracing::debug!(worker, ?event, "dataplane event");
+                        signaling.dataplane_event(worker, event);
+                    }
                 }
             }
             if !runtime.is_running() {

@@ -166,6 +166,9 @@ pub struct DataplaneConfig {
     pub cores: Vec<usize>,
     /// Address the workers' UDP sockets bind to.
     pub bind: std::net::IpAddr,
+    /// Addresses browsers reach the workers at, written into ICE candidates (a public address behind 1:1 NAT,
+    /// say). Empty: the bind address, or every address of this machine when binding to all.
+    pub announce: Vec<std::net::IpAddr>,
     /// Worker `i` listens on UDP `base_port + i`; 0 lets the system pick each port (tests).
     pub base_port: u16,
     /// `auto` (io_uring where the kernel allows it, else recvmmsg/sendmmsg), `uring` or `mmsg`.
@@ -182,6 +185,7 @@ impl Default for DataplaneConfig {
             workers: 0,
             cores: Vec::new(),
             bind: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            announce: Vec::new(),
             base_port: 40_000,
             io: "auto".into(),
             gso: true,

@@ -5,7 +5,9 @@ pub mod blobs;
 pub mod config;
 pub mod http;
 pub mod ids;
+pub mod sdp;
 pub mod server;
+pub mod signaling;
 pub mod store;
 pub mod tokens;
 

@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use crate::blobs::{BlobError, Blobs};
 use crate::config::{AuthConfig, DatabaseConfig, HttpConfig, StorageConfig};
 use crate::http::{self, AppState};
+use crate::signaling::Signaling;
 use crate::store::{self, Store, StoreError};
 use crate::tokens::{TokenError, Tokens};
 
@@ -35,6 +36,8 @@ pub struct Services {
     pub tokens: Tokens,
     /// The media workers, when this process runs them (`sluice serve`).
     pub dataplane: Option<Arc<sluice_dataplane::runtime::Runtime>>,
+    /// Addresses browsers reach the workers at (`dataplane.announce`); empty: the machine's own.
+    pub announce: Vec<std::net::IpAddr>,
 }
 
 impl Services {
@@ -49,7 +52,7 @@ impl Services {
         let store = store::open(&database.store_options(), data_dir).await?;
         blobs.wait_reachable(storage.connect_attempts, Duration::from_millis(500)).await?;
         tracing::info!(storage = blobs.target(), "object storage ready");
-        Ok(Services { store, blobs, tokens, dataplane: None })
+        Ok(Services { store, blobs, tokens, dataplane: None, announce: Vec::new() })
     }
 }
 
@@ -66,7 +69,10 @@ impl HttpServer {
         let addr = config.listen;
         let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr, source })?;
         let bound = listener.local_addr().map_err(|source| StartError::Listen { addr, source })?;
+        let signaling =
+            Arc::new(Signaling::new(Arc::clone(&services.store), services.dataplane.clone(), &services.announce));
         let state = Arc::new(AppState {
+            signaling,
             store: services.store,
             blobs: services.blobs,
             tokens: services.tokens,
@@ -79,6 +85,11 @@ impl HttpServer {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Signaling, for the dataplane's event pump.
+    pub fn signaling(&self) -> Arc<Signaling> {
+        Arc::clone(&self.state.signaling)
     }
 
     pub fn public_url(&self) -> &str {

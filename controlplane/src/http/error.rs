@@ -37,6 +37,19 @@ impl ApiError {
         ApiError { status: StatusCode::NOT_FOUND, code: "not_found", message: message.into() }
     }
 
+    pub fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError { status: StatusCode::UNAUTHORIZED, code: "unauthorized", message: message.into() }
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError { status: StatusCode::FORBIDDEN, code: "forbidden", message: message.into() }
+    }
+
+    /// The resource existed and is over (an ended meeting).
+    pub fn gone(message: impl Into<String>) -> ApiError {
+        ApiError { status: StatusCode::GONE, code: "gone", message: message.into() }
+    }
+
     pub fn unavailable(message: impl Into<String>) -> ApiError {
         ApiError { status: StatusCode::SERVICE_UNAVAILABLE, code: "unavailable", message: message.into() }
     }

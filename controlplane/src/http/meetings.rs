@@ -101,3 +101,66 @@ pub fn display_name(raw: &str) -> Result<String, ApiError> {
     }
     Ok(name.to_string())
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinMeeting {
+    /// Display name shown to the others.
+    pub name: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct JoinTicket {
+    pub meeting_id: String,
+    pub participant_token: String,
+    pub role: Role,
+    /// The WebSocket to send `join` to with this token.
+    pub signaling_url: String,
+}
+
+/// `POST /meetings/{id}/join {name}`: a participant token for an open meeting.
+pub async fn join(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<JoinMeeting>,
+) -> Result<Json<JoinTicket>, ApiError> {
+    let meeting = find(&state, &id).await?;
+    if meeting.ended_at.is_some() {
+        return Err(ApiError::gone(format!("meeting {id:?} has ended")));
+    }
+    let name = display_name(&body.name)?;
+    let participant_token = state.tokens.mint(&TokenRequest {
+        meeting_id: meeting.id.clone(),
+        user_id: ids::prefixed("u"),
+        name,
+        role: Role::Participant,
+        ttl_secs: None,
+    });
+    let signaling_url = format!("{}/signaling", state.public_url.replacen("http", "ws", 1));
+    Ok(Json(JoinTicket { meeting_id: meeting.id, participant_token, role: Role::Participant, signaling_url }))
+}
+
+/// `DELETE /meetings/{id}` with the host's token as `Authorization: Bearer`: ends the meeting for everyone.
+pub async fn end(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let meeting = find(&state, &id).await?;
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| ApiError::unauthorized("send the host token as Authorization: Bearer <token>"))?;
+    let claims = state.tokens.verify(token.trim(), &meeting.id).map_err(|e| ApiError::unauthorized(e.to_string()))?;
+    if !claims.grants.host {
+        return Err(ApiError::forbidden("only a host token can end the meeting"));
+    }
+    if !state.store.end_meeting(&meeting.id, now()).await? {
+        return Err(ApiError::gone(format!("meeting {id:?} has ended already")));
+    }
+    let left = state.store.all_participants_left(&meeting.id, now()).await?;
+    state.signaling.end_meeting(&meeting.id, "the host ended the meeting").await;
+    tracing::info!(meeting = %meeting.id, left, "meeting ended");
+    Ok(StatusCode::NO_CONTENT)
+}

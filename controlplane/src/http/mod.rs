@@ -4,6 +4,7 @@ pub mod error;
 mod health;
 pub mod json;
 pub mod meetings;
+mod web;
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -35,6 +36,7 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// The media workers, when this process runs them.
     pub dataplane: Option<Arc<sluice_dataplane::runtime::Runtime>>,
+    pub signaling: Arc<crate::signaling::Signaling>,
     /// Base URL for links, without a trailing slash.
     pub public_url: String,
 }
@@ -66,12 +68,17 @@ pub fn prometheus() -> PrometheusHandle {
 
 pub fn router(state: Arc<AppState>, config: &HttpConfig) -> Router {
     Router::new()
-        .route("/", get(index))
+        .route("/", get(web::landing))
+        .route("/m/{id}", get(web::meeting))
+        .route("/assets/{name}", get(web::asset))
+        .route("/api", get(index))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/meetings", post(meetings::create))
-        .route("/meetings/{id}", get(meetings::get))
+        .route("/meetings/{id}", get(meetings::get).delete(meetings::end))
+        .route("/meetings/{id}/join", post(meetings::join))
+        .route("/signaling", get(crate::signaling::upgrade))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(track))
@@ -88,7 +95,10 @@ async fn index() -> impl IntoResponse {
     axum::Json(json!({
         "name": "sluice",
         "version": env!("CARGO_PKG_VERSION"),
-        "api": ["POST /meetings", "GET /meetings/{id}", "GET /healthz", "GET /readyz", "GET /metrics"],
+        "api": [
+            "POST /meetings", "GET /meetings/{id}", "POST /meetings/{id}/join", "DELETE /meetings/{id}",
+            "GET /signaling (WebSocket)", "GET /openapi.json", "GET /healthz", "GET /readyz", "GET /metrics",
+        ],
     }))
 }
 

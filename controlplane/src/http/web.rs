@@ -1,0 +1,53 @@
+//! The web client, embedded in the binary: no CDN, no build step, nothing fetched from the internet.
+
+use axum::extract::Path;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+
+const INDEX: &str = include_str!("../../web/index.html");
+const MEETING: &str = include_str!("../../web/meeting.html");
+
+/// `(name, content type, body)` of every file under `/assets/`.
+const ASSETS: &[(&str, &str, &str)] = &[
+    ("sluice-client.js", "text/javascript; charset=utf-8", include_str!("../../web/sluice-client.js")),
+    ("app.js", "text/javascript; charset=utf-8", include_str!("../../web/app.js")),
+    ("landing.js", "text/javascript; charset=utf-8", include_str!("../../web/landing.js")),
+    ("style.css", "text/css; charset=utf-8", include_str!("../../web/style.css")),
+];
+
+/// Pages may use the camera, microphone and screen of this origin only; scripts and styles come from here only.
+const CSP: &str = "default-src 'self'; connect-src 'self' ws: wss:; media-src 'self' blob: mediastream:; \
+                   img-src 'self' data:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
+
+fn page(body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::CONTENT_SECURITY_POLICY, CSP),
+            (header::REFERRER_POLICY, "no-referrer"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+pub async fn landing() -> Response {
+    page(INDEX)
+}
+
+/// `/m/{meeting_id}`: the lobby and meeting view; the script reads the id from the path.
+pub async fn meeting(Path(_id): Path<String>) -> Response {
+    page(MEETING)
+}
+
+pub async fn asset(Path(name): Path<String>) -> Result<Response, ApiError> {
+    let (_, content_type, body) = ASSETS
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .ok_or_else(|| ApiError::not_found(format!("no such asset: {name}")))?;
+    Ok((StatusCode::OK, [(header::CONTENT_TYPE, *content_type), (header::CACHE_CONTROL, "no-cache")], *body)
+        .into_response())
+}

@@ -1,0 +1,220 @@
+//! Reading a browser's SDP answer: only what Sluice needs from it, checked against the offer it answers.
+//!
+//! From the session: the DTLS fingerprint and setup role, the ICE credentials. From each media section, in
+//! order: its MID, whether it is accepted (port not 0), its direction, the payload types in preference order with
+//! their encoding names, and the SSRCs it will send (the media SSRC, and its RTX SSRC from `a=ssrc-group:FID`).
+//! Anything else is ignored. Every error names the line or section at fault; nothing here panics on any input.
+
+use sluice_dataplane::core::Fingerprint;
+use sluice_dataplane::packet::codec::Codec;
+
+use super::offer::codec_named;
+
+/// Answers longer than this are refused (a meeting's worth of sections is far smaller).
+pub const ANSWER_LEN_MAX: usize = 256 * 1024;
+/// Media sections in one answer.
+pub const SECTIONS_MAX: usize = 512;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SdpError {
+    #[error("the SDP is longer than {ANSWER_LEN_MAX} bytes")]
+    TooLong,
+    #[error("the SDP has more than {SECTIONS_MAX} media sections")]
+    TooManySections,
+    #[error("the SDP does not start with v=0")]
+    NoVersion,
+    #[error("the SDP has no a=fingerprint:sha-256 line")]
+    NoFingerprint,
+    #[error("a=fingerprint {0:?} is not a SHA-256 fingerprint")]
+    BadFingerprint(String),
+    #[error("a=setup:{0} is not allowed in an answer to our actpass offer: answer with setup:active")]
+    BadSetup(String),
+    #[error("the SDP has no a=ice-ufrag and a=ice-pwd")]
+    NoIceCredentials,
+    #[error("line {line}: {reason}")]
+    BadLine { line: usize, reason: &'static str },
+    #[error("media section {index} has no a=mid")]
+    NoMid { index: usize },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    SendRecv,
+    SendOnly,
+    RecvOnly,
+    Inactive,
+}
+
+impl Direction {
+    /// Whether the answerer sends media in this section.
+    pub fn sends(self) -> bool {
+        matches!(self, Direction::SendRecv | Direction::SendOnly)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnswerSection {
+    pub mid: String,
+    /// Port 0: the browser rejected (or stopped) this section.
+    pub rejected: bool,
+    pub direction: Direction,
+    /// Payload types in the answer's order (the first is what the browser sends).
+    pub formats: Vec<u8>,
+    /// `a=rtpmap` entries: payload type and encoding name.
+    pub rtpmap: Vec<(u8, String)>,
+    /// SSRCs named by `a=ssrc` lines, in order of first appearance.
+    pub ssrcs: Vec<u32>,
+    /// `a=ssrc-group:FID <media> <rtx>` pairs.
+    pub fid: Vec<(u32, u32)>,
+}
+
+impl AnswerSection {
+    /// The codec the browser will send: the first payload type whose encoding we forward.
+    pub fn send_codec(&self) -> Option<(Codec, u8)> {
+        self.formats.iter().find_map(|pt| {
+            let (_, name) = self.rtpmap.iter().find(|(p, _)| p == pt)?;
+            codec_named(name).map(|c| (c, *pt))
+        })
+    }
+
+    /// The media SSRC the browser sends (not the RTX one of a FID group).
+    pub fn media_ssrc(&self) -> Option<u32> {
+        self.fid
+            .first()
+            .map(|(media, _)| *media)
+            .or_else(|| self.ssrcs.iter().copied().find(|s| !self.fid.iter().any(|(_, rtx)| rtx == s)))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub fingerprint: Fingerprint,
+    pub ice_ufrag: String,
+    pub ice_pwd: String,
+    pub sections: Vec<AnswerSection>,
+}
+
+impl Answer {
+    pub fn section(&self, mid: &str) -> Option<&AnswerSection> {
+        self.sections.iter().find(|s| s.mid == mid)
+    }
+}
+
+/// Parses an answer. Lines may end in CRLF or LF.
+pub fn parse_answer(sdp: &str) -> Result<Answer, SdpError> {
+    if sdp.len() > ANSWER_LEN_MAX {
+        return Err(SdpError::TooLong);
+    }
+    if !sdp.trim_start().starts_with("v=0") {
+        return Err(SdpError::NoVersion);
+    }
+    let mut fingerprint = None;
+    let mut ufrag = None;
+    let mut pwd = None;
+    let mut sections: Vec<(Option<String>, AnswerSection)> = Vec::new();
+    for (n, raw) in sdp.lines().enumerate() {
+        let line = raw.trim_end_matches('\r');
+        let bad = |reason| SdpError::BadLine { line: n + 1, reason };
+        if let Some(m) = line.strip_prefix("m=") {
+            if sections.len() == SECTIONS_MAX {
+                return Err(SdpError::TooManySections);
+            }
+            sections.push((None, media_line(m).ok_or_else(|| bad("an m= line needs media, port, proto, formats"))?));
+            continue;
+        }
+        let Some(attr) = line.strip_prefix("a=") else { continue };
+        let (key, value) = attr.split_once(':').unwrap_or((attr, ""));
+        match key {
+            "fingerprint" => {
+                let (hash, hex) = value.split_once(' ').ok_or_else(|| bad("a=fingerprint needs a hash and a value"))?;
+                if hash.eq_ignore_ascii_case("sha-256") {
+                    let parsed =
+                        Fingerprint::parse(hex.trim()).ok_or_else(|| SdpError::BadFingerprint(value.to_string()))?;
+                    fingerprint.get_or_insert(parsed);
+                }
+            }
+            "setup" if !matches!(value, "active") => return Err(SdpError::BadSetup(value.to_string())),
+            "ice-ufrag" => {
+                ufrag.get_or_insert_with(|| value.to_string());
+            }
+            "ice-pwd" => {
+                pwd.get_or_insert_with(|| value.to_string());
+            }
+            _ => {
+                if let Some((mid, section)) = sections.last_mut() {
+                    media_attribute(key, value, mid, section).map_err(bad)?;
+                }
+            }
+        }
+    }
+    let fingerprint = fingerprint.ok_or(SdpError::NoFingerprint)?;
+    let (Some(ice_ufrag), Some(ice_pwd)) = (ufrag, pwd) else { return Err(SdpError::NoIceCredentials) };
+    let sections = sections
+        .into_iter()
+        .enumerate()
+        .map(|(index, (mid, mut section))| {
+            section.mid = mid.ok_or(SdpError::NoMid { index })?;
+            Ok(section)
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Answer { fingerprint, ice_ufrag, ice_pwd, sections })
+}
+
+fn media_line(m: &str) -> Option<AnswerSection> {
+    let mut parts = m.split_ascii_whitespace();
+    let (_media, port, _proto) = (parts.next()?, parts.next()?, parts.next()?);
+    let port: u32 = port.split('/').next()?.parse().ok()?;
+    // Formats that are not numbers (an application section's "webrtc-datachannel") are skipped.
+    let formats = parts.filter_map(|f| f.parse().ok()).collect();
+    Some(AnswerSection {
+        mid: String::new(),
+        rejected: port == 0,
+        direction: Direction::SendRecv,
+        formats,
+        rtpmap: Vec::new(),
+        ssrcs: Vec::new(),
+        fid: Vec::new(),
+    })
+}
+
+fn media_attribute(
+    key: &str,
+    value: &str,
+    mid: &mut Option<String>,
+    section: &mut AnswerSection,
+) -> Result<(), &'static str> {
+    /// Bounds what one section can make us keep.
+    const PER_SECTION_MAX: usize = 32;
+    match key {
+        "mid" => *mid = Some(value.to_string()),
+        "sendrecv" => section.direction = Direction::SendRecv,
+        "sendonly" => section.direction = Direction::SendOnly,
+        "recvonly" => section.direction = Direction::RecvOnly,
+        "inactive" => section.direction = Direction::Inactive,
+        "rtpmap" if section.rtpmap.len() < PER_SECTION_MAX => {
+            let (pt, encoding) = value.split_once(' ').ok_or("a=rtpmap needs a payload type and an encoding")?;
+            let pt = pt.parse().map_err(|_| "a=rtpmap payload type is not a number")?;
+            let name = encoding.split('/').next().unwrap_or_default().to_string();
+            section.rtpmap.push((pt, name));
+        }
+        "ssrc" if section.ssrcs.len() < PER_SECTION_MAX => {
+            let ssrc = value.split(' ').next().unwrap_or_default();
+            let ssrc: u32 = ssrc.parse().map_err(|_| "a=ssrc is not a 32-bit number")?;
+            if !section.ssrcs.contains(&ssrc) {
+                section.ssrcs.push(ssrc);
+            }
+        }
+        "ssrc-group" if section.fid.len() < PER_SECTION_MAX => {
+            let mut parts = value.split(' ');
+            if parts.next() == Some("FID") {
+                let mut pair = parts.map(str::parse::<u32>);
+                match (pair.next(), pair.next()) {
+                    (Some(Ok(media)), Some(Ok(rtx))) => section.fid.push((media, rtx)),
+                    _ => return Err("a=ssrc-group:FID needs two SSRCs"),
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}

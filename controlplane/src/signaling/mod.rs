@@ -1,0 +1,185 @@
+//! Signaling: the WebSocket at `/signaling` that joins a browser to a meeting (protocol in [`protocol`] and
+//! `docs/signaling.md`), one room actor per live meeting ([`room`]), and the routing of dataplane events
+//! (connected, gone) to the room of the participant they name.
+
+pub mod protocol;
+mod room;
+mod session;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use sluice_dataplane::core::{Event, ParticipantId};
+use sluice_dataplane::runtime::Runtime;
+use tokio::sync::mpsc;
+
+pub use session::upgrade;
+
+use crate::store::{MeetingSettings, Store};
+use room::{RoomCommand, RoomContext};
+
+/// Commands queued per room; a join storm waits here rather than growing memory.
+const ROOM_QUEUE: usize = 1024;
+
+/// What a room sends a participant's session.
+#[derive(Debug)]
+pub enum Outbound {
+    Message(protocol::ServerMessage),
+    /// Close the socket with this code and reason.
+    Close(u16, String),
+}
+
+/// The live rooms by meeting id. A room removes itself when its last participant leaves.
+#[derive(Debug, Default)]
+pub struct Registry {
+    rooms: Mutex<HashMap<String, mpsc::Sender<RoomCommand>>>,
+}
+
+impl Registry {
+    fn get(&self, meeting_id: &str) -> Option<mpsc::Sender<RoomCommand>> {
+        self.rooms.lock().expect("rooms").get(meeting_id).cloned()
+    }
+
+    /// Called by a room with nothing left to do: removes it unless a command arrived meanwhile.
+    fn close_if_idle(&self, meeting_id: &str, commands: &mpsc::Receiver<RoomCommand>) -> bool {
+        let mut rooms = self.rooms.lock().expect("rooms");
+        if !commands.is_empty() {
+            return false;
+        }
+        rooms.remove(meeting_id);
+        true
+    }
+
+    pub fn live(&self) -> usize {
+        self.rooms.lock().expect("rooms").len()
+    }
+}
+
+/// Which meeting a dataplane participant belongs to.
+#[derive(Debug, Default)]
+pub struct Routes {
+    by_participant: Mutex<HashMap<(usize, ParticipantId), String>>,
+}
+
+impl Routes {
+    fn insert(&self, worker: usize, participant: ParticipantId, meeting_id: &str) {
+        self.by_participant.lock().expect("routes").insert((worker, participant), meeting_id.to_string());
+    }
+
+    fn remove(&self, worker: usize, participant: ParticipantId) {
+        self.by_participant.lock().expect("routes").remove(&(worker, participant));
+    }
+
+    fn meeting_of(&self, worker: usize, participant: ParticipantId) -> Option<String> {
+        self.by_participant.lock().expect("routes").get(&(worker, participant)).cloned()
+    }
+}
+
+/// Signaling's shared state.
+pub struct Signaling {
+    store: Arc<dyn Store>,
+    runtime: Option<Arc<Runtime>>,
+    candidates: Arc<Vec<Vec<String>>>,
+    registry: Arc<Registry>,
+    routes: Arc<Routes>,
+}
+
+impl std::fmt::Debug for Signaling {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signaling").field("rooms", &self.registry.live()).finish_non_exhaustive()
+    }
+}
+
+impl Signaling {
+    /// Without a runtime, joins are refused (`close::UNAVAILABLE`): this process runs no media workers.
+    pub fn new(store: Arc<dyn Store>, runtime: Option<Arc<Runtime>>, announce: &[IpAddr]) -> Signaling {
+        let candidates = runtime.as_ref().map(|rt| worker_candidates(rt, announce)).unwrap_or_default();
+        for (worker, lines) in candidates.iter().enumerate() {
+            tracing::info!(worker, candidates = ?lines, "ICE candidates");
+        }
+        Signaling { store, runtime, candidates: Arc::new(candidates), registry: Arc::default(), routes: Arc::default() }
+    }
+
+    pub fn live_rooms(&self) -> usize {
+        self.registry.live()
+    }
+
+    /// Hands a dataplane event to the room of the participant it names (called by the event pump thread).
+    pub fn dataplane_event(&self, worker: usize, event: Event) {
+        let participant = match event {
+            Event::Connected { participant }
+            | Event::Gone { participant }
+            | Event::DtlsFailed { participant, .. }
+            | Event::Nominated { participant, .. } => participant,
+            Event::KeyframeNeeded { .. } => return,
+        };
+        let Some(meeting) = self.routes.meeting_of(worker, participant) else { return };
+        if let Some(room) = self.registry.get(&meeting)
+            && room.try_send(RoomCommand::Dataplane { worker, event }).is_err()
+        {
+            tracing::warn!(meeting = %meeting, ?event, "room queue full; a dataplane event was dropped");
+        }
+    }
+
+    /// Ends a live meeting's room (after the store marked it ended): everyone is told and disconnected.
+    pub async fn end_meeting(&self, meeting_id: &str, reason: &str) {
+        if let Some(room) = self.registry.get(meeting_id) {
+            let _ = room.send(RoomCommand::End { reason: reason.to_string() }).await;
+        }
+    }
+
+    /// The room's command queue, starting the room if it is not live.
+    fn room(&self, meeting_id: &str, settings: &MeetingSettings, runtime: &Arc<Runtime>) -> mpsc::Sender<RoomCommand> {
+        let mut rooms = self.registry.rooms.lock().expect("rooms");
+        if let Some(room) = rooms.get(meeting_id).filter(|r| !r.is_closed()) {
+            return room.clone();
+        }
+        let (tx, rx) = mpsc::channel(ROOM_QUEUE);
+        let ctx = RoomContext {
+            meeting_id: meeting_id.to_string(),
+            settings: settings.clone(),
+            store: Arc::clone(&self.store),
+            runtime: Arc::clone(runtime),
+            candidates: Arc::clone(&self.candidates),
+            routes: Arc::clone(&self.routes),
+        };
+        tokio::spawn(room::run(ctx, rx, Arc::clone(&self.registry)));
+        rooms.insert(meeting_id.to_string(), tx.clone());
+        tx
+    }
+}
+
+/// The `a=candidate` values of each worker: its port on every address browsers may reach.
+fn worker_candidates(runtime: &Runtime, announce: &[IpAddr]) -> Vec<Vec<String>> {
+    (0..runtime.workers())
+        .map(|w| {
+            let Ok(local) = runtime.local_addr(w) else { return Vec::new() };
+            let ips = if !announce.is_empty() {
+                announce.to_vec()
+            } else if local.ip().is_unspecified() {
+                interface_addresses(local.is_ipv4())
+            } else {
+                vec![local.ip()]
+            };
+            ips.iter()
+                .enumerate()
+                .map(|(i, ip)| crate::sdp::offer::host_candidate(i as u32 + 1, SocketAddr::new(*ip, local.port())))
+                .collect()
+        })
+        .collect()
+}
+
+/// This machine's addresses of one family, loopback last (a browser elsewhere cannot use it).
+fn interface_addresses(v4: bool) -> Vec<IpAddr> {
+    let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| i.ip())
+        .filter(|ip| ip.is_ipv4() == v4 && !ip.is_multicast())
+        .filter(|ip| !matches!(ip, IpAddr::V6(v6) if v6.is_unicast_link_local()))
+        .collect();
+    ips.sort_by_key(|ip| ip.is_loopback());
+    ips.dedup();
+    ips
+}

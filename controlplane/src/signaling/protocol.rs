@@ -1,0 +1,272 @@
+//! The signaling protocol, version 1: JSON text messages over a WebSocket, each an object with a `type`.
+//! `docs/signaling.md` describes it; `docs/schemas/signaling/*.json` hold a JSON Schema for every message, and
+//! `controlplane/tests/signaling_schemas.rs` checks these types against them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::Role;
+use crate::tokens::Grants;
+
+/// The protocol version a client names in `join.v`.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The largest message either side sends (an offer for a big meeting is the largest).
+pub const MESSAGE_LEN_MAX: usize = 512 * 1024;
+
+/// WebSocket close codes the server uses (4000-4999 are the application's, RFC 6455 section 7.4.2).
+pub mod close {
+    /// A message was not understood and the session cannot go on (the first message was not `join`, or the
+    /// protocol version is not supported).
+    pub const PROTOCOL: u16 = 4000;
+    /// The token is missing, malformed, expired, not yet valid, or for another meeting.
+    pub const BAD_TOKEN: u16 = 4001;
+    /// The token is valid but does not allow this (a viewer asking to publish at join).
+    pub const FORBIDDEN: u16 = 4003;
+    /// No such meeting.
+    pub const NO_MEETING: u16 = 4004;
+    /// No `join` within the join timeout, or no pong to the server's pings: the connection looks dead.
+    pub const TIMEOUT: u16 = 4008;
+    /// The meeting has `max_participants` connected already.
+    pub const FULL: u16 = 4009;
+    /// The same user joined again from another connection.
+    pub const REPLACED: u16 = 4010;
+    /// The meeting has ended.
+    pub const ENDED: u16 = 4011;
+    /// Too many messages, too fast, or a client too slow to read what we send.
+    pub const RATE_LIMITED: u16 = 4029;
+    /// The server could not place the participant on a media worker.
+    pub const UNAVAILABLE: u16 = 4503;
+}
+
+/// A media source a participant publishes. One track per source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    Microphone,
+    Camera,
+    Screen,
+}
+
+impl Source {
+    pub fn is_audio(self) -> bool {
+        self == Source::Microphone
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Microphone => "microphone",
+            Source::Camera => "camera",
+            Source::Screen => "screen",
+        }
+    }
+}
+
+/// What a browser sends.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientMessage {
+    /// The first message: which meeting, with what token, publishing what.
+    Join {
+        v: u32,
+        meeting_id: String,
+        token: String,
+        #[serde(default)]
+        publish: Vec<Source>,
+    },
+    /// The answer to the offer with this revision.
+    Answer { revision: u64, sdp: String },
+    /// A trickled ICE candidate of the browser (`null`: end of candidates).
+    Candidate {
+        candidate: Option<String>,
+        #[serde(default)]
+        sdp_mid: Option<String>,
+    },
+    /// Start publishing a source: the server answers with an offer that has a section for it.
+    Publish { source: Source },
+    /// Stop publishing a source.
+    Unpublish { source: Source },
+    /// Mark a published source muted or not (the media keeps flowing; others show the state).
+    Mute { source: Source, muted: bool },
+    /// The host ends the meeting for everyone.
+    EndMeeting {},
+    /// Leave now (the socket closing does the same).
+    Leave {},
+    /// Keep-alive; answered with `pong` carrying the same nonce.
+    Ping {
+        #[serde(default)]
+        nonce: Option<u64>,
+    },
+}
+
+/// What the server sends.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    Welcome {
+        v: u32,
+        meeting_id: String,
+        participant_id: String,
+        name: String,
+        role: Role,
+        grants: Grants,
+        /// Everyone else in the meeting, with what they publish.
+        participants: Vec<ParticipantInfo>,
+    },
+    Offer {
+        revision: u64,
+        sdp: String,
+        /// What each media section of the SDP carries, by MID.
+        sections: Vec<SectionInfo>,
+    },
+    /// One of the server's ICE candidates (`null`: no more).
+    Candidate {
+        candidate: Option<String>,
+        sdp_mid: String,
+    },
+    ParticipantJoined {
+        participant: ParticipantInfo,
+    },
+    ParticipantLeft {
+        participant_id: String,
+        reason: LeaveReason,
+    },
+    TrackAdded {
+        participant_id: String,
+        track: TrackInfo,
+    },
+    TrackRemoved {
+        participant_id: String,
+        track_id: String,
+    },
+    TrackMuted {
+        participant_id: String,
+        track_id: String,
+        muted: bool,
+    },
+    /// Media connectivity of this participant: `connected` once DTLS-SRTP is up.
+    Connection {
+        state: ConnectionState,
+    },
+    MeetingEnded {
+        reason: String,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+    Pong {
+        nonce: Option<u64>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParticipantInfo {
+    pub participant_id: String,
+    pub name: String,
+    pub role: Role,
+    pub tracks: Vec<TrackInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrackInfo {
+    pub track_id: String,
+    pub source: Source,
+    pub kind: TrackKind,
+    pub muted: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackKind {
+    Audio,
+    Video,
+}
+
+/// One media section of an offer, from the browser's side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SectionInfo {
+    pub mid: String,
+    pub role: SectionUse,
+    /// `publish`: the source to send here. `subscribe`: the source of the track received here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub participant_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub track_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SectionUse {
+    /// The browser sends `source` here: set the transceiver to `sendonly` with that track before answering.
+    Publish,
+    /// The browser receives another participant's track here.
+    Subscribe,
+    /// No longer used (port 0).
+    Closed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionState {
+    Connected,
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaveReason {
+    /// Sent `leave` or closed the socket.
+    Left,
+    /// Media consent expired or the signaling connection went silent.
+    ConnectionLost,
+    /// Joined again from another connection.
+    Replaced,
+    /// The host ended the meeting.
+    MeetingEnded,
+}
+
+/// Non-fatal errors: the message was refused, the session goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Not JSON, an unknown `type`, a missing or unknown field, a wrong value.
+    BadMessage,
+    /// The SDP answer could not be used (the message says why).
+    BadSdp,
+    /// An answer to an offer that is not the outstanding one.
+    StaleAnswer,
+    /// The token's grants do not allow this.
+    Forbidden,
+    /// Already publishing that source, or not publishing it.
+    BadState,
+    /// A limit was reached (tracks, sections).
+    Limit,
+    /// The media server failed to do it; retrying may work.
+    Internal,
+}
+
+/// Parses one client message, with an error text that names what was wrong.
+pub fn parse_client_message(text: &str) -> Result<ClientMessage, String> {
+    if text.len() > MESSAGE_LEN_MAX {
+        return Err(format!("the message is longer than {MESSAGE_LEN_MAX} bytes"));
+    }
+    serde_json::from_str(text).map_err(|e| {
+        // serde's text already names the field or variant ("unknown variant `x`, expected one of ...").
+        let mut text = e.to_string();
+        if text.contains("missing field `type`") {
+            text = "every message needs a \"type\"".to_string();
+        }
+        text
+    })
+}
+
+impl ServerMessage {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("server messages always serialize")
+    }
+
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> ServerMessage {
+        ServerMessage::Error { code, message: message.into() }
+    }
+}

@@ -1,0 +1,709 @@
+//! One meeting's live state, owned by one task (an actor): who is connected, on which worker, what each
+//! publishes, which media sections each browser has, and where each negotiation stands.
+//!
+//! Negotiation is server-driven: only the server makes offers, at most one outstanding per participant. A change
+//! while an offer is outstanding (someone joins, starts a screenshare) sets `renegotiate`, and the next offer goes
+//! out when the answer arrives. The browser never offers, so offers cannot collide (no glare); a browser that
+//! wants to publish asks with `publish`, and gets an offer.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use sluice_dataplane::core::{
+    Event, ExtensionIds, IceCredentials, MediaKind, ParticipantId, RtxSpec, SubscriptionSpec, TrackId, TrackSpec,
+};
+use sluice_dataplane::packet::codec::Codec;
+use sluice_dataplane::runtime::{Runtime, RuntimeError};
+use tokio::sync::{mpsc, oneshot};
+
+use super::Outbound;
+use super::protocol::{
+    ClientMessage, ConnectionState, ErrorCode, LeaveReason, ParticipantInfo, SectionInfo, SectionUse, ServerMessage,
+    Source, TrackInfo, TrackKind, close,
+};
+use crate::ids;
+use crate::sdp::{self, Downlink, OfferParams, Section, SectionRole};
+use crate::store::{MeetingSettings, Participant, Role, Store};
+use crate::tokens::{Claims, Grants};
+
+/// Media sections one participant's connection may have (each costs SDP size and a transceiver in the browser).
+pub const SECTIONS_MAX: usize = 300;
+
+/// What a room needs from outside.
+#[derive(Clone)]
+pub(crate) struct RoomContext {
+    pub meeting_id: String,
+    pub settings: MeetingSettings,
+    pub store: Arc<dyn Store>,
+    pub runtime: Arc<Runtime>,
+    /// `a=candidate` values for each worker (its port on every announced address).
+    pub candidates: Arc<Vec<Vec<String>>>,
+    /// Where dataplane events find their room.
+    pub routes: Arc<super::Routes>,
+}
+
+pub(crate) enum RoomCommand {
+    Join {
+        request: JoinRequest,
+        reply: oneshot::Sender<Result<String, (u16, String)>>,
+    },
+    Message {
+        participant: String,
+        message: ClientMessage,
+    },
+    Leave {
+        participant: String,
+        reason: LeaveReason,
+    },
+    Dataplane {
+        worker: usize,
+        event: Event,
+    },
+    /// The meeting was ended through the HTTP API.
+    End {
+        reason: String,
+    },
+}
+
+pub(crate) struct JoinRequest {
+    pub claims: Claims,
+    pub publish: Vec<Source>,
+    pub out: mpsc::Sender<Outbound>,
+}
+
+struct Published {
+    track_id: String,
+    source: Source,
+    codec: Codec,
+    spec: TrackSpec,
+    /// The track on the publisher's worker.
+    core: TrackId,
+    muted: bool,
+}
+
+struct SectionState {
+    section: Section,
+    info: SectionInfo,
+    /// Uplink: the source sent here. Downlink: the track (publisher, track id) received here.
+    binding: Binding,
+}
+
+enum Binding {
+    Uplink { source: Source, published: bool },
+    Downlink { publisher: String, track_id: String, subscribed: bool },
+    Closed,
+}
+
+struct Member {
+    id: String,
+    connection_id: String,
+    user_id: String,
+    name: String,
+    role: Role,
+    grants: Grants,
+    out: mpsc::Sender<Outbound>,
+    worker: usize,
+    core: ParticipantId,
+    ice: IceCredentials,
+    session_id: u64,
+    revision: u64,
+    awaiting: Option<u64>,
+    /// Sections in the outstanding offer (sections are only appended; later ones wait for the next offer).
+    offered: usize,
+    renegotiate: bool,
+    next_mid: u32,
+    /// Set by the first answer; later answers must keep it.
+    fingerprint: Option<sluice_dataplane::core::Fingerprint>,
+    sections: Vec<SectionState>,
+    published: Vec<Published>,
+}
+
+impl Member {
+    fn info(&self) -> ParticipantInfo {
+        ParticipantInfo {
+            participant_id: self.id.clone(),
+            name: self.name.clone(),
+            role: self.role,
+            tracks: self.published.iter().map(Published::info).collect(),
+        }
+    }
+
+    fn send(&self, message: ServerMessage) {
+        // A client too slow to read its messages is closed by its session, which sees the channel full.
+        if self.out.try_send(Outbound::Message(message)).is_err() {
+            let _ = self.out.try_send(Outbound::Close(close::RATE_LIMITED, "too slow reading messages".into()));
+        }
+    }
+
+    fn add_section(&mut self, kind: MediaKind, role: SectionRole, info: SectionInfo, binding: Binding) -> bool {
+        if self.sections.len() >= SECTIONS_MAX {
+            return false;
+        }
+        let mid = self.next_mid.to_string();
+        self.next_mid += 1;
+        self.sections.push(SectionState {
+            section: Section { mid: mid.clone(), kind, role },
+            info: SectionInfo { mid, ..info },
+            binding,
+        });
+        true
+    }
+}
+
+impl Published {
+    fn info(&self) -> TrackInfo {
+        TrackInfo {
+            track_id: self.track_id.clone(),
+            source: self.source,
+            kind: if self.source.is_audio() { TrackKind::Audio } else { TrackKind::Video },
+            muted: self.muted,
+        }
+    }
+}
+
+pub(crate) struct Room {
+    ctx: RoomContext,
+    members: Vec<Member>,
+}
+
+/// Runs a meeting's room until its last participant leaves (or the meeting ends).
+pub(crate) async fn run(ctx: RoomContext, mut commands: mpsc::Receiver<RoomCommand>, registry: Arc<super::Registry>) {
+    let meeting_id = ctx.meeting_id.clone();
+    let mut room = Room { ctx, members: Vec::new() };
+    loop {
+        let Some(command) = commands.recv().await else { break };
+        room.handle(command).await;
+        if room.members.is_empty() && registry.close_if_idle(&meeting_id, &commands) {
+            break;
+        }
+    }
+    tracing::debug!(meeting = %meeting_id, "room closed");
+}
+
+impl Room {
+    async fn handle(&mut self, command: RoomCommand) {
+        match command {
+            RoomCommand::Join { request, reply } => {
+                let result = self.join(request).await;
+                let _ = reply.send(result);
+            }
+            RoomCommand::Message { participant, message } => self.message(&participant, message).await,
+            RoomCommand::Leave { participant, reason } => self.leave(&participant, reason).await,
+            RoomCommand::Dataplane { worker, event } => self.dataplane_event(worker, event).await,
+            RoomCommand::End { reason } => self.end_for_everyone(&reason).await,
+        }
+    }
+
+    fn member(&mut self, id: &str) -> Option<&mut Member> {
+        self.members.iter_mut().find(|m| m.id == id)
+    }
+
+    async fn join(&mut self, request: JoinRequest) -> Result<String, (u16, String)> {
+        let JoinRequest { claims, publish, out } = request;
+        if publish.iter().any(|_| !claims.grants.publish) {
+            return Err((close::FORBIDDEN, "this token does not grant publishing".into()));
+        }
+        if let Some(previous) = self.members.iter().find(|m| m.user_id == claims.sub).map(|m| m.id.clone()) {
+            if let Some(m) = self.member(&previous) {
+                let _ = m.out.try_send(Outbound::Close(close::REPLACED, "joined again from another connection".into()));
+            }
+            self.leave(&previous, LeaveReason::Replaced).await;
+        }
+        let limit = self.ctx.settings.max_participants as usize;
+        if self.members.len() >= limit {
+            return Err((close::FULL, format!("the meeting has its maximum of {limit} participants")));
+        }
+        let runtime = &self.ctx.runtime;
+        let worker = runtime.least_loaded_worker().ok_or((close::UNAVAILABLE, "no media worker is running".into()))?;
+        let ice = IceCredentials { ufrag: ids::random_token(8), pwd: ids::random_token(24) };
+        let core = media(runtime, {
+            let ice = ice.clone();
+            move |rt| rt.add_participant(worker, ice)
+        })
+        .await
+        .map_err(|e| (close::UNAVAILABLE, format!("cannot place the participant on a media worker: {e}")))?;
+        let member = Member {
+            id: ids::prefixed("p"),
+            connection_id: ids::prefixed("c"),
+            user_id: claims.sub.clone(),
+            name: claims.name.clone(),
+            role: claims.role,
+            grants: claims.grants,
+            out,
+            worker,
+            core,
+            ice,
+            session_id: rand::random::<u32>().into(),
+            revision: 0,
+            awaiting: None,
+            offered: 0,
+            renegotiate: false,
+            next_mid: 0,
+            fingerprint: None,
+            sections: Vec::new(),
+            published: Vec::new(),
+        };
+        let row = Participant {
+            meeting_id: self.ctx.meeting_id.clone(),
+            connection_id: member.connection_id.clone(),
+            user_id: member.user_id.clone(),
+            name: member.name.clone(),
+            role: member.role,
+            joined_at: crate::store::now(),
+            left_at: None,
+        };
+        if let Err(e) = self.ctx.store.add_participant(&row).await {
+            let _ = media(runtime, move |rt| rt.remove_participant(worker, core)).await;
+            tracing::error!(error = %e, "cannot record a participant");
+            return Err((close::UNAVAILABLE, "the server cannot record the participant now".into()));
+        }
+        self.ctx.routes.insert(worker, core, &self.ctx.meeting_id);
+        let id = member.id.clone();
+        member.send(ServerMessage::Welcome {
+            v: super::protocol::PROTOCOL_VERSION,
+            meeting_id: self.ctx.meeting_id.clone(),
+            participant_id: id.clone(),
+            name: member.name.clone(),
+            role: member.role,
+            grants: member.grants,
+            participants: self.members.iter().map(Member::info).collect(),
+        });
+        for other in &self.members {
+            other.send(ServerMessage::ParticipantJoined { participant: member.info() });
+        }
+        self.members.push(member);
+        metrics::counter!("sluice_participants_joined_total").increment(1);
+        metrics::gauge!("sluice_participants_connected").increment(1.0);
+        tracing::info!(meeting = %self.ctx.meeting_id, participant = %id, worker, "participant joined");
+        for source in publish {
+            self.open_uplink(&id, source);
+        }
+        let existing: Vec<(String, TrackInfo)> = self
+            .members
+            .iter()
+            .filter(|m| m.id != id)
+            .flat_map(|m| m.published.iter().map(|p| (m.id.clone(), p.info())))
+            .collect();
+        for (publisher, track) in existing {
+            self.open_downlink(&id, &publisher, &track.track_id);
+        }
+        self.negotiate(&id);
+        Ok(id)
+    }
+
+    /// Adds an uplink section for `source`; false if the participant publishes it already or has too many.
+    fn open_uplink(&mut self, id: &str, source: Source) -> bool {
+        let Some(m) = self.member(id) else { return false };
+        let open = m.sections.iter().any(|s| matches!(s.binding, Binding::Uplink { source: s2, .. } if s2 == source));
+        if open {
+            return false;
+        }
+        let kind = if source.is_audio() { MediaKind::Audio } else { MediaKind::Video };
+        let info = SectionInfo {
+            mid: String::new(),
+            role: SectionUse::Publish,
+            source: Some(source),
+            participant_id: None,
+            track_id: None,
+        };
+        m.add_section(kind, SectionRole::Uplink, info, Binding::Uplink { source, published: false })
+    }
+
+    /// Adds a downlink section to `subscriber` for a track of `publisher`; subscribed in the dataplane once the
+    /// subscriber's browser accepted it.
+    fn open_downlink(&mut self, subscriber: &str, publisher: &str, track_id: &str) {
+        let Some(p) = self.members.iter().find(|m| m.id == publisher) else { return };
+        let Some(track) = p.published.iter().find(|t| t.track_id == track_id) else { return };
+        let (codec, source, kind) = (track.codec, track.source, track.spec.kind);
+        let Some(s) = self.member(subscriber) else { return };
+        if !s.grants.subscribe {
+            return;
+        }
+        let rtx_ssrc = (kind == MediaKind::Video).then(rand::random::<u32>);
+        let downlink = Downlink {
+            codec,
+            ssrc: rand::random(),
+            rtx_ssrc,
+            stream_id: publisher.to_string(),
+            track_id: track_id.to_string(),
+        };
+        let info = SectionInfo {
+            mid: String::new(),
+            role: SectionUse::Subscribe,
+            source: Some(source),
+            participant_id: Some(publisher.to_string()),
+            track_id: Some(track_id.to_string()),
+        };
+        let binding =
+            Binding::Downlink { publisher: publisher.to_string(), track_id: track_id.to_string(), subscribed: false };
+        if !s.add_section(kind, SectionRole::Downlink(downlink), info, binding) {
+            s.send(ServerMessage::error(ErrorCode::Limit, format!("more than {SECTIONS_MAX} media sections")));
+        }
+    }
+
+    /// Sends the next offer to `id`, or marks that one is due once the outstanding one is answered.
+    fn negotiate(&mut self, id: &str) {
+        let extensions = ExtensionIds::default();
+        let fingerprint = self.ctx.runtime.fingerprint();
+        let candidates = Arc::clone(&self.ctx.candidates);
+        let Some(m) = self.member(id) else { return };
+        if m.awaiting.is_some() {
+            m.renegotiate = true;
+            return;
+        }
+        if m.sections.is_empty() {
+            return;
+        }
+        m.revision += 1;
+        m.renegotiate = false;
+        m.awaiting = Some(m.revision);
+        m.offered = m.sections.len();
+        let sections: Vec<Section> = m.sections.iter().map(|s| s.section.clone()).collect();
+        let sdp = sdp::write_offer(&OfferParams {
+            session_id: m.session_id,
+            version: m.revision,
+            ice_ufrag: &m.ice.ufrag,
+            ice_pwd: &m.ice.pwd,
+            fingerprint,
+            extensions,
+            candidates: &[],
+            sections: &sections,
+        });
+        m.send(ServerMessage::Offer {
+            revision: m.revision,
+            sdp,
+            sections: m.sections.iter().map(|s| s.info.clone()).collect(),
+        });
+        if m.revision == 1 {
+            // Trickle: the server's candidates follow the first offer (ICE-lite knows them all up front).
+            let mid = sections.iter().find(|s| s.role != SectionRole::Rejected).map(|s| s.mid.clone());
+            let mid = mid.unwrap_or_default();
+            for candidate in candidates.get(m.worker).into_iter().flatten() {
+                m.send(ServerMessage::Candidate { candidate: Some(candidate.clone()), sdp_mid: mid.clone() });
+            }
+            m.send(ServerMessage::Candidate { candidate: None, sdp_mid: mid });
+        }
+    }
+
+    async fn message(&mut self, id: &str, message: ClientMessage) {
+        match message {
+            ClientMessage::Answer { revision, sdp } => self.answer(id, revision, &sdp).await,
+            ClientMessage::Publish { source } => self.publish(id, source),
+            ClientMessage::Unpublish { source } => self.unpublish(id, source).await,
+            ClientMessage::Mute { source, muted } => self.mute(id, source, muted),
+            ClientMessage::EndMeeting {} => self.end_meeting(id).await,
+            ClientMessage::Leave {} => self.leave(id, LeaveReason::Left).await,
+            // ICE-lite learns the browser's addresses from its checks; trickled candidates need no action.
+            ClientMessage::Candidate { .. } | ClientMessage::Ping { .. } | ClientMessage::Join { .. } => {}
+        }
+    }
+
+    fn publish(&mut self, id: &str, source: Source) {
+        let Some(m) = self.member(id) else { return };
+        if !m.grants.publish {
+            return m.send(ServerMessage::error(ErrorCode::Forbidden, "this token does not grant publishing"));
+        }
+        if source == Source::Screen && !self.ctx.settings.allow_screenshare {
+            let m = self.member(id).expect("found above");
+            return m.send(ServerMessage::error(ErrorCode::Forbidden, "screen sharing is off in this meeting"));
+        }
+        if !self.open_uplink(id, source) {
+            let m = self.member(id).expect("found above");
+            return m.send(ServerMessage::error(
+                ErrorCode::BadState,
+                format!("already publishing {} (or too many sections)", source.as_str()),
+            ));
+        }
+        self.negotiate(id);
+    }
+
+    async fn answer(&mut self, id: &str, revision: u64, text: &str) {
+        let runtime = Arc::clone(&self.ctx.runtime);
+        let Some(m) = self.member(id) else { return };
+        if m.awaiting != Some(revision) {
+            let expected = m.awaiting.map_or("none".to_string(), |r| r.to_string());
+            return m.send(ServerMessage::error(
+                ErrorCode::StaleAnswer,
+                format!("answer to revision {revision}, but the outstanding offer is {expected}"),
+            ));
+        }
+        let answer = match sdp::parse_answer(text) {
+            Ok(answer) => answer,
+            Err(e) => return m.send(ServerMessage::error(ErrorCode::BadSdp, e.to_string())),
+        };
+        if let Some(missing) = m.sections[..m.offered].iter().find(|s| answer.section(&s.section.mid).is_none()) {
+            let mid = missing.section.mid.clone();
+            return m
+                .send(ServerMessage::error(ErrorCode::BadSdp, format!("the answer has no section with mid {mid}")));
+        }
+        match m.fingerprint {
+            None => {
+                let (worker, core, fingerprint) = (m.worker, m.core, answer.fingerprint);
+                if let Err(e) = media(&runtime, move |rt| rt.expect_dtls(worker, core, fingerprint)).await {
+                    let m = self.member(id).expect("found above");
+                    return m.send(ServerMessage::error(ErrorCode::Internal, format!("cannot set up DTLS: {e}")));
+                }
+                self.member(id).expect("found above").fingerprint = Some(fingerprint);
+            }
+            Some(known) if known != answer.fingerprint => {
+                return m.send(ServerMessage::error(
+                    ErrorCode::BadSdp,
+                    "the answer's DTLS fingerprint differs from the first answer's: start a new connection",
+                ));
+            }
+            Some(_) => {}
+        }
+        self.member(id).expect("found above").awaiting = None;
+        self.apply_uplinks(id, &answer).await;
+        self.apply_downlinks(id, &answer).await;
+        if self.member(id).is_some_and(|m| m.renegotiate) {
+            self.negotiate(id);
+        }
+    }
+
+    /// Uplink sections the browser now sends on become tracks; everyone else gets a section for them.
+    async fn apply_uplinks(&mut self, id: &str, answer: &sdp::Answer) {
+        let runtime = Arc::clone(&self.ctx.runtime);
+        let Some(m) = self.member(id) else { return };
+        let mut new_tracks = Vec::new();
+        for (index, s) in m.sections[..m.offered].iter().enumerate() {
+            let Binding::Uplink { source, published: false } = s.binding else { continue };
+            let Some(a) = answer.section(&s.section.mid).filter(|a| !a.rejected && a.direction.sends()) else {
+                continue;
+            };
+            let (Some(ssrc), Some((codec, _))) = (a.media_ssrc(), a.send_codec()) else {
+                m.send(ServerMessage::error(
+                    ErrorCode::BadSdp,
+                    format!("section {} sends but names no SSRC or no codec we forward", s.section.mid),
+                ));
+                continue;
+            };
+            new_tracks.push((index, source, TrackSpec::single(ssrc, s.section.kind).with_codec(codec), codec));
+        }
+        let (worker, core) = (m.worker, m.core);
+        let mut added = Vec::new();
+        for (index, source, spec, codec) in new_tracks {
+            match media(&runtime, move |rt| rt.add_track(worker, core, spec)).await {
+                Ok(track) => {
+                    let m = self.member(id).expect("found above");
+                    let track_id = ids::prefixed("t");
+                    m.sections[index].binding = Binding::Uplink { source, published: true };
+                    m.sections[index].info.track_id = Some(track_id.clone());
+                    let published =
+                        Published { track_id: track_id.clone(), source, codec, spec, core: track, muted: false };
+                    added.push(published.info());
+                    m.published.push(published);
+                }
+                Err(e) => {
+                    let m = self.member(id).expect("found above");
+                    m.send(ServerMessage::error(
+                        ErrorCode::Internal,
+                        format!("cannot publish {}: {e}", source.as_str()),
+                    ));
+                }
+            }
+        }
+        for track in added {
+            let others: Vec<String> = self.members.iter().filter(|o| o.id != id).map(|o| o.id.clone()).collect();
+            for other in others {
+                self.member(&other)
+                    .expect("listed above")
+                    .send(ServerMessage::TrackAdded { participant_id: id.to_string(), track: track.clone() });
+                self.open_downlink(&other, id, &track.track_id);
+                self.negotiate(&other);
+            }
+        }
+    }
+
+    /// Downlink sections the browser accepted start receiving their track.
+    async fn apply_downlinks(&mut self, id: &str, answer: &sdp::Answer) {
+        let runtime = Arc::clone(&self.ctx.runtime);
+        let Some(m) = self.member(id) else { return };
+        let (worker, core) = (m.worker, m.core);
+        let mut todo = Vec::new();
+        for (index, s) in m.sections[..m.offered].iter().enumerate() {
+            let (Binding::Downlink { publisher, track_id, subscribed: false }, SectionRole::Downlink(d)) =
+                (&s.binding, &s.section.role)
+            else {
+                continue;
+            };
+            if answer.section(&s.section.mid).is_some_and(|a| !a.rejected) {
+                todo.push((index, publisher.clone(), track_id.clone(), d.clone()));
+            }
+        }
+        for (index, publisher, track_id, d) in todo {
+            let Some(origin) = self.members.iter().find(|p| p.id == publisher) else { continue };
+            let Some(track) = origin.published.iter().find(|t| t.track_id == track_id) else { continue };
+            let (origin_worker, origin_track, spec) = (origin.worker, track.core, track.spec);
+            let sub = SubscriptionSpec {
+                ssrc: d.ssrc,
+                payload_type: None,
+                rtx: d.rtx_ssrc.and_then(|ssrc| {
+                    sdp::offer::rtx_payload_type(d.codec).map(|payload_type| RtxSpec { ssrc, payload_type })
+                }),
+            };
+            let result = media(&runtime, move |rt| {
+                let local = rt.track_on(origin_worker, origin_track, spec, worker)?;
+                rt.subscribe(worker, core, local, sub)
+            })
+            .await;
+            let m = self.member(id).expect("found above");
+            match result {
+                Ok(_) => {
+                    if let Binding::Downlink { subscribed, .. } = &mut m.sections[index].binding {
+                        *subscribed = true;
+                    }
+                }
+                Err(e) => m.send(ServerMessage::error(ErrorCode::Internal, format!("cannot receive {track_id}: {e}"))),
+            }
+        }
+    }
+
+    async fn unpublish(&mut self, id: &str, source: Source) {
+        let Some(m) = self.member(id) else { return };
+        let Some(index) = m.published.iter().position(|p| p.source == source) else {
+            return m.send(ServerMessage::error(ErrorCode::BadState, format!("not publishing {}", source.as_str())));
+        };
+        let track = m.published.remove(index);
+        let (worker, core_track) = (m.worker, track.core);
+        for s in &mut m.sections {
+            if matches!(s.binding, Binding::Uplink { source: s2, .. } if s2 == source) {
+                close_section(s);
+            }
+        }
+        if let Err(e) = media(&self.ctx.runtime, move |rt| rt.remove_track(worker, core_track)).await {
+            tracing::warn!(error = %e, "removing a track from the dataplane failed");
+        }
+        self.track_gone(id, &track.track_id);
+        self.negotiate(id);
+    }
+
+    /// Tells everyone a track is gone and closes their sections for it.
+    fn track_gone(&mut self, publisher: &str, track_id: &str) {
+        let mut changed = Vec::new();
+        for other in self.members.iter_mut().filter(|o| o.id != publisher) {
+            other.send(ServerMessage::TrackRemoved {
+                participant_id: publisher.to_string(),
+                track_id: track_id.to_string(),
+            });
+            let mut any = false;
+            for s in &mut other.sections {
+                if matches!(&s.binding, Binding::Downlink { track_id: t, .. } if t == track_id) {
+                    close_section(s);
+                    any = true;
+                }
+            }
+            if any {
+                changed.push(other.id.clone());
+            }
+        }
+        for other in changed {
+            self.negotiate(&other);
+        }
+    }
+
+    fn mute(&mut self, id: &str, source: Source, muted: bool) {
+        let Some(m) = self.member(id) else { return };
+        let Some(track) = m.published.iter_mut().find(|p| p.source == source) else {
+            return m.send(ServerMessage::error(ErrorCode::BadState, format!("not publishing {}", source.as_str())));
+        };
+        track.muted = muted;
+        let track_id = track.track_id.clone();
+        for other in self.members.iter().filter(|o| o.id != id) {
+            other.send(ServerMessage::TrackMuted { participant_id: id.to_string(), track_id: track_id.clone(), muted });
+        }
+    }
+
+    async fn end_meeting(&mut self, id: &str) {
+        let Some(m) = self.member(id) else { return };
+        if !m.grants.host {
+            return m.send(ServerMessage::error(ErrorCode::Forbidden, "only a host can end the meeting"));
+        }
+        if let Err(e) = self.ctx.store.end_meeting(&self.ctx.meeting_id, crate::store::now()).await {
+            let m = self.member(id).expect("found above");
+            return m.send(ServerMessage::error(ErrorCode::Internal, format!("cannot end the meeting: {e}")));
+        }
+        self.end_for_everyone("the host ended the meeting").await;
+    }
+
+    /// Everyone is told and removed; used by `end_meeting` and by `DELETE /meetings/{id}`.
+    pub async fn end_for_everyone(&mut self, reason: &str) {
+        for m in &self.members {
+            m.send(ServerMessage::MeetingEnded { reason: reason.to_string() });
+            let _ = m.out.try_send(Outbound::Close(close::ENDED, reason.to_string()));
+        }
+        let ids: Vec<String> = self.members.iter().map(|m| m.id.clone()).collect();
+        for id in ids {
+            self.leave(&id, LeaveReason::MeetingEnded).await;
+        }
+    }
+
+    async fn leave(&mut self, id: &str, reason: LeaveReason) {
+        let Some(index) = self.members.iter().position(|m| m.id == id) else { return };
+        let m = self.members.remove(index);
+        let (worker, core) = (m.worker, m.core);
+        let tracks: Vec<TrackId> = m.published.iter().map(|p| p.core).collect();
+        let removed = media(&self.ctx.runtime, move |rt| {
+            for track in tracks {
+                rt.remove_track(worker, track)?;
+            }
+            rt.remove_participant(worker, core)
+        })
+        .await;
+        if let Err(e) = removed {
+            tracing::warn!(error = %e, participant = %m.id, "removing a participant from the dataplane failed");
+        }
+        self.ctx.routes.remove(worker, core);
+        if let Err(e) = self.ctx.store.participant_left(&self.ctx.meeting_id, &m.connection_id, Utc::now()).await {
+            tracing::error!(error = %e, participant = %m.id, "cannot record that a participant left");
+        }
+        for other in &self.members {
+            other.send(ServerMessage::ParticipantLeft { participant_id: m.id.clone(), reason });
+        }
+        for track in &m.published {
+            self.track_gone(&m.id, &track.track_id);
+        }
+        let _ = m.out.try_send(Outbound::Close(1000, "left".into()));
+        metrics::gauge!("sluice_participants_connected").decrement(1.0);
+        tracing::info!(meeting = %self.ctx.meeting_id, participant = %m.id, ?reason, "participant left");
+    }
+
+    async fn dataplane_event(&mut self, worker: usize, event: Event) {
+        let participant = match event {
+            Event::Connected { participant }
+            | Event::Gone { participant }
+            | Event::DtlsFailed { participant, .. }
+            | Event::Nominated { participant, .. } => participant,
+            Event::KeyframeNeeded { .. } => return,
+        };
+        let Some(m) = self.members.iter().find(|m| m.worker == worker && m.core == participant) else { return };
+        let id = m.id.clone();
+        match event {
+            Event::Connected { .. } => m.send(ServerMessage::Connection { state: ConnectionState::Connected }),
+            Event::DtlsFailed { reason, .. } => {
+                m.send(ServerMessage::Connection { state: ConnectionState::Failed });
+                tracing::warn!(participant = %id, ?reason, "DTLS failed");
+            }
+            Event::Gone { .. } => self.leave(&id, LeaveReason::ConnectionLost).await,
+            _ => {}
+        }
+    }
+}
+
+fn close_section(s: &mut SectionState) {
+    s.section.role = SectionRole::Rejected;
+    s.info.role = SectionUse::Closed;
+    s.binding = Binding::Closed;
+}
+
+/// Runs a (briefly blocking) dataplane call off the async threads.
+async fn media<T: Send + 'static>(
+    runtime: &Arc<Runtime>,
+    call: impl FnOnce(&Runtime) -> Result<T, RuntimeError> + Send + 'static,
+) -> Result<T, String> {
+    let runtime = Arc::clone(runtime);
+    match tokio::task::spawn_blocking(move || call(&runtime)).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(e) => Err(format!("the dataplane call failed: {e}")),
+    }
+}

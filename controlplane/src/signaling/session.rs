@@ -1,0 +1,199 @@
+//! One browser's WebSocket: the `join` handshake (token, meeting, version), then messages both ways until the
+//! socket closes, with size, rate and liveness limits.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use tokio::sync::{mpsc, oneshot};
+
+use super::Outbound;
+use super::protocol::{
+    ClientMessage, ErrorCode, LeaveReason, MESSAGE_LEN_MAX, PROTOCOL_VERSION, ServerMessage, close,
+    parse_client_message,
+};
+use super::room::{JoinRequest, RoomCommand};
+use crate::http::AppState;
+
+/// The first message must arrive within this.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The server pings this often; a browser answers pings by itself.
+const PING_INTERVAL: Duration = Duration::from_secs(5);
+/// Nothing at all from the browser for this long (no message, no pong) closes the session.
+const SILENCE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Messages queued for a browser; a browser this far behind is closed.
+const OUTBOUND_QUEUE: usize = 256;
+/// Token bucket for incoming messages: a burst of this many, refilled at `RATE_PER_SEC`.
+const RATE_BURST: f64 = 50.0;
+const RATE_PER_SEC: f64 = 20.0;
+
+pub async fn upgrade(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> Response {
+    ws.max_message_size(MESSAGE_LEN_MAX).max_frame_size(MESSAGE_LEN_MAX).on_upgrade(move |socket| run(socket, state))
+}
+
+async fn run(mut socket: WebSocket, state: Arc<AppState>) {
+    metrics::counter!("sluice_signaling_sessions_total").increment(1);
+    let (participant, room, mut outbound) = match join(&mut socket, &state).await {
+        Ok(joined) => joined,
+        Err((code, reason)) => {
+            metrics::counter!("sluice_signaling_refused_total", "code" => code.to_string()).increment(1);
+            tracing::info!(code, %reason, "signaling session refused");
+            return close_with(&mut socket, code, &reason).await;
+        }
+    };
+    let reason = serve(&mut socket, &participant, &room, &mut outbound).await;
+    let _ = room.send(RoomCommand::Leave { participant, reason }).await;
+}
+
+type Joined = (String, mpsc::Sender<RoomCommand>, mpsc::Receiver<Outbound>);
+
+/// Reads `join`, checks it, and places the participant in the meeting's room.
+async fn join(socket: &mut WebSocket, state: &AppState) -> Result<Joined, (u16, String)> {
+    let text = match tokio::time::timeout(JOIN_TIMEOUT, next_text(socket)).await {
+        Ok(Some(text)) => text,
+        Ok(None) => return Err((1000, "closed before joining".into())),
+        Err(_) => return Err((close::TIMEOUT, format!("no join message within {} s", JOIN_TIMEOUT.as_secs()))),
+    };
+    let message = parse_client_message(&text).map_err(|e| (close::PROTOCOL, e))?;
+    let ClientMessage::Join { v, meeting_id, token, publish } = message else {
+        return Err((close::PROTOCOL, "the first message must be join".into()));
+    };
+    if v != PROTOCOL_VERSION {
+        return Err((
+            close::PROTOCOL,
+            format!("protocol version {v} is not supported; this server speaks {PROTOCOL_VERSION}"),
+        ));
+    }
+    let claims = state.tokens.verify(&token, &meeting_id).map_err(|e| (close::BAD_TOKEN, e.to_string()))?;
+    let meeting = match state.store.meeting(&meeting_id).await {
+        Ok(Some(meeting)) => meeting,
+        Ok(None) => return Err((close::NO_MEETING, format!("meeting {meeting_id:?} does not exist"))),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read a meeting");
+            return Err((close::UNAVAILABLE, "the server cannot read the meeting now".into()));
+        }
+    };
+    if meeting.ended_at.is_some() {
+        return Err((close::ENDED, "the meeting has ended".into()));
+    }
+    let signaling = &state.signaling;
+    let Some(runtime) = signaling.runtime.as_ref() else {
+        return Err((close::UNAVAILABLE, "this server runs no media workers".into()));
+    };
+    let (out, outbound) = mpsc::channel(OUTBOUND_QUEUE);
+    let mut request = JoinRequest { claims, publish, out };
+    // A room that is closing as we arrive refuses the command; the second try starts a new one.
+    for _ in 0..2 {
+        let room = signaling.room(&meeting_id, &meeting.settings, runtime);
+        let (reply, answer) = oneshot::channel();
+        match room.send(RoomCommand::Join { request, reply }).await {
+            Ok(()) => {
+                let participant = answer.await.map_err(|_| (close::UNAVAILABLE, "the room stopped".to_string()))??;
+                return Ok((participant, room, outbound));
+            }
+            Err(mpsc::error::SendError(RoomCommand::Join { request: back, .. })) => request = back,
+            Err(_) => unreachable!("we sent a Join"),
+        }
+    }
+    Err((close::UNAVAILABLE, "the meeting's room is restarting; try again".into()))
+}
+
+/// Relays messages both ways until the socket closes; returns why the participant is leaving.
+async fn serve(
+    socket: &mut WebSocket,
+    participant: &str,
+    room: &mpsc::Sender<RoomCommand>,
+    outbound: &mut mpsc::Receiver<Outbound>,
+) -> LeaveReason {
+    let mut ping = tokio::time::interval(PING_INTERVAL);
+    let mut last_heard = Instant::now();
+    let mut bucket = RATE_BURST;
+    let mut refilled = Instant::now();
+    loop {
+        tokio::select! {
+            incoming = socket.recv() => {
+                let text = match incoming {
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Binary(_))) => {
+                        send(socket, &ServerMessage::error(ErrorCode::BadMessage, "messages are JSON text, not binary")).await;
+                        continue;
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
+                        last_heard = Instant::now();
+                        continue;
+                    }
+                    Some(Ok(Message::Close(_))) | None => return LeaveReason::Left,
+                    Some(Err(_)) => return LeaveReason::ConnectionLost,
+                };
+                last_heard = Instant::now();
+                bucket = (bucket + refilled.elapsed().as_secs_f64() * RATE_PER_SEC).min(RATE_BURST);
+                refilled = Instant::now();
+                bucket -= 1.0;
+                if bucket < 0.0 {
+                    let reason = format!("more than {RATE_PER_SEC} messages a second");
+                    close_with(socket, close::RATE_LIMITED, &reason).await;
+                    return LeaveReason::ConnectionLost;
+                }
+                match parse_client_message(text.as_str()) {
+                    Ok(ClientMessage::Ping { nonce }) => send(socket, &ServerMessage::Pong { nonce }).await,
+                    Ok(ClientMessage::Join { .. }) => {
+                        send(socket, &ServerMessage::error(ErrorCode::BadState, "already joined")).await;
+                    }
+                    Ok(ClientMessage::Leave {}) => {
+                        close_with(socket, 1000, "left").await;
+                        return LeaveReason::Left;
+                    }
+                    Ok(message) => {
+                        let command = RoomCommand::Message { participant: participant.to_string(), message };
+                        if room.send(command).await.is_err() {
+                            return LeaveReason::ConnectionLost;
+                        }
+                    }
+                    Err(e) => send(socket, &ServerMessage::error(ErrorCode::BadMessage, e)).await,
+                }
+            }
+            out = outbound.recv() => match out {
+                Some(Outbound::Message(message)) => send(socket, &message).await,
+                Some(Outbound::Close(code, reason)) => {
+                    close_with(socket, code, &reason).await;
+                    return LeaveReason::Left;
+                }
+                None => return LeaveReason::Left,
+            },
+            _ = ping.tick() => {
+                if last_heard.elapsed() > SILENCE_TIMEOUT {
+                    close_with(socket, close::TIMEOUT, "no answer to pings").await;
+                    return LeaveReason::ConnectionLost;
+                }
+                let _ = socket.send(Message::Ping(Vec::new().into())).await;
+            }
+        }
+    }
+}
+
+async fn next_text(socket: &mut WebSocket) -> Option<String> {
+    loop {
+        match socket.recv().await? {
+            Ok(Message::Text(text)) => return Some(text.to_string()),
+            Ok(Message::Binary(_)) => return Some(String::from("(binary)")),
+            Ok(Message::Close(_)) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+}
+
+async fn send(socket: &mut WebSocket, message: &ServerMessage) {
+    let _ = socket.send(Message::Text(message.to_json().into())).await;
+}
+
+async fn close_with(socket: &mut WebSocket, code: u16, reason: &str) {
+    // A close reason is at most 123 bytes (RFC 6455 section 5.5).
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let frame = CloseFrame { code, reason: reason[..end].into() };
+    let _ = socket.send(Message::Close(Some(frame))).await;
+}

@@ -1,0 +1,320 @@
+// The meeting page: lobby (name, device choice, preview), then the meeting view (grid, spotlight for a shared
+// screen, controls, people, connection quality). All signaling and WebRTC is in sluice-client.js.
+import { SluiceClient } from '/assets/sluice-client.js';
+
+const $ = (id) => document.getElementById(id);
+const meetingId = decodeURIComponent(location.pathname.split('/m/')[1] || '').split('/')[0];
+const params = new URLSearchParams(location.search);
+const tokenKey = `sluice.token.${meetingId}`;
+
+/** State the tests read through window.sluiceApp. */
+const app = { client: null, joinStartedAt: null, firstFrameMs: {}, participants: new Map(), selfId: null, errors: [] };
+window.sluiceApp = app;
+
+let localStream = null;
+const tiles = new Map(); // `${participantId}:${source}` -> tile element
+const audios = new Map(); // track id -> <audio>
+
+main().catch((e) => lobbyProblem(String(e.message || e)));
+
+async function main() {
+  const response = await fetch(`/meetings/${encodeURIComponent(meetingId)}`);
+  const meeting = await response.json();
+  if (!response.ok) return lobbyProblem(meeting.error?.message || 'This meeting does not exist.', true);
+  if (meeting.ended_at) return ended('This meeting has ended.');
+  const title = meeting.settings?.title || `Meeting ${meeting.id}`;
+  document.title = `${title} · Sluice`;
+  $('title').textContent = title;
+  $('lobby-title').textContent = `Join ${title}`;
+  const name = params.get('name');
+  if (name) {
+    // A deep link goes straight in, asking for devices as usual.
+    localStream = await getMedia({});
+    return enter(name.trim());
+  }
+  await lobby();
+}
+
+async function getMedia({ cameraId, micId }) {
+  const video = { width: { ideal: 640 }, height: { ideal: 360 }, ...(cameraId ? { deviceId: { exact: cameraId } } : {}) };
+  const audio = micId ? { deviceId: { exact: micId } } : true;
+  try {
+    return await navigator.mediaDevices.getUserMedia({ audio, video });
+  } catch {
+    // No camera, or refused: join with what is allowed.
+    try { return await navigator.mediaDevices.getUserMedia({ audio }); } catch { return new MediaStream(); }
+  }
+}
+
+async function lobby() {
+  $('lobby').hidden = false;
+  const form = $('join');
+  form.elements.name.value = localStorage.getItem('sluice.name') || '';
+  localStream = await getMedia({});
+  $('preview').srcObject = localStream;
+  await fillDevices();
+  const reselect = async () => {
+    localStream.getTracks().forEach((t) => t.stop());
+    localStream = await getMedia({ cameraId: $('camera-select').value, micId: $('mic-select').value });
+    $('preview').srcObject = localStream;
+  };
+  $('camera-select').onchange = reselect;
+  $('mic-select').onchange = reselect;
+  form.onsubmit = (e) => {
+    e.preventDefault();
+    const name = form.elements.name.value.trim();
+    localStorage.setItem('sluice.name', name);
+    enter(name);
+  };
+}
+
+async function fillDevices() {
+  const devices = await navigator.mediaDevices.enumerateDevices();
+  for (const [kind, select] of [['videoinput', $('camera-select')], ['audioinput', $('mic-select')]]) {
+    select.replaceChildren(...devices.filter((d) => d.kind === kind).map((d, i) => new Option(d.label || `${kind} ${i + 1}`, d.deviceId)));
+  }
+}
+
+async function token(name) {
+  const kept = sessionStorage.getItem(tokenKey);
+  if (kept) return kept;
+  const response = await fetch(`/meetings/${encodeURIComponent(meetingId)}/join`, {
+    method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name }),
+  });
+  const reply = await response.json();
+  if (!response.ok) throw new Error(reply.error?.message || `the server said ${response.status}`);
+  sessionStorage.setItem(tokenKey, reply.participant_token);
+  return reply.participant_token;
+}
+
+async function enter(name) {
+  $('lobby').hidden = true;
+  $('meeting').hidden = false;
+  app.joinStartedAt = performance.now();
+  const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+  const client = new SluiceClient({ signalingUrl: `${scheme}://${location.host}/signaling`, meetingId, token: await token(name) });
+  app.client = client;
+  wire(client);
+  const microphone = localStream.getAudioTracks()[0] || null;
+  const camera = localStream.getVideoTracks()[0] || null;
+  try {
+    await client.join({ microphone, camera });
+  } catch (e) {
+    if (e.code === 4001) sessionStorage.removeItem(tokenKey);
+    return ended(`Could not join: ${e.message}`);
+  }
+  controls(client);
+  setInterval(() => showQuality(client), 2000);
+  window.addEventListener('pagehide', () => client.leave());
+}
+
+function wire(client) {
+  client.addEventListener('welcome', (e) => {
+    const m = e.detail;
+    app.selfId = m.participant_id;
+    for (const key of [...tiles.keys()]) removeTile(key);
+    audios.forEach((a) => a.remove());
+    audios.clear();
+    app.participants = new Map();
+    addParticipant({ participant_id: m.participant_id, name: `${m.name} (you)`, tracks: [] }, true);
+    m.participants.forEach((p) => addParticipant(p));
+    $('end').hidden = !m.grants.host;
+    notice(null);
+  });
+  client.addEventListener('participant-joined', (e) => addParticipant(e.detail));
+  client.addEventListener('participant-left', (e) => {
+    for (const key of [...tiles.keys()]) if (key.startsWith(`${e.detail.participant_id}:`)) removeTile(key);
+    app.participants.delete(e.detail.participant_id);
+    renderPeople();
+  });
+  client.addEventListener('track', (e) => attachTrack(e.detail));
+  client.addEventListener('track-added', (e) => {
+    app.participants.get(e.detail.participant_id)?.tracks.push(e.detail.track);
+    updateLabel(e.detail.participant_id);
+  });
+  client.addEventListener('track-removed', (e) => {
+    const audio = audios.get(e.detail.track_id);
+    if (audio) { audio.remove(); audios.delete(e.detail.track_id); }
+    const p = app.participants.get(e.detail.participant_id);
+    if (p) p.tracks = p.tracks.filter((t) => t.track_id !== e.detail.track_id);
+    const key = [...tiles.keys()].find((k) => tiles.get(k).dataset.trackId === e.detail.track_id);
+    if (key && key.endsWith(':screen')) removeTile(key);
+  });
+  client.addEventListener('track-muted', (e) => {
+    const p = app.participants.get(e.detail.participant_id);
+    const track = p?.tracks.find((t) => t.track_id === e.detail.track_id);
+    if (track) track.muted = e.detail.muted;
+    updateLabel(e.detail.participant_id);
+  });
+  client.addEventListener('reconnecting', () => notice('Connection lost. Reconnecting…'));
+  client.addEventListener('reconnected', () => notice(null));
+  client.addEventListener('meeting-ended', (e) => ended(e.detail.reason));
+  client.addEventListener('closed', (e) => { if (e.detail.code !== 1000) ended(e.detail.reason || 'Disconnected.'); });
+  client.addEventListener('error', (e) => {
+    app.errors.push(`${e.detail.code}: ${e.detail.message}`);
+    console.warn('sluice:', e.detail.code, e.detail.message);
+  });
+}
+
+function addParticipant(p, self = false) {
+  app.participants.set(p.participant_id, { ...p, tracks: [...(p.tracks || [])] });
+  const tile = ensureTile(p.participant_id, 'camera');
+  if (self) {
+    tile.classList.add('self');
+    tile.querySelector('video').srcObject = localStream;
+    tile.querySelector('video').muted = true;
+  }
+  updateLabel(p.participant_id);
+  renderPeople();
+}
+
+function ensureTile(participantId, source) {
+  const key = `${participantId}:${source}`;
+  let tile = tiles.get(key);
+  if (tile) return tile;
+  tile = document.createElement('div');
+  tile.className = `tile ${source}`;
+  tile.dataset.participant = participantId;
+  tile.dataset.source = source;
+  const video = document.createElement('video');
+  video.autoplay = true;
+  video.playsInline = true;
+  video.muted = true; // audio plays through its own element
+  const label = document.createElement('div');
+  label.className = 'label';
+  tile.append(video, label);
+  tiles.set(key, tile);
+  (source === 'screen' ? $('spotlight') : $('grid')).append(tile);
+  layout();
+  return tile;
+}
+
+function removeTile(key) {
+  tiles.get(key)?.remove();
+  tiles.delete(key);
+  layout();
+}
+
+function layout() {
+  $('stage').classList.toggle('spotlit', $('spotlight').childElementCount > 0);
+}
+
+function attachTrack({ participantId, source, trackId, track }) {
+  if (track.kind === 'audio') {
+    const audio = document.createElement('audio');
+    audio.autoplay = true;
+    audio.srcObject = new MediaStream([track]);
+    audio.dataset.participant = participantId;
+    document.body.append(audio);
+    audios.set(trackId, audio);
+    return;
+  }
+  const tile = ensureTile(participantId, source);
+  tile.dataset.trackId = trackId;
+  const video = tile.querySelector('video');
+  video.srcObject = new MediaStream([track]);
+  if (video.requestVideoFrameCallback) {
+    video.requestVideoFrameCallback(() => {
+      app.firstFrameMs[trackId] = Math.round(performance.now() - app.joinStartedAt);
+    });
+  }
+  updateLabel(participantId);
+}
+
+function updateLabel(participantId) {
+  const p = app.participants.get(participantId);
+  if (!p) return;
+  const micMuted = p.tracks.some((t) => t.source === 'microphone' && t.muted);
+  const camOff = p.tracks.some((t) => t.source === 'camera' && t.muted);
+  for (const [key, tile] of tiles) {
+    if (!key.startsWith(`${participantId}:`)) continue;
+    const label = tile.querySelector('.label');
+    label.textContent = tile.dataset.source === 'screen' ? `${p.name}'s screen` : p.name;
+    if (micMuted && tile.dataset.source === 'camera') {
+      const badge = document.createElement('span');
+      badge.className = 'muted';
+      badge.textContent = 'muted';
+      label.append(badge);
+    }
+    tile.dataset.initial = (p.name || '?').slice(0, 1).toUpperCase();
+    if (tile.dataset.source === 'camera') tile.classList.toggle('camera-off', camOff);
+  }
+}
+
+function renderPeople() {
+  const list = $('people-list');
+  list.replaceChildren(...[...app.participants.values()].map((p) => {
+    const li = document.createElement('li');
+    li.textContent = p.name;
+    li.dataset.participant = p.participant_id;
+    return li;
+  }));
+  $('people-count').textContent = String(app.participants.size);
+}
+
+function controls(client) {
+  const toggle = (button, pressed, text) => { button.setAttribute('aria-pressed', String(pressed)); button.textContent = text; };
+  $('mic').onclick = () => {
+    const muted = !client.muted.microphone;
+    client.setMuted('microphone', muted);
+    toggle($('mic'), muted, muted ? 'Unmute' : 'Mute');
+  };
+  $('cam').onclick = () => {
+    const off = !client.muted.camera;
+    client.setMuted('camera', off);
+    toggle($('cam'), off, off ? 'Start video' : 'Stop video');
+    tiles.get(`${app.selfId}:camera`)?.classList.toggle('camera-off', off);
+  };
+  $('share').onclick = async () => {
+    if (client.local.screen) {
+      client.stopScreenshare();
+      removeTile(`${app.selfId}:screen`);
+      return toggle($('share'), false, 'Share screen');
+    }
+    let stream;
+    try {
+      stream = await navigator.mediaDevices.getDisplayMedia({ video: true });
+    } catch {
+      return;
+    }
+    const track = stream.getVideoTracks()[0];
+    client.startScreenshare(track);
+    const tile = ensureTile(app.selfId, 'screen');
+    tile.querySelector('video').srcObject = stream;
+    tile.querySelector('.label').textContent = 'Your screen';
+    toggle($('share'), true, 'Stop sharing');
+    track.addEventListener('ended', () => { removeTile(`${app.selfId}:screen`); toggle($('share'), false, 'Share screen'); });
+  };
+  $('people-toggle').onclick = () => { $('people').hidden = !$('people').hidden; };
+  $('leave').onclick = () => { client.leave(); ended('You left the meeting.'); };
+  $('end').onclick = () => client.endMeeting();
+  $('copy-link').onclick = () => navigator.clipboard?.writeText(`${location.origin}/m/${meetingId}`);
+}
+
+async function showQuality(client) {
+  const q = await client.quality();
+  const el = $('quality');
+  el.className = `quality ${q.level}`;
+  el.textContent = q.level === 'down' ? 'connecting' : `${q.level}${q.rttMs !== null ? ` · ${Math.round(q.rttMs)} ms` : ''}`;
+}
+
+function notice(text) {
+  $('notice').hidden = !text;
+  $('notice').textContent = text || '';
+}
+
+function ended(reason) {
+  localStream?.getTracks().forEach((t) => t.stop());
+  $('lobby').hidden = true;
+  $('meeting').hidden = true;
+  $('ended').hidden = false;
+  $('ended-reason').textContent = reason;
+}
+
+function lobbyProblem(text, fatal = false) {
+  $('lobby').hidden = false;
+  const p = document.querySelector('#lobby .problem');
+  p.textContent = text;
+  p.hidden = false;
+  if (fatal) $('join').hidden = true;
+}

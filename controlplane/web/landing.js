@@ -1,0 +1,25 @@
+// The landing page: create a meeting (keeping its host token for this tab) or open one by link or id.
+const problem = document.getElementById('problem');
+const show = (text) => { problem.textContent = text; problem.hidden = false; };
+
+document.getElementById('create').addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const form = new FormData(e.target);
+  const name = form.get('name').trim();
+  const title = form.get('title').trim();
+  const body = { host_name: name, settings: title ? { title } : {} };
+  const response = await fetch('/meetings', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const reply = await response.json();
+  if (!response.ok) return show(reply.error?.message || `the server said ${response.status}`);
+  const id = reply.meeting.id;
+  sessionStorage.setItem(`sluice.token.${id}`, reply.host_token);
+  location.href = `/m/${id}?name=${encodeURIComponent(name)}`;
+});
+
+document.getElementById('open').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const raw = new FormData(e.target).get('meeting').trim();
+  const id = raw.includes('/m/') ? raw.split('/m/')[1].split(/[?#]/)[0] : raw;
+  if (!/^[A-Za-z0-9_-]{3,64}$/.test(id)) return show('That is not a meeting link or id.');
+  location.href = `/m/${id}`;
+});

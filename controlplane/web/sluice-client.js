@@ -1,0 +1,336 @@
+// sluice-client.js: Sluice's signaling and WebRTC logic as a small ES module, with no UI and no dependencies.
+// Protocol: docs/signaling.md. Usage:
+//
+//   import { SluiceClient } from '/assets/sluice-client.js';
+//   const client = new SluiceClient({ signalingUrl, meetingId, token });
+//   client.addEventListener('track', (e) => attach(e.detail.participantId, e.detail.source, e.detail.track));
+//   await client.join({ microphone: micTrack, camera: camTrack });
+//
+// Events (CustomEvent, payload in `detail`): welcome, participant-joined, participant-left, track, track-added,
+// track-removed,
+// track-muted, connection, reconnecting, reconnected, meeting-ended, error, closed.
+
+export const PROTOCOL_VERSION = 1;
+
+/** Close codes after which reconnecting cannot help (docs/signaling.md, "Close codes"). */
+const FINAL_CLOSE_CODES = new Set([1000, 4000, 4001, 4003, 4004, 4009, 4010, 4011]);
+const RECONNECT_DELAYS_MS = [500, 1000, 2000, 4000, 8000];
+const PING_INTERVAL_MS = 5000;
+
+export class SluiceClient extends EventTarget {
+  /**
+   * @param {{signalingUrl: string, meetingId: string, token: string, iceServers?: RTCIceServer[]}} options
+   */
+  constructor({ signalingUrl, meetingId, token, iceServers = [] }) {
+    super();
+    this.signalingUrl = signalingUrl;
+    this.meetingId = meetingId;
+    this.token = token;
+    this.iceServers = iceServers;
+    /** @type {Record<string, MediaStreamTrack|null>} local tracks by source */
+    this.local = { microphone: null, camera: null, screen: null };
+    this.muted = { microphone: false, camera: false, screen: false };
+    this.participantId = null;
+    this.participants = new Map(); // participant_id -> {participant_id, name, role, tracks}
+    this.sections = new Map(); // mid -> section info from the last offer
+    this.pc = null;
+    this.ws = null;
+    this.left = false;
+    this.attempt = 0;
+    this.queue = Promise.resolve();
+    this.pinger = null;
+  }
+
+  /** Joins with the given local tracks (any may be null). Resolves on `welcome`, rejects if refused. */
+  join({ microphone = null, camera = null } = {}) {
+    this.local.microphone = microphone;
+    this.local.camera = camera;
+    return this.#connect();
+  }
+
+  /** Publishes a screen track (from getDisplayMedia). */
+  startScreenshare(track) {
+    this.local.screen = track;
+    track.addEventListener('ended', () => this.stopScreenshare());
+    this.#send({ type: 'publish', source: 'screen' });
+  }
+
+  stopScreenshare() {
+    const track = this.local.screen;
+    if (!track) return;
+    this.local.screen = null;
+    track.stop();
+    this.#send({ type: 'unpublish', source: 'screen' });
+  }
+
+  /** Mutes or unmutes a source: the track sends silence or black, and the others are told. */
+  setMuted(source, muted) {
+    this.muted[source] = muted;
+    const track = this.local[source];
+    if (track) track.enabled = !muted;
+    this.#send({ type: 'mute', source, muted });
+  }
+
+  /** Swaps the device behind a source without renegotiating. */
+  async replaceTrack(source, track) {
+    const old = this.local[source];
+    this.local[source] = track;
+    track.enabled = !this.muted[source];
+    const transceiver = this.#transceiverFor(source);
+    if (transceiver) await transceiver.sender.replaceTrack(track);
+    if (old && old !== track) old.stop();
+  }
+
+  /** The host ends the meeting for everyone. */
+  endMeeting() {
+    this.#send({ type: 'end_meeting' });
+  }
+
+  leave() {
+    this.left = true;
+    this.#send({ type: 'leave' });
+    this.#teardown();
+    this.#emit('closed', { code: 1000, reason: 'left' });
+  }
+
+  /**
+   * A summary of the connection for a quality indicator: round-trip time, receive loss, and a level.
+   * @returns {Promise<{rttMs: number|null, lossPercent: number, level: 'good'|'fair'|'poor'|'down'}>}
+   */
+  async quality() {
+    if (!this.pc || this.pc.connectionState !== 'connected') {
+      return { rttMs: null, lossPercent: 0, level: 'down' };
+    }
+    const stats = await this.pc.getStats();
+    let rtt = null;
+    let lost = 0;
+    let received = 0;
+    stats.forEach((s) => {
+      if (s.type === 'candidate-pair' && s.nominated && s.currentRoundTripTime !== undefined) {
+        rtt = s.currentRoundTripTime * 1000;
+      }
+      if (s.type === 'inbound-rtp') {
+        lost += s.packetsLost || 0;
+        received += s.packetsReceived || 0;
+      }
+    });
+    const lossPercent = received + lost > 0 ? (100 * lost) / (received + lost) : 0;
+    const level = lossPercent > 10 || (rtt ?? 0) > 500 ? 'poor' : lossPercent > 2 || (rtt ?? 0) > 200 ? 'fair' : 'good';
+    return { rttMs: rtt, lossPercent, level };
+  }
+
+  // --- connection ------------------------------------------------------------------------------------------
+
+  #connect() {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(this.signalingUrl);
+      this.ws = ws;
+      let welcomed = false;
+      ws.onopen = () => {
+        const publish = Object.entries(this.local)
+          .filter(([source, track]) => track && source !== 'screen')
+          .map(([source]) => source);
+        if (this.local.screen) publish.push('screen');
+        ws.send(JSON.stringify({ type: 'join', v: PROTOCOL_VERSION, meeting_id: this.meetingId, token: this.token, publish }));
+      };
+      ws.onmessage = (e) => {
+        let message;
+        try {
+          message = JSON.parse(e.data);
+        } catch {
+          return;
+        }
+        if (message.type === 'welcome') {
+          welcomed = true;
+          this.attempt = 0;
+          resolve(message);
+        }
+        this.#onMessage(message);
+      };
+      ws.onclose = (e) => {
+        if (this.ws !== ws) return;
+        clearInterval(this.pinger);
+        if (!welcomed) reject(Object.assign(new Error(e.reason || `signaling closed (${e.code})`), { code: e.code }));
+        this.#onClose(e.code, e.reason, welcomed);
+      };
+    });
+  }
+
+  #onClose(code, reason, welcomed) {
+    if (this.left) return;
+    if (FINAL_CLOSE_CODES.has(code) || !welcomed) {
+      this.#teardown();
+      this.#emit('closed', { code, reason });
+      return;
+    }
+    this.#reconnect();
+  }
+
+  /** A network blip: a new socket and peer connection with the same token and tracks. */
+  async #reconnect() {
+    this.#closePeer();
+    while (!this.left && this.attempt < RECONNECT_DELAYS_MS.length) {
+      this.#emit('reconnecting', { attempt: this.attempt + 1 });
+      await new Promise((r) => setTimeout(r, RECONNECT_DELAYS_MS[this.attempt]));
+      this.attempt += 1;
+      try {
+        await this.#connect();
+        this.#emit('reconnected', {});
+        return;
+      } catch (e) {
+        if (FINAL_CLOSE_CODES.has(e.code)) break;
+      }
+    }
+    this.#teardown();
+    this.#emit('closed', { code: 4008, reason: 'could not reconnect' });
+  }
+
+  #teardown() {
+    clearInterval(this.pinger);
+    this.#closePeer();
+    if (this.ws && this.ws.readyState <= 1) this.ws.close(1000);
+    this.ws = null;
+  }
+
+  #closePeer() {
+    if (this.pc) {
+      this.pc.onconnectionstatechange = null;
+      this.pc.close();
+    }
+    this.pc = null;
+    this.sections.clear();
+  }
+
+  #send(message) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(message));
+  }
+
+  #emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  // --- messages --------------------------------------------------------------------------------------------
+
+  #onMessage(m) {
+    switch (m.type) {
+      case 'welcome':
+        this.participantId = m.participant_id;
+        this.participants = new Map(m.participants.map((p) => [p.participant_id, p]));
+        this.#newPeer();
+        this.pinger = setInterval(() => this.#send({ type: 'ping' }), PING_INTERVAL_MS);
+        this.#emit('welcome', m);
+        for (const [source, muted] of Object.entries(this.muted)) {
+          if (muted && this.local[source]) this.#send({ type: 'mute', source, muted });
+        }
+        break;
+      case 'offer':
+        this.#serially(() => this.#onOffer(m));
+        break;
+      case 'candidate':
+        this.#serially(() => this.pc?.addIceCandidate(m.candidate ? { candidate: m.candidate, sdpMid: m.sdp_mid } : null));
+        break;
+      case 'participant_joined':
+        this.participants.set(m.participant.participant_id, m.participant);
+        this.#emit('participant-joined', m.participant);
+        break;
+      case 'participant_left':
+        this.participants.delete(m.participant_id);
+        this.#emit('participant-left', m);
+        break;
+      case 'track_added': {
+        const p = this.participants.get(m.participant_id);
+        if (p) p.tracks.push(m.track);
+        this.#emit('track-added', m);
+        break;
+      }
+      case 'track_removed': {
+        const p = this.participants.get(m.participant_id);
+        if (p) p.tracks = p.tracks.filter((t) => t.track_id !== m.track_id);
+        this.#emit('track-removed', m);
+        break;
+      }
+      case 'track_muted': {
+        const track = this.participants.get(m.participant_id)?.tracks.find((t) => t.track_id === m.track_id);
+        if (track) track.muted = m.muted;
+        this.#emit('track-muted', m);
+        break;
+      }
+      case 'connection':
+        this.#emit('connection', m);
+        break;
+      case 'meeting_ended':
+        this.left = true;
+        this.#emit('meeting-ended', m);
+        break;
+      case 'error':
+        this.#emit('error', m);
+        break;
+      default:
+        break;
+    }
+  }
+
+  #serially(step) {
+    this.queue = this.queue.then(step).catch((e) => this.#emit('error', { code: 'client', message: String(e) }));
+  }
+
+  #newPeer() {
+    this.#closePeer();
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+    this.pc = pc;
+    pc.onicecandidate = (e) => {
+      this.#send({ type: 'candidate', candidate: e.candidate ? e.candidate.candidate : null, sdp_mid: e.candidate?.sdpMid ?? null });
+    };
+    pc.ontrack = (e) => {
+      const info = this.sections.get(e.transceiver.mid);
+      if (!info || info.role !== 'subscribe') return;
+      this.#emit('track', {
+        participantId: info.participant_id,
+        source: info.source,
+        trackId: info.track_id,
+        track: e.track,
+        mid: e.transceiver.mid,
+      });
+    };
+    pc.onconnectionstatechange = () => {
+      if (pc.connectionState === 'failed' && !this.left) {
+        // The media path is gone though signaling is up: start over on a new connection.
+        this.ws?.close(4000 + 8);
+      }
+    };
+  }
+
+  async #onOffer(m) {
+    const pc = this.pc;
+    if (!pc) return;
+    for (const s of m.sections) this.sections.set(s.mid, s);
+    await pc.setRemoteDescription({ type: 'offer', sdp: m.sdp });
+    for (const t of pc.getTransceivers()) {
+      const info = this.sections.get(t.mid);
+      if (!info || t.stopped || t.currentDirection === 'stopped') continue;
+      if (info.role === 'publish') {
+        const track = this.local[info.source];
+        if (track) {
+          t.direction = 'sendonly';
+          await t.sender.replaceTrack(track);
+        } else {
+          t.direction = 'inactive';
+        }
+      } else if (info.role === 'subscribe') {
+        t.direction = 'recvonly';
+      }
+    }
+    const answer = await pc.createAnswer();
+    await pc.setLocalDescription(answer);
+    this.#send({ type: 'answer', revision: m.revision, sdp: pc.localDescription.sdp });
+  }
+
+  #transceiverFor(source) {
+    if (!this.pc) return null;
+    for (const t of this.pc.getTransceivers()) {
+      const info = this.sections.get(t.mid);
+      if (info && info.role === 'publish' && info.source === source) return t;
+    }
+    return null;
+  }
+}

@@ -1,0 +1,427 @@
+//! Real meetings in real headless Chromium: the server (`sluice serve`), chromedriver and every browser run in a
+//! fresh network namespace that holds only loopback (`../shared/testing/real-clients.md`), so nothing leaves
+//! the machine. Each test re-runs itself inside its own namespace; browsers are driven through chromedriver's
+//! WebDriver HTTP API and report what they decoded from `RTCPeerConnection.getStats()`.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sluice");
+const INSIDE: &str = "SLUICE_E2E_INSIDE";
+/// Every wait in these tests is bounded by this.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Runs `test` inside a fresh network namespace: outside, re-executes this test binary there and checks it
+/// passed; inside, runs the body.
+fn in_fresh_netns(test: &str, body: impl AsyncFnOnce()) {
+    if std::env::var_os(INSIDE).is_some() {
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+        return rt.block_on(body());
+    }
+    let ns = format!(
+        "sluice-e2e-{}-{}",
+        std::process::id(),
+        test.len() * 131 + test.bytes().map(usize::from).sum::<usize>()
+    );
+    let status = Command::new("ip").args(["netns", "add", &ns]).status().expect("run `ip` (package iproute2)");
+    assert!(status.success(), "`ip netns add` failed: browser tests need root and iproute2");
+    let _cleanup = NetnsGuard(ns.clone());
+    assert!(
+        Command::new("ip").args(["netns", "exec", &ns, "ip", "link", "set", "lo", "up"]).status().unwrap().success()
+    );
+    let exe = std::env::current_exe().unwrap();
+    let status = Command::new("ip")
+        .args(["netns", "exec", &ns])
+        .arg(exe)
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(INSIDE, "1")
+        .status()
+        .unwrap();
+    assert!(status.success(), "{test} failed inside its network namespace (output above)");
+}
+
+struct NetnsGuard(String);
+
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+/// A child process killed when dropped.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `sluice serve` with embedded defaults in a temp directory; returns it and its base URL.
+fn start_server(data_dir: &Path) -> (Process, String) {
+    let mut cmd = Command::new(BIN);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("SLUICE_") || key == "DATABASE_URL" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.arg("--data-dir")
+        .arg(data_dir)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", std::env::var("SLUICE_E2E_LOG").unwrap_or_else(|_| "warn".into()))
+        .env("SLUICE_DATAPLANE__BASE_PORT", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = cmd.spawn().expect("spawn sluice");
+    let stdout = child.stdout.take().unwrap();
+    let line = BufReader::new(stdout).lines().next().expect("sluice printed its ready line").unwrap();
+    let addr = line.rsplit("HTTP API on ").next().unwrap().trim_end_matches(')').to_string();
+    (Process(child), format!("http://{addr}"))
+}
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// chromedriver on a free port, ready for sessions.
+async fn start_chromedriver() -> (Process, String) {
+    let port = free_tcp_port();
+    let child = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run chromedriver (package chromium-driver)");
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + WAIT;
+    while reqwest::get(format!("{url}/status")).await.is_err() {
+        assert!(Instant::now() < deadline, "chromedriver did not answer within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (Process(child), url)
+}
+
+/// One headless Chromium, driven over WebDriver.
+struct Browser {
+    http: reqwest::Client,
+    session: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn launch(driver: &str) -> Browser {
+        let profile = tempfile::tempdir().unwrap();
+        let args = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            &format!("--user-data-dir={}", profile.path().display()),
+            "--use-fake-device-for-media-stream",
+            "--use-fake-ui-for-media-stream",
+            "--allow-loopback-in-peer-connection",
+            "--disable-features=WebRtcHideLocalIpsWithMdns",
+            "--autoplay-policy=no-user-gesture-required",
+            "--auto-select-desktop-capture-source=Entire screen",
+            "--window-size=1280,800",
+        ];
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args},
+        }}});
+        let http = reqwest::Client::new();
+        let reply: Value =
+            http.post(format!("{driver}/session")).json(&caps).send().await.unwrap().json().await.unwrap();
+        let id = reply["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no WebDriver session: {reply}"));
+        Browser { http, session: format!("{driver}/session/{id}"), _profile: profile }
+    }
+
+    async fn goto(&self, url: &str) {
+        let r = self.http.post(format!("{}/url", self.session)).json(&json!({"url": url})).send().await.unwrap();
+        assert!(r.status().is_success(), "navigate to {url}: {}", r.text().await.unwrap());
+    }
+
+    /// Runs `script` as a function body (it may `return` a promise, which WebDriver awaits) and returns its value.
+    async fn eval(&self, script: &str) -> Value {
+        let body = json!({"script": script, "args": []});
+        let reply: Value = self
+            .http
+            .post(format!("{}/execute/sync", self.session))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if let Some(error) = reply["value"].get("error") {
+            panic!("script failed: {error}: {}", reply["value"]["message"]);
+        }
+        reply["value"].clone()
+    }
+
+    /// What this browser receives: per inbound stream, its kind, frames decoded and audio samples.
+    async fn inbound(&self) -> Vec<Inbound> {
+        let v = self.eval(STATS_SCRIPT).await;
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|s| Inbound {
+                        kind: s["kind"].as_str().unwrap_or_default().to_string(),
+                        frames: s["frames"].as_u64().unwrap_or(0),
+                        samples: s["samples"].as_u64().unwrap_or(0),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    async fn close(self) {
+        let _ = self.http.delete(&self.session).send().await;
+    }
+}
+
+const STATS_SCRIPT: &str = r#"
+    const pc = window.sluiceApp && window.sluiceApp.client && window.sluiceApp.client.pc;
+    if (!pc) return [];
+    return pc.getStats().then((report) => {
+        const out = [];
+        report.forEach((s) => {
+            if (s.type === 'inbound-rtp') out.push({kind: s.kind, frames: s.framesDecoded || 0, samples: s.totalSamplesReceived || 0});
+        });
+        return out;
+    });
+"#;
+
+/// The state of a browser's connection, printed when a wait fails.
+const DIAGNOSE_SCRIPT: &str = r#"
+    const app = window.sluiceApp;
+    const pc = app && app.client && app.client.pc;
+    return JSON.stringify({
+        errors: app && app.errors,
+        firstFrameMs: app && app.firstFrameMs,
+        connection: pc && pc.connectionState, ice: pc && pc.iceConnectionState, signaling: pc && pc.signalingState,
+        transceivers: pc && pc.getTransceivers().map((t) => [t.mid, t.direction, t.currentDirection]),
+        remote: pc && pc.remoteDescription && pc.remoteDescription.sdp,
+        local: pc && pc.localDescription && pc.localDescription.sdp,
+    });
+"#;
+
+#[derive(Debug, Clone)]
+struct Inbound {
+    kind: String,
+    frames: u64,
+    samples: u64,
+}
+
+fn decoding_videos(inbound: &[Inbound]) -> usize {
+    inbound.iter().filter(|s| s.kind == "video" && s.frames > 0).count()
+}
+
+fn frames(inbound: &[Inbound]) -> u64 {
+    inbound.iter().filter(|s| s.kind == "video").map(|s| s.frames).sum()
+}
+
+fn samples(inbound: &[Inbound]) -> u64 {
+    inbound.iter().filter(|s| s.kind == "audio").map(|s| s.samples).sum()
+}
+
+/// Waits until `browser` decodes at least `videos` video streams and receives audio from `audios` streams.
+async fn wait_decoding(browser: &Browser, who: &str, videos: usize, audios: usize) -> Vec<Inbound> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let inbound = browser.inbound().await;
+        let hearing = inbound.iter().filter(|s| s.kind == "audio" && s.samples > 0).count();
+        if decoding_videos(&inbound) >= videos && hearing >= audios {
+            return inbound;
+        }
+        if Instant::now() > deadline {
+            let log = browser.eval(DIAGNOSE_SCRIPT).await;
+            panic!("{who} decodes {inbound:?} after {WAIT:?}, wanted {videos} videos and {audios} audios ({log})");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Frames and samples keep growing over a second: media flows, it did not just start and stop.
+async fn assert_growing(browser: &Browser, who: &str) {
+    let before = browser.inbound().await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = browser.inbound().await;
+    assert!(frames(&after) > frames(&before), "{who}: video frames stopped growing: {before:?} -> {after:?}");
+    assert!(samples(&after) > samples(&before), "{who}: audio samples stopped growing: {before:?} -> {after:?}");
+}
+
+async fn print_first_frames(browser: &Browser, who: &str) {
+    let v = browser.eval("return window.sluiceApp.firstFrameMs").await;
+    let times: Vec<u64> = v.as_object().map(|o| o.values().filter_map(Value::as_u64).collect()).unwrap_or_default();
+    println!("time from join to first decoded frame, {who}: {times:?} ms (one per remote video)");
+    assert!(!times.is_empty(), "{who} recorded no first frame");
+}
+
+async fn create_meeting(base: &str, host: &str) -> (String, String) {
+    let reply: Value = reqwest::Client::new()
+        .post(format!("{base}/meetings"))
+        .json(&json!({"host_name": host, "settings": {"title": "e2e"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (reply["meeting"]["id"].as_str().unwrap().to_string(), reply["host_token"].as_str().unwrap().to_string())
+}
+
+async fn participant_id(browser: &Browser) -> String {
+    browser.eval("return window.sluiceApp.selfId").await.as_str().unwrap_or_default().to_string()
+}
+
+/// Waits until `script` (a function body) returns true in `browser`.
+async fn wait_true(browser: &Browser, what: &str, script: &str) {
+    let deadline = Instant::now() + WAIT;
+    while browser.eval(script).await != Value::Bool(true) {
+        assert!(Instant::now() < deadline, "{what}: not true within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[test]
+fn two_participants_see_and_hear_each_other() {
+    in_fresh_netns("two_participants_see_and_hear_each_other", async || {
+        let dir = tempfile::tempdir().unwrap();
+        let (_server, base) = start_server(dir.path());
+        let (_driver, driver) = start_chromedriver().await;
+        let (id, _) = create_meeting(&base, "Host").await;
+        let alice = Browser::launch(&driver).await;
+        let bob = Browser::launch(&driver).await;
+        alice.goto(&format!("{base}/m/{id}?name=Alice")).await;
+        bob.goto(&format!("{base}/m/{id}?name=Bob")).await;
+        wait_decoding(&alice, "Alice", 1, 1).await;
+        wait_decoding(&bob, "Bob", 1, 1).await;
+        assert_growing(&alice, "Alice").await;
+        assert_growing(&bob, "Bob").await;
+        print_first_frames(&alice, "Alice").await;
+        print_first_frames(&bob, "Bob").await;
+        // The grid shows the other by name.
+        wait_true(
+            &alice,
+            "Alice's grid shows Bob",
+            "return [...document.querySelectorAll('#grid .tile .label')].some((l) => l.textContent.startsWith('Bob'))",
+        )
+        .await;
+        let meeting: Value = reqwest::get(format!("{base}/meetings/{id}")).await.unwrap().json().await.unwrap();
+        assert_eq!(meeting["active_participants"], 2, "{meeting}");
+        alice.close().await;
+        bob.close().await;
+    });
+}
+
+#[test]
+fn three_participants_share_a_screen_and_one_leaves() {
+    in_fresh_netns("three_participants_share_a_screen_and_one_leaves", async || {
+        let dir = tempfile::tempdir().unwrap();
+        let (_server, base) = start_server(dir.path());
+        let (_driver, driver) = start_chromedriver().await;
+        let (id, _) = create_meeting(&base, "Host").await;
+        let names = ["Ann", "Ben", "Cat"];
+        let mut browsers = Vec::new();
+        for name in names {
+            let b = Browser::launch(&driver).await;
+            b.goto(&format!("{base}/m/{id}?name={name}")).await;
+            browsers.push(b);
+        }
+        for (b, name) in browsers.iter().zip(names) {
+            wait_decoding(b, name, 2, 2).await;
+        }
+        for (b, name) in browsers.iter().zip(names) {
+            print_first_frames(b, name).await;
+        }
+
+        // Ann shares her screen: Ben and Cat decode a third video, shown in the spotlight.
+        browsers[0].eval("document.getElementById('share').click(); return true").await;
+        for (b, name) in browsers.iter().zip(names).skip(1) {
+            wait_decoding(b, name, 3, 2).await;
+            wait_true(
+                b,
+                &format!("{name} spotlights the screen"),
+                "return document.querySelectorAll('#spotlight .tile.screen').length === 1",
+            )
+            .await;
+        }
+
+        // Cat leaves: gone from the others' grids within seconds.
+        let cat = participant_id(&browsers[2]).await;
+        browsers[2].eval("document.getElementById('leave').click(); return true").await;
+        let gone = format!("return !document.querySelector('[data-participant=\"{cat}\"]')");
+        let left_at = Instant::now();
+        for (b, name) in browsers.iter().zip(names).take(2) {
+            wait_true(b, &format!("Cat gone from {name}'s view"), &gone).await;
+        }
+        println!("a leaving participant disappeared from both others' views in {:?}", left_at.elapsed());
+        let meeting: Value = reqwest::get(format!("{base}/meetings/{id}")).await.unwrap().json().await.unwrap();
+        assert_eq!(meeting["active_participants"], 2, "Cat's row has left_at: {meeting}");
+        for b in browsers {
+            b.close().await;
+        }
+    });
+}
+
+#[test]
+fn a_rejoin_with_the_same_name_works_and_a_bad_token_is_refused() {
+    in_fresh_netns("a_rejoin_with_the_same_name_works_and_a_bad_token_is_refused", async || {
+        let dir = tempfile::tempdir().unwrap();
+        let (_server, base) = start_server(dir.path());
+        let (_driver, driver) = start_chromedriver().await;
+        let (id, _) = create_meeting(&base, "Host").await;
+        let dee = Browser::launch(&driver).await;
+        dee.goto(&format!("{base}/m/{id}?name=Dee")).await;
+        let eve = Browser::launch(&driver).await;
+        eve.goto(&format!("{base}/m/{id}?name=Eve")).await;
+        wait_decoding(&dee, "Dee", 1, 1).await;
+        let first = participant_id(&eve).await;
+
+        // Eve closes her browser and comes back under the same name.
+        eve.close().await;
+        let gone = format!("return !document.querySelector('[data-participant=\"{first}\"]')");
+        wait_true(&dee, "Eve's first connection gone from Dee's view", &gone).await;
+        let eve = Browser::launch(&driver).await;
+        eve.goto(&format!("{base}/m/{id}?name=Eve")).await;
+        wait_decoding(&eve, "Eve again", 1, 1).await;
+        let before = frames(&dee.inbound().await);
+        wait_true(
+            &dee,
+            "Dee sees Eve again",
+            "return [...document.querySelectorAll('#grid .tile .label')].some((l) => l.textContent.startsWith('Eve'))",
+        )
+        .await;
+        let deadline = Instant::now() + WAIT;
+        while frames(&dee.inbound().await) <= before {
+            assert!(Instant::now() < deadline, "Dee decodes no frames from the rejoined Eve");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+
+        // A forged token: the socket closes with 4001 and a reason that says why.
+        let script = format!(
+            r#"return new Promise((resolve) => {{
+                const ws = new WebSocket('{ws}/signaling');
+                ws.onopen = () => ws.send(JSON.stringify({{type: 'join', v: 1, meeting_id: '{id}', token: 'not.a.token'}}));
+                ws.onclose = (e) => resolve({{code: e.code, reason: e.reason}});
+            }});"#,
+            ws = base.replacen("http", "ws", 1)
+        );
+        let closed = dee.eval(&script).await;
+        assert_eq!(closed["code"], 4001, "{closed}");
+        assert!(closed["reason"].as_str().unwrap().contains("token is invalid"), "{closed}");
+        dee.close().await;
+        eve.close().await;
+    });
+}
