@@ -262,10 +262,18 @@ async fn assert_growing(browser: &Browser, who: &str) {
 }
 
 async fn print_first_frames(browser: &Browser, who: &str) {
-    let v = browser.eval("return window.sluiceApp.firstFrameMs").await;
-    let times: Vec<u64> = v.as_object().map(|o| o.values().filter_map(Value::as_u64).collect()).unwrap_or_default();
-    println!("time from join to first decoded frame, {who}: {times:?} ms (one per remote video)");
-    assert!(!times.is_empty(), "{who} recorded no first frame");
+    let times = |v: Value| -> Vec<u64> {
+        let mut t: Vec<u64> = v.as_object().map(|o| o.values().filter_map(Value::as_u64).collect()).unwrap_or_default();
+        t.sort_unstable();
+        t
+    };
+    let from_join = times(browser.eval("return window.sluiceApp.firstFrameMs").await);
+    let from_track = times(browser.eval("return window.sluiceApp.trackToFrameMs").await);
+    assert!(!from_join.is_empty(), "{who} recorded no first frame");
+    println!(
+        "{who}: {} ms from join to first decoded frame; per remote video, from its track arriving: {from_track:?} ms",
+        from_join[0]
+    );
 }
 
 async fn create_meeting(base: &str, host: &str) -> (String, String) {

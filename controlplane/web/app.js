@@ -8,7 +8,7 @@ const params = new URLSearchParams(location.search);
 const tokenKey = `sluice.token.${meetingId}`;
 
 /** State the tests read through window.sluiceApp. */
-const app = { client: null, joinStartedAt: null, firstFrameMs: {}, participants: new Map(), selfId: null, errors: [] };
+const app = { client: null, joinStartedAt: null, firstFrameMs: {}, trackToFrameMs: {}, participants: new Map(), selfId: null, errors: [] };
 window.sluiceApp = app;
 
 let localStream = null;
@@ -213,9 +213,11 @@ function attachTrack({ participantId, source, trackId, track }) {
   tile.dataset.trackId = trackId;
   const video = tile.querySelector('video');
   video.srcObject = new MediaStream([track]);
+  const arrived = performance.now();
   if (video.requestVideoFrameCallback) {
     video.requestVideoFrameCallback(() => {
       app.firstFrameMs[trackId] = Math.round(performance.now() - app.joinStartedAt);
+      app.trackToFrameMs[trackId] = Math.round(performance.now() - arrived);
     });
   }
   updateLabel(participantId);

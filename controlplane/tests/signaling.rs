@@ -1,0 +1,463 @@
+//! The signaling protocol without a browser: a real HTTP server and real dataplane workers in this process,
+//! WebSocket clients that speak `docs/signaling.md` and answer offers with SDP written here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use sluice_controlplane::config::{AuthConfig, DatabaseConfig, HttpConfig, StorageConfig};
+use sluice_controlplane::server::{HttpServer, Services};
+use sluice_controlplane::store::Role;
+use sluice_controlplane::tokens::{TokenRequest, Tokens};
+use sluice_dataplane::core::DtlsIdentity;
+use sluice_dataplane::runtime::{IoMode, Runtime, RuntimeConfig};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+const SECRET: &str = "a-test-secret-that-is-long-enough-for-hs256";
+const WAIT: Duration = Duration::from_secs(5);
+
+struct Harness {
+    base: String,
+    ws: String,
+    tokens: Tokens,
+    store: Arc<dyn sluice_controlplane::store::Store>,
+    runtime: Arc<Runtime>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.runtime.stop(Duration::from_secs(2));
+    }
+}
+
+async fn start() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let auth = AuthConfig { token_secret: SECRET.into(), ..AuthConfig::default() };
+    let mut services =
+        Services::open(&DatabaseConfig::default(), &StorageConfig::default(), &auth, dir.path()).await.unwrap();
+    let config = RuntimeConfig {
+        cores: vec![None, None],
+        bind: "127.0.0.1".parse().unwrap(),
+        base_port: 0,
+        io: IoMode::Mmsg,
+        ..RuntimeConfig::default()
+    };
+    let runtime = Arc::new(Runtime::start(config, DtlsIdentity::generate().unwrap()).unwrap());
+    services.dataplane = Some(Arc::clone(&runtime));
+    let (store, tokens) = (Arc::clone(&services.store), services.tokens.clone());
+    let http = HttpConfig { listen: "127.0.0.1:0".parse().unwrap(), ..HttpConfig::default() };
+    let server = HttpServer::bind(&http, services).await.unwrap();
+    let addr = server.local_addr();
+    let signaling = server.signaling();
+    tokio::spawn(server.run(std::future::pending()));
+    // The event pump, as `sluice serve` runs it.
+    let pump = Arc::clone(&runtime);
+    std::thread::spawn(move || {
+        while pump.is_running() {
+            while let Some(event) = pump.poll_event() {
+                if let sluice_dataplane::runtime::RuntimeEvent::Core { worker, event } = event {
+                    signaling.dataplane_event(worker, event);
+                }
+            }
+            pump.wait_events(Duration::from_millis(50));
+        }
+    });
+    Harness { base: format!("http://{addr}"), ws: format!("ws://{addr}/signaling"), tokens, store, runtime, _dir: dir }
+}
+
+impl Harness {
+    async fn meeting(&self, settings: Value) -> (String, String) {
+        let reply: Value = reqwest::Client::new()
+            .post(format!("{}/meetings", self.base))
+            .json(&json!({"host_name": "Host", "settings": settings}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (reply["meeting"]["id"].as_str().unwrap().into(), reply["host_token"].as_str().unwrap().into())
+    }
+
+    fn token(&self, meeting: &str, user: &str, role: Role) -> String {
+        self.tokens.mint(&TokenRequest {
+            meeting_id: meeting.into(),
+            user_id: user.into(),
+            name: user.into(),
+            role,
+            ttl_secs: None,
+        })
+    }
+
+    async fn client(&self) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(&self.ws).await.unwrap();
+        Client { ws }
+    }
+
+    /// A client joined with `publish`, its welcome read.
+    async fn joined(&self, meeting: &str, user: &str, publish: &[&str]) -> (Client, Value) {
+        let mut c = self.client().await;
+        let token = self.token(meeting, user, Role::Participant);
+        c.send(json!({"type": "join", "v": 1, "meeting_id": meeting, "token": token, "publish": publish})).await;
+        let welcome = c.expect("welcome").await;
+        (c, welcome)
+    }
+}
+
+struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Client {
+    async fn send(&mut self, message: Value) {
+        self.ws.send(Message::text(message.to_string())).await.unwrap();
+    }
+
+    async fn send_raw(&mut self, text: &str) {
+        self.ws.send(Message::text(text.to_string())).await.unwrap();
+    }
+
+    /// The next JSON message, or the close frame as `{"type": "close", "code", "reason"}`.
+    async fn next(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.ws.next()).await.expect("a message in time");
+            match message {
+                Some(Ok(Message::Text(text))) => return serde_json::from_str(&text).unwrap(),
+                Some(Ok(Message::Close(frame))) => {
+                    let (code, reason) = frame.map(|f| (u16::from(f.code), f.reason.to_string())).unwrap_or_default();
+                    return json!({"type": "close", "code": code, "reason": reason});
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return json!({"type": "close", "code": 0, "reason": e.to_string()}),
+                None => return json!({"type": "close", "code": 0, "reason": "ended"}),
+            }
+        }
+    }
+
+    /// Skips other messages until one of `kind` (bounded by WAIT per message).
+    async fn expect(&mut self, kind: &str) -> Value {
+        for _ in 0..50 {
+            let m = self.next().await;
+            if m["type"] == kind {
+                return m;
+            }
+            assert_ne!(m["type"], "close", "closed while waiting for {kind}: {m}");
+        }
+        panic!("no {kind} message among the next 50");
+    }
+
+    /// Answers an offer as a browser would: sends on `publish` sections (SSRC `ssrc_base + index`), receives
+    /// on `subscribe` ones. Returns the answer text sent.
+    async fn answer(&mut self, offer: &Value, ssrc_base: u32) -> String {
+        let sdp = answer_for(offer, ssrc_base);
+        self.send(json!({"type": "answer", "revision": offer["revision"], "sdp": sdp})).await;
+        sdp
+    }
+}
+
+const FINGERPRINT: &str =
+    "EC:05:6E:4D:75:C5:DB:84:C0:5F:51:4B:16:5B:94:74:85:A2:BC:57:4E:20:2C:30:15:74:AD:5C:26:AB:6F:57";
+
+/// A browser-like answer to `offer` (an `offer` message).
+fn answer_for(offer: &Value, ssrc_base: u32) -> String {
+    let mut sdp = String::from("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n");
+    sdp +=
+        &format!("a=fingerprint:sha-256 {FINGERPRINT}\r\na=ice-ufrag:abcd\r\na=ice-pwd:efghijklmnopqrstuvwxyz12\r\n");
+    let offer_sdp = offer["sdp"].as_str().unwrap();
+    let kinds: Vec<&str> = offer_sdp.lines().filter_map(|l| l.strip_prefix("m=")).collect();
+    for (i, (section, m_line)) in offer["sections"].as_array().unwrap().iter().zip(kinds).enumerate() {
+        let kind = m_line.split(' ').next().unwrap();
+        let (pt, codec) = if kind == "audio" { (111, "opus/48000/2") } else { (96, "VP8/90000") };
+        let port = if section["role"] == "closed" { 0 } else { 9 };
+        sdp += &format!(
+            "m={kind} {port} UDP/TLS/RTP/SAVPF {pt}\r\na=setup:active\r\na=mid:{}\r\n",
+            section["mid"].as_str().unwrap()
+        );
+        sdp += &format!("a=rtpmap:{pt} {codec}\r\n");
+        match section["role"].as_str().unwrap() {
+            "publish" => sdp += &format!("a=sendonly\r\na=ssrc:{} cname:x\r\n", ssrc_base + i as u32),
+            "subscribe" => sdp += "a=recvonly\r\n",
+            _ => sdp += "a=inactive\r\n",
+        }
+    }
+    sdp
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_join_gets_a_welcome_an_offer_and_the_workers_candidates() {
+    let h = start().await;
+    let (meeting, _) = h.meeting(json!({})).await;
+    let (mut a, welcome) = h.joined(&meeting, "ann", &["microphone", "camera"]).await;
+    assert_eq!(welcome["v"], 1);
+    assert_eq!(welcome["meeting_id"], meeting.as_str());
+    assert_eq!(welcome["participants"], json!([]));
+    assert_eq!(welcome["grants"]["publish"], true);
+    let offer = a.expect("offer").await;
+    assert_eq!(offer["revision"], 1);
+    let sections = offer["sections"].as_array().unwrap();
+    assert_eq!(sections.len(), 2);
+    assert_eq!((sections[0]["role"].as_str(), sections[0]["source"].as_str()), (Some("publish"), Some("microphone")));
+    assert_eq!((sections[1]["role"].as_str(), sections[1]["source"].as_str()), (Some("publish"), Some("camera")));
+    let sdp = offer["sdp"].as_str().unwrap();
+    assert!(sdp.contains("a=ice-lite") && sdp.contains("a=group:BUNDLE 0 1") && sdp.contains("a=setup:actpass"));
+    assert!(sdp.contains(&format!("a=fingerprint:sha-256 {}", h.runtime.fingerprint())));
+    for codec in ["opus/48000/2", "VP8/90000", "VP9/90000", "H264/90000"] {
+        assert!(sdp.contains(codec), "{codec} offered");
+    }
+    // Trickle: the worker's candidate, then the end of candidates.
+    let candidate = a.expect("candidate").await;
+    let worker_ports: Vec<u16> = (0..h.runtime.workers()).map(|w| h.runtime.local_addr(w).unwrap().port()).collect();
+    let line = candidate["candidate"].as_str().unwrap();
+    assert!(line.contains("127.0.0.1") && line.ends_with("typ host"), "{line}");
+    let port: u16 = line.split(' ').nth(5).unwrap().parse().unwrap();
+    assert!(worker_ports.contains(&port), "{line} names a worker's port {worker_ports:?}");
+    assert_eq!(a.expect("candidate").await["candidate"], Value::Null);
+    let rows = h.store.participants(&meeting, true).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].left_at.is_none() && rows[0].connection_id.starts_with("c_"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn published_tracks_reach_the_others_by_renegotiation_and_leaving_is_seen() {
+    let h = start().await;
+    let (meeting, _) = h.meeting(json!({})).await;
+    let (mut a, _) = h.joined(&meeting, "ann", &["microphone", "camera"]).await;
+    let offer = a.expect("offer").await;
+    a.answer(&offer, 1000).await;
+
+    let (mut b, welcome) = h.joined(&meeting, "ben", &["microphone"]).await;
+    let ann = &welcome["participants"][0];
+    assert_eq!(ann["name"], "ann");
+    let sources: Vec<&str> = ann["tracks"].as_array().unwrap().iter().map(|t| t["source"].as_str().unwrap()).collect();
+    assert_eq!(sources, ["microphone", "camera"], "Ann's answer published both");
+    let offer_b = b.expect("offer").await;
+    let roles: Vec<(&str, &str)> = offer_b["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["role"].as_str().unwrap(), s["source"].as_str().unwrap()))
+        .collect();
+    assert_eq!(roles, [("publish", "microphone"), ("subscribe", "microphone"), ("subscribe", "camera")]);
+    let sdp = offer_b["sdp"].as_str().unwrap();
+    assert!(sdp.contains("a=sendonly") && sdp.contains("a=ssrc-group:FID"), "a video downlink has RTX");
+    assert!(sdp.contains(&format!("a=msid:{} ", ann["participant_id"].as_str().unwrap())));
+    assert_eq!(a.expect("participant_joined").await["participant"]["name"], "ben");
+    b.answer(&offer_b, 2000).await;
+
+    // Ben's microphone reaches Ann: an event, then a new offer with a subscribe section.
+    let added = a.expect("track_added").await;
+    assert_eq!(added["track"]["source"], "microphone");
+    let offer_a2 = a.expect("offer").await;
+    assert_eq!(offer_a2["revision"], 2);
+    let last = offer_a2["sections"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (last["role"].as_str(), last["track_id"].clone()),
+        (Some("subscribe"), added["track"]["track_id"].clone())
+    );
+    a.answer(&offer_a2, 1000).await;
+
+    // Ben leaves: Ann is told, her section for his track is closed, his row gets left_at.
+    b.send(json!({"type": "leave"})).await;
+    let left = a.expect("participant_left").await;
+    assert_eq!(left["reason"], "left");
+    let removed = a.expect("track_removed").await;
+    assert_eq!(removed["track_id"], added["track"]["track_id"]);
+    let offer_a3 = a.expect("offer").await;
+    let closed = offer_a3["sections"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(closed["role"], "closed");
+    assert!(offer_a3["sdp"].as_str().unwrap().contains("m=audio 0 "), "the closed section is rejected");
+    assert!(offer_a3["sdp"].as_str().unwrap().contains("a=group:BUNDLE 0 1\r\n"), "and out of the BUNDLE group");
+    let rows = h.store.participants(&meeting, false).await.unwrap();
+    let ben = rows.iter().find(|r| r.name == "ben").unwrap();
+    assert!(ben.left_at.is_some(), "left_at is set");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn offers_wait_for_the_outstanding_answer_so_they_never_cross() {
+    let h = start().await;
+    let (meeting, _) = h.meeting(json!({})).await;
+    let (mut a, _) = h.joined(&meeting, "ann", &["microphone"]).await;
+    let first = a.expect("offer").await;
+    // Ann asks to share her screen before answering: no second offer until the first is answered.
+    a.send(json!({"type": "publish", "source": "screen"})).await;
+    a.send(json!({"type": "ping", "nonce": 7})).await;
+    assert_eq!(a.expect("pong").await["nonce"], 7, "nothing but candidates came before the pong");
+    // A stale revision is refused and changes nothing.
+    a.send(json!({"type": "answer", "revision": 9, "sdp": answer_for(&first, 1)})).await;
+    let stale = a.expect("error").await;
+    assert_eq!(stale["code"], "stale_answer");
+    a.answer(&first, 1).await;
+    let second = a.expect("offer").await;
+    assert_eq!(second["revision"], 2);
+    let screen = &second["sections"][1];
+    assert_eq!((screen["role"].as_str(), screen["source"].as_str()), (Some("publish"), Some("screen")));
+    a.answer(&second, 1).await;
+    a.send(json!({"type": "publish", "source": "screen"})).await;
+    assert_eq!(a.expect("error").await["code"], "bad_state", "already publishing the screen");
+    a.send(json!({"type": "unpublish", "source": "screen"})).await;
+    let third = a.expect("offer").await;
+    assert_eq!(third["sections"][1]["role"], "closed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_messages_get_an_error_that_names_the_problem() {
+    let h = start().await;
+    let (meeting, _) = h.meeting(json!({})).await;
+    let (mut a, _) = h.joined(&meeting, "ann", &["microphone"]).await;
+    let offer = a.expect("offer").await;
+    let cases: [(&str, &str, &str); 6] = [
+        ("not json", "bad_message", "expected"),
+        (r#"{"no_type": 1}"#, "bad_message", "\"type\""),
+        (r#"{"type": "dance"}"#, "bad_message", "unknown variant `dance`"),
+        (r#"{"type": "publish"}"#, "bad_message", "missing field `source`"),
+        (r#"{"type": "publish", "source": "hologram"}"#, "bad_message", "unknown variant `hologram`"),
+        (r#"{"type": "mute", "source": "camera", "muted": true, "extra": 1}"#, "bad_message", "unknown field `extra`"),
+    ];
+    for (text, code, says) in cases {
+        a.send_raw(text).await;
+        let error = a.expect("error").await;
+        assert_eq!(error["code"], code, "{text}: {error}");
+        assert!(error["message"].as_str().unwrap().contains(says), "{text}: {error}");
+    }
+    let revision = offer["revision"].clone();
+    a.send(json!({"type": "answer", "revision": revision, "sdp": "v=0\r\na=setup:active\r\n"})).await;
+    let error = a.expect("error").await;
+    assert_eq!(error["code"], "bad_sdp");
+    assert!(error["message"].as_str().unwrap().contains("fingerprint"), "{error}");
+    a.send(json!({"type": "answer", "revision": revision, "sdp": answer_for(&offer, 1).replace("setup:active", "setup:passive")})).await;
+    assert!(a.expect("error").await["message"].as_str().unwrap().contains("setup:passive"));
+    a.send(json!({"type": "mute", "source": "camera", "muted": true})).await;
+    assert_eq!(a.expect("error").await["code"], "bad_state", "not publishing a camera");
+    a.send(json!({"type": "end_meeting"})).await;
+    assert_eq!(a.expect("error").await["code"], "forbidden", "a participant cannot end the meeting");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_joins_close_with_the_documented_codes() {
+    let h = start().await;
+    let (meeting, _) = h.meeting(json!({"max_participants": 1})).await;
+    let (other, _) = h.meeting(json!({})).await;
+    let good = h.token(&meeting, "ann", Role::Participant);
+    let cases = [
+        (json!({"type": "join", "v": 1, "meeting_id": meeting, "token": "x.y.z"}), 4001, "token is invalid"),
+        (json!({"type": "join", "v": 1, "meeting_id": other, "token": good}), 4001, "another meeting"),
+        (json!({"type": "join", "v": 2, "meeting_id": meeting, "token": good}), 4000, "version 2"),
+        (json!({"type": "ping"}), 4000, "first message must be join"),
+        (
+            json!({"type": "join", "v": 1, "meeting_id": meeting, "token": h.token(&meeting, "vic", Role::Viewer), "publish": ["camera"]}),
+            4003,
+            "publishing",
+        ),
+        (
+            json!({"type": "join", "v": 1, "meeting_id": "zzz-zzzz-zzz", "token": h.token("zzz-zzzz-zzz", "x", Role::Participant)}),
+            4004,
+            "does not exist",
+        ),
+    ];
+    for (join, code, says) in cases {
+        let mut c = h.client().await;
+        c.send(join.clone()).await;
+        let closed = c.next().await;
+        assert_eq!(closed["type"], "close", "{join}: {closed}");
+        assert_eq!(closed["code"], code, "{join}: {closed}");
+        assert!(closed["reason"].as_str().unwrap().contains(says), "{join}: {closed}");
+    }
+    // The meeting holds one participant.
+    let (_a, _) = h.joined(&meeting, "ann", &[]).await;
+    let mut c = h.client().await;
+    c.send(
+        json!({"type": "join", "v": 1, "meeting_id": meeting, "token": h.token(&meeting, "ben", Role::Participant)}),
+    )
+    .await;
+    assert_eq!(c.next().await["code"], 4009);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_user_joining_again_replaces_the_first_connection() {
+    let h = start().await;
+    let (meeting, _) = h.meeting(json!({})).await;
+    let (mut a, _) = h.joined(&meeting, "ann", &[]).await;
+    let (mut watcher, _) = h.joined(&meeting, "ben", &[]).await;
+    let (_a2, welcome) = h.joined(&meeting, "ann", &[]).await;
+    assert_eq!(welcome["participants"].as_array().unwrap().len(), 1, "only Ben besides the new Ann");
+    let closed = loop {
+        let m = a.next().await;
+        if m["type"] == "close" {
+            break m;
+        }
+    };
+    assert_eq!(closed["code"], 4010);
+    assert_eq!(watcher.expect("participant_left").await["reason"], "replaced");
+    assert_eq!(watcher.expect("participant_joined").await["participant"]["name"], "ann");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_host_ends_the_meeting_for_everyone() {
+    let h = start().await;
+    let (meeting, host_token) = h.meeting(json!({})).await;
+    let (mut a, _) = h.joined(&meeting, "ann", &[]).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/meetings/{meeting}", h.base);
+    let ann_token = h.token(&meeting, "ann2", Role::Participant);
+    let r = http.delete(&url).bearer_auth(&ann_token).send().await.unwrap();
+    assert_eq!(r.status(), 403, "a participant token cannot end it");
+    let r = http.delete(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = http.delete(&url).bearer_auth(&host_token).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(a.expect("meeting_ended").await["reason"], "the host ended the meeting");
+    assert_eq!(a.next().await["code"], 4011);
+    assert_eq!(http.delete(&url).bearer_auth(&host_token).send().await.unwrap().status(), 410);
+    let join = http.post(format!("{url}/join")).json(&json!({"name": "late"})).send().await.unwrap();
+    assert_eq!(join.status(), 410);
+    let mut late = h.client().await;
+    late.send(
+        json!({"type": "join", "v": 1, "meeting_id": meeting, "token": h.token(&meeting, "late", Role::Participant)}),
+    )
+    .await;
+    assert_eq!(late.next().await["code"], 4011);
+    assert!(h.store.participants(&meeting, true).await.unwrap().is_empty(), "everyone's left_at is set");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn join_tickets_are_participant_tokens_for_open_meetings() {
+    let h = start().await;
+    let (meeting, _) = h.meeting(json!({})).await;
+    let http = reqwest::Client::new();
+    let r =
+        http.post(format!("{}/meetings/{meeting}/join", h.base)).json(&json!({"name": " Zoe "})).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let ticket: Value = r.json().await.unwrap();
+    assert_eq!(ticket["role"], "participant");
+    assert!(ticket["signaling_url"].as_str().unwrap().ends_with("/signaling"));
+    let claims = h.tokens.verify(ticket["participant_token"].as_str().unwrap(), &meeting).unwrap();
+    assert_eq!((claims.name.as_str(), claims.role, claims.grants.host), ("Zoe", Role::Participant, false));
+    let r = http.post(format!("{}/meetings/{meeting}/join", h.base)).json(&json!({"name": ""})).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r =
+        http.post(format!("{}/meetings/bcd-fghj-kmn/join", h.base)).json(&json!({"name": "x"})).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_flood_closes_the_socket() {
+    let h = start().await;
+    let (meeting, _) = h.meeting(json!({})).await;
+    let (mut a, _) = h.joined(&meeting, "ann", &[]).await;
+    for n in 0..200 {
+        if a.ws.send(Message::text(json!({"type": "ping", "nonce": n}).to_string())).await.is_err() {
+            break;
+        }
+    }
+    let closed = loop {
+        let m = a.next().await;
+        if m["type"] == "close" {
+            break m;
+        }
+    };
+    assert_eq!(closed["code"], 4029, "{closed}");
+}
