@@ -3,6 +3,7 @@
 
 pub mod blobs;
 pub mod config;
+pub mod fuzz;
 pub mod http;
 pub mod ids;
 pub mod sdp;
