@@ -148,11 +148,23 @@ pub struct AuthConfig {
     pub token_ttl_secs: u64,
     /// Issuer (`iss`) written into and required of every token.
     pub issuer: String,
+    /// `HS256` (a shared secret) or `EdDSA` (Ed25519 key pair in PEM files; a node can verify with the public
+    /// key alone while another service mints).
+    pub algorithm: String,
+    pub eddsa_private_key_file: std::path::PathBuf,
+    pub eddsa_public_key_file: std::path::PathBuf,
 }
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        AuthConfig { token_secret: String::new(), token_ttl_secs: 6 * 3600, issuer: "sluice".into() }
+        AuthConfig {
+            token_secret: String::new(),
+            token_ttl_secs: 6 * 3600,
+            issuer: "sluice".into(),
+            algorithm: "HS256".into(),
+            eddsa_private_key_file: std::path::PathBuf::new(),
+            eddsa_public_key_file: std::path::PathBuf::new(),
+        }
     }
 }
 
@@ -177,6 +189,9 @@ pub struct DataplaneConfig {
     pub gso: bool,
     /// UDP GRO on receive, where the kernel offers it.
     pub gro: bool,
+    /// A participant whose browser answers no ICE consent check for this long is removed (RFC 7675's 30 s is
+    /// the browser's own limit for sending; the server can notice a vanished browser sooner).
+    pub consent_timeout_secs: u64,
 }
 
 impl Default for DataplaneConfig {
@@ -190,6 +205,7 @@ impl Default for DataplaneConfig {
             io: "auto".into(),
             gso: true,
             gro: true,
+            consent_timeout_secs: 10,
         }
     }
 }
@@ -217,6 +233,10 @@ impl DataplaneConfig {
             io,
             gso: self.gso,
             gro: self.gro,
+            core: sluice_dataplane::core::CoreConfig {
+                consent_timeout: std::time::Duration::from_secs(self.consent_timeout_secs.clamp(3, 300)),
+                ..sluice_dataplane::core::CoreConfig::default()
+            },
             ..RuntimeConfig::default()
         })
     }

@@ -30,6 +30,10 @@ pub enum TokenError {
     WrongMeeting,
     #[error("the token is invalid: {0}")]
     Invalid(String),
+    #[error("auth.algorithm {0:?} is not supported: use HS256 or EdDSA")]
+    Algorithm(String),
+    #[error("cannot use the EdDSA key {path}: {reason}")]
+    EdKey { path: String, reason: String },
 }
 
 /// What a participant may do. The role implies defaults; a token may narrow them.
@@ -87,6 +91,7 @@ pub struct Tokens {
     validation: Validation,
     issuer: String,
     ttl_secs: u64,
+    algorithm: Algorithm,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -98,6 +103,17 @@ impl std::fmt::Debug for Tokens {
 impl Tokens {
     /// Uses `auth.token_secret`, or the secret kept in `<data_dir>/token_secret` (created on first start).
     pub fn from_config(config: &AuthConfig, data_dir: &Path) -> Result<Tokens, TokenError> {
+        match config.algorithm.as_str() {
+            "HS256" => {}
+            "EdDSA" => {
+                let private = read_key(&config.eddsa_private_key_file)?;
+                let public = read_key(&config.eddsa_public_key_file)?;
+                return Tokens::eddsa(&private, &public, &config.issuer, config.token_ttl_secs).map_err(|reason| {
+                    TokenError::EdKey { path: config.eddsa_private_key_file.display().to_string(), reason }
+                });
+            }
+            other => return Err(TokenError::Algorithm(other.to_string())),
+        }
         let secret = if config.token_secret.is_empty() {
             load_or_create_secret(&data_dir.join("token_secret"))?
         } else {
@@ -110,19 +126,38 @@ impl Tokens {
         if secret.len() < SECRET_LEN_MIN {
             return Err(TokenError::SecretTooShort(secret.len()));
         }
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_issuer(&[issuer]);
-        validation.validate_nbf = true;
-        validation.validate_aud = false;
-        validation.leeway = LEEWAY_SECS;
-        validation.required_spec_claims = HashSet::from(["exp", "nbf", "iss", "sub"].map(String::from));
         Ok(Tokens {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
-            validation,
+            validation: validation(Algorithm::HS256, issuer),
             issuer: issuer.to_string(),
             ttl_secs,
+            algorithm: Algorithm::HS256,
         })
+    }
+
+    /// EdDSA (Ed25519) with PEM keys: nodes that only check tokens need only the public key's holder to mint.
+    pub fn eddsa(private_pem: &[u8], public_pem: &[u8], issuer: &str, ttl_secs: u64) -> Result<Tokens, String> {
+        let encoding = EncodingKey::from_ed_pem(private_pem).map_err(|e| format!("private key: {e}"))?;
+        let decoding = DecodingKey::from_ed_pem(public_pem).map_err(|e| format!("public key: {e}"))?;
+        let tokens = Tokens {
+            encoding,
+            decoding,
+            validation: validation(Algorithm::EdDSA, issuer),
+            issuer: issuer.to_string(),
+            ttl_secs,
+            algorithm: Algorithm::EdDSA,
+        };
+        // A private key that does not match the public one would mint tokens nobody accepts: refuse at start.
+        let probe = tokens.mint(&TokenRequest {
+            meeting_id: "probe".into(),
+            user_id: "probe".into(),
+            name: "probe".into(),
+            role: Role::Viewer,
+            ttl_secs: Some(60),
+        });
+        tokens.verify(&probe, "probe").map_err(|_| "the private and public keys are not a pair".to_string())?;
+        Ok(tokens)
     }
 
     pub fn mint(&self, request: &TokenRequest) -> String {
@@ -140,7 +175,7 @@ impl Tokens {
             exp: now.saturating_add(ttl),
         };
         // Encoding our own serialisable struct with an HMAC key cannot fail.
-        encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).expect("HS256 encoding of Claims")
+        encode(&Header::new(self.algorithm), &claims, &self.encoding).expect("signing our own Claims")
     }
 
     /// Checks the signature, issuer, `exp`, `nbf` and that the token is for `meeting_id`.
@@ -158,6 +193,20 @@ impl Tokens {
         }
         Ok(claims)
     }
+}
+
+fn validation(algorithm: Algorithm, issuer: &str) -> Validation {
+    let mut validation = Validation::new(algorithm);
+    validation.set_issuer(&[issuer]);
+    validation.validate_nbf = true;
+    validation.validate_aud = false;
+    validation.leeway = LEEWAY_SECS;
+    validation.required_spec_claims = HashSet::from(["exp", "nbf", "iss", "sub"].map(String::from));
+    validation
+}
+
+fn read_key(path: &Path) -> Result<Vec<u8>, TokenError> {
+    std::fs::read(path).map_err(|e| TokenError::EdKey { path: path.display().to_string(), reason: e.to_string() })
 }
 
 fn load_or_create_secret(path: &Path) -> Result<Vec<u8>, TokenError> {
@@ -202,6 +251,38 @@ mod tests {
 
     fn request(role: Role) -> TokenRequest {
         TokenRequest { meeting_id: "m1".into(), user_id: "u1".into(), name: "Ada".into(), role, ttl_secs: None }
+    }
+
+    /// A throwaway Ed25519 pair (openssl genpkey -algorithm ed25519), for tests only.
+    const ED_PRIVATE: &str = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEILfDYRwgFFUfGKATCVfpVOYrOTqo8LC2KkdLFLyxqiS9\n-----END PRIVATE KEY-----\n";
+    const ED_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAbF5MBkQf/7xmIhcnRcCVmib2bRSuCATPeuY2sLHfp/E=\n-----END PUBLIC KEY-----\n";
+    const ED_OTHER_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAUzxJvf5cIk6BxOLv/UFlTaZ5pHfPhZGRS5CnPsfR1DM=\n-----END PUBLIC KEY-----\n";
+
+    #[test]
+    fn eddsa_tokens_verify_with_the_public_key_and_not_across_algorithms() {
+        let ed = Tokens::eddsa(ED_PRIVATE.as_bytes(), ED_PUBLIC.as_bytes(), "sluice", 3600).unwrap();
+        let token = ed.mint(&request(Role::Host));
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(header.alg, Algorithm::EdDSA);
+        assert_eq!(ed.verify(&token, "m1").unwrap().role, Role::Host);
+        assert!(matches!(tokens().verify(&token, "m1"), Err(TokenError::Invalid(_))), "HS256 refuses EdDSA");
+        assert!(matches!(ed.verify(&tokens().mint(&request(Role::Host)), "m1"), Err(TokenError::Invalid(_))));
+        let mismatch = Tokens::eddsa(ED_PRIVATE.as_bytes(), ED_OTHER_PUBLIC.as_bytes(), "sluice", 3600).unwrap_err();
+        assert!(mismatch.contains("not a pair"), "{mismatch}");
+        let dir = tempfile::tempdir().unwrap();
+        let (private, public) = (dir.path().join("ed.pem"), dir.path().join("ed.pub"));
+        std::fs::write(&private, ED_PRIVATE).unwrap();
+        std::fs::write(&public, ED_PUBLIC).unwrap();
+        let config = AuthConfig {
+            algorithm: "EdDSA".into(),
+            eddsa_private_key_file: private,
+            eddsa_public_key_file: public,
+            ..AuthConfig::default()
+        };
+        let from_config = Tokens::from_config(&config, dir.path()).unwrap();
+        assert!(from_config.verify(&token, "m1").is_ok());
+        let bad = AuthConfig { algorithm: "RS256".into(), ..AuthConfig::default() };
+        assert!(Tokens::from_config(&bad, dir.path()).unwrap_err().to_string().contains("HS256 or EdDSA"));
     }
 
     #[test]

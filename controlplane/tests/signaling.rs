@@ -95,7 +95,7 @@ impl Harness {
 
     async fn client(&self) -> Client {
         let (ws, _) = tokio_tungstenite::connect_async(&self.ws).await.unwrap();
-        Client { ws }
+        Client { ws, seen: Vec::new() }
     }
 
     /// A client joined with `publish`, its welcome read.
@@ -110,6 +110,8 @@ impl Harness {
 
 struct Client {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// Every message received, for the schema check.
+    seen: Vec<Value>,
 }
 
 impl Client {
@@ -126,7 +128,11 @@ impl Client {
         loop {
             let message = tokio::time::timeout(WAIT, self.ws.next()).await.expect("a message in time");
             match message {
-                Some(Ok(Message::Text(text))) => return serde_json::from_str(&text).unwrap(),
+                Some(Ok(Message::Text(text))) => {
+                    let value: Value = serde_json::from_str(&text).unwrap();
+                    self.seen.push(value.clone());
+                    return value;
+                }
                 Some(Ok(Message::Close(frame))) => {
                     let (code, reason) = frame.map(|f| (u16::from(f.code), f.reason.to_string())).unwrap_or_default();
                     return json!({"type": "close", "code": code, "reason": reason});
@@ -460,4 +466,93 @@ async fn a_message_flood_closes_the_socket() {
         }
     };
     assert_eq!(closed["code"], 4029, "{closed}");
+}
+
+fn schema(direction: &str, kind: &str) -> jsonschema::Validator {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("../docs/schemas/signaling/{direction}/{kind}.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    jsonschema::validator_for(&serde_json::from_str(&text).unwrap()).unwrap()
+}
+
+fn assert_valid(direction: &str, message: &Value) {
+    let kind = message["type"].as_str().unwrap();
+    let validator = schema(direction, kind);
+    let errors: Vec<String> = validator.iter_errors(message).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{direction}/{kind}.json refuses {message}: {errors:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_message_matches_its_documented_json_schema() {
+    let h = start().await;
+    let (meeting, host_token) = h.meeting(json!({})).await;
+    let sent = |m: Value| {
+        assert_valid("client", &m);
+        m
+    };
+    let mut a = h.client().await;
+    let token = h.token(&meeting, "ann", Role::Participant);
+    a.send(sent(
+        json!({"type": "join", "v": 1, "meeting_id": meeting, "token": token, "publish": ["microphone", "camera"]}),
+    ))
+    .await;
+    let offer = a.expect("offer").await;
+    a.expect("candidate").await;
+    let sdp = answer_for(&offer, 10);
+    a.send(sent(json!({"type": "answer", "revision": offer["revision"], "sdp": sdp}))).await;
+    a.send(sent(
+        json!({"type": "candidate", "candidate": "candidate:1 1 udp 1 127.0.0.1 5000 typ host", "sdp_mid": "0"}),
+    ))
+    .await;
+    a.send(sent(json!({"type": "ping", "nonce": 1}))).await;
+    a.expect("pong").await;
+    let (mut b, _) = h.joined(&meeting, "ben", &[]).await;
+    let offer_b = b.expect("offer").await;
+    b.answer(&offer_b, 20).await;
+    a.send(sent(json!({"type": "mute", "source": "camera", "muted": true}))).await;
+    b.expect("track_muted").await;
+    a.send(sent(json!({"type": "publish", "source": "screen"}))).await;
+    let screen_offer = a.expect("offer").await;
+    a.answer(&screen_offer, 10).await;
+    b.expect("track_added").await;
+    a.send(sent(json!({"type": "unpublish", "source": "screen"}))).await;
+    b.expect("track_removed").await;
+    a.send(json!({"type": "publish", "source": "screen"})).await;
+    a.send(json!({"type": "publish", "source": "screen"})).await;
+    a.expect("error").await;
+    let mut c = h.client().await;
+    c.send(sent(json!({"type": "join", "v": 1, "meeting_id": meeting, "token": host_token}))).await;
+    c.expect("welcome").await;
+    a.expect("participant_joined").await;
+    b.send(sent(json!({"type": "leave"}))).await;
+    a.expect("participant_left").await;
+    c.send(sent(json!({"type": "end_meeting"}))).await;
+    a.expect("meeting_ended").await;
+    sent(json!({"type": "candidate", "candidate": null}));
+
+    let mut kinds = std::collections::BTreeSet::new();
+    for m in a.seen.iter().chain(&b.seen).chain(&c.seen) {
+        assert_valid("server", m);
+        kinds.insert(m["type"].as_str().unwrap().to_string());
+    }
+    let documented: std::collections::BTreeSet<String> =
+        std::fs::read_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/schemas/signaling/server"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().trim_end_matches(".json").to_string())
+            .collect();
+    let unseen: Vec<&String> = documented.difference(&kinds).collect();
+    // `connection` needs a real DTLS handshake: the browser tests see it.
+    assert_eq!(unseen, ["connection"], "server messages this test did not see");
+    assert!(kinds.is_subset(&documented), "a server message without a schema: {kinds:?}");
+    // Schemas refuse what the server refuses.
+    let refused = [
+        json!({"type": "join", "v": 1}),
+        json!({"type": "publish", "source": "hologram"}),
+        json!({"type": "leave", "x": 1}),
+    ];
+    for m in refused {
+        let kind = m["type"].as_str().unwrap();
+        assert!(!schema("client", kind).is_valid(&m), "{m} should not validate");
+        assert!(sluice_controlplane::signaling::protocol::parse_client_message(&m.to_string()).is_err());
+    }
 }

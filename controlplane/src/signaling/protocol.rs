@@ -1,6 +1,6 @@
 //! The signaling protocol, version 1: JSON text messages over a WebSocket, each an object with a `type`.
 //! `docs/signaling.md` describes it; `docs/schemas/signaling/*.json` hold a JSON Schema for every message, and
-//! `controlplane/tests/signaling_schemas.rs` checks these types against them.
+//! `controlplane/tests/signaling.rs` checks every message of a session against them.
 
 use serde::{Deserialize, Serialize};
 
