@@ -21,7 +21,9 @@ ensure_apt() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
 }
 
-ensure_apt ca-certificates curl gcc pkg-config postgresql postgresql-client libsrtp2-dev
+# chromium + chromium-driver + iproute2: the browser tests (tests/browser.rs) run headless Chromium in a fresh
+# network namespace.
+ensure_apt ca-certificates curl gcc pkg-config postgresql postgresql-client libsrtp2-dev chromium chromium-driver iproute2
 
 # --- S3-compatible server for the object storage tests ---------------------------------------------------------
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"

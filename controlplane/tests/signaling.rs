@@ -556,3 +556,29 @@ async fn every_message_matches_its_documented_json_schema() {
         assert!(sluice_controlplane::signaling::protocol::parse_client_message(&m.to_string()).is_err());
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_web_client_and_the_api_description_are_served_from_the_binary() {
+    let h = start().await;
+    let (meeting, _) = h.meeting(json!({})).await;
+    let get = |path: String| async move { reqwest::get(path).await.unwrap() };
+    let landing = get(format!("{}/", h.base)).await;
+    assert!(landing.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(landing.headers().contains_key("content-security-policy"));
+    assert!(landing.text().await.unwrap().contains("Start a meeting"));
+    let page = get(format!("{}/m/{meeting}", h.base)).await.text().await.unwrap();
+    assert!(page.contains("/assets/app.js") && page.contains("id=\"share\""));
+    for asset in ["sluice-client.js", "app.js", "landing.js", "style.css"] {
+        let r = get(format!("{}/assets/{asset}", h.base)).await;
+        assert_eq!(r.status(), 200, "{asset}");
+    }
+    let client = get(format!("{}/assets/sluice-client.js", h.base)).await.text().await.unwrap();
+    assert!(client.contains("export class SluiceClient"));
+    assert_eq!(get(format!("{}/assets/nope.js", h.base)).await.status(), 404);
+    let api: Value = get(format!("{}/openapi.json", h.base)).await.json().await.unwrap();
+    assert_eq!(api["openapi"], "3.1.0");
+    for path in ["/meetings", "/meetings/{id}", "/meetings/{id}/join", "/signaling"] {
+        assert!(api["paths"][path].is_object(), "{path} documented");
+    }
+    assert!(api["paths"]["/meetings/{id}"]["delete"].is_object());
+}

@@ -72,6 +72,7 @@ pub fn router(state: Arc<AppState>, config: &HttpConfig) -> Router {
         .route("/m/{id}", get(web::meeting))
         .route("/assets/{name}", get(web::asset))
         .route("/api", get(index))
+        .route("/openapi.json", get(openapi))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
@@ -100,6 +101,11 @@ async fn index() -> impl IntoResponse {
             "GET /signaling (WebSocket)", "GET /openapi.json", "GET /healthz", "GET /readyz", "GET /metrics",
         ],
     }))
+}
+
+/// The API description, `docs/openapi.json`, embedded.
+async fn openapi() -> impl IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "application/json")], include_str!("../../../docs/openapi.json"))
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
