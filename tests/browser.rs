@@ -4,6 +4,7 @@
 //! WebDriver HTTP API and report what they decoded from `RTCPeerConnection.getStats()`.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -52,11 +53,15 @@ impl Drop for NetnsGuard {
     }
 }
 
-/// A child process killed when dropped.
-struct Process(Child);
+/// A child process killed when dropped; with `group`, its whole process group (chromedriver and the browsers
+/// it started), so no browser outlives a failed test.
+struct Process(Child, bool);
 
 impl Drop for Process {
     fn drop(&mut self) {
+        if self.1 {
+            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{}", self.0.id())]).status();
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -81,7 +86,7 @@ fn start_server(data_dir: &Path) -> (Process, String) {
     let stdout = child.stdout.take().unwrap();
     let line = BufReader::new(stdout).lines().next().expect("sluice printed its ready line").unwrap();
     let addr = line.rsplit("HTTP API on ").next().unwrap().trim_end_matches(')').to_string();
-    (Process(child), format!("http://{addr}"))
+    (Process(child, false), format!("http://{addr}"))
 }
 
 fn free_tcp_port() -> u16 {
@@ -92,6 +97,7 @@ fn free_tcp_port() -> u16 {
 async fn start_chromedriver() -> (Process, String) {
     let port = free_tcp_port();
     let child = Command::new("chromedriver")
+        .process_group(0)
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -103,7 +109,7 @@ async fn start_chromedriver() -> (Process, String) {
         assert!(Instant::now() < deadline, "chromedriver did not answer within {WAIT:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    (Process(child), url)
+    (Process(child, true), url)
 }
 
 /// One headless Chromium, driven over WebDriver.
@@ -183,6 +189,28 @@ impl Browser {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The browser's processes: every process started with this browser's profile directory.
+    fn processes(&self) -> Vec<String> {
+        let marker = format!("--user-data-dir={}", self._profile.path().display());
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+            .filter(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .is_ok_and(|c| c.split(|b| *b == 0).any(|arg| arg == marker.as_bytes()))
+            })
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect()
+    }
+
+    /// Sends `signal` to every process of this browser.
+    fn signal(&self, signal: &str) {
+        let pids = self.processes();
+        assert!(!pids.is_empty(), "found the browser's processes");
+        let _ = Command::new("kill").arg(format!("-{signal}")).args(&pids).status();
     }
 
     async fn close(self) {
@@ -431,5 +459,75 @@ fn a_rejoin_with_the_same_name_works_and_a_bad_token_is_refused() {
         assert!(closed["reason"].as_str().unwrap().contains("token is invalid"), "{closed}");
         dee.close().await;
         eve.close().await;
+    });
+}
+
+#[test]
+fn a_vanished_participant_is_removed_within_seconds() {
+    in_fresh_netns("a_vanished_participant_is_removed_within_seconds", async || {
+        let dir = tempfile::tempdir().unwrap();
+        let (_server, base) = start_server(dir.path());
+        let (_driver, driver) = start_chromedriver().await;
+        let (id, _) = create_meeting(&base, "Host").await;
+        let fay = Browser::launch(&driver).await;
+        fay.goto(&format!("{base}/m/{id}?name=Fay")).await;
+        let gus = Browser::launch(&driver).await;
+        gus.goto(&format!("{base}/m/{id}?name=Gus")).await;
+        wait_decoding(&fay, "Fay", 1, 1).await;
+        let gone_id = participant_id(&gus).await;
+
+        // Gus's browser freezes: no leave, no socket close, no ICE answers. Consent and signaling liveness notice.
+        gus.signal("STOP");
+        let frozen = Instant::now();
+        let gone = format!("return !document.querySelector('[data-participant=\"{gone_id}\"]')");
+        wait_true(&fay, "the frozen Gus gone from Fay's view", &gone).await;
+        let took = frozen.elapsed();
+        println!("a vanished participant was removed from the others' view in {took:?}");
+        assert!(took < Duration::from_secs(20), "removed after {took:?}");
+        let meeting: Value = reqwest::get(format!("{base}/meetings/{id}")).await.unwrap().json().await.unwrap();
+        assert_eq!(meeting["active_participants"], 1, "Gus's row has left_at: {meeting}");
+        gus.signal("KILL");
+        fay.close().await;
+    });
+}
+
+#[test]
+fn clients_reconnect_after_a_network_blip_without_reloading() {
+    in_fresh_netns("clients_reconnect_after_a_network_blip_without_reloading", async || {
+        let dir = tempfile::tempdir().unwrap();
+        let (_server, base) = start_server(dir.path());
+        let (_driver, driver) = start_chromedriver().await;
+        let (id, _) = create_meeting(&base, "Host").await;
+        let hal = Browser::launch(&driver).await;
+        hal.goto(&format!("{base}/m/{id}?name=Hal")).await;
+        let ivy = Browser::launch(&driver).await;
+        ivy.goto(&format!("{base}/m/{id}?name=Ivy")).await;
+        wait_decoding(&hal, "Hal", 1, 1).await;
+        wait_decoding(&ivy, "Ivy", 1, 1).await;
+        for b in [&hal, &ivy] {
+            b.eval("window.notReloaded = true; window.sluiceApp.reconnected = 0; window.sluiceApp.client.addEventListener('reconnected', () => window.sluiceApp.reconnected++); return true").await;
+        }
+
+        // Every signaling connection is cut (the kernel aborts the browsers' TCP sockets to the server).
+        let port = base.rsplit(':').next().unwrap();
+        let status =
+            Command::new("ss").args(["-K", "dst", "127.0.0.1", "dport", "=", &format!(":{port}")]).output().unwrap();
+        assert!(status.status.success(), "ss -K: {}", String::from_utf8_lossy(&status.stderr));
+        for (b, name) in [(&hal, "Hal"), (&ivy, "Ivy")] {
+            wait_true(b, &format!("{name} reconnected"), "return window.sluiceApp.reconnected >= 1").await;
+            assert_eq!(
+                b.eval("return window.notReloaded === true").await,
+                Value::Bool(true),
+                "{name}'s page was not reloaded"
+            );
+        }
+        // New peer connections: media flows again both ways.
+        wait_decoding(&hal, "Hal after the blip", 1, 1).await;
+        wait_decoding(&ivy, "Ivy after the blip", 1, 1).await;
+        assert_growing(&hal, "Hal after the blip").await;
+        let meeting: Value = reqwest::get(format!("{base}/meetings/{id}")).await.unwrap().json().await.unwrap();
+        assert_eq!(meeting["active_participants"], 2, "the old connections left, the new ones are in: {meeting}");
+        hal.close().await;
+        ivy.close().await;
     });
 }

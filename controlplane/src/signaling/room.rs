@@ -200,7 +200,7 @@ impl Room {
 
     async fn join(&mut self, request: JoinRequest) -> Result<String, (u16, String)> {
         let JoinRequest { claims, publish, out } = request;
-        if publish.iter().any(|_| !claims.grants.publish) {
+        if !publish.is_empty() && !claims.grants.publish {
             return Err((close::FORBIDDEN, "this token does not grant publishing".into()));
         }
         if let Some(previous) = self.members.iter().find(|m| m.user_id == claims.sub).map(|m| m.id.clone()) {
@@ -663,7 +663,13 @@ impl Room {
         for track in &m.published {
             self.track_gone(&m.id, &track.track_id);
         }
-        let _ = m.out.try_send(Outbound::Close(1000, "left".into()));
+        // A lost media connection is worth a retry (the client reconnects); the other reasons are final, and the
+        // replaced and ended cases were told their own code already.
+        let (code, text) = match reason {
+            LeaveReason::ConnectionLost => (close::TIMEOUT, "the media connection was lost"),
+            _ => (1000, "left"),
+        };
+        let _ = m.out.try_send(Outbound::Close(code, text.into()));
         metrics::gauge!("sluice_participants_connected").decrement(1.0);
         tracing::info!(meeting = %self.ctx.meeting_id, participant = %m.id, ?reason, "participant left");
     }

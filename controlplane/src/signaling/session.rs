@@ -25,6 +25,8 @@ const PING_INTERVAL: Duration = Duration::from_secs(5);
 const SILENCE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Messages queued for a browser; a browser this far behind is closed.
 const OUTBOUND_QUEUE: usize = 256;
+/// How long a close waits for the client's Close frame.
+const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Token bucket for incoming messages: a burst of this many, refilled at `RATE_PER_SEC`.
 const RATE_BURST: f64 = 50.0;
 const RATE_PER_SEC: f64 = 20.0;
@@ -195,5 +197,15 @@ async fn close_with(socket: &mut WebSocket, code: u16, reason: &str) {
         end -= 1;
     }
     let frame = CloseFrame { code, reason: reason[..end].into() };
-    let _ = socket.send(Message::Close(Some(frame))).await;
+    if socket.send(Message::Close(Some(frame))).await.is_err() {
+        return;
+    }
+    // The closing handshake (RFC 6455 section 7.1.1): read, and discard, until the client's Close, so a client
+    // still sending does not get a TCP reset that could destroy our Close frame before it reads it.
+    let deadline = tokio::time::Instant::now() + CLOSE_HANDSHAKE_TIMEOUT;
+    while let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, socket.recv()).await {
+        if matches!(message, Message::Close(_)) {
+            break;
+        }
+    }
 }
