@@ -329,13 +329,21 @@ async fn bad_messages_get_an_error_that_names_the_problem() {
         assert_eq!(error["code"], code, "{text}: {error}");
         assert!(error["message"].as_str().unwrap().contains(says), "{text}: {error}");
     }
-    let revision = offer["revision"].clone();
-    a.send(json!({"type": "answer", "revision": revision, "sdp": "v=0\r\na=setup:active\r\n"})).await;
+    a.send(json!({"type": "answer", "revision": offer["revision"], "sdp": "v=0\r\na=setup:active\r\n"})).await;
     let error = a.expect("error").await;
     assert_eq!(error["code"], "bad_sdp");
     assert!(error["message"].as_str().unwrap().contains("fingerprint"), "{error}");
-    a.send(json!({"type": "answer", "revision": revision, "sdp": answer_for(&offer, 1).replace("setup:active", "setup:passive")})).await;
+    // A refused answer is followed by a fresh offer, so negotiation goes on.
+    let again = a.expect("offer").await;
+    assert_eq!(again["revision"], 2);
+    let passive = answer_for(&again, 1).replace("setup:active", "setup:passive");
+    a.send(json!({"type": "answer", "revision": 2, "sdp": passive})).await;
     assert!(a.expect("error").await["message"].as_str().unwrap().contains("setup:passive"));
+    let third = a.expect("offer").await;
+    a.answer(&third, 1).await;
+    a.send(json!({"type": "ping", "nonce": 5})).await;
+    assert_eq!(a.expect("pong").await["nonce"], 5);
+    assert!(a.seen.iter().filter(|m| m["type"] == "offer").count() == 3, "no offer after a good answer");
     a.send(json!({"type": "mute", "source": "camera", "muted": true})).await;
     assert_eq!(a.expect("error").await["code"], "bad_state", "not publishing a camera");
     a.send(json!({"type": "end_meeting"})).await;
@@ -581,4 +589,31 @@ async fn the_web_client_and_the_api_description_are_served_from_the_binary() {
         assert!(api["paths"][path].is_object(), "{path} documented");
     }
     assert!(api["paths"]["/meetings/{id}"]["delete"].is_object());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_share_stopped_before_its_answer_is_closed_and_can_start_again() {
+    let h = start().await;
+    let (meeting, _) = h.meeting(json!({})).await;
+    let (mut a, _) = h.joined(&meeting, "ann", &["microphone"]).await;
+    let first = a.expect("offer").await;
+    a.send(json!({"type": "publish", "source": "screen"})).await;
+    a.send(json!({"type": "unpublish", "source": "screen"})).await;
+    a.answer(&first, 1).await;
+    let second = a.expect("offer").await;
+    let roles: Vec<&str> = second["sections"].as_array().unwrap().iter().map(|s| s["role"].as_str().unwrap()).collect();
+    assert_eq!(roles, ["publish", "closed"], "the unanswered screen section is closed");
+    a.answer(&second, 1).await;
+    a.send(json!({"type": "publish", "source": "screen"})).await;
+    let third = a.expect("offer").await;
+    let last = third["sections"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (last["role"].as_str(), last["source"].as_str(), last["mid"].as_str()),
+        (Some("publish"), Some("screen"), Some("2"))
+    );
+    // A browser that rejects a section (port 0) gets it closed in the next offer.
+    let rejecting = answer_for(&third, 1).replace("m=video 9 ", "m=video 0 ");
+    a.send(json!({"type": "answer", "revision": third["revision"], "sdp": rejecting})).await;
+    let fourth = a.expect("offer").await;
+    assert_eq!(fourth["sections"][2]["role"], "closed");
 }

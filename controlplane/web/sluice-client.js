@@ -39,6 +39,8 @@ export class SluiceClient extends EventTarget {
     this.attempt = 0;
     this.queue = Promise.resolve();
     this.pinger = null;
+    this.reconnecting = false;
+    this.mutesToResend = false;
   }
 
   /** Joins with the given local tracks (any may be null). Resolves on `welcome`, rejects if refused. */
@@ -151,7 +153,8 @@ export class SluiceClient extends EventTarget {
         if (this.ws !== ws) return;
         clearInterval(this.pinger);
         if (!welcomed) reject(Object.assign(new Error(e.reason || `signaling closed (${e.code})`), { code: e.code }));
-        this.#onClose(e.code, e.reason, welcomed);
+        // While reconnecting, the retry loop decides what a failed attempt means.
+        if (!this.reconnecting) this.#onClose(e.code, e.reason, welcomed);
       };
     });
   }
@@ -169,18 +172,21 @@ export class SluiceClient extends EventTarget {
   /** A network blip: a new socket and peer connection with the same token and tracks. */
   async #reconnect() {
     this.#closePeer();
+    this.reconnecting = true;
     while (!this.left && this.attempt < RECONNECT_DELAYS_MS.length) {
       this.#emit('reconnecting', { attempt: this.attempt + 1 });
       await new Promise((r) => setTimeout(r, RECONNECT_DELAYS_MS[this.attempt]));
       this.attempt += 1;
       try {
         await this.#connect();
+        this.reconnecting = false;
         this.#emit('reconnected', {});
         return;
       } catch (e) {
         if (FINAL_CLOSE_CODES.has(e.code)) break;
       }
     }
+    this.reconnecting = false;
     this.#teardown();
     this.#emit('closed', { code: 4008, reason: 'could not reconnect' });
   }
@@ -218,10 +224,9 @@ export class SluiceClient extends EventTarget {
         this.participants = new Map(m.participants.map((p) => [p.participant_id, p]));
         this.#newPeer();
         this.pinger = setInterval(() => this.#send({ type: 'ping' }), PING_INTERVAL_MS);
+        // Mute states go again once the first answer has published the tracks (see #onOffer).
+        this.mutesToResend = true;
         this.#emit('welcome', m);
-        for (const [source, muted] of Object.entries(this.muted)) {
-          if (muted && this.local[source]) this.#send({ type: 'mute', source, muted });
-        }
         break;
       case 'offer':
         this.#serially(() => this.#onOffer(m));
@@ -260,6 +265,7 @@ export class SluiceClient extends EventTarget {
         break;
       case 'meeting_ended':
         this.left = true;
+        this.#teardown();
         this.#emit('meeting-ended', m);
         break;
       case 'error':
@@ -322,7 +328,15 @@ export class SluiceClient extends EventTarget {
     }
     const answer = await pc.createAnswer();
     await pc.setLocalDescription(answer);
+    // An offer of a connection that was replaced meanwhile must not be answered on the new one.
+    if (this.pc !== pc) return;
     this.#send({ type: 'answer', revision: m.revision, sdp: pc.localDescription.sdp });
+    if (this.mutesToResend) {
+      this.mutesToResend = false;
+      for (const [source, muted] of Object.entries(this.muted)) {
+        if (muted && this.local[source]) this.#send({ type: 'mute', source, muted });
+      }
+    }
   }
 
   #transceiverFor(source) {

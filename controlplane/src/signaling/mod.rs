@@ -41,13 +41,15 @@ impl Registry {
         self.rooms.lock().expect("rooms").get(meeting_id).cloned()
     }
 
-    /// Called by a room with nothing left to do: removes it unless a command arrived meanwhile.
-    fn close_if_idle(&self, meeting_id: &str, commands: &mpsc::Receiver<RoomCommand>) -> bool {
+    /// Called by a room with nothing left to do: removes it and closes its queue (so a late sender gets its
+    /// command back and starts a new room) unless a command arrived meanwhile.
+    fn close_if_idle(&self, meeting_id: &str, commands: &mut mpsc::Receiver<RoomCommand>) -> bool {
         let mut rooms = self.rooms.lock().expect("rooms");
         if !commands.is_empty() {
             return false;
         }
         rooms.remove(meeting_id);
+        commands.close();
         true
     }
 
@@ -83,6 +85,8 @@ pub struct Signaling {
     candidates: Arc<Vec<Vec<String>>>,
     registry: Arc<Registry>,
     routes: Arc<Routes>,
+    /// The tokio runtime, for the event pump (a plain thread) to hand events to a busy room.
+    handle: Option<tokio::runtime::Handle>,
 }
 
 impl std::fmt::Debug for Signaling {
@@ -98,7 +102,14 @@ impl Signaling {
         for (worker, lines) in candidates.iter().enumerate() {
             tracing::info!(worker, candidates = ?lines, "ICE candidates");
         }
-        Signaling { store, runtime, candidates: Arc::new(candidates), registry: Arc::default(), routes: Arc::default() }
+        Signaling {
+            store,
+            runtime,
+            candidates: Arc::new(candidates),
+            registry: Arc::default(),
+            routes: Arc::default(),
+            handle: tokio::runtime::Handle::try_current().ok(),
+        }
     }
 
     pub fn live_rooms(&self) -> usize {
@@ -115,10 +126,15 @@ impl Signaling {
             Event::KeyframeNeeded { .. } => return,
         };
         let Some(meeting) = self.routes.meeting_of(worker, participant) else { return };
-        if let Some(room) = self.registry.get(&meeting)
-            && room.try_send(RoomCommand::Dataplane { worker, event }).is_err()
-        {
-            tracing::warn!(meeting = %meeting, ?event, "room queue full; a dataplane event was dropped");
+        let Some(room) = self.registry.get(&meeting) else { return };
+        if let Err(mpsc::error::TrySendError::Full(command)) = room.try_send(RoomCommand::Dataplane { worker, event }) {
+            // `Gone` comes once: it must not be lost to a busy room. A few events per participant at most, so
+            // waiting for room in a task is bounded; the pump itself never waits (it also routes keyframes).
+            if let Some(handle) = &self.handle {
+                handle.spawn(async move {
+                    let _ = room.send(command).await;
+                });
+            }
         }
     }
 

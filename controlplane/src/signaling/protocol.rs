@@ -31,6 +31,9 @@ pub mod close {
     pub const REPLACED: u16 = 4010;
     /// The meeting has ended.
     pub const ENDED: u16 = 4011;
+    /// The connection has used up its media sections (closed ones stay in every offer): join again on a new
+    /// connection, which starts with only the live ones.
+    pub const RENEW: u16 = 4012;
     /// Too many messages, too fast, or a client too slow to read what we send.
     pub const RATE_LIMITED: u16 = 4029;
     /// The server could not place the participant on a media worker.

@@ -116,6 +116,8 @@ struct Member {
     fingerprint: Option<sluice_dataplane::core::Fingerprint>,
     sections: Vec<SectionState>,
     published: Vec<Published>,
+    /// Its outbound queue overflowed.
+    stalled: std::sync::atomic::AtomicBool,
 }
 
 impl Member {
@@ -129,9 +131,10 @@ impl Member {
     }
 
     fn send(&self, message: ServerMessage) {
-        // A client too slow to read its messages is closed by its session, which sees the channel full.
+        // A client this far behind has missed a message it needs (an offer, say): the room removes it after the
+        // current command, and its session closes the socket once the channel is dropped.
         if self.out.try_send(Outbound::Message(message)).is_err() {
-            let _ = self.out.try_send(Outbound::Close(close::RATE_LIMITED, "too slow reading messages".into()));
+            self.stalled.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -164,17 +167,26 @@ impl Published {
 pub(crate) struct Room {
     ctx: RoomContext,
     members: Vec<Member>,
+    /// Set when the meeting ends: joins queued behind the end are refused.
+    ended: bool,
 }
 
 /// Runs a meeting's room until its last participant leaves (or the meeting ends).
 pub(crate) async fn run(ctx: RoomContext, mut commands: mpsc::Receiver<RoomCommand>, registry: Arc<super::Registry>) {
     let meeting_id = ctx.meeting_id.clone();
-    let mut room = Room { ctx, members: Vec::new() };
+    let mut room = Room { ctx, members: Vec::new(), ended: false };
     loop {
         let Some(command) = commands.recv().await else { break };
         room.handle(command).await;
-        if room.members.is_empty() && registry.close_if_idle(&meeting_id, &commands) {
+        room.remove_stalled().await;
+        if room.members.is_empty() && registry.close_if_idle(&meeting_id, &mut commands) {
             break;
+        }
+    }
+    // Closed under the registry's lock; anything that slipped in before is answered, not lost.
+    while let Ok(command) = commands.try_recv() {
+        if let RoomCommand::Join { reply, .. } = command {
+            let _ = reply.send(Err((close::UNAVAILABLE, "the meeting's room was closing; join again".into())));
         }
     }
     tracing::debug!(meeting = %meeting_id, "room closed");
@@ -194,12 +206,32 @@ impl Room {
         }
     }
 
+    async fn remove_stalled(&mut self) {
+        let stalled: Vec<String> = self
+            .members
+            .iter()
+            .filter(|m| m.stalled.load(std::sync::atomic::Ordering::Relaxed))
+            .map(|m| m.id.clone())
+            .collect();
+        for id in stalled {
+            tracing::warn!(participant = %id, "removing a participant too slow to read its signaling messages");
+            self.leave(&id, LeaveReason::ConnectionLost).await;
+        }
+    }
+
     fn member(&mut self, id: &str) -> Option<&mut Member> {
         self.members.iter_mut().find(|m| m.id == id)
     }
 
     async fn join(&mut self, request: JoinRequest) -> Result<String, (u16, String)> {
-        let JoinRequest { claims, publish, out } = request;
+        let JoinRequest { claims, mut publish, out } = request;
+        if self.ended {
+            return Err((close::ENDED, "the meeting has ended".into()));
+        }
+        if !self.ctx.settings.allow_screenshare {
+            publish.retain(|s| *s != Source::Screen);
+        }
+        publish.dedup();
         if !publish.is_empty() && !claims.grants.publish {
             return Err((close::FORBIDDEN, "this token does not grant publishing".into()));
         }
@@ -242,6 +274,7 @@ impl Room {
             fingerprint: None,
             sections: Vec::new(),
             published: Vec::new(),
+            stalled: std::sync::atomic::AtomicBool::new(false),
         };
         let row = Participant {
             meeting_id: self.ctx.meeting_id.clone(),
@@ -337,7 +370,9 @@ impl Room {
         let binding =
             Binding::Downlink { publisher: publisher.to_string(), track_id: track_id.to_string(), subscribed: false };
         if !s.add_section(kind, SectionRole::Downlink(downlink), info, binding) {
+            // Closed sections stay in every offer; a connection that has used them all starts afresh.
             s.send(ServerMessage::error(ErrorCode::Limit, format!("more than {SECTIONS_MAX} media sections")));
+            let _ = s.out.try_send(Outbound::Close(close::RENEW, "too many media sections: reconnect".into()));
         }
     }
 
@@ -429,35 +464,53 @@ impl Room {
         }
         let answer = match sdp::parse_answer(text) {
             Ok(answer) => answer,
-            Err(e) => return m.send(ServerMessage::error(ErrorCode::BadSdp, e.to_string())),
+            Err(e) => return self.refuse_answer(id, ErrorCode::BadSdp, e.to_string()),
         };
         if let Some(missing) = m.sections[..m.offered].iter().find(|s| answer.section(&s.section.mid).is_none()) {
-            let mid = missing.section.mid.clone();
-            return m
-                .send(ServerMessage::error(ErrorCode::BadSdp, format!("the answer has no section with mid {mid}")));
+            let text = format!("the answer has no section with mid {}", missing.section.mid);
+            return self.refuse_answer(id, ErrorCode::BadSdp, text);
         }
         match m.fingerprint {
             None => {
                 let (worker, core, fingerprint) = (m.worker, m.core, answer.fingerprint);
                 if let Err(e) = media(&runtime, move |rt| rt.expect_dtls(worker, core, fingerprint)).await {
-                    let m = self.member(id).expect("found above");
-                    return m.send(ServerMessage::error(ErrorCode::Internal, format!("cannot set up DTLS: {e}")));
+                    return self.refuse_answer(id, ErrorCode::Internal, format!("cannot set up DTLS: {e}"));
                 }
                 self.member(id).expect("found above").fingerprint = Some(fingerprint);
             }
             Some(known) if known != answer.fingerprint => {
-                return m.send(ServerMessage::error(
-                    ErrorCode::BadSdp,
-                    "the answer's DTLS fingerprint differs from the first answer's: start a new connection",
-                ));
+                let text = "the answer's DTLS fingerprint differs from the first answer's: start a new connection";
+                return self.refuse_answer(id, ErrorCode::BadSdp, text.into());
             }
             Some(_) => {}
         }
         self.member(id).expect("found above").awaiting = None;
+        self.close_rejected(id, &answer);
         self.apply_uplinks(id, &answer).await;
         self.apply_downlinks(id, &answer).await;
         if self.member(id).is_some_and(|m| m.renegotiate) {
             self.negotiate(id);
+        }
+    }
+
+    /// An answer we cannot use: the error says why, and a fresh offer follows (the browser applied its answer and
+    /// is stable, so without one negotiation would stop here).
+    fn refuse_answer(&mut self, id: &str, code: ErrorCode, text: String) {
+        let Some(m) = self.member(id) else { return };
+        m.send(ServerMessage::error(code, text));
+        m.awaiting = None;
+        self.negotiate(id);
+    }
+
+    /// Sections the browser rejected (port 0) are closed for good, as JSEP requires.
+    fn close_rejected(&mut self, id: &str, answer: &sdp::Answer) {
+        let Some(m) = self.member(id) else { return };
+        let offered = m.offered;
+        for s in &mut m.sections[..offered] {
+            if !matches!(s.binding, Binding::Closed) && answer.section(&s.section.mid).is_some_and(|a| a.rejected) {
+                close_section(s);
+                m.renegotiate = true;
+            }
         }
     }
 
@@ -559,22 +612,27 @@ impl Room {
         }
     }
 
+    /// Closes the source's section, published yet or not (a screen share stopped before the answer came).
     async fn unpublish(&mut self, id: &str, source: Source) {
         let Some(m) = self.member(id) else { return };
-        let Some(index) = m.published.iter().position(|p| p.source == source) else {
-            return m.send(ServerMessage::error(ErrorCode::BadState, format!("not publishing {}", source.as_str())));
-        };
-        let track = m.published.remove(index);
-        let (worker, core_track) = (m.worker, track.core);
+        let mut open = false;
         for s in &mut m.sections {
             if matches!(s.binding, Binding::Uplink { source: s2, .. } if s2 == source) {
                 close_section(s);
+                open = true;
             }
         }
-        if let Err(e) = media(&self.ctx.runtime, move |rt| rt.remove_track(worker, core_track)).await {
-            tracing::warn!(error = %e, "removing a track from the dataplane failed");
+        if !open {
+            return m.send(ServerMessage::error(ErrorCode::BadState, format!("not publishing {}", source.as_str())));
         }
-        self.track_gone(id, &track.track_id);
+        if let Some(index) = m.published.iter().position(|p| p.source == source) {
+            let track = m.published.remove(index);
+            let (worker, core_track) = (m.worker, track.core);
+            if let Err(e) = media(&self.ctx.runtime, move |rt| rt.remove_track(worker, core_track)).await {
+                tracing::warn!(error = %e, "removing a track from the dataplane failed");
+            }
+            self.track_gone(id, &track.track_id);
+        }
         self.negotiate(id);
     }
 
@@ -628,6 +686,7 @@ impl Room {
 
     /// Everyone is told and removed; used by `end_meeting` and by `DELETE /meetings/{id}`.
     pub async fn end_for_everyone(&mut self, reason: &str) {
+        self.ended = true;
         for m in &self.members {
             m.send(ServerMessage::MeetingEnded { reason: reason.to_string() });
             let _ = m.out.try_send(Outbound::Close(close::ENDED, reason.to_string()));
@@ -643,11 +702,12 @@ impl Room {
         let m = self.members.remove(index);
         let (worker, core) = (m.worker, m.core);
         let tracks: Vec<TrackId> = m.published.iter().map(|p| p.core).collect();
+        // Best effort, each step: one failed removal must not leave the participant's slot behind.
         let removed = media(&self.ctx.runtime, move |rt| {
-            for track in tracks {
-                rt.remove_track(worker, track)?;
-            }
-            rt.remove_participant(worker, core)
+            let tracks: Vec<Result<(), RuntimeError>> =
+                tracks.into_iter().map(|track| rt.remove_track(worker, track)).collect();
+            rt.remove_participant(worker, core)?;
+            tracks.into_iter().collect::<Result<(), RuntimeError>>()
         })
         .await;
         if let Err(e) = removed {

@@ -25,6 +25,8 @@ const PING_INTERVAL: Duration = Duration::from_secs(5);
 const SILENCE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Messages queued for a browser; a browser this far behind is closed.
 const OUTBOUND_QUEUE: usize = 256;
+/// A write that cannot complete in this long (the client stopped reading) ends the session.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a close waits for the client's Close frame.
 const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Token bucket for incoming messages: a burst of this many, refilled at `RATE_PER_SEC`.
@@ -119,7 +121,10 @@ async fn serve(
                 let text = match incoming {
                     Some(Ok(Message::Text(text))) => text,
                     Some(Ok(Message::Binary(_))) => {
-                        send(socket, &ServerMessage::error(ErrorCode::BadMessage, "messages are JSON text, not binary")).await;
+                        let refusal = ServerMessage::error(ErrorCode::BadMessage, "messages are JSON text, not binary");
+                        if !send(socket, &refusal).await {
+                            return LeaveReason::ConnectionLost;
+                        }
                         continue;
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {
@@ -138,11 +143,9 @@ async fn serve(
                     close_with(socket, close::RATE_LIMITED, &reason).await;
                     return LeaveReason::ConnectionLost;
                 }
-                match parse_client_message(text.as_str()) {
-                    Ok(ClientMessage::Ping { nonce }) => send(socket, &ServerMessage::Pong { nonce }).await,
-                    Ok(ClientMessage::Join { .. }) => {
-                        send(socket, &ServerMessage::error(ErrorCode::BadState, "already joined")).await;
-                    }
+                let reply = match parse_client_message(text.as_str()) {
+                    Ok(ClientMessage::Ping { nonce }) => Some(ServerMessage::Pong { nonce }),
+                    Ok(ClientMessage::Join { .. }) => Some(ServerMessage::error(ErrorCode::BadState, "already joined")),
                     Ok(ClientMessage::Leave {}) => {
                         close_with(socket, 1000, "left").await;
                         return LeaveReason::Left;
@@ -152,17 +155,29 @@ async fn serve(
                         if room.send(command).await.is_err() {
                             return LeaveReason::ConnectionLost;
                         }
+                        None
                     }
-                    Err(e) => send(socket, &ServerMessage::error(ErrorCode::BadMessage, e)).await,
+                    Err(e) => Some(ServerMessage::error(ErrorCode::BadMessage, e)),
+                };
+                if let Some(reply) = reply && !send(socket, &reply).await {
+                    return LeaveReason::ConnectionLost;
                 }
             }
             out = outbound.recv() => match out {
-                Some(Outbound::Message(message)) => send(socket, &message).await,
+                Some(Outbound::Message(message)) => {
+                    if !send(socket, &message).await {
+                        return LeaveReason::ConnectionLost;
+                    }
+                }
                 Some(Outbound::Close(code, reason)) => {
                     close_with(socket, code, &reason).await;
                     return LeaveReason::Left;
                 }
-                None => return LeaveReason::Left,
+                // The room dropped us (we fell too far behind, or it removed us).
+                None => {
+                    close_with(socket, close::RATE_LIMITED, "too slow reading messages").await;
+                    return LeaveReason::ConnectionLost;
+                }
             },
             _ = ping.tick() => {
                 if last_heard.elapsed() > SILENCE_TIMEOUT {
@@ -186,8 +201,10 @@ async fn next_text(socket: &mut WebSocket) -> Option<String> {
     }
 }
 
-async fn send(socket: &mut WebSocket, message: &ServerMessage) {
-    let _ = socket.send(Message::Text(message.to_json().into())).await;
+/// False when the message could not be written in time: the client stopped reading, or the connection is gone.
+async fn send(socket: &mut WebSocket, message: &ServerMessage) -> bool {
+    let write = socket.send(Message::Text(message.to_json().into()));
+    matches!(tokio::time::timeout(SEND_TIMEOUT, write).await, Ok(Ok(())))
 }
 
 async fn close_with(socket: &mut WebSocket, code: u16, reason: &str) {
