@@ -70,6 +70,31 @@ enum BenchScenario {
     /// 1 -> N fan-out on loopback through one Sluice worker and a bare UDP forwarder on the same I/O path:
     /// CPU time per sent packet, the rate one core reaches, and time-in-SFU p50/p99 at half that rate.
     Fanout(FanoutArgs),
+    /// Synthetic participants join one meeting through signaling, ICE, DTLS and SRTP as browsers do, publish and
+    /// receive: joins, time to first media, loss, one-way delay, and the server's CPU per forwarded packet.
+    Meeting(MeetingArgs),
+}
+
+#[derive(Debug, Args)]
+struct MeetingArgs {
+    #[arg(long, default_value_t = 10)]
+    participants: usize,
+    /// How many of them publish (the rest only subscribe).
+    #[arg(long, default_value_t = 2)]
+    publishers: usize,
+    /// Seconds of media.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Packets per second per publisher.
+    #[arg(long, default_value_t = 200)]
+    pps: u32,
+    /// A running server's base URL; without it the bench starts `sluice serve` (embedded defaults, a temp
+    /// directory, loopback) and measures its CPU time too.
+    #[arg(long)]
+    url: Option<String>,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -254,6 +279,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Turn => not_in_this_build("turn", "the TURN/STUN relay"),
         Command::Recorder => not_in_this_build("recorder", "the recorder"),
         Command::Bench(BenchArgs { scenario: BenchScenario::Fanout(args) }) => bench_fanout(&args),
+        Command::Bench(BenchArgs { scenario: BenchScenario::Meeting(args) }) => bench_meeting(&args).await,
     }
 }
 
@@ -278,6 +304,69 @@ fn bench_fanout(args: &FanoutArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+async fn bench_meeting(args: &MeetingArgs) -> anyhow::Result<()> {
+    use sluice_bench::meeting::{self, Scenario};
+    let dir = tempfile_dir()?;
+    let mut child = None;
+    let base_url = match &args.url {
+        Some(url) => url.trim_end_matches('/').to_string(),
+        None => {
+            let (process, url) = start_local_server(&dir)?;
+            child = Some(process);
+            url
+        }
+    };
+    let scenario = Scenario {
+        base_url,
+        participants: args.participants,
+        publishers: args.publishers.min(args.participants),
+        duration: std::time::Duration::from_secs_f64(args.seconds),
+        pps: args.pps,
+    };
+    let pid = child.as_ref().map(std::process::Child::id);
+    let report = meeting::run(&scenario, pid).await;
+    if let Some(mut c) = child {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    let report = report?;
+    print!("{}", meeting::render(&report));
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("write {}", path.display()))?;
+    }
+    if !report.errors.is_empty() {
+        anyhow::bail!("{} participant(s) failed: {}", report.errors.len(), report.errors.join("; "));
+    }
+    Ok(())
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("sluice-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// `sluice serve` from this very binary on a loopback port, with its data in `dir`.
+fn start_local_server(dir: &std::path::Path) -> anyhow::Result<(std::process::Child, String)> {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("SLUICE_DATAPLANE__BASE_PORT", "0")
+        .env("SLUICE_DATAPLANE__BIND", "127.0.0.1")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("start sluice serve")?;
+    let stdout = child.stdout.take().context("its output")?;
+    let line = std::io::BufReader::new(stdout).lines().next().context("its ready line")??;
+    let addr = line.rsplit("HTTP API on ").next().unwrap_or_default().trim_end_matches(')').to_string();
+    Ok((child, format!("http://{addr}")))
 }
 
 /// Components land one at a time; until one has, its subcommand says so plainly instead of pretending.

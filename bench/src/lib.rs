@@ -2,3 +2,4 @@
 //! against a bare forwarder or another server), because the machines they run on are shared and noisy.
 
 pub mod fanout;
+pub mod meeting;

@@ -1,0 +1,388 @@
+//! `sluice bench meeting`: synthetic participants join a meeting through the documented signaling protocol
+//! exactly as a browser does (HTTP join ticket, WebSocket, SDP answer, ICE, DTLS-SRTP over real UDP), publish
+//! tagged media, receive everyone else's, and report joins, time to first media, loss and one-way delay through
+//! the SFU, and the server's CPU time per forwarded packet (read from its own process, so ours does not count).
+//!
+//! One tokio task per participant: enough for tens of participants on loopback. The many-core generator the
+//! load-generator issue asks for builds on the same participant logic.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow, bail};
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use sluice_dataplane::core::Fingerprint;
+use sluice_dataplane::testpeer::{Incoming, TestPeer};
+use tokio::net::UdpSocket;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Bytes of payload per media packet (a typical video packet).
+const PAYLOAD_LEN: usize = 1_000;
+/// ICE checks and DTLS retransmissions are retried this often until the path is up.
+const RETRY: Duration = Duration::from_millis(50);
+/// Every wait for the server is bounded by this.
+const WAIT: Duration = Duration::from_secs(15);
+
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// The server's HTTP base URL.
+    pub base_url: String,
+    pub participants: usize,
+    /// The first `publishers` participants publish a camera track; the rest only subscribe.
+    pub publishers: usize,
+    pub duration: Duration,
+    /// Packets per second per publisher.
+    pub pps: u32,
+}
+
+/// What one participant saw.
+#[derive(Debug, Default, Clone)]
+struct Outcome {
+    joined: bool,
+    join_ms: f64,
+    first_media_ms: Option<f64>,
+    sent: u64,
+    /// Received per publisher id.
+    received: Vec<(u32, u64)>,
+    delays_us: Vec<u64>,
+    error: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    pub participants: usize,
+    pub publishers: usize,
+    pub joined: usize,
+    pub errors: Vec<String>,
+    pub join_ms_p50: f64,
+    pub join_ms_max: f64,
+    pub first_media_ms_p50: f64,
+    pub first_media_ms_max: f64,
+    pub sent: u64,
+    /// Copies every subscriber should have received.
+    pub expected: u64,
+    pub received: u64,
+    pub loss_percent: f64,
+    pub delay_us_p50: u64,
+    pub delay_us_p99: u64,
+    pub delay_us_p999: u64,
+    /// The server process's CPU time (user + system) during the media phase, per packet it forwarded.
+    pub server_cpu_ns_per_forwarded: Option<f64>,
+}
+
+/// Runs the scenario against the server at `base_url`; `server_pid` (a local process) adds its CPU figures.
+pub async fn run(scenario: &Scenario, server_pid: Option<u32>) -> anyhow::Result<Report> {
+    let http = reqwest::Client::new();
+    let created: Value = http
+        .post(format!("{}/meetings", scenario.base_url))
+        .json(&json!({"host_name": "bench", "settings": {"title": "bench", "max_participants": scenario.participants.max(1)}}))
+        .send()
+        .await
+        .context("create the meeting")?
+        .json()
+        .await?;
+    let meeting = created["meeting"]["id"].as_str().ok_or_else(|| anyhow!("no meeting id in {created}"))?.to_string();
+    let epoch = Instant::now();
+    // Everyone joins, connects, then media starts at the same moment for all, for `duration`.
+    let media_start = epoch + Duration::from_secs(2) + Duration::from_millis(20 * scenario.participants as u64);
+    let media_end = media_start + scenario.duration;
+    let cpu_before = Arc::new(std::sync::Mutex::new(None));
+    let mut tasks = Vec::new();
+    for i in 0..scenario.participants {
+        let ctx = Participant {
+            index: i as u32,
+            publish: i < scenario.publishers,
+            base_url: scenario.base_url.clone(),
+            meeting: meeting.clone(),
+            epoch,
+            media_start,
+            media_end,
+            pps: scenario.pps.max(1),
+        };
+        tasks.push(tokio::spawn(async move {
+            let mut outcome = Outcome::default();
+            if let Err(e) = ctx.run(&mut outcome).await {
+                outcome.error = Some(format!("participant {}: {e:#}", ctx.index));
+            }
+            outcome
+        }));
+    }
+    if let Some(pid) = server_pid {
+        let cpu_before = Arc::clone(&cpu_before);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(media_start.into()).await;
+            *cpu_before.lock().expect("cpu") = process_cpu_ns(pid);
+        });
+    }
+    tokio::time::sleep_until(media_end.into()).await;
+    let cpu_after = server_pid.and_then(process_cpu_ns);
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        outcomes.push(task.await.unwrap_or_else(|e| Outcome { error: Some(e.to_string()), ..Outcome::default() }));
+    }
+    let cpu = match (*cpu_before.lock().expect("cpu"), cpu_after) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
+    Ok(summarize(scenario, &outcomes, cpu))
+}
+
+fn summarize(s: &Scenario, outcomes: &[Outcome], cpu_ns: Option<u64>) -> Report {
+    let joined: Vec<&Outcome> = outcomes.iter().filter(|o| o.joined).collect();
+    let mut join_ms: Vec<f64> = joined.iter().map(|o| o.join_ms).collect();
+    let mut first: Vec<f64> = outcomes.iter().filter_map(|o| o.first_media_ms).collect();
+    let mut delays: Vec<u64> = outcomes.iter().flat_map(|o| o.delays_us.iter().copied()).collect();
+    join_ms.sort_by(f64::total_cmp);
+    first.sort_by(f64::total_cmp);
+    delays.sort_unstable();
+    let sent_by: Vec<(u32, u64)> = outcomes.iter().enumerate().map(|(i, o)| (i as u32, o.sent)).collect();
+    let mut expected = 0;
+    let mut received = 0;
+    for (i, o) in outcomes.iter().enumerate() {
+        for &(publisher, sent) in sent_by.iter().filter(|(p, _)| *p != i as u32) {
+            if sent > 0 && o.joined {
+                expected += sent;
+                received += o.received.iter().filter(|(p, _)| *p == publisher).map(|(_, n)| n).sum::<u64>().min(sent);
+            }
+        }
+    }
+    let pct =
+        |v: &[u64], q: f64| v.get(((v.len() as f64 * q) as usize).min(v.len().saturating_sub(1))).copied().unwrap_or(0);
+    let pctf = |v: &[f64], q: f64| {
+        v.get(((v.len() as f64 * q) as usize).min(v.len().saturating_sub(1))).copied().unwrap_or(0.0)
+    };
+    Report {
+        participants: s.participants,
+        publishers: s.publishers,
+        joined: joined.len(),
+        errors: outcomes.iter().filter_map(|o| o.error.clone()).collect(),
+        join_ms_p50: pctf(&join_ms, 0.5),
+        join_ms_max: join_ms.last().copied().unwrap_or(0.0),
+        first_media_ms_p50: pctf(&first, 0.5),
+        first_media_ms_max: first.last().copied().unwrap_or(0.0),
+        sent: outcomes.iter().map(|o| o.sent).sum(),
+        expected,
+        received,
+        loss_percent: if expected > 0 { 100.0 * (expected - received) as f64 / expected as f64 } else { 0.0 },
+        delay_us_p50: pct(&delays, 0.5),
+        delay_us_p99: pct(&delays, 0.99),
+        delay_us_p999: pct(&delays, 0.999),
+        server_cpu_ns_per_forwarded: cpu_ns.filter(|_| received > 0).map(|ns| ns as f64 / received as f64),
+    }
+}
+
+/// User + system CPU time of a process, from `/proc/<pid>/stat` (clock ticks).
+fn process_cpu_ns(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_ascii_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Some(ticks * 1_000_000_000 / per_sec)
+}
+
+struct Participant {
+    index: u32,
+    publish: bool,
+    base_url: String,
+    meeting: String,
+    epoch: Instant,
+    media_start: Instant,
+    media_end: Instant,
+    pps: u32,
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+impl Participant {
+    async fn run(&self, outcome: &mut Outcome) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let ticket: Value = reqwest::Client::new()
+            .post(format!("{}/meetings/{}/join", self.base_url, self.meeting))
+            .json(&json!({"name": format!("bench-{}", self.index)}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let token = ticket["participant_token"].as_str().ok_or_else(|| anyhow!("no token: {ticket}"))?;
+        let url = format!("{}/signaling", self.base_url.replacen("http", "ws", 1));
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.context("connect the signaling socket")?;
+        let publish: Vec<&str> = if self.publish { vec!["camera"] } else { vec![] };
+        let join = json!({"type": "join", "v": 1, "meeting_id": self.meeting, "token": token, "publish": publish});
+        ws.send(Message::text(join.to_string())).await?;
+        let socket = UdpSocket::bind("127.0.0.1:0").await?;
+        let mut peer: Option<TestPeer> = None;
+        let mut server: Option<SocketAddr> = None;
+        let mut connected = false;
+        let mut next_retry = Instant::now();
+        let mut next_send = self.media_start;
+        let interval = Duration::from_secs_f64(1.0 / f64::from(self.pps));
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let now = Instant::now();
+            if now >= self.media_end + Duration::from_millis(300) {
+                break;
+            }
+            if !connected && now > started + WAIT {
+                bail!("not connected within {WAIT:?}");
+            }
+            let wake = [next_retry, next_send, self.media_end + Duration::from_millis(300)]
+                .into_iter()
+                .filter(|t| *t > now)
+                .min()
+                .unwrap_or(now + RETRY);
+            tokio::select! {
+                message = ws.next() => {
+                    let Some(Ok(Message::Text(text))) = message else {
+                        if matches!(message, Some(Ok(_))) { continue; }
+                        bail!("the signaling socket closed: {message:?}");
+                    };
+                    let m: Value = serde_json::from_str(&text)?;
+                    match m["type"].as_str() {
+                        Some("welcome") => {
+                            outcome.joined = true;
+                            outcome.join_ms = started.elapsed().as_secs_f64() * 1000.0;
+                        }
+                        Some("offer") => self.answer(&mut ws, &m, &mut peer).await?,
+                        Some("candidate") if server.is_none() => {
+                            server = m["candidate"].as_str().and_then(candidate_address);
+                        }
+                        Some("error") => bail!("server error: {m}"),
+                        _ => {}
+                    }
+                }
+                received = socket.recv_from(&mut buf) => {
+                    let (n, _) = received?;
+                    let Some(p) = peer.as_mut() else { continue };
+                    match p.receive(&buf[..n]) {
+                        Incoming::BindingSuccess if !p.dtls_started() => {
+                            for record in p.start_dtls(Instant::now()) { send(&socket, server, &record).await; }
+                        }
+                        Incoming::Dtls(records) => {
+                            for record in records { send(&socket, server, &record).await; }
+                            connected = p.srtp_ready();
+                        }
+                        Incoming::Media(r) => {
+                            let now_us = self.epoch.elapsed().as_micros() as u64;
+                            outcome.delays_us.push(now_us.saturating_sub(r.tag.sent_us));
+                            outcome.first_media_ms.get_or_insert(started.elapsed().as_secs_f64() * 1000.0);
+                            let publisher = r.tag.publisher;
+                            match outcome.received.iter_mut().find(|(p, _)| *p == publisher) {
+                                Some((_, n)) => *n += 1,
+                                None => outcome.received.push((publisher, 1)),
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                _ = tokio::time::sleep_until(wake.into()) => {
+                    let now = Instant::now();
+                    if let (Some(p), false) = (peer.as_mut(), connected) && now >= next_retry {
+                        next_retry = now + RETRY;
+                        if !p.dtls_started() {
+                            let check = p.binding_request(true);
+                            send(&socket, server, &check).await;
+                        } else if p.dtls_timeout().is_some_and(|t| t <= now) {
+                            for record in p.handle_dtls_timeout(now) { send(&socket, server, &record).await; }
+                        }
+                    }
+                    if self.publish && connected && now >= next_send && now < self.media_end {
+                        next_send += interval;
+                        let p = peer.as_mut().expect("connected");
+                        let packet = p.media(PAYLOAD_LEN, self.epoch.elapsed().as_micros() as u64);
+                        send(&socket, server, &packet).await;
+                        outcome.sent += 1;
+                    } else if now >= next_send {
+                        next_send = if now < self.media_start { self.media_start } else { now + interval };
+                    }
+                }
+            }
+        }
+        let _ = ws.send(Message::text(json!({"type": "leave"}).to_string())).await;
+        Ok(())
+    }
+
+    /// Answers an offer as `docs/signaling.md` says: send on publish sections, receive on subscribe sections.
+    async fn answer(&self, ws: &mut Ws, offer: &Value, peer: &mut Option<TestPeer>) -> anyhow::Result<()> {
+        let sdp = offer["sdp"].as_str().unwrap_or_default();
+        let attr = |key: &str| sdp.lines().find_map(|l| l.strip_prefix(key)).map(str::trim).map(String::from);
+        let (Some(ufrag), Some(pwd), Some(fp)) =
+            (attr("a=ice-ufrag:"), attr("a=ice-pwd:"), attr("a=fingerprint:sha-256 "))
+        else {
+            bail!("the offer lacks ICE credentials or a fingerprint");
+        };
+        let fingerprint = Fingerprint::parse(&fp).ok_or_else(|| anyhow!("bad fingerprint {fp}"))?;
+        let p = peer.get_or_insert_with(|| TestPeer::with_dtls(self.index, &ufrag, &pwd, fingerprint, None));
+        let ours = p.fingerprint().expect("a DTLS peer");
+        let ssrc = 0x1000_0000 + self.index;
+        let mut answer = format!(
+            "v=0\r\no=- 1 {} IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=fingerprint:sha-256 {ours}\r\n\
+             a=ice-ufrag:peer{}\r\na=ice-pwd:bench-password-0123456789\r\n",
+            offer["revision"], self.index
+        );
+        let kinds: Vec<&str> = sdp.lines().filter_map(|l| l.strip_prefix("m=")).collect();
+        for (section, m_line) in offer["sections"].as_array().into_iter().flatten().zip(kinds) {
+            let kind = m_line.split(' ').next().unwrap_or("video");
+            let (pt, codec) = if kind == "audio" { (111, "opus/48000/2") } else { (96, "VP8/90000") };
+            let port = if section["role"] == "closed" { 0 } else { 9 };
+            let mid = section["mid"].as_str().unwrap_or_default();
+            answer += &format!(
+                "m={kind} {port} UDP/TLS/RTP/SAVPF {pt}\r\na=setup:active\r\na=mid:{mid}\r\na=rtpmap:{pt} {codec}\r\n"
+            );
+            answer += match section["role"].as_str() {
+                Some("publish") => format!("a=sendonly\r\na=ssrc:{ssrc} cname:bench\r\n"),
+                Some("subscribe") => "a=recvonly\r\n".to_string(),
+                _ => "a=inactive\r\n".to_string(),
+            }
+            .as_str();
+        }
+        let message = json!({"type": "answer", "revision": offer["revision"], "sdp": answer});
+        ws.send(Message::text(message.to_string())).await?;
+        Ok(())
+    }
+}
+
+async fn send(socket: &UdpSocket, to: Option<SocketAddr>, datagram: &[u8]) {
+    if let Some(to) = to {
+        let _ = socket.send_to(datagram, to).await;
+    }
+}
+
+/// The address of an `a=candidate` value: `candidate:<f> <c> udp <prio> <ip> <port> typ ...`.
+fn candidate_address(candidate: &str) -> Option<SocketAddr> {
+    let parts: Vec<&str> = candidate.split_ascii_whitespace().collect();
+    let ip: std::net::IpAddr = parts.get(4)?.parse().ok()?;
+    let port: u16 = parts.get(5)?.parse().ok()?;
+    Some(SocketAddr::new(ip, port))
+}
+
+/// The report as a table of one row per figure, for people.
+pub fn render(r: &Report) -> String {
+    let cpu = r.server_cpu_ns_per_forwarded.map_or("n/a".to_string(), |ns| format!("{ns:.0} ns"));
+    format!(
+        "participants {} (publishers {}), joined {}\n\
+         join p50/max            {:.0} / {:.0} ms\n\
+         first media p50/max     {:.0} / {:.0} ms\n\
+         sent / expected / recv  {} / {} / {} (loss {:.3}%)\n\
+         one-way delay p50/p99/p99.9  {} / {} / {} us\n\
+         server CPU per forwarded packet  {cpu}\n",
+        r.participants,
+        r.publishers,
+        r.joined,
+        r.join_ms_p50,
+        r.join_ms_max,
+        r.first_media_ms_p50,
+        r.first_media_ms_max,
+        r.sent,
+        r.expected,
+        r.received,
+        r.loss_percent,
+        r.delay_us_p50,
+        r.delay_us_p99,
+        r.delay_us_p999,
+    )
+}

@@ -1,0 +1,32 @@
+//! `sluice bench meeting` end to end, bounded: a few synthetic participants join a server the bench starts, over
+//! loopback, through signaling, ICE, DTLS-SRTP; the report must show every join and the media delivered. The
+//! figures themselves are for `docs/benchmarks.md`, not asserted here.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+#[test]
+fn synthetic_participants_join_publish_and_receive_through_the_real_protocol() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["bench", "meeting", "--participants", "4", "--publishers", "2", "--seconds", "2", "--pps", "50"])
+        .arg("--json")
+        .arg(&json)
+        .env_remove("SLUICE_CONFIG")
+        .output()
+        .expect("run sluice bench meeting");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("one-way delay"), "{stdout}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["joined"], 4, "{report}");
+    assert_eq!(report["errors"], serde_json::json!([]), "{report}");
+    let (sent, expected, received) =
+        (report["sent"].as_u64().unwrap(), report["expected"].as_u64().unwrap(), report["received"].as_u64().unwrap());
+    assert!(sent > 0 && expected == sent * 3, "each publisher's packets go to the three others: {report}");
+    assert!(received * 100 >= expected * 95, "loopback delivers nearly everything: {report}");
+    assert!(report["server_cpu_ns_per_forwarded"].as_f64().is_some_and(|ns| ns > 0.0), "{report}");
+    assert!(report["delay_us_p50"].as_u64().unwrap() > 0);
+}
