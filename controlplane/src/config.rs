@@ -183,6 +183,9 @@ pub struct DataplaneConfig {
     pub announce: Vec<std::net::IpAddr>,
     /// Worker `i` listens on UDP `base_port + i`; 0 lets the system pick each port (tests).
     pub base_port: u16,
+    /// Every worker on `base_port` alone (`SO_REUSEPORT`; each flow is routed to its worker on its first ICE
+    /// check): one UDP port to open and announce.
+    pub single_port: bool,
     /// `auto` (io_uring where the kernel allows it, else recvmmsg/sendmmsg), `uring` or `mmsg`.
     pub io: String,
     /// UDP GSO for runs of packets to one destination, where the kernel offers it.
@@ -202,6 +205,7 @@ impl Default for DataplaneConfig {
             bind: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
             announce: Vec::new(),
             base_port: 40_000,
+            single_port: false,
             io: "auto".into(),
             gso: true,
             gro: true,
@@ -230,6 +234,7 @@ impl DataplaneConfig {
             cores,
             bind: self.bind,
             base_port: self.base_port,
+            single_port: self.single_port,
             io,
             gso: self.gso,
             gro: self.gro,

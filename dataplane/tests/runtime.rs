@@ -336,6 +336,51 @@ fn bursts_go_out_as_gso_runs(io: IoMode) {
     }
 }
 
+/// Single-port mode: every worker on one UDP port. The kernel spreads flows over the workers' sockets by hash;
+/// each flow's first ICE check reaches the worker owning its ufrag, which takes the flow over, and the meeting
+/// works as with one port per worker. A participant who leaves takes its flow socket along.
+fn one_port_for_all_workers(io: IoMode) {
+    let rt = runtime(io, 3, |c| c.single_port = true);
+    assert!(rt.single_port());
+    let port = rt.local_addr(0).unwrap().port();
+    assert!((0..3).all(|w| rt.local_addr(w).unwrap().port() == port), "one port");
+    let mut publisher = Peer::join(&rt, 0, 0);
+    let mut subscribers = join_many(&rt, 11, 1);
+    meeting(&rt, &publisher, &subscribers);
+    for n in 0..40 {
+        publisher.send_media(n);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let got = collect(&mut subscribers, 40, DEADLINE);
+    for (i, g) in got.iter().enumerate() {
+        assert_eq!(*g, (0..40).collect::<Vec<u64>>(), "subscriber {i} on worker {}", subscribers[i].worker);
+    }
+    let counters: Vec<_> = (0..3).map(|w| rt.counters(w).unwrap()).collect();
+    assert_eq!(counters[0].rtp_in, 40, "the publisher's packets reach its own worker only");
+    std::thread::sleep(Duration::from_millis(120));
+    let s: Vec<_> = (0..3).map(|w| rt.snapshot(w).unwrap()).collect();
+    let routed: u64 = s.iter().map(|s| s.io.flows_routed).sum();
+    let adopted: u64 = s.iter().map(|s| s.io.flows_adopted).sum();
+    // 12 flows over 3 sockets: the chance that the kernel's hash put every one on its owner is 3^-12.
+    assert!(routed > 0, "some flows landed on another worker and were routed");
+    // A browser repeating its check before the takeover is routed twice; the flow is still taken over once.
+    assert!(adopted >= 1 && adopted <= routed && adopted <= 12, "routed {routed}, adopted {adopted}");
+    let rtp_in: u64 = counters.iter().map(|c| c.rtp_in).sum();
+    assert_eq!(rtp_in, 40, "no media was decrypted on a worker that does not own it");
+    for (w, s) in s.iter().enumerate() {
+        assert_eq!(s.core.dropped(DropReason::StunUnknownUser), 0, "worker {w} answered only its own checks");
+    }
+    // Leaving closes the participant's flow socket: the port stays usable and the others keep receiving.
+    let leaving = subscribers.pop().unwrap();
+    rt.remove_participant(leaving.worker, leaving.id).unwrap();
+    for n in 40..50 {
+        publisher.send_media(n);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let got = collect(&mut subscribers, 10, DEADLINE);
+    assert!(got.iter().all(|g| *g == (40..50).collect::<Vec<u64>>()), "{got:?}");
+}
+
 macro_rules! on_both_paths {
     ($($name:ident),*) => {
         mod mmsg {
@@ -354,7 +399,8 @@ on_both_paths!(
     a_full_ring_drops_and_counts,
     a_dead_worker_is_reported_and_the_rest_serve_on,
     metrics_name_every_worker,
-    bursts_go_out_as_gso_runs
+    bursts_go_out_as_gso_runs,
+    one_port_for_all_workers
 );
 
 #[test]

@@ -407,6 +407,15 @@ impl Core {
         self.participants.len()
     }
 
+    /// Whether a participant of this core has this ICE ufrag (ours, the first half of a check's USERNAME).
+    pub fn knows_ufrag(&self, ufrag: &str) -> bool {
+        self.by_ufrag.contains_key(ufrag)
+    }
+
+    pub fn participant_ufrag(&self, id: ParticipantId) -> Option<&str> {
+        self.participants.get(id).map(|p| p.ice.ufrag.as_str())
+    }
+
     pub fn counters(&self) -> &Counters {
         &self.counters
     }

@@ -48,7 +48,8 @@ impl BareForwarder {
     ) -> Result<BareForwarder, RuntimeError> {
         let kind = io::choose(mode)?;
         let config = RuntimeConfig::default();
-        let socket = io::bind(bind, &config).map_err(|source| RuntimeError::Bind { worker: 0, addr: bind, source })?;
+        let socket =
+            io::bind(bind, &config, false).map_err(|source| RuntimeError::Bind { worker: 0, addr: bind, source })?;
         let local_addr = socket.local_addr().map_err(|source| RuntimeError::Start { worker: 0, source })?;
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),

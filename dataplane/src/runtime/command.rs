@@ -116,6 +116,13 @@ pub enum Command {
         reply: Reply<Counters>,
     },
     Fault(Fault),
+    /// Single-port mode: another worker received this first ICE check of a flow whose ufrag is ours. The worker
+    /// (which owns the I/O path) takes the flow over; `apply` does nothing with it.
+    AdoptFlow {
+        source: std::net::SocketAddr,
+        ufrag: Box<str>,
+        datagram: Vec<u8>,
+    },
 }
 
 impl Command {
@@ -153,6 +160,7 @@ impl Command {
             Command::Stats { reply } => reply.send(core.counters().clone()),
             Command::Fault(Fault::Stall(d)) => std::thread::sleep(d),
             Command::Fault(Fault::Panic) => panic!("fault injected: worker panics"),
+            Command::AdoptFlow { .. } => {}
         }
     }
 }

@@ -48,6 +48,11 @@ pub struct RuntimeConfig {
     pub bind: IpAddr,
     /// Worker `i` listens on `base_port + i`; 0 lets the system choose each port (tests).
     pub base_port: u16,
+    /// All workers share `base_port` (`SO_REUSEPORT`): a flow the kernel hands to the wrong worker is routed on
+    /// its first ICE check to the worker that owns its ufrag, which takes the flow over with a socket connected
+    /// to the browser's address (the kernel prefers it for that flow from then on). One port to open in
+    /// firewalls and to announce.
+    pub single_port: bool,
     pub io: IoMode,
     /// Use UDP GSO for runs of datagrams to one destination (when the kernel offers it).
     pub gso: bool,
@@ -70,6 +75,7 @@ impl Default for RuntimeConfig {
             cores: default_cores(),
             bind: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             base_port: 40_000,
+            single_port: false,
             io: IoMode::Auto,
             gso: true,
             gro: true,
@@ -145,6 +151,32 @@ pub struct Runtime {
     next_relay_key: std::sync::atomic::AtomicU64,
     /// Signalled by workers when they queue events.
     events_waker: Arc<Waker>,
+    /// Single-port mode: which worker owns each ufrag.
+    directory: Option<Arc<Directory>>,
+    /// Each participant's ufrag, to take it out of the directory when the participant goes.
+    ufrags: Mutex<HashMap<(usize, ParticipantId), Box<str>>>,
+}
+
+/// Single-port mode's routing table: ufrag -> owning worker. Written by the control side on joins and leaves,
+/// read by a worker only for an ICE check whose ufrag it does not know (a flow's first packets), never per
+/// media packet.
+#[derive(Debug, Default)]
+pub(crate) struct Directory {
+    owners: std::sync::RwLock<HashMap<Box<str>, usize>>,
+}
+
+impl Directory {
+    fn insert(&self, ufrag: &str, worker: usize) {
+        self.owners.write().expect("directory").insert(ufrag.into(), worker);
+    }
+
+    fn remove(&self, ufrag: &str) {
+        self.owners.write().expect("directory").remove(ufrag);
+    }
+
+    pub(crate) fn owner(&self, ufrag: &str) -> Option<usize> {
+        self.owners.read().ok()?.get(ufrag).copied()
+    }
 }
 
 impl std::fmt::Debug for Runtime {
@@ -162,13 +194,26 @@ impl Runtime {
         }
         let io = io::choose(config.io)?;
         let events_waker = Arc::new(Waker::new().map_err(|source| RuntimeError::Start { worker: 0, source })?);
-        let mut sockets = Vec::with_capacity(n);
+        let mut sockets: Vec<std::net::UdpSocket> = Vec::with_capacity(n);
         for worker in 0..n {
-            let port = if config.base_port == 0 { 0 } else { config.base_port + worker as u16 };
+            let port = match (config.single_port, sockets.first()) {
+                // Every worker joins the first one's port (chosen by the system when base_port is 0).
+                (true, Some(first)) => {
+                    first.local_addr().map_err(|source| RuntimeError::Start { worker, source })?.port()
+                }
+                (true, None) => config.base_port,
+                (false, _) if config.base_port == 0 => 0,
+                (false, _) => config.base_port + worker as u16,
+            };
             let addr = SocketAddr::new(config.bind, port);
-            let socket = io::bind(addr, &config).map_err(|source| RuntimeError::Bind { worker, addr, source })?;
+            let socket = io::bind(addr, &config, config.single_port).map_err(|source| RuntimeError::Bind {
+                worker,
+                addr,
+                source,
+            })?;
             sockets.push(socket);
         }
+        let directory = config.single_port.then(|| Arc::new(Directory::default()));
         let shared: Vec<Arc<worker::Shared>> = (0..n)
             .map(|i| {
                 worker::Shared::new(i, &config, Arc::clone(&events_waker))
@@ -190,6 +235,7 @@ impl Runtime {
                 shared: Arc::clone(&shared[i]),
                 peers: shared.clone(),
                 rings: rings.take(i),
+                directory: directory.clone(),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("sluice-worker-{i}"))
@@ -204,6 +250,8 @@ impl Runtime {
             relays: Mutex::new(HashMap::new()),
             next_relay_key: std::sync::atomic::AtomicU64::new(1),
             events_waker,
+            directory,
+            ufrags: Mutex::new(HashMap::new()),
         };
         for w in 0..n {
             runtime.call(w, |reply| Command::Ready { reply })?;
@@ -282,7 +330,13 @@ impl Runtime {
     }
 
     pub fn add_participant(&self, worker: usize, ice: IceCredentials) -> Result<ParticipantId, RuntimeError> {
-        Ok(self.call(worker, |reply| Command::AddParticipant { ice, reply })??)
+        let ufrag: Box<str> = ice.ufrag.as_str().into();
+        let id = self.call(worker, |reply| Command::AddParticipant { ice, reply })??;
+        if let Some(directory) = &self.directory {
+            directory.insert(&ufrag, worker);
+        }
+        self.ufrags.lock().expect("ufrags").insert((worker, id), ufrag);
+        Ok(id)
     }
 
     /// The participant's DTLS certificate must have `fingerprint` (from its SDP).
@@ -315,7 +369,16 @@ impl Runtime {
     }
 
     pub fn remove_participant(&self, worker: usize, participant: ParticipantId) -> Result<(), RuntimeError> {
+        let ufrag = self.ufrags.lock().expect("ufrags").remove(&(worker, participant));
+        if let (Some(directory), Some(ufrag)) = (&self.directory, &ufrag) {
+            directory.remove(ufrag);
+        }
         Ok(self.call(worker, |reply| Command::RemoveParticipant { participant, reply })??)
+    }
+
+    /// Whether all workers share one UDP port.
+    pub fn single_port(&self) -> bool {
+        self.directory.is_some()
     }
 
     pub fn add_track(&self, worker: usize, publisher: ParticipantId, spec: TrackSpec) -> Result<TrackId, RuntimeError> {

@@ -81,6 +81,11 @@ pub struct IoCounters {
     pub relay_queue_full: u64,
     pub relays_sent: u64,
     pub relays_received: u64,
+    /// Single-port mode: first ICE checks handed to the worker owning their ufrag, flows this worker took over
+    /// (a connected socket each), and flows it could not open a socket for.
+    pub flows_routed: u64,
+    pub flows_adopted: u64,
+    pub flows_failed: u64,
     /// Slots in use, per outbound ring (one per other worker), at the last publish.
     pub ring_occupancy: Vec<usize>,
 }
@@ -136,7 +141,7 @@ fn per_worker(
 
 /// Appends the Prometheus text of every worker.
 pub(super) fn render(workers: &[WorkerSnapshot], out: &mut String) {
-    let counters: [Counter; 15] = [
+    let counters: [Counter; 17] = [
         ("datagrams_received_total", "UDP datagrams received.", |w| w.io.datagrams_received),
         ("bytes_received_total", "UDP payload bytes received.", |w| w.core.bytes_in),
         ("datagrams_sent_total", "UDP datagrams sent.", |w| w.io.datagrams_sent),
@@ -151,6 +156,10 @@ pub(super) fn render(workers: &[WorkerSnapshot], out: &mut String) {
         ("uring_submits_total", "io_uring enter calls.", |w| w.io.uring_submits),
         ("send_failed_total", "Datagrams the socket refused.", |w| w.io.send_failed),
         ("relays_sent_total", "Packets relayed to other workers.", |w| w.io.relays_sent),
+        ("flows_routed_total", "Single-port mode: first ICE checks routed to the worker owning the ufrag.", |w| {
+            w.io.flows_routed
+        }),
+        ("flows_adopted_total", "Single-port mode: flows taken over with a connected socket.", |w| w.io.flows_adopted),
         ("relays_received_total", "Packets relayed from other workers.", |w| w.io.relays_received),
     ];
     for (name, help, value) in counters {

@@ -31,6 +31,8 @@ const RECV_SLOTS: usize = 32;
 /// The longest an idle worker sleeps; it also publishes its statistics at least this often.
 const IDLE_WAIT: Duration = Duration::from_millis(50);
 const PUBLISH_INTERVAL: Duration = Duration::from_millis(50);
+/// Single-port mode: connected sockets one participant may have (one per candidate pair its browser tries).
+const FLOWS_PER_PARTICIPANT: usize = 4;
 /// Events held back while the control plane's queue is full; beyond this they are counted and dropped.
 const PENDING_EVENTS_MAX: usize = 65_536;
 
@@ -134,6 +136,8 @@ pub(super) struct Setup {
     pub(super) shared: Arc<Shared>,
     pub(super) peers: Vec<Arc<Shared>>,
     pub(super) rings: WorkerRings,
+    /// Single-port mode's ufrag -> worker table.
+    pub(super) directory: Option<Arc<super::Directory>>,
 }
 
 /// The worker thread's body: the loop, with a panic or an I/O failure turned into a reported failure.
@@ -176,9 +180,10 @@ fn run_loop(mut setup: Setup) -> io::Result<()> {
     let (gso, gro) = (setup.config.gso, setup.config.gro);
     // The I/O path owns the socket; the setup keeps the rest.
     let socket = setup.socket.take().expect("a worker's socket is set up once");
+    let local = socket.local_addr()?;
     match setup.io {
-        IoKind::Mmsg => Worker::new(setup, MmsgIo::new(socket, waker, gso, gro, capacity)?, capacity, gro).run(),
-        IoKind::Uring => Worker::new(setup, UringIo::new(socket, waker, gso, gro, capacity)?, capacity, gro).run(),
+        IoKind::Mmsg => Worker::new(setup, MmsgIo::new(socket, waker, gso, gro, capacity)?, capacity, local).run(),
+        IoKind::Uring => Worker::new(setup, UringIo::new(socket, waker, gso, gro, capacity)?, capacity, local).run(),
     }
 }
 
@@ -200,10 +205,24 @@ struct Worker<I> {
     pending_events: VecDeque<Event>,
     events_dropped: u64,
     next_publish: Instant,
+    /// Single-port mode: the routing table, the shared local address, and the flows this worker took over.
+    directory: Option<Arc<super::Directory>>,
+    local: std::net::SocketAddr,
+    flows: Vec<Flow>,
+    next_flow: u32,
+    config: RuntimeConfig,
+}
+
+/// A browser's flow this worker receives on its own connected socket (single-port mode).
+struct Flow {
+    id: u32,
+    source: std::net::SocketAddr,
+    ufrag: Box<str>,
 }
 
 impl<I: DatagramIo> Worker<I> {
-    fn new(setup: Setup, io: I, capacity: usize, gro: bool) -> Worker<I> {
+    fn new(setup: Setup, io: I, capacity: usize, local: std::net::SocketAddr) -> Worker<I> {
+        let gro = setup.config.gro;
         let mut core = setup.core;
         let now = Instant::now();
         let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
@@ -224,6 +243,11 @@ impl<I: DatagramIo> Worker<I> {
             pending_events: VecDeque::with_capacity(1024),
             events_dropped: 0,
             next_publish: now,
+            directory: setup.directory,
+            local,
+            flows: Vec::new(),
+            next_flow: 0,
+            config: setup.config,
         }
     }
 
@@ -271,9 +295,73 @@ impl<I: DatagramIo> Worker<I> {
     fn run_commands(&mut self, now: Instant) {
         for _ in 0..COMMANDS_PER_TURN {
             let Some(command) = self.shared.commands.pop() else { break };
-            command.apply(&mut self.core, now, &mut self.out);
+            match command {
+                Command::AdoptFlow { source, ufrag, mut datagram } => {
+                    self.adopt_flow(source, ufrag);
+                    self.core.handle_receive(now, source, &mut datagram, &mut self.out);
+                }
+                Command::RemoveParticipant { participant, .. } => {
+                    if let Some(ufrag) = self.core.participant_ufrag(participant) {
+                        let ufrag: Box<str> = ufrag.into();
+                        self.drop_flows(&ufrag);
+                    }
+                    command.apply(&mut self.core, now, &mut self.out);
+                }
+                command => command.apply(&mut self.core, now, &mut self.out),
+            }
         }
         self.shared.participants.store(self.core.participant_count(), Ordering::Relaxed);
+    }
+
+    /// Opens a socket connected to `source` on the shared address, so the kernel hands this worker the flow's
+    /// datagrams from now on. Bounded per participant and in all.
+    fn adopt_flow(&mut self, source: std::net::SocketAddr, ufrag: Box<str>) {
+        let known = self.flows.iter().any(|f| f.source == source);
+        let of_participant = self.flows.iter().filter(|f| f.ufrag == ufrag).count();
+        let max = self.config.core.participants_max * FLOWS_PER_PARTICIPANT;
+        if known || of_participant >= FLOWS_PER_PARTICIPANT || self.flows.len() >= max {
+            return;
+        }
+        let id = self.next_flow;
+        self.next_flow = self.next_flow.wrapping_add(1);
+        let adopted = super::io::bind_flow(self.local, source, &self.config).and_then(|s| self.io.add_flow(id, s));
+        match adopted {
+            Ok(()) => {
+                self.flows.push(Flow { id, source, ufrag });
+                self.stats.flows_adopted += 1;
+            }
+            Err(_) => self.stats.flows_failed += 1,
+        }
+    }
+
+    fn drop_flows(&mut self, ufrag: &str) {
+        let io = &mut self.io;
+        self.flows.retain(|f| {
+            let keep = &*f.ufrag != ufrag;
+            if !keep {
+                io.remove_flow(f.id);
+            }
+            keep
+        });
+    }
+
+    /// Single-port mode: an ICE check whose ufrag belongs to another worker goes there (with the flow);
+    /// returns whether the datagram was handed on.
+    fn route_elsewhere(&mut self, source: std::net::SocketAddr, datagram: &[u8]) -> bool {
+        let Some(directory) = &self.directory else { return false };
+        let Some(ufrag) = check_ufrag(datagram) else { return false };
+        if self.core.knows_ufrag(ufrag) {
+            return false;
+        }
+        let Some(owner) = directory.owner(ufrag).filter(|w| *w != self.shared.index) else { return false };
+        let Some(peer) = self.peers.get(owner) else { return false };
+        let command = Command::AdoptFlow { source, ufrag: ufrag.into(), datagram: datagram.to_vec() };
+        if peer.commands.push(command).is_ok() {
+            peer.waker.wake();
+            self.stats.flows_routed += 1;
+        }
+        // Not pushed: the queue is full; the browser repeats its check.
+        true
     }
 
     fn has_queued_work(&self) -> bool {
@@ -296,6 +384,9 @@ impl<I: DatagramIo> Worker<I> {
             for datagram in bytes.chunks_mut(meta.stride.max(1)) {
                 if self.out.len() >= self.flush_at || self.out.relays().len() >= self.flush_at {
                     self.flush();
+                }
+                if datagram.first().is_some_and(|b| *b < 4) && self.route_elsewhere(meta.source, datagram) {
+                    continue;
                 }
                 self.core.handle_receive(now, meta.source, datagram, &mut self.out);
             }
@@ -398,4 +489,15 @@ impl<I: DatagramIo> Worker<I> {
 /// on stderr.
 fn report_send_failure(e: &io::Error) {
     eprintln!("sluice worker: send failed: {e}");
+}
+
+/// The local ufrag of an ICE Binding request (the part of USERNAME before the colon).
+fn check_ufrag(datagram: &[u8]) -> Option<&str> {
+    use crate::packet::stun;
+    let message = stun::Message::parse(datagram).ok()?;
+    if message.msg_type != stun::BINDING_REQUEST {
+        return None;
+    }
+    let username = std::str::from_utf8(message.get(stun::attr::USERNAME)?).ok()?;
+    username.split(':').next()
 }

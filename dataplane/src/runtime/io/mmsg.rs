@@ -27,6 +27,10 @@ pub(crate) struct MmsgIo {
     gso_segments: usize,
     plan: Plan,
     msgs: Msgs,
+    /// Single-port mode: sockets connected to one browser each.
+    flows: Vec<(u32, UdpSocket, UdpSocketState)>,
+    /// Reused for every wait: the main socket, the flows, the waker.
+    pollfds: Vec<libc::pollfd>,
 }
 
 impl MmsgIo {
@@ -43,35 +47,63 @@ impl MmsgIo {
             gso_segments,
             plan: Plan::with_capacity(capacity),
             msgs: Msgs::with_capacity(capacity),
+            flows: Vec::new(),
+            pollfds: Vec::new(),
         })
     }
 
+    /// Receives from the main socket, then from each flow, while the batch has room.
     fn try_recv(&mut self, batch: &mut RecvBatch, stats: &mut IoCounters) -> io::Result<usize> {
-        let room = (batch.capacity() - batch.len()).min(BATCH_SIZE);
-        if room == 0 {
-            return Ok(0);
-        }
-        let first = batch.len();
-        let slot_len = batch.slot_len;
-        let mut chunks = batch.data[first * slot_len..].chunks_mut(slot_len);
-        let mut slices: [IoSliceMut<'_>; BATCH_SIZE] =
-            std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or(&mut [])));
-        let mut metas = [quinn_udp::RecvMeta::default(); BATCH_SIZE];
-        let n = self.state.recv(UdpSockRef::from(&self.socket), &mut slices[..room], &mut metas[..room])?;
-        for m in &metas[..n] {
-            let stride = if m.stride == 0 { m.len } else { m.stride };
-            let segments = m.len.div_ceil(stride.max(1));
-            if segments > 1 {
-                stats.gro_segments += segments as u64;
+        let mut n = match recv_from(&self.socket, &self.state, batch, stats) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && !self.flows.is_empty() => 0,
+            Err(e) => return Err(e),
+        };
+        for (_, socket, state) in &self.flows {
+            match recv_from(socket, state, batch, stats) {
+                Ok(got) => n += got,
+                // A connected socket reports an ICMP error from its browser once; the flow stays.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::ConnectionRefused => {}
+                Err(e) => return Err(e),
             }
-            stats.datagrams_received += segments as u64;
-            batch.meta.push(RecvMeta { source: m.addr, len: m.len, stride });
         }
-        if n > 0 {
-            stats.recv_batches += 1;
+        if n == 0 && !self.flows.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
         }
         Ok(n)
     }
+}
+
+fn recv_from(
+    socket: &UdpSocket,
+    state: &UdpSocketState,
+    batch: &mut RecvBatch,
+    stats: &mut IoCounters,
+) -> io::Result<usize> {
+    let room = (batch.capacity() - batch.len()).min(BATCH_SIZE);
+    if room == 0 {
+        return Ok(0);
+    }
+    let first = batch.len();
+    let slot_len = batch.slot_len;
+    let mut chunks = batch.data[first * slot_len..].chunks_mut(slot_len);
+    let mut slices: [IoSliceMut<'_>; BATCH_SIZE] =
+        std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or(&mut [])));
+    let mut metas = [quinn_udp::RecvMeta::default(); BATCH_SIZE];
+    let n = state.recv(UdpSockRef::from(socket), &mut slices[..room], &mut metas[..room])?;
+    for m in &metas[..n] {
+        let stride = if m.stride == 0 { m.len } else { m.stride };
+        let segments = m.len.div_ceil(stride.max(1));
+        if segments > 1 {
+            stats.gro_segments += segments as u64;
+        }
+        stats.datagrams_received += segments as u64;
+        batch.meta.push(RecvMeta { source: m.addr, len: m.len, stride });
+    }
+    if n > 0 {
+        stats.recv_batches += 1;
+    }
+    Ok(n)
 }
 
 impl DatagramIo for MmsgIo {
@@ -86,21 +118,24 @@ impl DatagramIo for MmsgIo {
             }
             Err(e) => return Err(e),
         }
-        let mut fds = [
-            libc::pollfd { fd: self.socket.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: self.waker, events: libc::POLLIN, revents: 0 },
-        ];
+        let poll = |fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        self.pollfds.clear();
+        self.pollfds.push(poll(self.waker));
+        self.pollfds.push(poll(self.socket.as_raw_fd()));
+        self.pollfds.extend(self.flows.iter().map(|(_, s, _)| poll(s.as_raw_fd())));
         let ts = libc::timespec { tv_sec: timeout.as_secs() as _, tv_nsec: timeout.subsec_nanos() as _ };
-        // SAFETY: two valid pollfds and a live timespec; no signal mask.
-        let ready = unsafe { libc::ppoll(fds.as_mut_ptr(), 2, &ts, std::ptr::null()) };
+        // SAFETY: `pollfds.len()` valid pollfds and a live timespec; no signal mask.
+        let ready = unsafe {
+            libc::ppoll(self.pollfds.as_mut_ptr(), self.pollfds.len() as libc::nfds_t, &ts, std::ptr::null())
+        };
         if ready < 0 {
             let e = io::Error::last_os_error();
             return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
         }
-        if fds[1].revents != 0 {
+        if self.pollfds[0].revents != 0 {
             drain_eventfd(self.waker);
         }
-        if fds[0].revents != 0 {
+        if self.pollfds[1..].iter().any(|p| p.revents != 0) {
             match self.try_recv(batch, stats) {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -108,6 +143,16 @@ impl DatagramIo for MmsgIo {
             }
         }
         Ok(())
+    }
+
+    fn add_flow(&mut self, id: u32, socket: UdpSocket) -> io::Result<()> {
+        let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
+        self.flows.push((id, socket, state));
+        Ok(())
+    }
+
+    fn remove_flow(&mut self, id: u32) {
+        self.flows.retain(|(i, _, _)| *i != id);
     }
 
     fn send(&mut self, out: &Transmits, stats: &mut IoCounters) -> io::Result<()> {

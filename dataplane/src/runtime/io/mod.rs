@@ -66,18 +66,44 @@ pub(super) fn choose(mode: IoMode) -> Result<IoKind, RuntimeError> {
     }
 }
 
-/// A worker's UDP socket: non-blocking, with big buffers.
-pub(super) fn bind(addr: SocketAddr, config: &RuntimeConfig) -> io::Result<UdpSocket> {
+/// A worker's UDP socket: non-blocking, with big buffers; `reuse_port` for single-port mode.
+pub(crate) fn bind(addr: SocketAddr, config: &RuntimeConfig, reuse_port: bool) -> io::Result<UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         // Also IPv4 when bound to `[::]`.
         socket.set_only_v6(false)?;
+    }
+    if reuse_port {
+        set_int(&socket, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
     }
     socket.set_nonblocking(true)?;
     set_buffer(&socket, libc::SO_RCVBUFFORCE, config.socket_buffer_bytes, |s, n| s.set_recv_buffer_size(n));
     set_buffer(&socket, libc::SO_SNDBUFFORCE, config.socket_buffer_bytes, |s, n| s.set_send_buffer_size(n));
     socket.bind(&addr.into())?;
     Ok(socket.into())
+}
+
+fn set_int(socket: &Socket, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setsockopt reads one c_int from a live local.
+    let r = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// A socket on the workers' shared address, connected to one browser: the kernel delivers that browser's
+/// datagrams to it rather than to any of the shared sockets (single-port mode).
+pub(crate) fn bind_flow(local: SocketAddr, peer: SocketAddr, config: &RuntimeConfig) -> io::Result<UdpSocket> {
+    let socket = bind(local, config, true)?;
+    socket.connect(peer)?;
+    Ok(socket)
 }
 
 /// Asks for `bytes` of socket buffer: forced past `net.core.*mem_max` where we may (root), else as much as the
@@ -161,6 +187,12 @@ pub(super) trait DatagramIo {
 
     /// Sends every datagram of `out`; what the socket refuses is counted in `stats.send_failed`.
     fn send(&mut self, out: &Transmits, stats: &mut IoCounters) -> io::Result<()>;
+
+    /// Single-port mode: also receive from `socket` (connected to one browser's address); `recv` returns its
+    /// datagrams like the main socket's. Sends still go out of the main socket (same local port).
+    fn add_flow(&mut self, id: u32, socket: UdpSocket) -> io::Result<()>;
+
+    fn remove_flow(&mut self, id: u32);
 }
 
 /// Bytes of one receive slot: one datagram, or a GRO buffer of up to 64 KB.

@@ -34,6 +34,9 @@ const CONTROL_LEN: usize = 64;
 
 const TAG_RECV: u64 = 1;
 const TAG_WAKE: u64 = 2;
+const TAG_CANCEL: u64 = 3;
+/// A flow's multishot receive carries `TAG_FLOW + its id` (single-port mode).
+const TAG_FLOW: u64 = 1 << 16;
 /// Sends carry `TAG_SEND + index of the run in the chunk`.
 const TAG_SEND: u64 = 1 << 32;
 
@@ -155,6 +158,10 @@ pub(crate) struct UringIo {
     gso_segments: usize,
     plan: Plan,
     msgs: Msgs,
+    /// Single-port mode: sockets connected to one browser each, and whether their receive is armed.
+    flows: Vec<(u32, UdpSocket, bool)>,
+    /// Removed flows whose receive is being cancelled: the socket lives until its last completion.
+    closing: Vec<(u32, UdpSocket)>,
 }
 
 impl std::fmt::Debug for UringIo {
@@ -193,6 +200,8 @@ impl UringIo {
             gso_segments,
             plan: Plan::with_capacity(capacity),
             msgs: Msgs::with_capacity(capacity),
+            flows: Vec::new(),
+            closing: Vec::new(),
         })
     }
 
@@ -206,6 +215,15 @@ impl UringIo {
             // SAFETY: the msghdr is boxed and lives as long as the ring; buffers come from the registered group.
             if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
                 self.recv_armed = true;
+            }
+        }
+        for (id, socket, armed) in self.flows.iter_mut().filter(|f| !f.2) {
+            let sqe = opcode::RecvMsgMulti::new(types::Fd(socket.as_raw_fd()), &*self.recv_msghdr, RECV_BUFFER_GROUP)
+                .build()
+                .user_data(TAG_FLOW + u64::from(*id));
+            // SAFETY: as for the main socket; the socket stays open until this receive's last completion.
+            if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
+                *armed = true;
             }
         }
         if !self.waker_armed {
@@ -267,9 +285,9 @@ impl UringIo {
             }
             for &(tag, result, flags) in &completions[..n] {
                 match tag {
-                    TAG_RECV => {
+                    TAG_RECV | TAG_FLOW..TAG_SEND => {
                         if !cqueue::more(flags) {
-                            self.recv_armed = false;
+                            self.receive_ended(tag);
                         }
                         let taken = match batch.as_deref_mut() {
                             Some(b) => self.stash.is_empty() && self.take_recv(result, flags, b, stats),
@@ -283,6 +301,7 @@ impl UringIo {
                         self.waker_armed = false;
                         drain_eventfd(self.waker);
                     }
+                    TAG_CANCEL => {}
                     tag => {
                         let run = (tag - TAG_SEND) as usize;
                         if result < 0 {
@@ -297,6 +316,20 @@ impl UringIo {
         }
         self.bufs.publish();
         sends_done
+    }
+
+    /// A multishot receive finished (buffers ran out, or it was cancelled): re-armed next turn, unless its flow
+    /// was removed, whose socket can now close.
+    fn receive_ended(&mut self, tag: u64) {
+        if tag == TAG_RECV {
+            self.recv_armed = false;
+            return;
+        }
+        let id = (tag - TAG_FLOW) as u32;
+        match self.flows.iter_mut().find(|f| f.0 == id) {
+            Some(flow) => flow.2 = false,
+            None => self.closing.retain(|(i, _)| *i != id),
+        }
     }
 
     fn drain_stash(&mut self, batch: &mut RecvBatch, stats: &mut IoCounters) {
@@ -336,6 +369,27 @@ impl DatagramIo for UringIo {
             stats.recv_batches += 1;
         }
         Ok(())
+    }
+
+    fn add_flow(&mut self, id: u32, socket: UdpSocket) -> io::Result<()> {
+        if u64::from(id) >= TAG_SEND - TAG_FLOW {
+            return Err(io::Error::other("flow ids ran out"));
+        }
+        self.flows.push((id, socket, false));
+        Ok(())
+    }
+
+    fn remove_flow(&mut self, id: u32) {
+        let Some(at) = self.flows.iter().position(|f| f.0 == id) else { return };
+        let (id, socket, armed) = self.flows.swap_remove(at);
+        if !armed {
+            return;
+        }
+        let sqe = opcode::AsyncCancel::new(TAG_FLOW + u64::from(id)).build().user_data(TAG_CANCEL);
+        // SAFETY: a cancel refers to no memory. If the queue is full the receive runs on until the socket's
+        // buffers are exhausted; the socket is kept until its last completion either way.
+        let _ = unsafe { self.ring.submission().push(&sqe) };
+        self.closing.push((id, socket));
     }
 
     fn send(&mut self, out: &Transmits, stats: &mut IoCounters) -> io::Result<()> {
