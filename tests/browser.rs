@@ -72,6 +72,10 @@ impl Drop for Process {
 
 /// `sluice serve` with embedded defaults in a temp directory; returns it and its base URL.
 fn start_server(data_dir: &Path) -> (Process, String) {
+    start_server_with(data_dir, &[])
+}
+
+fn start_server_with(data_dir: &Path, env: &[(&str, &str)]) -> (Process, String) {
     let mut cmd = Command::new(BIN);
     for (key, _) in std::env::vars() {
         if key.starts_with("SLUICE_") || key == "DATABASE_URL" {
@@ -83,6 +87,7 @@ fn start_server(data_dir: &Path) -> (Process, String) {
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("RUST_LOG", std::env::var("SLUICE_E2E_LOG").unwrap_or_else(|_| "warn".into()))
         .env("SLUICE_DATAPLANE__BASE_PORT", "0")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     let mut child = cmd.spawn().expect("spawn sluice");
@@ -532,5 +537,32 @@ fn clients_reconnect_after_a_network_blip_without_reloading() {
         assert_eq!(meeting["active_participants"], 2, "the old connections left, the new ones are in: {meeting}");
         hal.close().await;
         ivy.close().await;
+    });
+}
+
+#[test]
+fn two_browsers_on_two_workers_sharing_one_port() {
+    in_fresh_netns("two_browsers_on_two_workers_sharing_one_port", async || {
+        let dir = tempfile::tempdir().unwrap();
+        let env = [("SLUICE_DATAPLANE__WORKERS", "2"), ("SLUICE_DATAPLANE__SINGLE_PORT", "true")];
+        let (_server, base) = start_server_with(dir.path(), &env);
+        let (_driver, driver) = start_chromedriver().await;
+        let (id, _) = create_meeting(&base, "Host").await;
+        let jon = Browser::launch(&driver).await;
+        jon.goto(&format!("{base}/m/{id}?name=Jon")).await;
+        let kim = Browser::launch(&driver).await;
+        kim.goto(&format!("{base}/m/{id}?name=Kim")).await;
+        wait_decoding(&jon, "Jon", 1, 1).await;
+        wait_decoding(&kim, "Kim", 1, 1).await;
+        assert_growing(&jon, "Jon").await;
+        assert_growing(&kim, "Kim").await;
+        // Both workers hold one participant each, behind the one port every candidate names.
+        let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+        let participants: Vec<&str> =
+            metrics.lines().filter(|l| l.starts_with("sluice_dataplane_participants{")).collect();
+        assert_eq!(participants.len(), 2, "{participants:?}");
+        assert!(participants.iter().all(|l| l.ends_with(" 1")), "one participant per worker: {participants:?}");
+        jon.close().await;
+        kim.close().await;
     });
 }
