@@ -214,7 +214,7 @@ impl Participant {
         let publish: Vec<&str> = if self.publish { vec!["camera"] } else { vec![] };
         let join = json!({"type": "join", "v": 1, "meeting_id": self.meeting, "token": token, "publish": publish});
         ws.send(Message::text(join.to_string())).await?;
-        let socket = UdpSocket::bind("127.0.0.1:0").await?;
+        let socket = udp_socket()?;
         let mut peer: Option<TestPeer> = None;
         let mut server: Option<SocketAddr> = None;
         let mut connected = false;
@@ -229,6 +229,33 @@ impl Participant {
             }
             if !connected && now > started + WAIT {
                 bail!("not connected within {WAIT:?}");
+            }
+            // Timers first, on every turn: a busy socket must not starve the sender.
+            if let (Some(p), false) = (peer.as_mut(), connected)
+                && now >= next_retry
+            {
+                next_retry = now + RETRY;
+                if !p.dtls_started() {
+                    let check = p.binding_request(true);
+                    send(&socket, server, &check).await;
+                } else if p.dtls_timeout().is_some_and(|t| t <= now) {
+                    for record in p.handle_dtls_timeout(now) {
+                        send(&socket, server, &record).await;
+                    }
+                }
+            }
+            if now >= next_send {
+                if self.publish && connected && now >= self.media_start && now < self.media_end {
+                    let p = peer.as_mut().expect("connected");
+                    let packet = p.media(PAYLOAD_LEN, self.epoch.elapsed().as_micros() as u64);
+                    send(&socket, server, &packet).await;
+                    outcome.sent += 1;
+                }
+                // Paced, never bursting to catch up: a late turn skips the packets it missed.
+                next_send = (next_send + interval).max(now);
+                if next_send < self.media_start {
+                    next_send = self.media_start;
+                }
             }
             let wake = [next_retry, next_send, self.media_end + Duration::from_millis(300)]
                 .into_iter()
@@ -279,27 +306,7 @@ impl Participant {
                         _ => {}
                     }
                 }
-                _ = tokio::time::sleep_until(wake.into()) => {
-                    let now = Instant::now();
-                    if let (Some(p), false) = (peer.as_mut(), connected) && now >= next_retry {
-                        next_retry = now + RETRY;
-                        if !p.dtls_started() {
-                            let check = p.binding_request(true);
-                            send(&socket, server, &check).await;
-                        } else if p.dtls_timeout().is_some_and(|t| t <= now) {
-                            for record in p.handle_dtls_timeout(now) { send(&socket, server, &record).await; }
-                        }
-                    }
-                    if self.publish && connected && now >= next_send && now < self.media_end {
-                        next_send += interval;
-                        let p = peer.as_mut().expect("connected");
-                        let packet = p.media(PAYLOAD_LEN, self.epoch.elapsed().as_micros() as u64);
-                        send(&socket, server, &packet).await;
-                        outcome.sent += 1;
-                    } else if now >= next_send {
-                        next_send = if now < self.media_start { self.media_start } else { now + interval };
-                    }
-                }
+                _ = tokio::time::sleep_until(wake.into()) => {}
             }
         }
         let _ = ws.send(Message::text(json!({"type": "leave"}).to_string())).await;
@@ -344,6 +351,15 @@ impl Participant {
         ws.send(Message::text(message.to_string())).await?;
         Ok(())
     }
+}
+
+/// A loopback socket with a big receive buffer: a subscriber reads in bursts between other work.
+fn udp_socket() -> anyhow::Result<UdpSocket> {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let sock = socket2::SockRef::from(&socket);
+    let _ = sock.set_recv_buffer_size(4 << 20);
+    socket.set_nonblocking(true)?;
+    Ok(UdpSocket::from_std(socket)?)
 }
 
 async fn send(socket: &UdpSocket, to: Option<SocketAddr>, datagram: &[u8]) {
