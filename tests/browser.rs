@@ -71,10 +71,6 @@ impl Drop for Process {
 }
 
 /// `sluice serve` with embedded defaults in a temp directory; returns it and its base URL.
-fn start_server(data_dir: &Path) -> (Process, String) {
-    start_server_with(data_dir, &[])
-}
-
 fn start_server_with(data_dir: &Path, env: &[(&str, &str)]) -> (Process, String) {
     let mut cmd = Command::new(BIN);
     for (key, _) in std::env::vars() {
@@ -312,6 +308,42 @@ async fn print_first_frames(browser: &Browser, who: &str) {
     );
 }
 
+/// A server, a chromedriver and a meeting, inside the test's namespace.
+struct Stage {
+    base: String,
+    driver: String,
+    id: String,
+    _server: Process,
+    _chromedriver: Process,
+    _dir: tempfile::TempDir,
+}
+
+impl Stage {
+    async fn start(env: &[(&str, &str)]) -> Stage {
+        let dir = tempfile::tempdir().unwrap();
+        let (server, base) = start_server_with(dir.path(), env);
+        let (chromedriver, driver) = start_chromedriver().await;
+        let (id, _) = create_meeting(&base, "Host").await;
+        Stage { base, driver, id, _server: server, _chromedriver: chromedriver, _dir: dir }
+    }
+
+    /// A new browser that opens the meeting's deep link under `name`.
+    async fn join(&self, name: &str) -> Browser {
+        let browser = Browser::launch(&self.driver).await;
+        browser.goto(&format!("{}/m/{}?name={name}", self.base, self.id)).await;
+        browser
+    }
+
+    async fn meeting(&self) -> Value {
+        reqwest::get(format!("{}/meetings/{}", self.base, self.id)).await.unwrap().json().await.unwrap()
+    }
+}
+
+/// True in a page once no element names `participant` any more.
+fn gone_script(participant: &str) -> String {
+    format!("return !document.querySelector('[data-participant=\"{participant}\"]')")
+}
+
 async fn create_meeting(base: &str, host: &str) -> (String, String) {
     let reply: Value = reqwest::Client::new()
         .post(format!("{base}/meetings"))
@@ -341,14 +373,9 @@ async fn wait_true(browser: &Browser, what: &str, script: &str) {
 #[test]
 fn two_participants_see_and_hear_each_other() {
     in_fresh_netns("two_participants_see_and_hear_each_other", async || {
-        let dir = tempfile::tempdir().unwrap();
-        let (_server, base) = start_server(dir.path());
-        let (_driver, driver) = start_chromedriver().await;
-        let (id, _) = create_meeting(&base, "Host").await;
-        let alice = Browser::launch(&driver).await;
-        let bob = Browser::launch(&driver).await;
-        alice.goto(&format!("{base}/m/{id}?name=Alice")).await;
-        bob.goto(&format!("{base}/m/{id}?name=Bob")).await;
+        let stage = Stage::start(&[]).await;
+        let alice = stage.join("Alice").await;
+        let bob = stage.join("Bob").await;
         wait_decoding(&alice, "Alice", 1, 1).await;
         wait_decoding(&bob, "Bob", 1, 1).await;
         assert_growing(&alice, "Alice").await;
@@ -362,7 +389,7 @@ fn two_participants_see_and_hear_each_other() {
             "return [...document.querySelectorAll('#grid .tile .label')].some((l) => l.textContent.startsWith('Bob'))",
         )
         .await;
-        let meeting: Value = reqwest::get(format!("{base}/meetings/{id}")).await.unwrap().json().await.unwrap();
+        let meeting = stage.meeting().await;
         assert_eq!(meeting["active_participants"], 2, "{meeting}");
         alice.close().await;
         bob.close().await;
@@ -372,16 +399,11 @@ fn two_participants_see_and_hear_each_other() {
 #[test]
 fn three_participants_share_a_screen_and_one_leaves() {
     in_fresh_netns("three_participants_share_a_screen_and_one_leaves", async || {
-        let dir = tempfile::tempdir().unwrap();
-        let (_server, base) = start_server(dir.path());
-        let (_driver, driver) = start_chromedriver().await;
-        let (id, _) = create_meeting(&base, "Host").await;
+        let stage = Stage::start(&[]).await;
         let names = ["Ann", "Ben", "Cat"];
         let mut browsers = Vec::new();
         for name in names {
-            let b = Browser::launch(&driver).await;
-            b.goto(&format!("{base}/m/{id}?name={name}")).await;
-            browsers.push(b);
+            browsers.push(stage.join(name).await);
         }
         for (b, name) in browsers.iter().zip(names) {
             wait_decoding(b, name, 2, 2).await;
@@ -405,13 +427,13 @@ fn three_participants_share_a_screen_and_one_leaves() {
         // Cat leaves: gone from the others' grids within seconds.
         let cat = participant_id(&browsers[2]).await;
         browsers[2].eval("document.getElementById('leave').click(); return true").await;
-        let gone = format!("return !document.querySelector('[data-participant=\"{cat}\"]')");
+        let gone = gone_script(&cat);
         let left_at = Instant::now();
         for (b, name) in browsers.iter().zip(names).take(2) {
             wait_true(b, &format!("Cat gone from {name}'s view"), &gone).await;
         }
         println!("a leaving participant disappeared from both others' views in {:?}", left_at.elapsed());
-        let meeting: Value = reqwest::get(format!("{base}/meetings/{id}")).await.unwrap().json().await.unwrap();
+        let meeting = stage.meeting().await;
         assert_eq!(meeting["active_participants"], 2, "Cat's row has left_at: {meeting}");
         for b in browsers {
             b.close().await;
@@ -422,23 +444,17 @@ fn three_participants_share_a_screen_and_one_leaves() {
 #[test]
 fn a_rejoin_with_the_same_name_works_and_a_bad_token_is_refused() {
     in_fresh_netns("a_rejoin_with_the_same_name_works_and_a_bad_token_is_refused", async || {
-        let dir = tempfile::tempdir().unwrap();
-        let (_server, base) = start_server(dir.path());
-        let (_driver, driver) = start_chromedriver().await;
-        let (id, _) = create_meeting(&base, "Host").await;
-        let dee = Browser::launch(&driver).await;
-        dee.goto(&format!("{base}/m/{id}?name=Dee")).await;
-        let eve = Browser::launch(&driver).await;
-        eve.goto(&format!("{base}/m/{id}?name=Eve")).await;
+        let stage = Stage::start(&[]).await;
+        let dee = stage.join("Dee").await;
+        let eve = stage.join("Eve").await;
         wait_decoding(&dee, "Dee", 1, 1).await;
         let first = participant_id(&eve).await;
 
         // Eve closes her browser and comes back under the same name.
         eve.close().await;
-        let gone = format!("return !document.querySelector('[data-participant=\"{first}\"]')");
+        let gone = gone_script(&first);
         wait_true(&dee, "Eve's first connection gone from Dee's view", &gone).await;
-        let eve = Browser::launch(&driver).await;
-        eve.goto(&format!("{base}/m/{id}?name=Eve")).await;
+        let eve = stage.join("Eve").await;
         wait_decoding(&eve, "Eve again", 1, 1).await;
         let before = frames(&dee.inbound().await);
         wait_true(
@@ -460,7 +476,8 @@ fn a_rejoin_with_the_same_name_works_and_a_bad_token_is_refused() {
                 ws.onopen = () => ws.send(JSON.stringify({{type: 'join', v: 1, meeting_id: '{id}', token: 'not.a.token'}}));
                 ws.onclose = (e) => resolve({{code: e.code, reason: e.reason}});
             }});"#,
-            ws = base.replacen("http", "ws", 1)
+            ws = stage.base.replacen("http", "ws", 1),
+            id = stage.id
         );
         let closed = dee.eval(&script).await;
         assert_eq!(closed["code"], 4001, "{closed}");
@@ -473,26 +490,21 @@ fn a_rejoin_with_the_same_name_works_and_a_bad_token_is_refused() {
 #[test]
 fn a_vanished_participant_is_removed_within_seconds() {
     in_fresh_netns("a_vanished_participant_is_removed_within_seconds", async || {
-        let dir = tempfile::tempdir().unwrap();
-        let (_server, base) = start_server(dir.path());
-        let (_driver, driver) = start_chromedriver().await;
-        let (id, _) = create_meeting(&base, "Host").await;
-        let fay = Browser::launch(&driver).await;
-        fay.goto(&format!("{base}/m/{id}?name=Fay")).await;
-        let gus = Browser::launch(&driver).await;
-        gus.goto(&format!("{base}/m/{id}?name=Gus")).await;
+        let stage = Stage::start(&[]).await;
+        let fay = stage.join("Fay").await;
+        let gus = stage.join("Gus").await;
         wait_decoding(&fay, "Fay", 1, 1).await;
         let gone_id = participant_id(&gus).await;
 
         // Gus's browser freezes: no leave, no socket close, no ICE answers. Consent and signaling liveness notice.
         gus.signal("STOP");
         let frozen = Instant::now();
-        let gone = format!("return !document.querySelector('[data-participant=\"{gone_id}\"]')");
+        let gone = gone_script(&gone_id);
         wait_true(&fay, "the frozen Gus gone from Fay's view", &gone).await;
         let took = frozen.elapsed();
         println!("a vanished participant was removed from the others' view in {took:?}");
         assert!(took < Duration::from_secs(20), "removed after {took:?}");
-        let meeting: Value = reqwest::get(format!("{base}/meetings/{id}")).await.unwrap().json().await.unwrap();
+        let meeting = stage.meeting().await;
         assert_eq!(meeting["active_participants"], 1, "Gus's row has left_at: {meeting}");
         gus.signal("KILL");
         fay.close().await;
@@ -502,14 +514,9 @@ fn a_vanished_participant_is_removed_within_seconds() {
 #[test]
 fn clients_reconnect_after_a_network_blip_without_reloading() {
     in_fresh_netns("clients_reconnect_after_a_network_blip_without_reloading", async || {
-        let dir = tempfile::tempdir().unwrap();
-        let (_server, base) = start_server(dir.path());
-        let (_driver, driver) = start_chromedriver().await;
-        let (id, _) = create_meeting(&base, "Host").await;
-        let hal = Browser::launch(&driver).await;
-        hal.goto(&format!("{base}/m/{id}?name=Hal")).await;
-        let ivy = Browser::launch(&driver).await;
-        ivy.goto(&format!("{base}/m/{id}?name=Ivy")).await;
+        let stage = Stage::start(&[]).await;
+        let hal = stage.join("Hal").await;
+        let ivy = stage.join("Ivy").await;
         wait_decoding(&hal, "Hal", 1, 1).await;
         wait_decoding(&ivy, "Ivy", 1, 1).await;
         for b in [&hal, &ivy] {
@@ -517,7 +524,7 @@ fn clients_reconnect_after_a_network_blip_without_reloading() {
         }
 
         // Every signaling connection is cut (the kernel aborts the browsers' TCP sockets to the server).
-        let port = base.rsplit(':').next().unwrap();
+        let port = stage.base.rsplit(':').next().unwrap();
         let status =
             Command::new("ss").args(["-K", "dst", "127.0.0.1", "dport", "=", &format!(":{port}")]).output().unwrap();
         assert!(status.status.success(), "ss -K: {}", String::from_utf8_lossy(&status.stderr));
@@ -533,7 +540,7 @@ fn clients_reconnect_after_a_network_blip_without_reloading() {
         wait_decoding(&hal, "Hal after the blip", 1, 1).await;
         wait_decoding(&ivy, "Ivy after the blip", 1, 1).await;
         assert_growing(&hal, "Hal after the blip").await;
-        let meeting: Value = reqwest::get(format!("{base}/meetings/{id}")).await.unwrap().json().await.unwrap();
+        let meeting = stage.meeting().await;
         assert_eq!(meeting["active_participants"], 2, "the old connections left, the new ones are in: {meeting}");
         hal.close().await;
         ivy.close().await;
@@ -543,21 +550,16 @@ fn clients_reconnect_after_a_network_blip_without_reloading() {
 #[test]
 fn two_browsers_on_two_workers_sharing_one_port() {
     in_fresh_netns("two_browsers_on_two_workers_sharing_one_port", async || {
-        let dir = tempfile::tempdir().unwrap();
-        let env = [("SLUICE_DATAPLANE__WORKERS", "2"), ("SLUICE_DATAPLANE__SINGLE_PORT", "true")];
-        let (_server, base) = start_server_with(dir.path(), &env);
-        let (_driver, driver) = start_chromedriver().await;
-        let (id, _) = create_meeting(&base, "Host").await;
-        let jon = Browser::launch(&driver).await;
-        jon.goto(&format!("{base}/m/{id}?name=Jon")).await;
-        let kim = Browser::launch(&driver).await;
-        kim.goto(&format!("{base}/m/{id}?name=Kim")).await;
+        let stage =
+            Stage::start(&[("SLUICE_DATAPLANE__WORKERS", "2"), ("SLUICE_DATAPLANE__SINGLE_PORT", "true")]).await;
+        let jon = stage.join("Jon").await;
+        let kim = stage.join("Kim").await;
         wait_decoding(&jon, "Jon", 1, 1).await;
         wait_decoding(&kim, "Kim", 1, 1).await;
         assert_growing(&jon, "Jon").await;
         assert_growing(&kim, "Kim").await;
         // Both workers hold one participant each, behind the one port every candidate names.
-        let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+        let metrics = reqwest::get(format!("{}/metrics", stage.base)).await.unwrap().text().await.unwrap();
         let participants: Vec<&str> =
             metrics.lines().filter(|l| l.starts_with("sluice_dataplane_participants{")).collect();
         assert_eq!(participants.len(), 2, "{participants:?}");

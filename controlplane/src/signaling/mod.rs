@@ -118,13 +118,7 @@ impl Signaling {
 
     /// Hands a dataplane event to the room of the participant it names (called by the event pump thread).
     pub fn dataplane_event(&self, worker: usize, event: Event) {
-        let participant = match event {
-            Event::Connected { participant }
-            | Event::Gone { participant }
-            | Event::DtlsFailed { participant, .. }
-            | Event::Nominated { participant, .. } => participant,
-            Event::KeyframeNeeded { .. } => return,
-        };
+        let Some(participant) = event.participant() else { return };
         let Some(meeting) = self.routes.meeting_of(worker, participant) else { return };
         let Some(room) = self.registry.get(&meeting) else { return };
         if let Err(mpsc::error::TrySendError::Full(command)) = room.try_send(RoomCommand::Dataplane { worker, event }) {

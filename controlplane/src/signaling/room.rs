@@ -735,13 +735,7 @@ impl Room {
     }
 
     async fn dataplane_event(&mut self, worker: usize, event: Event) {
-        let participant = match event {
-            Event::Connected { participant }
-            | Event::Gone { participant }
-            | Event::DtlsFailed { participant, .. }
-            | Event::Nominated { participant, .. } => participant,
-            Event::KeyframeNeeded { .. } => return,
-        };
+        let Some(participant) = event.participant() else { return };
         let Some(m) = self.members.iter().find(|m| m.worker == worker && m.core == participant) else { return };
         let id = m.id.clone();
         match event {

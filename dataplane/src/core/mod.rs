@@ -133,6 +133,19 @@ pub enum Event {
     KeyframeNeeded { key: RelayKey, layer: u8 },
 }
 
+impl Event {
+    /// The participant the event is about (a keyframe request is about a track).
+    pub fn participant(&self) -> Option<ParticipantId> {
+        match *self {
+            Event::Nominated { participant, .. }
+            | Event::Connected { participant }
+            | Event::DtlsFailed { participant, .. }
+            | Event::Gone { participant } => Some(participant),
+            Event::KeyframeNeeded { .. } => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DtlsFailure {
     /// The certificate the browser presented is not the one its SDP's `a=fingerprint` names.
