@@ -133,7 +133,8 @@ impl Member {
     fn send(&self, message: ServerMessage) {
         // A client this far behind has missed a message it needs (an offer, say): the room removes it after the
         // current command, and its session closes the socket once the channel is dropped.
-        if self.out.try_send(Outbound::Message(message)).is_err() {
+        // A closed channel is a session that has left; its leave is on the way.
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.out.try_send(Outbound::Message(message)) {
             self.stalled.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }

@@ -147,6 +147,10 @@ async fn serve(
                     Ok(ClientMessage::Ping { nonce }) => Some(ServerMessage::Pong { nonce }),
                     Ok(ClientMessage::Join { .. }) => Some(ServerMessage::error(ErrorCode::BadState, "already joined")),
                     Ok(ClientMessage::Leave {}) => {
+                        // Nothing more is read from the room; it learns at once, then from the queued leave.
+                        outbound.close();
+                        let leave = RoomCommand::Leave { participant: participant.to_string(), reason: LeaveReason::Left };
+                        let _ = room.send(leave).await;
                         close_with(socket, 1000, "left").await;
                         return LeaveReason::Left;
                     }
