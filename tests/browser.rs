@@ -329,8 +329,13 @@ impl Stage {
 
     /// A new browser that opens the meeting's deep link under `name`.
     async fn join(&self, name: &str) -> Browser {
+        self.join_with(name, "").await
+    }
+
+    /// As `join`, with more query parameters (`&codec=VP9`).
+    async fn join_with(&self, name: &str, query: &str) -> Browser {
         let browser = Browser::launch(&self.driver).await;
-        browser.goto(&format!("{}/m/{}?name={name}", self.base, self.id)).await;
+        browser.goto(&format!("{}/m/{}?name={name}{query}", self.base, self.id)).await;
         browser
     }
 
@@ -566,5 +571,40 @@ fn two_browsers_on_two_workers_sharing_one_port() {
         assert!(participants.iter().all(|l| l.ends_with(" 1")), "one participant per worker: {participants:?}");
         jon.close().await;
         kim.close().await;
+    });
+}
+
+/// The codecs of what `browser` decodes, from `inbound-rtp` stats.
+async fn inbound_video_codecs(browser: &Browser) -> Vec<String> {
+    let script = r#"
+        const pc = window.sluiceApp.client.pc;
+        return pc.getStats().then((report) => {
+            const out = [];
+            report.forEach((s) => {
+                if (s.type === 'inbound-rtp' && s.kind === 'video' && s.framesDecoded > 0 && report.get(s.codecId)) {
+                    out.push(report.get(s.codecId).mimeType);
+                }
+            });
+            return out;
+        });
+    "#;
+    let v = browser.eval(script).await;
+    v.as_array().map(|a| a.iter().filter_map(|c| c.as_str().map(String::from)).collect()).unwrap_or_default()
+}
+
+#[test]
+fn vp9_and_vp8_publishers_are_forwarded_in_their_own_codecs() {
+    in_fresh_netns("vp9_and_vp8_publishers_are_forwarded_in_their_own_codecs", async || {
+        let stage = Stage::start(&[]).await;
+        let lea = stage.join_with("Lea", "&codec=VP9").await;
+        let max = stage.join("Max").await;
+        wait_decoding(&lea, "Lea", 1, 1).await;
+        wait_decoding(&max, "Max", 1, 1).await;
+        assert_growing(&max, "Max").await;
+        // Max decodes Lea's VP9; Lea decodes Max's VP8: each subscriber gets the publisher's codec.
+        assert_eq!(inbound_video_codecs(&max).await, ["video/VP9"]);
+        assert_eq!(inbound_video_codecs(&lea).await, ["video/VP8"]);
+        lea.close().await;
+        max.close().await;
     });
 }

@@ -15,7 +15,11 @@ pub fn sdp_answer(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
     if let Ok(answer) = parse_answer(text) {
         for section in &answer.sections {
-            let _ = (section.send_codec(), section.media_ssrc(), section.direction.sends());
+            let _ = (
+                section.send_codec(&crate::sdp::offer::uplink_codecs(sluice_dataplane::core::MediaKind::Video, None)),
+                section.media_ssrc(),
+                section.direction.sends(),
+            );
         }
     }
 }

@@ -617,3 +617,30 @@ async fn a_share_stopped_before_its_answer_is_closed_and_can_start_again() {
     let fourth = a.expect("offer").await;
     assert_eq!(fourth["sections"][2]["role"], "closed");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_publishers_video_codec_is_offered_first() {
+    let h = start().await;
+    let (meeting, _) = h.meeting(json!({})).await;
+    let mut a = h.client().await;
+    let token = h.token(&meeting, "ann", Role::Participant);
+    a.send(json!({"type": "join", "v": 1, "meeting_id": meeting, "token": token, "publish": ["camera"], "video_codec": "vp9"}))
+        .await;
+    let offer = a.expect("offer").await;
+    assert!(offer["sdp"].as_str().unwrap().contains("m=video 9 UDP/TLS/RTP/SAVPF 98 96 102\r\n"), "{offer}");
+    // The answer lists VP8 first and keeps VP9, as Chrome's may: the offer's order decides, so the track is VP9
+    // and a subscriber is offered VP9.
+    let sdp = answer_for(&offer, 1)
+        .replace("m=video 9 UDP/TLS/RTP/SAVPF 96\r\n", "m=video 9 UDP/TLS/RTP/SAVPF 96 98\r\n")
+        .replace("a=rtpmap:96 VP8/90000\r\n", "a=rtpmap:96 VP8/90000\r\na=rtpmap:98 VP9/90000\r\n");
+    a.send(json!({"type": "answer", "revision": offer["revision"], "sdp": sdp})).await;
+    let (mut b, _) = h.joined(&meeting, "ben", &[]).await;
+    let offer_b = b.expect("offer").await;
+    assert!(offer_b["sdp"].as_str().unwrap().contains("m=video 9 UDP/TLS/RTP/SAVPF 98 99\r\n"), "{offer_b}");
+    let mut c = h.client().await;
+    c.send(json!({"type": "join", "v": 1, "meeting_id": meeting, "token": h.token(&meeting, "cy", Role::Participant), "video_codec": "av1"}))
+        .await;
+    let closed = c.next().await;
+    assert_eq!(closed["code"], 4000, "{closed}");
+    assert!(closed["reason"].as_str().unwrap().contains("unknown variant `av1`"), "{closed}");
+}

@@ -92,7 +92,11 @@ async function enter(name) {
   $('meeting').hidden = false;
   app.joinStartedAt = performance.now();
   const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-  const client = new SluiceClient({ signalingUrl: `${scheme}://${location.host}/signaling`, meetingId, token: await token(name) });
+  // `?codec=VP9` (or H264) publishes video in that codec where the browser has it; VP8 otherwise.
+  const videoCodec = params.get('codec')?.toUpperCase() || null;
+  const client = new SluiceClient({
+    signalingUrl: `${scheme}://${location.host}/signaling`, meetingId, token: await token(name), videoCodec,
+  });
   app.client = client;
   wire(client);
   const microphone = localStream.getAudioTracks()[0] || null;

@@ -19,10 +19,12 @@ const PING_INTERVAL_MS = 5000;
 
 export class SluiceClient extends EventTarget {
   /**
-   * @param {{signalingUrl: string, meetingId: string, token: string, iceServers?: RTCIceServer[]}} options
+   * @param {{signalingUrl: string, meetingId: string, token: string, iceServers?: RTCIceServer[],
+   *          videoCodec?: string}} options  videoCodec: 'VP8', 'VP9' or 'H264': the server offers it first, so we publish in it
    */
-  constructor({ signalingUrl, meetingId, token, iceServers = [] }) {
+  constructor({ signalingUrl, meetingId, token, iceServers = [], videoCodec = null }) {
     super();
+    this.videoCodec = videoCodec;
     this.signalingUrl = signalingUrl;
     this.meetingId = meetingId;
     this.token = token;
@@ -133,7 +135,9 @@ export class SluiceClient extends EventTarget {
           .filter(([source, track]) => track && source !== 'screen')
           .map(([source]) => source);
         if (this.local.screen) publish.push('screen');
-        ws.send(JSON.stringify({ type: 'join', v: PROTOCOL_VERSION, meeting_id: this.meetingId, token: this.token, publish }));
+        const join = { type: 'join', v: PROTOCOL_VERSION, meeting_id: this.meetingId, token: this.token, publish };
+        if (this.videoCodec) join.video_codec = this.videoCodec.toLowerCase();
+        ws.send(JSON.stringify(join));
       };
       ws.onmessage = (e) => {
         let message;

@@ -69,12 +69,19 @@ pub struct AnswerSection {
 }
 
 impl AnswerSection {
-    /// The codec the browser will send: the first payload type whose encoding we forward.
-    pub fn send_codec(&self) -> Option<(Codec, u8)> {
-        self.formats.iter().find_map(|pt| {
-            let (_, name) = self.rtpmap.iter().find(|(p, _)| p == pt)?;
-            codec_named(name).map(|c| (c, *pt))
-        })
+    /// The codec the browser will send: the first codec *of our offer* (`offered`, in its order) that the answer
+    /// kept. Chrome as answerer sends the offerer's most preferred common codec, whatever order its answer lists;
+    /// a client that wants VP9 or H.264 answers with only that one.
+    pub fn send_codec(&self, offered: &[Codec]) -> Option<(Codec, u8)> {
+        let kept: Vec<(Codec, u8)> = self
+            .formats
+            .iter()
+            .filter_map(|pt| {
+                let (_, name) = self.rtpmap.iter().find(|(p, _)| p == pt)?;
+                codec_named(name).map(|c| (c, *pt))
+            })
+            .collect();
+        offered.iter().find_map(|c| kept.iter().find(|(k, _)| k == c).copied())
     }
 
     /// The media SSRC the browser sends (not the RTX one of a FID group).

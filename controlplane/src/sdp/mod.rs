@@ -38,9 +38,9 @@ mod tests {
             track_id: "t_a".into(),
         };
         vec![
-            Section { mid: "0".into(), kind: MediaKind::Audio, role: SectionRole::Uplink },
-            Section { mid: "1".into(), kind: MediaKind::Video, role: SectionRole::Downlink(downlink) },
-            Section { mid: "2".into(), kind: MediaKind::Video, role: SectionRole::Rejected },
+            Section { mid: "0".into(), kind: MediaKind::Audio, role: SectionRole::Uplink, prefer: None },
+            Section { mid: "1".into(), kind: MediaKind::Video, role: SectionRole::Downlink(downlink), prefer: None },
+            Section { mid: "2".into(), kind: MediaKind::Video, role: SectionRole::Rejected, prefer: None },
         ]
     }
 
@@ -76,12 +76,28 @@ mod tests {
         assert_eq!(mids, ["0", "1", "2"]);
         let (audio, video, down) = (&answer.sections[0], &answer.sections[1], &answer.sections[2]);
         assert_eq!(
-            (audio.direction, audio.media_ssrc(), audio.send_codec()),
+            (audio.direction, audio.media_ssrc(), audio.send_codec(&offer::uplink_codecs(MediaKind::Audio, None))),
             (Direction::SendOnly, Some(4273401687), Some((Codec::Opus, 111)))
         );
-        assert_eq!((video.media_ssrc(), video.send_codec()), (Some(3499153755), Some((Codec::Vp8, 96))));
+        assert_eq!(
+            (video.media_ssrc(), video.send_codec(&offer::uplink_codecs(MediaKind::Video, None))),
+            (Some(3499153755), Some((Codec::Vp8, 96)))
+        );
         assert_eq!((down.direction, down.media_ssrc()), (Direction::RecvOnly, None));
         assert!(!answer.sections.iter().any(|s| s.rejected));
+    }
+
+    #[test]
+    fn the_send_codec_is_the_offers_first_that_the_answer_kept() {
+        let video = &offer::uplink_codecs(MediaKind::Video, None);
+        let reordered =
+            CHROME_ANSWER.replace("m=video 9 UDP/TLS/RTP/SAVPF 96 98 102", "m=video 9 UDP/TLS/RTP/SAVPF 98 102 96");
+        assert_eq!(parse_answer(&reordered).unwrap().sections[1].send_codec(video), Some((Codec::Vp8, 96)));
+        let only_vp9 = CHROME_ANSWER.replace("m=video 9 UDP/TLS/RTP/SAVPF 96 98 102", "m=video 9 UDP/TLS/RTP/SAVPF 98");
+        assert_eq!(parse_answer(&only_vp9).unwrap().sections[1].send_codec(video), Some((Codec::Vp9, 98)));
+        let nothing_we_forward =
+            CHROME_ANSWER.replace("m=video 9 UDP/TLS/RTP/SAVPF 96 98 102", "m=video 9 UDP/TLS/RTP/SAVPF 45");
+        assert_eq!(parse_answer(&nothing_we_forward).unwrap().sections[1].send_codec(video), None);
     }
 
     #[test]

@@ -25,6 +25,22 @@ const URI_REPAIRED_RID: &str = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-str
 const URI_ABS_SEND_TIME: &str = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time";
 const URI_TRANSPORT_CC: &str = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
 
+/// The codecs an uplink section of `kind` offers, most preferred first: `prefer` (if we forward it), then VP8,
+/// VP9, H.264. Chrome as answerer sends the first of these it supports, whatever its answer's order.
+pub fn uplink_codecs(kind: MediaKind, prefer: Option<Codec>) -> Vec<Codec> {
+    match kind {
+        MediaKind::Audio => vec![Codec::Opus],
+        MediaKind::Video => {
+            let mut codecs: Vec<Codec> = VIDEO_CODECS.iter().map(|(c, _, _)| *c).collect();
+            if let Some(at) = codecs.iter().position(|c| Some(*c) == prefer) {
+                let first = codecs.remove(at);
+                codecs.insert(0, first);
+            }
+            codecs
+        }
+    }
+}
+
 /// The payload type Sluice uses for a codec (the same in every offer, so forwarding never rewrites it).
 pub fn payload_type(codec: Codec) -> u8 {
     match codec {
@@ -55,6 +71,8 @@ pub struct Section {
     pub mid: String,
     pub kind: MediaKind,
     pub role: SectionRole,
+    /// Uplink video: the codec offered first (the publisher's choice); `None` for VP8.
+    pub prefer: Option<Codec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,7 +164,9 @@ fn write_section(s: &mut String, p: &OfferParams<'_>, section: &Section) {
             line(s, format_args!("a=recvonly"));
             match section.kind {
                 MediaKind::Audio => write_codec(s, Codec::Opus, false),
-                MediaKind::Video => VIDEO_CODECS.iter().for_each(|(c, _, _)| write_codec(s, *c, false)),
+                MediaKind::Video => {
+                    uplink_codecs(MediaKind::Video, section.prefer).into_iter().for_each(|c| write_codec(s, c, false))
+                }
             }
         }
         SectionRole::Downlink(d) => {
@@ -174,7 +194,9 @@ fn formats(section: &Section) -> Vec<u8> {
             f
         }
         (_, MediaKind::Audio) => vec![OPUS_PT],
-        (_, MediaKind::Video) => VIDEO_CODECS.iter().map(|(_, pt, _)| *pt).collect(),
+        (_, MediaKind::Video) => {
+            uplink_codecs(MediaKind::Video, section.prefer).into_iter().map(payload_type).collect()
+        }
     }
 }
 

@@ -63,6 +63,25 @@ impl Source {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VideoCodec {
+    Vp8,
+    Vp9,
+    H264,
+}
+
+impl VideoCodec {
+    pub fn codec(self) -> sluice_dataplane::packet::codec::Codec {
+        use sluice_dataplane::packet::codec::Codec;
+        match self {
+            VideoCodec::Vp8 => Codec::Vp8,
+            VideoCodec::Vp9 => Codec::Vp9,
+            VideoCodec::H264 => Codec::H264,
+        }
+    }
+}
+
 /// What a browser sends.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
@@ -74,6 +93,9 @@ pub enum ClientMessage {
         token: String,
         #[serde(default)]
         publish: Vec<Source>,
+        /// The codec to publish video in (offered first in publish sections); VP8 when absent.
+        #[serde(default)]
+        video_codec: Option<VideoCodec>,
     },
     /// The answer to the offer with this revision.
     Answer { revision: u64, sdp: String },

@@ -68,6 +68,7 @@ pub(crate) enum RoomCommand {
 pub(crate) struct JoinRequest {
     pub claims: Claims,
     pub publish: Vec<Source>,
+    pub video_codec: Option<Codec>,
     pub out: mpsc::Sender<Outbound>,
 }
 
@@ -116,6 +117,8 @@ struct Member {
     fingerprint: Option<sluice_dataplane::core::Fingerprint>,
     sections: Vec<SectionState>,
     published: Vec<Published>,
+    /// The codec it publishes video in (offered first in its uplink sections).
+    video_codec: Option<Codec>,
     /// Its outbound queue overflowed.
     stalled: std::sync::atomic::AtomicBool,
 }
@@ -146,7 +149,7 @@ impl Member {
         let mid = self.next_mid.to_string();
         self.next_mid += 1;
         self.sections.push(SectionState {
-            section: Section { mid: mid.clone(), kind, role },
+            section: Section { mid: mid.clone(), kind, role, prefer: self.video_codec },
             info: SectionInfo { mid, ..info },
             binding,
         });
@@ -225,7 +228,7 @@ impl Room {
     }
 
     async fn join(&mut self, request: JoinRequest) -> Result<String, (u16, String)> {
-        let JoinRequest { claims, mut publish, out } = request;
+        let JoinRequest { claims, mut publish, video_codec, out } = request;
         if self.ended {
             return Err((close::ENDED, "the meeting has ended".into()));
         }
@@ -276,6 +279,7 @@ impl Room {
             sections: Vec::new(),
             published: Vec::new(),
             stalled: std::sync::atomic::AtomicBool::new(false),
+            video_codec,
         };
         let row = Participant {
             meeting_id: self.ctx.meeting_id.clone(),
@@ -525,7 +529,9 @@ impl Room {
             let Some(a) = answer.section(&s.section.mid).filter(|a| !a.rejected && a.direction.sends()) else {
                 continue;
             };
-            let (Some(ssrc), Some((codec, _))) = (a.media_ssrc(), a.send_codec()) else {
+            let (Some(ssrc), Some((codec, _))) =
+                (a.media_ssrc(), a.send_codec(&sdp::offer::uplink_codecs(s.section.kind, s.section.prefer)))
+            else {
                 m.send(ServerMessage::error(
                     ErrorCode::BadSdp,
                     format!("section {} sends but names no SSRC or no codec we forward", s.section.mid),

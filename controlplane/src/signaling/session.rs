@@ -61,7 +61,7 @@ async fn join(socket: &mut WebSocket, state: &AppState) -> Result<Joined, (u16, 
         Err(_) => return Err((close::TIMEOUT, format!("no join message within {} s", JOIN_TIMEOUT.as_secs()))),
     };
     let message = parse_client_message(&text).map_err(|e| (close::PROTOCOL, e))?;
-    let ClientMessage::Join { v, meeting_id, token, publish } = message else {
+    let ClientMessage::Join { v, meeting_id, token, publish, video_codec } = message else {
         return Err((close::PROTOCOL, "the first message must be join".into()));
     };
     if v != PROTOCOL_VERSION {
@@ -87,7 +87,7 @@ async fn join(socket: &mut WebSocket, state: &AppState) -> Result<Joined, (u16, 
         return Err((close::UNAVAILABLE, "this server runs no media workers".into()));
     };
     let (out, outbound) = mpsc::channel(OUTBOUND_QUEUE);
-    let mut request = JoinRequest { claims, publish, out };
+    let mut request = JoinRequest { claims, publish, video_codec: video_codec.map(|c| c.codec()), out };
     // A room that is closing as we arrive refuses the command; the second try starts a new one.
     for _ in 0..2 {
         let room = signaling.room(&meeting_id, &meeting.settings, runtime);
