@@ -563,7 +563,13 @@ fn two_browsers_on_two_workers_sharing_one_port() {
         wait_decoding(&kim, "Kim", 1, 1).await;
         assert_growing(&jon, "Jon").await;
         assert_growing(&kim, "Kim").await;
-        // Both workers hold one participant each, behind the one port every candidate names.
+        // Both browsers were given the same server port (the candidates trickled into their remote descriptions)...
+        let port = r#"return window.sluiceApp.client.pc.remoteDescription.sdp.split('\r\n')
+            .filter((l) => l.startsWith('a=candidate:')).map((l) => l.split(' ')[5])"#;
+        let (jon_ports, kim_ports) = (jon.eval(port).await, kim.eval(port).await);
+        assert!(jon_ports.as_array().is_some_and(|p| !p.is_empty()), "{jon_ports}");
+        assert_eq!(jon_ports, kim_ports, "one port for both workers");
+        // ...and both workers hold one participant each behind it.
         let metrics = reqwest::get(format!("{}/metrics", stage.base)).await.unwrap().text().await.unwrap();
         let participants: Vec<&str> =
             metrics.lines().filter(|l| l.starts_with("sluice_dataplane_participants{")).collect();
