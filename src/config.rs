@@ -21,6 +21,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub auth: AuthConfig,
     pub dataplane: DataplaneConfig,
+    pub turn: sluice_turn::TurnConfig,
 }
 
 impl Default for Config {
@@ -33,6 +34,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             auth: AuthConfig::default(),
             dataplane: DataplaneConfig::default(),
+            turn: sluice_turn::TurnConfig::default(),
         }
     }
 }
@@ -121,6 +123,9 @@ impl Config {
             shown.storage.secret_access_key = "<redacted>".into();
         }
         shown.database.url = sluice_controlplane::store::redact_url(&shown.database.url);
+        for secret in &mut shown.turn.secrets {
+            *secret = "<redacted>".into();
+        }
         toml::to_string_pretty(&shown).expect("the configuration serialises to TOML")
     }
 }
@@ -162,7 +167,9 @@ mod tests {
         let mut config = Config::default();
         config.auth.token_secret = "x".repeat(40);
         config.database.url = "postgres://u:pw@h/db".into();
+        config.turn.secrets = vec!["turn-secret-turn-secret".into()];
         let text = config.to_redacted_toml();
         assert!(!text.contains(&"x".repeat(40)) && !text.contains("pw@"), "{text}");
+        assert!(!text.contains("turn-secret-turn-secret"), "{text}");
     }
 }

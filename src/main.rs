@@ -17,6 +17,7 @@ use sluice_controlplane::store::{self, Role};
 use sluice_controlplane::tokens::{TokenRequest, Tokens};
 use sluice_dataplane::core::DtlsIdentity;
 use sluice_dataplane::runtime::{Runtime, RuntimeEvent};
+use sluice_turn::runtime::TurnRuntime;
 
 use crate::config::{Config, LogFormat, Override};
 
@@ -47,7 +48,8 @@ enum Command {
     Serve(ServeArgs),
     /// Run the media dataplane (SFU workers) alone.
     Sfu,
-    /// Run the TURN/STUN relay alone.
+    /// Run the TURN/STUN relay alone (configured by the `[turn]` section; it shares `turn.secrets` with the
+    /// control plane that hands out credentials).
     Turn,
     /// Run the recorder alone.
     Recorder,
@@ -276,7 +278,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sfu => not_in_this_build("sfu", "the media dataplane"),
-        Command::Turn => not_in_this_build("turn", "the TURN/STUN relay"),
+        Command::Turn => run_turn(&config, &data_dir).await,
         Command::Recorder => not_in_this_build("recorder", "the recorder"),
         Command::Bench(BenchArgs { scenario: BenchScenario::Fanout(args) }) => bench_fanout(&args),
         Command::Bench(BenchArgs { scenario: BenchScenario::Meeting(args) }) => bench_meeting(&args).await,
@@ -383,6 +385,12 @@ async fn serve(config: Config, data_dir: PathBuf) -> anyhow::Result<()> {
     let dataplane = Arc::new(start_dataplane(&config)?);
     services.dataplane = Some(Arc::clone(&dataplane));
     services.announce = config.dataplane.announce.clone();
+    let turn =
+        if config.turn.enabled { Some(Arc::new(start_turn(&config, &data_dir, Some(&dataplane))?)) } else { None };
+    if let Some(turn) = &turn {
+        services.ice = Some(Arc::new(ice_server_issuer(&config.turn, &data_dir, turn)?));
+        services.turn = Some(Arc::clone(turn));
+    }
     let server = HttpServer::bind(&config.http, services).await?;
     let pump = spawn_event_pump(Arc::clone(&dataplane), server.signaling());
     tracing::info!(addr = %server.local_addr(), "HTTP listening");
@@ -394,7 +402,85 @@ async fn serve(config: Config, data_dir: PathBuf) -> anyhow::Result<()> {
         tracing::warn!(?late, "dataplane workers did not stop in time");
     }
     let _ = pump.join();
+    if let Some(turn) = turn
+        && !tokio::task::spawn_blocking(move || turn.stop(DATAPLANE_STOP_TIMEOUT)).await?
+    {
+        tracing::warn!("TURN workers did not stop in time");
+    }
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Starts the relay. Embedded in `serve`, the SFU's own media addresses are added to the allow list, so a
+/// browser behind a relay reaches the SFU even where its address is in a denied range (loopback, private).
+fn start_turn(config: &Config, data_dir: &std::path::Path, sfu: Option<&Runtime>) -> anyhow::Result<TurnRuntime> {
+    let mut turn_config = config.turn.clone();
+    if let Some(sfu) = sfu {
+        let mut ips: Vec<std::net::IpAddr> = config.dataplane.announce.clone();
+        for worker in 0..sfu.workers() {
+            if let Ok(addr) = sfu.local_addr(worker)
+                && !addr.ip().is_unspecified()
+            {
+                ips.push(addr.ip());
+            }
+        }
+        if ips.is_empty() {
+            // Bound to every address: each of this machine's addresses is the SFU's.
+            ips.extend(if_addrs_of_machine());
+        }
+        turn_config.allow.extend(ips.iter().map(|ip| ip.to_string()));
+    }
+    let secrets = sluice_turn::runtime::resolve_secrets(&config.turn, data_dir).context("the TURN secret")?;
+    let turn = TurnRuntime::start(&turn_config, secrets).map_err(anyhow::Error::msg)?;
+    let l = turn.listening();
+    let show = |a: Option<std::net::SocketAddr>| a.map_or("off".to_string(), |a| a.to_string());
+    tracing::info!(
+        udp = %show(l.udp), tcp = %show(l.tcp), tls = %show(l.tls),
+        relay_ip = %l.relay_ip.map_or(String::new(), |ip| ip.to_string()), "TURN relay running"
+    );
+    Ok(turn)
+}
+
+/// This machine's addresses (for the relay's allow list when the SFU binds to all of them).
+fn if_addrs_of_machine() -> Vec<std::net::IpAddr> {
+    sluice_turn::runtime::machine_addresses()
+}
+
+/// Credentials for joining participants: the relay's first secret, and its URLs (`turn.urls`, or derived from
+/// where it listens).
+fn ice_server_issuer(
+    config: &sluice_turn::TurnConfig,
+    data_dir: &std::path::Path,
+    turn: &TurnRuntime,
+) -> anyhow::Result<sluice_turn::auth::IceServerIssuer> {
+    let secret = sluice_turn::runtime::resolve_secrets(config, data_dir)?.remove(0);
+    let urls = if config.urls.is_empty() { turn.default_urls() } else { config.urls.clone() };
+    let ttl = std::time::Duration::from_secs(config.credential_ttl_secs.max(60));
+    Ok(sluice_turn::auth::IceServerIssuer::new(secret, urls, ttl))
+}
+
+/// `sluice turn`: the relay alone, until SIGTERM.
+async fn run_turn(config: &Config, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let turn = Arc::new(start_turn(config, data_dir, None)?);
+    let l = turn.listening();
+    let show = |a: Option<std::net::SocketAddr>| a.map_or("off".to_string(), |a| a.to_string());
+    println!("Sluice TURN is ready: udp {} tcp {} tls {}", show(l.udp), show(l.tcp), show(l.tls));
+    shutdown_signal().await;
+    let stats = turn.stats();
+    if !tokio::task::spawn_blocking(move || turn.stop(DATAPLANE_STOP_TIMEOUT)).await? {
+        anyhow::bail!("TURN workers did not stop within {DATAPLANE_STOP_TIMEOUT:?}");
+    }
+    let drops: Vec<String> = sluice_turn::DropReason::ALL
+        .iter()
+        .filter(|r| stats.dropped(**r) > 0)
+        .map(|r| format!("{}={}", r.label(), stats.dropped(*r)))
+        .collect();
+    tracing::info!(
+        allocations = stats.allocations_created,
+        relayed = stats.to_peer_packets + stats.to_client_packets,
+        drops = %drops.join(" "),
+        "TURN stopped"
+    );
     Ok(())
 }
 

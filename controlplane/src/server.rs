@@ -38,6 +38,10 @@ pub struct Services {
     pub dataplane: Option<Arc<sluice_dataplane::runtime::Runtime>>,
     /// Addresses browsers reach the workers at (`dataplane.announce`); empty: the machine's own.
     pub announce: Vec<std::net::IpAddr>,
+    /// TURN credentials for joining participants, when a relay serves this deployment.
+    pub ice: Option<Arc<sluice_turn::auth::IceServerIssuer>>,
+    /// The relay, when this process runs it (`sluice serve`): its metrics join `/metrics`.
+    pub turn: Option<Arc<sluice_turn::runtime::TurnRuntime>>,
 }
 
 impl Services {
@@ -52,7 +56,7 @@ impl Services {
         let store = store::open(&database.store_options(), data_dir).await?;
         blobs.wait_reachable(storage.connect_attempts, Duration::from_millis(500)).await?;
         tracing::info!(storage = blobs.target(), "object storage ready");
-        Ok(Services { store, blobs, tokens, dataplane: None, announce: Vec::new() })
+        Ok(Services { store, blobs, tokens, dataplane: None, announce: Vec::new(), ice: None, turn: None })
     }
 }
 
@@ -69,8 +73,10 @@ impl HttpServer {
         let addr = config.listen;
         let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr, source })?;
         let bound = listener.local_addr().map_err(|source| StartError::Listen { addr, source })?;
-        let signaling =
-            Arc::new(Signaling::new(Arc::clone(&services.store), services.dataplane.clone(), &services.announce));
+        let signaling = Arc::new(
+            Signaling::new(Arc::clone(&services.store), services.dataplane.clone(), &services.announce)
+                .with_ice_servers(services.ice.clone()),
+        );
         let state = Arc::new(AppState {
             signaling,
             store: services.store,
@@ -78,6 +84,7 @@ impl HttpServer {
             tokens: services.tokens,
             metrics: http::prometheus(),
             dataplane: services.dataplane,
+            turn: services.turn,
             public_url: config.public_url(bound),
         });
         Ok(HttpServer { listener, state, config: config.clone() })

@@ -94,8 +94,11 @@ async function enter(name) {
   const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
   // `?codec=VP9` (or H264) publishes video in that codec where the browser has it; VP8 otherwise.
   const videoCodec = params.get('codec')?.toUpperCase() || null;
+  // `?ice=relay` sends media only through the TURN relay (what a browser behind a strict firewall does).
+  const iceTransportPolicy = params.get('ice') === 'relay' ? 'relay' : 'all';
   const client = new SluiceClient({
     signalingUrl: `${scheme}://${location.host}/signaling`, meetingId, token: await token(name), videoCodec,
+    iceTransportPolicy,
   });
   app.client = client;
   wire(client);

@@ -20,15 +20,19 @@ const PING_INTERVAL_MS = 5000;
 export class SluiceClient extends EventTarget {
   /**
    * @param {{signalingUrl: string, meetingId: string, token: string, iceServers?: RTCIceServer[],
-   *          videoCodec?: string}} options  videoCodec: 'VP8', 'VP9' or 'H264': the server offers it first, so we publish in it
+   *          iceTransportPolicy?: 'all'|'relay', videoCodec?: string}} options  videoCodec: 'VP8', 'VP9' or 'H264':
+   *          the server offers it first, so we publish in it. The server's TURN servers (from `welcome`) are
+   *          added to iceServers.
    */
-  constructor({ signalingUrl, meetingId, token, iceServers = [], videoCodec = null }) {
+  constructor({ signalingUrl, meetingId, token, iceServers = [], iceTransportPolicy = 'all', videoCodec = null }) {
     super();
     this.videoCodec = videoCodec;
     this.signalingUrl = signalingUrl;
     this.meetingId = meetingId;
     this.token = token;
     this.iceServers = iceServers;
+    this.configuredIceServers = iceServers;
+    this.iceTransportPolicy = iceTransportPolicy;
     /** @type {Record<string, MediaStreamTrack|null>} local tracks by source */
     this.local = { microphone: null, camera: null, screen: null };
     this.muted = { microphone: false, camera: false, screen: false };
@@ -226,6 +230,8 @@ export class SluiceClient extends EventTarget {
       case 'welcome':
         this.participantId = m.participant_id;
         this.participants = new Map(m.participants.map((p) => [p.participant_id, p]));
+        // The server's TURN servers (short-lived credentials) join any the page configured.
+        if (m.ice_servers?.length) this.iceServers = [...this.configuredIceServers, ...m.ice_servers];
         this.#newPeer();
         this.pinger = setInterval(() => this.#send({ type: 'ping' }), PING_INTERVAL_MS);
         // Mute states go again once the first answer has published the tracks (see #onOffer).
@@ -286,7 +292,7 @@ export class SluiceClient extends EventTarget {
 
   #newPeer() {
     this.#closePeer();
-    const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers, iceTransportPolicy: this.iceTransportPolicy, bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
     this.pc = pc;
     pc.onicecandidate = (e) => {
       this.#send({ type: 'candidate', candidate: e.candidate ? e.candidate.candidate : null, sdp_mid: e.candidate?.sdpMid ?? null });

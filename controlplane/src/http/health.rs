@@ -54,5 +54,8 @@ pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     if let Some(rt) = &state.dataplane {
         rt.render_metrics(&mut text);
     }
+    if let Some(turn) = &state.turn {
+        turn.render_metrics(&mut text);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }

@@ -37,6 +37,8 @@ pub struct AppState {
     /// The media workers, when this process runs them.
     pub dataplane: Option<Arc<sluice_dataplane::runtime::Runtime>>,
     pub signaling: Arc<crate::signaling::Signaling>,
+    /// The TURN relay, when this process runs it.
+    pub turn: Option<Arc<sluice_turn::runtime::TurnRuntime>>,
     /// Base URL for links, without a trailing slash.
     pub public_url: String,
 }

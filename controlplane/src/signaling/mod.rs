@@ -85,6 +85,8 @@ pub struct Signaling {
     candidates: Arc<Vec<Vec<String>>>,
     registry: Arc<Registry>,
     routes: Arc<Routes>,
+    /// TURN credentials handed out in `welcome`.
+    ice: Option<Arc<sluice_turn::auth::IceServerIssuer>>,
     /// The tokio runtime, for the event pump (a plain thread) to hand events to a busy room.
     handle: Option<tokio::runtime::Handle>,
 }
@@ -109,7 +111,14 @@ impl Signaling {
             registry: Arc::default(),
             routes: Arc::default(),
             handle: tokio::runtime::Handle::try_current().ok(),
+            ice: None,
         }
+    }
+
+    /// Hands each joining participant TURN credentials from `ice` in its `welcome`.
+    pub fn with_ice_servers(mut self, ice: Option<Arc<sluice_turn::auth::IceServerIssuer>>) -> Signaling {
+        self.ice = ice;
+        self
     }
 
     pub fn live_rooms(&self) -> usize {
@@ -153,6 +162,7 @@ impl Signaling {
             runtime: Arc::clone(runtime),
             candidates: Arc::clone(&self.candidates),
             routes: Arc::clone(&self.routes),
+            ice: self.ice.clone(),
         };
         tokio::spawn(room::run(ctx, rx, Arc::clone(&self.registry)));
         rooms.insert(meeting_id.to_string(), tx.clone());

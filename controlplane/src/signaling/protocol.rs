@@ -135,6 +135,9 @@ pub enum ServerMessage {
         grants: Grants,
         /// Everyone else in the meeting, with what they publish.
         participants: Vec<ParticipantInfo>,
+        /// TURN servers with a short-lived credential, for `RTCPeerConnection`'s `iceServers` (empty when the
+        /// deployment has no relay).
+        ice_servers: Vec<sluice_turn::auth::IceServer>,
     },
     Offer {
         revision: u64,

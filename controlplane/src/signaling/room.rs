@@ -40,6 +40,8 @@ pub(crate) struct RoomContext {
     pub candidates: Arc<Vec<Vec<String>>>,
     /// Where dataplane events find their room.
     pub routes: Arc<super::Routes>,
+    /// TURN credentials for each joining participant.
+    pub ice: Option<Arc<sluice_turn::auth::IceServerIssuer>>,
 }
 
 pub(crate) enum RoomCommand {
@@ -305,6 +307,7 @@ impl Room {
             role: member.role,
             grants: member.grants,
             participants: self.members.iter().map(Member::info).collect(),
+            ice_servers: self.ctx.ice.iter().map(|ice| ice.issue(&id)).collect(),
         });
         for other in &self.members {
             other.send(ServerMessage::ParticipantJoined { participant: member.info() });

@@ -1,0 +1,505 @@
+//! One relay worker: a thread that owns its share of the listeners (`SO_REUSEPORT`), the relay sockets of the
+//! allocations it made, its TCP/TLS connections and its `Server`. Readiness comes from epoll (mio, edge
+//! triggered); UDP moves in `recvmmsg`/`sendmmsg` batches. Workers share nothing but the quota counters, which
+//! only Allocate and an allocation's end touch.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, UdpSocket};
+use mio::{Events, Interest, Poll, Registry, Token};
+
+use super::batch::{BATCH, RecvBatch, SendBatch};
+use super::conn::{Conn, ReadOutcome};
+use crate::server::{Action, Client, Family, Now, PEER_HEADROOM, PEER_TAILROOM, RelayId, Relays, Server, Transport};
+use crate::stats::{DropReason, Stats};
+
+pub(super) const UDP: Token = Token(0);
+pub(super) const TCP: Token = Token(1);
+pub(super) const TLS: Token = Token(2);
+pub(super) const WAKER: Token = Token(3);
+const RELAY_BASE: usize = 1 << 30;
+const CONN_BASE: usize = 1 << 29;
+
+/// `recvmmsg` calls on one socket per loop turn, so one busy socket cannot starve the others.
+const BATCHES_PER_TURN: usize = 8;
+/// Longest sleep in `epoll_wait`: stop requests and statistics are looked at least this often.
+const MAX_WAIT: Duration = Duration::from_millis(100);
+/// How often counters are published for `/metrics`.
+const PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
+/// Attempts at a random free port in the relay range before an Allocate gets 508.
+const PORT_ATTEMPTS: usize = 64;
+
+#[derive(Debug)]
+pub(super) struct Setup {
+    pub poll: Poll,
+    pub server: Server,
+    pub udp: Option<UdpSocket>,
+    pub tcp: Option<TcpListener>,
+    pub tls: Option<(TcpListener, Arc<rustls::ServerConfig>)>,
+    pub relay_v4: IpAddr,
+    pub relay_v6: Option<IpAddr>,
+    pub ports: (u16, u16),
+    pub max_connections: usize,
+    pub stop: Arc<AtomicBool>,
+    pub published: Arc<Mutex<Stats>>,
+    pub seed: u64,
+}
+
+/// The relay sockets of one worker's allocations.
+#[derive(Debug)]
+struct RelaySockets {
+    registry: Registry,
+    sockets: Vec<Option<UdpSocket>>,
+    free: Vec<RelayId>,
+    v4: IpAddr,
+    v6: Option<IpAddr>,
+    ports: (u16, u16),
+    rng: u64,
+}
+
+impl RelaySockets {
+    fn random_port(&mut self, even: bool) -> u16 {
+        // xorshift64: port choice needs to be unpredictable to off-path guessers only loosely (RFC 8656
+        // section 7.2 asks for randomised ports); the seed comes from the OS.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let span = u64::from(self.ports.1 - self.ports.0) + 1;
+        let port = self.ports.0 + (self.rng % span) as u16;
+        if even { port & !1 } else { port }
+    }
+
+    fn send(&mut self, relay: RelayId, bytes: &[u8], peer: SocketAddr) -> bool {
+        match self.sockets.get(relay as usize).and_then(Option::as_ref) {
+            Some(socket) => socket.send_to(bytes, peer).is_ok(),
+            None => false,
+        }
+    }
+}
+
+impl RelaySockets {
+    /// Registers a bound socket as a relay.
+    fn adopt(&mut self, std_socket: std::net::UdpSocket) -> io::Result<(RelayId, SocketAddr)> {
+        std_socket.set_nonblocking(true)?;
+        let mut socket = UdpSocket::from_std(std_socket);
+        let local = socket.local_addr()?;
+        let id = match self.free.pop() {
+            Some(id) => id,
+            None => {
+                self.sockets.push(None);
+                (self.sockets.len() - 1) as RelayId
+            }
+        };
+        if let Err(e) = self.registry.register(&mut socket, Token(RELAY_BASE + id as usize), Interest::READABLE) {
+            self.free.push(id);
+            return Err(e);
+        }
+        self.sockets[id as usize] = Some(socket);
+        Ok((id, local))
+    }
+}
+
+impl Relays for RelaySockets {
+    fn open(&mut self, family: Family, even_port: bool) -> io::Result<(RelayId, SocketAddr)> {
+        let ip = match family {
+            Family::V4 => self.v4,
+            Family::V6 => self.v6.ok_or(io::ErrorKind::AddrNotAvailable)?,
+        };
+        let mut last = io::Error::from(io::ErrorKind::AddrInUse);
+        for _ in 0..PORT_ATTEMPTS {
+            let port = self.random_port(even_port);
+            if port < self.ports.0 {
+                continue;
+            }
+            let std_socket = match std::net::UdpSocket::bind(SocketAddr::new(ip, port)) {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                    last = e;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            return self.adopt(std_socket);
+        }
+        Err(last)
+    }
+
+    fn open_pair(&mut self, family: Family) -> io::Result<[(RelayId, SocketAddr); 2]> {
+        let ip = match family {
+            Family::V4 => self.v4,
+            Family::V6 => self.v6.ok_or(io::ErrorKind::AddrNotAvailable)?,
+        };
+        for _ in 0..PORT_ATTEMPTS {
+            let even = self.random_port(true);
+            if even < self.ports.0 || even >= self.ports.1 {
+                continue;
+            }
+            let Ok(first) = std::net::UdpSocket::bind(SocketAddr::new(ip, even)) else { continue };
+            let Ok(second) = std::net::UdpSocket::bind(SocketAddr::new(ip, even + 1)) else { continue };
+            return Ok([self.adopt(first)?, self.adopt(second)?]);
+        }
+        Err(io::ErrorKind::AddrInUse.into())
+    }
+
+    fn close(&mut self, relay: RelayId) {
+        if let Some(mut socket) = self.sockets.get_mut(relay as usize).and_then(Option::take) {
+            let _ = self.registry.deregister(&mut socket);
+            self.free.push(relay);
+        }
+    }
+}
+
+pub(super) struct Worker {
+    poll: Poll,
+    server: Server,
+    udp: Option<(UdpSocket, SocketAddr)>,
+    tcp: Option<TcpListener>,
+    tls: Option<(TcpListener, Arc<rustls::ServerConfig>)>,
+    relays: RelaySockets,
+    conns: Vec<Option<Conn>>,
+    free_conns: Vec<usize>,
+    max_connections: usize,
+    client_rx: RecvBatch,
+    peer_rx: RecvBatch,
+    tx: SendBatch,
+    /// Scratch for replies to stream clients.
+    reply: Box<[u8; 1500]>,
+    stop: Arc<AtomicBool>,
+    published: Arc<Mutex<Stats>>,
+}
+
+impl Worker {
+    pub(super) fn new(setup: Setup) -> io::Result<Worker> {
+        let Setup { poll, server, udp, tcp, tls, relay_v4, relay_v6, ports, max_connections, stop, published, seed } =
+            setup;
+        let registry = poll.registry().try_clone()?;
+        let mut udp = match udp {
+            Some(mut socket) => {
+                poll.registry().register(&mut socket, UDP, Interest::READABLE)?;
+                let local = socket.local_addr()?;
+                Some((socket, local))
+            }
+            None => None,
+        };
+        let _ = udp.as_mut();
+        let mut tcp = tcp;
+        if let Some(listener) = &mut tcp {
+            poll.registry().register(listener, TCP, Interest::READABLE)?;
+        }
+        let mut tls = tls;
+        if let Some((listener, _)) = &mut tls {
+            poll.registry().register(listener, TLS, Interest::READABLE)?;
+        }
+        Ok(Worker {
+            poll,
+            server,
+            udp,
+            tcp,
+            tls,
+            relays: RelaySockets {
+                registry,
+                sockets: Vec::new(),
+                free: Vec::new(),
+                v4: relay_v4,
+                v6: relay_v6,
+                ports,
+                rng: seed | 1,
+            },
+            conns: Vec::new(),
+            free_conns: Vec::new(),
+            max_connections,
+            client_rx: RecvBatch::new(0, 0),
+            peer_rx: RecvBatch::new(PEER_HEADROOM, PEER_TAILROOM),
+            tx: SendBatch::default(),
+            reply: Box::new([0; 1500]),
+            stop,
+            published,
+        })
+    }
+
+    pub(super) fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut ready_relays: Vec<RelayId> = Vec::with_capacity(1024);
+        let mut still_ready: Vec<RelayId> = Vec::with_capacity(1024);
+        let mut ready_conns: Vec<usize> = Vec::with_capacity(256);
+        let mut udp_ready = false;
+        let mut next_publish = Instant::now();
+        while !self.stop.load(Ordering::Relaxed) {
+            let now = Instant::now();
+            let busy = udp_ready || !ready_relays.is_empty();
+            let wait = if busy { Duration::ZERO } else { self.server.poll_timeout().saturating_duration_since(now).min(MAX_WAIT) };
+            if let Err(e) = self.poll.poll(&mut events, Some(wait))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                tracing::error!(error = %e, "TURN worker cannot wait for events; it stops");
+                break;
+            }
+            for event in events.iter() {
+                match event.token() {
+                    UDP => udp_ready = true,
+                    TCP => self.accept(false),
+                    TLS => self.accept(true),
+                    WAKER => {}
+                    Token(t) if t >= RELAY_BASE => ready_relays.push((t - RELAY_BASE) as RelayId),
+                    Token(t) if t >= CONN_BASE => {
+                        let id = t - CONN_BASE;
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            ready_conns.push(id);
+                        } else if event.is_writable() {
+                            self.flush_conn(id);
+                        }
+                    }
+                    Token(_) => {}
+                }
+            }
+            let now = Now::system();
+            if udp_ready {
+                udp_ready = self.drain_clients(now);
+            }
+            still_ready.clear();
+            for &relay in &ready_relays {
+                if self.drain_relay(now.instant, relay) {
+                    still_ready.push(relay);
+                }
+            }
+            std::mem::swap(&mut ready_relays, &mut still_ready);
+            for id in ready_conns.drain(..) {
+                self.read_conn(now, id);
+            }
+            self.flush_udp();
+            self.flush_all_conns();
+            self.server.handle_timeout(now.instant, &mut self.relays);
+            if now.instant >= next_publish {
+                self.publish();
+                next_publish = now.instant + PUBLISH_INTERVAL;
+            }
+        }
+        self.server.close_all(&mut self.relays);
+        self.publish();
+    }
+
+    fn publish(&mut self) {
+        if let Ok(mut shared) = self.published.try_lock() {
+            shared.clone_from(&self.server.stats);
+        }
+    }
+
+    /// Datagrams from clients on the UDP listener; true if some may still be waiting.
+    fn drain_clients(&mut self, now: Now) -> bool {
+        let Some((socket, local)) = &self.udp else { return false };
+        let (fd, local) = (socket.as_raw_fd(), *local);
+        for _ in 0..BATCHES_PER_TURN {
+            let n = match self.client_rx.recv(fd) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::debug!(error = %e, "TURN UDP receive failed");
+                    return false;
+                }
+            };
+            for i in 0..n {
+                let Some((remote, buf, range)) = self.client_rx.datagram(i) else { continue };
+                if self.tx.is_full() {
+                    let dropped = self.tx.flush(fd);
+                    count_failed(&mut self.server, dropped);
+                }
+                let client = Client { transport: Transport::Udp, remote, local, conn: 0 };
+                let input = &buf[range];
+                match self.server.handle_client(now, &client, input, self.tx.slot(), &mut self.relays) {
+                    Action::Reply(len) => self.tx.commit(len, remote),
+                    Action::ToPeer { relay, peer, range } => {
+                        if !self.relays.send(relay, &input[range], peer) {
+                            self.server.stats.drop(DropReason::SendFailed);
+                        }
+                    }
+                    Action::ToClient { .. } | Action::None => {}
+                }
+            }
+            if n < BATCH {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Datagrams from peers on one relay socket; true if some may still be waiting.
+    fn drain_relay(&mut self, now: Instant, relay: RelayId) -> bool {
+        let Some(fd) = self.relays.sockets.get(relay as usize).and_then(Option::as_ref).map(AsRawFd::as_raw_fd) else {
+            return false;
+        };
+        for _ in 0..BATCHES_PER_TURN {
+            let n = match self.peer_rx.recv(fd) {
+                Ok(n) => n,
+                Err(_) => return false,
+            };
+            for i in 0..n {
+                let Some((peer, buf, range)) = self.peer_rx.datagram(i) else { continue };
+                let Action::ToClient { client, range } = self.server.handle_peer(now, relay, peer, &mut buf[..], range)
+                else {
+                    continue;
+                };
+                deliver(&self.udp, &mut self.tx, &mut self.conns, &mut self.server, &client, &buf[range]);
+            }
+            if n < BATCH {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn flush_udp(&mut self) {
+        if let Some((socket, _)) = &self.udp {
+            let dropped = self.tx.flush(socket.as_raw_fd());
+            count_failed(&mut self.server, dropped);
+        }
+    }
+
+    fn accept(&mut self, tls: bool) {
+        loop {
+            let listener = if tls { self.tls.as_ref().map(|(l, _)| l) } else { self.tcp.as_ref() };
+            let Some(listener) = listener else { return };
+            let (mut stream, remote) = match listener.accept() {
+                Ok(accepted) => accepted,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "TURN accept failed");
+                    return;
+                }
+            };
+            let open = self.conns.len() - self.free_conns.len();
+            if open >= self.max_connections {
+                continue;
+            }
+            let Ok(local) = stream.local_addr() else { continue };
+            let id = self.free_conns.pop().unwrap_or_else(|| {
+                self.conns.push(None);
+                self.conns.len() - 1
+            });
+            if self.poll.registry().register(&mut stream, Token(CONN_BASE + id), Interest::READABLE | Interest::WRITABLE).is_err() {
+                self.free_conns.push(id);
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let transport = if tls { Transport::Tls } else { Transport::Tcp };
+            let client = Client { transport, remote, local, conn: id as u32 };
+            let config = if tls { self.tls.as_ref().map(|(_, c)| Arc::clone(c)) } else { None };
+            match Conn::new(stream, client, config) {
+                Ok(conn) => {
+                    self.conns[id] = Some(conn);
+                    self.server.stats.connections_accepted += 1;
+                    self.server.stats.connections_open += 1;
+                }
+                Err(_) => self.free_conns.push(id),
+            }
+        }
+    }
+
+    fn read_conn(&mut self, now: Now, id: usize) {
+        loop {
+            let Some(conn) = self.conns.get_mut(id).and_then(Option::as_mut) else { return };
+            let outcome = conn.read();
+            let mut pos = 0;
+            let mut broken = outcome == ReadOutcome::Closed;
+            loop {
+                let Some(conn) = self.conns[id].as_ref() else { return };
+                let frame = match conn.next_frame(pos) {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break,
+                    Err(()) => {
+                        self.server.stats.drop(DropReason::Malformed);
+                        broken = true;
+                        break;
+                    }
+                };
+                pos = frame.end;
+                let client = conn.client;
+                let input = conn.frame(frame);
+                match self.server.handle_client(now, &client, input, &mut self.reply[..], &mut self.relays) {
+                    Action::Reply(len) => {
+                        let conn = self.conns[id].as_mut().expect("checked above");
+                        if !conn.queue(&self.reply[..len]) {
+                            self.server.stats.drop(DropReason::QueueFull);
+                        }
+                    }
+                    Action::ToPeer { relay, peer, range } => {
+                        if !self.relays.send(relay, &input[range], peer) {
+                            self.server.stats.drop(DropReason::SendFailed);
+                        }
+                    }
+                    Action::ToClient { .. } | Action::None => {}
+                }
+            }
+            if broken {
+                self.close_conn(id);
+                return;
+            }
+            let conn = self.conns[id].as_mut().expect("not closed above");
+            conn.consume(pos);
+            if outcome != ReadOutcome::Full {
+                return;
+            }
+        }
+    }
+
+    fn flush_conn(&mut self, id: usize) {
+        let Some(conn) = self.conns.get_mut(id).and_then(Option::as_mut) else { return };
+        if conn.flush().is_err() {
+            self.close_conn(id);
+        }
+    }
+
+    fn flush_all_conns(&mut self) {
+        for id in 0..self.conns.len() {
+            if self.conns[id].as_ref().is_some_and(Conn::has_output) {
+                self.flush_conn(id);
+            }
+        }
+    }
+
+    fn close_conn(&mut self, id: usize) {
+        let Some(mut conn) = self.conns.get_mut(id).and_then(Option::take) else { return };
+        let _ = conn.flush();
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        self.server.client_gone(&conn.client, &mut self.relays);
+        self.server.stats.connections_open -= 1;
+        self.free_conns.push(id);
+    }
+}
+
+/// Queues `bytes` for a client: into the UDP send batch, or onto its connection.
+fn deliver(
+    udp: &Option<(UdpSocket, SocketAddr)>,
+    tx: &mut SendBatch,
+    conns: &mut [Option<Conn>],
+    server: &mut Server,
+    client: &Client,
+    bytes: &[u8],
+) {
+    match client.transport {
+        Transport::Udp => {
+            let Some((socket, _)) = udp else { return };
+            if tx.is_full() {
+                let dropped = tx.flush(socket.as_raw_fd());
+                count_failed(server, dropped);
+            }
+            tx.push(bytes, client.remote);
+        }
+        Transport::Tcp | Transport::Tls => {
+            let queued = conns.get_mut(client.conn as usize).and_then(Option::as_mut).is_some_and(|c| c.queue(bytes));
+            if !queued {
+                server.stats.drop(DropReason::QueueFull);
+            }
+        }
+    }
+}
+
+fn count_failed(server: &mut Server, dropped: usize) {
+    for _ in 0..dropped {
+        server.stats.drop(DropReason::SendFailed);
+    }
+}
