@@ -27,7 +27,9 @@ impl Cidr {
 
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => prefix_eq(u128::from(u32::from(net)), u128::from(u32::from(ip)), 32, self.prefix),
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                prefix_eq(u128::from(u32::from(net)), u128::from(u32::from(ip)), 32, self.prefix)
+            }
             (IpAddr::V6(net), IpAddr::V6(ip)) => prefix_eq(u128::from(net), u128::from(ip), 128, self.prefix),
             _ => false,
         }
@@ -54,7 +56,9 @@ impl FromStr for Cidr {
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             None => max,
-            Some(p) => p.trim().parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| format!("{s:?}: bad prefix length"))?,
+            Some(p) => {
+                p.trim().parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| format!("{s:?}: bad prefix length"))?
+            }
         };
         Ok(Cidr { addr, prefix })
     }
@@ -99,7 +103,8 @@ pub const DENIED_V4: &[Range] = &[
     r(Cidr::v4(240, 0, 0, 0, 4), "reserved"),
 ];
 
-/// IANA IPv6 special-purpose address registry, plus multicast and the deprecated site-local block.
+/// IANA IPv6 special-purpose address registry, plus multicast and the deprecated site-local block. Anything
+/// outside global unicast (2000::/3) is denied as well.
 pub const DENIED_V6: &[Range] = &[
     r(Cidr::v6([0, 0, 0, 0, 0, 0, 0, 0], 128), "unspecified"),
     r(Cidr::v6([0, 0, 0, 0, 0, 0, 0, 1], 128), "loopback"),
@@ -118,6 +123,9 @@ pub const DENIED_V6: &[Range] = &[
     r(Cidr::v6([0xfec0, 0, 0, 0, 0, 0, 0, 0], 10), "site_local"),
     r(Cidr::v6([0xff00, 0, 0, 0, 0, 0, 0, 0], 8), "multicast"),
 ];
+
+/// IPv6 global unicast (RFC 4291): everything else is unallocated or special, and never a peer.
+const GLOBAL_UNICAST: Cidr = Cidr::v6([0x2000, 0, 0, 0, 0, 0, 0, 0], 3);
 
 /// NAT64's well-known prefix (RFC 6052): globally reachable, but the IPv4 address inside is what is reached.
 const NAT64_WKP: Cidr = Cidr::v6([0x64, 0xff9b, 0, 0, 0, 0, 0, 0], 96);
@@ -175,6 +183,7 @@ impl PeerFilter {
         let table = if ip.is_ipv4() { DENIED_V4 } else { DENIED_V6 };
         match table.iter().find(|range| range.cidr.contains(ip)) {
             Some(range) => Verdict::Denied(range.name),
+            None if ip.is_ipv6() && !GLOBAL_UNICAST.contains(ip) => Verdict::Denied("not_global_unicast"),
             None => Verdict::Allowed,
         }
     }
@@ -215,6 +224,8 @@ mod tests {
             ("2001:db8::1", "documentation"),
             ("2002:7f00:1::", "6to4"),
             ("2001::1", "ietf_protocol"),
+            ("::1:0:1", "not_global_unicast"),
+            ("4000::1", "not_global_unicast"),
         ] {
             assert_eq!(f.check(ip(addr)), Verdict::Denied(name), "{addr}");
         }
@@ -225,9 +236,10 @@ mod tests {
 
     #[test]
     fn allow_list_opens_a_range_and_deny_list_wins() {
-        let f = PeerFilter::new(vec!["127.0.0.1".parse().unwrap(), "10.0.0.0/8".parse().unwrap()], vec![
-            "10.9.0.0/16".parse().unwrap(),
-        ]);
+        let f = PeerFilter::new(
+            vec!["127.0.0.1".parse().unwrap(), "10.0.0.0/8".parse().unwrap()],
+            vec!["10.9.0.0/16".parse().unwrap()],
+        );
         assert_eq!(f.check(ip("127.0.0.1")), Verdict::Allowed);
         assert_eq!(f.check(ip("::ffff:127.0.0.1")), Verdict::Allowed, "normalised before the allow list too");
         assert_eq!(f.check(ip("127.0.0.2")), Verdict::Denied("loopback"));

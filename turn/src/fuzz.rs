@@ -7,7 +7,9 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use crate::limits::Quotas;
 use crate::proto::{ChannelData, Message, stream_frame_len};
-use crate::server::{Client, Family, Now, PEER_HEADROOM, PEER_TAILROOM, RelayId, Relays, Server, ServerConfig, Transport};
+use crate::server::{
+    Client, Family, Now, PEER_HEADROOM, PEER_TAILROOM, RelayId, Relays, Server, ServerConfig, Transport,
+};
 
 /// STUN/TURN message and ChannelData parsers, and stream framing.
 pub fn parse(data: &[u8]) {

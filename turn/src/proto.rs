@@ -139,7 +139,11 @@ impl<'a> ChannelData<'a> {
         if CHANNEL_HEADER_LEN + len > bytes.len() {
             return Err(ChannelDataError::BadLength);
         }
-        Ok(ChannelData { channel, data: &bytes[CHANNEL_HEADER_LEN..CHANNEL_HEADER_LEN + len], offset: CHANNEL_HEADER_LEN })
+        Ok(ChannelData {
+            channel,
+            data: &bytes[CHANNEL_HEADER_LEN..CHANNEL_HEADER_LEN + len],
+            offset: CHANNEL_HEADER_LEN,
+        })
     }
 }
 

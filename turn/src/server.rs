@@ -301,7 +301,14 @@ impl Server {
 
     /// One datagram from `peer` on `relay`; the data is `buf[data]`, with `PEER_HEADROOM` bytes free before it
     /// and `PEER_TAILROOM` after, where the header for the client is written.
-    pub fn handle_peer(&mut self, now: Instant, relay: RelayId, peer: SocketAddr, buf: &mut [u8], data: Range<usize>) -> Action {
+    pub fn handle_peer(
+        &mut self,
+        now: Instant,
+        relay: RelayId,
+        peer: SocketAddr,
+        buf: &mut [u8],
+        data: Range<usize>,
+    ) -> Action {
         debug_assert!(data.start >= PEER_HEADROOM && data.end + PEER_TAILROOM <= buf.len());
         let Some(&index) = self.by_relay.get(&relay) else { return self.dropped(DropReason::UnknownRelay) };
         let alloc = self.allocations[index].as_mut().expect("by_relay points at live allocations");
@@ -426,7 +433,14 @@ impl Server {
         Action::ToPeer { relay: alloc.relay, peer, range }
     }
 
-    fn request(&mut self, now: Now, client: &Client, m: Message<'_>, out: &mut [u8], relays: &mut dyn Relays) -> Action {
+    fn request(
+        &mut self,
+        now: Now,
+        client: &Client,
+        m: Message<'_>,
+        out: &mut [u8],
+        relays: &mut dyn Relays,
+    ) -> Action {
         if let Some(unknown) = unknown_required(&m) {
             return self.unsigned_refusal(now, client, &m, refuse(420, "Unknown Attribute"), Some(unknown), out);
         }
@@ -495,7 +509,13 @@ impl Server {
 
     /// The rate limit and the amplification budget for answers to requests not (yet) authenticated. Over a
     /// stream the source address is proven by the handshake, so only UDP needs the budget.
-    fn admit_unauthenticated(&mut self, now: Instant, client: &Client, request_len: usize, response_len: usize) -> bool {
+    fn admit_unauthenticated(
+        &mut self,
+        now: Instant,
+        client: &Client,
+        request_len: usize,
+        response_len: usize,
+    ) -> bool {
         if client.transport.is_stream() {
             return true;
         }
@@ -515,7 +535,8 @@ impl Server {
         if !m.has(attr::MESSAGE_INTEGRITY) {
             return Err(refuse(401, "Unauthorized"));
         }
-        let (Some(username), Some(_realm), Some(nonce)) = (m.get(attr::USERNAME), m.get(attr::REALM), m.get(attr::NONCE))
+        let (Some(username), Some(_realm), Some(nonce)) =
+            (m.get(attr::USERNAME), m.get(attr::REALM), m.get(attr::NONCE))
         else {
             return Err(refuse(400, "Missing USERNAME, REALM or NONCE"));
         };
@@ -544,7 +565,13 @@ impl Server {
         Err(refuse(401, "Unauthorized"))
     }
 
-    fn allocate(&mut self, now: Instant, client: &Client, a: &Authed<'_>, relays: &mut dyn Relays) -> Result<Success, Refusal> {
+    fn allocate(
+        &mut self,
+        now: Instant,
+        client: &Client,
+        a: &Authed<'_>,
+        relays: &mut dyn Relays,
+    ) -> Result<Success, Refusal> {
         let m = &a.message;
         if let Some(&index) = self.by_client.get(client) {
             let alloc = self.allocations[index].as_ref().expect("by_client points at live allocations");
@@ -604,13 +631,20 @@ impl Server {
         }
         let opened = match (reserved, even_port) {
             (Some(r), _) => Ok((r.relay, r.relayed)),
-            (None, Some(true)) if self.reservations.len() < MAX_RESERVATIONS => relays.open_pair(family).map(|[even, odd]| {
-                self.reservation_seq += 1;
-                let token = reservation_token(&self.token_key, self.reservation_seq);
-                self.reservations.push(Reservation { token, relay: odd.0, relayed: odd.1, expires: now + RESERVATION_LIFETIME });
-                reservation = Some(token);
-                even
-            }),
+            (None, Some(true)) if self.reservations.len() < MAX_RESERVATIONS => {
+                relays.open_pair(family).map(|[even, odd]| {
+                    self.reservation_seq += 1;
+                    let token = reservation_token(&self.token_key, self.reservation_seq);
+                    self.reservations.push(Reservation {
+                        token,
+                        relay: odd.0,
+                        relayed: odd.1,
+                        expires: now + RESERVATION_LIFETIME,
+                    });
+                    reservation = Some(token);
+                    even
+                })
+            }
             (None, Some(true)) => Err(std::io::ErrorKind::OutOfMemory.into()),
             (None, even) => relays.open(family, even.is_some()),
         };
@@ -618,11 +652,13 @@ impl Server {
             Ok(opened) => opened,
             Err(e) => {
                 self.quotas.release(user);
-                return Err(if e.kind() == std::io::ErrorKind::AddrNotAvailable || e.kind() == std::io::ErrorKind::Unsupported {
-                    refuse(440, "Address Family not Supported")
-                } else {
-                    refuse(508, "Insufficient Capacity")
-                });
+                return Err(
+                    if e.kind() == std::io::ErrorKind::AddrNotAvailable || e.kind() == std::io::ErrorKind::Unsupported {
+                        refuse(440, "Address Family not Supported")
+                    } else {
+                        refuse(508, "Insufficient Capacity")
+                    },
+                );
             }
         };
         let alloc = Allocation {
@@ -658,7 +694,9 @@ impl Server {
     fn lifetime(&self, m: &Message<'_>) -> Duration {
         match m.get(attr::LIFETIME).and_then(proto::u32_value) {
             None => self.config.default_lifetime,
-            Some(secs) => Duration::from_secs(u64::from(secs)).clamp(self.config.default_lifetime, self.config.max_lifetime),
+            Some(secs) => {
+                Duration::from_secs(u64::from(secs)).clamp(self.config.default_lifetime, self.config.max_lifetime)
+            }
         }
     }
 
@@ -672,7 +710,13 @@ impl Server {
         Ok(index)
     }
 
-    fn refresh(&mut self, now: Instant, client: &Client, a: &Authed<'_>, relays: &mut dyn Relays) -> Result<Success, Refusal> {
+    fn refresh(
+        &mut self,
+        now: Instant,
+        client: &Client,
+        a: &Authed<'_>,
+        relays: &mut dyn Relays,
+    ) -> Result<Success, Refusal> {
         let index = self.own_allocation(client, a)?;
         let requested = a.message.get(attr::LIFETIME).and_then(proto::u32_value);
         if requested == Some(0) {

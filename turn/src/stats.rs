@@ -177,14 +177,27 @@ impl Stats {
         let dir = |to_peer: u64, to_client: u64| {
             vec![("{direction=\"to_peer\"}".to_string(), to_peer), ("{direction=\"to_client\"}".to_string(), to_client)]
         };
-        line("relayed_packets_total", "counter", "Datagrams relayed.", &dir(self.to_peer_packets, self.to_client_packets));
-        line("relayed_bytes_total", "counter", "Application bytes relayed.", &dir(self.to_peer_bytes, self.to_client_bytes));
+        line(
+            "relayed_packets_total",
+            "counter",
+            "Datagrams relayed.",
+            &dir(self.to_peer_packets, self.to_client_packets),
+        );
+        line(
+            "relayed_bytes_total",
+            "counter",
+            "Application bytes relayed.",
+            &dir(self.to_peer_bytes, self.to_client_bytes),
+        );
         let responses: Vec<_> =
             CODES.iter().zip(self.responses).map(|(c, n)| (format!("{{code=\"{c}\"}}"), n)).collect();
         line("responses_total", "counter", "Responses sent, by code (200 is success).", &responses);
         let denials: Vec<_> = self.denials.iter().map(|(n, c)| (format!("{{range=\"{n}\"}}"), *c)).collect();
         line("denials_total", "counter", "Peer addresses refused (403 or dropped Send), by range.", &denials);
-        let quota = vec![("{quota=\"user\"}".to_string(), self.quota_user), ("{quota=\"total\"}".to_string(), self.quota_total)];
+        let quota = vec![
+            ("{quota=\"user\"}".to_string(), self.quota_user),
+            ("{quota=\"total\"}".to_string(), self.quota_total),
+        ];
         line("quota_hits_total", "counter", "Allocations refused 486 by a quota.", &quota);
         let drops: Vec<_> =
             DropReason::ALL.iter().map(|r| (format!("{{reason=\"{}\"}}", r.label()), self.dropped(*r))).collect();

@@ -70,12 +70,13 @@ impl TurnRuntime {
         let mut listening = Listening { relay_ip: Some(relay_v4), ..Listening::default() };
         let mut handles = Vec::with_capacity(workers);
         for index in 0..workers {
-            let bind = |addr: Option<SocketAddr>, bound: Option<SocketAddr>, kind: Type| -> Result<Option<Socket>, String> {
-                let Some(addr) = addr else { return Ok(None) };
-                // Every worker after the first joins the first one's port (the configured one may be 0).
-                let addr = bound.map_or(addr, |b| SocketAddr::new(addr.ip(), b.port()));
-                reuseport_socket(addr, kind).map(Some).map_err(|e| format!("turn: cannot listen on {addr}: {e}"))
-            };
+            let bind =
+                |addr: Option<SocketAddr>, bound: Option<SocketAddr>, kind: Type| -> Result<Option<Socket>, String> {
+                    let Some(addr) = addr else { return Ok(None) };
+                    // Every worker after the first joins the first one's port (the configured one may be 0).
+                    let addr = bound.map_or(addr, |b| SocketAddr::new(addr.ip(), b.port()));
+                    reuseport_socket(addr, kind).map(Some).map_err(|e| format!("turn: cannot listen on {addr}: {e}"))
+                };
             let udp_socket = bind(udp, listening.udp, Type::DGRAM)?;
             let tcp_socket = bind(tcp, listening.tcp, Type::STREAM)?;
             let tls_socket = bind(tls, listening.tls, Type::STREAM)?;
@@ -91,7 +92,9 @@ impl TurnRuntime {
                 server: Server::new(server_config.clone(), nonce_key, Arc::clone(&quotas), Instant::now()),
                 udp: udp_socket.map(|s| mio::net::UdpSocket::from_std(s.into())),
                 tcp: tcp_socket.map(|s| mio::net::TcpListener::from_std(s.into())),
-                tls: tls_socket.map(|s| (mio::net::TcpListener::from_std(s.into()), Arc::clone(tls_config.as_ref().expect("made above")))),
+                tls: tls_socket.map(|s| {
+                    (mio::net::TcpListener::from_std(s.into()), Arc::clone(tls_config.as_ref().expect("made above")))
+                }),
                 relay_v4,
                 relay_v6,
                 ports: (config.min_port, config.max_port),
@@ -161,7 +164,11 @@ impl TurnRuntime {
 
     /// Whether every worker thread is still running.
     pub fn is_running(&self) -> bool {
-        self.workers.lock().unwrap_or_else(|p| p.into_inner()).iter().all(|w| w.thread.as_ref().is_some_and(|t| !t.is_finished()))
+        self.workers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .all(|w| w.thread.as_ref().is_some_and(|t| !t.is_finished()))
     }
 
     /// Stops the workers (their allocations end, their sockets close) and waits up to `timeout`.

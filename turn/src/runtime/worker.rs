@@ -232,7 +232,11 @@ impl Worker {
         while !self.stop.load(Ordering::Relaxed) {
             let now = Instant::now();
             let busy = udp_ready || !ready_relays.is_empty();
-            let wait = if busy { Duration::ZERO } else { self.server.poll_timeout().saturating_duration_since(now).min(MAX_WAIT) };
+            let wait = if busy {
+                Duration::ZERO
+            } else {
+                self.server.poll_timeout().saturating_duration_since(now).min(MAX_WAIT)
+            };
             if let Err(e) = self.poll.poll(&mut events, Some(wait))
                 && e.kind() != io::ErrorKind::Interrupted
             {
@@ -380,7 +384,12 @@ impl Worker {
                 self.conns.push(None);
                 self.conns.len() - 1
             });
-            if self.poll.registry().register(&mut stream, Token(CONN_BASE + id), Interest::READABLE | Interest::WRITABLE).is_err() {
+            if self
+                .poll
+                .registry()
+                .register(&mut stream, Token(CONN_BASE + id), Interest::READABLE | Interest::WRITABLE)
+                .is_err()
+            {
                 self.free_conns.push(id);
                 continue;
             }
