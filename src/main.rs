@@ -459,12 +459,63 @@ fn ice_server_issuer(
     Ok(sluice_turn::auth::IceServerIssuer::new(secret, urls, ttl))
 }
 
+/// `/metrics` (Prometheus text) and `/healthz` for `sluice turn` alone; returns the bound address.
+async fn serve_turn_metrics(
+    addr: std::net::SocketAddr,
+    turn: Arc<TurnRuntime>,
+) -> anyhow::Result<std::net::SocketAddr> {
+    use axum::routing::get;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("turn.metrics_listen {addr}"))?;
+    let bound = listener.local_addr()?;
+    let health = Arc::clone(&turn);
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let turn = Arc::clone(&turn);
+                async move {
+                    let mut text = String::new();
+                    turn.render_metrics(&mut text);
+                    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
+                }
+            }),
+        )
+        .route(
+            "/healthz",
+            get(move || {
+                let running = health.is_running();
+                async move {
+                    let status =
+                        if running { axum::http::StatusCode::OK } else { axum::http::StatusCode::SERVICE_UNAVAILABLE };
+                    (status, if running { "ok" } else { "a TURN worker stopped" })
+                }
+            }),
+        );
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "TURN metrics listener failed");
+        }
+    });
+    Ok(bound)
+}
+
 /// `sluice turn`: the relay alone, until SIGTERM.
 async fn run_turn(config: &Config, data_dir: &std::path::Path) -> anyhow::Result<()> {
     let turn = Arc::new(start_turn(config, data_dir, None)?);
+    let metrics = match sluice_turn::TurnConfig::listen_addr("metrics_listen", &config.turn.metrics_listen) {
+        Ok(Some(addr)) => Some(serve_turn_metrics(addr, Arc::clone(&turn)).await?),
+        Ok(None) => None,
+        Err(e) => anyhow::bail!(e),
+    };
     let l = turn.listening();
     let show = |a: Option<std::net::SocketAddr>| a.map_or("off".to_string(), |a| a.to_string());
-    println!("Sluice TURN is ready: udp {} tcp {} tls {}", show(l.udp), show(l.tcp), show(l.tls));
+    println!(
+        "Sluice TURN is ready: udp {} tcp {} tls {} metrics {}",
+        show(l.udp),
+        show(l.tcp),
+        show(l.tls),
+        show(metrics)
+    );
     shutdown_signal().await;
     let stats = turn.stats();
     if !tokio::task::spawn_blocking(move || turn.stop(DATAPLANE_STOP_TIMEOUT)).await? {

@@ -65,6 +65,9 @@ pub struct TurnConfig {
     pub max_connections: usize,
     /// SOFTWARE attribute in responses; empty sends none.
     pub software: String,
+    /// `sluice turn` alone serves `/metrics` and `/healthz` here (`sluice serve` has them on its HTTP port);
+    /// empty disables it.
+    pub metrics_listen: String,
     /// Relay worker threads (each with its own share of the listeners through `SO_REUSEPORT`).
     pub workers: usize,
     /// CPUs to pin the workers to, one per worker; empty: not pinned.
@@ -103,6 +106,7 @@ impl Default for TurnConfig {
             max_channels: 32,
             max_connections: 4096,
             software: String::new(),
+            metrics_listen: "127.0.0.1:9479".into(),
             workers: 1,
             cores: Vec::new(),
         }
