@@ -360,6 +360,8 @@ fn start_local_server(dir: &std::path::Path) -> anyhow::Result<(std::process::Ch
         .arg(dir)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env("SLUICE_DATAPLANE__BASE_PORT", "0")
+        .env("SLUICE_TURN__UDP_LISTEN", "127.0.0.1:0")
+        .env("SLUICE_TURN__TCP_LISTEN", "127.0.0.1:0")
         .env("SLUICE_DATAPLANE__BIND", "127.0.0.1")
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::piped())

@@ -22,8 +22,10 @@ ensure_apt() {
 }
 
 # chromium + chromium-driver + iproute2: the browser tests (tests/browser.rs) run headless Chromium in a fresh
-# network namespace.
-ensure_apt ca-certificates curl gcc pkg-config postgresql postgresql-client libsrtp2-dev chromium chromium-driver iproute2
+# network namespace; iptables makes the symmetric NAT of the TURN browser test. coturn brings turnutils_uclient,
+# the third-party TURN client of tests/turn.rs (its server is not started).
+ensure_apt ca-certificates curl gcc pkg-config postgresql postgresql-client libsrtp2-dev chromium chromium-driver \
+  iproute2 iptables coturn
 
 # --- S3-compatible server for the object storage tests ---------------------------------------------------------
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"

@@ -19,8 +19,14 @@ fn sluice(data_dir: &Path) -> Command {
             cmd.env_remove(key);
         }
     }
-    // Tests run in parallel: the dataplane's UDP ports are the system's choice unless a test says otherwise.
-    cmd.arg("--data-dir").arg(data_dir).env("RUST_LOG", "warn").env("SLUICE_DATAPLANE__BASE_PORT", "0");
+    // Tests run in parallel: the dataplane's and the relay's ports are the system's choice unless a test says
+    // otherwise.
+    cmd.arg("--data-dir")
+        .arg(data_dir)
+        .env("RUST_LOG", "warn")
+        .env("SLUICE_DATAPLANE__BASE_PORT", "0")
+        .env("SLUICE_TURN__UDP_LISTEN", "127.0.0.1:0")
+        .env("SLUICE_TURN__TCP_LISTEN", "127.0.0.1:0");
     cmd
 }
 
@@ -130,6 +136,41 @@ async fn serve_with_no_configuration_creates_and_keeps_meetings() {
     let server = Server::start(sluice(dir.path()));
     let (status, _) = get(&format!("{}/meetings/{id}", server.base)).await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn serve_runs_the_turn_relay_and_reports_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_udp_port();
+    let mut cmd = sluice(dir.path());
+    cmd.env("SLUICE_TURN__UDP_LISTEN", format!("127.0.0.1:{port}"));
+    let server = Server::start(cmd);
+    // A STUN Binding request (RFC 8489) to the embedded relay is answered with our mapped address.
+    let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    probe.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut request = [0u8; 20];
+    request[1] = 0x01;
+    request[4..8].copy_from_slice(&0x2112_a442u32.to_be_bytes());
+    request[8..20].copy_from_slice(b"sluice-probe");
+    probe.send_to(&request, ("127.0.0.1", port)).unwrap();
+    let mut reply = [0u8; 128];
+    let (n, _) = probe.recv_from(&mut reply).expect("the relay answers a Binding request");
+    assert_eq!(&reply[..2], &[0x01, 0x01], "Binding success");
+    assert_eq!(&reply[8..20], b"sluice-probe");
+    assert!(n >= 32);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, metrics) = get(&format!("{}/metrics", server.base)).await;
+        if metrics.contains("sluice_turn_bindings_total 1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no TURN metrics on /metrics:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The generated REST secret is kept private.
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir.path().join("turn_secret")).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(server.stop().success());
 }
 
 #[tokio::test]
