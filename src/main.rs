@@ -413,27 +413,13 @@ async fn serve(config: Config, data_dir: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts the relay. Embedded in `serve`, the SFU's own media addresses are added to the allow list, so a
-/// browser behind a relay reaches the SFU even where its address is in a denied range (loopback, private).
+/// Starts the relay. Embedded in `serve`, the SFU's own media ports are allowed peers (those ports only, not
+/// their whole addresses), so a browser behind a relay reaches the SFU even where its address is in a denied
+/// range (loopback, private).
 fn start_turn(config: &Config, data_dir: &std::path::Path, sfu: Option<&Runtime>) -> anyhow::Result<TurnRuntime> {
-    let mut turn_config = config.turn.clone();
-    if let Some(sfu) = sfu {
-        let mut ips: Vec<std::net::IpAddr> = config.dataplane.announce.clone();
-        for worker in 0..sfu.workers() {
-            if let Ok(addr) = sfu.local_addr(worker)
-                && !addr.ip().is_unspecified()
-            {
-                ips.push(addr.ip());
-            }
-        }
-        if ips.is_empty() {
-            // Bound to every address: each of this machine's addresses is the SFU's.
-            ips.extend(if_addrs_of_machine());
-        }
-        turn_config.allow.extend(ips.iter().map(|ip| ip.to_string()));
-    }
+    let endpoints = sfu.map(|sfu| sfu_endpoints(config, sfu)).unwrap_or_default();
     let secrets = sluice_turn::runtime::resolve_secrets(&config.turn, data_dir).context("the TURN secret")?;
-    let turn = TurnRuntime::start(&turn_config, secrets).map_err(anyhow::Error::msg)?;
+    let turn = TurnRuntime::start(&config.turn, secrets, &endpoints).map_err(anyhow::Error::msg)?;
     let l = turn.listening();
     let show = |a: Option<std::net::SocketAddr>| a.map_or("off".to_string(), |a| a.to_string());
     tracing::info!(
@@ -443,9 +429,24 @@ fn start_turn(config: &Config, data_dir: &std::path::Path, sfu: Option<&Runtime>
     Ok(turn)
 }
 
-/// This machine's addresses (for the relay's allow list when the SFU binds to all of them).
-fn if_addrs_of_machine() -> Vec<std::net::IpAddr> {
-    sluice_turn::runtime::machine_addresses()
+/// The SFU workers' media addresses: each worker's port on the announced addresses, its bound address, or
+/// (bound to all) every address of this machine.
+fn sfu_endpoints(config: &Config, sfu: &Runtime) -> Vec<std::net::SocketAddr> {
+    let mut endpoints = Vec::new();
+    for worker in 0..sfu.workers() {
+        let Ok(local) = sfu.local_addr(worker) else { continue };
+        let ips = if !config.dataplane.announce.is_empty() {
+            let mut ips = config.dataplane.announce.clone();
+            ips.push(local.ip());
+            ips
+        } else if local.ip().is_unspecified() {
+            sluice_turn::runtime::machine_addresses()
+        } else {
+            vec![local.ip()]
+        };
+        endpoints.extend(ips.into_iter().filter(|ip| !ip.is_unspecified()).map(|ip| std::net::SocketAddr::new(ip, local.port())));
+    }
+    endpoints
 }
 
 /// Credentials for joining participants: the relay's first secret, and its URLs (`turn.urls`, or derived from

@@ -5,7 +5,7 @@
 //! loopback (CVE-2026-27624) and `::` is unspecified (CVE-2020-26262). An operator's allow list (the SFU's own
 //! media addresses, a lab network) wins over the defaults; an extra deny list wins over everything.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
 /// An address block: `192.0.2.0/24`, `2001:db8::/32`, or one address.
@@ -165,14 +165,46 @@ pub enum Verdict {
 pub struct PeerFilter {
     allow: Vec<Cidr>,
     deny: Vec<Cidr>,
+    /// Exact transport addresses allowed (the SFU's own media ports): a whole address such as loopback is not
+    /// opened for them, only these ports on it.
+    endpoints: Vec<SocketAddr>,
 }
 
 impl PeerFilter {
     pub fn new(allow: Vec<Cidr>, deny: Vec<Cidr>) -> PeerFilter {
-        PeerFilter { allow, deny }
+        PeerFilter { allow, deny, endpoints: Vec::new() }
     }
 
-    pub fn check(&self, ip: IpAddr) -> Verdict {
+    /// Also allows these exact addresses (IP and port).
+    pub fn with_endpoints(mut self, endpoints: impl IntoIterator<Item = SocketAddr>) -> PeerFilter {
+        self.endpoints.extend(endpoints.into_iter().map(|e| SocketAddr::new(normalize(e.ip()), e.port())));
+        self
+    }
+
+    /// The verdict on a peer's transport address: for ChannelBind and Send, which name a port.
+    pub fn check(&self, peer: SocketAddr) -> Verdict {
+        let ip = normalize(peer.ip());
+        match self.check_ip(ip) {
+            Verdict::Denied("configured") => Verdict::Denied("configured"),
+            Verdict::Denied(_) if self.endpoints.contains(&SocketAddr::new(ip, peer.port())) => Verdict::Allowed,
+            verdict => verdict,
+        }
+    }
+
+    /// The verdict on a peer's IP address alone: for CreatePermission, whose port means nothing (RFC 8656
+    /// section 9). An address with allowed endpoints passes here; its other ports are refused at ChannelBind and
+    /// Send.
+    pub fn check_permission(&self, ip: IpAddr) -> Verdict {
+        let ip = normalize(ip);
+        match self.check_ip(ip) {
+            Verdict::Denied(name) if name != "configured" && self.endpoints.iter().any(|e| e.ip() == ip) => {
+                Verdict::Allowed
+            }
+            verdict => verdict,
+        }
+    }
+
+    fn check_ip(&self, ip: IpAddr) -> Verdict {
         let ip = normalize(ip);
         if self.deny.iter().any(|c| c.contains(ip)) {
             return Verdict::Denied("configured");
@@ -193,8 +225,8 @@ impl PeerFilter {
 mod tests {
     use super::*;
 
-    fn ip(s: &str) -> IpAddr {
-        s.parse().unwrap()
+    fn ip(s: &str) -> SocketAddr {
+        SocketAddr::new(s.parse().unwrap(), 9)
     }
 
     #[test]
@@ -249,13 +281,24 @@ mod tests {
     }
 
     #[test]
+    fn endpoints_open_one_port_not_the_address() {
+        let sfu: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let f = PeerFilter::default().with_endpoints([sfu]);
+        assert_eq!(f.check(sfu), Verdict::Allowed);
+        assert_eq!(f.check("[::ffff:127.0.0.1]:40000".parse().unwrap()), Verdict::Allowed);
+        assert_eq!(f.check("127.0.0.1:6379".parse().unwrap()), Verdict::Denied("loopback"), "Redis stays closed");
+        assert_eq!(f.check_permission(sfu.ip()), Verdict::Allowed, "the permission is by address");
+        assert_eq!(f.check_permission("127.0.0.2".parse().unwrap()), Verdict::Denied("loopback"));
+    }
+
+    #[test]
     fn cidrs_parse_and_contain() {
         let c: Cidr = "2001:db8::/32".parse().unwrap();
-        assert!(c.contains(ip("2001:db8:ffff::1")));
-        assert!(!c.contains(ip("2001:db9::1")));
-        assert!(!c.contains(ip("192.0.2.1")));
+        assert!(c.contains(ip("2001:db8:ffff::1").ip()));
+        assert!(!c.contains(ip("2001:db9::1").ip()));
+        assert!(!c.contains(ip("192.0.2.1").ip()));
         let all: Cidr = "0.0.0.0/0".parse().unwrap();
-        assert!(all.contains(ip("203.0.113.7")));
+        assert!(all.contains(ip("203.0.113.7").ip()));
         assert!("10.0.0.0/33".parse::<Cidr>().is_err());
         assert!("nonsense".parse::<Cidr>().is_err());
     }

@@ -410,7 +410,7 @@ impl Server {
         let (Some(peer), Some(data)) = (m.xor_address(attr::XOR_PEER_ADDRESS), m.get(attr::DATA)) else {
             return self.dropped(DropReason::Malformed);
         };
-        if let Verdict::Denied(range) = self.config.filter.check(peer.ip()) {
+        if let Verdict::Denied(range) = self.config.filter.check(peer) {
             self.stats.denial(range);
             return self.dropped(DropReason::DeniedPeer);
         }
@@ -729,14 +729,17 @@ impl Server {
         Ok(Success::Lifetime(lifetime.as_secs() as u32))
     }
 
-    /// Checks a peer address for a permission or channel: family, then the filter.
-    fn check_peer(&mut self, index: usize, peer: SocketAddr) -> Result<(), Refusal> {
+    /// Checks a peer address for a permission (`with_port` false: the port means nothing there) or a channel:
+    /// family, then the filter.
+    fn check_peer(&mut self, index: usize, peer: SocketAddr, with_port: bool) -> Result<(), Refusal> {
         let alloc = self.allocations[index].as_ref().expect("callers pass live allocations");
         let family = if peer.is_ipv4() { Family::V4 } else { Family::V6 };
         if family != alloc.family() {
             return Err(refuse(443, "Peer Address Family Mismatch"));
         }
-        if let Verdict::Denied(range) = self.config.filter.check(peer.ip()) {
+        let verdict =
+            if with_port { self.config.filter.check(peer) } else { self.config.filter.check_permission(peer.ip()) };
+        if let Verdict::Denied(range) = verdict {
             self.stats.denial(range);
             return Err(refuse(403, "Forbidden"));
         }
@@ -750,7 +753,7 @@ impl Server {
         // Every address is checked before any is installed: the request succeeds or changes nothing.
         for peer in peers.clone() {
             let peer = peer_address(peer.value, &a.message).ok_or(refuse(400, "Bad XOR-PEER-ADDRESS"))?;
-            self.check_peer(index, peer)?;
+            self.check_peer(index, peer, false)?;
             count += 1;
         }
         if count == 0 {
@@ -790,7 +793,7 @@ impl Server {
             .filter(|n| (proto::CHANNEL_MIN..=proto::CHANNEL_MAX).contains(n))
             .ok_or(refuse(400, "Bad CHANNEL-NUMBER"))?;
         let peer = a.message.xor_address(attr::XOR_PEER_ADDRESS).ok_or(refuse(400, "Missing XOR-PEER-ADDRESS"))?;
-        self.check_peer(index, peer)?;
+        self.check_peer(index, peer, true)?;
         let (lifetime, max) = (self.config.channel_lifetime, self.config.max_channels);
         let alloc = self.allocations[index].as_mut().expect("own_allocation returns live allocations");
         // A channel stays bound to one peer, and a peer to one channel (RFC 8656 section 11.2).

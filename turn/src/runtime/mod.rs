@@ -48,9 +48,11 @@ pub struct TurnRuntime {
 
 impl TurnRuntime {
     /// Binds the listeners and starts the workers. `secrets` are the REST secrets already resolved (see
-    /// `crate::resolve_secrets`).
-    pub fn start(config: &TurnConfig, secrets: Vec<String>) -> Result<TurnRuntime, String> {
-        let server_config = config.server_config(secrets)?;
+    /// `resolve_secrets`); `endpoints` are exact peer addresses allowed besides the configured filter (the
+    /// SFU's media ports when embedded).
+    pub fn start(config: &TurnConfig, secrets: Vec<String>, endpoints: &[SocketAddr]) -> Result<TurnRuntime, String> {
+        let mut server_config = config.server_config(secrets)?;
+        server_config.filter = server_config.filter.with_endpoints(endpoints.iter().copied());
         let udp = TurnConfig::listen_addr("udp_listen", &config.udp_listen)?;
         let tcp = TurnConfig::listen_addr("tcp_listen", &config.tcp_listen)?;
         let tls = TurnConfig::listen_addr("tls_listen", &config.tls_listen)?;
