@@ -444,7 +444,9 @@ fn sfu_endpoints(config: &Config, sfu: &Runtime) -> Vec<std::net::SocketAddr> {
         } else {
             vec![local.ip()]
         };
-        endpoints.extend(ips.into_iter().filter(|ip| !ip.is_unspecified()).map(|ip| std::net::SocketAddr::new(ip, local.port())));
+        endpoints.extend(
+            ips.into_iter().filter(|ip| !ip.is_unspecified()).map(|ip| std::net::SocketAddr::new(ip, local.port())),
+        );
     }
     endpoints
 }

@@ -23,9 +23,7 @@ fn in_fresh_netns(test: &str, body: impl AsyncFnOnce()) {
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
         return rt.block_on(body());
     }
-    // One meeting at a time: several sets of browsers on a small machine would measure the machine, not Sluice.
-    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _turn = one_at_a_time();
     let ns = format!(
         "sluice-e2e-{}-{}",
         std::process::id(),
@@ -46,6 +44,99 @@ fn in_fresh_netns(test: &str, body: impl AsyncFnOnce()) {
         .status()
         .unwrap();
     assert!(status.success(), "{test} failed inside its network namespace (output above)");
+}
+
+/// One meeting at a time: several sets of browsers on a small machine would measure the machine, not Sluice.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The namespace holding the server, for a test body running behind the NAT.
+const PUBLIC_NS: &str = "SLUICE_E2E_PUBLIC_NS";
+/// The server's address on the public side of the NAT (TEST-NET-3, only inside the test's namespaces).
+const PUBLIC_IP: &str = "203.0.113.1";
+
+/// Runs `test` in a client namespace behind a symmetric NAT: `cli` (10.77.0.2) routes through `nat`, which
+/// masquerades with a new random port per destination (`--random-fully`) and lets in only replies, towards
+/// `pub` (203.0.113.1), where the body starts the server (its namespace name is passed in). Nothing outside
+/// these namespaces is reached.
+fn behind_symmetric_nat(test: &str, body: impl AsyncFnOnce(&str)) {
+    if std::env::var_os(INSIDE).is_some() {
+        let public = std::env::var(PUBLIC_NS).expect("the public namespace's name");
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+        return rt.block_on(body(&public));
+    }
+    let _turn = one_at_a_time();
+    let tag = format!("{}-{}", std::process::id(), test.len());
+    let [public, nat, client] = ["pub", "nat", "cli"].map(|role| format!("sluice-{role}-{tag}"));
+    let mut guards = Vec::new();
+    for ns in [&public, &nat, &client] {
+        sh(&["ip", "netns", "add", ns]);
+        guards.push(NetnsGuard(ns.clone()));
+        sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+    }
+    sh(&["ip", "link", "add", "wan0", "netns", &nat, "type", "veth", "peer", "name", "pub0", "netns", &public]);
+    sh(&["ip", "link", "add", "lan0", "netns", &nat, "type", "veth", "peer", "name", "cli0", "netns", &client]);
+    for (ns, dev, addr) in [
+        (&public, "pub0", "203.0.113.1/24"),
+        (&nat, "wan0", "203.0.113.2/24"),
+        (&nat, "lan0", "10.77.0.1/24"),
+        (&client, "cli0", "10.77.0.2/24"),
+    ] {
+        sh(&["ip", "-n", ns, "addr", "add", addr, "dev", dev]);
+        sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
+    }
+    sh(&["ip", "-n", &client, "route", "add", "default", "via", "10.77.0.1"]);
+    let in_nat = |args: &[&str]| sh(&[&["ip", "netns", "exec", &nat][..], args].concat());
+    in_nat(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    in_nat(&[
+        "iptables",
+        "-t",
+        "nat",
+        "-A",
+        "POSTROUTING",
+        "-s",
+        "10.77.0.0/24",
+        "-o",
+        "wan0",
+        "-j",
+        "MASQUERADE",
+        "--random-fully",
+    ]);
+    in_nat(&["iptables", "-P", "FORWARD", "DROP"]);
+    in_nat(&["iptables", "-A", "FORWARD", "-i", "lan0", "-o", "wan0", "-j", "ACCEPT"]);
+    in_nat(&[
+        "iptables",
+        "-A",
+        "FORWARD",
+        "-i",
+        "wan0",
+        "-o",
+        "lan0",
+        "-m",
+        "conntrack",
+        "--ctstate",
+        "ESTABLISHED,RELATED",
+        "-j",
+        "ACCEPT",
+    ]);
+    let exe = std::env::current_exe().unwrap();
+    let status = Command::new("ip")
+        .args(["netns", "exec", &client])
+        .arg(exe)
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(INSIDE, "1")
+        .env(PUBLIC_NS, &public)
+        .status()
+        .unwrap();
+    assert!(status.success(), "{test} failed behind its NAT (output above)");
+}
+
+/// Runs a set-up command; it must succeed.
+fn sh(args: &[&str]) {
+    let status = Command::new(args[0]).args(&args[1..]).status().unwrap_or_else(|e| panic!("run {args:?}: {e}"));
+    assert!(status.success(), "{args:?} failed (the NAT test needs root, iproute2 and iptables)");
 }
 
 struct NetnsGuard(String);
@@ -72,7 +163,19 @@ impl Drop for Process {
 
 /// `sluice serve` with embedded defaults in a temp directory; returns it and its base URL.
 fn start_server_with(data_dir: &Path, env: &[(&str, &str)]) -> (Process, String) {
-    let mut cmd = Command::new(BIN);
+    start_server_in(None, "127.0.0.1:0", data_dir, env)
+}
+
+/// `sluice serve` listening on `listen`, in the network namespace `netns` if given.
+fn start_server_in(netns: Option<&str>, listen: &str, data_dir: &Path, env: &[(&str, &str)]) -> (Process, String) {
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", ns, BIN]);
+            cmd
+        }
+        None => Command::new(BIN),
+    };
     for (key, _) in std::env::vars() {
         if key.starts_with("SLUICE_") || key == "DATABASE_URL" {
             cmd.env_remove(key);
@@ -80,7 +183,7 @@ fn start_server_with(data_dir: &Path, env: &[(&str, &str)]) -> (Process, String)
     }
     cmd.arg("--data-dir")
         .arg(data_dir)
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", listen])
         .env("RUST_LOG", std::env::var("SLUICE_E2E_LOG").unwrap_or_else(|_| "warn".into()))
         .env("SLUICE_DATAPLANE__BASE_PORT", "0")
         .envs(env.iter().copied())
@@ -125,8 +228,13 @@ struct Browser {
 
 impl Browser {
     async fn launch(driver: &str) -> Browser {
+        Browser::launch_with(driver, &[]).await
+    }
+
+    /// As `launch`, with more command-line switches.
+    async fn launch_with(driver: &str, extra: &[String]) -> Browser {
         let profile = tempfile::tempdir().unwrap();
-        let args = [
+        let mut args: Vec<String> = [
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
@@ -143,7 +251,11 @@ impl Browser {
             "--autoplay-policy=no-user-gesture-required",
             "--auto-select-desktop-capture-source=Entire screen",
             "--window-size=1280,800",
-        ];
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        args.extend_from_slice(extra);
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args},
@@ -612,5 +724,66 @@ fn vp9_and_vp8_publishers_are_forwarded_in_their_own_codecs() {
         assert_eq!(inbound_video_codecs(&lea).await, ["video/VP8"]);
         lea.close().await;
         max.close().await;
+    });
+}
+
+/// The type of the local candidate of the selected ICE pair (`host`, `srflx`, `relay`).
+const SELECTED_CANDIDATE_SCRIPT: &str = r#"
+    const pc = window.sluiceApp.client.pc;
+    return pc.getStats().then((report) => {
+        let pair = null;
+        report.forEach((s) => { if (s.type === 'transport' && s.selectedCandidatePairId) pair = report.get(s.selectedCandidatePairId); });
+        const local = pair && report.get(pair.localCandidateId);
+        return local ? local.candidateType : null;
+    });
+"#;
+
+#[test]
+fn browsers_behind_a_symmetric_nat_meet_through_the_relay() {
+    behind_symmetric_nat("browsers_behind_a_symmetric_nat_meet_through_the_relay", async |public: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let listen = format!("{PUBLIC_IP}:0");
+        let (_server, base) =
+            start_server_in(Some(public), &listen, dir.path(), &[("SLUICE_TURN__RELAY_IP", PUBLIC_IP)]);
+        let (_chromedriver, driver) = start_chromedriver().await;
+        let (id, _) = create_meeting(&base, "Host").await;
+        // Cameras need a secure context; this origin is plain HTTP on a test address.
+        let secure = [format!("--unsafely-treat-insecure-origin-as-secure={base}")];
+        let mut browsers = Vec::new();
+        for name in ["Nat", "Ola"] {
+            let browser = Browser::launch_with(&driver, &secure).await;
+            // `ice=relay`: the browser offers only relayed candidates, as behind a firewall that allows nothing
+            // else; the server's TURN credentials come in `welcome`.
+            browser.goto(&format!("{base}/m/{id}?name={name}&ice=relay")).await;
+            browsers.push(browser);
+        }
+        for (browser, name) in browsers.iter().zip(["Nat", "Ola"]) {
+            wait_decoding(browser, name, 1, 1).await;
+            assert_growing(browser, name).await;
+            print_first_frames(browser, name).await;
+            let candidate = browser.eval(SELECTED_CANDIDATE_SCRIPT).await;
+            assert_eq!(candidate, "relay", "{name}'s media goes through the relay");
+        }
+        let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+        let value = |name: &str| -> u64 {
+            metrics.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0)
+        };
+        assert!(value("sluice_turn_allocations_active") >= 2, "{metrics}");
+        assert!(
+            value("sluice_turn_relayed_packets_total{direction=\"to_peer\"}") > 100,
+            "media relayed towards the SFU"
+        );
+        assert!(
+            value("sluice_turn_relayed_packets_total{direction=\"to_client\"}") > 100,
+            "media relayed to the browsers"
+        );
+        println!(
+            "relayed: {} to the SFU, {} to the browsers",
+            value("sluice_turn_relayed_packets_total{direction=\"to_peer\"}"),
+            value("sluice_turn_relayed_packets_total{direction=\"to_client\"}")
+        );
+        for browser in browsers {
+            browser.close().await;
+        }
     });
 }

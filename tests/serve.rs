@@ -168,7 +168,9 @@ async fn serve_runs_the_turn_relay_and_reports_it() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The generated REST secret is kept private.
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir.path().join("turn_secret")).unwrap().permissions());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.path().join("turn_secret")).unwrap().permissions(),
+    );
     assert_eq!(mode & 0o777, 0o600);
     assert!(server.stop().success());
 }
