@@ -87,7 +87,8 @@ fn behind_symmetric_nat(test: &str, body: impl AsyncFnOnce(&str)) {
         sh(&["ip", "-n", ns, "addr", "add", addr, "dev", dev]);
         sh(&["ip", "-n", ns, "link", "set", dev, "up"]);
     }
-    sh(&["ip", "-n", &client, "route", "add", "default", "via", "10.77.0.1"]);
+    // Only the public side is routed (through the NAT); nothing else exists for the browsers to try.
+    sh(&["ip", "-n", &client, "route", "add", "203.0.113.0/24", "via", "10.77.0.1"]);
     let in_nat = |args: &[&str]| sh(&[&["ip", "netns", "exec", &nat][..], args].concat());
     in_nat(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
     in_nat(&[
