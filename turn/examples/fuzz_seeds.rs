@@ -28,7 +28,7 @@ fn message(msg_type: u16, txid: u8, attrs: &[(u16, &[u8])], peer: Option<SocketA
         w.attr(attr::NONCE, &nonce).unwrap();
         w.integrity(&auth::long_term_key(&username, "sluice", &password)).unwrap();
     }
-    if txid % 2 == 0 {
+    if txid.is_multiple_of(2) {
         w.fingerprint().unwrap();
     }
     let len = w.len();

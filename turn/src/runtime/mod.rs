@@ -214,7 +214,8 @@ fn reuseport_socket(addr: SocketAddr, kind: Type) -> io::Result<Socket> {
         let _ = socket.set_send_buffer_size(4 << 20);
     }
     if addr.is_ipv6() {
-        socket.set_only_v6(false).or_else(|_| Ok::<(), io::Error>(()))?;
+        // `[::]` takes IPv4 clients too where the system allows it; where not, IPv6 alone still works.
+        let _ = socket.set_only_v6(false);
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;

@@ -23,7 +23,7 @@ impl Relays for FakeRelays {
     fn open(&mut self, family: Family, even_port: bool) -> std::io::Result<(RelayId, SocketAddr)> {
         self.next += 2;
         self.open.push(self.next);
-        let port = 50_000 + self.next as u16 * 2 + u16::from(!even_port && self.next % 3 == 0);
+        let port = 50_000 + self.next as u16 * 2 + u16::from(!even_port && self.next.is_multiple_of(3));
         let ip: IpAddr =
             if family == Family::V4 { "203.0.113.1".parse().unwrap() } else { "2001:db8::1".parse().unwrap() };
         Ok((self.next, SocketAddr::new(ip, port)))
