@@ -75,6 +75,37 @@ enum BenchScenario {
     /// Synthetic participants join one meeting through signaling, ICE, DTLS and SRTP as browsers do, publish and
     /// receive: joins, time to first media, loss, one-way delay, and the server's CPU per forwarded packet.
     Meeting(MeetingArgs),
+    /// `sluice turn` and coturn side by side under the same `turnutils_uclient` load on loopback: relayed packets
+    /// per server CPU-second and round-trip time through the relay.
+    Turn(TurnBenchArgs),
+}
+
+#[derive(Debug, Args)]
+struct TurnBenchArgs {
+    /// `turnutils_uclient` processes at once.
+    #[arg(long, default_value_t = 4)]
+    processes: usize,
+    /// Client pairs per process.
+    #[arg(long, default_value_t = 50)]
+    clients: usize,
+    /// Messages per client.
+    #[arg(long, default_value_t = 400)]
+    messages: usize,
+    /// Message size in bytes.
+    #[arg(long, default_value_t = 200)]
+    bytes: usize,
+    /// Milliseconds between one client's messages.
+    #[arg(long, default_value_t = 5)]
+    interval_ms: u32,
+    /// Alternating rounds per server.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Relay workers for `sluice turn`.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Also write every figure as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -282,6 +313,9 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Recorder => not_in_this_build("recorder", "the recorder"),
         Command::Bench(BenchArgs { scenario: BenchScenario::Fanout(args) }) => bench_fanout(&args),
         Command::Bench(BenchArgs { scenario: BenchScenario::Meeting(args) }) => bench_meeting(&args).await,
+        Command::Bench(BenchArgs { scenario: BenchScenario::Turn(args) }) => {
+            tokio::task::spawn_blocking(move || bench_turn(&args)).await?
+        }
     }
 }
 
@@ -344,6 +378,43 @@ async fn bench_meeting(args: &MeetingArgs) -> anyhow::Result<()> {
         anyhow::bail!("{} participant(s) failed: {}", report.errors.len(), report.errors.join("; "));
     }
     Ok(())
+}
+
+fn bench_turn(args: &TurnBenchArgs) -> anyhow::Result<()> {
+    use sluice_bench::turn::{self, Scenario};
+    let scenario = Scenario {
+        processes: args.processes.max(1),
+        clients: args.clients.max(1),
+        messages: args.messages.max(1),
+        bytes: args.bytes.clamp(16, 1400),
+        interval_ms: args.interval_ms.max(1),
+        rounds: args.rounds.max(1),
+        sluice: std::env::current_exe()?,
+        sluice_workers: args.workers,
+    };
+    eprintln!("{}", turn::TABLE_HEADER);
+    let reports = turn::run(&scenario)?;
+    print!("{}", turn::render(&reports));
+    if let Some(path) = &args.json {
+        let json = serde_json::json!({ "machine": machine_description(), "scenario": format!("{scenario:?}"), "runs": reports });
+        std::fs::write(path, serde_json::to_string_pretty(&json)?)
+            .with_context(|| format!("write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// CPU model, core count and kernel, for reports.
+fn machine_description() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("{cpu}, {} CPUs, Linux {}", std::thread::available_parallelism().map_or(0, |n| n.get()), kernel.trim())
 }
 
 fn tempfile_dir() -> anyhow::Result<PathBuf> {

@@ -174,7 +174,7 @@ fn summarize(s: &Scenario, outcomes: &[Outcome], cpu_ns: Option<u64>) -> Report 
 }
 
 /// User + system CPU time of a process, from `/proc/<pid>/stat` (clock ticks).
-fn process_cpu_ns(pid: u32) -> Option<u64> {
+pub(crate) fn process_cpu_ns(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let rest = &stat[stat.rfind(')')? + 2..];

@@ -132,9 +132,9 @@ impl Default for ServerConfig {
             max_channels: 32,
             allocation_bps: 0,
             total_bps: 0,
-            unauth_rate: 20,
-            unauth_burst: 40,
-            response_allowance: 512,
+            unauth_rate: 100,
+            unauth_burst: 200,
+            response_allowance: 4096,
             software: None,
             filter: PeerFilter::default(),
         }
