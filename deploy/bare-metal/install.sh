@@ -14,7 +14,7 @@ install -d -m 0750 -o root -g sluice /etc/sluice
 if [ ! -f /etc/sluice/sluice.env ]; then
   umask 077
   printf 'SLUICE_AUTH__TOKEN_SECRET=%s\n' "$(head -c 48 /dev/urandom | base64 | tr -d '/+=\n')" > /etc/sluice/sluice.env
-  printf 'SLUICE_TURN__SECRETS=["%s"]\n' "$(head -c 32 /dev/urandom | base64 | tr -d '/+=\n')" >> /etc/sluice/sluice.env
+  printf 'SLUICE_TURN__SECRETS=[%s]\n' "$(head -c 32 /dev/urandom | base64 | tr -d '/+=\n')" >> /etc/sluice/sluice.env
   chgrp sluice /etc/sluice/sluice.env && chmod 0640 /etc/sluice/sluice.env
 fi
 install -m 0644 "$here/90-sluice.conf" /etc/sysctl.d/90-sluice.conf
