@@ -391,7 +391,7 @@ pub fn row(r: &TargetReport) -> String {
     )
 }
 
-/// The table, then the ratios of the medians (Sluice over coturn).
+/// The table, then Sluice's relayed packets per CPU-second over coturn's, round by round.
 pub fn render(reports: &[TargetReport]) -> String {
     let mut out = String::new();
     out.push_str(TABLE_HEADER);
@@ -400,16 +400,22 @@ pub fn render(reports: &[TargetReport]) -> String {
         out.push_str(&row(r));
         out.push('\n');
     }
-    let median = |target: &str, f: fn(&TargetReport) -> f64| -> f64 {
-        let mut v: Vec<f64> = reports.iter().filter(|r| r.target == target).map(f).collect();
-        v.sort_by(f64::total_cmp);
-        v.get(v.len() / 2).copied().unwrap_or(0.0)
-    };
-    let per_cpu = |r: &TargetReport| r.relayed_packets_per_cpu_second;
-    let (sluice, coturn) = (median("sluice", per_cpu), median("coturn", per_cpu));
+    // Rounds alternate, so each round's pair saw the same machine state: the ratio is taken per round.
+    let mut ratios: Vec<f64> = reports
+        .iter()
+        .filter(|r| r.target == "sluice")
+        .filter_map(|s| {
+            let c = reports.iter().find(|c| c.target == "coturn" && c.round == s.round)?;
+            (c.relayed_packets_per_cpu_second > 0.0)
+                .then(|| s.relayed_packets_per_cpu_second / c.relayed_packets_per_cpu_second)
+        })
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
     out.push_str(&format!(
-        "relayed packets per server CPU-second, median: sluice {sluice:.0}, coturn {coturn:.0}, ratio {:.2}\n",
-        if coturn > 0.0 { sluice / coturn } else { 0.0 }
+        "relayed packets per server CPU-second, sluice/coturn per round: {} (median {:.2})\n",
+        shown.join(" "),
+        ratios.get(ratios.len() / 2).copied().unwrap_or(0.0)
     ));
     out
 }
