@@ -618,16 +618,16 @@ impl Server {
         let user = a.username.split_once(':').map_or(a.username, |(expiry, user)| {
             if expiry.bytes().all(|b| b.is_ascii_digit()) { user } else { expiry }
         });
-        match self.quotas.acquire(user) {
-            Ok(()) => {}
-            Err(QuotaError::User) => {
-                self.stats.quota_user += 1;
-                return Err(refuse(486, "Allocation Quota Reached"));
+        if let Err(e) = self.quotas.acquire(user) {
+            match e {
+                QuotaError::User => self.stats.quota_user += 1,
+                QuotaError::Total => self.stats.quota_total += 1,
             }
-            Err(QuotaError::Total) => {
-                self.stats.quota_total += 1;
-                return Err(refuse(486, "Allocation Quota Reached"));
+            // A reservation taken for this request goes back to the shell, not into a leak.
+            if let Some(r) = reserved {
+                relays.close(r.relay);
             }
+            return Err(refuse(486, "Allocation Quota Reached"));
         }
         let opened = match (reserved, even_port) {
             (Some(r), _) => Ok((r.relay, r.relayed)),

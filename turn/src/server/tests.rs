@@ -588,3 +588,28 @@ fn garbage_is_counted_not_answered() {
     let s = &f.server.stats;
     assert_eq!(s.dropped(DropReason::Malformed) + s.dropped(DropReason::Unexpected), 4);
 }
+
+#[test]
+fn a_reservation_refused_by_the_quota_is_closed_not_leaked() {
+    let mut f = fixture(ServerConfig::default());
+    f.server.quotas = Arc::new(Quotas::new(1, 0));
+    let user = credential(SECRET, "olga", 600);
+    let reply = f.authed(
+        &udp_client(1),
+        msg::ALLOCATE_REQUEST,
+        &[(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]), (attr::EVEN_PORT, &[0x80])],
+        &user,
+        0,
+    );
+    let token = Message::parse(&reply).unwrap().get(attr::RESERVATION_TOKEN).unwrap().to_vec();
+    assert_eq!(f.relays.open.len(), 2, "the allocation's port and the reserved one");
+    let reply = f.authed(
+        &udp_client(2),
+        msg::ALLOCATE_REQUEST,
+        &[(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]), (attr::RESERVATION_TOKEN, &token)],
+        &user,
+        0,
+    );
+    assert_eq!(code_of(&reply), 486);
+    assert_eq!(f.relays.open.len(), 1, "the reserved port was closed");
+}
