@@ -111,17 +111,9 @@ fn uclient(port: u16, args: &[&str]) -> UclientSummary {
     }
     let output = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr);
-    let number_after = |key: &str| -> Option<u64> {
-        text.lines().rev().find_map(|l| {
-            let at = l.find(key)? + key.len();
-            l[at..].trim_start_matches([' ', '=']).split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
-        })
-    };
-    let summary = UclientSummary {
-        sent: number_after("tot_send_msgs").unwrap_or_else(|| panic!("no summary from uclient {args:?}:\n{text}")),
-        received: number_after("tot_recv_msgs").unwrap(),
-        lost: number_after("Total lost packets").unwrap(),
-    };
+    let (sent, received, lost) = sluice_bench::turn::uclient_totals(&text)
+        .unwrap_or_else(|| panic!("no summary from uclient {args:?}:\n{text}"));
+    let summary = UclientSummary { sent, received, lost };
     println!("turnutils_uclient {args:?}: {summary:?}");
     summary
 }
@@ -359,11 +351,12 @@ fn denied_peers_are_refused_and_allowed_ones_reached() {
     assert_eq!(counted(), denials, "every refusal counted by range");
 }
 
-#[test]
-fn unauthenticated_traffic_is_not_amplified() {
-    let turn = Turn::start("unauth_rate = 0");
+/// Floods the relay with 1000 unauthenticated requests (Binding and Allocate) from one socket; returns bytes
+/// sent, bytes answered and the flood's duration.
+fn unauthenticated_flood(turn: &Turn) -> (usize, usize, Duration) {
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    let started = Instant::now();
     let (mut bytes_in, mut bytes_out) = (0usize, 0usize);
     let mut buf = [0u8; 1500];
     for i in 0..1000u32 {
@@ -379,14 +372,29 @@ fn unauthenticated_traffic_is_not_amplified() {
         socket.send_to(&request[..len], turn.udp).unwrap();
         bytes_in += len;
     }
+    let elapsed = started.elapsed();
     while let Ok((n, _)) = socket.recv_from(&mut buf) {
         bytes_out += n;
     }
     println!(
-        "unauthenticated flood: {bytes_in} bytes in, {bytes_out} bytes out ({:.2})",
+        "unauthenticated flood: {bytes_in} bytes in, {bytes_out} bytes out ({:.3})",
         bytes_out as f64 / bytes_in as f64
     );
-    assert!(bytes_out > 0, "the flood's own bytes pay for some answers");
-    assert!(bytes_out <= bytes_in + 512, "amplified: {bytes_out} bytes out for {bytes_in} in");
+    (bytes_in, bytes_out, elapsed)
+}
+
+#[test]
+fn unauthenticated_traffic_is_not_amplified() {
+    // Default: answers are paid by the source's requests, plus an allowance of 4096 bytes refilled per second.
+    let turn = Turn::start("unauth_rate = 0");
+    let (bytes_in, bytes_out, elapsed) = unauthenticated_flood(&turn);
+    let allowance = 4096 * (1 + elapsed.as_secs() as usize);
+    assert!(bytes_out > bytes_in / 2, "the flood's own bytes pay for answers: {bytes_out} of {bytes_in}");
+    assert!(bytes_out <= bytes_in + allowance, "amplified: {bytes_out} bytes out for {bytes_in} in");
     assert!(turn.metric("sluice_turn_drops_total{reason=\"amplification\"}") > 0);
+    drop(turn);
+    // Without an allowance: never more out than in.
+    let strict = Turn::start("unauth_rate = 0\nresponse_allowance_bytes = 0");
+    let (bytes_in, bytes_out, _) = unauthenticated_flood(&strict);
+    assert!(bytes_out > 0 && bytes_out <= bytes_in, "amplification ratio {:.3}", bytes_out as f64 / bytes_in as f64);
 }

@@ -242,7 +242,7 @@ fn measure(s: &Scenario, target: &str, round: usize, server: &Server) -> anyhow:
 }
 
 /// Sent, received and lost messages from a `turnutils_uclient` summary.
-fn uclient_totals(text: &str) -> Option<(u64, u64, u64)> {
+pub fn uclient_totals(text: &str) -> Option<(u64, u64, u64)> {
     let after = |key: &str| -> Option<u64> {
         text.lines().rev().find_map(|l| {
             let at = l.find(key)? + key.len();

@@ -61,12 +61,20 @@ pub const SOURCE_SLOTS: usize = 4096;
 /// Answers to sources that have not authenticated are paid for by those sources' own requests: each request
 /// adds its size to the source's credit, each answer spends its size. On top, a source gets `allowance` bytes
 /// that refill at `allowance` per second, so a normal client's first exchange is answered at once. Over a
-/// flood, a spoofed victim receives at most what the attacker sent plus the allowance: no amplification.
+/// flood, a spoofed victim receives at most what the attacker sent plus the allowance: no amplification. The
+/// allowances of all sources together are capped too (`GLOBAL_ALLOWANCE_FACTOR` allowances per second), so
+/// spreading a flood over many spoofed victims cannot add their allowances up. An allowance of 0 makes every
+/// answer paid for by its requests: never more bytes out than in, at the cost of a retransmission before a new
+/// client's first answer.
 #[derive(Debug)]
 pub struct ResponseBudget {
     slots: Box<[Slot]>,
     allowance: u64,
+    global: TokenBucket,
 }
+
+/// How many sources' allowances may be spent per second, in total.
+pub const GLOBAL_ALLOWANCE_FACTOR: u64 = 16;
 
 #[derive(Debug, Clone, Copy)]
 struct Slot {
@@ -76,9 +84,15 @@ struct Slot {
 }
 
 impl ResponseBudget {
-    pub fn new(allowance_bytes: u64) -> ResponseBudget {
+    pub fn new(allowance_bytes: u64, now: Instant) -> ResponseBudget {
         let slot = Slot { credit: 0, bonus: allowance_bytes, last: None };
-        ResponseBudget { slots: vec![slot; SOURCE_SLOTS].into_boxed_slice(), allowance: allowance_bytes }
+        let global_rate = allowance_bytes * GLOBAL_ALLOWANCE_FACTOR;
+        ResponseBudget {
+            slots: vec![slot; SOURCE_SLOTS].into_boxed_slice(),
+            allowance: allowance_bytes,
+            // A rate of 0 would mean "unlimited" to the bucket; with no allowance there is nothing to spend.
+            global: TokenBucket::new(global_rate.max(1), global_rate, now),
+        }
     }
 
     /// Credits a request of `request_len` bytes from `ip`, then spends `response_len` if the credit allows.
@@ -94,12 +108,13 @@ impl ResponseBudget {
         // Credit is capped so a client cannot bank a large burst for later.
         slot.credit = (slot.credit + request_len as u64).min(64 * 1024);
         let need = response_len as u64;
-        if slot.credit + slot.bonus < need {
+        let from_credit = need.min(slot.credit);
+        let from_bonus = need - from_credit;
+        if from_bonus > slot.bonus || (from_bonus > 0 && !self.global.take(from_bonus, now)) {
             return false;
         }
-        let from_credit = need.min(slot.credit);
         slot.credit -= from_credit;
-        slot.bonus -= need - from_credit;
+        slot.bonus -= from_bonus;
         true
     }
 }
@@ -210,7 +225,7 @@ mod tests {
     #[test]
     fn response_budget_never_amplifies_over_a_flood() {
         let t0 = Instant::now();
-        let mut budget = ResponseBudget::new(200);
+        let mut budget = ResponseBudget::new(200, t0);
         let ip: IpAddr = "198.51.100.7".parse().unwrap();
         let (mut sent, mut received) = (0usize, 0usize);
         for i in 0..1000 {
@@ -222,6 +237,29 @@ mod tests {
         assert!(sent <= received + 200, "{sent} > {received} + 200");
         assert!(sent > 0);
         assert!(budget.admit("198.51.100.8".parse().unwrap(), 20, 60, t0), "another source has its own allowance");
+    }
+
+    #[test]
+    fn allowances_of_many_sources_are_capped_together() {
+        let t0 = Instant::now();
+        let mut budget = ResponseBudget::new(200, t0);
+        let mut spent = 0;
+        for i in 0..4000u32 {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            if budget.admit(ip, 20, 60, t0) {
+                spent += 60 - 20;
+            }
+        }
+        assert!(spent <= 200 * GLOBAL_ALLOWANCE_FACTOR as usize, "{spent} bytes beyond the requests");
+    }
+
+    #[test]
+    fn without_an_allowance_answers_never_exceed_requests() {
+        let t0 = Instant::now();
+        let mut budget = ResponseBudget::new(0, t0);
+        let ip: IpAddr = "198.51.100.7".parse().unwrap();
+        assert!(!budget.admit(ip, 20, 32, t0), "the first request alone does not pay for its answer");
+        assert!(budget.admit(ip, 20, 32, t0), "the retransmission does");
     }
 
     #[test]

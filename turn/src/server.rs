@@ -252,7 +252,7 @@ impl Server {
         Server {
             nonces: Nonces::new(nonce_key, config.nonce_lifetime),
             unauth: SourceRateLimit::new(config.unauth_rate, config.unauth_burst),
-            budget: ResponseBudget::new(config.response_allowance),
+            budget: ResponseBudget::new(config.response_allowance, now),
             config,
             quotas,
             allocations: Vec::new(),
