@@ -110,17 +110,27 @@ struct TurnBenchArgs {
 
 #[derive(Debug, Args)]
 struct MeetingArgs {
-    #[arg(long, default_value_t = 10)]
-    participants: usize,
-    /// How many of them publish (the rest only subscribe).
-    #[arg(long, default_value_t = 2)]
-    publishers: usize,
+    /// A built-in scenario; the flags below override its figures.
+    #[arg(long, value_enum)]
+    scenario: Option<MeetingScenario>,
+    /// Participants per meeting [default: 10, or the scenario's].
+    #[arg(long)]
+    participants: Option<usize>,
+    /// How many of them publish; the rest only subscribe [default: 2, or the scenario's].
+    #[arg(long)]
+    publishers: Option<usize>,
+    /// Meetings run at once [default: 1, or the scenario's].
+    #[arg(long)]
+    meetings: Option<usize>,
+    /// Seconds over which the joins are spread [default: 0, all at once, or the scenario's].
+    #[arg(long)]
+    ramp_secs: Option<f64>,
     /// Seconds of media.
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
-    /// Packets per second per publisher.
-    #[arg(long, default_value_t = 200)]
-    pps: u32,
+    /// Packets per second per publisher [default: 200, or the scenario's].
+    #[arg(long)]
+    pps: Option<u32>,
     /// A running server's base URL; without it the bench starts `sluice serve` (embedded defaults, a temp
     /// directory, loopback) and measures its CPU time too.
     #[arg(long)]
@@ -128,6 +138,36 @@ struct MeetingArgs {
     /// Also write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+}
+
+/// Built-in meeting scenarios.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum MeetingScenario {
+    /// A webinar: 1 publisher, 50 subscribers.
+    #[value(name = "1toN")]
+    OneToN,
+    /// A meeting where everyone publishes: 8 of 8.
+    #[value(name = "NxN")]
+    NxN,
+    /// 10 meetings of 4, everyone publishing.
+    #[value(name = "many-small")]
+    ManySmall,
+    /// 200 participants joining one meeting over 10 s, 1 publisher at 50 pps.
+    #[value(name = "join-storm")]
+    JoinStorm,
+}
+
+impl MeetingScenario {
+    /// Participants, publishers, meetings, ramp seconds, packets per second.
+    fn figures(scenario: Option<MeetingScenario>) -> (usize, usize, usize, f64, u32) {
+        match scenario {
+            None => (10, 2, 1, 0.0, 200),
+            Some(MeetingScenario::OneToN) => (51, 1, 1, 0.0, 200),
+            Some(MeetingScenario::NxN) => (8, 8, 1, 0.0, 100),
+            Some(MeetingScenario::ManySmall) => (4, 4, 10, 0.0, 100),
+            Some(MeetingScenario::JoinStorm) => (200, 1, 1, 10.0, 50),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -354,12 +394,16 @@ async fn bench_meeting(args: &MeetingArgs) -> anyhow::Result<()> {
             url
         }
     };
+    let (participants, publishers, meetings, ramp, pps) = MeetingScenario::figures(args.scenario);
+    let participants = args.participants.unwrap_or(participants).max(1);
     let scenario = Scenario {
         base_url,
-        participants: args.participants,
-        publishers: args.publishers.min(args.participants),
+        participants,
+        publishers: args.publishers.unwrap_or(publishers).min(participants),
         duration: std::time::Duration::from_secs_f64(args.seconds),
-        pps: args.pps,
+        pps: args.pps.unwrap_or(pps),
+        meetings: args.meetings.unwrap_or(meetings).max(1),
+        ramp: std::time::Duration::from_secs_f64(args.ramp_secs.unwrap_or(ramp).max(0.0)),
     };
     let pid = child.as_ref().map(std::process::Child::id);
     let report = meeting::run(&scenario, pid).await;

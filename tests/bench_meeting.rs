@@ -30,3 +30,28 @@ fn synthetic_participants_join_publish_and_receive_through_the_real_protocol() {
     assert!(report["server_cpu_ns_per_forwarded"].as_f64().is_some_and(|ns| ns > 0.0), "{report}");
     assert!(report["delay_us_p50"].as_u64().unwrap() > 0);
 }
+
+#[test]
+fn a_ramped_many_meetings_scenario_keeps_media_inside_each_meeting() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["bench", "meeting", "--scenario", "many-small", "--meetings", "2", "--participants", "3"])
+        .args(["--ramp-secs", "1", "--seconds", "2", "--pps", "50"])
+        .arg("--json")
+        .arg(&json)
+        .env_remove("SLUICE_CONFIG")
+        .output()
+        .expect("run sluice bench meeting");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!((report["meetings"].as_u64(), report["joined"].as_u64()), (Some(2), Some(6)), "{report}");
+    assert_eq!(report["join_success_percent"], 100.0, "{report}");
+    assert!(report["joins_per_second"].as_f64().is_some_and(|r| r > 0.0), "{report}");
+    let (sent, expected, received) =
+        (report["sent"].as_u64().unwrap(), report["expected"].as_u64().unwrap(), report["received"].as_u64().unwrap());
+    // Everyone publishes; each packet goes to the two others of its own meeting only.
+    assert!(sent > 0 && expected == sent * 2, "{report}");
+    assert!(received * 100 >= expected * 95, "{report}");
+}

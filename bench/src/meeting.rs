@@ -35,12 +35,19 @@ pub struct Scenario {
     pub duration: Duration,
     /// Packets per second per publisher.
     pub pps: u32,
+    /// Meetings of `participants` each, run at once (`many-small`).
+    pub meetings: usize,
+    /// Joins are spread evenly over this long (`join-storm`: 200 joins in 10 s); zero: all at once.
+    pub ramp: Duration,
 }
 
 /// What one participant saw.
 #[derive(Debug, Default, Clone)]
 struct Outcome {
+    meeting: usize,
     joined: bool,
+    /// When `welcome` came, from the bench's start.
+    joined_at_ms: f64,
     join_ms: f64,
     first_media_ms: Option<f64>,
     sent: u64,
@@ -52,9 +59,14 @@ struct Outcome {
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {
+    pub meetings: usize,
+    /// Per meeting.
     pub participants: usize,
     pub publishers: usize,
     pub joined: usize,
+    pub join_success_percent: f64,
+    /// Joins completed per second, from the bench's start to the last `welcome`.
+    pub joins_per_second: f64,
     pub errors: Vec<String>,
     pub join_ms_p50: f64,
     pub join_ms_max: f64,
@@ -75,34 +87,44 @@ pub struct Report {
 /// Runs the scenario against the server at `base_url`; `server_pid` (a local process) adds its CPU figures.
 pub async fn run(scenario: &Scenario, server_pid: Option<u32>) -> anyhow::Result<Report> {
     let http = reqwest::Client::new();
-    let created: Value = http
-        .post(format!("{}/meetings", scenario.base_url))
-        .json(&json!({"host_name": "bench", "settings": {"title": "bench", "max_participants": scenario.participants.max(1)}}))
-        .send()
-        .await
-        .context("create the meeting")?
-        .json()
-        .await?;
-    let meeting = created["meeting"]["id"].as_str().ok_or_else(|| anyhow!("no meeting id in {created}"))?.to_string();
+    let meetings = scenario.meetings.max(1);
+    let mut meeting_ids = Vec::with_capacity(meetings);
+    for _ in 0..meetings {
+        let created: Value = http
+            .post(format!("{}/meetings", scenario.base_url))
+            .json(&json!({"host_name": "bench", "settings": {"title": "bench", "max_participants": scenario.participants.max(1)}}))
+            .send()
+            .await
+            .context("create a meeting")?
+            .json()
+            .await?;
+        let id = created["meeting"]["id"].as_str().ok_or_else(|| anyhow!("no meeting id in {created}"))?;
+        meeting_ids.push(id.to_string());
+    }
+    let total = scenario.participants * meetings;
     let epoch = Instant::now();
-    // Everyone joins, connects, then media starts at the same moment for all, for `duration`.
-    let media_start = epoch + Duration::from_secs(2) + Duration::from_millis(20 * scenario.participants as u64);
+    // Everyone joins (spread over the ramp), connects, then media starts at the same moment for all, for
+    // `duration`.
+    let media_start =
+        epoch + Duration::from_secs(2) + scenario.ramp + Duration::from_millis(20 * scenario.participants as u64);
     let media_end = media_start + scenario.duration;
     let cpu_before = Arc::new(std::sync::Mutex::new(None));
     let mut tasks = Vec::new();
-    for i in 0..scenario.participants {
+    for k in 0..total {
+        let (m, i) = (k / scenario.participants, k % scenario.participants);
         let ctx = Participant {
-            index: i as u32,
+            index: k as u32,
             publish: i < scenario.publishers,
             base_url: scenario.base_url.clone(),
-            meeting: meeting.clone(),
+            meeting: meeting_ids[m].clone(),
             epoch,
+            start_at: epoch + scenario.ramp.mul_f64(k as f64 / total as f64),
             media_start,
             media_end,
             pps: scenario.pps.max(1),
         };
         tasks.push(tokio::spawn(async move {
-            let mut outcome = Outcome::default();
+            let mut outcome = Outcome { meeting: m, ..Outcome::default() };
             if let Err(e) = ctx.run(&mut outcome).await {
                 outcome.error = Some(format!("participant {}: {e:#}", ctx.index));
             }
@@ -137,11 +159,13 @@ fn summarize(s: &Scenario, outcomes: &[Outcome], cpu_ns: Option<u64>) -> Report 
     join_ms.sort_by(f64::total_cmp);
     first.sort_by(f64::total_cmp);
     delays.sort_unstable();
-    let sent_by: Vec<(u32, u64)> = outcomes.iter().enumerate().map(|(i, o)| (i as u32, o.sent)).collect();
+    let sent_by: Vec<(u32, usize, u64)> =
+        outcomes.iter().enumerate().map(|(i, o)| (i as u32, o.meeting, o.sent)).collect();
     let mut expected = 0;
     let mut received = 0;
     for (i, o) in outcomes.iter().enumerate() {
-        for &(publisher, sent) in sent_by.iter().filter(|(p, _)| *p != i as u32) {
+        let same_meeting = sent_by.iter().filter(|(p, m, _)| *p != i as u32 && *m == o.meeting);
+        for &(publisher, _, sent) in same_meeting {
             if sent > 0 && o.joined {
                 expected += sent;
                 received += o.received.iter().filter(|(p, _)| *p == publisher).map(|(_, n)| n).sum::<u64>().min(sent);
@@ -153,10 +177,14 @@ fn summarize(s: &Scenario, outcomes: &[Outcome], cpu_ns: Option<u64>) -> Report 
     let pctf = |v: &[f64], q: f64| {
         v.get(((v.len() as f64 * q) as usize).min(v.len().saturating_sub(1))).copied().unwrap_or(0.0)
     };
+    let last_join_s = joined.iter().map(|o| o.joined_at_ms).fold(0.0, f64::max) / 1000.0;
     Report {
+        meetings: s.meetings.max(1),
         participants: s.participants,
         publishers: s.publishers,
         joined: joined.len(),
+        join_success_percent: 100.0 * joined.len() as f64 / outcomes.len().max(1) as f64,
+        joins_per_second: if last_join_s > 0.0 { joined.len() as f64 / last_join_s } else { 0.0 },
         errors: outcomes.iter().filter_map(|o| o.error.clone()).collect(),
         join_ms_p50: pctf(&join_ms, 0.5),
         join_ms_max: join_ms.last().copied().unwrap_or(0.0),
@@ -191,6 +219,8 @@ struct Participant {
     base_url: String,
     meeting: String,
     epoch: Instant,
+    /// When this participant asks to join (the ramp).
+    start_at: Instant,
     media_start: Instant,
     media_end: Instant,
     pps: u32,
@@ -200,6 +230,7 @@ type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<t
 
 impl Participant {
     async fn run(&self, outcome: &mut Outcome) -> anyhow::Result<()> {
+        tokio::time::sleep_until(self.start_at.into()).await;
         let started = Instant::now();
         let ticket: Value = reqwest::Client::new()
             .post(format!("{}/meetings/{}/join", self.base_url, self.meeting))
@@ -273,6 +304,7 @@ impl Participant {
                         Some("welcome") => {
                             outcome.joined = true;
                             outcome.join_ms = started.elapsed().as_secs_f64() * 1000.0;
+                            outcome.joined_at_ms = self.epoch.elapsed().as_secs_f64() * 1000.0;
                         }
                         Some("offer") => self.answer(&mut ws, &m, &mut peer).await?,
                         Some("candidate") if server.is_none() => {
@@ -380,15 +412,18 @@ fn candidate_address(candidate: &str) -> Option<SocketAddr> {
 pub fn render(r: &Report) -> String {
     let cpu = r.server_cpu_ns_per_forwarded.map_or("n/a".to_string(), |ns| format!("{ns:.0} ns"));
     format!(
-        "participants {} (publishers {}), joined {}\n\
+        "meetings {} of {} participants (publishers {}), joined {} ({:.1}%, {:.1} joins/s)\n\
          join p50/max            {:.0} / {:.0} ms\n\
          first media p50/max     {:.0} / {:.0} ms\n\
          sent / expected / recv  {} / {} / {} (loss {:.3}%)\n\
          one-way delay p50/p99/p99.9  {} / {} / {} us\n\
          server CPU per forwarded packet  {cpu}\n",
+        r.meetings,
         r.participants,
         r.publishers,
         r.joined,
+        r.join_success_percent,
+        r.joins_per_second,
         r.join_ms_p50,
         r.join_ms_max,
         r.first_media_ms_p50,
