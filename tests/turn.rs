@@ -31,14 +31,19 @@ impl Drop for Turn {
 }
 
 impl Turn {
-    /// `sluice turn` on loopback with the given extra `[turn]` keys.
+    /// `sluice turn` on IPv4 loopback with the given extra `[turn]` keys.
     fn start(extra: &str) -> Turn {
+        Turn::start_on("127.0.0.1", extra)
+    }
+
+    /// `sluice turn` listening on `host` (`127.0.0.1` or `[::1]`).
+    fn start_on(host: &str, extra: &str) -> Turn {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("turn.toml");
         std::fs::write(
             &config,
             format!(
-                "[turn]\nudp_listen = \"127.0.0.1:0\"\ntcp_listen = \"127.0.0.1:0\"\ntls_listen = \"127.0.0.1:0\"\n\
+                "[turn]\nudp_listen = \"{host}:0\"\ntcp_listen = \"{host}:0\"\ntls_listen = \"{host}:0\"\n\
                  metrics_listen = \"127.0.0.1:0\"\nrelay_ip = \"127.0.0.1\"\nsecrets = [\"{SECRET}\"]\n{extra}\n"
             ),
         )
@@ -92,11 +97,15 @@ struct UclientSummary {
     lost: u64,
 }
 
-/// Runs coturn's load client against `port`, bounded in time.
+/// Runs coturn's load client against `port` on IPv4 loopback, bounded in time.
 fn uclient(port: u16, args: &[&str]) -> UclientSummary {
+    uclient_at("127.0.0.1", port, args)
+}
+
+fn uclient_at(host: &str, port: u16, args: &[&str]) -> UclientSummary {
     let mut child = Command::new("turnutils_uclient")
         .args(args)
-        .args(["-W", SECRET, "-p", &port.to_string(), "127.0.0.1"])
+        .args(["-W", SECRET, "-p", &port.to_string(), host])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -146,6 +155,22 @@ fn coturn_client_relays_over_udp_tcp_and_tls_without_loss() {
     assert!(turn.metric("sluice_turn_relayed_packets_total{direction=\"to_client\"}") >= expected);
     assert!(turn.metric("sluice_turn_allocations_total") >= 5 * 4, "at least one allocation per client per run");
     assert_eq!(turn.metric("sluice_turn_drops_total{reason=\"no_permission\"}"), 0);
+}
+
+#[test]
+fn two_workers_share_an_ipv6_listener_and_reservations() {
+    // Two workers split the clients by 5-tuple; an RTP allocation's RESERVATION-TOKEN is claimed by the RTCP
+    // allocation's Allocate, which may land on the other worker.
+    let turn = Turn::start_on("[::1]", "allow = [\"127.0.0.1\"]\nworkers = 2");
+    for (what, port, args) in [
+        ("UDP", turn.udp.port(), &["-y", "-m", "8", "-n", "30", "-l", "200"][..]),
+        ("TCP", turn.tcp.port(), &["-y", "-t", "-m", "8", "-n", "30", "-l", "200"][..]),
+    ] {
+        let s = uclient_at("::1", port, args);
+        assert!(s.sent >= 8 * 30, "{what}: sent only {} ({s:?})", s.sent);
+        assert_eq!((s.received, s.lost), (s.sent, 0), "{what}: every message comes back");
+    }
+    assert_eq!(turn.metric("sluice_turn_responses_total{code=\"508\"}"), 0, "every reservation was found");
 }
 
 /// A minimal TURN client over one UDP socket, built on Sluice's STUN codec.

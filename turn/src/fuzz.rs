@@ -33,8 +33,13 @@ impl Relays for NoSockets {
         Ok((self.0, SocketAddr::from(([203, 0, 113, 1], 50_000 + self.0 as u16))))
     }
 
-    fn open_pair(&mut self, family: Family) -> std::io::Result<[(RelayId, SocketAddr); 2]> {
-        Ok([self.open(family, true)?, self.open(family, false)?])
+    fn open_reserving(&mut self, family: Family) -> std::io::Result<((RelayId, SocketAddr), [u8; 8])> {
+        let even = self.open(family, true)?;
+        Ok((even, [7; 8]))
+    }
+
+    fn take_reserved(&mut self, token: &[u8]) -> Option<std::io::Result<(RelayId, SocketAddr)>> {
+        (token == [7; 8]).then(|| self.open(Family::V4, false))
     }
 
     fn close(&mut self, _: RelayId) {}

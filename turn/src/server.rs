@@ -55,8 +55,12 @@ pub enum Family {
 pub trait Relays {
     /// Opens a relayed transport address of `family` (an even port if asked).
     fn open(&mut self, family: Family, even_port: bool) -> std::io::Result<(RelayId, SocketAddr)>;
-    /// Opens an even port and the odd port above it (EVEN-PORT with the R bit: RTP and RTCP).
-    fn open_pair(&mut self, family: Family) -> std::io::Result<[(RelayId, SocketAddr); 2]>;
+    /// Opens an even port for an allocation and keeps the odd port above it reserved for `RESERVATION_LIFETIME`
+    /// under a new, unguessable token (EVEN-PORT with the R bit: RTP and RTCP). Reservations belong to the whole
+    /// relay, not one worker: the token's Allocate may come over another 5-tuple, so another worker.
+    fn open_reserving(&mut self, family: Family) -> std::io::Result<((RelayId, SocketAddr), [u8; 8])>;
+    /// The port reserved under `token`, now a relay of this worker; `None` if the token is unknown or expired.
+    fn take_reserved(&mut self, token: &[u8]) -> Option<std::io::Result<(RelayId, SocketAddr)>>;
     fn close(&mut self, relay: RelayId);
 }
 
@@ -154,19 +158,8 @@ struct Channel {
     expires: Instant,
 }
 
-/// A relayed address kept for a later Allocate with its RESERVATION-TOKEN (RFC 8656 section 7.2).
-#[derive(Debug)]
-struct Reservation {
-    token: [u8; 8],
-    relay: RelayId,
-    relayed: SocketAddr,
-    expires: Instant,
-}
-
 /// How long a reserved port waits for its Allocate (RFC 8656 section 7.2 suggests 30 seconds).
-const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
-/// Reservations one worker keeps at once.
-const MAX_RESERVATIONS: usize = 1024;
+pub const RESERVATION_LIFETIME: Duration = Duration::from_secs(30);
 
 #[derive(Debug)]
 struct Allocation {
@@ -236,10 +229,6 @@ pub struct Server {
     /// Data indications sent, numbering their transaction IDs (indications get no answer, so IDs only need to
     /// differ).
     indications: u64,
-    reservations: Vec<Reservation>,
-    /// Numbers reservation tokens, which are a MAC of it (unguessable without the key).
-    reservation_seq: u64,
-    token_key: [u8; 32],
     pub stats: Stats,
 }
 
@@ -262,9 +251,6 @@ impl Server {
             total_bucket,
             next_sweep: now + SWEEP_INTERVAL,
             indications: 0,
-            reservations: Vec::new(),
-            reservation_seq: 0,
-            token_key: nonce_key,
             stats: Stats::default(),
         }
     }
@@ -350,13 +336,6 @@ impl Server {
             return;
         }
         self.next_sweep = now + SWEEP_INTERVAL;
-        self.reservations.retain(|r| {
-            let keep = r.expires > now;
-            if !keep {
-                relays.close(r.relay);
-            }
-            keep
-        });
         for index in 0..self.allocations.len() {
             let Some(alloc) = self.allocations[index].as_mut() else { continue };
             if alloc.expires <= now {
@@ -376,11 +355,8 @@ impl Server {
         }
     }
 
-    /// Ends every allocation and reservation (shutdown).
+    /// Ends every allocation (shutdown).
     pub fn close_all(&mut self, relays: &mut dyn Relays) {
-        for r in self.reservations.drain(..) {
-            relays.close(r.relay);
-        }
         for index in 0..self.allocations.len() {
             if self.allocations[index].is_some() {
                 self.end_allocation(index, relays);
@@ -594,20 +570,16 @@ impl Server {
             Some(_) if m.has(attr::EVEN_PORT) || m.has(attr::REQUESTED_ADDRESS_FAMILY) => {
                 return Err(refuse(400, "RESERVATION-TOKEN with EVEN-PORT or REQUESTED-ADDRESS-FAMILY"));
             }
-            Some(token) => {
-                // A token we do not hold (unknown or expired) is 508 (RFC 8656 section 7.2).
-                let i = self.reservations.iter().position(|r| r.token[..] == *token && r.expires > now);
-                Some(self.reservations.swap_remove(i.ok_or(refuse(508, "Insufficient Capacity"))?))
-            }
+            // A token not held (unknown or expired) is 508 (RFC 8656 section 7.2).
+            Some(token) => match relays.take_reserved(token) {
+                Some(Ok(reserved)) => Some(reserved),
+                _ => return Err(refuse(508, "Insufficient Capacity")),
+            },
         };
+        // Without REQUESTED-ADDRESS-FAMILY the relayed address is IPv4, whatever the client's family
+        // (RFC 6156 section 4.2, RFC 8656 section 7.2).
         let family = match m.get(attr::REQUESTED_ADDRESS_FAMILY).map(|v| v.first().copied()) {
-            None => {
-                if client.remote.is_ipv4() {
-                    Family::V4
-                } else {
-                    Family::V6
-                }
-            }
+            None => Family::V4,
             Some(Some(0x01)) => Family::V4,
             Some(Some(0x02)) => Family::V6,
             Some(_) => return Err(refuse(440, "Address Family not Supported")),
@@ -624,28 +596,17 @@ impl Server {
                 QuotaError::Total => self.stats.quota_total += 1,
             }
             // A reservation taken for this request goes back to the shell, not into a leak.
-            if let Some(r) = reserved {
-                relays.close(r.relay);
+            if let Some((relay, _)) = reserved {
+                relays.close(relay);
             }
             return Err(refuse(486, "Allocation Quota Reached"));
         }
         let opened = match (reserved, even_port) {
-            (Some(r), _) => Ok((r.relay, r.relayed)),
-            (None, Some(true)) if self.reservations.len() < MAX_RESERVATIONS => {
-                relays.open_pair(family).map(|[even, odd]| {
-                    self.reservation_seq += 1;
-                    let token = reservation_token(&self.token_key, self.reservation_seq);
-                    self.reservations.push(Reservation {
-                        token,
-                        relay: odd.0,
-                        relayed: odd.1,
-                        expires: now + RESERVATION_LIFETIME,
-                    });
-                    reservation = Some(token);
-                    even
-                })
-            }
-            (None, Some(true)) => Err(std::io::ErrorKind::OutOfMemory.into()),
+            (Some(reserved), _) => Ok(reserved),
+            (None, Some(true)) => relays.open_reserving(family).map(|(even, token)| {
+                reservation = Some(token);
+                even
+            }),
             (None, even) => relays.open(family, even.is_some()),
         };
         let (relay, relayed) = match opened {
@@ -905,14 +866,6 @@ enum Success {
     Allocated { relayed: SocketAddr, lifetime: u32, reservation: Option<[u8; 8]> },
     Lifetime(u32),
     Empty,
-}
-
-/// A reservation token: a MAC of its sequence number under the server's key.
-fn reservation_token(key: &[u8; 32], seq: u64) -> [u8; 8] {
-    use hmac::{Hmac, Mac};
-    let mut mac = <Hmac<sha1::Sha1> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(&seq.to_be_bytes());
-    mac.finalize().into_bytes()[..8].try_into().expect("SHA-1 is 20 bytes")
 }
 
 /// Writes one STUN message into `out`; `None` if it does not fit (cannot happen with a 1500-byte buffer).

@@ -69,6 +69,7 @@ impl TurnRuntime {
         let quotas = Arc::new(Quotas::new(config.user_quota, config.total_quota));
         let stop = Arc::new(AtomicBool::new(false));
         let nonce_key = random_bytes::<32>();
+        let reservations = Arc::new(worker::Reservations::default());
         let mut listening = Listening { relay_ip: Some(relay_v4), ..Listening::default() };
         let mut handles = Vec::with_capacity(workers);
         for index in 0..workers {
@@ -103,6 +104,7 @@ impl TurnRuntime {
                 max_connections: config.max_connections.max(1),
                 stop: Arc::clone(&stop),
                 published: Arc::clone(&published),
+                reservations: Arc::clone(&reservations),
                 seed: u64::from_le_bytes(random_bytes::<8>()),
             };
             let worker = worker::Worker::new(setup).map_err(|e| format!("turn: worker {index}: {e}"))?;

@@ -15,7 +15,9 @@ use mio::{Events, Interest, Poll, Registry, Token};
 
 use super::batch::{BATCH, RecvBatch, SendBatch};
 use super::conn::{Conn, ReadOutcome};
-use crate::server::{Action, Client, Family, Now, PEER_HEADROOM, PEER_TAILROOM, RelayId, Relays, Server, Transport};
+use crate::server::{
+    Action, Client, Family, Now, PEER_HEADROOM, PEER_TAILROOM, RESERVATION_LIFETIME, RelayId, Relays, Server, Transport,
+};
 use crate::stats::{DropReason, Stats};
 
 pub(super) const UDP: Token = Token(0);
@@ -34,6 +36,51 @@ const PUBLISH_INTERVAL: Duration = Duration::from_millis(100);
 /// Attempts at a random free port in the relay range before an Allocate gets 508.
 const PORT_ATTEMPTS: usize = 64;
 
+/// Ports reserved by EVEN-PORT with the R bit, shared by every worker: the Allocate that claims one may arrive
+/// on another worker (another 5-tuple). The socket is not in any worker's epoll until it is claimed. Touched
+/// only by Allocate and a once-a-second sweep.
+#[derive(Debug, Default)]
+pub(super) struct Reservations {
+    held: Mutex<Vec<Reserved>>,
+}
+
+#[derive(Debug)]
+struct Reserved {
+    token: [u8; 8],
+    socket: std::net::UdpSocket,
+    expires: Instant,
+}
+
+/// Reservations held at once, for the whole relay.
+const MAX_RESERVATIONS: usize = 1024;
+
+impl Reservations {
+    fn hold(&self, socket: std::net::UdpSocket) -> io::Result<[u8; 8]> {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if held.len() >= MAX_RESERVATIONS {
+            return Err(io::ErrorKind::OutOfMemory.into());
+        }
+        let token = super::random_bytes::<8>();
+        held.push(Reserved { token, socket, expires: Instant::now() + RESERVATION_LIFETIME });
+        Ok(token)
+    }
+
+    fn take(&self, token: &[u8]) -> Option<std::net::UdpSocket> {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let i = held.iter().position(|r| r.token[..] == *token && r.expires > now)?;
+        Some(held.swap_remove(i).socket)
+    }
+
+    /// Closes the reservations nobody claimed in time.
+    fn sweep(&self) {
+        if let Ok(mut held) = self.held.try_lock() {
+            let now = Instant::now();
+            held.retain(|r| r.expires > now);
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(super) struct Setup {
     pub poll: Poll,
@@ -47,6 +94,7 @@ pub(super) struct Setup {
     pub max_connections: usize,
     pub stop: Arc<AtomicBool>,
     pub published: Arc<Mutex<Stats>>,
+    pub reservations: Arc<Reservations>,
     pub seed: u64,
 }
 
@@ -60,6 +108,7 @@ struct RelaySockets {
     v6: Option<IpAddr>,
     ports: (u16, u16),
     rng: u64,
+    reservations: Arc<Reservations>,
 }
 
 impl RelaySockets {
@@ -129,7 +178,7 @@ impl Relays for RelaySockets {
         Err(last)
     }
 
-    fn open_pair(&mut self, family: Family) -> io::Result<[(RelayId, SocketAddr); 2]> {
+    fn open_reserving(&mut self, family: Family) -> io::Result<((RelayId, SocketAddr), [u8; 8])> {
         let ip = match family {
             Family::V4 => self.v4,
             Family::V6 => self.v6.ok_or(io::ErrorKind::AddrNotAvailable)?,
@@ -141,9 +190,15 @@ impl Relays for RelaySockets {
             }
             let Ok(first) = std::net::UdpSocket::bind(SocketAddr::new(ip, even)) else { continue };
             let Ok(second) = std::net::UdpSocket::bind(SocketAddr::new(ip, even + 1)) else { continue };
-            return Ok([self.adopt(first)?, self.adopt(second)?]);
+            let token = self.reservations.hold(second)?;
+            return Ok((self.adopt(first)?, token));
         }
         Err(io::ErrorKind::AddrInUse.into())
+    }
+
+    fn take_reserved(&mut self, token: &[u8]) -> Option<io::Result<(RelayId, SocketAddr)>> {
+        let socket = self.reservations.take(token)?;
+        Some(self.adopt(socket))
     }
 
     fn close(&mut self, relay: RelayId) {
@@ -175,8 +230,21 @@ pub(super) struct Worker {
 
 impl Worker {
     pub(super) fn new(setup: Setup) -> io::Result<Worker> {
-        let Setup { poll, server, udp, tcp, tls, relay_v4, relay_v6, ports, max_connections, stop, published, seed } =
-            setup;
+        let Setup {
+            poll,
+            server,
+            udp,
+            tcp,
+            tls,
+            relay_v4,
+            relay_v6,
+            ports,
+            max_connections,
+            stop,
+            published,
+            reservations,
+            seed,
+        } = setup;
         let registry = poll.registry().try_clone()?;
         let mut udp = match udp {
             Some(mut socket) => {
@@ -209,6 +277,7 @@ impl Worker {
                 v6: relay_v6,
                 ports,
                 rng: seed | 1,
+                reservations,
             },
             conns: Vec::new(),
             free_conns: Vec::new(),
@@ -277,6 +346,9 @@ impl Worker {
             }
             self.flush_udp();
             self.flush_all_conns();
+            if now.instant >= self.server.poll_timeout() {
+                self.relays.reservations.sweep();
+            }
             self.server.handle_timeout(now.instant, &mut self.relays);
             if now.instant >= next_publish {
                 self.publish();

@@ -17,6 +17,7 @@ const UNIX: u64 = 1_800_000_000;
 struct FakeRelays {
     next: u32,
     open: Vec<RelayId>,
+    reserved: Vec<([u8; 8], RelayId, SocketAddr)>,
 }
 
 impl Relays for FakeRelays {
@@ -29,11 +30,19 @@ impl Relays for FakeRelays {
         Ok((self.next, SocketAddr::new(ip, port)))
     }
 
-    fn open_pair(&mut self, family: Family) -> std::io::Result<[(RelayId, SocketAddr); 2]> {
+    fn open_reserving(&mut self, family: Family) -> std::io::Result<((RelayId, SocketAddr), [u8; 8])> {
         let (a, even) = self.open(family, true)?;
         self.next += 1;
         self.open.push(self.next);
-        Ok([(a, even), (self.next, SocketAddr::new(even.ip(), even.port() + 1))])
+        let token = [self.next as u8; 8];
+        self.reserved.push((token, self.next, SocketAddr::new(even.ip(), even.port() + 1)));
+        Ok(((a, even), token))
+    }
+
+    fn take_reserved(&mut self, token: &[u8]) -> Option<std::io::Result<(RelayId, SocketAddr)>> {
+        let i = self.reserved.iter().position(|(t, _, _)| t[..] == *token)?;
+        let (_, relay, addr) = self.reserved.swap_remove(i);
+        Some(Ok((relay, addr)))
     }
 
     fn close(&mut self, relay: RelayId) {
@@ -612,4 +621,29 @@ fn a_reservation_refused_by_the_quota_is_closed_not_leaked() {
     );
     assert_eq!(code_of(&reply), 486);
     assert_eq!(f.relays.open.len(), 1, "the reserved port was closed");
+}
+
+#[test]
+fn an_ipv6_client_gets_an_ipv4_relay_unless_it_asks_for_ipv6() {
+    let mut f = fixture(ServerConfig::default());
+    let v6_client = Client { remote: "[2001:db8::7]:40000".parse().unwrap(), ..udp_client(1) };
+    let user = credential(SECRET, "pat", 600);
+    assert!(f.allocate(&v6_client, &user).is_ipv4(), "RFC 6156: IPv4 without REQUESTED-ADDRESS-FAMILY");
+    let reply = f.authed(
+        &udp_client(2),
+        msg::ALLOCATE_REQUEST,
+        &[(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]), (attr::REQUESTED_ADDRESS_FAMILY, &[2, 0, 0, 0])],
+        &user,
+        0,
+    );
+    let m = Message::parse(&reply).unwrap();
+    assert!(m.xor_address(attr::XOR_RELAYED_ADDRESS).unwrap().is_ipv6());
+    let reply = f.authed(
+        &udp_client(3),
+        msg::ALLOCATE_REQUEST,
+        &[(attr::REQUESTED_TRANSPORT, &[17, 0, 0, 0]), (attr::REQUESTED_ADDRESS_FAMILY, &[3, 0, 0, 0])],
+        &user,
+        0,
+    );
+    assert_eq!(code_of(&reply), 440);
 }
