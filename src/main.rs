@@ -135,9 +135,27 @@ struct MeetingArgs {
     /// directory, loopback) and measures its CPU time too.
     #[arg(long)]
     url: Option<String>,
+    /// What the participants go through: `sluice`, or `bare-udp` (bare UDP forwarders, one per meeting, on the
+    /// dataplane's I/O path: no signaling, crypto or logic; the floor).
+    #[arg(long, value_enum, default_value = "sluice")]
+    target: MeetingTarget,
+    /// Run the scenario through Sluice and through `bare-udp`, alternately, `--rounds` times each, and print the
+    /// ratios.
+    #[arg(long)]
+    compare: bool,
+    /// Rounds per target with `--compare`.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Also write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum MeetingTarget {
+    Sluice,
+    #[value(name = "bare-udp")]
+    BareUdp,
 }
 
 /// Built-in meeting scenarios.
@@ -383,12 +401,50 @@ fn bench_fanout(args: &FanoutArgs) -> anyhow::Result<()> {
 }
 
 async fn bench_meeting(args: &MeetingArgs) -> anyhow::Result<()> {
+    use sluice_bench::meeting;
+    let targets: Vec<MeetingTarget> = if args.compare {
+        (0..args.rounds.max(1)).flat_map(|_| [MeetingTarget::Sluice, MeetingTarget::BareUdp]).collect()
+    } else {
+        vec![args.target]
+    };
+    let mut reports = Vec::new();
+    for target in targets {
+        let report = bench_meeting_once(args, target).await?;
+        print!("{}", meeting::render(&report));
+        println!();
+        reports.push(report);
+    }
+    if args.compare {
+        print!("{}", meeting::compare(&reports));
+    }
+    if let Some(path) = &args.json {
+        let json = serde_json::json!({ "machine": machine_description(), "runs": reports });
+        std::fs::write(path, serde_json::to_string_pretty(&json)?)
+            .with_context(|| format!("write {}", path.display()))?;
+    }
+    let errors: Vec<&String> = reports.iter().flat_map(|r| &r.errors).collect();
+    if !errors.is_empty() {
+        anyhow::bail!(
+            "{} participant(s) failed: {}",
+            errors.len(),
+            errors.iter().map(|e| e.as_str()).collect::<Vec<_>>().join("; ")
+        );
+    }
+    Ok(())
+}
+
+/// One run of the scenario through `target` (starting and stopping a local server for Sluice unless `--url`).
+async fn bench_meeting_once(
+    args: &MeetingArgs,
+    target: MeetingTarget,
+) -> anyhow::Result<sluice_bench::meeting::Report> {
     use sluice_bench::meeting::{self, Scenario};
     let dir = tempfile_dir()?;
     let mut child = None;
-    let base_url = match &args.url {
-        Some(url) => url.trim_end_matches('/').to_string(),
-        None => {
+    let base_url = match (&args.url, target) {
+        (_, MeetingTarget::BareUdp) => String::new(),
+        (Some(url), _) => url.trim_end_matches('/').to_string(),
+        (None, _) => {
             let (process, url) = start_local_server(&dir)?;
             child = Some(process);
             url
@@ -404,6 +460,7 @@ async fn bench_meeting(args: &MeetingArgs) -> anyhow::Result<()> {
         pps: args.pps.unwrap_or(pps),
         meetings: args.meetings.unwrap_or(meetings).max(1),
         ramp: std::time::Duration::from_secs_f64(args.ramp_secs.unwrap_or(ramp).max(0.0)),
+        bare_udp: target == MeetingTarget::BareUdp,
     };
     let pid = child.as_ref().map(std::process::Child::id);
     let report = meeting::run(&scenario, pid).await;
@@ -412,16 +469,7 @@ async fn bench_meeting(args: &MeetingArgs) -> anyhow::Result<()> {
         let _ = c.wait();
     }
     let _ = std::fs::remove_dir_all(&dir);
-    let report = report?;
-    print!("{}", meeting::render(&report));
-    if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("write {}", path.display()))?;
-    }
-    if !report.errors.is_empty() {
-        anyhow::bail!("{} participant(s) failed: {}", report.errors.len(), report.errors.join("; "));
-    }
-    Ok(())
+    report
 }
 
 fn bench_turn(args: &TurnBenchArgs) -> anyhow::Result<()> {

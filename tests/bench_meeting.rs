@@ -20,7 +20,9 @@ fn synthetic_participants_join_publish_and_receive_through_the_real_protocol() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("one-way delay"), "{stdout}");
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let written: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(written["machine"].as_str().is_some_and(|m| m.contains("CPUs")), "{written}");
+    let report = &written["runs"][0];
     assert_eq!(report["joined"], 4, "{report}");
     assert_eq!(report["errors"], serde_json::json!([]), "{report}");
     let (sent, expected, received) =
@@ -45,7 +47,8 @@ fn a_ramped_many_meetings_scenario_keeps_media_inside_each_meeting() {
         .expect("run sluice bench meeting");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let written: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let report = &written["runs"][0];
     assert_eq!((report["meetings"].as_u64(), report["joined"].as_u64()), (Some(2), Some(6)), "{report}");
     assert_eq!(report["join_success_percent"], 100.0, "{report}");
     assert!(report["joins_per_second"].as_f64().is_some_and(|r| r > 0.0), "{report}");
@@ -54,4 +57,31 @@ fn a_ramped_many_meetings_scenario_keeps_media_inside_each_meeting() {
     // Everyone publishes; each packet goes to the two others of its own meeting only.
     assert!(sent > 0 && expected == sent * 2, "{report}");
     assert!(received * 100 >= expected * 95, "{report}");
+}
+
+#[test]
+fn compare_runs_sluice_and_the_bare_udp_floor_alternately() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["bench", "meeting", "--participants", "3", "--publishers", "1", "--seconds", "1", "--pps", "50"])
+        .args(["--compare", "--rounds", "1"])
+        .arg("--json")
+        .arg(&json)
+        .env_remove("SLUICE_CONFIG")
+        .output()
+        .expect("run sluice bench meeting --compare");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("sluice / bare-udp, per round"), "{stdout}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let runs = report["runs"].as_array().unwrap();
+    let targets: Vec<&str> = runs.iter().map(|r| r["target"].as_str().unwrap()).collect();
+    assert_eq!(targets, ["sluice", "bare-udp"], "{report}");
+    for run in runs {
+        let (sent, expected, received) =
+            (run["sent"].as_u64().unwrap(), run["expected"].as_u64().unwrap(), run["received"].as_u64().unwrap());
+        assert!(sent > 0 && expected == sent * 2 && received * 100 >= expected * 95, "{run}");
+        assert!(run["server_cpu_ns_per_forwarded"].as_f64().is_some_and(|ns| ns > 0.0), "{run}");
+    }
 }

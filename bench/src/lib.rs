@@ -1,6 +1,7 @@
 //! Sluice's benchmarks and load generator. Every figure is a ratio measured side by side in one run (Sluice
 //! against a bare forwarder or another server), because the machines they run on are shared and noisy.
 
+pub mod bare;
 pub mod fanout;
 pub mod meeting;
 pub mod turn;

@@ -19,7 +19,7 @@ use tokio::net::UdpSocket;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Bytes of payload per media packet (a typical video packet).
-const PAYLOAD_LEN: usize = 1_000;
+pub(crate) const PAYLOAD_LEN: usize = 1_000;
 /// ICE checks and DTLS retransmissions are retried this often until the path is up.
 const RETRY: Duration = Duration::from_millis(50);
 /// Every wait for the server is bounded by this.
@@ -39,26 +39,30 @@ pub struct Scenario {
     pub meetings: usize,
     /// Joins are spread evenly over this long (`join-storm`: 200 joins in 10 s); zero: all at once.
     pub ramp: Duration,
+    /// Through bare UDP forwarders instead of Sluice (`bare.rs`): the floor.
+    pub bare_udp: bool,
 }
 
 /// What one participant saw.
 #[derive(Debug, Default, Clone)]
-struct Outcome {
-    meeting: usize,
-    joined: bool,
+pub(crate) struct Outcome {
+    pub(crate) meeting: usize,
+    pub(crate) joined: bool,
     /// When `welcome` came, from the bench's start.
-    joined_at_ms: f64,
-    join_ms: f64,
-    first_media_ms: Option<f64>,
-    sent: u64,
+    pub(crate) joined_at_ms: f64,
+    pub(crate) join_ms: f64,
+    pub(crate) first_media_ms: Option<f64>,
+    pub(crate) sent: u64,
     /// Received per publisher id.
-    received: Vec<(u32, u64)>,
-    delays_us: Vec<u64>,
-    error: Option<String>,
+    pub(crate) received: Vec<(u32, u64)>,
+    pub(crate) delays_us: Vec<u64>,
+    pub(crate) error: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Report {
+    /// `sluice`, or `bare-udp` for the floor.
+    pub target: String,
     pub meetings: usize,
     /// Per meeting.
     pub participants: usize,
@@ -85,7 +89,11 @@ pub struct Report {
 }
 
 /// Runs the scenario against the server at `base_url`; `server_pid` (a local process) adds its CPU figures.
+/// With `bare_udp`, runs it through bare forwarders instead (`base_url` is not used).
 pub async fn run(scenario: &Scenario, server_pid: Option<u32>) -> anyhow::Result<Report> {
+    if scenario.bare_udp {
+        return crate::bare::run(scenario).await;
+    }
     let http = reqwest::Client::new();
     let meetings = scenario.meetings.max(1);
     let mut meeting_ids = Vec::with_capacity(meetings);
@@ -151,7 +159,7 @@ pub async fn run(scenario: &Scenario, server_pid: Option<u32>) -> anyhow::Result
     Ok(summarize(scenario, &outcomes, cpu))
 }
 
-fn summarize(s: &Scenario, outcomes: &[Outcome], cpu_ns: Option<u64>) -> Report {
+pub(crate) fn summarize(s: &Scenario, outcomes: &[Outcome], cpu_ns: Option<u64>) -> Report {
     let joined: Vec<&Outcome> = outcomes.iter().filter(|o| o.joined).collect();
     let mut join_ms: Vec<f64> = joined.iter().map(|o| o.join_ms).collect();
     let mut first: Vec<f64> = outcomes.iter().filter_map(|o| o.first_media_ms).collect();
@@ -179,6 +187,7 @@ fn summarize(s: &Scenario, outcomes: &[Outcome], cpu_ns: Option<u64>) -> Report 
     };
     let last_join_s = joined.iter().map(|o| o.joined_at_ms).fold(0.0, f64::max) / 1000.0;
     Report {
+        target: if s.bare_udp { "bare-udp" } else { "sluice" }.to_string(),
         meetings: s.meetings.max(1),
         participants: s.participants,
         publishers: s.publishers,
@@ -386,7 +395,7 @@ impl Participant {
 }
 
 /// A loopback socket with a big receive buffer: a subscriber reads in bursts between other work.
-fn udp_socket() -> anyhow::Result<UdpSocket> {
+pub(crate) fn udp_socket() -> anyhow::Result<UdpSocket> {
     let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
     let sock = socket2::SockRef::from(&socket);
     let _ = sock.set_recv_buffer_size(4 << 20);
@@ -409,15 +418,41 @@ fn candidate_address(candidate: &str) -> Option<SocketAddr> {
 }
 
 /// The report as a table of one row per figure, for people.
+/// Sluice against the bare-UDP floor, round by round (runs alternate: Sluice, bare, Sluice, bare, ...).
+pub fn compare(reports: &[Report]) -> String {
+    let mut out = String::from("sluice / bare-udp, per round: CPU per forwarded packet, one-way delay p50, p99\n");
+    let sluice = reports.iter().filter(|r| r.target == "sluice");
+    let bare = reports.iter().filter(|r| r.target == "bare-udp");
+    for (round, (s, b)) in sluice.zip(bare).enumerate() {
+        let cpu = match (s.server_cpu_ns_per_forwarded, b.server_cpu_ns_per_forwarded) {
+            (Some(s), Some(b)) if b > 0.0 => format!("{:.2} ({s:.0} / {b:.0} ns)", s / b),
+            _ => "n/a".to_string(),
+        };
+        let ratio = |a: u64, b: u64| if b > 0 { format!("{:.2}", a as f64 / b as f64) } else { "n/a".to_string() };
+        out.push_str(&format!(
+            "round {}: CPU {cpu}, delay p50 {} ({} / {} us), p99 {} ({} / {} us)\n",
+            round + 1,
+            ratio(s.delay_us_p50, b.delay_us_p50),
+            s.delay_us_p50,
+            b.delay_us_p50,
+            ratio(s.delay_us_p99, b.delay_us_p99),
+            s.delay_us_p99,
+            b.delay_us_p99,
+        ));
+    }
+    out
+}
+
 pub fn render(r: &Report) -> String {
     let cpu = r.server_cpu_ns_per_forwarded.map_or("n/a".to_string(), |ns| format!("{ns:.0} ns"));
     format!(
-        "meetings {} of {} participants (publishers {}), joined {} ({:.1}%, {:.1} joins/s)\n\
+        "target {}\nmeetings {} of {} participants (publishers {}), joined {} ({:.1}%, {:.1} joins/s)\n\
          join p50/max            {:.0} / {:.0} ms\n\
          first media p50/max     {:.0} / {:.0} ms\n\
          sent / expected / recv  {} / {} / {} (loss {:.3}%)\n\
          one-way delay p50/p99/p99.9  {} / {} / {} us\n\
          server CPU per forwarded packet  {cpu}\n",
+        r.target,
         r.meetings,
         r.participants,
         r.publishers,

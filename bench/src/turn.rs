@@ -391,6 +391,15 @@ pub fn row(r: &TargetReport) -> String {
     )
 }
 
+/// The middle value of sorted figures (the mean of the two middle ones for an even count).
+fn median(sorted: &[f64]) -> f64 {
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
 /// The table, then Sluice's relayed packets per CPU-second over coturn's, round by round.
 pub fn render(reports: &[TargetReport]) -> String {
     let mut out = String::new();
@@ -415,7 +424,7 @@ pub fn render(reports: &[TargetReport]) -> String {
     out.push_str(&format!(
         "relayed packets per server CPU-second, sluice/coturn per round: {} (median {:.2})\n",
         shown.join(" "),
-        ratios.get(ratios.len() / 2).copied().unwrap_or(0.0)
+        median(&ratios)
     ));
     out
 }
