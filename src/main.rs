@@ -146,6 +146,12 @@ struct MeetingArgs {
     /// Rounds per target with `--compare`.
     #[arg(long, default_value_t = 1)]
     rounds: usize,
+    /// Run once per participant count in this list (e.g. `5,10,20`), overriding `--participants`.
+    #[arg(long, value_delimiter = ',')]
+    sweep: Vec<usize>,
+    /// Write an SVG chart of CPU per packet and delay against subscribers, one line per target.
+    #[arg(long)]
+    svg: Option<PathBuf>,
     /// Also write the report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -407,15 +413,22 @@ async fn bench_meeting(args: &MeetingArgs) -> anyhow::Result<()> {
     } else {
         vec![args.target]
     };
+    let sizes: Vec<Option<usize>> =
+        if args.sweep.is_empty() { vec![args.participants] } else { args.sweep.iter().map(|n| Some(*n)).collect() };
     let mut reports = Vec::new();
-    for target in targets {
-        let report = bench_meeting_once(args, target).await?;
+    for (size, target) in sizes.iter().flat_map(|s| targets.iter().map(move |t| (*s, *t))) {
+        let report = bench_meeting_once(args, size, target).await?;
         print!("{}", meeting::render(&report));
         println!();
         reports.push(report);
     }
     if args.compare {
         print!("{}", meeting::compare(&reports));
+    }
+    if let Some(path) = &args.svg {
+        let title = format!("sluice bench meeting, {}", machine_description());
+        std::fs::write(path, sluice_bench::chart::svg(&reports, &title))
+            .with_context(|| format!("write {}", path.display()))?;
     }
     if let Some(path) = &args.json {
         let json = serde_json::json!({ "machine": machine_description(), "runs": reports });
@@ -436,6 +449,7 @@ async fn bench_meeting(args: &MeetingArgs) -> anyhow::Result<()> {
 /// One run of the scenario through `target` (starting and stopping a local server for Sluice unless `--url`).
 async fn bench_meeting_once(
     args: &MeetingArgs,
+    participants_override: Option<usize>,
     target: MeetingTarget,
 ) -> anyhow::Result<sluice_bench::meeting::Report> {
     use sluice_bench::meeting::{self, Scenario};
@@ -451,7 +465,7 @@ async fn bench_meeting_once(
         }
     };
     let (participants, publishers, meetings, ramp, pps) = MeetingScenario::figures(args.scenario);
-    let participants = args.participants.unwrap_or(participants).max(1);
+    let participants = participants_override.unwrap_or(participants).max(1);
     let scenario = Scenario {
         base_url,
         participants,
