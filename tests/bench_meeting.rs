@@ -68,6 +68,8 @@ fn compare_runs_sluice_and_the_bare_udp_floor_alternately() {
         .args(["--compare", "--rounds", "1"])
         .arg("--json")
         .arg(&json)
+        .arg("--svg")
+        .arg(dir.path().join("chart.svg"))
         .env_remove("SLUICE_CONFIG")
         .output()
         .expect("run sluice bench meeting --compare");
@@ -84,4 +86,6 @@ fn compare_runs_sluice_and_the_bare_udp_floor_alternately() {
         assert!(sent > 0 && expected == sent * 2 && received * 100 >= expected * 95, "{run}");
         assert!(run["server_cpu_ns_per_forwarded"].as_f64().is_some_and(|ns| ns > 0.0), "{run}");
     }
+    let chart = std::fs::read_to_string(dir.path().join("chart.svg")).unwrap();
+    assert!(chart.starts_with("<svg") && chart.contains(">sluice p99<") && chart.contains(">bare-udp<"), "{chart}");
 }
