@@ -424,3 +424,29 @@ fn unauthenticated_traffic_is_not_amplified() {
     let (bytes_in, bytes_out, _) = unauthenticated_flood(&strict);
     assert!(bytes_out > 0 && bytes_out <= bytes_in, "amplification ratio {:.3}", bytes_out as f64 / bytes_in as f64);
 }
+
+#[test]
+fn bad_turn_settings_are_refused_naming_the_key() {
+    for (toml, key) in [
+        ("[turn]\nsecrets = [\"short\"]\n", "turn.secrets"),
+        ("[turn]\nsecrets = [\"long-enough-secret-123\"]\nallow = [\"10.0.0.0/40\"]\n", "turn.allow"),
+        ("[turn]\nsecrets = [\"long-enough-secret-123\"]\nudp_listen = \"nowhere\"\n", "turn.udp_listen"),
+        ("[turn]\nsecrets = [\"long-enough-secret-123\"]\nmin_port = 60000\nmax_port = 50000\n", "turn.min_port"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("turn.toml");
+        std::fs::write(&config, toml).unwrap();
+        let out = Command::new(BIN)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .arg("--config")
+            .arg(&config)
+            .arg("turn")
+            .env("RUST_LOG", "error")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{toml} was accepted");
+        assert!(stderr.contains(key), "{toml}: the error names {key}: {stderr}");
+    }
+}
