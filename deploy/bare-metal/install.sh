@@ -20,6 +20,8 @@ fi
 install -m 0644 "$here/90-sluice.conf" /etc/sysctl.d/90-sluice.conf
 sysctl --quiet --system
 install -m 0644 "$here/sluice.service" /etc/systemd/system/sluice.service
+# The relay alone, for relay hosts: installed, not enabled (`systemctl enable --now sluice-turn`).
+install -m 0644 "$here/sluice-turn.service" /etc/systemd/system/sluice-turn.service
 systemctl daemon-reload
 # Checks the configuration before enabling: exits 2 naming the key if anything is wrong.
 sudo -u sluice /usr/local/bin/sluice --config /etc/sluice/sluice.toml serve --print-config >/dev/null
