@@ -89,3 +89,26 @@ fn compare_runs_sluice_and_the_bare_udp_floor_alternately() {
     let chart = std::fs::read_to_string(dir.path().join("chart.svg")).unwrap();
     assert!(chart.starts_with("<svg") && chart.contains(">sluice p99<") && chart.contains(">bare-udp<"), "{chart}");
 }
+
+#[test]
+fn synthetic_participants_stay_past_the_consent_and_silence_timeouts() {
+    // 12 s of media: past the server's ICE consent timeout (10 s) and signaling silence limit (15 s from the
+    // first join), which the participants must keep alive as browsers do.
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["bench", "meeting", "--participants", "2", "--publishers", "1", "--seconds", "12", "--pps", "20"])
+        .args(["--ramp-secs", "2"])
+        .arg("--json")
+        .arg(&json)
+        .env_remove("SLUICE_CONFIG")
+        .output()
+        .expect("run sluice bench meeting");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let written: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let report = &written["runs"][0];
+    assert_eq!(report["errors"], serde_json::json!([]), "{report}");
+    let (expected, received) = (report["expected"].as_u64().unwrap(), report["received"].as_u64().unwrap());
+    assert!(expected >= 200 && received * 100 >= expected * 95, "{report}");
+}

@@ -24,6 +24,12 @@ pub(crate) const PAYLOAD_LEN: usize = 1_000;
 const RETRY: Duration = Duration::from_millis(50);
 /// Every wait for the server is bounded by this.
 const WAIT: Duration = Duration::from_secs(15);
+/// Signaling pings, as `sluice-client.js` sends them: the server closes a session silent for 15 s, and with a
+/// join ramp the first participants wait longer than that for media.
+const PING_INTERVAL: Duration = Duration::from_secs(5);
+/// ICE consent checks once connected (RFC 7675 asks for about every 5 s; the server removes a participant
+/// after `dataplane.consent_timeout_secs`, 10 s by default, without one).
+const CONSENT_INTERVAL: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -272,6 +278,8 @@ impl Participant {
         let mut connected = false;
         let mut next_retry = Instant::now();
         let mut next_send = self.media_start;
+        let mut next_ping = Instant::now() + PING_INTERVAL;
+        let mut next_consent = Instant::now() + CONSENT_INTERVAL;
         let interval = Duration::from_secs_f64(1.0 / f64::from(self.pps));
         let mut buf = vec![0u8; 2048];
         loop {
@@ -309,7 +317,18 @@ impl Participant {
                     next_send = self.media_start;
                 }
             }
-            let wake = [next_retry, next_send, self.media_end + Duration::from_millis(300)]
+            if now >= next_ping {
+                next_ping = now + PING_INTERVAL;
+                ws.send(Message::text(json!({"type": "ping"}).to_string())).await?;
+            }
+            if let (Some(p), true) = (peer.as_mut(), connected)
+                && now >= next_consent
+            {
+                next_consent = now + CONSENT_INTERVAL;
+                let check = p.binding_request(true);
+                send(&socket, server, &check).await;
+            }
+            let wake = [next_retry, next_send, next_ping, next_consent, self.media_end + Duration::from_millis(300)]
                 .into_iter()
                 .filter(|t| *t > now)
                 .min()
@@ -317,6 +336,9 @@ impl Participant {
             tokio::select! {
                 message = ws.next() => {
                     let Some(Ok(Message::Text(text))) = message else {
+                        if let Some(Ok(Message::Close(frame))) = &message {
+                            bail!("the server closed the signaling socket: {frame:?}");
+                        }
                         if matches!(message, Some(Ok(_))) { continue; }
                         bail!("the signaling socket closed: {message:?}");
                     };
@@ -370,14 +392,25 @@ impl Participant {
     async fn answer(&self, ws: &mut Ws, offer: &Value, peer: &mut Option<TestPeer>) -> anyhow::Result<()> {
         let sdp = offer["sdp"].as_str().unwrap_or_default();
         let attr = |key: &str| sdp.lines().find_map(|l| l.strip_prefix(key)).map(str::trim).map(String::from);
-        let (Some(ufrag), Some(pwd), Some(fp)) =
-            (attr("a=ice-ufrag:"), attr("a=ice-pwd:"), attr("a=fingerprint:sha-256 "))
-        else {
-            bail!("the offer lacks ICE credentials or a fingerprint");
+        let live = offer["sections"].as_array().into_iter().flatten().any(|s| s["role"] != "closed");
+        let credentials = (attr("a=ice-ufrag:"), attr("a=ice-pwd:"), attr("a=fingerprint:sha-256 "));
+        let ours = match credentials {
+            (Some(ufrag), Some(pwd), Some(fp)) => {
+                let fingerprint = Fingerprint::parse(&fp).ok_or_else(|| anyhow!("bad fingerprint {fp}"))?;
+                let p = peer.get_or_insert_with(|| TestPeer::with_dtls(self.index, &ufrag, &pwd, fingerprint, None));
+                p.fingerprint().expect("a DTLS peer").to_string()
+            }
+            // Every section closed (their publishers left): nothing to connect; answer as a browser would, with
+            // a certificate of our own until a live section comes.
+            _ if !live => match peer.as_ref().and_then(TestPeer::fingerprint) {
+                Some(f) => f.to_string(),
+                None => sluice_dataplane::core::DtlsIdentity::generate()
+                    .map_err(|e| anyhow!("a DTLS certificate: {e}"))?
+                    .fingerprint()
+                    .to_string(),
+            },
+            _ => bail!("the offer lacks ICE credentials or a fingerprint"),
         };
-        let fingerprint = Fingerprint::parse(&fp).ok_or_else(|| anyhow!("bad fingerprint {fp}"))?;
-        let p = peer.get_or_insert_with(|| TestPeer::with_dtls(self.index, &ufrag, &pwd, fingerprint, None));
-        let ours = p.fingerprint().expect("a DTLS peer");
         let ssrc = 0x1000_0000 + self.index;
         let mut answer = format!(
             "v=0\r\no=- 1 {} IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=fingerprint:sha-256 {ours}\r\n\
