@@ -6,27 +6,39 @@ use std::process::Command;
 
 use serde_json::Value;
 
-#[test]
-fn synthetic_participants_join_publish_and_receive_through_the_real_protocol() {
+/// Runs `sluice bench meeting` with `args` and `--json`, in a temporary directory handed to `extra` for more
+/// arguments; returns its standard output, the JSON it wrote, and the directory (kept alive for any files).
+fn bench_meeting(
+    args: &[&str],
+    extra: impl FnOnce(&mut Command, &std::path::Path),
+) -> (String, Value, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("report.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["bench", "meeting", "--participants", "4", "--publishers", "2", "--seconds", "2", "--pps", "50"])
-        .arg("--json")
-        .arg(&json)
-        .env_remove("SLUICE_CONFIG")
-        .output()
-        .expect("run sluice bench meeting");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    cmd.args(["bench", "meeting"]).args(args).arg("--json").arg(&json).env_remove("SLUICE_CONFIG");
+    extra(&mut cmd, dir.path());
+    let output = cmd.output().expect("run sluice bench meeting");
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
     assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    assert!(stdout.contains("one-way delay"), "{stdout}");
     let written: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    (stdout, written, dir)
+}
+
+/// Sent, expected and received copies of one run.
+fn deliveries(report: &Value) -> (u64, u64, u64) {
+    (report["sent"].as_u64().unwrap(), report["expected"].as_u64().unwrap(), report["received"].as_u64().unwrap())
+}
+
+#[test]
+fn synthetic_participants_join_publish_and_receive_through_the_real_protocol() {
+    let (stdout, written, _dir) =
+        bench_meeting(&["--participants", "4", "--publishers", "2", "--seconds", "2", "--pps", "50"], |_, _| {});
+    assert!(stdout.contains("one-way delay"), "{stdout}");
     assert!(written["machine"].as_str().is_some_and(|m| m.contains("CPUs")), "{written}");
     let report = &written["runs"][0];
     assert_eq!(report["joined"], 4, "{report}");
     assert_eq!(report["errors"], serde_json::json!([]), "{report}");
-    let (sent, expected, received) =
-        (report["sent"].as_u64().unwrap(), report["expected"].as_u64().unwrap(), report["received"].as_u64().unwrap());
+    let (sent, expected, received) = deliveries(report);
     assert!(sent > 0 && expected == sent * 3, "each publisher's packets go to the three others: {report}");
     assert!(received * 100 >= expected * 95, "loopback delivers nearly everything: {report}");
     assert!(report["server_cpu_ns_per_forwarded"].as_f64().is_some_and(|ns| ns > 0.0), "{report}");
@@ -35,25 +47,28 @@ fn synthetic_participants_join_publish_and_receive_through_the_real_protocol() {
 
 #[test]
 fn a_ramped_many_meetings_scenario_keeps_media_inside_each_meeting() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("report.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["bench", "meeting", "--scenario", "many-small", "--meetings", "2", "--participants", "3"])
-        .args(["--ramp-secs", "1", "--seconds", "2", "--pps", "50"])
-        .arg("--json")
-        .arg(&json)
-        .env_remove("SLUICE_CONFIG")
-        .output()
-        .expect("run sluice bench meeting");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    let written: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let (_, written, _dir) = bench_meeting(
+        &[
+            "--scenario",
+            "many-small",
+            "--meetings",
+            "2",
+            "--participants",
+            "3",
+            "--ramp-secs",
+            "1",
+            "--seconds",
+            "2",
+            "--pps",
+            "50",
+        ],
+        |_, _| {},
+    );
     let report = &written["runs"][0];
     assert_eq!((report["meetings"].as_u64(), report["joined"].as_u64()), (Some(2), Some(6)), "{report}");
     assert_eq!(report["join_success_percent"], 100.0, "{report}");
     assert!(report["joins_per_second"].as_f64().is_some_and(|r| r > 0.0), "{report}");
-    let (sent, expected, received) =
-        (report["sent"].as_u64().unwrap(), report["expected"].as_u64().unwrap(), report["received"].as_u64().unwrap());
+    let (sent, expected, received) = deliveries(report);
     // Everyone publishes; each packet goes to the two others of its own meeting only.
     assert!(sent > 0 && expected == sent * 2, "{report}");
     assert!(received * 100 >= expected * 95, "{report}");
@@ -61,28 +76,18 @@ fn a_ramped_many_meetings_scenario_keeps_media_inside_each_meeting() {
 
 #[test]
 fn compare_runs_sluice_and_the_bare_udp_floor_alternately() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("report.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["bench", "meeting", "--participants", "3", "--publishers", "1", "--seconds", "1", "--pps", "50"])
-        .args(["--compare", "--rounds", "1"])
-        .arg("--json")
-        .arg(&json)
-        .arg("--svg")
-        .arg(dir.path().join("chart.svg"))
-        .env_remove("SLUICE_CONFIG")
-        .output()
-        .expect("run sluice bench meeting --compare");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let (stdout, report, dir) = bench_meeting(
+        &["--participants", "3", "--publishers", "1", "--seconds", "1", "--pps", "50", "--compare", "--rounds", "1"],
+        |cmd, dir| {
+            cmd.arg("--svg").arg(dir.join("chart.svg"));
+        },
+    );
     assert!(stdout.contains("sluice / bare-udp, per round"), "{stdout}");
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let runs = report["runs"].as_array().unwrap();
     let targets: Vec<&str> = runs.iter().map(|r| r["target"].as_str().unwrap()).collect();
     assert_eq!(targets, ["sluice", "bare-udp"], "{report}");
     for run in runs {
-        let (sent, expected, received) =
-            (run["sent"].as_u64().unwrap(), run["expected"].as_u64().unwrap(), run["received"].as_u64().unwrap());
+        let (sent, expected, received) = deliveries(run);
         assert!(sent > 0 && expected == sent * 2 && received * 100 >= expected * 95, "{run}");
         assert!(run["server_cpu_ns_per_forwarded"].as_f64().is_some_and(|ns| ns > 0.0), "{run}");
     }
@@ -94,21 +99,12 @@ fn compare_runs_sluice_and_the_bare_udp_floor_alternately() {
 fn synthetic_participants_stay_past_the_consent_and_silence_timeouts() {
     // 12 s of media: past the server's ICE consent timeout (10 s) and signaling silence limit (15 s from the
     // first join), which the participants must keep alive as browsers do.
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("report.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["bench", "meeting", "--participants", "2", "--publishers", "1", "--seconds", "12", "--pps", "20"])
-        .args(["--ramp-secs", "2"])
-        .arg("--json")
-        .arg(&json)
-        .env_remove("SLUICE_CONFIG")
-        .output()
-        .expect("run sluice bench meeting");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    let written: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let (_, written, _dir) = bench_meeting(
+        &["--participants", "2", "--publishers", "1", "--seconds", "12", "--pps", "20", "--ramp-secs", "2"],
+        |_, _| {},
+    );
     let report = &written["runs"][0];
     assert_eq!(report["errors"], serde_json::json!([]), "{report}");
-    let (expected, received) = (report["expected"].as_u64().unwrap(), report["received"].as_u64().unwrap());
+    let (_, expected, received) = deliveries(report);
     assert!(expected >= 200 && received * 100 >= expected * 95, "{report}");
 }

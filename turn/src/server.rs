@@ -462,11 +462,11 @@ impl Server {
     }
 
     fn binding(&mut self, now: Now, client: &Client, m: &Message<'_>, out: &mut [u8]) -> Action {
-        let software = self.config.software.clone();
+        let software = self.config.software.as_deref();
         let fingerprint = m.has(attr::FINGERPRINT);
         let Some(len) = write(out, msg::success(msg::BINDING_REQUEST), m.transaction_id, |w| {
             w.xor_address(attr::XOR_MAPPED_ADDRESS, client.remote)?;
-            if let Some(s) = &software {
+            if let Some(s) = software {
                 w.attr(attr::SOFTWARE, s.as_bytes())?;
             }
             if fingerprint {
@@ -792,11 +792,11 @@ impl Server {
         out: &mut [u8],
         body: impl FnOnce(&mut Writer<'_>) -> Result<(), proto::StunError>,
     ) -> Option<usize> {
-        let software = self.config.software.clone();
+        let software = self.config.software.as_deref();
         let fingerprint = a.message.has(attr::FINGERPRINT);
         let len = write(out, msg::success(a.message.msg_type), a.message.transaction_id, |w| {
             body(w)?;
-            if let Some(s) = &software {
+            if let Some(s) = software {
                 w.attr(attr::SOFTWARE, s.as_bytes())?;
             }
             w.integrity(&a.key)?;
@@ -840,7 +840,7 @@ impl Server {
     ) -> Action {
         let challenge = matches!(refusal.code, 401 | 438);
         let nonce = self.nonces.issue(client.remote.ip(), now.unix);
-        let realm = self.config.realm.clone();
+        let realm = self.config.realm.as_str();
         let Some(len) = write(out, msg::error(m.msg_type), m.transaction_id, |w| {
             w.error_code(refusal.code, refusal.reason)?;
             if let Some(attr_type) = unknown {
