@@ -295,6 +295,8 @@ impl Worker {
         let mut events = Events::with_capacity(1024);
         let mut ready_relays: Vec<RelayId> = Vec::with_capacity(1024);
         let mut still_ready: Vec<RelayId> = Vec::with_capacity(1024);
+        // Whether a relay is in `ready_relays` already: a busy socket's new readiness must not list it twice.
+        let mut listed: Vec<bool> = Vec::new();
         let mut ready_conns: Vec<usize> = Vec::with_capacity(256);
         let mut udp_ready = false;
         let mut next_publish = Instant::now();
@@ -318,7 +320,15 @@ impl Worker {
                     TCP => self.accept(false),
                     TLS => self.accept(true),
                     WAKER => {}
-                    Token(t) if t >= RELAY_BASE => ready_relays.push((t - RELAY_BASE) as RelayId),
+                    Token(t) if t >= RELAY_BASE => {
+                        let relay = t - RELAY_BASE;
+                        if listed.len() <= relay {
+                            listed.resize(relay + 1, false);
+                        }
+                        if !std::mem::replace(&mut listed[relay], true) {
+                            ready_relays.push(relay as RelayId);
+                        }
+                    }
                     Token(t) if t >= CONN_BASE => {
                         let id = t - CONN_BASE;
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
@@ -338,6 +348,8 @@ impl Worker {
             for &relay in &ready_relays {
                 if self.drain_relay(now.instant, relay) {
                     still_ready.push(relay);
+                } else {
+                    listed[relay as usize] = false;
                 }
             }
             std::mem::swap(&mut ready_relays, &mut still_ready);
