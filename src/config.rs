@@ -22,6 +22,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub dataplane: DataplaneConfig,
     pub turn: sluice_turn::TurnConfig,
+    pub recorder: sluice_recorder::RecorderConfig,
 }
 
 impl Default for Config {
@@ -35,6 +36,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             dataplane: DataplaneConfig::default(),
             turn: sluice_turn::TurnConfig::default(),
+            recorder: sluice_recorder::RecorderConfig::default(),
         }
     }
 }

@@ -570,6 +570,20 @@ async fn serve(config: Config, data_dir: PathBuf) -> anyhow::Result<()> {
         services.ice = Some(Arc::new(ice_server_issuer(&config.turn, &data_dir, turn)?));
         services.turn = Some(Arc::clone(turn));
     }
+    if config.recorder.enabled {
+        let recorder = sluice_recorder::Recorder::new(
+            config.recorder.clone(),
+            &data_dir,
+            Arc::clone(&services.store),
+            services.blobs.clone(),
+        )
+        .map_err(anyhow::Error::msg)?;
+        let resumed = recorder.recover().await.map_err(anyhow::Error::msg).context("recovering recordings")?;
+        if resumed > 0 {
+            tracing::info!(resumed, "finishing recordings a restart interrupted");
+        }
+        services.recorder = Some(Arc::new(recorder));
+    }
     let server = HttpServer::bind(&config.http, services).await?;
     let pump = spawn_event_pump(Arc::clone(&dataplane), server.signaling());
     tracing::info!(addr = %server.local_addr(), "HTTP listening");

@@ -788,3 +788,271 @@ fn browsers_behind_a_symmetric_nat_meet_through_the_relay() {
         }
     });
 }
+
+/// The sentence the speaking participant says (espeak-ng), and the words of it a transcript must share.
+/// PocketSphinx's small model is rough on synthetic speech; this sentence, in espeak-ng's US voice, is one it
+/// mostly gets.
+const SENTENCE: &str = "good morning everyone. please open the report and check the numbers.";
+
+/// Media files for Chromium's fake capture devices: the sentence as a 48 kHz WAV with a pause after it (the
+/// device loops it), and a moving test pattern as Y4M.
+fn fake_media(dir: &Path) -> (String, String) {
+    let speech = dir.join("speech.wav");
+    let raw = dir.join("speech-raw.wav");
+    let ok = Command::new("espeak-ng").args(["-v", "en-us", "-s", "150", "-w"]).arg(&raw).arg(SENTENCE).status();
+    assert!(ok.is_ok_and(|s| s.success()), "espeak-ng (Debian package espeak-ng) could not speak");
+    let ok = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y", "-i"])
+        .arg(&raw)
+        .args(["-af", "apad=pad_dur=1.5", "-ar", "48000", "-ac", "1", "-c:a", "pcm_s16le"])
+        .arg(&speech)
+        .status();
+    assert!(ok.is_ok_and(|s| s.success()), "ffmpeg could not convert the speech");
+    let video = dir.join("pattern.y4m");
+    let ok = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=640x360:rate=25"])
+        .args(["-t", "3", "-pix_fmt", "yuv420p"])
+        .arg(&video)
+        .status();
+    assert!(ok.is_ok_and(|s| s.success()), "ffmpeg could not make the test video");
+    (speech.display().to_string(), video.display().to_string())
+}
+
+/// A meeting that allows recording: its id and the host's token.
+async fn create_recordable_meeting(base: &str) -> (String, String) {
+    let reply: Value = reqwest::Client::new()
+        .post(format!("{base}/meetings"))
+        .json(&json!({"host_name": "Host", "recording_enabled": true, "settings": {"title": "recorded"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    (reply["meeting"]["id"].as_str().unwrap().to_string(), reply["host_token"].as_str().unwrap().to_string())
+}
+
+async fn recording_action(base: &str, meeting: &str, action: &str, token: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .post(format!("{base}/meetings/{meeting}/recording/{action}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+/// Polls the recording until `done` holds for it (bounded).
+async fn wait_recording(base: &str, id: &str, token: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let r: Value = reqwest::Client::new()
+            .get(format!("{base}/recordings/{id}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if done(&r) {
+            return r;
+        }
+        assert!(r["status"] != "failed", "the recording failed: {r}");
+        assert!(Instant::now() < deadline, "the recording is not {what} after 180 s: {r}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn download(url: &str, token: &str, to: &Path) -> usize {
+    let r = reqwest::Client::new().get(url).bearer_auth(token).send().await.unwrap();
+    assert_eq!(r.status(), 200, "GET {url}");
+    let bytes = r.bytes().await.unwrap();
+    std::fs::write(to, &bytes).unwrap();
+    bytes.len()
+}
+
+/// ffprobe's view of a file: codec names by stream type, and the container's duration in seconds.
+fn probe(file: &Path) -> (Vec<(String, String)>, f64) {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-show_entries", "stream=codec_type,codec_name:format=duration", "-of", "json"])
+        .arg(file)
+        .output()
+        .expect("run ffprobe (Debian package ffmpeg)");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("ffprobe: {out:?}"));
+    let streams = v["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["codec_type"].as_str().unwrap().to_string(), s["codec_name"].as_str().unwrap().to_string()))
+        .collect();
+    (streams, v["format"]["duration"].as_str().unwrap_or("0").parse().unwrap())
+}
+
+/// Words of `text` that carry meaning (the recogniser may miss or add the small ones).
+fn content_words(text: &str) -> std::collections::BTreeSet<String> {
+    const SMALL: &[&str] = &["a", "an", "the", "is", "are", "this", "we", "of", "to", "and", "it", "in", "on"];
+    text.split(|c: char| !c.is_ascii_alphabetic())
+        .map(str::to_ascii_lowercase)
+        .filter(|w| w.len() > 1 && !SMALL.contains(&w.as_str()))
+        .collect()
+}
+
+#[test]
+fn a_host_records_a_meeting_and_plays_it_back_with_subtitles() {
+    in_fresh_netns("a_host_records_a_meeting_and_plays_it_back_with_subtitles", async || {
+        let media = tempfile::tempdir().unwrap();
+        let (speech, video) = fake_media(media.path());
+        // Recordings go to a real S3-compatible server, as multipart uploads.
+        let s3 = sluice_testkit::S3Server::start();
+        let dir = tempfile::tempdir().unwrap();
+        let (_server, base) = start_server_with(
+            dir.path(),
+            &[
+                ("SLUICE_STORAGE__KIND", "s3"),
+                ("SLUICE_STORAGE__BUCKET", &s3.bucket),
+                ("SLUICE_STORAGE__ENDPOINT", &s3.endpoint),
+                ("AWS_ACCESS_KEY_ID", &s3.access_key),
+                ("AWS_SECRET_ACCESS_KEY", &s3.secret_key),
+            ],
+        );
+        let (_chromedriver, driver) = start_chromedriver().await;
+        let (id, host_token) = create_recordable_meeting(&base).await;
+        let speaker_args = [
+            format!("--use-file-for-fake-audio-capture={speech}"),
+            format!("--use-file-for-fake-video-capture={video}"),
+        ];
+        let alice = Browser::launch_with(&driver, &speaker_args).await;
+        alice.goto(&format!("{base}/m/{id}?name=Alice")).await;
+        let bob = Browser::launch(&driver).await;
+        bob.goto(&format!("{base}/m/{id}?name=Bob")).await;
+        wait_decoding(&alice, "Alice", 1, 1).await;
+        wait_decoding(&bob, "Bob", 1, 1).await;
+
+        let (status, started) = recording_action(&base, &id, "start", &host_token).await;
+        assert_eq!(status, 201, "{started}");
+        let began = Instant::now();
+        let recording = started["id"].as_str().unwrap().to_string();
+        assert_eq!(started["status"], "recording");
+        // Everyone sees that the meeting is recorded.
+        for (b, who) in [(&alice, "Alice"), (&bob, "Bob")] {
+            wait_true(
+                b,
+                &format!("{who} sees the recording badge"),
+                "return !document.getElementById('recording-badge').hidden",
+            )
+            .await;
+        }
+        tokio::time::sleep(Duration::from_secs(15).saturating_sub(began.elapsed())).await;
+        let (status, stopped) = recording_action(&base, &id, "stop", &host_token).await;
+        let recorded = began.elapsed().as_secs_f64();
+        assert_eq!(status, 200, "{stopped}");
+        wait_true(&alice, "the badge goes away", "return document.getElementById('recording-badge').hidden").await;
+
+        let ready = wait_recording(&base, &recording, &host_token, "ready", |r| r["status"] == "ready").await;
+        println!("recording ready: {ready}");
+        let mp4 = media.path().join("composed.mp4");
+        download(ready["file_url"].as_str().unwrap(), &host_token, &mp4).await;
+        let (streams, duration) = probe(&mp4);
+        assert!(streams.contains(&("video".into(), "h264".into())), "{streams:?}");
+        assert!(streams.contains(&("audio".into(), "aac".into())), "{streams:?}");
+        assert!((duration - recorded).abs() <= 1.0, "the MP4 lasts {duration} s; the recording ran {recorded:.1} s");
+        assert!((ready["duration_ms"].as_f64().unwrap() / 1000.0 - recorded).abs() <= 1.0, "{ready}");
+
+        // Per-track files: both voices and both cameras, in the bucket.
+        let stored = s3.root.path().join(&s3.bucket).join(format!("recordings/{id}/{recording}"));
+        let tracks: Vec<String> = std::fs::read_dir(stored.join("tracks"))
+            .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect())
+            .unwrap_or_default();
+        for (name, source) in [("Alice", "microphone"), ("Alice", "camera"), ("Bob", "microphone"), ("Bob", "camera")] {
+            assert!(
+                tracks.iter().any(|t| t.contains(name) && t.contains(source)),
+                "no {name} {source} file in {tracks:?}"
+            );
+        }
+        let camera =
+            stored.join("tracks").join(tracks.iter().find(|t| t.contains("Alice") && t.contains("camera")).unwrap());
+        let (streams, track_duration) = probe(&camera);
+        assert_eq!(streams, vec![("video".to_string(), "vp8".to_string())]);
+        assert!(track_duration > recorded - 4.0, "Alice's camera file lasts {track_duration} s");
+        assert!(stored.join("composed.mp4").is_file(), "the MP4 is in the bucket");
+        let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+        let multipart = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("sluice_storage_multipart_uploads_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        assert!(multipart >= 5.0, "the MP4 and four track files went up as multipart uploads: {multipart}");
+
+        // The transcript: cues for Alice that share words with what she said.
+        let done = wait_recording(&base, &recording, &host_token, "transcribed", |r| r["vtt_url"].is_string()).await;
+        let vtt = reqwest::Client::new()
+            .get(done["vtt_url"].as_str().unwrap())
+            .bearer_auth(&host_token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        println!("transcript:\n{vtt}");
+        assert!(vtt.starts_with("WEBVTT"), "{vtt}");
+        let alice_said: String = vtt.lines().filter_map(|l| l.strip_prefix("<v Alice>")).collect::<Vec<_>>().join(" ");
+        let shared: Vec<String> = content_words(&alice_said).intersection(&content_words(SENTENCE)).cloned().collect();
+        assert!(shared.len() >= 2, "Alice's cues ({alice_said:?}) share too few words with the sentence: {shared:?}");
+
+        // The playback page plays the MP4 with its subtitles, from the share link, with no account.
+        let share = done["share_url"].as_str().unwrap().to_string();
+        bob.goto(&share).await;
+        wait_true(&bob, "the player shows", "return !document.getElementById('player').hidden").await;
+        let played = bob
+            .eval(
+                "const v = document.getElementById('video'); v.muted = true;
+                 return v.play().then(() => new Promise((ok) => setTimeout(() => ok({
+                   t: v.currentTime, errors: window.sluicePlayer.errors,
+                   track: v.textTracks.length > 0 ? v.textTracks[0].mode : null,
+                   cues: v.textTracks.length > 0 && v.textTracks[0].cues ? v.textTracks[0].cues.length : 0,
+                 }), 2500)), (e) => ({error: String(e), errors: window.sluicePlayer.errors}));",
+            )
+            .await;
+        println!("playback: {played}");
+        assert!(played["t"].as_f64().unwrap_or(0.0) > 1.0, "currentTime did not advance: {played}");
+        assert!(played["cues"].as_u64().unwrap_or(0) > 0, "the subtitle track did not load: {played}");
+        alice.close().await;
+        bob.close().await;
+    });
+}
+
+#[test]
+fn a_recording_interrupted_by_a_crash_completes_after_restart() {
+    in_fresh_netns("a_recording_interrupted_by_a_crash_completes_after_restart", async || {
+        let dir = tempfile::tempdir().unwrap();
+        let (server, base) = start_server_with(dir.path(), &[("SLUICE_RECORDER__TRANSCRIPTION__BACKEND", "none")]);
+        let (_chromedriver, driver) = start_chromedriver().await;
+        let (id, host_token) = create_recordable_meeting(&base).await;
+        let alice = Browser::launch(&driver).await;
+        alice.goto(&format!("{base}/m/{id}?name=Alice")).await;
+        let bob = Browser::launch(&driver).await;
+        bob.goto(&format!("{base}/m/{id}?name=Bob")).await;
+        wait_decoding(&bob, "Bob", 1, 1).await;
+        let (status, started) = recording_action(&base, &id, "start", &host_token).await;
+        assert_eq!(status, 201, "{started}");
+        let recording = started["id"].as_str().unwrap().to_string();
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        // The recorder dies with the server, mid-recording, without any chance to tidy up.
+        drop(server);
+        alice.close().await;
+        bob.close().await;
+        let (_server, base) = start_server_with(dir.path(), &[("SLUICE_RECORDER__TRANSCRIPTION__BACKEND", "none")]);
+        let ready = wait_recording(&base, &recording, &host_token, "ready", |r| r["status"] == "ready").await;
+        let seconds = ready["duration_ms"].as_f64().unwrap() / 1000.0;
+        assert!(seconds > 5.0 && seconds < 10.0, "the recording kept what was received before the crash: {ready}");
+        let mp4 = dir.path().join("after-crash.mp4");
+        download(ready["file_url"].as_str().unwrap(), &host_token, &mp4).await;
+        let (streams, duration) = probe(&mp4);
+        assert!(
+            streams.contains(&("video".into(), "h264".into())) && (duration - seconds).abs() <= 1.0,
+            "{streams:?} {duration}"
+        );
+    });
+}

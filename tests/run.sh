@@ -23,9 +23,11 @@ ensure_apt() {
 
 # chromium + chromium-driver + iproute2: the browser tests (tests/browser.rs) run headless Chromium in a fresh
 # network namespace; iptables makes the symmetric NAT of the TURN browser test. coturn brings turnutils_uclient,
-# the third-party TURN client of tests/turn.rs (its server is not started).
-ensure_apt ca-certificates curl gcc pkg-config postgresql postgresql-client libsrtp2-dev chromium chromium-driver \
-  iproute2 iptables coturn
+# the third-party TURN client of tests/turn.rs (its server is not started). g++ builds libwebm (per-track
+# recording files); ffmpeg composes recordings and probes them; libpocketsphinx3 with its en-us model transcribes
+# them; espeak-ng speaks the sentence the recording test transcribes; fonts-dejavu-core names people in the video.
+ensure_apt ca-certificates curl gcc g++ pkg-config postgresql postgresql-client libsrtp2-dev chromium chromium-driver \
+  iproute2 iptables coturn ffmpeg libpocketsphinx3 pocketsphinx-en-us espeak-ng fonts-dejavu-core
 
 # --- S3-compatible server for the object storage tests ---------------------------------------------------------
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"

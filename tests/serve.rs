@@ -354,3 +354,97 @@ async fn migrate_is_idempotent_and_token_mints_what_the_server_accepts() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown role"));
 }
+
+#[tokio::test]
+async fn recording_requests_that_do_not_fit_get_a_clear_4xx() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(sluice(dir.path()));
+    let base = server.base.clone();
+    let http = reqwest::Client::new();
+    let create = |body: Value| http.post(format!("{base}/meetings")).json(&body).send();
+    let m: Value = create(json!({"recording_enabled": true})).await.unwrap().json().await.unwrap();
+    let (id, host) = (m["meeting"]["id"].as_str().unwrap().to_string(), m["host_token"].as_str().unwrap().to_string());
+    let ticket: Value = http
+        .post(format!("{base}/meetings/{id}/join"))
+        .json(&json!({"name": "Pat"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let guest = ticket["participant_token"].as_str().unwrap().to_string();
+    let act = |meeting: &str, action: &str, token: Option<&str>| {
+        let mut r = http.post(format!("{base}/meetings/{meeting}/recording/{action}"));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        async move {
+            let r = r.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let message = |v: &Value| v["error"]["message"].as_str().unwrap_or_default().to_string();
+
+    let (s, v) = act(&id, "stop", Some(&host)).await;
+    assert_eq!(s, 409, "stop without start: {v}");
+    assert!(message(&v).contains("not being recorded"), "{v}");
+    let (s, v) = act(&id, "start", Some(&guest)).await;
+    assert_eq!(s, 403, "a participant cannot record: {v}");
+    assert!(message(&v).contains("only a host"), "{v}");
+    let (s, v) = act(&id, "start", None).await;
+    assert_eq!(s, 401, "{v}");
+    let (s, v) = act("zzz-zzzz-zzz", "start", Some(&host)).await;
+    assert_eq!(s, 404, "an unknown meeting: {v}");
+    let (s, started) = act(&id, "start", Some(&host)).await;
+    assert_eq!(s, 201, "{started}");
+    assert_eq!(started["status"], "recording");
+    let (s, v) = act(&id, "start", Some(&host)).await;
+    assert_eq!(s, 409, "start twice: {v}");
+    assert!(message(&v).contains("already being recorded"), "{v}");
+
+    let rid = started["id"].as_str().unwrap().to_string();
+    let list: Value = http
+        .get(format!("{base}/meetings/{id}/recordings"))
+        .bearer_auth(&guest)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+    let r = http.get(format!("{base}/recordings/{rid}")).send().await.unwrap();
+    assert_eq!(r.status(), 401, "reading a recording needs a token of its meeting");
+    let r = http.get(format!("{base}/recordings/{rid}?share=forged")).send().await.unwrap();
+    assert_eq!(r.status(), 401, "a forged share link");
+    let r = http.get(format!("{base}/recordings/r_nope")).bearer_auth(&host).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+
+    let (s, v) = act(&id, "stop", Some(&host)).await;
+    assert_eq!(s, 200, "{v}");
+    // Nobody published anything: the recording fails, saying why.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let failed = loop {
+        let r: Value =
+            http.get(format!("{base}/recordings/{rid}")).bearer_auth(&host).send().await.unwrap().json().await.unwrap();
+        if r["status"] == "failed" {
+            break r;
+        }
+        assert!(r["status"] != "ready", "an empty recording cannot be ready: {r}");
+        assert!(Instant::now() < deadline, "the empty recording did not end: {r}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(failed["status_reason"].as_str().unwrap().contains("nothing was recorded"), "{failed}");
+
+    // A meeting that does not allow recording, and one that has ended.
+    let m: Value = create(json!({})).await.unwrap().json().await.unwrap();
+    let (plain, plain_host) = (m["meeting"]["id"].as_str().unwrap(), m["host_token"].as_str().unwrap());
+    let (s, v) = act(plain, "start", Some(plain_host)).await;
+    assert_eq!(s, 403, "{v}");
+    assert!(message(&v).contains("recording is not enabled"), "{v}");
+    let r = http.delete(format!("{base}/meetings/{id}")).bearer_auth(&host).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let (s, v) = act(&id, "start", Some(&host)).await;
+    assert_eq!(s, 410, "an ended meeting: {v}");
+}

@@ -133,22 +133,33 @@ impl Blobs {
         Ok(())
     }
 
-    /// Uploads a file. Files of at least one part go up as a multipart upload with up to `upload_concurrency`
-    /// parts in flight; a failed upload is aborted so no parts are left behind. Returns the size in bytes.
+    /// Uploads a file. Files of at least one part go up as a multipart upload (see [`Blobs::put_file_multipart`]).
+    /// Returns the size in bytes.
     pub async fn put_file(&self, key: &str, file: &FsPath) -> Result<u64, BlobError> {
+        let size = tokio::fs::metadata(file)
+            .await
+            .map_err(|source| BlobError::Io { path: file.display().to_string(), source })?
+            .len();
+        if size >= self.part_size_bytes as u64 {
+            return self.put_file_multipart(key, file).await;
+        }
+        let data =
+            tokio::fs::read(file).await.map_err(|source| BlobError::Io { path: file.display().to_string(), source })?;
+        self.store.put(&parse_key(key)?, PutPayload::from(data)).await?;
+        Ok(size)
+    }
+
+    /// Uploads a file as a multipart upload, whatever its size, with up to `upload_concurrency` parts in flight
+    /// (recordings: a part that fails is retried on its own, not the whole file). A failed upload is aborted so
+    /// no parts are left behind. Returns the size in bytes.
+    pub async fn put_file_multipart(&self, key: &str, file: &FsPath) -> Result<u64, BlobError> {
         let path = parse_key(key)?;
         let io_err = |source| BlobError::Io { path: file.display().to_string(), source };
         let mut reader = tokio::fs::File::open(file).await.map_err(io_err)?;
         let size = reader.metadata().await.map_err(io_err)?.len();
-        if size < self.part_size_bytes as u64 {
-            let mut data = Vec::with_capacity(size as usize);
-            reader.read_to_end(&mut data).await.map_err(io_err)?;
-            self.store.put(&path, PutPayload::from(data)).await?;
-            return Ok(size);
-        }
         let upload = self.store.put_multipart(&path).await?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, self.part_size_bytes);
-        let mut chunk = vec![0u8; self.part_size_bytes];
+        let mut chunk = vec![0u8; self.part_size_bytes.min(size.max(1) as usize)];
         let outcome: Result<(), BlobError> = async {
             loop {
                 let n = read_full(&mut reader, &mut chunk).await.map_err(io_err)?;
@@ -163,6 +174,7 @@ impl Blobs {
         match outcome {
             Ok(()) => {
                 writer.finish().await?;
+                metrics::counter!("sluice_storage_multipart_uploads_total").increment(1);
                 Ok(size)
             }
             Err(e) => {

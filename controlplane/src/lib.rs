@@ -6,6 +6,7 @@ pub mod config;
 pub mod fuzz;
 pub mod http;
 pub mod ids;
+pub mod recording;
 pub mod sdp;
 pub mod server;
 pub mod signaling;

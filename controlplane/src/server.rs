@@ -42,6 +42,8 @@ pub struct Services {
     pub ice: Option<Arc<sluice_turn::auth::IceServerIssuer>>,
     /// The relay, when this process runs it (`sluice serve`): its metrics join `/metrics`.
     pub turn: Option<Arc<sluice_turn::runtime::TurnRuntime>>,
+    /// The recorder, when this deployment records.
+    pub recorder: Option<Arc<dyn crate::recording::RecorderHandle>>,
 }
 
 impl Services {
@@ -56,7 +58,16 @@ impl Services {
         let store = store::open(&database.store_options(), data_dir).await?;
         blobs.wait_reachable(storage.connect_attempts, Duration::from_millis(500)).await?;
         tracing::info!(storage = blobs.target(), "object storage ready");
-        Ok(Services { store, blobs, tokens, dataplane: None, announce: Vec::new(), ice: None, turn: None })
+        Ok(Services {
+            store,
+            blobs,
+            tokens,
+            dataplane: None,
+            announce: Vec::new(),
+            ice: None,
+            turn: None,
+            recorder: None,
+        })
     }
 }
 
@@ -86,6 +97,8 @@ impl HttpServer {
             dataplane: services.dataplane,
             turn: services.turn,
             public_url: config.public_url(bound),
+            local_url: HttpConfig::default().public_url(bound),
+            recorder: services.recorder,
         });
         Ok(HttpServer { listener, state, config: config.clone() })
     }

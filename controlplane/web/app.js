@@ -8,7 +8,7 @@ const params = new URLSearchParams(location.search);
 const tokenKey = `sluice.token.${meetingId}`;
 
 /** State the tests read through window.sluiceApp. */
-const app = { client: null, joinStartedAt: null, firstFrameMs: {}, trackToFrameMs: {}, participants: new Map(), selfId: null, errors: [] };
+const app = { recorders: new Set(), client: null, joinStartedAt: null, firstFrameMs: {}, trackToFrameMs: {}, participants: new Map(), selfId: null, errors: [] };
 window.sluiceApp = app;
 
 let localStream = null;
@@ -126,10 +126,14 @@ function wire(client) {
     addParticipant({ participant_id: m.participant_id, name: `${m.name} (you)`, tracks: [] }, true);
     m.participants.forEach((p) => addParticipant(p));
     $('end').hidden = !m.grants.host;
+    $('record').hidden = !m.grants.host;
+    app.recorders.clear();
+    showRecording();
     notice(null);
   });
   client.addEventListener('participant-joined', (e) => addParticipant(e.detail));
   client.addEventListener('participant-left', (e) => {
+    if (app.recorders.delete(e.detail.participant_id)) return showRecording();
     for (const key of [...tiles.keys()]) if (key.startsWith(`${e.detail.participant_id}:`)) removeTile(key);
     app.participants.delete(e.detail.participant_id);
     renderPeople();
@@ -163,7 +167,19 @@ function wire(client) {
   });
 }
 
+/** The recorder joins as a participant with the role `recorder`: everyone sees that the meeting is recorded. */
+function showRecording() {
+  const on = app.recorders.size > 0;
+  $('recording-badge').hidden = !on;
+  $('record').setAttribute('aria-pressed', String(on));
+  $('record').textContent = on ? 'Stop recording' : 'Record';
+}
+
 function addParticipant(p, self = false) {
+  if (p.role === 'recorder') {
+    app.recorders.add(p.participant_id);
+    return showRecording();
+  }
   app.participants.set(p.participant_id, { ...p, tracks: [...(p.tracks || [])] });
   const tile = ensureTile(p.participant_id, 'camera');
   if (self) {
@@ -297,6 +313,18 @@ function controls(client) {
   $('people-toggle').onclick = () => { $('people').hidden = !$('people').hidden; };
   $('leave').onclick = () => { client.leave(); ended('You left the meeting.'); };
   $('end').onclick = () => client.endMeeting();
+  $('recordings-link').href = `/m/${encodeURIComponent(meetingId)}/recordings`;
+  $('record').onclick = async () => {
+    const action = app.recorders.size > 0 ? 'stop' : 'start';
+    const response = await fetch(`/meetings/${encodeURIComponent(meetingId)}/recording/${action}`, {
+      method: 'POST', headers: { authorization: `Bearer ${sessionStorage.getItem(tokenKey)}` },
+    });
+    if (!response.ok) {
+      const reply = await response.json().catch(() => ({}));
+      notice(`Recording: ${reply.error?.message || response.status}`);
+      setTimeout(() => notice(null), 5000);
+    }
+  };
   $('copy-link').onclick = () => navigator.clipboard?.writeText(`${location.origin}/m/${meetingId}`);
 }
 

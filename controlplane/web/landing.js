@@ -7,7 +7,8 @@ document.getElementById('create').addEventListener('submit', async (e) => {
   const form = new FormData(e.target);
   const name = form.get('name').trim();
   const title = form.get('title').trim();
-  const body = { host_name: name, settings: title ? { title } : {} };
+  // The host decides in the meeting whether to record; a meeting created here allows it.
+  const body = { host_name: name, settings: title ? { title } : {}, recording_enabled: true };
   const response = await fetch('/meetings', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
   const reply = await response.json();
   if (!response.ok) return show(reply.error?.message || `the server said ${response.status}`);

@@ -73,8 +73,22 @@ pub enum Incoming {
     BeforeKeys,
     /// Decryption, authentication or parsing failed: always a bug in the SFU under test.
     Bad(&'static str),
+    /// A media packet as it is, for a peer that keeps what it receives (see [`TestPeer::deliver_raw`]).
+    Rtp(RawRtp),
     /// A duplicate, refused by the replay window (the network may duplicate).
     Duplicate,
+}
+
+/// A decrypted RTP packet: header fields and payload, padding removed, RTX unwrapped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawRtp {
+    pub ssrc: u32,
+    pub seq: u16,
+    pub timestamp: u32,
+    pub marker: bool,
+    pub payload_type: u8,
+    pub via_rtx: bool,
+    pub payload: Vec<u8>,
 }
 
 /// Keys for one direction of SRTP: master key and salt.
@@ -125,6 +139,8 @@ pub struct TestPeer {
     vp8: bool,
     /// RTX SSRC -> the media SSRC it repairs (RFC 4588).
     rtx: Vec<(u32, u32)>,
+    /// Media comes out as [`Incoming::Rtp`], payload untouched, instead of checked test payloads.
+    raw: bool,
 }
 
 /// The browser side of DTLS-SRTP: the client, checking the server's certificate against the offer.
@@ -188,6 +204,7 @@ impl TestPeer {
             layer_seq: [0; 3],
             vp8: false,
             rtx: Vec::new(),
+            raw: false,
         }
     }
 
@@ -405,6 +422,12 @@ impl TestPeer {
     }
 
     /// Expect received payloads in the [`TestPeer::simulcast_media`] layout.
+    /// Media packets come out as [`Incoming::Rtp`] with their payload as sent: for a peer that records or
+    /// decodes real media rather than checking test payloads.
+    pub fn deliver_raw(&mut self) {
+        self.raw = true;
+    }
+
     pub fn expect_vp8(&mut self) {
         self.vp8 = true;
     }
@@ -529,6 +552,12 @@ impl TestPeer {
             }
             (ssrc, seq) = (media, u16::from_be_bytes([payload[0], payload[1]]));
             payload = &payload[2..];
+        }
+        if self.raw {
+            let Ok(padding) = h.padding_len(&buf[..len]) else { return Incoming::Bad("bad RTP padding") };
+            let payload = payload[..payload.len().saturating_sub(padding)].to_vec();
+            let (timestamp, marker, payload_type) = (h.timestamp, h.marker, h.payload_type);
+            return Incoming::Rtp(RawRtp { ssrc, seq, timestamp, marker, payload_type, via_rtx, payload });
         }
         let mut keyframe = None;
         if self.vp8 {

@@ -424,6 +424,7 @@ impl World {
                     p.report_blocks.extend(blocks.into_iter().map(|b| (self.now_us, b)));
                 }
                 Incoming::Bad(why) => p.bad.push(why),
+                Incoming::Rtp(_) => p.bad.push("a raw packet from a peer that checks payloads"),
             }
         }
     }

@@ -50,6 +50,11 @@ impl ApiError {
         ApiError { status: StatusCode::GONE, code: "gone", message: message.into() }
     }
 
+    /// The request does not fit the resource's state (recording twice, stopping what is not recording).
+    pub fn conflict(message: impl Into<String>) -> ApiError {
+        ApiError { status: StatusCode::CONFLICT, code: "conflict", message: message.into() }
+    }
+
     pub fn unavailable(message: impl Into<String>) -> ApiError {
         ApiError { status: StatusCode::SERVICE_UNAVAILABLE, code: "unavailable", message: message.into() }
     }

@@ -4,6 +4,7 @@ pub mod error;
 mod health;
 pub mod json;
 pub mod meetings;
+pub mod recordings;
 mod web;
 
 use std::sync::{Arc, OnceLock};
@@ -41,6 +42,10 @@ pub struct AppState {
     pub turn: Option<Arc<sluice_turn::runtime::TurnRuntime>>,
     /// Base URL for links, without a trailing slash.
     pub public_url: String,
+    /// Base URL this process reaches itself at (the recorder joins through it).
+    pub local_url: String,
+    /// The recorder, when this deployment records.
+    pub recorder: Option<Arc<dyn crate::recording::RecorderHandle>>,
 }
 
 impl AppState {
@@ -81,6 +86,13 @@ pub fn router(state: Arc<AppState>, config: &HttpConfig) -> Router {
         .route("/meetings", post(meetings::create))
         .route("/meetings/{id}", get(meetings::get).delete(meetings::end))
         .route("/meetings/{id}/join", post(meetings::join))
+        .route("/meetings/{id}/recording/start", post(recordings::start))
+        .route("/meetings/{id}/recording/stop", post(recordings::stop))
+        .route("/meetings/{id}/recordings", get(recordings::list))
+        .route("/m/{id}/recordings", get(web::recordings))
+        .route("/recordings/{id}", get(recordings::get))
+        .route("/recordings/{id}/play", get(web::player))
+        .route("/recordings/{id}/files/{*name}", get(recordings::file))
         .route("/signaling", get(crate::signaling::upgrade))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -100,6 +112,8 @@ async fn index() -> impl IntoResponse {
         "version": env!("CARGO_PKG_VERSION"),
         "api": [
             "POST /meetings", "GET /meetings/{id}", "POST /meetings/{id}/join", "DELETE /meetings/{id}",
+            "POST /meetings/{id}/recording/start", "POST /meetings/{id}/recording/stop",
+            "GET /meetings/{id}/recordings", "GET /recordings/{id}", "GET /recordings/{id}/files/{name}",
             "GET /signaling (WebSocket)", "GET /openapi.json", "GET /healthz", "GET /readyz", "GET /metrics",
         ],
     }))

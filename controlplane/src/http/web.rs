@@ -8,11 +8,13 @@ use super::error::ApiError;
 
 const INDEX: &str = include_str!("../../web/index.html");
 const MEETING: &str = include_str!("../../web/meeting.html");
+const RECORDINGS: &str = include_str!("../../web/recordings.html");
 
 /// `(name, content type, body)` of every file under `/assets/`.
 const ASSETS: &[(&str, &str, &str)] = &[
     ("sluice-client.js", "text/javascript; charset=utf-8", include_str!("../../web/sluice-client.js")),
     ("app.js", "text/javascript; charset=utf-8", include_str!("../../web/app.js")),
+    ("recordings.js", "text/javascript; charset=utf-8", include_str!("../../web/recordings.js")),
     ("landing.js", "text/javascript; charset=utf-8", include_str!("../../web/landing.js")),
     ("style.css", "text/css; charset=utf-8", include_str!("../../web/style.css")),
 ];
@@ -50,4 +52,14 @@ pub async fn asset(Path(name): Path<String>) -> Result<Response, ApiError> {
         .ok_or_else(|| ApiError::not_found(format!("no such asset: {name}")))?;
     Ok((StatusCode::OK, [(header::CONTENT_TYPE, *content_type), (header::CACHE_CONTROL, "no-cache")], *body)
         .into_response())
+}
+
+/// `/m/{meeting_id}/recordings`: the meeting's recordings.
+pub async fn recordings(Path(_id): Path<String>) -> Response {
+    page(RECORDINGS)
+}
+
+/// `/recordings/{id}/play?share=...`: one recording in a player with its subtitles.
+pub async fn player(Path(_id): Path<String>) -> Response {
+    page(RECORDINGS)
 }

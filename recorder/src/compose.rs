@@ -1,0 +1,259 @@
+//! One MP4 (H.264 + AAC) showing the meeting as people saw it, made by ffmpeg from the per-track files: a grid
+//! with a cell per participant (their camera, their name), a shared screen in the spotlight beside a column of
+//! cameras while it runs, all voices mixed and loudness-normalised (EBU R128), every track at its offset.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::mux::TrackFile;
+
+/// The composed picture.
+const WIDTH: u32 = 1280;
+const HEIGHT: u32 = 720;
+const FPS: u32 = 25;
+const BACKGROUND: &str = "0x1c2128";
+/// Font for the names; without it, cells carry no names (logged).
+const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Cell {
+    x: u32,
+    y: u32,
+    w: u32,
+    h: u32,
+}
+
+/// Even sizes: H.264 in 4:2:0 needs them.
+fn even(v: u32) -> u32 {
+    v & !1
+}
+
+/// `n` cells in a near-square grid filling `area`.
+fn grid(n: usize, area: Cell) -> Vec<Cell> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let cols = (n as f64).sqrt().ceil() as u32;
+    let rows = (n as u32).div_ceil(cols);
+    let (w, h) = (even(area.w / cols), even(area.h / rows));
+    (0..n as u32).map(|i| Cell { x: area.x + (i % cols) * w, y: area.y + (i / cols) * h, w, h }).collect()
+}
+
+/// `n` cells stacked in `area`, none taller than 3:4 of its width.
+fn column(n: usize, area: Cell) -> Vec<Cell> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let h = even((area.h / n as u32).min(area.w * 3 / 4));
+    (0..n as u32).map(|i| Cell { x: area.x, y: area.y + i * h, w: area.w, h }).collect()
+}
+
+/// A participant's cell: who, and their camera track if they had one.
+#[derive(Debug)]
+struct Person<'a> {
+    name: &'a str,
+    camera: Option<(usize, &'a TrackFile)>,
+}
+
+/// The ffmpeg filter graph and the input files, in input order. `text_dir` receives one file per name
+/// (drawtext reads names from files, so no name needs escaping).
+pub fn filter_graph(tracks: &[TrackFile], duration_ms: u64, text_dir: &Path) -> std::io::Result<(String, Vec<String>)> {
+    let inputs: Vec<String> = tracks.iter().map(|t| t.file.clone()).collect();
+    let mut people: Vec<Person> = Vec::new();
+    let mut ids: Vec<&str> = Vec::new();
+    for (i, t) in tracks.iter().enumerate() {
+        if t.header.source == "screen" {
+            continue;
+        }
+        let at = match ids.iter().position(|id| *id == t.header.participant_id) {
+            Some(at) => at,
+            None => {
+                ids.push(&t.header.participant_id);
+                people.push(Person { name: &t.header.name, camera: None });
+                people.len() - 1
+            }
+        };
+        if t.header.source == "camera" && people[at].camera.is_none() {
+            people[at].camera = Some((i, t));
+        }
+    }
+    let screens: Vec<(usize, &TrackFile)> =
+        tracks.iter().enumerate().filter(|(_, t)| t.header.source == "screen").collect();
+    let full = Cell { x: 0, y: 0, w: WIDTH, h: HEIGHT };
+    let (spotlight, cells) = if screens.is_empty() {
+        (None, grid(people.len(), full))
+    } else {
+        let side = even(WIDTH / 4);
+        let spot = Cell { x: 0, y: 0, w: WIDTH - side, h: HEIGHT };
+        (Some(spot), column(people.len(), Cell { x: WIDTH - side, y: 0, w: side, h: HEIGHT }))
+    };
+    let seconds = duration_ms as f64 / 1000.0;
+    let mut g = String::new();
+    let _ = writeln!(g, "color=c={BACKGROUND}:s={WIDTH}x{HEIGHT}:r={FPS}:d={seconds:.3}[base0];");
+    let mut base = 0;
+    let mut place = |g: &mut String, input: usize, track: &TrackFile, cell: Cell, contain: bool| {
+        let offset = track.offset_ms as f64 / 1000.0;
+        let fit = if contain { "decrease" } else { "increase" };
+        let _ = writeln!(
+            g,
+            "[{input}:v]setpts=PTS-STARTPTS+{offset:.3}/TB,fps={FPS},scale={w}:{h}:force_original_aspect_ratio={fit},\
+             crop='min(iw,{w})':'min(ih,{h})',pad={w}:{h}:(ow-iw)/2:(oh-ih)/2:color=black[v{input}];",
+            w = cell.w,
+            h = cell.h,
+        );
+        let _ = writeln!(g, "[base{base}][v{input}]overlay={}:{}:eof_action=pass[base{}];", cell.x, cell.y, base + 1);
+        base += 1;
+    };
+    if let Some(spot) = spotlight {
+        for (i, t) in &screens {
+            place(&mut g, *i, t, spot, true);
+        }
+    }
+    for (person, cell) in people.iter().zip(&cells) {
+        if let Some((i, t)) = person.camera {
+            place(&mut g, i, t, *cell, false);
+        }
+    }
+    let mut last = format!("base{base}");
+    if Path::new(FONT).exists() {
+        for (k, (person, cell)) in people.iter().zip(&cells).enumerate() {
+            let file: PathBuf = text_dir.join(format!("name{k}.txt"));
+            std::fs::write(&file, person.name)?;
+            let size = (cell.h / 14).clamp(12, 28);
+            let _ = writeln!(
+                g,
+                "[{last}]drawtext=fontfile={FONT}:textfile='{}':fontsize={size}:fontcolor=white:box=1:\
+                 boxcolor=black@0.55:boxborderw=6:x={}:y={}[named{k}];",
+                file.display(),
+                cell.x + 10,
+                cell.y + cell.h - size - 16,
+            );
+            last = format!("named{k}");
+        }
+    } else {
+        tracing::warn!(font = FONT, "no font for names (package fonts-dejavu-core): the composed video has no names");
+    }
+    let _ = writeln!(g, "[{last}]format=yuv420p[vout];");
+    let audio: Vec<(usize, &TrackFile)> =
+        tracks.iter().enumerate().filter(|(_, t)| t.header.codec.is_audio()).collect();
+    if audio.is_empty() {
+        let _ = write!(g, "anullsrc=r=48000:cl=stereo,atrim=duration={seconds:.3}[aout]");
+    } else {
+        for (i, t) in &audio {
+            let _ = writeln!(g, "[{i}:a]aresample=48000,adelay={}:all=1[a{i}];", t.offset_ms);
+        }
+        let labels: String = audio.iter().map(|(i, _)| format!("[a{i}]")).collect();
+        let _ = write!(
+            g,
+            "{labels}amix=inputs={}:duration=longest:normalize=0,loudnorm=I=-16:TP=-1.5:LRA=11,aresample=48000[aout]",
+            audio.len()
+        );
+    }
+    Ok((g, inputs))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ComposeError {
+    #[error("ffmpeg is not installed (Debian: apt install ffmpeg): {0}")]
+    Missing(std::io::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("ffmpeg failed ({status}): {tail}")]
+    Failed { status: String, tail: String },
+}
+
+/// Runs ffmpeg in `dir` (which holds the track files) and writes `dir/<output>`.
+pub async fn compose(
+    ffmpeg: &Path,
+    dir: &Path,
+    tracks: &[TrackFile],
+    duration_ms: u64,
+    threads: u32,
+    output: &str,
+) -> Result<(), ComposeError> {
+    let (graph, inputs) = filter_graph(tracks, duration_ms.max(1000), dir)?;
+    let script = dir.join("compose.filter");
+    std::fs::write(&script, &graph)?;
+    let mut cmd = tokio::process::Command::new(ffmpeg);
+    cmd.current_dir(dir).args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"]);
+    for input in &inputs {
+        cmd.arg("-i").arg(input);
+    }
+    cmd.arg("-filter_complex_script").arg(&script);
+    cmd.args(["-map", "[vout]", "-map", "[aout]", "-c:v", "libx264", "-preset", "veryfast", "-crf", "26"]);
+    cmd.args(["-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart"]);
+    cmd.arg("-threads").arg(threads.max(1).to_string());
+    cmd.arg("-t").arg(format!("{:.3}", duration_ms.max(1000) as f64 / 1000.0));
+    cmd.arg(output);
+    cmd.kill_on_drop(true);
+    let out = cmd.output().await.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound { ComposeError::Missing(e) } else { ComposeError::Io(e) }
+    })?;
+    if !out.status.success() {
+        let text = String::from_utf8_lossy(&out.stderr);
+        let tail: String =
+            text.lines().rev().take(6).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" | ");
+        return Err(ComposeError::Failed { status: out.status.to_string(), tail });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::{Codec, TrackHeader};
+
+    fn track(participant: &str, source: &str, codec: Codec, offset_ms: u64) -> TrackFile {
+        TrackFile {
+            header: TrackHeader {
+                track_id: format!("{participant}-{source}"),
+                participant_id: participant.into(),
+                name: format!("Name {participant}"),
+                source: source.into(),
+                codec,
+            },
+            file: format!("{participant}-{source}.webm"),
+            offset_ms,
+            duration_ms: 1000,
+            frames: 10,
+            width: 640,
+            height: 360,
+        }
+    }
+
+    #[test]
+    fn grids_fill_the_picture_with_even_cells() {
+        let full = Cell { x: 0, y: 0, w: 1280, h: 720 };
+        assert_eq!(grid(1, full), vec![full]);
+        let four = grid(4, full);
+        assert_eq!(four[3], Cell { x: 640, y: 360, w: 640, h: 360 });
+        let three = grid(3, full);
+        assert_eq!(three.len(), 3);
+        assert!(three.iter().all(|c| c.w % 2 == 0 && c.h % 2 == 0 && c.x + c.w <= 1280 && c.y + c.h <= 720));
+    }
+
+    #[test]
+    fn the_graph_places_cameras_names_screens_and_mixes_voices_at_their_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let tracks = [
+            track("a", "microphone", Codec::Opus, 0),
+            track("a", "camera", Codec::Vp8, 40),
+            track("b", "microphone", Codec::Opus, 1500),
+            track("b", "screen", Codec::Vp8, 3000),
+        ];
+        let (g, inputs) = filter_graph(&tracks, 10_000, dir.path()).unwrap();
+        assert_eq!(inputs.len(), 4);
+        assert!(g.contains("d=10.000[base0]"), "{g}");
+        assert!(g.contains("[1:v]setpts=PTS-STARTPTS+0.040/TB"), "{g}");
+        assert!(g.contains("[3:v]setpts=PTS-STARTPTS+3.000/TB"), "{g}");
+        // The screen takes the spotlight (left, 960 wide); the cameras go in the column on the right.
+        assert!(g.contains("scale=960:720"), "{g}");
+        assert!(g.contains("overlay=960:0"), "{g}");
+        assert!(g.contains("[2:a]aresample=48000,adelay=1500:all=1[a2]"), "{g}");
+        assert!(g.contains("[a0][a2]amix=inputs=2"), "{g}");
+        assert!(g.contains("loudnorm"), "{g}");
+        if Path::new(FONT).exists() {
+            assert_eq!(std::fs::read_to_string(dir.path().join("name1.txt")).unwrap(), "Name b");
+        }
+    }
+}

@@ -1,0 +1,285 @@
+//! RTP payloads back into frames, as the publisher's encoder made them: Opus (one packet, one frame), VP8
+//! (RFC 7741) and VP9 (RFC 9628) frames split over packets. Packets come in sequence order (the jitter buffer
+//! orders them); a loss breaks the frame it hit, and a video track then waits for the next keyframe, since
+//! nothing after a lost frame decodes until one comes.
+
+use crate::spool::Codec;
+
+/// Largest frame kept: beyond this a publisher is not sending video we can record.
+const FRAME_LEN_MAX: usize = crate::spool::FRAME_LEN_MAX;
+
+/// A frame that came out whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assembled {
+    pub keyframe: bool,
+    pub rtp_timestamp: u32,
+    pub data: Vec<u8>,
+    /// From a VP8 keyframe header or a VP9 scalability structure.
+    pub size: Option<(u16, u16)>,
+}
+
+/// Where a payload's codec data starts and what its descriptor says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Descriptor {
+    start: bool,
+    /// VP9 only: the descriptor says the frame is not predicted from another.
+    independent: bool,
+    offset: usize,
+    size: Option<(u16, u16)>,
+}
+
+#[derive(Debug)]
+pub struct Assembler {
+    codec: Codec,
+    data: Vec<u8>,
+    timestamp: u32,
+    in_frame: bool,
+    independent: bool,
+    size: Option<(u16, u16)>,
+    /// After a loss, frames are dropped until a keyframe.
+    need_keyframe: bool,
+}
+
+impl Assembler {
+    pub fn new(codec: Codec) -> Assembler {
+        Assembler {
+            codec,
+            data: Vec::new(),
+            timestamp: 0,
+            in_frame: false,
+            independent: false,
+            size: None,
+            need_keyframe: !codec.is_audio(),
+        }
+    }
+
+    /// True while frames are dropped for want of a keyframe: ask the publisher for one (PLI).
+    pub fn needs_keyframe(&self) -> bool {
+        self.need_keyframe
+    }
+
+    /// Packets were lost before the next one: the frame in progress cannot be completed.
+    pub fn gap(&mut self) {
+        self.in_frame = false;
+        self.data.clear();
+        if !self.codec.is_audio() {
+            self.need_keyframe = true;
+        }
+    }
+
+    /// Takes the next packet in sequence order; returns a frame when this packet completes one.
+    pub fn push(&mut self, timestamp: u32, marker: bool, payload: &[u8]) -> Option<Assembled> {
+        let d = match self.codec {
+            Codec::Opus => {
+                return (!payload.is_empty()).then(|| Assembled {
+                    keyframe: true,
+                    rtp_timestamp: timestamp,
+                    data: payload.to_vec(),
+                    size: None,
+                });
+            }
+            Codec::Vp8 => vp8_descriptor(payload)?,
+            Codec::Vp9 => vp9_descriptor(payload)?,
+            Codec::H264 => return None,
+        };
+        if self.in_frame && timestamp != self.timestamp {
+            // The last frame never saw its marker: its end was lost.
+            self.gap();
+        }
+        if d.start {
+            self.data.clear();
+            self.in_frame = true;
+            self.timestamp = timestamp;
+            self.independent = d.independent;
+            self.size = d.size;
+        } else if !self.in_frame {
+            return None;
+        }
+        if self.data.len() + payload.len() > FRAME_LEN_MAX {
+            self.gap();
+            return None;
+        }
+        self.data.extend_from_slice(&payload[d.offset..]);
+        if !marker {
+            return None;
+        }
+        self.in_frame = false;
+        let data = std::mem::take(&mut self.data);
+        let (keyframe, size) = match self.codec {
+            Codec::Vp8 => (data.first().is_some_and(|b| b & 1 == 0), vp8_size(&data)),
+            _ => (self.independent, self.size),
+        };
+        if self.need_keyframe && !keyframe {
+            return None;
+        }
+        self.need_keyframe = false;
+        Some(Assembled { keyframe, rtp_timestamp: timestamp, data, size })
+    }
+}
+
+/// RFC 7741 section 4.2: `X R N S R PID`, then optional `I L T K`, picture id, TL0PICIDX, TID/KEYIDX.
+fn vp8_descriptor(p: &[u8]) -> Option<Descriptor> {
+    let b0 = *p.first()?;
+    let mut at = 1;
+    if b0 & 0x80 != 0 {
+        let x = *p.get(at)?;
+        at += 1;
+        if x & 0x80 != 0 {
+            at += if *p.get(at)? & 0x80 != 0 { 2 } else { 1 };
+        }
+        if x & 0x40 != 0 {
+            at += 1;
+        }
+        if x & 0x30 != 0 {
+            at += 1;
+        }
+    }
+    (at < p.len()).then_some(Descriptor {
+        start: b0 & 0x10 != 0 && b0 & 0x07 == 0,
+        independent: false,
+        offset: at,
+        size: None,
+    })
+}
+
+/// A VP8 keyframe's size: after the 3-byte frame tag comes the start code `9d 01 2a`, then 14-bit width and
+/// height (little-endian, the top two bits are scaling).
+pub(crate) fn vp8_size(frame: &[u8]) -> Option<(u16, u16)> {
+    if frame.len() < 10 || frame[0] & 1 != 0 || frame[3..6] != [0x9d, 0x01, 0x2a] {
+        return None;
+    }
+    let w = u16::from_le_bytes([frame[6], frame[7]]) & 0x3fff;
+    let h = u16::from_le_bytes([frame[8], frame[9]]) & 0x3fff;
+    Some((w, h))
+}
+
+/// RFC 9628 section 4.2: `I P L F B E V Z`, picture id, layer indices, reference diffs, scalability structure.
+fn vp9_descriptor(p: &[u8]) -> Option<Descriptor> {
+    let b0 = *p.first()?;
+    let (i, pflag, l, f, b, v) =
+        (b0 & 0x80 != 0, b0 & 0x40 != 0, b0 & 0x20 != 0, b0 & 0x10 != 0, b0 & 0x08 != 0, b0 & 0x02 != 0);
+    let mut at = 1;
+    if i {
+        at += if *p.get(at)? & 0x80 != 0 { 2 } else { 1 };
+    }
+    if l {
+        at += if f { 1 } else { 2 };
+    }
+    if f && pflag {
+        // Up to three reference differences, each with an N bit saying another follows.
+        for _ in 0..3 {
+            let diff = *p.get(at)?;
+            at += 1;
+            if diff & 1 == 0 {
+                break;
+            }
+        }
+    }
+    let mut size = None;
+    if v {
+        let ss = *p.get(at)?;
+        at += 1;
+        let layers = usize::from(ss >> 5) + 1;
+        if ss & 0x10 != 0 {
+            for layer in 0..layers {
+                let w = u16::from_be_bytes([*p.get(at)?, *p.get(at + 1)?]);
+                let h = u16::from_be_bytes([*p.get(at + 2)?, *p.get(at + 3)?]);
+                // The highest spatial layer is the picture a viewer sees.
+                if layer == layers - 1 {
+                    size = Some((w, h));
+                }
+                at += 4;
+            }
+        }
+        if ss & 0x08 != 0 {
+            let groups = *p.get(at)?;
+            at += 1;
+            for _ in 0..groups {
+                let g = *p.get(at)?;
+                at += 1 + usize::from((g >> 2) & 0x03);
+            }
+        }
+    }
+    (at < p.len()).then_some(Descriptor { start: b, independent: !pflag, offset: at, size })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A VP8 keyframe's first bytes: frame tag (keyframe), start code, 640x360.
+    fn vp8_key() -> Vec<u8> {
+        vec![0x10, 0x02, 0x00, 0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01, 0xaa, 0xbb]
+    }
+
+    #[test]
+    fn vp8_frames_are_joined_across_packets_and_their_size_read() {
+        let mut a = Assembler::new(Codec::Vp8);
+        let key = vp8_key();
+        // Extended descriptor with a 15-bit picture id, start of partition 0.
+        let first = [&[0x90, 0x80, 0x81, 0x23][..], &key[..6]].concat();
+        let second = [&[0x80, 0x80, 0x81, 0x23][..], &key[6..]].concat();
+        assert_eq!(a.push(3000, false, &first), None);
+        let frame = a.push(3000, true, &second).expect("the marker ends the frame");
+        assert!(frame.keyframe);
+        assert_eq!(frame.data, key);
+        assert_eq!(frame.size, Some((640, 360)));
+        // A delta frame in one packet.
+        let delta = a.push(6000, true, &[0x10, 0x01, 0x00, 0x00]).unwrap();
+        assert!(!delta.keyframe);
+        assert_eq!(delta.data, vec![0x01, 0x00, 0x00]);
+    }
+
+    #[test]
+    fn after_a_loss_video_waits_for_a_keyframe() {
+        let mut a = Assembler::new(Codec::Vp8);
+        assert!(a.needs_keyframe(), "a track starts by asking for a keyframe");
+        assert_eq!(a.push(1, true, &[0x10, 0x01, 0x00]), None, "a delta frame before any keyframe is useless");
+        let key = [&[0x10][..], &vp8_key()].concat();
+        assert!(a.push(2, true, &key).is_some());
+        a.push(3, false, &[0x10, 0x01]);
+        a.gap();
+        assert!(a.needs_keyframe());
+        assert_eq!(a.push(4, true, &[0x10, 0x01, 0x00]), None);
+        assert!(a.push(5, true, &key).is_some_and(|f| f.keyframe));
+        assert!(!a.needs_keyframe());
+    }
+
+    #[test]
+    fn a_frame_whose_end_was_lost_is_dropped() {
+        let mut a = Assembler::new(Codec::Vp8);
+        let key = [&[0x10][..], &vp8_key()].concat();
+        a.push(1, true, &key).unwrap();
+        assert_eq!(a.push(2, false, &[0x10, 0x01, 0x00]), None);
+        // The next frame starts, though the last never ended.
+        assert_eq!(a.push(3, true, &[0x10, 0x01, 0x00]), None, "waits for a keyframe after the broken frame");
+        assert!(a.needs_keyframe());
+    }
+
+    #[test]
+    fn vp9_descriptors_with_scalability_structure() {
+        let mut a = Assembler::new(Codec::Vp9);
+        // I (7-bit id), B, E, V: non-flexible, not predicted; SS with one layer of 1280x720, no groups.
+        let p = [0x8a, 0x05, 0x10, 0x05, 0x00, 0x02, 0xd0, 0x82, 0x49, 0x83];
+        let f = a.push(90, true, &p).expect("one-packet frame");
+        assert!(f.keyframe);
+        assert_eq!(f.size, Some((1280, 720)));
+        assert_eq!(f.data, vec![0x82, 0x49, 0x83]);
+        // A predicted frame: P set.
+        let f = a.push(180, true, &[0xcc, 0x06, 0x01]).unwrap();
+        assert!(!f.keyframe);
+    }
+
+    #[test]
+    fn truncated_payloads_are_refused_not_read_past() {
+        let mut a = Assembler::new(Codec::Vp8);
+        for p in [&[][..], &[0x80], &[0x90, 0x80], &[0x90, 0x80, 0x81]] {
+            assert_eq!(a.push(1, true, p), None);
+        }
+        let mut a = Assembler::new(Codec::Vp9);
+        for p in [&[][..], &[0x8a], &[0x8a, 0x05], &[0x8a, 0x05, 0x10], &[0x8a, 0x05, 0x10, 0x05, 0x00]] {
+            assert_eq!(a.push(1, true, p), None);
+        }
+        assert_eq!(Assembler::new(Codec::Opus).push(1, true, &[]), None);
+    }
+}

@@ -1,0 +1,197 @@
+//! Spooled frames into per-track WebM files, without re-encoding: VP8 or VP9 video, Opus audio (libwebm through
+//! the `webm` crate). Each file starts at its track's first frame; `offset_ms` says where that falls in the
+//! recording, so composition and transcripts line the tracks up.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use webm::mux::{AudioCodecId, SegmentBuilder, VideoCodecId, Writer};
+
+use crate::spool::{Codec, Frame, TrackHeader, read_track};
+
+/// RTP and arrival clocks may disagree by this much before the file follows arrival (a sender that restarted
+/// its RTP clock, a long mute).
+const RESYNC_AFTER_NS: i64 = 2_000_000_000;
+/// A video track whose keyframes carried no size (VP9 without a scalability structure) is labelled this size;
+/// decoders take the real size from the stream.
+const DEFAULT_SIZE: (u16, u16) = (640, 480);
+
+/// One muxed track.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrackFile {
+    pub header: TrackHeader,
+    /// File name (under the recording's `tracks/`).
+    pub file: String,
+    /// Where the track's first frame falls in the recording.
+    pub offset_ms: u64,
+    pub duration_ms: u64,
+    pub frames: usize,
+    /// Video only.
+    pub width: u16,
+    pub height: u16,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MuxError {
+    #[error(transparent)]
+    Spool(#[from] crate::spool::SpoolError),
+    #[error("{path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("muxing {file}: {reason}")]
+    Webm { file: String, reason: String },
+}
+
+/// `OpusHead` (RFC 7845 section 5.1) for stereo 48 kHz, no pre-skip, no gain: Matroska's Opus CodecPrivate.
+fn opus_head() -> Vec<u8> {
+    let mut h = b"OpusHead".to_vec();
+    h.push(1); // version
+    h.push(2); // channels
+    h.extend_from_slice(&0u16.to_le_bytes()); // pre-skip
+    h.extend_from_slice(&48_000u32.to_le_bytes());
+    h.extend_from_slice(&0i16.to_le_bytes()); // output gain
+    h.push(0); // channel mapping family
+    h
+}
+
+/// Presentation times in nanoseconds from the first frame: from RTP timestamps (smooth, the encoder's clock),
+/// re-based on arrival times when the two drift apart by more than [`RESYNC_AFTER_NS`]; never decreasing.
+pub fn timeline(frames: &[Frame], clock_rate: u32) -> Vec<u64> {
+    let Some(first) = frames.first() else { return Vec::new() };
+    let mut out = Vec::with_capacity(frames.len());
+    let (mut last_rtp, mut rtp_ns, mut base_ns) = (first.rtp_timestamp, 0i64, 0i64);
+    let mut previous = 0u64;
+    for f in frames {
+        let ticks = i64::from(f.rtp_timestamp.wrapping_sub(last_rtp) as i32);
+        last_rtp = f.rtp_timestamp;
+        rtp_ns += ticks * 1_000_000_000 / i64::from(clock_rate);
+        let arrival_ns = (f.arrival_us.saturating_sub(first.arrival_us) * 1000) as i64;
+        if (base_ns + rtp_ns - arrival_ns).abs() > RESYNC_AFTER_NS {
+            base_ns = arrival_ns - rtp_ns;
+        }
+        let t = (base_ns + rtp_ns).max(previous as i64) as u64;
+        out.push(t);
+        previous = t;
+    }
+    out
+}
+
+/// Muxes spooled track `spool_file` into `out_dir/<n>-<name>-<source>.webm`; `None` if the track holds no frame
+/// or is H.264, which WebM cannot carry and this recorder does not record yet.
+pub fn mux_track(spool_file: &Path, started_us: u64, out_dir: &Path, n: usize) -> Result<Option<TrackFile>, MuxError> {
+    let (header, frames) = read_track(spool_file)?;
+    if frames.is_empty() {
+        return Ok(None);
+    }
+    let codec = match header.codec {
+        Codec::Vp8 => Some(VideoCodecId::VP8),
+        Codec::Vp9 => Some(VideoCodecId::VP9),
+        Codec::Opus => None,
+        Codec::H264 => {
+            tracing::warn!(track = %header.track_id, "H.264 tracks are not recorded yet: skipped");
+            return Ok(None);
+        }
+    };
+    let file = format!("{n}-{}-{}.webm", safe(&header.name), header.source);
+    let path: PathBuf = out_dir.join(&file);
+    let io = |source| MuxError::Io { path: path.display().to_string(), source };
+    let webm_error = |e: webm::mux::Error| MuxError::Webm { file: file.clone(), reason: format!("{e:?}") };
+    let dest = File::create(&path).map_err(io)?;
+    let builder = SegmentBuilder::new(Writer::new(BufWriter::new(dest))).map_err(webm_error)?;
+    let builder = builder.set_writing_app("sluice-recorder").map_err(webm_error)?;
+    let size = frames
+        .iter()
+        .filter(|f| f.keyframe)
+        .find_map(|f| match header.codec {
+            Codec::Vp8 => crate::depacketize::vp8_size(&f.data),
+            _ => None,
+        })
+        .unwrap_or(DEFAULT_SIZE);
+    let (builder, track) = match codec {
+        Some(video) => {
+            let (b, t) = builder
+                .add_video_track(u32::from(size.0.max(1)), u32::from(size.1.max(1)), video, None)
+                .map_err(webm_error)?;
+            (b, u64::from(t))
+        }
+        None => {
+            let (b, t) = builder.add_audio_track(48_000, 2, AudioCodecId::Opus, None).map_err(webm_error)?;
+            let b = b.set_codec_private(t, &opus_head()).map_err(webm_error)?;
+            (b, u64::from(t))
+        }
+    };
+    let mut segment = builder.build();
+    let times = timeline(&frames, header.codec.clock_rate());
+    for (f, t) in frames.iter().zip(&times) {
+        segment.add_frame(track, &f.data, *t, f.keyframe).map_err(webm_error)?;
+    }
+    segment
+        .finalize(None)
+        .map_err(|_| MuxError::Webm { file: file.clone(), reason: "libwebm could not finalize the file".into() })?;
+    let is_video = codec.is_some();
+    Ok(Some(TrackFile {
+        offset_ms: frames[0].arrival_us.saturating_sub(started_us) / 1000,
+        duration_ms: times.last().copied().unwrap_or(0) / 1_000_000,
+        frames: frames.len(),
+        width: if is_video { size.0 } else { 0 },
+        height: if is_video { size.1 } else { 0 },
+        header,
+        file,
+    }))
+}
+
+/// A name safe in a file name: letters, digits, `-` and `_`, at most 32 of them.
+fn safe(name: &str) -> String {
+    let s: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).take(32).collect();
+    if s.is_empty() { "track".into() } else { s }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spool::{Manifest, Spool};
+
+    fn frame(rtp: u32, arrival_us: u64) -> Frame {
+        Frame { keyframe: true, rtp_timestamp: rtp, arrival_us, data: vec![0xfc, 0xff, 0xfe] }
+    }
+
+    #[test]
+    fn the_timeline_follows_rtp_and_resyncs_on_a_jump() {
+        let frames = [frame(1000, 0), frame(1960, 20_000), frame(2920, 40_000), frame(9_000_000, 60_000)];
+        let t = timeline(&frames, 48_000);
+        assert_eq!(&t[..3], &[0, 20_000_000, 40_000_000]);
+        assert_eq!(t[3], 60_000_000, "a jump of the RTP clock follows arrival");
+        // Across the 32-bit wrap.
+        let frames = [frame(u32::MAX - 479, 0), frame(480, 20_000)];
+        assert_eq!(timeline(&frames, 48_000), vec![0, 20_000_000]);
+    }
+
+    #[test]
+    fn an_opus_track_becomes_a_webm_file() {
+        let root = tempfile::tempdir().unwrap();
+        let manifest = Manifest { recording_id: "r_1".into(), meeting_id: "m".into(), started_us: 1_000_000 };
+        let spool = Spool::create(root.path(), &manifest).unwrap();
+        let header = TrackHeader {
+            track_id: "t".into(),
+            participant_id: "p".into(),
+            name: "Ada L.".into(),
+            source: "microphone".into(),
+            codec: Codec::Opus,
+        };
+        let mut w = spool.add_track(0, &header).unwrap();
+        for i in 0..50u32 {
+            w.write(&frame(i * 960, 1_500_000 + u64::from(i) * 20_000)).unwrap();
+        }
+        w.flush().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let t = mux_track(&spool.tracks().unwrap()[0], 1_000_000, out.path(), 0).unwrap().unwrap();
+        assert_eq!(t.file, "0-Ada_L_-microphone.webm");
+        assert_eq!((t.offset_ms, t.duration_ms, t.frames), (500, 980, 50));
+        let bytes = std::fs::read(out.path().join(&t.file)).unwrap();
+        assert_eq!(&bytes[..4], &[0x1a, 0x45, 0xdf, 0xa3], "an EBML header");
+        assert!(bytes.windows(8).any(|w| w == b"OpusHead"), "the Opus CodecPrivate is there");
+        assert!(bytes.windows(6).any(|w| w == b"A_OPUS"));
+    }
+}
