@@ -976,6 +976,8 @@ fn a_host_records_a_meeting_and_plays_it_back_with_subtitles() {
         assert_eq!(streams, vec![("video".to_string(), "vp8".to_string())]);
         assert!(track_duration > recorded - 4.0, "Alice's camera file lasts {track_duration} s");
         assert!(stored.join("composed.mp4").is_file(), "the MP4 is in the bucket");
+        let listed = ready["track_urls"].as_array().map_or(0, Vec::len);
+        assert_eq!(listed, tracks.len(), "the API lists every track file: {ready}");
         let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
         let multipart = metrics
             .lines()

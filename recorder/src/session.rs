@@ -418,10 +418,10 @@ pub fn parse_sections(sdp: &str) -> Vec<Section> {
             if let (Some(media), Some(rtx)) = (ssrcs.next(), ssrcs.next()) {
                 (s.ssrc, s.rtx_ssrc) = (Some(media), Some(rtx));
             }
-        } else if let Some(ssrc) = line.strip_prefix("a=ssrc:") {
-            if s.ssrc.is_none() {
-                s.ssrc = ssrc.split(' ').next().and_then(|x| x.parse().ok());
-            }
+        } else if let Some(ssrc) = line.strip_prefix("a=ssrc:")
+            && s.ssrc.is_none()
+        {
+            s.ssrc = ssrc.split(' ').next().and_then(|x| x.parse().ok());
         }
     }
     out

@@ -35,7 +35,7 @@ pub struct RecordingView {
     pub file_url: Option<String>,
     /// The WebVTT subtitles (once transcribed).
     pub vtt_url: Option<String>,
-    /// Per-track files, `tracks/<name>` under the recording.
+    /// Per-track files (WebM), in `GET /recordings/{id}` only.
     pub track_urls: Vec<String>,
     /// Works without an account until `share_expires_at`.
     pub share_url: Option<String>,
@@ -161,7 +161,21 @@ pub async fn get(
     headers: HeaderMap,
 ) -> Result<Json<RecordingView>, ApiError> {
     let recording = readable(&state, &id, &access, &headers).await?;
-    Ok(Json(view(&state, recording)))
+    let tracks = format!("{}/tracks", prefix(&recording));
+    let names: Vec<String> = state
+        .blobs
+        .list(&tracks)
+        .await?
+        .into_iter()
+        .filter_map(|o| o.location.filename().map(str::to_string))
+        .collect();
+    let mut v = view(&state, recording);
+    let share = access.share.as_ref().map_or(String::new(), |s| format!("?share={s}"));
+    v.track_urls = names
+        .iter()
+        .map(|n| format!("{}/recordings/{}/files/tracks/{n}{share}", state.public_url, v.recording.id))
+        .collect();
+    Ok(Json(v))
 }
 
 /// `GET /meetings/{id}/recordings` with a token of the meeting: newest last.

@@ -1,7 +1,7 @@
 //! Writes the seed corpus of the TURN fuzz targets (`turn/fuzz/corpus/{message,server}/`): real requests of
 //! every method, signed where they must be, and whole sessions for the server target.
 //!
-//! `cargo run -p sluice-turn --example fuzz_seeds`
+//! `cargo run -p sluice-turn --example turn_fuzz_seeds`
 
 use std::net::SocketAddr;
 use std::path::Path;
