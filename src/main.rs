@@ -374,7 +374,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Sfu => not_in_this_build("sfu", "the media dataplane"),
         Command::Turn => run_turn(&config, &data_dir).await,
-        Command::Recorder => not_in_this_build("recorder", "the recorder"),
+        Command::Recorder => run_recorder(&config, &data_dir).await,
         Command::Bench(BenchArgs { scenario: BenchScenario::Fanout(args) }) => bench_fanout(&args),
         Command::Bench(BenchArgs { scenario: BenchScenario::Meeting(args) }) => bench_meeting(&args).await,
         Command::Bench(BenchArgs { scenario: BenchScenario::Turn(args) }) => {
@@ -570,20 +570,7 @@ async fn serve(config: Config, data_dir: PathBuf) -> anyhow::Result<()> {
         services.ice = Some(Arc::new(ice_server_issuer(&config.turn, &data_dir, turn)?));
         services.turn = Some(Arc::clone(turn));
     }
-    if config.recorder.enabled {
-        let recorder = sluice_recorder::Recorder::new(
-            config.recorder.clone(),
-            &data_dir,
-            Arc::clone(&services.store),
-            services.blobs.clone(),
-        )
-        .map_err(anyhow::Error::msg)?;
-        let resumed = recorder.recover().await.map_err(anyhow::Error::msg).context("recovering recordings")?;
-        if resumed > 0 {
-            tracing::info!(resumed, "finishing recordings a restart interrupted");
-        }
-        services.recorder = Some(Arc::new(recorder));
-    }
+    services.recorder = recorder_for_serve(&config, &data_dir, &services).await?;
     let server = HttpServer::bind(&config.http, services).await?;
     let pump = spawn_event_pump(Arc::clone(&dataplane), server.signaling());
     tracing::info!(addr = %server.local_addr(), "HTTP listening");
@@ -728,6 +715,67 @@ async fn run_turn(config: &Config, data_dir: &std::path::Path) -> anyhow::Result
         drops = %drops.join(" "),
         "TURN stopped"
     );
+    Ok(())
+}
+
+/// The recorder `serve` uses: none, a `sluice recorder` elsewhere (`recorder.remote_url`), or its own, which first
+/// finishes what a restart interrupted.
+async fn recorder_for_serve(
+    config: &Config,
+    data_dir: &std::path::Path,
+    services: &Services,
+) -> anyhow::Result<Option<Arc<dyn sluice_controlplane::recording::RecorderHandle>>> {
+    if !config.recorder.enabled {
+        return Ok(None);
+    }
+    if !config.recorder.remote_url.is_empty() {
+        let remote =
+            sluice_recorder::remote::RemoteRecorder::new(&config.recorder.remote_url).map_err(anyhow::Error::msg)?;
+        tracing::info!(url = %config.recorder.remote_url, "recordings go to a separate recorder");
+        return Ok(Some(Arc::new(remote)));
+    }
+    let recorder = local_recorder(config, data_dir, services, true).await?;
+    Ok(Some(Arc::new(recorder)))
+}
+
+async fn local_recorder(
+    config: &Config,
+    data_dir: &std::path::Path,
+    services: &Services,
+    sole: bool,
+) -> anyhow::Result<sluice_recorder::Recorder> {
+    let recorder = sluice_recorder::Recorder::new(
+        config.recorder.clone(),
+        data_dir,
+        Arc::clone(&services.store),
+        services.blobs.clone(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    let resumed = recorder.recover(sole).await.map_err(anyhow::Error::msg).context("recovering recordings")?;
+    if resumed > 0 {
+        tracing::info!(resumed, "finishing recordings a restart interrupted");
+    }
+    Ok(recorder)
+}
+
+/// `sluice recorder`: the recorder alone, taking jobs from `sluice serve` (`recorder.remote_url` there) on
+/// `recorder.listen`; the same database, object storage and token secret as the control plane.
+async fn run_recorder(config: &Config, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    let services = Services::open(&config.database, &config.storage, &config.auth, data_dir).await?;
+    let recorder = local_recorder(config, data_dir, &services, false).await?;
+    let addr = config.recorder.listen;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("recorder.listen {addr}"))?;
+    let bound = listener.local_addr()?;
+    let app = sluice_recorder::remote::job_api(recorder.clone(), services.tokens.clone());
+    println!("Sluice recorder is ready: jobs on http://{bound}");
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    // Running recordings stop and flush their spools; the next start finishes them.
+    recorder.stop_all();
+    let deadline = std::time::Instant::now() + DATAPLANE_STOP_TIMEOUT;
+    while recorder.active() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tracing::info!(still_recording = recorder.active(), "recorder stopped");
     Ok(())
 }
 

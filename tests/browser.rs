@@ -1058,3 +1058,87 @@ fn a_recording_interrupted_by_a_crash_completes_after_restart() {
         );
     });
 }
+
+/// `sluice recorder` alone with `env`; returns it and its job API's base URL.
+fn start_recorder(data_dir: &Path, env: &[(&str, &str)]) -> (Process, String) {
+    let mut cmd = Command::new(BIN);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("SLUICE_") || key == "DATABASE_URL" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.arg("--data-dir")
+        .arg(data_dir)
+        .arg("recorder")
+        .env("RUST_LOG", std::env::var("SLUICE_E2E_LOG").unwrap_or_else(|_| "warn".into()))
+        .env("SLUICE_RECORDER__LISTEN", "127.0.0.1:0")
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut child = cmd.spawn().expect("spawn sluice recorder");
+    let stdout = child.stdout.take().unwrap();
+    let line = BufReader::new(stdout).lines().next().expect("sluice recorder printed its ready line").unwrap();
+    assert!(line.starts_with("Sluice recorder is ready: jobs on "), "{line}");
+    (Process(child, false), line.rsplit(' ').next().unwrap().to_string())
+}
+
+#[test]
+fn a_separate_recorder_process_records_a_meeting() {
+    in_fresh_netns("a_separate_recorder_process_records_a_meeting", async || {
+        // One deployment: the same database, object storage and token secret; the recorder in its own process
+        // with its own spool.
+        let shared = tempfile::tempdir().unwrap();
+        let db = format!("sqlite://{}", shared.path().join("sluice.db").display());
+        let objects = shared.path().join("objects").display().to_string();
+        let common = [
+            ("SLUICE_DATABASE__URL", db.as_str()),
+            ("SLUICE_STORAGE__PATH", objects.as_str()),
+            ("SLUICE_AUTH__TOKEN_SECRET", "a-shared-secret-of-at-least-32-bytes-0123456789"),
+            ("SLUICE_RECORDER__TRANSCRIPTION__BACKEND", "none"),
+        ];
+        let recorder_dir = tempfile::tempdir().unwrap();
+        let (_recorder, jobs) = start_recorder(recorder_dir.path(), &common);
+        let server_dir = tempfile::tempdir().unwrap();
+        let mut env = common.to_vec();
+        env.push(("SLUICE_RECORDER__REMOTE_URL", &jobs));
+        let (_server, base) = start_server_with(server_dir.path(), &env);
+
+        // The recorder takes jobs only with a recorder token the deployment minted.
+        let forged =
+            json!({"recording_id": "r_x", "meeting_id": "abc-defg-hij", "token": "forged", "signaling_url": "ws://x"});
+        let r = reqwest::Client::new().post(format!("{jobs}/jobs")).json(&forged).send().await.unwrap();
+        assert_eq!(r.status(), 401, "a job with a forged token");
+
+        let (_chromedriver, driver) = start_chromedriver().await;
+        let (id, host_token) = create_recordable_meeting(&base).await;
+        let alice = Browser::launch(&driver).await;
+        alice.goto(&format!("{base}/m/{id}?name=Alice")).await;
+        let bob = Browser::launch(&driver).await;
+        bob.goto(&format!("{base}/m/{id}?name=Bob")).await;
+        wait_decoding(&bob, "Bob", 1, 1).await;
+        let (status, started) = recording_action(&base, &id, "start", &host_token).await;
+        assert_eq!(status, 201, "{started}");
+        let began = Instant::now();
+        let recording = started["id"].as_str().unwrap().to_string();
+        wait_true(
+            &alice,
+            "Alice sees the recording badge",
+            "return !document.getElementById('recording-badge').hidden",
+        )
+        .await;
+        assert!(recorder_dir.path().join("spool").join(&recording).is_dir(), "the recorder process spools it");
+        assert!(!server_dir.path().join("spool").join(&recording).exists(), "the server does not");
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let (status, stopped) = recording_action(&base, &id, "stop", &host_token).await;
+        let recorded = began.elapsed().as_secs_f64();
+        assert_eq!(status, 200, "{stopped}");
+        let ready = wait_recording(&base, &recording, &host_token, "ready", |r| r["status"] == "ready").await;
+        let mp4 = shared.path().join("out.mp4");
+        download(ready["file_url"].as_str().unwrap(), &host_token, &mp4).await;
+        let (streams, duration) = probe(&mp4);
+        assert!(streams.contains(&("video".into(), "h264".into())), "{streams:?}");
+        assert!((duration - recorded).abs() <= 1.0, "the MP4 lasts {duration} s; the recording ran {recorded:.1} s");
+        alice.close().await;
+        bob.close().await;
+    });
+}

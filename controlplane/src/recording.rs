@@ -3,7 +3,7 @@
 //! beside it.
 
 /// One recording to make: the `recordings` row exists with status `recording`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RecordingJob {
     pub recording_id: String,
     pub meeting_id: String,
@@ -19,7 +19,14 @@ pub trait RecorderHandle: Send + Sync + std::fmt::Debug {
     async fn start(&self, job: RecordingJob) -> Result<(), String>;
     /// Stops receiving. Processing (mux, composition, upload, transcription) goes on in the background and ends
     /// with the row `ready` or `failed`. False if this recorder does not hold that recording.
-    async fn stop(&self, recording_id: &str) -> bool;
+    /// `job` names the recording and carries a fresh recorder token for its meeting (a recorder elsewhere checks
+    /// it before it stops anything).
+    async fn stop(&self, job: &RecordingJob) -> Result<bool, String>;
+    /// In this process: it joins through this server's own loopback address. A recorder elsewhere joins
+    /// through the public URL.
+    fn in_process(&self) -> bool {
+        true
+    }
 }
 
 /// Where a recording's files live in object storage: `composed.mp4`, `transcript.vtt`, `manifest.json` and

@@ -22,6 +22,8 @@ sysctl --quiet --system
 install -m 0644 "$here/sluice.service" /etc/systemd/system/sluice.service
 # The relay alone, for relay hosts: installed, not enabled (`systemctl enable --now sluice-turn`).
 install -m 0644 "$here/sluice-turn.service" /etc/systemd/system/sluice-turn.service
+# The recorder alone, for recording hosts: installed, not enabled (`systemctl enable --now sluice-recorder`).
+install -m 0644 "$here/sluice-recorder.service" /etc/systemd/system/sluice-recorder.service
 systemctl daemon-reload
 # Checks the configuration before enabling: exits 2 naming the key if anything is wrong.
 sudo -u sluice /usr/local/bin/sluice --config /etc/sluice/sluice.toml serve --print-config >/dev/null

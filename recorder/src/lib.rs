@@ -10,6 +10,7 @@ pub mod compose;
 pub mod depacketize;
 pub mod jitter;
 pub mod mux;
+pub mod remote;
 pub mod service;
 pub mod session;
 pub mod sphinx;

@@ -33,6 +33,10 @@ pub struct RecorderConfig {
     pub ffmpeg: PathBuf,
     /// Threads ffmpeg may use: composition runs beside live meetings and should not take every core.
     pub compose_threads: u32,
+    /// `sluice serve` sends recordings to the `sluice recorder` at this URL instead of recording in-process.
+    pub remote_url: String,
+    /// `sluice recorder`: where it takes jobs from the control plane.
+    pub listen: std::net::SocketAddr,
     /// Keep the spool after a recording is uploaded (debugging).
     pub keep_spool: bool,
     pub transcription: TranscriptionConfig,
@@ -45,6 +49,8 @@ impl Default for RecorderConfig {
             spool_dir: "spool".into(),
             ffmpeg: "ffmpeg".into(),
             compose_threads: 2,
+            remote_url: String::new(),
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8090)),
             keep_spool: false,
             transcription: TranscriptionConfig::default(),
         }
@@ -105,13 +111,15 @@ impl Recorder {
     }
 
     /// Finishes recordings a crash or restart interrupted; returns how many it took up. Runs them in the
-    /// background.
-    pub async fn recover(&self) -> Result<usize, String> {
+    /// background. `sole`: this is the deployment's only recorder, so an interrupted recording whose spool is not
+    /// here is lost and marked failed; a recorder among several leaves those to the recorder that has them.
+    pub async fn recover(&self, sole: bool) -> Result<usize, String> {
         let mut interrupted =
             self.inner.store.recordings_with_status(RecordingStatus::Recording).await.map_err(|e| e.to_string())?;
         interrupted.extend(
             self.inner.store.recordings_with_status(RecordingStatus::Processing).await.map_err(|e| e.to_string())?,
         );
+        interrupted.retain(|r| sole || self.inner.spool_root.join(&r.id).join("recording.json").exists());
         let n = interrupted.len();
         for r in interrupted {
             let inner = Arc::clone(&self.inner);
@@ -131,6 +139,14 @@ impl Recorder {
     /// Recordings running now.
     pub fn active(&self) -> usize {
         self.inner.active.lock().expect("not poisoned").len()
+    }
+
+    /// Stops every running recording (shutting down): each session flushes its spool, and the next start
+    /// finishes them.
+    pub fn stop_all(&self) {
+        for switch in self.inner.active.lock().expect("not poisoned").values() {
+            let _ = switch.send(true);
+        }
     }
 }
 
@@ -163,15 +179,15 @@ impl RecorderHandle for Recorder {
         Ok(())
     }
 
-    async fn stop(&self, recording_id: &str) -> bool {
+    async fn stop(&self, job: &RecordingJob) -> Result<bool, String> {
         let active = self.inner.active.lock().expect("not poisoned");
-        match active.get(recording_id) {
+        Ok(match active.get(&job.recording_id) {
             Some(switch) => {
                 let _ = switch.send(true);
                 true
             }
             None => false,
-        }
+        })
     }
 }
 

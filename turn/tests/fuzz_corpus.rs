@@ -27,7 +27,10 @@ fn replay(target: &str, run: fn(&[u8])) -> usize {
             count += 1;
         }
     }
-    assert!(count >= 4, "{target}: only {count} corpus files; run `cargo run -p sluice-turn --example turn_fuzz_seeds`");
+    assert!(
+        count >= 4,
+        "{target}: only {count} corpus files; run `cargo run -p sluice-turn --example turn_fuzz_seeds`"
+    );
     count
 }
 

@@ -97,19 +97,7 @@ pub async fn start(
         updated_at: at,
     };
     state.store.create_recording(&recording).await?;
-    let token = state.tokens.mint(&TokenRequest {
-        meeting_id: meeting.id.clone(),
-        user_id: format!("recorder-{}", recording.id),
-        name: RECORDER_NAME.into(),
-        role: Role::Recorder,
-        ttl_secs: Some(RECORDER_TOKEN_TTL_SECS),
-    });
-    let job = RecordingJob {
-        recording_id: recording.id.clone(),
-        meeting_id: meeting.id.clone(),
-        token,
-        signaling_url: format!("{}/signaling", state.local_url.replacen("http", "ws", 1)),
-    };
+    let job = job(&state, recorder.as_ref(), &recording);
     if let Err(e) = recorder.start(job).await {
         let update = crate::store::RecordingUpdate {
             status: Some(RecordingStatus::Failed),
@@ -136,7 +124,11 @@ pub async fn stop(
         .await?
         .ok_or_else(|| ApiError::conflict(format!("meeting {id:?} is not being recorded")))?;
     let recorder = state.recorder.as_ref().ok_or_else(|| ApiError::unavailable("this server runs no recorder"))?;
-    if !recorder.stop(&recording.id).await {
+    let held = recorder
+        .stop(&job(&state, recorder.as_ref(), &recording))
+        .await
+        .map_err(|e| ApiError::unavailable(format!("the recorder: {e}")))?;
+    if !held {
         return Err(ApiError::conflict(format!(
             "recording {} is not held by this server's recorder (it is finished after a restart)",
             recording.id
@@ -145,6 +137,24 @@ pub async fn stop(
     tracing::info!(meeting = %meeting.id, recording = %recording.id, "recording stopped");
     let recording = state.store.recording(&recording.id).await?.unwrap_or(recording);
     Ok(Json(view(&state, recording)))
+}
+
+/// The recorder's instructions for `recording`, with a fresh recorder token for its meeting.
+fn job(state: &AppState, recorder: &dyn crate::recording::RecorderHandle, recording: &Recording) -> RecordingJob {
+    let token = state.tokens.mint(&TokenRequest {
+        meeting_id: recording.meeting_id.clone(),
+        user_id: format!("recorder-{}", recording.id),
+        name: RECORDER_NAME.into(),
+        role: Role::Recorder,
+        ttl_secs: Some(RECORDER_TOKEN_TTL_SECS),
+    });
+    let base = if recorder.in_process() { &state.local_url } else { &state.public_url };
+    RecordingJob {
+        recording_id: recording.id.clone(),
+        meeting_id: recording.meeting_id.clone(),
+        token,
+        signaling_url: format!("{}/signaling", base.replacen("http", "ws", 1)),
+    }
 }
 
 /// The meeting's recording in progress, if any.
