@@ -924,10 +924,12 @@ fn a_host_records_a_meeting_and_plays_it_back_with_subtitles() {
         ];
         let alice = Browser::launch_with(&driver, &speaker_args).await;
         alice.goto(&format!("{base}/m/{id}?name=Alice")).await;
+        // Bob publishes H.264 (recorded into MP4), Alice VP8 (into WebM).
         let bob = Browser::launch(&driver).await;
-        bob.goto(&format!("{base}/m/{id}?name=Bob")).await;
+        bob.goto(&format!("{base}/m/{id}?name=Bob&codec=H264")).await;
         wait_decoding(&alice, "Alice", 1, 1).await;
         wait_decoding(&bob, "Bob", 1, 1).await;
+        assert_eq!(inbound_video_codecs(&alice).await, vec!["video/H264".to_string()], "Bob sends H.264");
 
         let (status, started) = recording_action(&base, &id, "start", &host_token).await;
         assert_eq!(status, 201, "{started}");

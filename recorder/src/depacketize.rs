@@ -1,5 +1,6 @@
 //! RTP payloads back into frames, as the publisher's encoder made them: Opus (one packet, one frame), VP8
-//! (RFC 7741) and VP9 (RFC 9628) frames split over packets. Packets come in sequence order (the jitter buffer
+//! (RFC 7741) and VP9 (RFC 9628) frames split over packets, H.264 (RFC 6184: single NAL units, STAP-A, FU-A)
+//! as Annex B access units. Packets come in sequence order (the jitter buffer
 //! orders them); a loss breaks the frame it hit, and a video track then waits for the next keyframe, since
 //! nothing after a lost frame decodes until one comes.
 
@@ -38,7 +39,16 @@ pub struct Assembler {
     size: Option<(u16, u16)>,
     /// After a loss, frames are dropped until a keyframe.
     need_keyframe: bool,
+    /// H.264: a fragmented NAL unit (FU-A) is open.
+    fragment_open: bool,
 }
+
+/// Annex B start code before each H.264 NAL unit.
+const START_CODE: [u8; 4] = [0, 0, 0, 1];
+/// H.264 NAL unit types (ITU-T H.264 table 7-1, RFC 6184 table 1).
+const NAL_IDR: u8 = 5;
+const NAL_STAP_A: u8 = 24;
+const NAL_FU_A: u8 = 28;
 
 impl Assembler {
     pub fn new(codec: Codec) -> Assembler {
@@ -50,6 +60,7 @@ impl Assembler {
             independent: false,
             size: None,
             need_keyframe: !codec.is_audio(),
+            fragment_open: false,
         }
     }
 
@@ -61,6 +72,7 @@ impl Assembler {
     /// Packets were lost before the next one: the frame in progress cannot be completed.
     pub fn gap(&mut self) {
         self.in_frame = false;
+        self.fragment_open = false;
         self.data.clear();
         if !self.codec.is_audio() {
             self.need_keyframe = true;
@@ -80,7 +92,7 @@ impl Assembler {
             }
             Codec::Vp8 => vp8_descriptor(payload)?,
             Codec::Vp9 => vp9_descriptor(payload)?,
-            Codec::H264 => return None,
+            Codec::H264 => return self.push_h264(timestamp, marker, payload),
         };
         if self.in_frame && timestamp != self.timestamp {
             // The last frame never saw its marker: its end was lost.
@@ -109,11 +121,94 @@ impl Assembler {
             Codec::Vp8 => (data.first().is_some_and(|b| b & 1 == 0), vp8_size(&data)),
             _ => (self.independent, self.size),
         };
+        self.complete(keyframe, timestamp, data, size)
+    }
+
+    fn complete(
+        &mut self,
+        keyframe: bool,
+        timestamp: u32,
+        data: Vec<u8>,
+        size: Option<(u16, u16)>,
+    ) -> Option<Assembled> {
         if self.need_keyframe && !keyframe {
             return None;
         }
         self.need_keyframe = false;
         Some(Assembled { keyframe, rtp_timestamp: timestamp, data, size })
+    }
+
+    /// H.264 has no frame-start bit: a frame is every packet of one timestamp, up to the marker.
+    fn push_h264(&mut self, timestamp: u32, marker: bool, payload: &[u8]) -> Option<Assembled> {
+        let header = *payload.first()?;
+        if self.in_frame && timestamp != self.timestamp {
+            self.gap();
+        }
+        if !self.in_frame {
+            self.data.clear();
+            (self.in_frame, self.timestamp, self.independent, self.fragment_open) = (true, timestamp, false, false);
+        }
+        let fits = |data: &Vec<u8>, more: usize| data.len() + more + START_CODE.len() <= FRAME_LEN_MAX;
+        match header & 0x1f {
+            1..=23 => {
+                if !fits(&self.data, payload.len()) {
+                    self.gap();
+                    return None;
+                }
+                self.independent |= header & 0x1f == NAL_IDR;
+                self.data.extend_from_slice(&START_CODE);
+                self.data.extend_from_slice(payload);
+            }
+            NAL_STAP_A => {
+                let mut at = 1;
+                while at + 2 <= payload.len() {
+                    let len = usize::from(u16::from_be_bytes([payload[at], payload[at + 1]]));
+                    let Some(nal) = payload.get(at + 2..at + 2 + len).filter(|n| !n.is_empty()) else {
+                        self.gap();
+                        return None;
+                    };
+                    if !fits(&self.data, nal.len()) {
+                        self.gap();
+                        return None;
+                    }
+                    self.independent |= nal[0] & 0x1f == NAL_IDR;
+                    self.data.extend_from_slice(&START_CODE);
+                    self.data.extend_from_slice(nal);
+                    at += 2 + len;
+                }
+            }
+            NAL_FU_A => {
+                let fu = *payload.get(1)?;
+                let body = &payload[2..];
+                if !fits(&self.data, body.len() + 1) {
+                    self.gap();
+                    return None;
+                }
+                if fu & 0x80 != 0 {
+                    self.independent |= fu & 0x1f == NAL_IDR;
+                    self.data.extend_from_slice(&START_CODE);
+                    self.data.push((header & 0xe0) | (fu & 0x1f));
+                    self.fragment_open = true;
+                } else if !self.fragment_open {
+                    // The fragment's start was lost.
+                    self.gap();
+                    return None;
+                }
+                self.data.extend_from_slice(body);
+                if fu & 0x40 != 0 {
+                    self.fragment_open = false;
+                }
+            }
+            // STAP-B, MTAP and FU-B belong to interleaved mode, which browsers do not use.
+            _ => return None,
+        }
+        if !marker {
+            return None;
+        }
+        self.in_frame = false;
+        let data = std::mem::take(&mut self.data);
+        let keyframe = self.independent;
+        self.complete(keyframe, timestamp, data, None)
     }
 }
 
@@ -271,6 +366,31 @@ mod tests {
     }
 
     #[test]
+    fn h264_single_nal_stap_a_and_fu_a_become_annex_b() {
+        let mut a = Assembler::new(Codec::H264);
+        // SPS and PPS aggregated, then an IDR slice in three fragments.
+        let stap = [24, 0, 3, 0x67, 0x42, 0x1f, 0, 2, 0x68, 0xce];
+        assert_eq!(a.push(100, false, &stap), None);
+        assert_eq!(a.push(100, false, &[0x7c, 0x85, 1, 2]), None);
+        assert_eq!(a.push(100, false, &[0x7c, 0x05, 3]), None);
+        let key = a.push(100, true, &[0x7c, 0x45, 4]).expect("the marker ends the access unit");
+        assert!(key.keyframe);
+        assert_eq!(
+            key.data,
+            [&[0, 0, 0, 1, 0x67, 0x42, 0x1f][..], &[0, 0, 0, 1, 0x68, 0xce], &[0, 0, 0, 1, 0x65, 1, 2, 3, 4]].concat()
+        );
+        // A non-IDR slice in one packet.
+        let delta = a.push(3100, true, &[0x41, 9, 9]).unwrap();
+        assert!(!delta.keyframe);
+        assert_eq!(delta.data, vec![0, 0, 0, 1, 0x41, 9, 9]);
+        // A fragment whose start was lost breaks the frame; video then waits for an IDR.
+        assert_eq!(a.push(6100, true, &[0x5c, 0x41, 7]), None);
+        assert!(a.needs_keyframe());
+        assert_eq!(a.push(9100, true, &[0x41, 9]), None);
+        assert!(a.push(12100, true, &[0x65, 1]).is_some_and(|f| f.keyframe));
+    }
+
+    #[test]
     fn truncated_payloads_are_refused_not_read_past() {
         let mut a = Assembler::new(Codec::Vp8);
         for p in [&[][..], &[0x80], &[0x90, 0x80], &[0x90, 0x80, 0x81]] {
@@ -281,5 +401,9 @@ mod tests {
             assert_eq!(a.push(1, true, p), None);
         }
         assert_eq!(Assembler::new(Codec::Opus).push(1, true, &[]), None);
+        let mut a = Assembler::new(Codec::H264);
+        for p in [&[][..], &[28], &[24, 0], &[24, 0, 9, 0x65], &[24, 0, 0]] {
+            assert_eq!(a.push(1, true, p), None);
+        }
     }
 }

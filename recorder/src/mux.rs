@@ -1,5 +1,5 @@
-//! Spooled frames into per-track WebM files, without re-encoding: VP8 or VP9 video, Opus audio (libwebm through
-//! the `webm` crate). Each file starts at its track's first frame; `offset_ms` says where that falls in the
+//! Spooled frames into per-track files, without re-encoding: VP8 or VP9 video and Opus audio in WebM (libwebm
+//! through the `webm` crate), H.264 in MP4 (`shiguredo_mp4`). Each file starts at its track's first frame; `offset_ms` says where that falls in the
 //! recording, so composition and transcripts line the tracks up.
 
 use std::fs::File;
@@ -77,8 +77,8 @@ pub fn timeline(frames: &[Frame], clock_rate: u32) -> Vec<u64> {
     out
 }
 
-/// Muxes spooled track `spool_file` into `out_dir/<n>-<name>-<source>.webm`; `None` if the track holds no frame
-/// or is H.264, which WebM cannot carry and this recorder does not record yet.
+/// Muxes spooled track `spool_file` into `out_dir/<n>-<name>-<source>.webm` (`.mp4` for H.264); `None` if the
+/// track holds no frame.
 pub fn mux_track(spool_file: &Path, started_us: u64, out_dir: &Path, n: usize) -> Result<Option<TrackFile>, MuxError> {
     let (header, frames) = read_track(spool_file)?;
     if frames.is_empty() {
@@ -88,10 +88,7 @@ pub fn mux_track(spool_file: &Path, started_us: u64, out_dir: &Path, n: usize) -
         Codec::Vp8 => Some(VideoCodecId::VP8),
         Codec::Vp9 => Some(VideoCodecId::VP9),
         Codec::Opus => None,
-        Codec::H264 => {
-            tracing::warn!(track = %header.track_id, "H.264 tracks are not recorded yet: skipped");
-            return Ok(None);
-        }
+        Codec::H264 => return mux_h264(header, &frames, started_us, out_dir, n),
     };
     let file = format!("{n}-{}-{}.webm", safe(&header.name), header.source);
     let path: PathBuf = out_dir.join(&file);
@@ -136,6 +133,73 @@ pub fn mux_track(spool_file: &Path, started_us: u64, out_dir: &Path, n: usize) -
         frames: frames.len(),
         width: if is_video { size.0 } else { 0 },
         height: if is_video { size.1 } else { 0 },
+        header,
+        file,
+    }))
+}
+
+/// H.264 into MP4: the first keyframe's SPS and PPS make the sample entry; samples are length-prefixed NAL units
+/// whose durations come from the timeline (the last repeats the one before it).
+fn mux_h264(
+    header: TrackHeader,
+    frames: &[Frame],
+    started_us: u64,
+    out_dir: &Path,
+    n: usize,
+) -> Result<Option<TrackFile>, MuxError> {
+    use shiguredo_mp4::bitstream::h264::{
+        H264SampleEntryConfig, LengthSize, annexb_to_length_prefixed, build_avc1_box_from_annexb,
+    };
+    use shiguredo_mp4::mux::{Mp4FileMuxer, Sample};
+    use std::io::{Seek, SeekFrom, Write};
+
+    let file = format!("{n}-{}-{}.mp4", safe(&header.name), header.source);
+    let path = out_dir.join(&file);
+    let failed = |reason: String| MuxError::Webm { file: file.clone(), reason };
+    let io = |source| MuxError::Io { path: path.display().to_string(), source };
+    let config = H264SampleEntryConfig { length_size: LengthSize::FourBytes };
+    let entry = build_avc1_box_from_annexb(&frames[0].data, &config)
+        .map_err(|e| failed(format!("the first keyframe has no usable SPS and PPS: {e:?}")))?;
+    let size = (entry.visual.width, entry.visual.height);
+    let times = timeline(frames, Codec::H264.clock_rate());
+    let ticks: Vec<u32> = times.windows(2).map(|w| ((w[1] - w[0]) * 90 / 1_000_000) as u32).collect();
+    let last = ticks.last().copied().unwrap_or(3000);
+    let mut muxer = Mp4FileMuxer::new().map_err(|e| failed(format!("{e:?}")))?;
+    let mut out = std::io::BufWriter::new(File::create(&path).map_err(io)?);
+    out.write_all(muxer.initial_boxes_bytes()).map_err(io)?;
+    let mut offset = muxer.initial_boxes_bytes().len() as u64;
+    let mut entry = Some(shiguredo_mp4::boxes::SampleEntry::Avc1(entry));
+    for (i, f) in frames.iter().enumerate() {
+        let Ok(data) = annexb_to_length_prefixed(&f.data, LengthSize::FourBytes) else {
+            tracing::warn!(track = %header.track_id, frame = i, "an H.264 frame that is not Annex B: skipped");
+            continue;
+        };
+        out.write_all(&data).map_err(io)?;
+        let sample = Sample {
+            track_kind: shiguredo_mp4::TrackKind::Video,
+            sample_entry: entry.take(),
+            keyframe: f.keyframe,
+            timescale: std::num::NonZeroU32::new(90_000).expect("not zero"),
+            duration: ticks.get(i).copied().unwrap_or(last),
+            composition_time_offset: None,
+            data_offset: offset,
+            data_size: data.len(),
+        };
+        muxer.append_sample(&sample).map_err(|e| failed(format!("{e:?}")))?;
+        offset += data.len() as u64;
+    }
+    let finalized = muxer.finalize().map_err(|e| failed(format!("{e:?}")))?;
+    for (at, bytes) in finalized.offset_and_bytes_pairs() {
+        out.seek(SeekFrom::Start(at)).map_err(io)?;
+        out.write_all(bytes).map_err(io)?;
+    }
+    out.flush().map_err(io)?;
+    Ok(Some(TrackFile {
+        offset_ms: frames[0].arrival_us.saturating_sub(started_us) / 1000,
+        duration_ms: times.last().copied().unwrap_or(0) / 1_000_000,
+        frames: frames.len(),
+        width: size.0,
+        height: size.1,
         header,
         file,
     }))

@@ -67,6 +67,8 @@ struct StoredManifest<'a> {
     tracks: &'a [TrackFile],
     composed: Option<&'a str>,
     transcript: Option<&'a str>,
+    /// How long transcription took, from the start of the first track's recognition to the last cue.
+    transcription_ms: Option<u64>,
 }
 
 #[derive(Clone)]
@@ -227,6 +229,11 @@ impl Inner {
         }
     }
 
+    /// Whether `key` is in storage (a failure to ask counts as no: the upload is then repeated).
+    async fn stored(&self, key: &str) -> bool {
+        matches!(self.blobs.head(key).await, Ok(Some(_)))
+    }
+
     async fn set(&self, id: &str, update: RecordingUpdate) -> bool {
         match self.store.update_recording(id, &update, now()).await {
             Ok(_) => true,
@@ -279,26 +286,32 @@ impl Inner {
             return Err("nothing was recorded: no participant sent audio or video while the recording ran".into());
         }
         let duration_ms = tracks.iter().map(|t| t.offset_ms + t.duration_ms).max().unwrap_or(0);
+        // An object exists only once its (multipart) upload completed, so what a restart finds stored is whole:
+        // the upload resumes with what is missing.
         for t in &tracks {
-            self.blobs
-                .put_file_multipart(&format!("{prefix}/tracks/{}", t.file), &out.join(&t.file))
-                .await
-                .map_err(|e| format!("uploading {}: {e}", t.file))?;
+            let key = format!("{prefix}/tracks/{}", t.file);
+            if !self.stored(&key).await {
+                self.blobs
+                    .put_file_multipart(&key, &out.join(&t.file))
+                    .await
+                    .map_err(|e| format!("uploading {}: {e}", t.file))?;
+            }
         }
         let composed = "composed.mp4";
-        let c = &self.config;
-        let composition =
-            crate::compose::compose(&c.ffmpeg, &out, &tracks, duration_ms, c.compose_threads, composed).await;
-        if let Err(e) = composition {
-            self.put_manifest(&prefix, &manifest, duration_ms, &tracks, None, None).await?;
-            return Err(format!("composing the MP4 failed (the per-track files are stored): {e}"));
-        }
         let key = format!("{prefix}/{composed}");
-        let size = self
-            .blobs
-            .put_file_multipart(&key, &out.join(composed))
-            .await
-            .map_err(|e| format!("uploading the MP4: {e}"))?;
+        if !self.stored(&key).await {
+            let c = &self.config;
+            let composition =
+                crate::compose::compose(&c.ffmpeg, &out, &tracks, duration_ms, c.compose_threads, composed).await;
+            if let Err(e) = composition {
+                self.put_manifest(&prefix, &manifest, duration_ms, &tracks, None, None).await?;
+                return Err(format!("composing the MP4 failed (the per-track files are stored): {e}"));
+            }
+            self.blobs
+                .put_file_multipart(&key, &out.join(composed))
+                .await
+                .map_err(|e| format!("uploading the MP4: {e}"))?;
+        }
         self.put_manifest(&prefix, &manifest, duration_ms, &tracks, Some(composed), None).await?;
         let ready = RecordingUpdate {
             status: Some(RecordingStatus::Ready),
@@ -308,7 +321,7 @@ impl Inner {
         };
         self.set(id, ready).await;
         metrics::counter!("sluice_recordings_ready_total").increment(1);
-        tracing::info!(recording = id, duration_ms, bytes = size, tracks = tracks.len(), "recording ready");
+        tracing::info!(recording = id, duration_ms, tracks = tracks.len(), "recording ready");
         self.transcript(id, &prefix, &manifest, duration_ms, &out, &tracks).await;
         Ok(())
     }
@@ -344,7 +357,7 @@ impl Inner {
             return;
         }
         let _ = self
-            .put_manifest(prefix, manifest, duration_ms, tracks, Some("composed.mp4"), Some("transcript.vtt"))
+            .put_manifest(prefix, manifest, duration_ms, tracks, Some("composed.mp4"), Some(("transcript.vtt", took)))
             .await;
         self.set(id, RecordingUpdate { transcript_url: Some(key), ..Default::default() }).await;
         tracing::info!(recording = id, cues = cues.len(), seconds = took.as_secs_f64(), "transcript ready");
@@ -357,7 +370,7 @@ impl Inner {
         duration_ms: u64,
         tracks: &[TrackFile],
         composed: Option<&str>,
-        transcript: Option<&str>,
+        transcript: Option<(&str, std::time::Duration)>,
     ) -> Result<(), String> {
         let stored = StoredManifest {
             recording_id: &manifest.recording_id,
@@ -366,7 +379,8 @@ impl Inner {
             duration_ms,
             tracks,
             composed,
-            transcript,
+            transcript: transcript.map(|t| t.0),
+            transcription_ms: transcript.map(|t| t.1.as_millis() as u64),
         };
         let body = serde_json::to_vec_pretty(&stored).expect("a manifest serialises");
         self.blobs

@@ -218,6 +218,62 @@ mod tests {
         );
     }
 
+    /// A stand-in for an OpenAI-compatible service on loopback: answers with the utterance's length, refuses a
+    /// wrong key, and records what it was sent.
+    async fn fake_service(key: &'static str) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+        use axum::http::{HeaderMap, StatusCode};
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = std::sync::Arc::clone(&seen);
+        let app = axum::Router::new().route(
+            "/v1/audio/transcriptions",
+            axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+                let log = std::sync::Arc::clone(&log);
+                async move {
+                    if headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(&format!("Bearer {key}")) {
+                        return (StatusCode::UNAUTHORIZED, r#"{"error":{"message":"bad key"}}"#.to_string());
+                    }
+                    let text = String::from_utf8_lossy(&body).to_string();
+                    // The WAV's data chunk (after its RIFF header; the multipart headers say "form-data" too).
+                    let riff = body.windows(4).position(|w| w == b"RIFF").unwrap_or(0);
+                    let wav_len = body[riff..].windows(4).position(|w| w == b"data").map_or(0, |at| {
+                        let at = riff + at;
+                        u32::from_le_bytes(body[at + 4..at + 8].try_into().unwrap()) as usize
+                    });
+                    log.lock().unwrap().push(text);
+                    (StatusCode::OK, format!(r#"{{"text":" {} bytes "}}"#, wav_len))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (url, seen)
+    }
+
+    #[tokio::test]
+    async fn the_openai_back_end_sends_each_utterance_as_a_wav_and_keeps_our_times() {
+        let (url, seen) = fake_service("k3y").await;
+        let config = TranscriptionConfig {
+            backend: Backend::Openai,
+            openai_url: format!("{url}/"),
+            openai_key: "k3y".into(),
+            openai_model: "whisper-large".into(),
+            ..TranscriptionConfig::default()
+        };
+        let samples = vec![7i16; 16_000];
+        let texts = openai_spans(&config, &samples, &[(0, 800), (1_600, 16_000)]).await.unwrap();
+        assert_eq!(texts, vec!["1600 bytes".to_string(), "28800 bytes".to_string()]);
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 2);
+        assert!(seen[0].contains("name=\"model\"") && seen[0].contains("whisper-large"), "{}", seen[0]);
+        assert!(seen[0].contains("filename=\"utterance.wav\"") && seen[0].contains("RIFF"), "{}", seen[0]);
+        let wrong = TranscriptionConfig { openai_key: "nope".into(), ..config };
+        let e = openai_spans(&wrong, &samples, &[(0, 800)]).await.unwrap_err();
+        assert!(e.contains("401") && e.contains("bad key"), "{e}");
+        let unset = TranscriptionConfig { openai_url: String::new(), ..TranscriptionConfig::default() };
+        assert!(openai_spans(&unset, &samples, &[(0, 800)]).await.unwrap_err().contains("openai_url is empty"));
+    }
+
     #[test]
     fn wav_header_describes_the_samples() {
         let w = wav(&[1, -1, 2], 16_000);

@@ -136,3 +136,105 @@ async fn a_missing_ffmpeg_is_named_in_the_error() {
         .unwrap_err();
     assert!(e.to_string().contains("apt install ffmpeg"), "{e}");
 }
+
+/// Annex B access units of `stream` (one slice per picture, as x264 and browsers make them): a new unit starts
+/// at a parameter set, SEI or slice that follows a slice.
+fn access_units(stream: &[u8]) -> Vec<Vec<u8>> {
+    // NAL units after 3- or 4-byte start codes; each is written back with a 4-byte one.
+    let starts: Vec<usize> =
+        (0..stream.len().saturating_sub(2)).filter(|&i| stream[i..i + 3] == [0, 0, 1]).map(|i| i + 3).collect();
+    let mut units: Vec<Vec<u8>> = Vec::new();
+    let mut has_slice = false;
+    for (k, &start) in starts.iter().enumerate() {
+        let mut end = starts.get(k + 1).map_or(stream.len(), |next| next - 3);
+        while end > start && stream[end - 1] == 0 {
+            end -= 1;
+        }
+        let nal = &stream[start..end];
+        let kind = nal[0] & 0x1f;
+        if units.is_empty() || (has_slice && matches!(kind, 1 | 5 | 6 | 7 | 8 | 9)) {
+            units.push(Vec::new());
+            has_slice = false;
+        }
+        has_slice |= matches!(kind, 1 | 5);
+        let unit = units.last_mut().unwrap();
+        unit.extend_from_slice(&[0, 0, 0, 1]);
+        unit.extend_from_slice(nal);
+    }
+    units
+}
+
+#[test]
+fn an_h264_track_becomes_an_mp4_file_without_re_encoding() {
+    use sluice_recorder::spool::{Frame, Manifest, Spool};
+    let dir = tempfile::tempdir().unwrap();
+    ffmpeg(
+        dir.path(),
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=25",
+            "-t",
+            "2",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:v",
+            "libx264",
+            "-profile:v",
+            "baseline",
+            "-x264-params",
+            "keyint=25",
+            "-f",
+            "h264",
+            "cam.h264",
+        ],
+    );
+    let units = access_units(&std::fs::read(dir.path().join("cam.h264")).unwrap());
+    assert_eq!(units.len(), 50);
+    let manifest = Manifest { recording_id: "r_h".into(), meeting_id: "m".into(), started_us: 0 };
+    let spool = Spool::create(dir.path(), &manifest).unwrap();
+    let header = TrackHeader {
+        track_id: "t".into(),
+        participant_id: "p".into(),
+        name: "Eve".into(),
+        source: "camera".into(),
+        codec: Codec::H264,
+    };
+    let mut w = spool.add_track(0, &header).unwrap();
+    for (i, u) in units.iter().enumerate() {
+        let keyframe = u.windows(5).any(|n| n[..4] == [0, 0, 0, 1] && n[4] & 0x1f == 5);
+        w.write(&Frame {
+            keyframe,
+            rtp_timestamp: i as u32 * 3600,
+            arrival_us: 250_000 + i as u64 * 40_000,
+            data: u.clone(),
+        })
+        .unwrap();
+    }
+    w.flush().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let t = sluice_recorder::mux::mux_track(&spool.tracks().unwrap()[0], 0, out.path(), 0).unwrap().unwrap();
+    assert_eq!((t.file.as_str(), t.width, t.height, t.offset_ms, t.frames), ("0-Eve-camera.mp4", 320, 240, 250, 50));
+    let probe = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-count_frames",
+            "-show_entries",
+            "stream=codec_name,width,height,nb_read_frames:format=duration",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(out.path().join(&t.file))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&probe.stdout);
+    assert!(
+        text.starts_with("h264,320,240,50"),
+        "every frame decodes: {text} {}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    let duration: f64 = text.lines().last().unwrap().trim().parse().unwrap();
+    assert!((duration - 2.0).abs() < 0.05, "{text}");
+}
