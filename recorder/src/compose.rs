@@ -48,6 +48,91 @@ fn column(n: usize, area: Cell) -> Vec<Cell> {
     (0..n as u32).map(|i| Cell { x: area.x, y: area.y + i * h, w: area.w, h }).collect()
 }
 
+/// Where people's cells are: a grid over the whole picture, or, while a screen is shared, a column beside the
+/// spotlight. `spot_on` is an ffmpeg expression of time, true while some screen is shared.
+#[derive(Debug)]
+struct Layouts {
+    grid: Vec<Cell>,
+    column: Vec<Cell>,
+    spot: Cell,
+    spot_on: Option<String>,
+}
+
+impl Layouts {
+    fn new(people: usize, screens: &[(usize, &TrackFile)]) -> Layouts {
+        let side = even(WIDTH / 4);
+        let spot_on = (!screens.is_empty()).then(|| {
+            let spans: Vec<String> = screens
+                .iter()
+                .map(|(_, t)| {
+                    let (a, b) = (t.offset_ms as f64 / 1000.0, (t.offset_ms + t.duration_ms) as f64 / 1000.0);
+                    format!("between(t,{a:.3},{b:.3})")
+                })
+                .collect();
+            format!("gt({},0)", spans.join("+"))
+        });
+        Layouts {
+            grid: grid(people, Cell { x: 0, y: 0, w: WIDTH, h: HEIGHT }),
+            column: column(people, Cell { x: WIDTH - side, y: 0, w: side, h: HEIGHT }),
+            spot: Cell { x: 0, y: 0, w: WIDTH - side, h: HEIGHT },
+            spot_on,
+        }
+    }
+
+    /// Person `k`'s cells, each with when it shows (`None`: always).
+    fn cells(&self, k: usize) -> Vec<(Cell, Option<String>)> {
+        match &self.spot_on {
+            None => vec![(self.grid[k], None)],
+            Some(on) => vec![(self.grid[k], Some(format!("not({on})"))), (self.column[k], Some(on.clone()))],
+        }
+    }
+}
+
+/// `:enable='...'` for a filter that shows only part of the time.
+fn enable_option(enable: Option<&str>) -> String {
+    enable.map_or(String::new(), |e| format!(":enable='{e}'"))
+}
+
+/// The video part of the graph as it grows: each overlay takes `base<n>` and makes `base<n+1>`.
+struct Graph {
+    text: String,
+    base: usize,
+}
+
+impl Graph {
+    /// Input `input` at its offset, fitted into each of `cells` (split when more than one) and overlaid there
+    /// while its condition holds.
+    fn place(&mut self, input: usize, track: &TrackFile, cells: &[(Cell, Option<String>)], contain: bool) {
+        let offset = track.offset_ms as f64 / 1000.0;
+        let fit = if contain { "decrease" } else { "increase" };
+        let _ = write!(self.text, "[{input}:v]setpts=PTS-STARTPTS+{offset:.3}/TB,fps={FPS}");
+        if cells.len() > 1 {
+            let outs: String = (0..cells.len()).map(|n| format!("[s{input}_{n}]")).collect();
+            let _ = writeln!(self.text, ",split={}{outs};", cells.len());
+        } else {
+            let _ = write!(self.text, "[s{input}_0];\n");
+        }
+        for (n, (cell, enable)) in cells.iter().enumerate() {
+            let (w, h) = (cell.w, cell.h);
+            let _ = writeln!(
+                self.text,
+                "[s{input}_{n}]scale={w}:{h}:force_original_aspect_ratio={fit},crop='min(iw,{w})':'min(ih,{h})',\
+                 pad={w}:{h}:(ow-iw)/2:(oh-ih)/2:color=black[v{input}_{n}];"
+            );
+            let _ = writeln!(
+                self.text,
+                "[base{}][v{input}_{n}]overlay={}:{}:eof_action=pass{}[base{}];",
+                self.base,
+                cell.x,
+                cell.y,
+                enable_option(enable.as_deref()),
+                self.base + 1
+            );
+            self.base += 1;
+        }
+    }
+}
+
 /// A participant's cell: who, and their camera track if they had one.
 #[derive(Debug)]
 struct Person<'a> {
@@ -79,60 +164,41 @@ pub fn filter_graph(tracks: &[TrackFile], duration_ms: u64, text_dir: &Path) -> 
     }
     let screens: Vec<(usize, &TrackFile)> =
         tracks.iter().enumerate().filter(|(_, t)| t.header.source == "screen").collect();
-    let full = Cell { x: 0, y: 0, w: WIDTH, h: HEIGHT };
-    let (spotlight, cells) = if screens.is_empty() {
-        (None, grid(people.len(), full))
-    } else {
-        let side = even(WIDTH / 4);
-        let spot = Cell { x: 0, y: 0, w: WIDTH - side, h: HEIGHT };
-        (Some(spot), column(people.len(), Cell { x: WIDTH - side, y: 0, w: side, h: HEIGHT }))
-    };
     let seconds = duration_ms as f64 / 1000.0;
-    let mut g = String::new();
-    let _ = writeln!(g, "color=c={BACKGROUND}:s={WIDTH}x{HEIGHT}:r={FPS}:d={seconds:.3}[base0];");
-    let mut base = 0;
-    let mut place = |g: &mut String, input: usize, track: &TrackFile, cell: Cell, contain: bool| {
-        let offset = track.offset_ms as f64 / 1000.0;
-        let fit = if contain { "decrease" } else { "increase" };
-        let _ = writeln!(
-            g,
-            "[{input}:v]setpts=PTS-STARTPTS+{offset:.3}/TB,fps={FPS},scale={w}:{h}:force_original_aspect_ratio={fit},\
-             crop='min(iw,{w})':'min(ih,{h})',pad={w}:{h}:(ow-iw)/2:(oh-ih)/2:color=black[v{input}];",
-            w = cell.w,
-            h = cell.h,
-        );
-        let _ = writeln!(g, "[base{base}][v{input}]overlay={}:{}:eof_action=pass[base{}];", cell.x, cell.y, base + 1);
-        base += 1;
-    };
-    if let Some(spot) = spotlight {
-        for (i, t) in &screens {
-            place(&mut g, *i, t, spot, true);
-        }
+    let layouts = Layouts::new(people.len(), &screens);
+    let mut g = Graph { text: String::new(), base: 0 };
+    let _ = writeln!(g.text, "color=c={BACKGROUND}:s={WIDTH}x{HEIGHT}:r={FPS}:d={seconds:.3}[base0];");
+    for (i, t) in &screens {
+        g.place(*i, t, &[(layouts.spot, None)], true);
     }
-    for (person, cell) in people.iter().zip(&cells) {
+    for (k, person) in people.iter().enumerate() {
         if let Some((i, t)) = person.camera {
-            place(&mut g, i, t, *cell, false);
+            g.place(i, t, &layouts.cells(k), false);
         }
     }
-    let mut last = format!("base{base}");
+    let mut last = format!("base{}", g.base);
     if Path::new(FONT).exists() {
-        for (k, (person, cell)) in people.iter().zip(&cells).enumerate() {
+        for (k, person) in people.iter().enumerate() {
             let file: PathBuf = text_dir.join(format!("name{k}.txt"));
             std::fs::write(&file, person.name)?;
-            let size = (cell.h / 14).clamp(12, 28);
-            let _ = writeln!(
-                g,
-                "[{last}]drawtext=fontfile={FONT}:textfile='{}':fontsize={size}:fontcolor=white:box=1:\
-                 boxcolor=black@0.55:boxborderw=6:x={}:y={}[named{k}];",
-                file.display(),
-                cell.x + 10,
-                cell.y + cell.h - size - 16,
-            );
-            last = format!("named{k}");
+            for (n, (cell, enable)) in layouts.cells(k).into_iter().enumerate() {
+                let size = (cell.h / 14).clamp(12, 28);
+                let _ = writeln!(
+                    g.text,
+                    "[{last}]drawtext=fontfile={FONT}:textfile='{}':fontsize={size}:fontcolor=white:box=1:\
+                     boxcolor=black@0.55:boxborderw=6:x={}:y={}{}[named{k}_{n}];",
+                    file.display(),
+                    cell.x + 10,
+                    cell.y + cell.h - size - 16,
+                    enable_option(enable.as_deref()),
+                );
+                last = format!("named{k}_{n}");
+            }
         }
     } else {
         tracing::warn!(font = FONT, "no font for names (package fonts-dejavu-core): the composed video has no names");
     }
+    let mut g = g.text;
     let _ = writeln!(g, "[{last}]format=yuv420p[vout];");
     let audio: Vec<(usize, &TrackFile)> =
         tracks.iter().enumerate().filter(|(_, t)| t.header.codec.is_audio()).collect();
@@ -246,9 +312,13 @@ mod tests {
         assert!(g.contains("d=10.000[base0]"), "{g}");
         assert!(g.contains("[1:v]setpts=PTS-STARTPTS+0.040/TB"), "{g}");
         assert!(g.contains("[3:v]setpts=PTS-STARTPTS+3.000/TB"), "{g}");
-        // The screen takes the spotlight (left, 960 wide); the cameras go in the column on the right.
+        // While the screen is shared (3 s to 4 s) it takes the spotlight (left, 960 wide) and the cameras go in
+        // the column on the right; before and after, the cameras fill a grid.
         assert!(g.contains("scale=960:720"), "{g}");
-        assert!(g.contains("overlay=960:0"), "{g}");
+        let on = "gt(between(t,3.000,4.000),0)";
+        assert!(g.contains(&format!("overlay=960:0:eof_action=pass:enable='{on}'")), "{g}");
+        assert!(g.contains(&format!("overlay=0:0:eof_action=pass:enable='not({on})'")), "{g}");
+        assert!(g.contains("[1:v]setpts=PTS-STARTPTS+0.040/TB,fps=25,split=2[s1_0][s1_1];"), "{g}");
         assert!(g.contains("[2:a]aresample=48000,adelay=1500:all=1[a2]"), "{g}");
         assert!(g.contains("[a0][a2]amix=inputs=2"), "{g}");
         assert!(g.contains("loudnorm"), "{g}");

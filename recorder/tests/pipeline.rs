@@ -125,6 +125,9 @@ async fn tracks_compose_into_an_h264_aac_mp4_of_the_recording_length() {
     assert!(text.contains("h264") && text.contains("aac"), "{text}");
     let duration: f64 = text.lines().last().unwrap().trim().parse().unwrap();
     assert!((duration - 6.0).abs() < 0.3, "{text}");
+    if let Some(keep) = std::env::var_os("SLUICE_KEEP_COMPOSED") {
+        std::fs::copy(dir.path().join("out.mp4"), keep).unwrap();
+    }
 }
 
 #[tokio::test]
