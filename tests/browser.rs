@@ -819,10 +819,10 @@ fn fake_media(dir: &Path) -> (String, String) {
 }
 
 /// A meeting that allows recording: its id and the host's token.
-async fn create_recordable_meeting(base: &str) -> (String, String) {
+async fn create_recordable_meeting(base: &str, host: &str) -> (String, String) {
     let reply: Value = reqwest::Client::new()
         .post(format!("{base}/meetings"))
-        .json(&json!({"host_name": "Host", "recording_enabled": true, "settings": {"title": "recorded"}}))
+        .json(&json!({"host_name": host, "recording_enabled": true, "settings": {"title": "recorded"}}))
         .send()
         .await
         .unwrap()
@@ -917,12 +917,15 @@ fn a_host_records_a_meeting_and_plays_it_back_with_subtitles() {
             ],
         );
         let (_chromedriver, driver) = start_chromedriver().await;
-        let (id, host_token) = create_recordable_meeting(&base).await;
+        let (id, host_token) = create_recordable_meeting(&base, "Alice").await;
         let speaker_args = [
             format!("--use-file-for-fake-audio-capture={speech}"),
             format!("--use-file-for-fake-video-capture={video}"),
         ];
+        // Alice is the host: her tab holds the host token, as when she creates the meeting on the landing page.
         let alice = Browser::launch_with(&driver, &speaker_args).await;
+        alice.goto(&format!("{base}/")).await;
+        alice.eval(&format!("sessionStorage.setItem('sluice.token.{id}', '{host_token}'); return true")).await;
         alice.goto(&format!("{base}/m/{id}?name=Alice")).await;
         // Bob publishes H.264 (recorded into MP4), Alice VP8 (into WebM).
         let bob = Browser::launch(&driver).await;
@@ -931,11 +934,11 @@ fn a_host_records_a_meeting_and_plays_it_back_with_subtitles() {
         wait_decoding(&bob, "Bob", 1, 1).await;
         assert_eq!(inbound_video_codecs(&alice).await, vec!["video/H264".to_string()], "Bob sends H.264");
 
-        let (status, started) = recording_action(&base, &id, "start", &host_token).await;
-        assert_eq!(status, 201, "{started}");
+        // The host records from the web client; Bob, not a host, has no Record button.
+        wait_true(&alice, "Alice has a Record button", "return !document.getElementById('record').hidden").await;
+        assert_eq!(bob.eval("return document.getElementById('record').hidden").await, Value::Bool(true));
+        alice.eval("document.getElementById('record').click(); return true").await;
         let began = Instant::now();
-        let recording = started["id"].as_str().unwrap().to_string();
-        assert_eq!(started["status"], "recording");
         // Everyone sees that the meeting is recorded.
         for (b, who) in [(&alice, "Alice"), (&bob, "Bob")] {
             wait_true(
@@ -945,11 +948,35 @@ fn a_host_records_a_meeting_and_plays_it_back_with_subtitles() {
             )
             .await;
         }
+        let list: Value = reqwest::Client::new()
+            .get(format!("{base}/meetings/{id}/recordings"))
+            .bearer_auth(&host_token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
+        assert_eq!(list[0]["status"], "recording", "{list}");
+        let recording = list[0]["id"].as_str().unwrap().to_string();
         tokio::time::sleep(Duration::from_secs(15).saturating_sub(began.elapsed())).await;
-        let (status, stopped) = recording_action(&base, &id, "stop", &host_token).await;
+        wait_true(
+            &alice,
+            "the button offers to stop",
+            "return document.getElementById('record').textContent === 'Stop recording'",
+        )
+        .await;
+        alice.eval("document.getElementById('record').click(); return true").await;
         let recorded = began.elapsed().as_secs_f64();
-        assert_eq!(status, 200, "{stopped}");
-        wait_true(&alice, "the badge goes away", "return document.getElementById('recording-badge').hidden").await;
+        for (b, who) in [(&alice, "Alice"), (&bob, "Bob")] {
+            wait_true(
+                b,
+                &format!("{who}'s badge goes away"),
+                "return document.getElementById('recording-badge').hidden",
+            )
+            .await;
+        }
 
         let ready = wait_recording(&base, &recording, &host_token, "ready", |r| r["status"] == "ready").await;
         println!("recording ready: {ready}");
@@ -1005,8 +1032,14 @@ fn a_host_records_a_meeting_and_plays_it_back_with_subtitles() {
         let shared: Vec<String> = content_words(&alice_said).intersection(&content_words(SENTENCE)).cloned().collect();
         assert!(shared.len() >= 2, "Alice's cues ({alice_said:?}) share too few words with the sentence: {shared:?}");
 
-        // The playback page plays the MP4 with its subtitles, from the share link, with no account.
-        let share = done["share_url"].as_str().unwrap().to_string();
+        // The meeting's Recordings page lists it; its link is the share link, and the player plays the MP4 with
+        // its subtitles.
+        alice.goto(&format!("{base}/m/{id}/recordings")).await;
+        wait_true(&alice, "the Recordings page lists the recording", "return !!document.querySelector('#list a')")
+            .await;
+        let share = alice.eval("return document.querySelector('#list a').href").await.as_str().unwrap().to_string();
+        assert!(share.contains(&format!("/recordings/{recording}/play?share=")), "{share}");
+        // The share link works with no account, in a browser that never joined.
         bob.goto(&share).await;
         wait_true(&bob, "the player shows", "return !document.getElementById('player').hidden").await;
         let played = bob
@@ -1033,7 +1066,7 @@ fn a_recording_interrupted_by_a_crash_completes_after_restart() {
         let dir = tempfile::tempdir().unwrap();
         let (server, base) = start_server_with(dir.path(), &[("SLUICE_RECORDER__TRANSCRIPTION__BACKEND", "none")]);
         let (_chromedriver, driver) = start_chromedriver().await;
-        let (id, host_token) = create_recordable_meeting(&base).await;
+        let (id, host_token) = create_recordable_meeting(&base, "Host").await;
         let alice = Browser::launch(&driver).await;
         alice.goto(&format!("{base}/m/{id}?name=Alice")).await;
         let bob = Browser::launch(&driver).await;
@@ -1112,7 +1145,7 @@ fn a_separate_recorder_process_records_a_meeting() {
         assert_eq!(r.status(), 401, "a job with a forged token");
 
         let (_chromedriver, driver) = start_chromedriver().await;
-        let (id, host_token) = create_recordable_meeting(&base).await;
+        let (id, host_token) = create_recordable_meeting(&base, "Host").await;
         let alice = Browser::launch(&driver).await;
         alice.goto(&format!("{base}/m/{id}?name=Alice")).await;
         let bob = Browser::launch(&driver).await;
