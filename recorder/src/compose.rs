@@ -110,7 +110,7 @@ impl Graph {
             let outs: String = (0..cells.len()).map(|n| format!("[s{input}_{n}]")).collect();
             let _ = writeln!(self.text, ",split={}{outs};", cells.len());
         } else {
-            let _ = write!(self.text, "[s{input}_0];\n");
+            let _ = writeln!(self.text, "[s{input}_0];");
         }
         for (n, (cell, enable)) in cells.iter().enumerate() {
             let (w, h) = (cell.w, cell.h);

@@ -263,7 +263,7 @@ mod tests {
         let samples = vec![7i16; 16_000];
         let texts = openai_spans(&config, &samples, &[(0, 800), (1_600, 16_000)]).await.unwrap();
         assert_eq!(texts, vec!["1600 bytes".to_string(), "28800 bytes".to_string()]);
-        let seen = seen.lock().unwrap();
+        let seen = seen.lock().unwrap().clone();
         assert_eq!(seen.len(), 2);
         assert!(seen[0].contains("name=\"model\"") && seen[0].contains("whisper-large"), "{}", seen[0]);
         assert!(seen[0].contains("filename=\"utterance.wav\"") && seen[0].contains("RIFF"), "{}", seen[0]);
