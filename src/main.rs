@@ -135,12 +135,13 @@ struct MeetingArgs {
     /// directory, loopback) and measures its CPU time too.
     #[arg(long)]
     url: Option<String>,
-    /// What the participants go through: `sluice`, or `bare-udp` (bare UDP forwarders, one per meeting, on the
-    /// dataplane's I/O path: no signaling, crypto or logic; the floor).
+    /// What the participants go through: `sluice`, `janus` (Janus's VideoRoom, which the bench starts; Debian
+    /// package `janus`), or `bare-udp` (bare UDP forwarders, one per meeting, on the dataplane's I/O path: no
+    /// signaling, crypto or logic; the floor).
     #[arg(long, value_enum, default_value = "sluice")]
     target: MeetingTarget,
-    /// Run the scenario through Sluice and through `bare-udp`, alternately, `--rounds` times each, and print the
-    /// ratios.
+    /// Run the scenario through Sluice, `bare-udp` and Janus (when installed), alternately, `--rounds` times
+    /// each, and print the ratios.
     #[arg(long)]
     compare: bool,
     /// Rounds per target with `--compare`.
@@ -162,6 +163,7 @@ enum MeetingTarget {
     Sluice,
     #[value(name = "bare-udp")]
     BareUdp,
+    Janus,
 }
 
 /// Built-in meeting scenarios.
@@ -409,7 +411,12 @@ fn bench_fanout(args: &FanoutArgs) -> anyhow::Result<()> {
 async fn bench_meeting(args: &MeetingArgs) -> anyhow::Result<()> {
     use sluice_bench::meeting;
     let targets: Vec<MeetingTarget> = if args.compare {
-        (0..args.rounds.max(1)).flat_map(|_| [MeetingTarget::Sluice, MeetingTarget::BareUdp]).collect()
+        let janus = std::process::Command::new("janus").arg("--version").output().is_ok();
+        if !janus {
+            eprintln!("janus is not installed (Debian: apt install janus): comparing with bare-udp only");
+        }
+        let each = [MeetingTarget::Sluice, MeetingTarget::BareUdp, MeetingTarget::Janus];
+        (0..args.rounds.max(1)).flat_map(|_| each).filter(|t| janus || *t != MeetingTarget::Janus).collect()
     } else {
         vec![args.target]
     };
@@ -456,7 +463,7 @@ async fn bench_meeting_once(
     let dir = tempfile_dir()?;
     let mut child = None;
     let base_url = match (&args.url, target) {
-        (_, MeetingTarget::BareUdp) => String::new(),
+        (_, MeetingTarget::BareUdp | MeetingTarget::Janus) => String::new(),
         (Some(url), _) => url.trim_end_matches('/').to_string(),
         (None, _) => {
             let (process, url) = start_local_server(&dir)?;
@@ -477,7 +484,12 @@ async fn bench_meeting_once(
         bare_udp: target == MeetingTarget::BareUdp,
     };
     let pid = child.as_ref().map(std::process::Child::id);
-    let report = meeting::run(&scenario, pid).await;
+    let report = if target == MeetingTarget::Janus {
+        let janus = sluice_bench::janus::JanusServer::start(&dir.join("janus"))?;
+        sluice_bench::janus::run(&scenario, &janus).await
+    } else {
+        meeting::run(&scenario, pid).await
+    };
     if let Some(mut c) = child {
         let _ = c.kill();
         let _ = c.wait();

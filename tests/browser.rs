@@ -16,34 +16,11 @@ const INSIDE: &str = "SLUICE_E2E_INSIDE";
 /// Every wait in these tests is bounded by this.
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Runs `test` inside a fresh network namespace: outside, re-executes this test binary there and checks it
-/// passed; inside, runs the body.
+/// Runs `test` inside a fresh network namespace holding only loopback (`sluice_testkit::in_fresh_netns`), one
+/// test at a time.
 fn in_fresh_netns(test: &str, body: impl AsyncFnOnce()) {
-    if std::env::var_os(INSIDE).is_some() {
-        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-        return rt.block_on(body());
-    }
     let _turn = one_at_a_time();
-    let ns = format!(
-        "sluice-e2e-{}-{}",
-        std::process::id(),
-        test.len() * 131 + test.bytes().map(usize::from).sum::<usize>()
-    );
-    let status = Command::new("ip").args(["netns", "add", &ns]).status().expect("run `ip` (package iproute2)");
-    assert!(status.success(), "`ip netns add` failed: browser tests need root and iproute2");
-    let _cleanup = NetnsGuard(ns.clone());
-    assert!(
-        Command::new("ip").args(["netns", "exec", &ns, "ip", "link", "set", "lo", "up"]).status().unwrap().success()
-    );
-    let exe = std::env::current_exe().unwrap();
-    let status = Command::new("ip")
-        .args(["netns", "exec", &ns])
-        .arg(exe)
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(INSIDE, "1")
-        .status()
-        .unwrap();
-    assert!(status.success(), "{test} failed inside its network namespace (output above)");
+    sluice_testkit::in_fresh_netns(test, body)
 }
 
 /// One meeting at a time: several sets of browsers on a small machine would measure the machine, not Sluice.

@@ -26,8 +26,10 @@ ensure_apt() {
 # the third-party TURN client of tests/turn.rs (its server is not started). g++ builds libwebm (per-track
 # recording files); ffmpeg composes recordings and probes them; libpocketsphinx3 with its en-us model transcribes
 # them; espeak-ng speaks the sentence the recording test transcribes; fonts-dejavu-core names people in the video.
+# janus is the SFU `sluice bench meeting --compare` measures against (tests/bench_meeting.rs; only its binary and
+# plugins are used, the bench starts it with its own configuration).
 ensure_apt ca-certificates curl gcc g++ pkg-config postgresql postgresql-client libsrtp2-dev chromium chromium-driver \
-  iproute2 iptables coturn ffmpeg libpocketsphinx3 pocketsphinx-en-us espeak-ng fonts-dejavu-core
+  iproute2 iptables coturn ffmpeg libpocketsphinx3 pocketsphinx-en-us espeak-ng fonts-dejavu-core janus
 
 # --- S3-compatible server for the object storage tests ---------------------------------------------------------
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"

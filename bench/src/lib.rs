@@ -4,5 +4,6 @@
 pub mod bare;
 pub mod chart;
 pub mod fanout;
+pub mod janus;
 pub mod meeting;
 pub mod turn;

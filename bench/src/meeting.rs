@@ -441,7 +441,12 @@ impl Participant {
 
 /// A loopback socket with a big receive buffer: a subscriber reads in bursts between other work.
 pub(crate) fn udp_socket() -> anyhow::Result<UdpSocket> {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    udp_socket_on(std::net::Ipv4Addr::LOCALHOST.into())
+}
+
+/// As [`udp_socket`], on `ip`.
+pub(crate) fn udp_socket_on(ip: std::net::IpAddr) -> anyhow::Result<UdpSocket> {
+    let socket = std::net::UdpSocket::bind((ip, 0))?;
     let sock = socket2::SockRef::from(&socket);
     let _ = sock.set_recv_buffer_size(4 << 20);
     socket.set_nonblocking(true)?;
@@ -463,27 +468,39 @@ fn candidate_address(candidate: &str) -> Option<SocketAddr> {
 }
 
 /// The report as a table of one row per figure, for people.
-/// Sluice against the bare-UDP floor, round by round (runs alternate: Sluice, bare, Sluice, bare, ...).
+/// Sluice against each other target (the bare-UDP floor, Janus), round by round (runs alternate: Sluice, bare,
+/// Janus, Sluice, ...): CPU per forwarded packet and one-way delay, as ratios other / Sluice for Janus (how many
+/// times Sluice's efficiency) and Sluice / bare for the floor (how far above the machine's limit).
 pub fn compare(reports: &[Report]) -> String {
-    let mut out = String::from("sluice / bare-udp, per round: CPU per forwarded packet, one-way delay p50, p99\n");
-    let sluice = reports.iter().filter(|r| r.target == "sluice");
-    let bare = reports.iter().filter(|r| r.target == "bare-udp");
-    for (round, (s, b)) in sluice.zip(bare).enumerate() {
-        let cpu = match (s.server_cpu_ns_per_forwarded, b.server_cpu_ns_per_forwarded) {
-            (Some(s), Some(b)) if b > 0.0 => format!("{:.2} ({s:.0} / {b:.0} ns)", s / b),
-            _ => "n/a".to_string(),
-        };
-        let ratio = |a: u64, b: u64| if b > 0 { format!("{:.2}", a as f64 / b as f64) } else { "n/a".to_string() };
-        out.push_str(&format!(
-            "round {}: CPU {cpu}, delay p50 {} ({} / {} us), p99 {} ({} / {} us)\n",
-            round + 1,
-            ratio(s.delay_us_p50, b.delay_us_p50),
-            s.delay_us_p50,
-            b.delay_us_p50,
-            ratio(s.delay_us_p99, b.delay_us_p99),
-            s.delay_us_p99,
-            b.delay_us_p99,
-        ));
+    let mut out = String::new();
+    let ratio = |a: f64, b: f64| if b > 0.0 { format!("{:.2}", a / b) } else { "n/a".to_string() };
+    for other in ["bare-udp", "janus"] {
+        let sluice = reports.iter().filter(|r| r.target == "sluice");
+        let them: Vec<&Report> = reports.iter().filter(|r| r.target == other).collect();
+        if them.is_empty() {
+            continue;
+        }
+        let (label, floor) = if other == "bare-udp" { ("sluice / bare-udp", true) } else { ("janus / sluice", false) };
+        out.push_str(&format!("{label}, per round: CPU per forwarded packet, one-way delay p50, p99\n"));
+        for (round, (s, o)) in sluice.zip(them).enumerate() {
+            let (num, den) = if floor { (s, o) } else { (o, s) };
+            let cpu = match (num.server_cpu_ns_per_forwarded, den.server_cpu_ns_per_forwarded) {
+                (Some(a), Some(b)) => format!("{} ({a:.0} / {b:.0} ns)", ratio(a, b)),
+                _ => "n/a".to_string(),
+            };
+            out.push_str(&format!(
+                "round {}: CPU {cpu}, delay p50 {} ({} / {} us), p99 {} ({} / {} us), loss {:.3}% / {:.3}%\n",
+                round + 1,
+                ratio(num.delay_us_p50 as f64, den.delay_us_p50 as f64),
+                num.delay_us_p50,
+                den.delay_us_p50,
+                ratio(num.delay_us_p99 as f64, den.delay_us_p99 as f64),
+                num.delay_us_p99,
+                den.delay_us_p99,
+                num.loss_percent,
+                den.loss_percent,
+            ));
+        }
     }
     out
 }

@@ -141,6 +141,8 @@ pub struct TestPeer {
     rtx: Vec<(u32, u32)>,
     /// Media comes out as [`Incoming::Rtp`], payload untouched, instead of checked test payloads.
     raw: bool,
+    /// The other side offered and controls ICE (a full-ICE server such as Janus): checks say ICE-CONTROLLED.
+    controlled: bool,
 }
 
 /// The browser side of DTLS-SRTP: the client, checking the server's certificate against the offer.
@@ -205,6 +207,7 @@ impl TestPeer {
             vp8: false,
             rtx: Vec::new(),
             raw: false,
+            controlled: false,
         }
     }
 
@@ -286,7 +289,29 @@ impl TestPeer {
         }
     }
 
-    /// An ICE connectivity check as the controlling agent; `nominate` adds USE-CANDIDATE.
+    /// This peer answered the other side's offer and that side controls ICE (RFC 8445 section 6.1.1): checks
+    /// carry ICE-CONTROLLED and never nominate.
+    pub fn set_ice_controlled(&mut self) {
+        self.controlled = true;
+    }
+
+    /// The other side's ICE credentials and certificate fingerprint, learnt from its answer after this peer made
+    /// the offer.
+    pub fn set_remote(&mut self, ufrag: &str, pwd: &str, fingerprint: Fingerprint) {
+        self.server_ufrag = ufrag.into();
+        self.server_pwd = pwd.into();
+        if let Some(d) = self.dtls.as_mut() {
+            d.server_fingerprint = fingerprint;
+        }
+    }
+
+    /// This peer's ICE username fragment (what its SDP carries).
+    pub fn ice_ufrag(&self) -> &str {
+        &self.ufrag
+    }
+
+    /// An ICE connectivity check, as the controlling agent unless [`TestPeer::set_ice_controlled`]; `nominate`
+    /// adds USE-CANDIDATE (controlling only).
     pub fn binding_request(&mut self, nominate: bool) -> Vec<u8> {
         self.transaction += 1;
         let mut txid = [0u8; 12];
@@ -297,8 +322,9 @@ impl TestPeer {
         let username = format!("{}:{}", self.server_ufrag, self.ufrag);
         w.attr(stun::attr::USERNAME, username.as_bytes()).expect("fits");
         w.attr(stun::attr::PRIORITY, &0x6e00_01ffu32.to_be_bytes()).expect("fits");
-        w.attr(stun::attr::ICE_CONTROLLING, &u64::from(self.id).to_be_bytes()).expect("fits");
-        if nominate {
+        let role = if self.controlled { stun::attr::ICE_CONTROLLED } else { stun::attr::ICE_CONTROLLING };
+        w.attr(role, &u64::from(self.id).to_be_bytes()).expect("fits");
+        if nominate && !self.controlled {
             w.attr(stun::attr::USE_CANDIDATE, &[]).expect("fits");
         }
         w.integrity(self.server_pwd.as_bytes()).expect("fits").fingerprint().expect("fits");

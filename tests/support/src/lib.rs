@@ -161,3 +161,56 @@ fn s3s_fs_binary() -> PathBuf {
         panic!("s3s-fs is not installed: run `cargo install s3s-fs@0.14.1 --features binary` (tests/run.sh does)")
     })
 }
+
+/// Set in the copy of a test binary that runs inside the test's own network namespace.
+const NETNS_INSIDE: &str = "SLUICE_TEST_NETNS_INSIDE";
+
+/// Runs `test` (the test function's name) inside a fresh network namespace holding only loopback: outside,
+/// re-executes this test binary there with `--exact test` and checks it passed; inside, runs `body` on a tokio
+/// runtime. Servers that announce every interface's address (Janus, browsers) then reach only this namespace.
+/// Needs root and `ip` (iproute2).
+pub fn in_fresh_netns(test: &str, body: impl AsyncFnOnce()) {
+    in_fresh_netns_with(test, None, body)
+}
+
+/// As [`in_fresh_netns`], with an interface holding `address` (`10.99.0.1/24`) beside loopback: for servers that
+/// gather ICE candidates only on non-loopback interfaces (libnice, so Janus). It is one end of a veth pair whose
+/// other end is in the namespace too, so packets to it stay there.
+pub fn in_fresh_netns_with(test: &str, address: Option<&str>, body: impl AsyncFnOnce()) {
+    if std::env::var_os(NETNS_INSIDE).is_some() {
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
+        return rt.block_on(body());
+    }
+    let ns =
+        format!("sluice-t-{}-{}", std::process::id(), test.bytes().map(usize::from).sum::<usize>() + test.len() * 131);
+    let status = Command::new("ip").args(["netns", "add", &ns]).status().expect("run `ip` (package iproute2)");
+    assert!(status.success(), "`ip netns add` failed: this test needs root and iproute2");
+    struct Cleanup(String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "delete", &self.0]).status();
+        }
+    }
+    let _cleanup = Cleanup(ns.clone());
+    let up = Command::new("ip").args(["netns", "exec", &ns, "ip", "link", "set", "lo", "up"]).status();
+    assert!(up.is_ok_and(|s| s.success()), "bring loopback up in {ns}");
+    if let Some(address) = address {
+        for args in [
+            vec!["link", "add", "lan0", "type", "veth", "peer", "name", "lan1"],
+            vec!["addr", "add", address, "dev", "lan0"],
+            vec!["link", "set", "lan0", "up"],
+            vec!["link", "set", "lan1", "up"],
+        ] {
+            let ok = Command::new("ip").args(["netns", "exec", &ns, "ip"]).args(&args).status();
+            assert!(ok.is_ok_and(|s| s.success()), "ip {} in {ns}", args.join(" "));
+        }
+    }
+    let status = Command::new("ip")
+        .args(["netns", "exec", &ns])
+        .arg(std::env::current_exe().expect("the test binary"))
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(NETNS_INSIDE, "1")
+        .status()
+        .expect("re-run the test in its namespace");
+    assert!(status.success(), "{test} failed inside its network namespace (output above)");
+}
