@@ -819,6 +819,21 @@ async fn recording_action(base: &str, meeting: &str, action: &str, token: &str) 
     (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
 }
 
+/// Alice and Bob in a new recordable meeting, decoding each other, and the host's recording started: the
+/// meeting id, the host token, both browsers and the recording id.
+async fn two_being_recorded(base: &str, driver: &str) -> (String, String, Browser, Browser, String) {
+    let (id, host_token) = create_recordable_meeting(base, "Host").await;
+    let alice = Browser::launch(driver).await;
+    alice.goto(&format!("{base}/m/{id}?name=Alice")).await;
+    let bob = Browser::launch(driver).await;
+    bob.goto(&format!("{base}/m/{id}?name=Bob")).await;
+    wait_decoding(&bob, "Bob", 1, 1).await;
+    let (status, started) = recording_action(base, &id, "start", &host_token).await;
+    assert_eq!(status, 201, "{started}");
+    let recording = started["id"].as_str().unwrap().to_string();
+    (id, host_token, alice, bob, recording)
+}
+
 /// Polls the recording until `done` holds for it (bounded).
 async fn wait_recording(base: &str, id: &str, token: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(180);
@@ -1043,15 +1058,7 @@ fn a_recording_interrupted_by_a_crash_completes_after_restart() {
         let dir = tempfile::tempdir().unwrap();
         let (server, base) = start_server_with(dir.path(), &[("SLUICE_RECORDER__TRANSCRIPTION__BACKEND", "none")]);
         let (_chromedriver, driver) = start_chromedriver().await;
-        let (id, host_token) = create_recordable_meeting(&base, "Host").await;
-        let alice = Browser::launch(&driver).await;
-        alice.goto(&format!("{base}/m/{id}?name=Alice")).await;
-        let bob = Browser::launch(&driver).await;
-        bob.goto(&format!("{base}/m/{id}?name=Bob")).await;
-        wait_decoding(&bob, "Bob", 1, 1).await;
-        let (status, started) = recording_action(&base, &id, "start", &host_token).await;
-        assert_eq!(status, 201, "{started}");
-        let recording = started["id"].as_str().unwrap().to_string();
+        let (_id, host_token, alice, bob, recording) = two_being_recorded(&base, &driver).await;
         tokio::time::sleep(Duration::from_secs(8)).await;
         // The recorder dies with the server, mid-recording, without any chance to tidy up.
         drop(server);
@@ -1122,16 +1129,8 @@ fn a_separate_recorder_process_records_a_meeting() {
         assert_eq!(r.status(), 401, "a job with a forged token");
 
         let (_chromedriver, driver) = start_chromedriver().await;
-        let (id, host_token) = create_recordable_meeting(&base, "Host").await;
-        let alice = Browser::launch(&driver).await;
-        alice.goto(&format!("{base}/m/{id}?name=Alice")).await;
-        let bob = Browser::launch(&driver).await;
-        bob.goto(&format!("{base}/m/{id}?name=Bob")).await;
-        wait_decoding(&bob, "Bob", 1, 1).await;
-        let (status, started) = recording_action(&base, &id, "start", &host_token).await;
-        assert_eq!(status, 201, "{started}");
+        let (id, host_token, alice, bob, recording) = two_being_recorded(&base, &driver).await;
         let began = Instant::now();
-        let recording = started["id"].as_str().unwrap().to_string();
         wait_true(
             &alice,
             "Alice sees the recording badge",

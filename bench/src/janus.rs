@@ -19,11 +19,11 @@ use anyhow::{Context, anyhow, bail};
 use serde_json::{Value, json};
 use sluice_dataplane::core::Fingerprint;
 use sluice_dataplane::packet::stun::{self, Message, Writer};
-use sluice_dataplane::testpeer::{Incoming, TestPeer};
+use sluice_dataplane::testpeer::{Incoming, TestPeer, candidate_address};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
-use crate::meeting::{Outcome, PAYLOAD_LEN, Report, Scenario, summarize, udp_socket_on};
+use crate::meeting::{Outcome, PAYLOAD_LEN, Report, Scenario, gather, summarize, udp_socket_on};
 
 /// Janus answers HTTP within this after start; every wait for it is bounded by `WAIT`.
 const START_WAIT: Duration = Duration::from_secs(10);
@@ -326,14 +326,9 @@ fn remote_of(sdp: &str) -> anyhow::Result<(String, String, Fingerprint, SocketAd
     let fingerprint = Fingerprint::parse(&fp).ok_or_else(|| anyhow!("bad fingerprint {fp}"))?;
     let candidates: Vec<SocketAddr> = sdp
         .lines()
-        .filter_map(|l| l.trim().strip_prefix("a=candidate:"))
-        .filter_map(|c| {
-            let parts: Vec<&str> = c.split_ascii_whitespace().collect();
-            if !parts.get(2)?.eq_ignore_ascii_case("udp") {
-                return None;
-            }
-            Some(SocketAddr::new(parts.get(4)?.parse().ok()?, parts.get(5)?.parse().ok()?))
-        })
+        .filter_map(|l| l.trim().strip_prefix("a="))
+        .filter(|c| c.split_ascii_whitespace().nth(2).is_some_and(|t| t.eq_ignore_ascii_case("udp")))
+        .filter_map(candidate_address)
         .filter(SocketAddr::is_ipv4)
         .collect();
     let janus = candidates
@@ -480,14 +475,7 @@ pub async fn run(scenario: &Scenario, janus: &JanusServer) -> anyhow::Result<Rep
     }
     tokio::time::sleep_until(media_end.into()).await;
     let cpu_after = crate::meeting::process_cpu_ns(janus.pid());
-    let mut outcomes = Vec::new();
-    for task in tasks {
-        outcomes.push(task.await.unwrap_or_else(|e| Outcome { error: Some(e.to_string()), ..Outcome::default() }));
-    }
-    let cpu = match (*cpu_before.lock().expect("cpu"), cpu_after) {
-        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
-        _ => None,
-    };
+    let (outcomes, cpu) = gather(tasks, &cpu_before, cpu_after).await;
     let mut report = summarize(scenario, &outcomes, cpu);
     report.target = "janus".into();
     Ok(report)

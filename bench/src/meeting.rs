@@ -14,7 +14,7 @@ use anyhow::{Context, anyhow, bail};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use sluice_dataplane::core::Fingerprint;
-use sluice_dataplane::testpeer::{Incoming, TestPeer};
+use sluice_dataplane::testpeer::{Incoming, TestPeer, candidate_address};
 use tokio::net::UdpSocket;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -154,15 +154,26 @@ pub async fn run(scenario: &Scenario, server_pid: Option<u32>) -> anyhow::Result
     }
     tokio::time::sleep_until(media_end.into()).await;
     let cpu_after = server_pid.and_then(process_cpu_ns);
+    let (outcomes, cpu) = gather(tasks, &cpu_before, cpu_after).await;
+    Ok(summarize(scenario, &outcomes, cpu))
+}
+
+/// Every participant's outcome (a task that panicked counts as failed), and the server's CPU time over the media
+/// phase from its readings at the start (`before`, taken by a timer) and the end.
+pub(crate) async fn gather(
+    tasks: Vec<tokio::task::JoinHandle<Outcome>>,
+    before: &std::sync::Mutex<Option<u64>>,
+    after: Option<u64>,
+) -> (Vec<Outcome>, Option<u64>) {
     let mut outcomes = Vec::new();
     for task in tasks {
         outcomes.push(task.await.unwrap_or_else(|e| Outcome { error: Some(e.to_string()), ..Outcome::default() }));
     }
-    let cpu = match (*cpu_before.lock().expect("cpu"), cpu_after) {
+    let cpu = match (*before.lock().expect("cpu"), after) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a)),
         _ => None,
     };
-    Ok(summarize(scenario, &outcomes, cpu))
+    (outcomes, cpu)
 }
 
 pub(crate) fn summarize(s: &Scenario, outcomes: &[Outcome], cpu_ns: Option<u64>) -> Report {
@@ -457,14 +468,6 @@ async fn send(socket: &UdpSocket, to: Option<SocketAddr>, datagram: &[u8]) {
     if let Some(to) = to {
         let _ = socket.send_to(datagram, to).await;
     }
-}
-
-/// The address of an `a=candidate` value: `candidate:<f> <c> udp <prio> <ip> <port> typ ...`.
-fn candidate_address(candidate: &str) -> Option<SocketAddr> {
-    let parts: Vec<&str> = candidate.split_ascii_whitespace().collect();
-    let ip: std::net::IpAddr = parts.get(4)?.parse().ok()?;
-    let port: u16 = parts.get(5)?.parse().ok()?;
-    Some(SocketAddr::new(ip, port))
 }
 
 /// The report as a table of one row per figure, for people.

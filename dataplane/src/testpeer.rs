@@ -689,6 +689,15 @@ pub fn connect(core: &mut Core, profile: Profile, n: usize, base_port: u16, now:
         .collect()
 }
 
+/// The address of an ICE candidate (an `a=candidate` value, with or without `candidate:`):
+/// `candidate:<foundation> <component> <transport> <priority> <ip> <port> typ ...`.
+pub fn candidate_address(candidate: &str) -> Option<SocketAddr> {
+    let parts: Vec<&str> = candidate.split_ascii_whitespace().collect();
+    let ip: std::net::IpAddr = parts.get(4)?.parse().ok()?;
+    let port: u16 = parts.get(5)?.parse().ok()?;
+    Some(SocketAddr::new(ip, port))
+}
+
 /// Microseconds in a duration, for payload timestamps.
 pub fn micros(d: Duration) -> u64 {
     d.as_micros() as u64

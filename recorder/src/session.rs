@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use sluice_dataplane::core::Fingerprint;
-use sluice_dataplane::testpeer::{Incoming, RawRtp, TestPeer};
+use sluice_dataplane::testpeer::{Incoming, RawRtp, TestPeer, candidate_address};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
@@ -431,14 +431,6 @@ async fn send(socket: &UdpSocket, to: Option<SocketAddr>, datagram: &[u8]) {
     if let Some(to) = to {
         let _ = socket.send_to(datagram, to).await;
     }
-}
-
-/// The address of an `a=candidate` value: `candidate:<f> <c> udp <prio> <ip> <port> typ ...`.
-fn candidate_address(candidate: &str) -> Option<SocketAddr> {
-    let parts: Vec<&str> = candidate.split_ascii_whitespace().collect();
-    let ip: std::net::IpAddr = parts.get(4)?.parse().ok()?;
-    let port: u16 = parts.get(5)?.parse().ok()?;
-    Some(SocketAddr::new(ip, port))
 }
 
 #[cfg(test)]

@@ -15,6 +15,24 @@ use sluice_recorder::{Recorder, RecorderConfig};
 /// A valid 20 ms Opus packet (CELT, silence): what a muted microphone sends.
 const OPUS_SILENCE: [u8; 3] = [0xf8, 0xff, 0xfe];
 
+/// The embedded defaults in a temp directory (SQLite, local objects) with one meeting.
+async fn deployment() -> (tempfile::TempDir, Arc<dyn Store>, Blobs, Meeting) {
+    let data = tempfile::tempdir().unwrap();
+    let store =
+        sluice_controlplane::store::open(&DatabaseConfig::default().store_options(), data.path()).await.unwrap();
+    let blobs = Blobs::open(&StorageConfig::default(), data.path()).unwrap();
+    let meeting = Meeting {
+        id: sluice_controlplane::ids::meeting_id(),
+        host_id: "u_host".into(),
+        created_at: now(),
+        ended_at: None,
+        settings: MeetingSettings::default(),
+        recording_enabled: true,
+    };
+    store.create_meeting(&meeting).await.unwrap();
+    (data, store, blobs, meeting)
+}
+
 async fn row(store: &dyn Store, meeting: &str, id: &str, status: RecordingStatus) {
     let at = now();
     let r = Recording {
@@ -45,19 +63,7 @@ async fn wait_for(store: &dyn Store, id: &str, status: RecordingStatus) -> Recor
 
 #[tokio::test]
 async fn interrupted_recordings_finish_from_their_spool_and_uploads_resume() {
-    let data = tempfile::tempdir().unwrap();
-    let store =
-        sluice_controlplane::store::open(&DatabaseConfig::default().store_options(), data.path()).await.unwrap();
-    let blobs = Blobs::open(&StorageConfig::default(), data.path()).unwrap();
-    let meeting = Meeting {
-        id: sluice_controlplane::ids::meeting_id(),
-        host_id: "u_host".into(),
-        created_at: now(),
-        ended_at: None,
-        settings: MeetingSettings::default(),
-        recording_enabled: true,
-    };
-    store.create_meeting(&meeting).await.unwrap();
+    let (data, store, blobs, meeting) = deployment().await;
     // A recording the process was writing when it died: 3 s of one voice, spooled.
     row(store.as_ref(), &meeting.id, "r_spooled", RecordingStatus::Recording).await;
     let config = RecorderConfig {
@@ -113,19 +119,7 @@ async fn interrupted_recordings_finish_from_their_spool_and_uploads_resume() {
 
 #[tokio::test]
 async fn a_recorder_among_several_leaves_recordings_it_does_not_hold() {
-    let data = tempfile::tempdir().unwrap();
-    let store =
-        sluice_controlplane::store::open(&DatabaseConfig::default().store_options(), data.path()).await.unwrap();
-    let blobs = Blobs::open(&StorageConfig::default(), data.path()).unwrap();
-    let meeting = Meeting {
-        id: sluice_controlplane::ids::meeting_id(),
-        host_id: "u_host".into(),
-        created_at: now(),
-        ended_at: None,
-        settings: MeetingSettings::default(),
-        recording_enabled: true,
-    };
-    store.create_meeting(&meeting).await.unwrap();
+    let (data, store, blobs, meeting) = deployment().await;
     row(store.as_ref(), &meeting.id, "r_elsewhere", RecordingStatus::Recording).await;
     let recorder = Recorder::new(RecorderConfig::default(), data.path(), Arc::clone(&store), blobs).unwrap();
     assert_eq!(recorder.recover(false).await.unwrap(), 0);
