@@ -51,7 +51,9 @@ impl JanusServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         write_config(dir, port)?;
         let log = std::fs::File::create(dir.join("janus.log"))?;
-        let child = Command::new("janus")
+        let mut cmd = Command::new("janus");
+        crate::placement::on_every_cpu(&mut cmd);
+        let child = cmd
             .arg("-F")
             .arg(dir)
             .arg("-C")
