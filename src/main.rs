@@ -289,10 +289,6 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(&config);
-    if let Command::Bench(BenchArgs { scenario: BenchScenario::Meeting(_) }) = &cli.command {
-        // Before the runtime starts, so that its threads (the load generator) inherit the pinning.
-        sluice_bench::placement::pin_generator();
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("sluice-control").build();
     let runtime = match runtime {
         Ok(runtime) => runtime,
@@ -548,9 +544,7 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
 /// `sluice serve` from this very binary on a loopback port, with its data in `dir`.
 fn start_local_server(dir: &std::path::Path) -> anyhow::Result<(std::process::Child, String)> {
     use std::io::BufRead;
-    let mut cmd = std::process::Command::new(std::env::current_exe()?);
-    sluice_bench::placement::on_every_cpu(&mut cmd);
-    let mut child = cmd
+    let mut child = std::process::Command::new(std::env::current_exe()?)
         .arg("--data-dir")
         .arg(dir)
         .args(["serve", "--listen", "127.0.0.1:0"])

@@ -29,9 +29,8 @@ pub async fn run(scenario: &Scenario) -> anyhow::Result<Report> {
             .iter()
             .map(|s| s.local_addr())
             .collect::<Result<_, _>>()?;
-        let forwarder =
-            BareForwarder::start(IoMode::Auto, true, "127.0.0.1:0".parse()?, crate::placement::server_cpu(), members)
-                .context("start a bare forwarder")?;
+        let forwarder = BareForwarder::start(IoMode::Auto, true, "127.0.0.1:0".parse()?, None, members)
+            .context("start a bare forwarder")?;
         forwarders.push(forwarder);
     }
     let epoch = Instant::now();

@@ -51,9 +51,7 @@ impl JanusServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         write_config(dir, port)?;
         let log = std::fs::File::create(dir.join("janus.log"))?;
-        let mut cmd = Command::new("janus");
-        crate::placement::on_every_cpu(&mut cmd);
-        let child = cmd
+        let child = Command::new("janus")
             .arg("-F")
             .arg(dir)
             .arg("-C")
