@@ -146,6 +146,16 @@ fn start_server_with(data_dir: &Path, env: &[(&str, &str)]) -> (Process, String)
 
 /// `sluice serve` listening on `listen`, in the network namespace `netns` if given.
 fn start_server_in(netns: Option<&str>, listen: &str, data_dir: &Path, env: &[(&str, &str)]) -> (Process, String) {
+    let mut env = env.to_vec();
+    env.insert(0, ("SLUICE_DATAPLANE__BASE_PORT", "0"));
+    let (process, line) = spawn_sluice(netns, data_dir, &["serve", "--listen", listen], &env);
+    let addr = line.rsplit("HTTP API on ").next().unwrap().trim_end_matches(')').to_string();
+    (process, format!("http://{addr}"))
+}
+
+/// `sluice --data-dir <data_dir> <args>` with no configuration from this machine's environment but `env`, in the
+/// network namespace `netns` if given; returns it and the first line it printed (its ready line).
+fn spawn_sluice(netns: Option<&str>, data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (Process, String) {
     let mut cmd = match netns {
         Some(ns) => {
             let mut cmd = Command::new("ip");
@@ -161,17 +171,15 @@ fn start_server_in(netns: Option<&str>, listen: &str, data_dir: &Path, env: &[(&
     }
     cmd.arg("--data-dir")
         .arg(data_dir)
-        .args(["serve", "--listen", listen])
+        .args(args)
         .env("RUST_LOG", std::env::var("SLUICE_E2E_LOG").unwrap_or_else(|_| "warn".into()))
-        .env("SLUICE_DATAPLANE__BASE_PORT", "0")
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    let mut child = cmd.spawn().expect("spawn sluice");
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn sluice {args:?}: {e}"));
     let stdout = child.stdout.take().unwrap();
     let line = BufReader::new(stdout).lines().next().expect("sluice printed its ready line").unwrap();
-    let addr = line.rsplit("HTTP API on ").next().unwrap().trim_end_matches(')').to_string();
-    (Process(child, false), format!("http://{addr}"))
+    (Process(child, false), line)
 }
 
 fn free_tcp_port() -> u16 {
@@ -1080,25 +1088,11 @@ fn a_recording_interrupted_by_a_crash_completes_after_restart() {
 
 /// `sluice recorder` alone with `env`; returns it and its job API's base URL.
 fn start_recorder(data_dir: &Path, env: &[(&str, &str)]) -> (Process, String) {
-    let mut cmd = Command::new(BIN);
-    for (key, _) in std::env::vars() {
-        if key.starts_with("SLUICE_") || key == "DATABASE_URL" {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.arg("--data-dir")
-        .arg(data_dir)
-        .arg("recorder")
-        .env("RUST_LOG", std::env::var("SLUICE_E2E_LOG").unwrap_or_else(|_| "warn".into()))
-        .env("SLUICE_RECORDER__LISTEN", "127.0.0.1:0")
-        .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    let mut child = cmd.spawn().expect("spawn sluice recorder");
-    let stdout = child.stdout.take().unwrap();
-    let line = BufReader::new(stdout).lines().next().expect("sluice recorder printed its ready line").unwrap();
+    let mut env = env.to_vec();
+    env.insert(0, ("SLUICE_RECORDER__LISTEN", "127.0.0.1:0"));
+    let (process, line) = spawn_sluice(None, data_dir, &["recorder"], &env);
     assert!(line.starts_with("Sluice recorder is ready: jobs on "), "{line}");
-    (Process(child, false), line.rsplit(' ').next().unwrap().to_string())
+    (process, line.rsplit(' ').next().unwrap().to_string())
 }
 
 #[test]
