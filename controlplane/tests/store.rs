@@ -155,7 +155,9 @@ async fn recordings_update_partially_and_list_in_order(store: &dyn Store) {
         updated_at: created_at,
     };
     store.create_recording(&rec("r1", t0)).await.unwrap();
-    store.create_recording(&rec("r2", t0 + Duration::seconds(60))).await.unwrap();
+    // One recording runs per meeting at a time, however close two start requests come.
+    let twice = store.create_recording(&rec("r1b", t0)).await;
+    assert!(matches!(twice, Err(StoreError::Conflict(_))), "a second running recording: {twice:?}");
 
     let t1 = t0 + Duration::seconds(120);
     let processing = RecordingUpdate {
@@ -168,6 +170,8 @@ async fn recordings_update_partially_and_list_in_order(store: &dyn Store) {
     let ready = RecordingUpdate { status: Some(RecordingStatus::Ready), ..Default::default() };
     assert!(store.update_recording("r1", &ready, t1).await.unwrap());
     assert!(!store.update_recording("nope", &ready, t1).await.unwrap());
+    // Once it stopped, the meeting can be recorded again.
+    store.create_recording(&rec("r2", t0 + Duration::seconds(60))).await.unwrap();
 
     let r1 = store.recording("r1").await.unwrap().unwrap();
     assert_eq!(r1.status, RecordingStatus::Ready);

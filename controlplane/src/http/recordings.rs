@@ -96,7 +96,13 @@ pub async fn start(
         created_at: at,
         updated_at: at,
     };
-    state.store.create_recording(&recording).await?;
+    match state.store.create_recording(&recording).await {
+        // Another start request won the race (one recording runs per meeting: a unique index).
+        Err(crate::store::StoreError::Conflict(_)) => {
+            return Err(ApiError::conflict(format!("meeting {id:?} is already being recorded")));
+        }
+        other => other?,
+    }
     let job = job(&state, recorder.as_ref(), &recording);
     if let Err(e) = recorder.start(job).await {
         let update = crate::store::RecordingUpdate {
@@ -188,7 +194,7 @@ pub async fn get(
     Ok(Json(v))
 }
 
-/// `GET /meetings/{id}/recordings` with a token of the meeting: newest last.
+/// `GET /meetings/{id}/recordings` with a token of the meeting: newest first.
 pub async fn list(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
