@@ -448,15 +448,13 @@ fn gone_script(participant: &str) -> String {
 }
 
 async fn create_meeting(base: &str, host: &str) -> (String, String) {
-    let reply: Value = reqwest::Client::new()
-        .post(format!("{base}/meetings"))
-        .json(&json!({"host_name": host, "settings": {"title": "e2e"}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    create_meeting_with(base, json!({"host_name": host, "settings": {"title": "e2e"}})).await
+}
+
+/// `POST /meetings` with `body`: the meeting id and the host's token.
+async fn create_meeting_with(base: &str, body: Value) -> (String, String) {
+    let reply: Value =
+        reqwest::Client::new().post(format!("{base}/meetings")).json(&body).send().await.unwrap().json().await.unwrap();
     (reply["meeting"]["id"].as_str().unwrap().to_string(), reply["host_token"].as_str().unwrap().to_string())
 }
 
@@ -805,16 +803,8 @@ fn fake_media(dir: &Path) -> (String, String) {
 
 /// A meeting that allows recording: its id and the host's token.
 async fn create_recordable_meeting(base: &str, host: &str) -> (String, String) {
-    let reply: Value = reqwest::Client::new()
-        .post(format!("{base}/meetings"))
-        .json(&json!({"host_name": host, "recording_enabled": true, "settings": {"title": "recorded"}}))
-        .send()
+    create_meeting_with(base, json!({"host_name": host, "recording_enabled": true, "settings": {"title": "recorded"}}))
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    (reply["meeting"]["id"].as_str().unwrap().to_string(), reply["host_token"].as_str().unwrap().to_string())
 }
 
 async fn recording_action(base: &str, meeting: &str, action: &str, token: &str) -> (u16, Value) {

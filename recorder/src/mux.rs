@@ -40,7 +40,7 @@ pub enum MuxError {
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
     #[error("muxing {file}: {reason}")]
-    Webm { file: String, reason: String },
+    Mux { file: String, reason: String },
 }
 
 /// `OpusHead` (RFC 7845 section 5.1) for stereo 48 kHz, no pre-skip, no gain: Matroska's Opus CodecPrivate.
@@ -93,7 +93,7 @@ pub fn mux_track(spool_file: &Path, started_us: u64, out_dir: &Path, n: usize) -
     let file = format!("{n}-{}-{}.webm", safe(&header.name), header.source);
     let path: PathBuf = out_dir.join(&file);
     let io = |source| MuxError::Io { path: path.display().to_string(), source };
-    let webm_error = |e: webm::mux::Error| MuxError::Webm { file: file.clone(), reason: format!("{e:?}") };
+    let webm_error = |e: webm::mux::Error| MuxError::Mux { file: file.clone(), reason: format!("{e:?}") };
     let dest = File::create(&path).map_err(io)?;
     let builder = SegmentBuilder::new(Writer::new(BufWriter::new(dest))).map_err(webm_error)?;
     let builder = builder.set_writing_app("sluice-recorder").map_err(webm_error)?;
@@ -125,7 +125,7 @@ pub fn mux_track(spool_file: &Path, started_us: u64, out_dir: &Path, n: usize) -
     }
     segment
         .finalize(None)
-        .map_err(|_| MuxError::Webm { file: file.clone(), reason: "libwebm could not finalize the file".into() })?;
+        .map_err(|_| MuxError::Mux { file: file.clone(), reason: "libwebm could not finalize the file".into() })?;
     let is_video = codec.is_some();
     Ok(Some(TrackFile {
         offset_ms: frames[0].arrival_us.saturating_sub(started_us) / 1000,
@@ -155,7 +155,7 @@ fn mux_h264(
 
     let file = format!("{n}-{}-{}.mp4", safe(&header.name), header.source);
     let path = out_dir.join(&file);
-    let failed = |reason: String| MuxError::Webm { file: file.clone(), reason };
+    let failed = |reason: String| MuxError::Mux { file: file.clone(), reason };
     let io = |source| MuxError::Io { path: path.display().to_string(), source };
     let config = H264SampleEntryConfig { length_size: LengthSize::FourBytes };
     let entry = build_avc1_box_from_annexb(&frames[0].data, &config)
