@@ -15,13 +15,19 @@ const PAUSE_FRAMES: usize = 12;
 const UTTERANCE_MIN_FRAMES: usize = 8;
 /// Longer utterances are cut (the recogniser and the cue both want sentences, not minutes).
 const UTTERANCE_MAX_FRAMES: usize = 500;
+/// Quiet kept around an utterance for the recogniser, at 16 kHz: the energy detector starts a span at the first
+/// loud frame and so clips soft onsets ("g", "p", "h"), and a recogniser normalises against the silence it hears
+/// first.
+const RECOGNISER_MARGIN: usize = 4_000;
 
 /// Decodes `file` to 48 kHz mono samples in the 16-bit range (what RNNoise expects).
 pub async fn decode(ffmpeg: &Path, file: &Path) -> Result<Vec<f32>, String> {
     let out = tokio::process::Command::new(ffmpeg)
         .args(["-hide_banner", "-nostdin", "-loglevel", "error", "-i"])
         .arg(file)
-        .args(["-ac", "1", "-ar", "48000", "-f", "s16le", "-"])
+        // Gaps in the track's timestamps (lost packets, a pause in sending) become silence, so times in the
+        // decoded audio are times in the recording and cues land where the words were said.
+        .args(["-af", "aresample=async=1", "-ac", "1", "-ar", "48000", "-f", "s16le", "-"])
         .kill_on_drop(true)
         .output()
         .await
@@ -119,6 +125,20 @@ pub fn utterances(samples: &[i16]) -> Vec<(usize, usize)> {
     out
 }
 
+/// `spans` widened by [`RECOGNISER_MARGIN`] on each side, within `0..len` and never past the middle of the
+/// pause before the next span: what the recogniser hears of each utterance.
+pub fn with_margin(spans: &[(usize, usize)], len: usize) -> Vec<(usize, usize)> {
+    spans
+        .iter()
+        .enumerate()
+        .map(|(i, &(start, end))| {
+            let floor = if i == 0 { 0 } else { (spans[i - 1].1 + start) / 2 };
+            let ceiling = spans.get(i + 1).map_or(len, |next| (end + next.0) / 2);
+            (start.saturating_sub(RECOGNISER_MARGIN).max(floor), (end + RECOGNISER_MARGIN).min(ceiling).max(end))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +175,14 @@ mod tests {
         let secs = |n: usize| n as f32 / rate as f32;
         assert!((secs(u[0].0) - 0.2).abs() < 0.05 && (secs(u[0].1) - 1.2).abs() < 0.05, "{u:?}");
         assert!((secs(u[1].0) - 1.8).abs() < 0.05, "{u:?}");
+    }
+
+    #[test]
+    fn the_recogniser_hears_a_margin_around_each_utterance_but_not_its_neighbours() {
+        let spans = [(5_000, 20_000), (22_000, 40_000), (60_000, 70_000)];
+        let wide = with_margin(&spans, 72_000);
+        assert_eq!(wide, [(1_000, 21_000), (21_000, 44_000), (56_000, 72_000)]);
+        assert_eq!(with_margin(&[(100, 200)], 150), [(0, 200)], "never shorter than the span");
     }
 
     #[test]

@@ -82,10 +82,12 @@ pub async fn transcribe(
         .await
         .map_err(|e| format!("audio preparation failed: {e}"))?;
         let spans = audio::utterances(&samples);
+        // The recogniser hears each utterance with some quiet around it; the cue keeps the speech's own times.
+        let heard = audio::with_margin(&spans, samples.len());
         let texts = match config.backend {
             Backend::None => Vec::new(),
-            Backend::Pocketsphinx => sphinx_spans(&config.model_dir, samples.clone(), spans.clone()).await?,
-            Backend::Openai => openai_spans(config, &samples, &spans).await?,
+            Backend::Pocketsphinx => sphinx_spans(&config.model_dir, samples.clone(), heard).await?,
+            Backend::Openai => openai_spans(config, &samples, &heard).await?,
         };
         let ms = |n: usize| n as u64 * 1000 / u64::from(audio::RATE_OUT);
         for ((start, end), text) in spans.into_iter().zip(texts) {
