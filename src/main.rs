@@ -147,6 +147,11 @@ struct MeetingArgs {
     /// Rounds per target with `--compare`.
     #[arg(long, default_value_t = 1)]
     rounds: usize,
+    /// Publishers send VP8-shaped frames in three simulcast layers, as Chrome sends a 720p camera (150, 500
+    /// and 1500 kbit/s at 30 fps, keyframes at the start and when asked), instead of `--pps` packets; subscribers
+    /// receive the top layer. Sluice only.
+    #[arg(long)]
+    simulcast: bool,
     /// Run once per participant count in this list (e.g. `5,10,20`), overriding `--participants`.
     #[arg(long, value_delimiter = ',')]
     sweep: Vec<usize>,
@@ -410,6 +415,9 @@ fn bench_fanout(args: &FanoutArgs) -> anyhow::Result<()> {
 
 async fn bench_meeting(args: &MeetingArgs) -> anyhow::Result<()> {
     use sluice_bench::meeting;
+    if args.simulcast && (args.compare || args.target != MeetingTarget::Sluice) {
+        anyhow::bail!("--simulcast drives Sluice only: the bare forwarder and Janus runs send single streams");
+    }
     let targets: Vec<MeetingTarget> = if args.compare {
         let janus = std::process::Command::new("janus").arg("--version").output().is_ok();
         if !janus {
@@ -482,6 +490,7 @@ async fn bench_meeting_once(
         meetings: args.meetings.unwrap_or(meetings).max(1),
         ramp: std::time::Duration::from_secs_f64(args.ramp_secs.unwrap_or(ramp).max(0.0)),
         bare_udp: target == MeetingTarget::BareUdp,
+        simulcast: args.simulcast,
     };
     let pid = child.as_ref().map(std::process::Child::id);
     let report = if target == MeetingTarget::Janus {

@@ -46,6 +46,27 @@ fn synthetic_participants_join_publish_and_receive_through_the_real_protocol() {
 }
 
 #[test]
+fn simulcast_publishers_send_three_layers_and_subscribers_get_the_top_one() {
+    let (_, written, _dir) =
+        bench_meeting(&["--participants", "3", "--publishers", "1", "--seconds", "2", "--simulcast"], |_, _| {});
+    let report = &written["runs"][0];
+    assert_eq!(report["errors"], serde_json::json!([]), "{report}");
+    let (sent, expected, received) = deliveries(report);
+    // Per second: 30 frames of 1, 2 and 6 packets (150, 500, 1500 kbit/s) plus the first keyframes: the two
+    // subscribers each expect the top layer's 180 of the 270.
+    let seconds = 2.0;
+    assert!(sent as f64 > 250.0 * seconds && (sent as f64) < 300.0 * seconds, "all three layers sent: {report}");
+    assert!(expected * 100 > sent * 2 * 60 && expected * 100 < sent * 2 * 72, "two copies of the top layer: {report}");
+    assert!(received * 100 >= expected * 95, "the top layer arrives: {report}");
+    let refused = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["bench", "meeting", "--simulcast", "--compare", "--seconds", "1"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("Sluice only"), "{refused:?}");
+}
+
+#[test]
 fn a_ramped_many_meetings_scenario_keeps_media_inside_each_meeting() {
     let (_, written, _dir) = bench_meeting(
         &[

@@ -711,6 +711,86 @@ fn vp9_and_vp8_publishers_are_forwarded_in_their_own_codecs() {
     });
 }
 
+/// What a browser sends of its camera: per simulcast encoding (by RID), frames encoded and the frame height.
+const OUTBOUND_LAYERS_SCRIPT: &str = r#"
+    const pc = window.sluiceApp.client.pc;
+    return pc.getStats().then((report) => {
+        const out = {};
+        report.forEach((s) => {
+            if (s.type === 'outbound-rtp' && s.kind === 'video') out[s.rid || '-'] = [s.framesEncoded || 0, s.frameHeight || 0];
+        });
+        return out;
+    });
+"#;
+
+/// The frame height of the one video a browser receives.
+const INBOUND_HEIGHT_SCRIPT: &str = r#"
+    const pc = window.sluiceApp.client.pc;
+    return pc.getStats().then((report) => {
+        let height = 0;
+        report.forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') height = s.frameHeight || 0; });
+        return height;
+    });
+"#;
+
+/// Waits until `browser` decodes video `height` pixels tall.
+async fn wait_height(browser: &Browser, who: &str, height: impl Fn(u64) -> bool, what: &str) -> u64 {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let now = browser.eval(INBOUND_HEIGHT_SCRIPT).await.as_u64().unwrap_or(0);
+        if height(now) {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "{who} decodes video {now} pixels tall after {WAIT:?}, wanted {what}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[test]
+fn a_simulcast_camera_reaches_each_subscriber_in_the_layer_it_asks_for() {
+    in_fresh_netns("a_simulcast_camera_reaches_each_subscriber_in_the_layer_it_asks_for", async || {
+        let stage = Stage::start(&[]).await;
+        let pia = stage.join("Pia").await;
+        let quinn = stage.join("Quinn").await;
+        wait_decoding(&quinn, "Quinn", 1, 1).await;
+        // Pia's browser answered the offer's simulcast: it encodes several layers of its camera.
+        let deadline = Instant::now() + WAIT;
+        let layers = loop {
+            let layers = pia.eval(OUTBOUND_LAYERS_SCRIPT).await;
+            let sending = layers.as_object().map_or(0, |o| o.values().filter(|v| v[0].as_u64() > Some(0)).count());
+            if sending >= 2 {
+                break layers;
+            }
+            assert!(Instant::now() < deadline, "Pia sends {layers}, wanted at least two simulcast layers");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        println!("Pia's camera layers (frames encoded, height): {layers}");
+        assert!(layers.get("-").is_none(), "every encoding has a RID: {layers}");
+        let top = layers.as_object().unwrap().values().filter_map(|v| v[1].as_u64()).max().unwrap();
+        let track = quinn
+            .eval("return [...document.querySelectorAll('.tile.camera')].map((t) => t.dataset.trackId).find((t) => t)")
+            .await;
+        let track = track.as_str().expect("Quinn has a tile for Pia's camera").to_string();
+        assert_eq!(
+            quinn.eval(&format!("return window.sluiceApp.client.participants.values().next().value.tracks.find((t) => t.track_id === '{track}').layers")).await,
+            json!(3),
+            "track_added says three layers"
+        );
+
+        // The lowest layer, then the top one again: what Quinn decodes follows, without renegotiating.
+        quinn.eval(&format!("window.sluiceApp.client.setLayer('{track}', 0); return true")).await;
+        let low = wait_height(&quinn, "Quinn", |h| h > 0 && h < top, "a lower layer").await;
+        assert_growing(&quinn, "Quinn").await;
+        quinn.eval(&format!("window.sluiceApp.client.setLayer('{track}', 2); return true")).await;
+        wait_height(&quinn, "Quinn", |h| h == top, "the top layer").await;
+        println!("Quinn decoded Pia's camera at {low} pixels on layer 0 and {top} on layer 2");
+        assert_growing(&quinn, "Quinn").await;
+        assert!(quinn.eval("return window.sluiceApp.errors").await.as_array().is_none_or(Vec::is_empty));
+        pia.close().await;
+        quinn.close().await;
+    });
+}
+
 /// The type of the local candidate of the selected ICE pair (`host`, `srflx`, `relay`).
 const SELECTED_CANDIDATE_SCRIPT: &str = r#"
     const pc = window.sluiceApp.client.pc;

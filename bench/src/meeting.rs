@@ -47,6 +47,38 @@ pub struct Scenario {
     pub ramp: Duration,
     /// Through bare UDP forwarders instead of Sluice (`bare.rs`): the floor.
     pub bare_udp: bool,
+    /// Publishers send VP8-shaped frames in three simulcast layers ([`LAYERS`]) instead of `pps` single packets;
+    /// subscribers receive the top layer.
+    pub simulcast: bool,
+}
+
+/// One simulcast layer as Chrome sends a 720p camera by default: RID, bit rate, frames per second.
+pub(crate) struct Layer {
+    rid: &'static str,
+    kbps: u32,
+    fps: u32,
+}
+
+/// Quarter, half and full resolution, lowest first (the RIDs Sluice offers).
+pub(crate) const LAYERS: [Layer; 3] = [
+    Layer { rid: "q", kbps: 150, fps: 30 },
+    Layer { rid: "h", kbps: 500, fps: 30 },
+    Layer { rid: "f", kbps: 1_500, fps: 30 },
+];
+/// A keyframe is this many times a delta frame's size.
+const KEYFRAME_SCALE: usize = 4;
+/// Payload bytes per packet at most, as a browser packetizes for a 1200-byte MTU budget.
+const PACKET_PAYLOAD_MAX: usize = 1_100;
+/// Frames per second of every layer, and so the simulcast sender's tick.
+const FRAME_RATE: u32 = 30;
+
+impl Layer {
+    /// The payload size of each packet of one frame, and how many packets it takes.
+    fn packets(&self, keyframe: bool) -> (usize, usize) {
+        let bytes = (self.kbps as usize * 1000 / 8 / self.fps as usize) * if keyframe { KEYFRAME_SCALE } else { 1 };
+        let count = bytes.div_ceil(PACKET_PAYLOAD_MAX).max(1);
+        (bytes / count, count)
+    }
 }
 
 /// What one participant saw.
@@ -59,6 +91,10 @@ pub(crate) struct Outcome {
     pub(crate) join_ms: f64,
     pub(crate) first_media_ms: Option<f64>,
     pub(crate) sent: u64,
+    /// Simulcast: the stream every subscriber should receive of this publisher (its top layer), as its tag's
+    /// publisher id and the packets sent on it. Without simulcast, everything sent, tagged with the participant's
+    /// index.
+    pub(crate) forwarded: Option<(u32, u64)>,
     /// Received per publisher id.
     pub(crate) received: Vec<(u32, u64)>,
     pub(crate) delays_us: Vec<u64>,
@@ -136,6 +172,7 @@ pub async fn run(scenario: &Scenario, server_pid: Option<u32>) -> anyhow::Result
             media_start,
             media_end,
             pps: scenario.pps.max(1),
+            simulcast: scenario.simulcast,
         };
         tasks.push(tokio::spawn(async move {
             let mut outcome = Outcome { meeting: m, ..Outcome::default() };
@@ -184,12 +221,19 @@ pub(crate) fn summarize(s: &Scenario, outcomes: &[Outcome], cpu_ns: Option<u64>)
     join_ms.sort_by(f64::total_cmp);
     first.sort_by(f64::total_cmp);
     delays.sort_unstable();
-    let sent_by: Vec<(u32, usize, u64)> =
-        outcomes.iter().enumerate().map(|(i, o)| (i as u32, o.meeting, o.sent)).collect();
+    let sent_by: Vec<(u32, usize, u64)> = outcomes
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            let (tag, sent) = o.forwarded.unwrap_or((i as u32, o.sent));
+            (tag, o.meeting, sent)
+        })
+        .collect();
     let mut expected = 0;
     let mut received = 0;
     for (i, o) in outcomes.iter().enumerate() {
-        let same_meeting = sent_by.iter().filter(|(p, m, _)| *p != i as u32 && *m == o.meeting);
+        let same_meeting =
+            sent_by.iter().enumerate().filter(|(j, (_, m, _))| *j != i && *m == o.meeting).map(|(_, s)| s);
         for &(publisher, _, sent) in same_meeting {
             if sent > 0 && o.joined {
                 expected += sent;
@@ -262,6 +306,7 @@ struct Participant {
     media_start: Instant,
     media_end: Instant,
     pps: u32,
+    simulcast: bool,
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -291,7 +336,12 @@ impl Participant {
         let mut next_send = self.media_start;
         let mut next_ping = Instant::now() + PING_INTERVAL;
         let mut next_consent = Instant::now() + CONSENT_INTERVAL;
-        let interval = Duration::from_secs_f64(1.0 / f64::from(self.pps));
+        let rate = if self.simulcast { FRAME_RATE } else { self.pps };
+        let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
+        // Simulcast: the publish section's MID (the RID and MID header extensions name the layers), and which
+        // layers owe a keyframe (the first frame, and each one the SFU asks for).
+        let mut camera_mid: Option<String> = None;
+        let mut keyframe_due = [true; LAYERS.len()];
         let mut buf = vec![0u8; 2048];
         loop {
             let now = Instant::now();
@@ -318,9 +368,30 @@ impl Participant {
             if now >= next_send {
                 if self.publish && connected && now >= self.media_start && now < self.media_end {
                     let p = peer.as_mut().expect("connected");
-                    let packet = p.media(PAYLOAD_LEN, self.epoch.elapsed().as_micros() as u64);
-                    send(&socket, server, &packet).await;
-                    outcome.sent += 1;
+                    let now_us = self.epoch.elapsed().as_micros() as u64;
+                    match camera_mid.as_deref() {
+                        Some(mid) if self.simulcast => {
+                            for (layer, spec) in LAYERS.iter().enumerate() {
+                                let keyframe = std::mem::take(&mut keyframe_due[layer]);
+                                let (size, count) = spec.packets(keyframe);
+                                for i in 0..count {
+                                    let start = (i == 0).then_some(keyframe);
+                                    let packet = p.simulcast_packet(mid, spec.rid, layer as u8, start, size, now_us);
+                                    send(&socket, server, &packet).await;
+                                }
+                                outcome.sent += count as u64;
+                                if layer == LAYERS.len() - 1 {
+                                    let top = outcome.forwarded.get_or_insert((self.index + 0x100 * layer as u32, 0));
+                                    top.1 += count as u64;
+                                }
+                            }
+                        }
+                        _ => {
+                            let packet = p.media(PAYLOAD_LEN, now_us);
+                            send(&socket, server, &packet).await;
+                            outcome.sent += 1;
+                        }
+                    }
                 }
                 // Paced, never bursting to catch up: a late turn skips the packets it missed.
                 next_send = (next_send + interval).max(now);
@@ -360,7 +431,11 @@ impl Participant {
                             outcome.join_ms = started.elapsed().as_secs_f64() * 1000.0;
                             outcome.joined_at_ms = self.epoch.elapsed().as_secs_f64() * 1000.0;
                         }
-                        Some("offer") => self.answer(&mut ws, &m, &mut peer).await?,
+                        Some("offer") => {
+                            if let Some(mid) = self.answer(&mut ws, &m, &mut peer).await? {
+                                camera_mid = Some(mid);
+                            }
+                        }
                         Some("candidate") if server.is_none() => {
                             server = m["candidate"].as_str().and_then(candidate_address);
                         }
@@ -378,6 +453,11 @@ impl Participant {
                         Incoming::Dtls(records) => {
                             for record in records { send(&socket, server, &record).await; }
                             connected = p.srtp_ready();
+                        }
+                        Incoming::KeyframeRequest { media_ssrc } => {
+                            if let Some(layer) = (0..LAYERS.len()).find(|l| p.layer_ssrc(*l as u8) == media_ssrc) {
+                                keyframe_due[layer] = true;
+                            }
                         }
                         Incoming::Media(r) => {
                             let now_us = self.epoch.elapsed().as_micros() as u64;
@@ -399,8 +479,9 @@ impl Participant {
         Ok(())
     }
 
-    /// Answers an offer as `docs/signaling.md` says: send on publish sections, receive on subscribe sections.
-    async fn answer(&self, ws: &mut Ws, offer: &Value, peer: &mut Option<TestPeer>) -> anyhow::Result<()> {
+    /// Answers an offer as `docs/signaling.md` says: send on publish sections (simulcast where asked for and the
+    /// scenario wants it), receive on subscribe sections. Returns the MID of a simulcast publish section.
+    async fn answer(&self, ws: &mut Ws, offer: &Value, peer: &mut Option<TestPeer>) -> anyhow::Result<Option<String>> {
         let sdp = offer["sdp"].as_str().unwrap_or_default();
         let attr = |key: &str| sdp.lines().find_map(|l| l.strip_prefix(key)).map(str::trim).map(String::from);
         let live = offer["sections"].as_array().into_iter().flatten().any(|s| s["role"] != "closed");
@@ -408,7 +489,14 @@ impl Participant {
         let ours = match credentials {
             (Some(ufrag), Some(pwd), Some(fp)) => {
                 let fingerprint = Fingerprint::parse(&fp).ok_or_else(|| anyhow!("bad fingerprint {fp}"))?;
-                let p = peer.get_or_insert_with(|| TestPeer::with_dtls(self.index, &ufrag, &pwd, fingerprint, None));
+                let p = peer.get_or_insert_with(|| {
+                    let mut p = TestPeer::with_dtls(self.index, &ufrag, &pwd, fingerprint, None);
+                    if self.simulcast {
+                        // Payloads start with a VP8 descriptor, before the tag.
+                        p.expect_vp8();
+                    }
+                    p
+                });
                 p.fingerprint().expect("a DTLS peer").to_string()
             }
             // Every section closed (their publishers left): nothing to connect; answer as a browser would, with
@@ -428,8 +516,10 @@ impl Participant {
              a=ice-ufrag:peer{}\r\na=ice-pwd:bench-password-0123456789\r\n",
             offer["revision"], self.index
         );
-        let kinds: Vec<&str> = sdp.lines().filter_map(|l| l.strip_prefix("m=")).collect();
-        for (section, m_line) in offer["sections"].as_array().into_iter().flatten().zip(kinds) {
+        // Each media section's text, from its m= line on.
+        let media: Vec<&str> = sdp.split("\r\nm=").skip(1).collect();
+        let mut simulcast_mid = None;
+        for (section, m_line) in offer["sections"].as_array().into_iter().flatten().zip(media) {
             let kind = m_line.split(' ').next().unwrap_or("video");
             let (pt, codec) = if kind == "audio" { (111, "opus/48000/2") } else { (96, "VP8/90000") };
             let port = if section["role"] == "closed" { 0 } else { 9 };
@@ -437,7 +527,14 @@ impl Participant {
             answer += &format!(
                 "m={kind} {port} UDP/TLS/RTP/SAVPF {pt}\r\na=setup:active\r\na=mid:{mid}\r\na=rtpmap:{pt} {codec}\r\n"
             );
+            let asks_simulcast = m_line.contains("a=simulcast:recv q;h;f");
             answer += match section["role"].as_str() {
+                Some("publish") if self.simulcast && asks_simulcast => {
+                    simulcast_mid = Some(mid.to_string());
+                    let rids: Vec<&str> = LAYERS.iter().map(|l| l.rid).collect();
+                    let lines: String = rids.iter().map(|r| format!("a=rid:{r} send\r\n")).collect();
+                    format!("a=sendonly\r\n{lines}a=simulcast:send {}\r\n", rids.join(";"))
+                }
                 Some("publish") => format!("a=sendonly\r\na=ssrc:{ssrc} cname:bench\r\n"),
                 Some("subscribe") => "a=recvonly\r\n".to_string(),
                 _ => "a=inactive\r\n".to_string(),
@@ -446,7 +543,7 @@ impl Participant {
         }
         let message = json!({"type": "answer", "revision": offer["revision"], "sdp": answer});
         ws.send(Message::text(message.to_string())).await?;
-        Ok(())
+        Ok(simulcast_mid)
     }
 }
 

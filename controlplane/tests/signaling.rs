@@ -194,6 +194,48 @@ fn answer_for(offer: &Value, ssrc_base: u32) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_camera_is_offered_three_simulcast_layers_and_subscribers_choose_one() {
+    let h = start().await;
+    let (meeting, _) = h.meeting(json!({})).await;
+    let (mut a, _) = h.joined(&meeting, "ann", &["microphone", "camera"]).await;
+    let offer = a.expect("offer").await;
+    let sdp = offer["sdp"].as_str().unwrap();
+    let media: Vec<&str> = sdp.split("\r\nm=").skip(1).collect();
+    assert!(!media[0].contains("a=simulcast"), "not for audio");
+    assert!(media[1].contains("a=rid:q recv\r\na=rid:h recv\r\na=rid:f recv\r\na=simulcast:recv q;h;f\r\n"));
+    // Answered as Chrome does: the layers by RID, no SSRC for the camera.
+    let answer = answer_for(&offer, 10)
+        .replace("a=ssrc:11 cname:x\r\n", "a=rid:q send\r\na=rid:h send\r\na=rid:f send\r\na=simulcast:send q;h;f\r\n");
+    assert!(answer.contains("simulcast:send"), "{answer}");
+    a.send(json!({"type": "answer", "revision": offer["revision"], "sdp": answer})).await;
+    let (mut b, welcome) = h.joined(&meeting, "ben", &[]).await;
+    let tracks = welcome["participants"][0]["tracks"].as_array().unwrap().clone();
+    let layers = |source: &str| tracks.iter().find(|t| t["source"] == source).unwrap()["layers"].clone();
+    assert_eq!((layers("camera"), layers("microphone")), (json!(3), json!(1)));
+    let camera = tracks.iter().find(|t| t["source"] == "camera").unwrap()["track_id"].as_str().unwrap().to_string();
+    let offer_b = b.expect("offer").await;
+    b.answer(&offer_b, 20).await;
+    b.send(json!({"type": "set_layer", "track_id": camera, "layer": 0})).await;
+    b.send(json!({"type": "set_layer", "track_id": camera, "layer": 3})).await;
+    // The room handles messages in order: an error for the valid request would come first.
+    let e = b.expect("error").await;
+    assert_eq!(e["code"], "bad_message", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("has 3 layer(s)"), "{e}");
+    b.send(json!({"type": "set_layer", "track_id": "t_nope", "layer": 0})).await;
+    assert_eq!(b.expect("error").await["code"], "bad_state");
+
+    // A screen share is not simulcast, and neither is anything in a meeting that turned it off.
+    a.send(json!({"type": "publish", "source": "screen"})).await;
+    let screen = a.expect("offer").await;
+    let last = screen["sdp"].as_str().unwrap().split("\r\nm=").last().unwrap().to_string();
+    assert!(last.starts_with("video") && !last.contains("a=simulcast"), "{last}");
+    let (off, _) = h.meeting(json!({"simulcast": false})).await;
+    let (mut c, _) = h.joined(&off, "cat", &["camera"]).await;
+    let offer_c = c.expect("offer").await;
+    assert!(!offer_c["sdp"].as_str().unwrap().contains("a=simulcast"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_join_gets_a_welcome_an_offer_and_the_workers_candidates() {
     let h = start().await;
     let (meeting, _) = h.meeting(json!({})).await;
@@ -518,7 +560,8 @@ async fn every_message_matches_its_documented_json_schema() {
     let offer_b = b.expect("offer").await;
     b.answer(&offer_b, 20).await;
     a.send(sent(json!({"type": "mute", "source": "camera", "muted": true}))).await;
-    b.expect("track_muted").await;
+    let muted = b.expect("track_muted").await;
+    b.send(sent(json!({"type": "set_layer", "track_id": muted["track_id"], "layer": 0}))).await;
     a.send(sent(json!({"type": "publish", "source": "screen"}))).await;
     let screen_offer = a.expect("offer").await;
     a.answer(&screen_offer, 10).await;

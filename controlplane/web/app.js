@@ -11,6 +11,10 @@ const tokenKey = `sluice.token.${meetingId}`;
 const app = { recorders: new Set(), client: null, joinStartedAt: null, firstFrameMs: {}, trackToFrameMs: {}, participants: new Map(), selfId: null, errors: [] };
 window.sluiceApp = app;
 
+/** Tile heights in device pixels up to which the lowest and the middle simulcast layer are enough. */
+const LAYER_HEIGHT_LOW = 200;
+const LAYER_HEIGHT_MIDDLE = 400;
+
 let localStream = null;
 const tiles = new Map(); // `${participantId}:${source}` -> tile element
 const audios = new Map(); // track id -> <audio>
@@ -236,6 +240,7 @@ function attachTrack({ participantId, source, trackId, track }) {
   tile.dataset.trackId = trackId;
   const video = tile.querySelector('video');
   video.srcObject = new MediaStream([track]);
+  followTileSize(video, participantId, trackId);
   const arrived = performance.now();
   if (video.requestVideoFrameCallback) {
     video.requestVideoFrameCallback(() => {
@@ -244,6 +249,23 @@ function attachTrack({ participantId, source, trackId, track }) {
     });
   }
   updateLabel(participantId);
+}
+
+/**
+ * Simulcast: receive the layer the tile is big enough for. Layers halve the resolution each step down, so a
+ * tile under about a quarter of the camera's height takes the lowest one, under half the middle one.
+ */
+function followTileSize(video, participantId, trackId) {
+  const layers = app.client.participants.get(participantId)?.tracks.find((t) => t.track_id === trackId)?.layers ?? 1;
+  if (layers < 2 || !window.ResizeObserver) return;
+  const observer = new ResizeObserver(() => {
+    if (!video.isConnected) return observer.disconnect();
+    const pixels = video.clientHeight * (window.devicePixelRatio || 1);
+    const top = layers - 1;
+    const layer = pixels <= LAYER_HEIGHT_LOW ? 0 : pixels <= LAYER_HEIGHT_MIDDLE ? Math.min(1, top) : top;
+    app.client.setLayer(trackId, layer);
+  });
+  observer.observe(video);
 }
 
 function updateLabel(participantId) {

@@ -47,6 +47,10 @@ export class SluiceClient extends EventTarget {
     this.pinger = null;
     this.reconnecting = false;
     this.mutesToResend = false;
+    /** @type {Map<string, number>} simulcast layer asked for, by track id; sent again on a new connection */
+    this.layers = new Map();
+    /** @type {Set<string>} track ids whose layer this connection has been told */
+    this.layersSent = new Set();
   }
 
   /** Joins with the given local tracks (any may be null). Resolves on `welcome`, rejects if refused. */
@@ -77,6 +81,17 @@ export class SluiceClient extends EventTarget {
     const track = this.local[source];
     if (track) track.enabled = !muted;
     this.#send({ type: 'mute', source, muted });
+  }
+
+  /**
+   * Chooses the simulcast layer received of a track (0: lowest quality, up to the track's `layers` - 1): a
+   * thumbnail needs only the lowest. The server forwards the best layer being sent up to it.
+   */
+  setLayer(trackId, layer) {
+    if (this.layers.get(trackId) === layer && this.layersSent.has(trackId)) return;
+    this.layers.set(trackId, layer);
+    this.layersSent.add(trackId);
+    this.#send({ type: 'set_layer', track_id: trackId, layer });
   }
 
   /** Swaps the device behind a source without renegotiating. */
@@ -261,6 +276,8 @@ export class SluiceClient extends EventTarget {
       case 'track_removed': {
         const p = this.participants.get(m.participant_id);
         if (p) p.tracks = p.tracks.filter((t) => t.track_id !== m.track_id);
+        this.layers.delete(m.track_id);
+        this.layersSent.delete(m.track_id);
         this.#emit('track-removed', m);
         break;
       }
@@ -292,6 +309,7 @@ export class SluiceClient extends EventTarget {
 
   #newPeer() {
     this.#closePeer();
+    this.layersSent.clear();
     const pc = new RTCPeerConnection({ iceServers: this.iceServers, iceTransportPolicy: this.iceTransportPolicy, bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
     this.pc = pc;
     pc.onicecandidate = (e) => {
@@ -341,6 +359,13 @@ export class SluiceClient extends EventTarget {
     // An offer of a connection that was replaced meanwhile must not be answered on the new one.
     if (this.pc !== pc) return;
     this.#send({ type: 'answer', revision: m.revision, sdp: pc.localDescription.sdp });
+    for (const s of m.sections) {
+      const layer = this.layers.get(s.track_id);
+      if (s.role === 'subscribe' && layer !== undefined && !this.layersSent.has(s.track_id)) {
+        this.layersSent.add(s.track_id);
+        this.#send({ type: 'set_layer', track_id: s.track_id, layer });
+      }
+    }
     if (this.mutesToResend) {
       this.mutesToResend = false;
       for (const [source, muted] of Object.entries(this.muted)) {

@@ -135,6 +135,8 @@ pub struct TestPeer {
     history: Option<Vec<Vec<u8>>>,
     /// Per simulcast layer: packets sent.
     layer_seq: [u64; 3],
+    /// Per simulcast layer: frames started (the RTP timestamp's count).
+    layer_frames: [u32; 3],
     /// Received payloads start with a 2-byte VP8 descriptor and frame header before the tag.
     vp8: bool,
     /// RTX SSRC -> the media SSRC it repairs (RFC 4588).
@@ -204,6 +206,7 @@ impl TestPeer {
             windows: Vec::new(),
             history: None,
             layer_seq: [0; 3],
+            layer_frames: [0; 3],
             vp8: false,
             rtx: Vec::new(),
             raw: false,
@@ -380,10 +383,30 @@ impl TestPeer {
     /// 10, what Sluice offers), and a VP8 payload descriptor whose frame header marks `keyframe`. The tag's
     /// publisher field is `id + 0x100 * layer`.
     pub fn simulcast_media(&mut self, mid: &str, rid: &str, layer: u8, keyframe: bool, now_us: u64) -> Vec<u8> {
+        self.simulcast_packet(mid, rid, layer, Some(keyframe), 0, now_us)
+    }
+
+    /// One packet of a frame of simulcast layer `layer`, as [`TestPeer::simulcast_media`], with at least
+    /// `payload_len` bytes of payload. `start`: `Some(keyframe)` for a frame's first packet (the VP8 descriptor's
+    /// S bit, and the frame header saying whether it is a keyframe), `None` for the packets that continue it.
+    /// The packets of a frame share its RTP timestamp, 3000 ticks (30 fps) after the previous frame's.
+    pub fn simulcast_packet(
+        &mut self,
+        mid: &str,
+        rid: &str,
+        layer: u8,
+        start: Option<bool>,
+        payload_len: usize,
+        now_us: u64,
+    ) -> Vec<u8> {
         let tx = self.tx.as_ref().expect("media only after SRTP keys are set");
         let seq = self.layer_seq[usize::from(layer)];
         self.layer_seq[usize::from(layer)] += 1;
-        let ts = 0x1234_5678u32.wrapping_mul(u32::from(layer) + 1).wrapping_add((seq as u32).wrapping_mul(3_000));
+        let frames = &mut self.layer_frames[usize::from(layer)];
+        if start.is_some() {
+            *frames += 1;
+        }
+        let ts = 0x1234_5678u32.wrapping_mul(u32::from(layer) + 1).wrapping_add(frames.wrapping_mul(3_000));
         // Each layer's sequence numbers start elsewhere, as browsers randomize them per SSRC.
         let wire_seq = (seq as u16).wrapping_add(11_111u16.wrapping_mul(u16::from(layer) + 1));
         let mut p = vec![0x90, 96];
@@ -401,10 +424,15 @@ impl TestPeer {
         p.extend_from_slice(&((ext.len() / 4) as u16).to_be_bytes());
         p.extend_from_slice(&ext);
         let header_len = p.len();
-        p.extend_from_slice(&[0x10, if keyframe { 0x00 } else { 0x01 }]);
+        let descriptor = match start {
+            Some(keyframe) => [0x10, if keyframe { 0x00 } else { 0x01 }],
+            None => [0x00, 0x01],
+        };
+        p.extend_from_slice(&descriptor);
         p.extend_from_slice(&(self.id + 0x100 * u32::from(layer)).to_be_bytes());
         p.extend_from_slice(&seq.to_be_bytes());
         p.extend_from_slice(&now_us.to_be_bytes());
+        p.resize(p.len().max(header_len + payload_len), 0);
         let len = p.len();
         p.resize(len + tx.profile().rtp_overhead(), 0);
         let n = tx.protect_rtp(&mut p, len, header_len, u64::from(wire_seq)).expect("room for the tag");

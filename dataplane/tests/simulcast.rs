@@ -52,8 +52,20 @@ struct Seen {
 
 /// Sends `frames` frames on all three layers (one packet each), delivering what the core sends.
 fn run(s: &mut Setup, seen: &mut Seen, frames: u64, first_frame: u64, keyframe_asked: &mut [bool; 3]) {
+    run_layers(s, seen, frames, first_frame, keyframe_asked, &[0, 1, 2]);
+}
+
+/// As [`run`], sending only `layers` (the others paused, as a browser does while its bandwidth estimate is low).
+fn run_layers(
+    s: &mut Setup,
+    seen: &mut Seen,
+    frames: u64,
+    first_frame: u64,
+    keyframe_asked: &mut [bool; 3],
+    layers: &[u8],
+) {
     for frame in first_frame..first_frame + frames {
-        for layer in 0..3u8 {
+        for &layer in layers {
             let keyframe = frame % KEYFRAME_EVERY == 0 || std::mem::take(&mut keyframe_asked[usize::from(layer)]);
             let mut packet = s.publisher.simulcast_media("0", RIDS[usize::from(layer)], layer, keyframe, frame);
             s.core.handle_receive(s.now, s.pub_addr, &mut packet, &mut s.out);
@@ -118,6 +130,42 @@ fn a_subscriber_moves_between_layers_at_keyframes_without_gaps() {
     assert!(s.core.counters().fanout_other_layer > 0);
     assert_eq!(s.core.counters().dropped(DropReason::UnknownSsrc), 0);
     assert!(s.core.set_layer(now, sub, 3, &mut s.out).is_err(), "there is no layer 3");
+}
+
+#[test]
+fn a_subscription_gets_the_best_layer_being_sent_and_moves_up_when_its_own_starts() {
+    let (mut s, _) = setup();
+    let mut seen = Seen::default();
+    let mut asked = [false; 3];
+    // The publisher's bandwidth estimate is still low: the top layer is not sent. Its periodic keyframes are
+    // far apart, so the middle layer's first delta frames make the core ask for one.
+    run_layers(&mut s, &mut seen, 30, 1, &mut asked, &[0, 1]);
+    assert!(seen.plis.contains(&1), "a keyframe of the best layer being sent was asked for: {:?}", seen.plis);
+    assert!(!seen.received.is_empty(), "the subscription did not wait for a layer that is not coming");
+    assert!(seen.received.iter().all(|r| r.tag.publisher == 0x100), "the middle layer, the best being sent");
+    assert_eq!(seen.received[0].keyframe, Some(true), "starting at a keyframe");
+    let before = seen.received.len();
+
+    // The top layer starts (delta frames first): the subscription moves up at its keyframe, which is asked for.
+    run_layers(&mut s, &mut seen, 30, 31, &mut asked, &[0, 1, 2]);
+    assert!(seen.plis.contains(&2), "a keyframe of the top layer was asked for: {:?}", seen.plis);
+    let after = &seen.received[before..];
+    let up = after.iter().position(|r| r.tag.publisher == 0x200).expect("the top layer arrives");
+    assert_eq!(after[up].keyframe, Some(true), "the move lands on a keyframe");
+    assert!(after[up..].iter().all(|r| r.tag.publisher == 0x200), "and stays there");
+
+    // The top layer pauses again: after a second without it, the middle layer's keyframe takes over.
+    let mut frames = 61;
+    while seen.received.last().is_none_or(|r| r.tag.publisher != 0x100) && frames < 200 {
+        run_layers(&mut s, &mut seen, 1, frames, &mut asked, &[0, 1]);
+        frames += 1;
+    }
+    assert_eq!(seen.received.last().map(|r| r.tag.publisher), Some(0x100), "back to the middle layer");
+    let paused_for = Duration::from_millis(33) * (frames - 61) as u32;
+    assert!(paused_for <= Duration::from_millis(1_600), "the fallback took {paused_for:?}");
+    for pair in seen.received.windows(2) {
+        assert_eq!(pair[1].seq, pair[0].seq.wrapping_add(1), "no gap or repeat in sequence numbers");
+    }
 }
 
 #[test]

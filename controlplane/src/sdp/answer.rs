@@ -66,6 +66,11 @@ pub struct AnswerSection {
     pub ssrcs: Vec<u32>,
     /// `a=ssrc-group:FID <media> <rtx>` pairs.
     pub fid: Vec<(u32, u32)>,
+    /// RIDs the answerer sends as simulcast layers (`a=simulcast:send`, in its order), each with an
+    /// `a=rid:<id> send` line. Empty without simulcast.
+    pub send_rids: Vec<String>,
+    /// RIDs of `a=rid:<id> send` lines.
+    rid_lines: Vec<String>,
 }
 
 impl AnswerSection {
@@ -161,6 +166,8 @@ pub fn parse_answer(sdp: &str) -> Result<Answer, SdpError> {
         .enumerate()
         .map(|(index, (mid, mut section))| {
             section.mid = mid.ok_or(SdpError::NoMid { index })?;
+            let declared = std::mem::take(&mut section.rid_lines);
+            section.send_rids.retain(|rid| declared.contains(rid));
             Ok(section)
         })
         .collect::<Result<_, _>>()?;
@@ -181,6 +188,8 @@ fn media_line(m: &str) -> Option<AnswerSection> {
         rtpmap: Vec::new(),
         ssrcs: Vec::new(),
         fid: Vec::new(),
+        send_rids: Vec::new(),
+        rid_lines: Vec::new(),
     })
 }
 
@@ -211,6 +220,14 @@ fn media_attribute(
                 section.ssrcs.push(ssrc);
             }
         }
+        "rid" if section.rid_lines.len() < PER_SECTION_MAX => {
+            let mut parts = value.split_ascii_whitespace();
+            let (id, direction) = (parts.next().ok_or("a=rid needs an id")?, parts.next());
+            if direction == Some("send") {
+                section.rid_lines.push(id.to_string());
+            }
+        }
+        "simulcast" => section.send_rids = simulcast_send(value)?,
         "ssrc-group" if section.fid.len() < PER_SECTION_MAX => {
             let mut parts = value.split(' ');
             if parts.next() == Some("FID") {
@@ -224,4 +241,24 @@ fn media_attribute(
         _ => {}
     }
     Ok(())
+}
+
+/// The streams of `a=simulcast` (RFC 8853) the answerer sends: `send q;h;f` (in either order with `recv`), each
+/// stream its first alternative (`q,x` is `q`), a leading `~` (paused at start) dropped.
+fn simulcast_send(value: &str) -> Result<Vec<String>, &'static str> {
+    let mut parts = value.split_ascii_whitespace();
+    while let Some(direction) = parts.next() {
+        let list = parts.next().ok_or("a=simulcast needs a list of RIDs after its direction")?;
+        if direction == "send" {
+            let rids: Vec<String> = list
+                .split(';')
+                .filter_map(|stream| stream.split(',').next())
+                .map(|rid| rid.trim_start_matches('~').to_string())
+                .filter(|rid| !rid.is_empty())
+                .take(8)
+                .collect();
+            return Ok(rids);
+        }
+    }
+    Ok(Vec::new())
 }

@@ -38,9 +38,34 @@ mod tests {
             track_id: "t_a".into(),
         };
         vec![
-            Section { mid: "0".into(), kind: MediaKind::Audio, role: SectionRole::Uplink, prefer: None },
-            Section { mid: "1".into(), kind: MediaKind::Video, role: SectionRole::Downlink(downlink), prefer: None },
-            Section { mid: "2".into(), kind: MediaKind::Video, role: SectionRole::Rejected, prefer: None },
+            Section {
+                mid: "0".into(),
+                kind: MediaKind::Audio,
+                role: SectionRole::Uplink,
+                prefer: None,
+                simulcast: false,
+            },
+            Section {
+                mid: "1".into(),
+                kind: MediaKind::Video,
+                role: SectionRole::Downlink(downlink),
+                prefer: None,
+                simulcast: false,
+            },
+            Section {
+                mid: "2".into(),
+                kind: MediaKind::Video,
+                role: SectionRole::Rejected,
+                prefer: None,
+                simulcast: false,
+            },
+            Section {
+                mid: "3".into(),
+                kind: MediaKind::Video,
+                role: SectionRole::Uplink,
+                prefer: None,
+                simulcast: true,
+            },
         ]
     }
 
@@ -49,10 +74,10 @@ mod tests {
         let sections = sections();
         let sdp = write_offer(&params(&sections, &[]));
         assert!(sdp.starts_with("v=0\r\no=- 42 3 IN IP4 0.0.0.0\r\n"));
-        assert!(sdp.contains("\r\na=ice-lite\r\n") && sdp.contains("a=group:BUNDLE 0 1\r\n"));
+        assert!(sdp.contains("\r\na=ice-lite\r\n") && sdp.contains("a=group:BUNDLE 0 1 3\r\n"));
         assert!(sdp.lines().all(|l| !l.is_empty()), "no empty lines");
         let media: Vec<&str> = sdp.split("\r\nm=").skip(1).collect();
-        assert_eq!(media.len(), 3);
+        assert_eq!(media.len(), 4);
         assert!(media[0].starts_with("audio 9 UDP/TLS/RTP/SAVPF 111\r\n") && media[0].contains("a=recvonly"));
         assert!(media[1].starts_with("video 9 UDP/TLS/RTP/SAVPF 96 97\r\n"));
         for line in
@@ -61,10 +86,13 @@ mod tests {
             assert!(media[1].contains(line), "{line} in {}", media[1]);
         }
         assert!(!media[1].contains("rtp-stream-id"), "RID extensions only on uplink video");
+        assert!(!media[0].contains("a=rid") && !media[1].contains("a=simulcast"), "simulcast only where asked");
+        assert!(media[3].contains("a=rid:q recv\r\na=rid:h recv\r\na=rid:f recv\r\na=simulcast:recv q;h;f\r\n"));
+        assert!(media[3].contains("rtp-stream-id"), "RIDs travel in a header extension");
         assert!(media[2].starts_with("video 0 ") && media[2].contains("a=inactive") && !media[2].contains("ice-ufrag"));
-        assert_eq!(sdp.matches(&format!("a=fingerprint:sha-256 {}", Fingerprint([0xab; 32]))).count(), 2);
+        assert_eq!(sdp.matches(&format!("a=fingerprint:sha-256 {}", Fingerprint([0xab; 32]))).count(), 3);
         let with = write_offer(&params(&sections, &["candidate:1 1 udp 1 127.0.0.1 9 typ host".into()]));
-        assert_eq!(with.matches("a=candidate:1 1 udp").count(), 2, "one per live section");
+        assert_eq!(with.matches("a=candidate:1 1 udp").count(), 3, "one per live section");
     }
 
     #[test]
@@ -109,6 +137,21 @@ mod tests {
         let answer = parse_answer(&sdp).unwrap();
         assert_eq!(answer.sections[1].media_ssrc(), Some(5));
         assert_eq!(answer.sections[1].fid, vec![(5, 6)]);
+    }
+
+    #[test]
+    fn a_simulcast_answer_names_its_layers_in_order() {
+        let simulcast = "a=rid:q send\r\na=rid:h send\r\na=rid:f send\r\na=simulcast:send q;h;f\r\n";
+        let sdp = CHROME_ANSWER.replace("a=ssrc:3499153755 cname:TFBpeM03/UekJFbN\r\n", simulcast);
+        let answer = parse_answer(&sdp).unwrap();
+        assert_eq!(answer.sections[1].send_rids, ["q", "h", "f"]);
+        assert_eq!(answer.sections[1].media_ssrc(), None, "layers are known by RID, not SSRC");
+        assert!(answer.sections[0].send_rids.is_empty());
+        // Alternatives, paused streams, either direction first; a RID without its a=rid line is not a layer.
+        let odd = sdp.replace("a=simulcast:send q;h;f", "a=simulcast:recv 1 send ~q,x;h;z");
+        assert_eq!(parse_answer(&odd).unwrap().sections[1].send_rids, ["q", "h"]);
+        let broken = sdp.replace("a=simulcast:send q;h;f", "a=simulcast:send");
+        assert!(parse_answer(&broken).unwrap_err().to_string().contains("a=simulcast needs a list"));
     }
 
     #[test]

@@ -73,7 +73,13 @@ pub struct Section {
     pub role: SectionRole,
     /// Uplink video: the codec offered first (the publisher's choice); `None` for VP8.
     pub prefer: Option<Codec>,
+    /// Uplink video: ask for [`SIMULCAST_RIDS`] (`a=simulcast:recv`), which a browser answering sends as that many
+    /// encodings at 1/4, 1/2 and full resolution.
+    pub simulcast: bool,
 }
+
+/// The RIDs of the simulcast layers we ask for, lowest quality first (quarter, half, full).
+pub const SIMULCAST_RIDS: [&str; 3] = ["q", "h", "f"];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SectionRole {
@@ -165,7 +171,11 @@ fn write_section(s: &mut String, p: &OfferParams<'_>, section: &Section) {
             match section.kind {
                 MediaKind::Audio => write_codec(s, Codec::Opus, false),
                 MediaKind::Video => {
-                    uplink_codecs(MediaKind::Video, section.prefer).into_iter().for_each(|c| write_codec(s, c, false))
+                    uplink_codecs(MediaKind::Video, section.prefer).into_iter().for_each(|c| write_codec(s, c, false));
+                    if section.simulcast {
+                        SIMULCAST_RIDS.iter().for_each(|rid| line(s, format_args!("a=rid:{rid} recv")));
+                        line(s, format_args!("a=simulcast:recv {}", SIMULCAST_RIDS.join(";")));
+                    }
                 }
             }
         }

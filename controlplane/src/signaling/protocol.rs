@@ -111,6 +111,9 @@ pub enum ClientMessage {
     Unpublish { source: Source },
     /// Mark a published source muted or not (the media keeps flowing; others show the state).
     Mute { source: Source, muted: bool },
+    /// Receive this simulcast layer (0: lowest quality) of a track: the best layer being sent up to it, switched
+    /// at a keyframe. A client asks for what its tile shows: the lowest layer for a thumbnail.
+    SetLayer { track_id: String, layer: u8 },
     /// The host ends the meeting for everyone.
     EndMeeting {},
     /// Leave now (the socket closing does the same).
@@ -200,6 +203,8 @@ pub struct TrackInfo {
     pub source: Source,
     pub kind: TrackKind,
     pub muted: bool,
+    /// Simulcast layers the publisher sends (1: no simulcast); subscribers choose one with `set_layer`.
+    pub layers: u8,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use sluice_dataplane::core::{
-    Event, ExtensionIds, IceCredentials, MediaKind, ParticipantId, RtxSpec, SubscriptionSpec, TrackId, TrackSpec,
+    Event, ExtensionIds, IceCredentials, MediaKind, ParticipantId, RtxSpec, SubscriptionId, SubscriptionSpec, Tag,
+    TrackId, TrackSpec,
 };
 use sluice_dataplane::packet::codec::Codec;
 use sluice_dataplane::runtime::{Runtime, RuntimeError};
@@ -92,8 +93,18 @@ struct SectionState {
 }
 
 enum Binding {
-    Uplink { source: Source, published: bool },
-    Downlink { publisher: String, track_id: String, subscribed: bool },
+    Uplink {
+        source: Source,
+        published: bool,
+    },
+    Downlink {
+        publisher: String,
+        track_id: String,
+        /// Set once the browser accepted the section and the dataplane subscribed it.
+        subscription: Option<SubscriptionId>,
+        /// The simulcast layer asked for with `set_layer` (the top one until then).
+        layer: Option<u8>,
+    },
     Closed,
 }
 
@@ -144,14 +155,21 @@ impl Member {
         }
     }
 
-    fn add_section(&mut self, kind: MediaKind, role: SectionRole, info: SectionInfo, binding: Binding) -> bool {
+    fn add_section(
+        &mut self,
+        kind: MediaKind,
+        role: SectionRole,
+        simulcast: bool,
+        info: SectionInfo,
+        binding: Binding,
+    ) -> bool {
         if self.sections.len() >= SECTIONS_MAX {
             return false;
         }
         let mid = self.next_mid.to_string();
         self.next_mid += 1;
         self.sections.push(SectionState {
-            section: Section { mid: mid.clone(), kind, role, prefer: self.video_codec },
+            section: Section { mid: mid.clone(), kind, role, prefer: self.video_codec, simulcast },
             info: SectionInfo { mid, ..info },
             binding,
         });
@@ -166,6 +184,7 @@ impl Published {
             source: self.source,
             kind: if self.source.is_audio() { TrackKind::Audio } else { TrackKind::Video },
             muted: self.muted,
+            layers: self.spec.layer_count() as u8,
         }
     }
 }
@@ -334,6 +353,8 @@ impl Room {
 
     /// Adds an uplink section for `source`; false if the participant publishes it already or has too many.
     fn open_uplink(&mut self, id: &str, source: Source) -> bool {
+        // Cameras only: a screen share is read at full resolution, and its frame rate drops rather than its size.
+        let simulcast = source == Source::Camera && self.ctx.settings.simulcast;
         let Some(m) = self.member(id) else { return false };
         let open = m.sections.iter().any(|s| matches!(s.binding, Binding::Uplink { source: s2, .. } if s2 == source));
         if open {
@@ -347,7 +368,7 @@ impl Room {
             participant_id: None,
             track_id: None,
         };
-        m.add_section(kind, SectionRole::Uplink, info, Binding::Uplink { source, published: false })
+        m.add_section(kind, SectionRole::Uplink, simulcast, info, Binding::Uplink { source, published: false })
     }
 
     /// Adds a downlink section to `subscriber` for a track of `publisher`; subscribed in the dataplane once the
@@ -375,9 +396,13 @@ impl Room {
             participant_id: Some(publisher.to_string()),
             track_id: Some(track_id.to_string()),
         };
-        let binding =
-            Binding::Downlink { publisher: publisher.to_string(), track_id: track_id.to_string(), subscribed: false };
-        if !s.add_section(kind, SectionRole::Downlink(downlink), info, binding) {
+        let binding = Binding::Downlink {
+            publisher: publisher.to_string(),
+            track_id: track_id.to_string(),
+            subscription: None,
+            layer: None,
+        };
+        if !s.add_section(kind, SectionRole::Downlink(downlink), false, info, binding) {
             // Closed sections stay in every offer; a connection that has used them all starts afresh.
             s.send(ServerMessage::error(ErrorCode::Limit, format!("more than {SECTIONS_MAX} media sections")));
             let _ = s.out.try_send(Outbound::Close(close::RENEW, "too many media sections: reconnect".into()));
@@ -434,6 +459,7 @@ impl Room {
             ClientMessage::Publish { source } => self.publish(id, source),
             ClientMessage::Unpublish { source } => self.unpublish(id, source).await,
             ClientMessage::Mute { source, muted } => self.mute(id, source, muted),
+            ClientMessage::SetLayer { track_id, layer } => self.set_layer(id, &track_id, layer).await,
             ClientMessage::EndMeeting {} => self.end_meeting(id).await,
             ClientMessage::Leave {} => self.leave(id, LeaveReason::Left).await,
             // ICE-lite learns the browser's addresses from its checks; trickled candidates need no action.
@@ -532,16 +558,17 @@ impl Room {
             let Some(a) = answer.section(&s.section.mid).filter(|a| !a.rejected && a.direction.sends()) else {
                 continue;
             };
-            let (Some(ssrc), Some((codec, _))) =
-                (a.media_ssrc(), a.send_codec(&sdp::offer::uplink_codecs(s.section.kind, s.section.prefer)))
-            else {
-                m.send(ServerMessage::error(
+            let spec = a
+                .send_codec(&sdp::offer::uplink_codecs(s.section.kind, s.section.prefer))
+                .ok_or("names no codec we forward")
+                .and_then(|(codec, _)| uplink_spec(&s.section, a, codec));
+            match spec {
+                Ok(spec) => new_tracks.push((index, source, spec, spec.codec)),
+                Err(why) => m.send(ServerMessage::error(
                     ErrorCode::BadSdp,
-                    format!("section {} sends but names no SSRC or no codec we forward", s.section.mid),
-                ));
-                continue;
-            };
-            new_tracks.push((index, source, TrackSpec::single(ssrc, s.section.kind).with_codec(codec), codec));
+                    format!("section {} sends but {why}", s.section.mid),
+                )),
+            }
         }
         let (worker, core) = (m.worker, m.core);
         let mut added = Vec::new();
@@ -585,16 +612,16 @@ impl Room {
         let (worker, core) = (m.worker, m.core);
         let mut todo = Vec::new();
         for (index, s) in m.sections[..m.offered].iter().enumerate() {
-            let (Binding::Downlink { publisher, track_id, subscribed: false }, SectionRole::Downlink(d)) =
+            let (Binding::Downlink { publisher, track_id, subscription: None, layer }, SectionRole::Downlink(d)) =
                 (&s.binding, &s.section.role)
             else {
                 continue;
             };
             if answer.section(&s.section.mid).is_some_and(|a| !a.rejected) {
-                todo.push((index, publisher.clone(), track_id.clone(), d.clone()));
+                todo.push((index, publisher.clone(), track_id.clone(), d.clone(), *layer));
             }
         }
-        for (index, publisher, track_id, d) in todo {
+        for (index, publisher, track_id, d, layer) in todo {
             let Some(origin) = self.members.iter().find(|p| p.id == publisher) else { continue };
             let Some(track) = origin.published.iter().find(|t| t.track_id == track_id) else { continue };
             let (origin_worker, origin_track, spec) = (origin.worker, track.core, track.spec);
@@ -607,14 +634,18 @@ impl Room {
             };
             let result = media(&runtime, move |rt| {
                 let local = rt.track_on(origin_worker, origin_track, spec, worker)?;
-                rt.subscribe(worker, core, local, sub)
+                let subscription = rt.subscribe(worker, core, local, sub)?;
+                if let Some(layer) = layer {
+                    rt.set_layer(worker, subscription, layer)?;
+                }
+                Ok(subscription)
             })
             .await;
             let m = self.member(id).expect("found above");
             match result {
-                Ok(_) => {
-                    if let Binding::Downlink { subscribed, .. } = &mut m.sections[index].binding {
-                        *subscribed = true;
+                Ok(id) => {
+                    if let Binding::Downlink { subscription, .. } = &mut m.sections[index].binding {
+                        *subscription = Some(id);
                     }
                 }
                 Err(e) => m.send(ServerMessage::error(ErrorCode::Internal, format!("cannot receive {track_id}: {e}"))),
@@ -667,6 +698,39 @@ impl Room {
         }
         for other in changed {
             self.negotiate(&other);
+        }
+    }
+
+    /// A subscriber chooses the simulcast layer it receives of a track.
+    async fn set_layer(&mut self, id: &str, track_id: &str, layer: u8) {
+        let runtime = Arc::clone(&self.ctx.runtime);
+        let layers = self.members.iter().flat_map(|m| &m.published).find(|t| t.track_id == track_id);
+        let layers = layers.map(|t| t.spec.layer_count());
+        let Some(m) = self.member(id) else { return };
+        let Some(layers) = layers else {
+            return m.send(ServerMessage::error(ErrorCode::BadState, format!("no track {track_id} is published")));
+        };
+        if usize::from(layer) >= layers {
+            let text = format!("track {track_id} has {layers} layer(s): layer must be 0 to {}", layers - 1);
+            return m.send(ServerMessage::error(ErrorCode::BadMessage, text));
+        }
+        let worker = m.worker;
+        let binding = m.sections.iter_mut().find_map(|s| match &mut s.binding {
+            Binding::Downlink { track_id: t, subscription, layer: asked, .. } if t == track_id => {
+                Some((subscription, asked))
+            }
+            _ => None,
+        });
+        let Some((subscription, asked)) = binding else {
+            return m.send(ServerMessage::error(ErrorCode::BadState, format!("not receiving track {track_id}")));
+        };
+        *asked = Some(layer);
+        // Not subscribed yet: the layer is set when the answer accepts the section.
+        let Some(subscription) = *subscription else { return };
+        if let Err(e) = media(&runtime, move |rt| rt.set_layer(worker, subscription, layer)).await
+            && let Some(m) = self.member(id)
+        {
+            m.send(ServerMessage::error(ErrorCode::Internal, format!("cannot change the layer of {track_id}: {e}")));
         }
     }
 
@@ -767,6 +831,22 @@ fn close_section(s: &mut SectionState) {
 }
 
 /// Runs a (briefly blocking) dataplane call off the async threads.
+/// The track an uplink section's answer publishes: simulcast layers by RID where we asked for them and the
+/// browser sends them (lowest quality first, whatever order it lists them in), else one SSRC.
+fn uplink_spec(section: &Section, answer: &sdp::AnswerSection, codec: Codec) -> Result<TrackSpec, &'static str> {
+    let rids: Vec<Tag> = sdp::offer::SIMULCAST_RIDS
+        .iter()
+        .filter(|rid| section.simulcast && answer.send_rids.iter().any(|r| r == *rid))
+        .filter_map(|rid| Tag::new(rid))
+        .collect();
+    if !rids.is_empty() {
+        let mid = Tag::new(&section.mid).ok_or("its MID cannot name simulcast layers")?;
+        return Ok(TrackSpec::simulcast(mid, &rids, codec));
+    }
+    let ssrc = answer.media_ssrc().ok_or("names no SSRC (a=ssrc) and no simulcast layers we asked for")?;
+    Ok(TrackSpec::single(ssrc, section.kind).with_codec(codec))
+}
+
 async fn media<T: Send + 'static>(
     runtime: &Arc<Runtime>,
     call: impl FnOnce(&Runtime) -> Result<T, RuntimeError> + Send + 'static,

@@ -57,6 +57,9 @@ pub struct MeetingSettings {
     pub waiting_room: bool,
     pub allow_chat: bool,
     pub allow_screenshare: bool,
+    /// Cameras publish three simulcast layers (1/4, 1/2 and full resolution) and each subscriber receives the
+    /// one it asks for: more upload for the publisher, far less download for people viewing thumbnails.
+    pub simulcast: bool,
 }
 
 impl MeetingSettings {
@@ -90,6 +93,7 @@ impl Default for MeetingSettings {
             waiting_room: false,
             allow_chat: true,
             allow_screenshare: true,
+            simulcast: true,
         }
     }
 }

@@ -169,15 +169,20 @@ impl Core {
         // all go without them.
         let ids = self.config.extension_ids;
         rtp::blank_extensions(&header, &mut datagram[..len], &[ids.mid, ids.rid, ids.repaired_rid]);
-        if let Some(buffer) = self.tracks.get_mut(track).and_then(|t| t.retransmission[usize::from(layer)].as_mut()) {
-            buffer.store(index, &datagram[..len]);
-        }
-        if unrepairable {
-            self.send_pli(now, track, layer, out);
+        if let Some(t) = self.tracks.get_mut(track) {
+            if let Some(buffer) = t.retransmission[usize::from(layer)].as_mut() {
+                buffer.store(index, &datagram[..len]);
+            }
+            if t.spec.is_simulcast() {
+                t.layers.on_packet(now, layer);
+            }
         }
         self.relay_out(now, track, layer, index, &datagram[..len], out);
         let owned = self.owned_extensions(now, &header, &datagram[..len]);
-        self.fan_out(track, layer, &datagram[..len], &header, owned, out);
+        let awaiting_keyframe = self.fan_out(track, layer, &datagram[..len], &header, owned, out);
+        if unrepairable || awaiting_keyframe {
+            self.send_pli(now, track, layer, out);
+        }
     }
 
     /// Where the header extensions we rewrite sit in this packet, and the abs-send-time value for `now`.
@@ -225,7 +230,8 @@ impl Core {
     }
 
     /// Step 4: one decrypted packet of `layer` to every subscription of its track that takes that layer, switching
-    /// subscriptions waiting for this layer when the packet starts a keyframe.
+    /// subscriptions waiting for this layer when the packet starts a keyframe. Returns whether a subscription
+    /// waits for a keyframe of this layer (the caller asks the publisher for one; requests are rate-limited).
     pub(super) fn fan_out(
         &mut self,
         track_id: TrackId,
@@ -234,26 +240,28 @@ impl Core {
         header: &RtpHeader,
         owned: OwnedExtensions,
         out: &mut Transmits,
-    ) {
+    ) -> bool {
         let Core { tracks, subscriptions, participants, counters, .. } = self;
-        let Some(track) = tracks.get(track_id) else { return };
+        let Some(track) = tracks.get(track_id) else { return false };
         if track.subscribers.is_empty() {
             if track.relay.workers == 0 {
                 counters.drops[DropReason::NoSubscribers as usize] += 1;
             }
-            return;
+            return false;
         }
         if plain.len() + Profile::RTP_OVERHEAD_MAX > DATAGRAM_MAX {
             counters.drops[DropReason::TooLarge as usize] += 1;
-            return;
+            return false;
         }
         let mut keyframe: Option<bool> = None;
+        let mut awaiting_keyframe = false;
         for &sub_id in &track.subscribers {
             let sub = subscriptions.get_mut(sub_id).expect("a track lists only live subscriptions");
             if sub.layer != Some(layer) {
                 let is_keyframe =
                     *keyframe.get_or_insert_with(|| track.spec.codec.is_keyframe_start(&plain[header.header_len..]));
-                if sub.target_layer != layer || !is_keyframe {
+                if track.layers.best(sub.target_layer) != layer || !is_keyframe {
+                    awaiting_keyframe |= track.layers.best(sub.target_layer) == layer;
                     counters.fanout_other_layer += 1;
                     continue;
                 }
@@ -284,5 +292,6 @@ impl Core {
             counters.rtp_out += 1;
             counters.bytes_out += len as u64;
         }
+        awaiting_keyframe
     }
 }

@@ -48,6 +48,7 @@ use reports::{ReceiveStats, SenderClock};
 pub use rewrite::SeqRewriter;
 use rtx::{MissingPackets, RetransmissionBuffer};
 pub use slab::Key;
+use track::LayerActivity;
 pub use track::{ExtensionIds, LAYERS_MAX, LayerSpec, Tag, TrackSpec};
 pub use transmit::{DATAGRAM_MAX, Transmit, Transmits};
 
@@ -306,6 +307,8 @@ struct Track {
     subscribers: Vec<SubscriptionId>,
     /// Per layer: keyframe requests are limited per SSRC.
     last_keyframe_request: [Option<Instant>; LAYERS_MAX],
+    /// Simulcast: which layers arrive, so a subscription gets the best one being sent.
+    layers: LayerActivity,
     /// Per layer, video only (and unless turned off): recent packets for answering NACKs. Allocated with the
     /// track, also for layers whose SSRC is learned later.
     retransmission: [Option<RetransmissionBuffer>; LAYERS_MAX],
@@ -566,6 +569,7 @@ impl Core {
             spec,
             subscribers: Vec::with_capacity(self.config.subscribers_per_track_max),
             last_keyframe_request: [None; LAYERS_MAX],
+            layers: LayerActivity::default(),
             retransmission,
         }
     }

@@ -206,7 +206,12 @@ impl Core {
         if let Some(buffer) = t.retransmission.get_mut(usize::from(layer)).and_then(Option::as_mut) {
             buffer.store(packet.index, plain);
         }
+        if t.spec.is_simulcast() {
+            t.layers.on_packet(now, layer);
+        }
         let owned = self.owned_extensions(now, &header, plain);
-        self.fan_out(track, layer, plain, &header, owned, out);
+        if self.fan_out(track, layer, plain, &header, owned, out) {
+            self.send_pli(now, track, layer, out);
+        }
     }
 }

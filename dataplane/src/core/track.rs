@@ -2,6 +2,7 @@
 //! simulcast layers, each known by SSRC or by RID until its first packet names its SSRC).
 
 use std::fmt;
+use std::time::{Duration, Instant};
 
 use super::MediaKind;
 use crate::packet::codec::Codec;
@@ -91,6 +92,58 @@ impl TrackSpec {
     }
 }
 
+/// Which simulcast layers a publisher is sending now, and so which layer a subscription that asks for one gets.
+/// Browsers start with the lowest layers while their bandwidth estimate ramps up, pause the top ones when it
+/// drops, and skip those their capture resolution is too small for: a subscription asking for a layer that is
+/// not coming gets the best one that is (the highest below it, else the lowest above it), and moves to the one
+/// it asked for once that starts.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct LayerActivity {
+    /// The track's first packet: until [`LayerActivity::STARTUP`] has passed, layers are still starting (a
+    /// browser's first packets of each layer come within a frame or two of each other) and a subscription
+    /// waits for the layer it asked for rather than take the first to arrive.
+    started: Option<Instant>,
+    settled: bool,
+    seen: [Option<Instant>; LAYERS_MAX],
+    /// Bit `l`: layer `l` sent within [`LayerActivity::PAUSED_AFTER`] of the last packet of any layer.
+    active: u8,
+}
+
+impl LayerActivity {
+    /// A layer silent this long counts as paused: even at its lowest, a browser sends a layer at several frames
+    /// per second.
+    pub(crate) const PAUSED_AFTER: Duration = Duration::from_millis(1_000);
+    pub(crate) const STARTUP: Duration = Duration::from_millis(300);
+
+    /// A packet of `layer` arrived at `now`. Only the arriving layer and the staleness of the others change: three
+    /// comparisons, no allocation.
+    pub(crate) fn on_packet(&mut self, now: Instant, layer: u8) {
+        let Some(seen) = self.seen.get_mut(usize::from(layer)) else { return };
+        *seen = Some(now);
+        if !self.settled {
+            let started = *self.started.get_or_insert(now);
+            self.settled = now.saturating_duration_since(started) >= Self::STARTUP;
+        }
+        self.active = self.seen.iter().enumerate().fold(0, |mask, (l, seen)| match seen {
+            Some(t) if now.saturating_duration_since(*t) < Self::PAUSED_AFTER => mask | 1 << l,
+            _ => mask,
+        });
+    }
+
+    /// The layer a subscription asking for `wanted` should get now.
+    pub(crate) fn best(&self, wanted: u8) -> u8 {
+        if !self.settled {
+            return wanted;
+        }
+        let active = |l: u8| self.active & (1 << l) != 0;
+        (0..=wanted)
+            .rev()
+            .find(|l| active(*l))
+            .or_else(|| (wanted + 1..LAYERS_MAX as u8).find(|l| active(*l)))
+            .unwrap_or(wanted)
+    }
+}
+
 /// The header extension ids Sluice puts in its SDP offers (RFC 8285); the same for every participant, since the
 /// server writes the offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,5 +175,26 @@ mod tests {
             TrackSpec::simulcast(Tag::new("0").unwrap(), &[Tag::new("q").unwrap(), Tag::new("h").unwrap()], Codec::Vp8);
         assert_eq!((spec.layer_count(), spec.is_simulcast()), (2, true));
         assert!(!TrackSpec::single(1, MediaKind::Audio).is_simulcast());
+    }
+
+    #[test]
+    fn a_subscription_gets_the_best_layer_being_sent() {
+        let start = Instant::now();
+        let mut layers = LayerActivity::default();
+        assert_eq!(layers.best(2), 2, "nothing seen yet: what was asked for");
+        layers.on_packet(start, 0);
+        assert_eq!(layers.best(2), 2, "layers are still starting: wait for the one asked for");
+        let start = start + LayerActivity::STARTUP;
+        layers.on_packet(start, 0);
+        layers.on_packet(start, 1);
+        assert_eq!((layers.best(0), layers.best(1), layers.best(2)), (0, 1, 1), "the top layer has not started");
+        layers.on_packet(start, 2);
+        assert_eq!(layers.best(2), 2);
+        // The top and bottom layers pause; the middle one goes on.
+        let later = start + LayerActivity::PAUSED_AFTER + Duration::from_millis(1);
+        layers.on_packet(later, 1);
+        assert_eq!((layers.best(0), layers.best(1), layers.best(2)), (1, 1, 1), "the lowest above, else below");
+        layers.on_packet(later, 9);
+        assert_eq!(layers.best(0), 1, "a packet of a layer that cannot exist changes nothing");
     }
 }
