@@ -42,6 +42,8 @@ fn synthetic_participants_join_publish_and_receive_through_the_real_protocol() {
     assert!(sent > 0 && expected == sent * 3, "each publisher's packets go to the three others: {report}");
     assert!(received * 100 >= expected * 95, "loopback delivers nearly everything: {report}");
     assert!(report["server_cpu_ns_per_forwarded"].as_f64().is_some_and(|ns| ns > 0.0), "{report}");
+    assert!(report["generator_cpu_ns_per_packet"].as_f64().is_some_and(|ns| ns > 0.0), "{report}");
+    assert!(stdout.contains("generator CPU per packet"), "{stdout}");
     assert!(report["delay_us_p50"].as_u64().unwrap() > 0);
 }
 

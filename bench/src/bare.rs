@@ -37,6 +37,7 @@ pub async fn run(scenario: &Scenario) -> anyhow::Result<Report> {
     let media_start = epoch + Duration::from_millis(500) + scenario.ramp;
     let media_end = media_start + scenario.duration;
     let cpu_before: Duration = forwarders.iter().map(|f| f.snapshot().cpu_time).sum();
+    let generator = crate::meeting::CpuWindow::generator(media_start);
     let mut tasks = Vec::with_capacity(total);
     for (k, socket) in sockets.into_iter().enumerate() {
         let (m, i) = (k / scenario.participants, k % scenario.participants);
@@ -54,6 +55,8 @@ pub async fn run(scenario: &Scenario) -> anyhow::Result<Report> {
             outcome
         }));
     }
+    tokio::time::sleep_until(media_end.into()).await;
+    let generator_cpu = generator.end();
     let mut outcomes = Vec::with_capacity(total);
     for task in tasks {
         outcomes.push(task.await.unwrap_or_else(|e| Outcome { error: Some(e.to_string()), ..Outcome::default() }));
@@ -65,7 +68,7 @@ pub async fn run(scenario: &Scenario) -> anyhow::Result<Report> {
         let _ = f.stop();
     }
     let cpu = (cpu_after.saturating_sub(cpu_before)).as_nanos() as u64;
-    Ok(summarize(scenario, &outcomes, Some(cpu)))
+    Ok(summarize(scenario, &outcomes, Some(cpu)).with_generator_cpu(generator_cpu))
 }
 
 #[allow(clippy::too_many_arguments)]

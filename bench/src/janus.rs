@@ -473,10 +473,12 @@ pub async fn run(scenario: &Scenario, janus: &JanusServer) -> anyhow::Result<Rep
             *cpu_before.lock().expect("cpu") = crate::meeting::process_cpu_ns(pid);
         });
     }
+    let generator = crate::meeting::CpuWindow::generator(media_start);
     tokio::time::sleep_until(media_end.into()).await;
     let cpu_after = crate::meeting::process_cpu_ns(janus.pid());
+    let generator_cpu = generator.end();
     let (outcomes, cpu) = gather(tasks, &cpu_before, cpu_after).await;
-    let mut report = summarize(scenario, &outcomes, cpu);
+    let mut report = summarize(scenario, &outcomes, cpu).with_generator_cpu(generator_cpu);
     report.target = "janus".into();
     Ok(report)
 }

@@ -2,6 +2,7 @@
 //! against a bare forwarder or another server), because the machines they run on are shared and noisy.
 
 pub mod bare;
+mod batch;
 pub mod chart;
 pub mod fanout;
 pub mod janus;

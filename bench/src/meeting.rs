@@ -18,6 +18,8 @@ use sluice_dataplane::testpeer::{Incoming, TestPeer, candidate_address};
 use tokio::net::UdpSocket;
 use tokio_tungstenite::tungstenite::Message;
 
+use crate::batch::BatchSocket;
+
 /// Bytes of payload per media packet (a typical video packet).
 pub(crate) const PAYLOAD_LEN: usize = 1_000;
 /// ICE checks and DTLS retransmissions are retried this often until the path is up.
@@ -71,6 +73,8 @@ const KEYFRAME_SCALE: usize = 4;
 const PACKET_PAYLOAD_MAX: usize = 1_100;
 /// Frames per second of every layer, and so the simulcast sender's tick.
 const FRAME_RATE: u32 = 30;
+/// Room for one frame's packets back to back: a top-layer keyframe is 23 packets of about 1,150 bytes.
+const FRAME_BYTES_MAX: usize = 64 * 1024;
 
 impl Layer {
     /// The payload size of each packet of one frame, and how many packets it takes.
@@ -128,6 +132,46 @@ pub struct Report {
     pub delay_us_p999: u64,
     /// The server process's CPU time (user + system) during the media phase, per packet it forwarded.
     pub server_cpu_ns_per_forwarded: Option<f64>,
+    /// The bench's own CPU time during the media phase, per packet it sent or received: below the server's
+    /// per forwarded packet, one core of generator drives more than one core of server.
+    pub generator_cpu_ns_per_packet: Option<f64>,
+}
+
+/// A process's CPU time over the media phase: read by a timer when it starts, and by [`CpuWindow::end`].
+pub(crate) struct CpuWindow {
+    pid: u32,
+    before: Arc<std::sync::Mutex<Option<u64>>>,
+}
+
+impl CpuWindow {
+    pub(crate) fn from(pid: u32, start: Instant) -> CpuWindow {
+        let before = Arc::new(std::sync::Mutex::new(None));
+        let reading = Arc::clone(&before);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(start.into()).await;
+            *reading.lock().expect("cpu") = process_cpu_ns(pid);
+        });
+        CpuWindow { pid, before }
+    }
+
+    /// This process (the generator).
+    pub(crate) fn generator(start: Instant) -> CpuWindow {
+        CpuWindow::from(std::process::id(), start)
+    }
+
+    pub(crate) fn end(&self) -> Option<u64> {
+        let before = (*self.before.lock().expect("cpu"))?;
+        Some(process_cpu_ns(self.pid)?.saturating_sub(before))
+    }
+}
+
+impl Report {
+    /// Adds the generator's CPU per packet from its CPU time over the media phase.
+    pub(crate) fn with_generator_cpu(mut self, ns: Option<u64>) -> Report {
+        let packets = self.sent + self.received;
+        self.generator_cpu_ns_per_packet = ns.filter(|_| packets > 0).map(|ns| ns as f64 / packets as f64);
+        self
+    }
 }
 
 /// Runs the scenario against the server at `base_url`; `server_pid` (a local process) adds its CPU figures.
@@ -159,6 +203,7 @@ pub async fn run(scenario: &Scenario, server_pid: Option<u32>) -> anyhow::Result
         epoch + Duration::from_secs(2) + scenario.ramp + Duration::from_millis(20 * scenario.participants as u64);
     let media_end = media_start + scenario.duration;
     let cpu_before = Arc::new(std::sync::Mutex::new(None));
+    let generator = CpuWindow::generator(media_start);
     let mut tasks = Vec::new();
     for k in 0..total {
         let (m, i) = (k / scenario.participants, k % scenario.participants);
@@ -191,8 +236,9 @@ pub async fn run(scenario: &Scenario, server_pid: Option<u32>) -> anyhow::Result
     }
     tokio::time::sleep_until(media_end.into()).await;
     let cpu_after = server_pid.and_then(process_cpu_ns);
+    let generator_cpu = generator.end();
     let (outcomes, cpu) = gather(tasks, &cpu_before, cpu_after).await;
-    Ok(summarize(scenario, &outcomes, cpu))
+    Ok(summarize(scenario, &outcomes, cpu).with_generator_cpu(generator_cpu))
 }
 
 /// Every participant's outcome (a task that panicked counts as failed), and the server's CPU time over the media
@@ -268,6 +314,7 @@ pub(crate) fn summarize(s: &Scenario, outcomes: &[Outcome], cpu_ns: Option<u64>)
         delay_us_p99: pct(&delays, 0.99),
         delay_us_p999: pct(&delays, 0.999),
         server_cpu_ns_per_forwarded: cpu_ns.filter(|_| received > 0).map(|ns| ns as f64 / received as f64),
+        generator_cpu_ns_per_packet: None,
     }
 }
 
@@ -328,7 +375,7 @@ impl Participant {
         let publish: Vec<&str> = if self.publish { vec!["camera"] } else { vec![] };
         let join = json!({"type": "join", "v": 1, "meeting_id": self.meeting, "token": token, "publish": publish});
         ws.send(Message::text(join.to_string())).await?;
-        let socket = udp_socket()?;
+        let mut io = BatchSocket::new(udp_socket()?)?;
         let mut peer: Option<TestPeer> = None;
         let mut server: Option<SocketAddr> = None;
         let mut connected = false;
@@ -342,7 +389,8 @@ impl Participant {
         // layers owe a keyframe (the first frame, and each one the SFU asks for).
         let mut camera_mid: Option<String> = None;
         let mut keyframe_due = [true; LAYERS.len()];
-        let mut buf = vec![0u8; 2048];
+        // Every media packet is written into `out` and read in `io`'s buffers: no allocation per packet.
+        let mut out = vec![0u8; FRAME_BYTES_MAX];
         loop {
             let now = Instant::now();
             if now >= self.media_end + Duration::from_millis(300) {
@@ -358,10 +406,10 @@ impl Participant {
                 next_retry = now + RETRY;
                 if !p.dtls_started() {
                     let check = p.binding_request(true);
-                    send(&socket, server, &check).await;
+                    send(io.socket(), server, &check).await;
                 } else if p.dtls_timeout().is_some_and(|t| t <= now) {
                     for record in p.handle_dtls_timeout(now) {
-                        send(&socket, server, &record).await;
+                        send(io.socket(), server, &record).await;
                     }
                 }
             }
@@ -374,10 +422,16 @@ impl Participant {
                             for (layer, spec) in LAYERS.iter().enumerate() {
                                 let keyframe = std::mem::take(&mut keyframe_due[layer]);
                                 let (size, count) = spec.packets(keyframe);
+                                // The frame's packets are equal in size: written back to back, sent with GSO.
+                                let mut stride = 0;
                                 for i in 0..count {
                                     let start = (i == 0).then_some(keyframe);
-                                    let packet = p.simulcast_packet(mid, spec.rid, layer as u8, start, size, now_us);
-                                    send(&socket, server, &packet).await;
+                                    let slot = &mut out[i * stride..];
+                                    stride =
+                                        p.simulcast_packet_into(mid, spec.rid, layer as u8, start, size, now_us, slot);
+                                }
+                                if let Some(to) = server {
+                                    let _ = io.send_segments(to, &out[..count * stride], stride).await;
                                 }
                                 outcome.sent += count as u64;
                                 if layer == LAYERS.len() - 1 {
@@ -387,8 +441,8 @@ impl Participant {
                             }
                         }
                         _ => {
-                            let packet = p.media(PAYLOAD_LEN, now_us);
-                            send(&socket, server, &packet).await;
+                            let n = p.media_into(PAYLOAD_LEN, now_us, &mut out);
+                            send(io.socket(), server, &out[..n]).await;
                             outcome.sent += 1;
                         }
                     }
@@ -408,7 +462,7 @@ impl Participant {
             {
                 next_consent = now + CONSENT_INTERVAL;
                 let check = p.binding_request(true);
-                send(&socket, server, &check).await;
+                send(io.socket(), server, &check).await;
             }
             let wake = [next_retry, next_send, next_ping, next_consent, self.media_end + Duration::from_millis(300)]
                 .into_iter()
@@ -443,15 +497,17 @@ impl Participant {
                         _ => {}
                     }
                 }
-                received = socket.recv_from(&mut buf) => {
-                    let (n, _) = received?;
+                received = io.recv() => {
+                    let n = received?;
                     let Some(p) = peer.as_mut() else { continue };
-                    match p.receive(&buf[..n]) {
+                    for i in 0..n {
+                    let incoming = p.receive_in_place(io.datagram(i).0);
+                    match incoming {
                         Incoming::BindingSuccess if !p.dtls_started() => {
-                            for record in p.start_dtls(Instant::now()) { send(&socket, server, &record).await; }
+                            for record in p.start_dtls(Instant::now()) { send(io.socket(), server, &record).await; }
                         }
                         Incoming::Dtls(records) => {
-                            for record in records { send(&socket, server, &record).await; }
+                            for record in records { send(io.socket(), server, &record).await; }
                             connected = p.srtp_ready();
                         }
                         Incoming::KeyframeRequest { media_ssrc } => {
@@ -470,6 +526,7 @@ impl Participant {
                             }
                         }
                         _ => {}
+                    }
                     }
                 }
                 _ = tokio::time::sleep_until(wake.into()) => {}
@@ -607,13 +664,15 @@ pub fn compare(reports: &[Report]) -> String {
 
 pub fn render(r: &Report) -> String {
     let cpu = r.server_cpu_ns_per_forwarded.map_or("n/a".to_string(), |ns| format!("{ns:.0} ns"));
+    let generator = r.generator_cpu_ns_per_packet.map_or("n/a".to_string(), |ns| format!("{ns:.0} ns"));
     format!(
         "target {}\nmeetings {} of {} participants (publishers {}), joined {} ({:.1}%, {:.1} joins/s)\n\
          join p50/max            {:.0} / {:.0} ms\n\
          first media p50/max     {:.0} / {:.0} ms\n\
          sent / expected / recv  {} / {} / {} (loss {:.3}%)\n\
          one-way delay p50/p99/p99.9  {} / {} / {} us\n\
-         server CPU per forwarded packet  {cpu}\n",
+         server CPU per forwarded packet  {cpu}\n\
+         generator CPU per packet sent or received  {generator}\n",
         r.target,
         r.meetings,
         r.participants,

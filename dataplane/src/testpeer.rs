@@ -21,6 +21,9 @@ use crate::srtp::{self, Profile, ReplayWindow};
 
 /// What a peer's RTP payload carries in its first bytes.
 pub const PAYLOAD_TAG_LEN: usize = 20;
+/// Bytes a [`TestPeer::simulcast_packet`] adds to its payload at most: RTP header, MID and RID extensions (16
+/// bytes each at most), the VP8 descriptor, the tag, and SRTP's authentication tag.
+pub const SIMULCAST_OVERHEAD_MAX: usize = 12 + 4 + 36 + 2 + PAYLOAD_TAG_LEN + 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tag {
@@ -353,12 +356,25 @@ impl TestPeer {
         p
     }
 
+    /// As [`TestPeer::media`], written into `out` (room for the packet and SRTP's tag), its length returned: no
+    /// allocation, for load generators. Not kept for NACKs.
+    pub fn media_into(&mut self, payload_len: usize, now_us: u64, out: &mut [u8]) -> usize {
+        let len = self.write_media_plain(payload_len, now_us, out);
+        let tx = self.tx.as_ref().expect("media only after SRTP keys are set");
+        tx.protect_rtp(out, len, 12, self.seq - 1).expect("room for the tag")
+    }
+
     /// The next media packet in the clear: 12-byte header, then the tag and a pattern.
     fn media_plain(&mut self, payload_len: usize, now_us: u64) -> Vec<u8> {
+        let mut p = vec![0u8; 12 + payload_len.max(PAYLOAD_TAG_LEN)];
+        self.write_media_plain(payload_len, now_us, &mut p);
+        p
+    }
+
+    fn write_media_plain(&mut self, payload_len: usize, now_us: u64, p: &mut [u8]) -> usize {
         let payload_len = payload_len.max(PAYLOAD_TAG_LEN);
         let seq = self.seq;
         self.seq += 1;
-        let mut p = vec![0u8; 12 + payload_len];
         p[0] = 0x80;
         p[1] = 111;
         p[2..4].copy_from_slice(&(seq as u16).to_be_bytes());
@@ -370,7 +386,7 @@ impl TestPeer {
         for (i, b) in p[32..12 + payload_len].iter_mut().enumerate() {
             *b = (i as u8) ^ (seq as u8);
         }
-        p
+        12 + payload_len
     }
 
     /// The SSRC of simulcast layer `layer` (0 lowest) of this peer's video.
@@ -399,6 +415,25 @@ impl TestPeer {
         payload_len: usize,
         now_us: u64,
     ) -> Vec<u8> {
+        let mut p = vec![0u8; payload_len + SIMULCAST_OVERHEAD_MAX];
+        let n = self.simulcast_packet_into(mid, rid, layer, start, payload_len, now_us, &mut p);
+        p.truncate(n);
+        p
+    }
+
+    /// As [`TestPeer::simulcast_packet`], written into `out` (at least `payload_len` plus
+    /// [`SIMULCAST_OVERHEAD_MAX`] bytes), its length returned: no allocation, for load generators.
+    #[allow(clippy::too_many_arguments)]
+    pub fn simulcast_packet_into(
+        &mut self,
+        mid: &str,
+        rid: &str,
+        layer: u8,
+        start: Option<bool>,
+        payload_len: usize,
+        now_us: u64,
+        out: &mut [u8],
+    ) -> usize {
         let tx = self.tx.as_ref().expect("media only after SRTP keys are set");
         let seq = self.layer_seq[usize::from(layer)];
         self.layer_seq[usize::from(layer)] += 1;
@@ -407,37 +442,39 @@ impl TestPeer {
             *frames += 1;
         }
         let ts = 0x1234_5678u32.wrapping_mul(u32::from(layer) + 1).wrapping_add(frames.wrapping_mul(3_000));
-        // Each layer's sequence numbers start elsewhere, as browsers randomize them per SSRC.
-        let wire_seq = (seq as u16).wrapping_add(11_111u16.wrapping_mul(u16::from(layer) + 1));
-        let mut p = vec![0x90, 96];
-        p.extend_from_slice(&wire_seq.to_be_bytes());
-        p.extend_from_slice(&ts.to_be_bytes());
-        p.extend_from_slice(&self.layer_ssrc(layer).to_be_bytes());
-        let mut ext = vec![(4 << 4) | (mid.len() as u8 - 1)];
-        ext.extend_from_slice(mid.as_bytes());
-        ext.push((10 << 4) | (rid.len() as u8 - 1));
-        ext.extend_from_slice(rid.as_bytes());
-        while ext.len() % 4 != 0 {
-            ext.push(0);
-        }
-        p.extend_from_slice(&[0xbe, 0xde]);
-        p.extend_from_slice(&((ext.len() / 4) as u16).to_be_bytes());
-        p.extend_from_slice(&ext);
-        let header_len = p.len();
+        // Each layer's sequence numbers start elsewhere, as browsers randomize them per SSRC; the SRTP index
+        // carries on past 65535.
+        let index = seq + 11_111 * (u64::from(layer) + 1);
+        let mut at = 0;
+        let mut put = |bytes: &[u8]| {
+            out[at..at + bytes.len()].copy_from_slice(bytes);
+            at += bytes.len();
+        };
+        put(&[0x90, 96]);
+        put(&(index as u16).to_be_bytes());
+        put(&ts.to_be_bytes());
+        put(&self.layer_ssrc(layer).to_be_bytes());
+        // One-byte header extensions (RFC 8285): MID (id 4) and RID (id 10), padded to 32-bit words.
+        let ext_len = (2 + mid.len() + rid.len()).div_ceil(4) * 4;
+        put(&[0xbe, 0xde]);
+        put(&((ext_len / 4) as u16).to_be_bytes());
+        put(&[(4 << 4) | (mid.len() as u8 - 1)]);
+        put(mid.as_bytes());
+        put(&[(10 << 4) | (rid.len() as u8 - 1)]);
+        put(rid.as_bytes());
+        put(&[0; 3][..ext_len - 2 - mid.len() - rid.len()]);
+        let header_len = 16 + ext_len;
         let descriptor = match start {
             Some(keyframe) => [0x10, if keyframe { 0x00 } else { 0x01 }],
             None => [0x00, 0x01],
         };
-        p.extend_from_slice(&descriptor);
-        p.extend_from_slice(&(self.id + 0x100 * u32::from(layer)).to_be_bytes());
-        p.extend_from_slice(&seq.to_be_bytes());
-        p.extend_from_slice(&now_us.to_be_bytes());
-        p.resize(p.len().max(header_len + payload_len), 0);
-        let len = p.len();
-        p.resize(len + tx.profile().rtp_overhead(), 0);
-        let n = tx.protect_rtp(&mut p, len, header_len, u64::from(wire_seq)).expect("room for the tag");
-        p.truncate(n);
-        p
+        put(&descriptor);
+        put(&(self.id + 0x100 * u32::from(layer)).to_be_bytes());
+        put(&seq.to_be_bytes());
+        put(&now_us.to_be_bytes());
+        let len = at.max(header_len + payload_len);
+        out[at..len].fill(0);
+        tx.protect_rtp(out, len, header_len, index).expect("room for the tag")
     }
 
     /// Like [`TestPeer::media`], with the transport-wide sequence number (id 3) and abs-send-time (id 2) header
@@ -539,12 +576,16 @@ impl TestPeer {
     }
 
     pub fn receive(&mut self, datagram: &[u8]) -> Incoming {
-        let mut buf = datagram.to_vec();
-        match demux::classify(&buf) {
-            Kind::Stun => self.receive_stun(&buf),
-            Kind::Rtp => self.receive_rtp(&mut buf),
-            Kind::Rtcp => self.receive_rtcp(&mut buf),
-            Kind::Dtls => self.receive_dtls(&buf),
+        self.receive_in_place(&mut datagram.to_vec())
+    }
+
+    /// As [`TestPeer::receive`], decrypting `datagram` in place: media costs no allocation (load generators).
+    pub fn receive_in_place(&mut self, datagram: &mut [u8]) -> Incoming {
+        match demux::classify(datagram) {
+            Kind::Stun => self.receive_stun(datagram),
+            Kind::Rtp => self.receive_rtp(datagram),
+            Kind::Rtcp => self.receive_rtcp(datagram),
+            Kind::Dtls => self.receive_dtls(datagram),
             _ => Incoming::Bad("not STUN, DTLS, RTP or RTCP"),
         }
     }
