@@ -1,11 +1,10 @@
-//! The generator's batched UDP I/O on a tokio socket, through quinn-udp (the dataplane's portable path):
-//! `recvmmsg` with GRO into buffers allocated once per participant, and GSO sends of a frame's equal-sized
-//! packets in one call.
+//! A synthetic participant's socket while its task runs ICE and DTLS: `recvmmsg` with GRO through quinn-udp
+//! (the dataplane's portable path) into buffers allocated once. The media engine takes the socket after.
 
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 
-use quinn_udp::{BATCH_SIZE, RecvMeta, Transmit, UdpSockRef, UdpSocketState};
+use quinn_udp::{BATCH_SIZE, RecvMeta, UdpSockRef, UdpSocketState};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 
@@ -17,8 +16,6 @@ const SLOTS: usize = 4;
 pub(crate) struct BatchSocket {
     socket: UdpSocket,
     state: UdpSocketState,
-    /// Datagrams per GSO call at most (1 where the kernel has no GSO).
-    gso_segments: usize,
     slots: Vec<u8>,
     metas: [RecvMeta; SLOTS],
     /// The datagrams of the last receive: slot offset and length of each.
@@ -29,7 +26,6 @@ impl BatchSocket {
     pub(crate) fn new(socket: UdpSocket) -> io::Result<BatchSocket> {
         let state = UdpSocketState::new(UdpSockRef::from(&socket))?;
         Ok(BatchSocket {
-            gso_segments: state.max_gso_segments().max(1),
             socket,
             state,
             slots: vec![0; SLOT_LEN * SLOTS],
@@ -79,29 +75,8 @@ impl BatchSocket {
         (&mut self.slots[at..at + len], source)
     }
 
-    /// Sends `contents`, datagrams of `segment` bytes each (the last may be shorter), to `to` in as few calls as
-    /// GSO allows.
-    pub(crate) async fn send_segments(&self, to: SocketAddr, contents: &[u8], segment: usize) -> io::Result<()> {
-        for run in contents.chunks(segment * self.gso_segments) {
-            let transmit = Transmit {
-                destination: to,
-                ecn: None,
-                contents: run,
-                segment_size: (run.len() > segment).then_some(segment),
-                src_ip: None,
-            };
-            loop {
-                self.socket.writable().await?;
-                match self
-                    .socket
-                    .try_io(Interest::WRITABLE, || self.state.try_send(UdpSockRef::from(&self.socket), &transmit))
-                {
-                    Ok(()) => break,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        Ok(())
+    /// The socket back, for the media engine.
+    pub(crate) fn into_std(self) -> io::Result<std::net::UdpSocket> {
+        self.socket.into_std()
     }
 }

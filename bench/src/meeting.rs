@@ -19,6 +19,7 @@ use tokio::net::UdpSocket;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::batch::BatchSocket;
+use crate::engine::{Engines, MediaJob, MediaResult};
 
 /// Bytes of payload per media packet (a typical video packet).
 pub(crate) const PAYLOAD_LEN: usize = 1_000;
@@ -29,9 +30,6 @@ const WAIT: Duration = Duration::from_secs(15);
 /// Signaling pings, as `sluice-client.js` sends them: the server closes a session silent for 15 s, and with a
 /// join ramp the first participants wait longer than that for media.
 const PING_INTERVAL: Duration = Duration::from_secs(5);
-/// ICE consent checks once connected (RFC 7675 asks for about every 5 s; the server removes a participant
-/// after `dataplane.consent_timeout_secs`, 10 s by default, without one).
-const CONSENT_INTERVAL: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -56,7 +54,7 @@ pub struct Scenario {
 
 /// One simulcast layer as Chrome sends a 720p camera by default: RID, bit rate, frames per second.
 pub(crate) struct Layer {
-    rid: &'static str,
+    pub(crate) rid: &'static str,
     kbps: u32,
     fps: u32,
 }
@@ -72,13 +70,13 @@ const KEYFRAME_SCALE: usize = 4;
 /// Payload bytes per packet at most, as a browser packetizes for a 1200-byte MTU budget.
 const PACKET_PAYLOAD_MAX: usize = 1_100;
 /// Frames per second of every layer, and so the simulcast sender's tick.
-const FRAME_RATE: u32 = 30;
+pub(crate) const FRAME_RATE: u32 = 30;
 /// Room for one frame's packets back to back: a top-layer keyframe is 23 packets of about 1,150 bytes.
-const FRAME_BYTES_MAX: usize = 64 * 1024;
+pub(crate) const FRAME_BYTES_MAX: usize = 64 * 1024;
 
 impl Layer {
     /// The payload size of each packet of one frame, and how many packets it takes.
-    fn packets(&self, keyframe: bool) -> (usize, usize) {
+    pub(crate) fn packets(&self, keyframe: bool) -> (usize, usize) {
         let bytes = (self.kbps as usize * 1000 / 8 / self.fps as usize) * if keyframe { KEYFRAME_SCALE } else { 1 };
         let count = bytes.div_ceil(PACKET_PAYLOAD_MAX).max(1);
         (bytes / count, count)
@@ -204,6 +202,8 @@ pub async fn run(scenario: &Scenario, server_pid: Option<u32>) -> anyhow::Result
     let media_end = media_start + scenario.duration;
     let cpu_before = Arc::new(std::sync::Mutex::new(None));
     let generator = CpuWindow::generator(media_start);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let engines = Arc::new(Engines::start(threads).context("start the media engine")?);
     let mut tasks = Vec::new();
     for k in 0..total {
         let (m, i) = (k / scenario.participants, k % scenario.participants);
@@ -218,6 +218,7 @@ pub async fn run(scenario: &Scenario, server_pid: Option<u32>) -> anyhow::Result
             media_end,
             pps: scenario.pps.max(1),
             simulcast: scenario.simulcast,
+            engines: Arc::clone(&engines),
         };
         tasks.push(tokio::spawn(async move {
             let mut outcome = Outcome { meeting: m, ..Outcome::default() };
@@ -354,6 +355,18 @@ struct Participant {
     media_end: Instant,
     pps: u32,
     simulcast: bool,
+    engines: Arc<Engines>,
+}
+
+/// Media is still read this long after it stops: the last packets are on their way.
+const MEDIA_TAIL: Duration = Duration::from_millis(300);
+
+/// Waits for datagrams on the socket while this task still has it (until the engine takes it).
+async fn recv_some(io: &mut Option<BatchSocket>) -> std::io::Result<usize> {
+    match io {
+        Some(io) => io.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -375,32 +388,27 @@ impl Participant {
         let publish: Vec<&str> = if self.publish { vec!["camera"] } else { vec![] };
         let join = json!({"type": "join", "v": 1, "meeting_id": self.meeting, "token": token, "publish": publish});
         ws.send(Message::text(join.to_string())).await?;
-        let mut io = BatchSocket::new(udp_socket()?)?;
+        // ICE and DTLS run here; once connected, the socket and the peer go to the media engine.
+        let mut io = Some(BatchSocket::new(udp_socket()?)?);
         let mut peer: Option<TestPeer> = None;
+        // Our certificate's fingerprint, for answers after the peer has gone to the engine.
+        let mut ours: Option<String> = None;
         let mut server: Option<SocketAddr> = None;
-        let mut connected = false;
         let mut next_retry = Instant::now();
-        let mut next_send = self.media_start;
         let mut next_ping = Instant::now() + PING_INTERVAL;
-        let mut next_consent = Instant::now() + CONSENT_INTERVAL;
-        let rate = if self.simulcast { FRAME_RATE } else { self.pps };
-        let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
-        // Simulcast: the publish section's MID (the RID and MID header extensions name the layers), and which
-        // layers owe a keyframe (the first frame, and each one the SFU asks for).
+        // Simulcast: the publish section's MID (the RID and MID header extensions name the layers).
         let mut camera_mid: Option<String> = None;
-        let mut keyframe_due = [true; LAYERS.len()];
-        // Every media packet is written into `out` and read in `io`'s buffers: no allocation per packet.
-        let mut out = vec![0u8; FRAME_BYTES_MAX];
+        let mut media: Option<tokio::sync::oneshot::Receiver<MediaResult>> = None;
+        let end = self.media_end + MEDIA_TAIL;
         loop {
             let now = Instant::now();
-            if now >= self.media_end + Duration::from_millis(300) {
+            if now >= end {
                 break;
             }
-            if !connected && now > started + WAIT {
+            if media.is_none() && now > started + WAIT {
                 bail!("not connected within {WAIT:?}");
             }
-            // Timers first, on every turn: a busy socket must not starve the sender.
-            if let (Some(p), false) = (peer.as_mut(), connected)
+            if let (Some(p), Some(io)) = (peer.as_mut(), io.as_ref())
                 && now >= next_retry
             {
                 next_retry = now + RETRY;
@@ -413,62 +421,11 @@ impl Participant {
                     }
                 }
             }
-            if now >= next_send {
-                if self.publish && connected && now >= self.media_start && now < self.media_end {
-                    let p = peer.as_mut().expect("connected");
-                    let now_us = self.epoch.elapsed().as_micros() as u64;
-                    match camera_mid.as_deref() {
-                        Some(mid) if self.simulcast => {
-                            for (layer, spec) in LAYERS.iter().enumerate() {
-                                let keyframe = std::mem::take(&mut keyframe_due[layer]);
-                                let (size, count) = spec.packets(keyframe);
-                                // The frame's packets are equal in size: written back to back, sent with GSO.
-                                let mut stride = 0;
-                                for i in 0..count {
-                                    let start = (i == 0).then_some(keyframe);
-                                    let slot = &mut out[i * stride..];
-                                    stride =
-                                        p.simulcast_packet_into(mid, spec.rid, layer as u8, start, size, now_us, slot);
-                                }
-                                if let Some(to) = server {
-                                    let _ = io.send_segments(to, &out[..count * stride], stride).await;
-                                }
-                                outcome.sent += count as u64;
-                                if layer == LAYERS.len() - 1 {
-                                    let top = outcome.forwarded.get_or_insert((self.index + 0x100 * layer as u32, 0));
-                                    top.1 += count as u64;
-                                }
-                            }
-                        }
-                        _ => {
-                            let n = p.media_into(PAYLOAD_LEN, now_us, &mut out);
-                            send(io.socket(), server, &out[..n]).await;
-                            outcome.sent += 1;
-                        }
-                    }
-                }
-                // Paced, never bursting to catch up: a late turn skips the packets it missed.
-                next_send = (next_send + interval).max(now);
-                if next_send < self.media_start {
-                    next_send = self.media_start;
-                }
-            }
             if now >= next_ping {
                 next_ping = now + PING_INTERVAL;
                 ws.send(Message::text(json!({"type": "ping"}).to_string())).await?;
             }
-            if let (Some(p), true) = (peer.as_mut(), connected)
-                && now >= next_consent
-            {
-                next_consent = now + CONSENT_INTERVAL;
-                let check = p.binding_request(true);
-                send(io.socket(), server, &check).await;
-            }
-            let wake = [next_retry, next_send, next_ping, next_consent, self.media_end + Duration::from_millis(300)]
-                .into_iter()
-                .filter(|t| *t > now)
-                .min()
-                .unwrap_or(now + RETRY);
+            let wake = [next_retry, next_ping, end].into_iter().filter(|t| *t > now).min().unwrap_or(now + RETRY);
             tokio::select! {
                 message = ws.next() => {
                     let Some(Ok(Message::Text(text))) = message else {
@@ -486,7 +443,7 @@ impl Participant {
                             outcome.joined_at_ms = self.epoch.elapsed().as_secs_f64() * 1000.0;
                         }
                         Some("offer") => {
-                            if let Some(mid) = self.answer(&mut ws, &m, &mut peer).await? {
+                            if let Some(mid) = self.answer(&mut ws, &m, &mut peer, &mut ours).await? {
                                 camera_mid = Some(mid);
                             }
                         }
@@ -497,53 +454,73 @@ impl Participant {
                         _ => {}
                     }
                 }
-                received = io.recv() => {
+                received = recv_some(&mut io) => {
                     let n = received?;
-                    let Some(p) = peer.as_mut() else { continue };
+                    let (Some(p), Some(batch)) = (peer.as_mut(), io.as_mut()) else { continue };
+                    let mut connected = false;
                     for i in 0..n {
-                    let incoming = p.receive_in_place(io.datagram(i).0);
-                    match incoming {
-                        Incoming::BindingSuccess if !p.dtls_started() => {
-                            for record in p.start_dtls(Instant::now()) { send(io.socket(), server, &record).await; }
-                        }
-                        Incoming::Dtls(records) => {
-                            for record in records { send(io.socket(), server, &record).await; }
-                            connected = p.srtp_ready();
-                        }
-                        Incoming::KeyframeRequest { media_ssrc } => {
-                            if let Some(layer) = (0..LAYERS.len()).find(|l| p.layer_ssrc(*l as u8) == media_ssrc) {
-                                keyframe_due[layer] = true;
+                        match p.receive_in_place(batch.datagram(i).0) {
+                            Incoming::BindingSuccess if !p.dtls_started() => {
+                                for record in p.start_dtls(Instant::now()) { send(batch.socket(), server, &record).await; }
                             }
-                        }
-                        Incoming::Media(r) => {
-                            let now_us = self.epoch.elapsed().as_micros() as u64;
-                            outcome.delays_us.push(now_us.saturating_sub(r.tag.sent_us));
-                            outcome.first_media_ms.get_or_insert(started.elapsed().as_secs_f64() * 1000.0);
-                            let publisher = r.tag.publisher;
-                            match outcome.received.iter_mut().find(|(p, _)| *p == publisher) {
-                                Some((_, n)) => *n += 1,
-                                None => outcome.received.push((publisher, 1)),
+                            Incoming::Dtls(records) => {
+                                for record in records { send(batch.socket(), server, &record).await; }
+                                connected = p.srtp_ready();
                             }
+                            _ => {}
                         }
-                        _ => {}
                     }
+                    if connected {
+                        let (done, result) = tokio::sync::oneshot::channel();
+                        let job = MediaJob {
+                            index: self.index,
+                            peer: peer.take().expect("connected"),
+                            socket: io.take().expect("connected").into_std()?,
+                            server: server.ok_or_else(|| anyhow!("connected without the server's address"))?,
+                            publish: self.publish,
+                            simulcast_mid: camera_mid.clone().filter(|_| self.simulcast),
+                            pps: self.pps,
+                            epoch: self.epoch,
+                            media_start: self.media_start,
+                            media_end: self.media_end,
+                            until: end,
+                            done,
+                        };
+                        self.engines.submit(job).map_err(anyhow::Error::msg)?;
+                        media = Some(result);
                     }
                 }
                 _ = tokio::time::sleep_until(wake.into()) => {}
             }
         }
         let _ = ws.send(Message::text(json!({"type": "leave"}).to_string())).await;
+        let Some(result) = media else { bail!("never connected") };
+        let result = result.await.map_err(|_| anyhow!("the media engine dropped this participant"))?;
+        outcome.sent = result.sent;
+        outcome.forwarded = result.forwarded;
+        outcome.received = result.received;
+        outcome.delays_us = result.delays_us;
+        outcome.first_media_ms =
+            result.first_media.map(|t| t.saturating_duration_since(started).as_secs_f64() * 1000.0);
         Ok(())
     }
 
     /// Answers an offer as `docs/signaling.md` says: send on publish sections (simulcast where asked for and the
     /// scenario wants it), receive on subscribe sections. Returns the MID of a simulcast publish section.
-    async fn answer(&self, ws: &mut Ws, offer: &Value, peer: &mut Option<TestPeer>) -> anyhow::Result<Option<String>> {
+    async fn answer(
+        &self,
+        ws: &mut Ws,
+        offer: &Value,
+        peer: &mut Option<TestPeer>,
+        ours: &mut Option<String>,
+    ) -> anyhow::Result<Option<String>> {
         let sdp = offer["sdp"].as_str().unwrap_or_default();
         let attr = |key: &str| sdp.lines().find_map(|l| l.strip_prefix(key)).map(str::trim).map(String::from);
         let live = offer["sections"].as_array().into_iter().flatten().any(|s| s["role"] != "closed");
         let credentials = (attr("a=ice-ufrag:"), attr("a=ice-pwd:"), attr("a=fingerprint:sha-256 "));
         let ours = match credentials {
+            // The peer exists, or has gone to the media engine: its certificate stays.
+            _ if ours.is_some() => ours.clone().expect("checked"),
             (Some(ufrag), Some(pwd), Some(fp)) => {
                 let fingerprint = Fingerprint::parse(&fp).ok_or_else(|| anyhow!("bad fingerprint {fp}"))?;
                 let p = peer.get_or_insert_with(|| {
@@ -554,7 +531,9 @@ impl Participant {
                     }
                     p
                 });
-                p.fingerprint().expect("a DTLS peer").to_string()
+                let fingerprint = p.fingerprint().expect("a DTLS peer").to_string();
+                *ours = Some(fingerprint.clone());
+                fingerprint
             }
             // Every section closed (their publishers left): nothing to connect; answer as a browser would, with
             // a certificate of our own until a live section comes.

@@ -1,0 +1,300 @@
+//! The generator's media engine: a few threads (one per core by default), each driving the media of many
+//! synthetic participants once their ICE and DTLS are done. A thread paces every participant's sends from one
+//! timer (a simulcast frame's equal-sized packets go out as GSO runs), reads every socket it owns with
+//! `recvmmsg` and GRO through quinn-udp when mio says it is readable, decrypts in place, and keeps ICE consent:
+//! no allocation and no task wake-up per packet. Signaling stays with each participant's tokio task.
+
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token};
+use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
+use sluice_dataplane::testpeer::{Incoming, TestPeer};
+
+use crate::meeting::{FRAME_BYTES_MAX, LAYERS, PAYLOAD_LEN};
+
+/// ICE consent checks once connected (RFC 7675 asks for about every 5 s; the server removes a participant after
+/// `dataplane.consent_timeout_secs`, 10 s by default, without one).
+const CONSENT_INTERVAL: Duration = Duration::from_secs(3);
+/// A thread with nothing due sleeps at most this long, so new participants are taken up promptly.
+const IDLE_MAX: Duration = Duration::from_millis(5);
+/// Receive slots per `recvmmsg`, each a datagram or a GRO run of them.
+const SLOTS: usize = 8;
+const SLOT_LEN: usize = 64 * 1024;
+/// Receives per socket per turn at most, so one busy socket does not starve the others or the sender; a socket
+/// not drained is read again next turn (mio's readiness is edge-triggered: no new event comes for it).
+const RECVS_PER_TURN_MAX: usize = 16;
+
+/// One connected participant's media, handed over by its task.
+pub(crate) struct MediaJob {
+    pub(crate) index: u32,
+    pub(crate) peer: TestPeer,
+    pub(crate) socket: std::net::UdpSocket,
+    pub(crate) server: SocketAddr,
+    pub(crate) publish: bool,
+    /// The simulcast publish section's MID: the participant sends [`LAYERS`] instead of single packets.
+    pub(crate) simulcast_mid: Option<String>,
+    pub(crate) pps: u32,
+    pub(crate) epoch: Instant,
+    pub(crate) media_start: Instant,
+    pub(crate) media_end: Instant,
+    /// Media is read until this moment (the last packets are still on their way at `media_end`).
+    pub(crate) until: Instant,
+    pub(crate) done: tokio::sync::oneshot::Sender<MediaResult>,
+}
+
+/// What one participant sent and saw.
+#[derive(Debug, Default)]
+pub(crate) struct MediaResult {
+    pub(crate) sent: u64,
+    /// Simulcast: the top layer's tag id and its packets (what subscribers should receive).
+    pub(crate) forwarded: Option<(u32, u64)>,
+    pub(crate) received: Vec<(u32, u64)>,
+    pub(crate) delays_us: Vec<u64>,
+    pub(crate) first_media: Option<Instant>,
+}
+
+/// The engine's threads; dropping it waits for them once every job has ended.
+pub(crate) struct Engines {
+    queues: Vec<mpsc::Sender<MediaJob>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Engines {
+    pub(crate) fn start(threads: usize) -> io::Result<Engines> {
+        let mut queues = Vec::new();
+        let mut handles = Vec::new();
+        for n in 0..threads.max(1) {
+            let (tx, rx) = mpsc::channel();
+            let poll = Poll::new()?;
+            let handle = std::thread::Builder::new()
+                .name(format!("bench-media-{n}"))
+                .spawn(move || Thread::new(poll).run(&rx))?;
+            queues.push(tx);
+            handles.push(handle);
+        }
+        Ok(Engines { queues, threads: handles })
+    }
+
+    /// Participants are spread over the threads by index.
+    pub(crate) fn submit(&self, job: MediaJob) -> Result<(), String> {
+        let queue = &self.queues[job.index as usize % self.queues.len()];
+        queue.send(job).map_err(|_| "the media engine has stopped".to_string())
+    }
+}
+
+impl Drop for Engines {
+    fn drop(&mut self) {
+        self.queues.clear();
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Live {
+    job: MediaJob,
+    socket: mio::net::UdpSocket,
+    state: UdpSocketState,
+    gso_segments: usize,
+    interval: Duration,
+    next_send: Instant,
+    next_consent: Instant,
+    keyframe_due: [bool; LAYERS.len()],
+    result: MediaResult,
+}
+
+struct Thread {
+    poll: Poll,
+    /// Slot `i` holds the participant registered with token `i`.
+    live: Vec<Option<Live>>,
+    slots: Vec<u8>,
+    out: Vec<u8>,
+    /// Sockets with datagrams left after their turn's reads.
+    undrained: Vec<usize>,
+}
+
+impl Thread {
+    fn new(poll: Poll) -> Thread {
+        Thread {
+            poll,
+            live: Vec::new(),
+            slots: vec![0; SLOTS * SLOT_LEN],
+            out: vec![0; FRAME_BYTES_MAX],
+            undrained: Vec::new(),
+        }
+    }
+
+    fn run(mut self, jobs: &mpsc::Receiver<MediaJob>) {
+        let mut events = Events::with_capacity(1024);
+        let mut open = true;
+        loop {
+            while open {
+                match jobs.try_recv() {
+                    Ok(job) => self.add(job),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => open = false,
+                }
+            }
+            if !open && self.live.iter().all(Option::is_none) {
+                return;
+            }
+            let now = Instant::now();
+            let mut wake = now + IDLE_MAX;
+            for slot in 0..self.live.len() {
+                if let Some(next) = self.turn(slot, now) {
+                    wake = wake.min(next);
+                }
+            }
+            let timeout =
+                if self.undrained.is_empty() { wake.saturating_duration_since(Instant::now()) } else { Duration::ZERO };
+            let _ = self.poll.poll(&mut events, Some(timeout));
+            let mut ready: Vec<usize> = std::mem::take(&mut self.undrained);
+            ready.extend(events.iter().map(|e| e.token().0));
+            for slot in ready.drain(..) {
+                if self.receive(slot) {
+                    self.undrained.push(slot);
+                }
+            }
+            // The list's allocation is kept for the next turn.
+            if self.undrained.is_empty() {
+                self.undrained = ready;
+            }
+        }
+    }
+
+    fn add(&mut self, job: MediaJob) {
+        let slot = self.live.iter().position(Option::is_none).unwrap_or(self.live.len());
+        let mut socket = mio::net::UdpSocket::from_std(job.socket.try_clone().expect("a socket handle"));
+        let state = UdpSocketState::new(UdpSockRef::from(&socket));
+        let (Ok(state), Ok(())) = (state, self.poll.registry().register(&mut socket, Token(slot), Interest::READABLE))
+        else {
+            let _ = job.done.send(MediaResult::default());
+            return;
+        };
+        let rate = if job.simulcast_mid.is_some() { crate::meeting::FRAME_RATE } else { job.pps.max(1) };
+        let live = Live {
+            gso_segments: state.max_gso_segments().max(1),
+            interval: Duration::from_secs_f64(1.0 / f64::from(rate)),
+            next_send: job.media_start,
+            next_consent: Instant::now(),
+            keyframe_due: [true; LAYERS.len()],
+            result: MediaResult::default(),
+            job,
+            socket,
+            state,
+        };
+        if slot == self.live.len() {
+            self.live.push(Some(live));
+        } else {
+            self.live[slot] = Some(live);
+        }
+    }
+
+    /// Sends what is due for the participant in `slot` and returns when it next needs a turn; ends it when its
+    /// time is up.
+    fn turn(&mut self, slot: usize, now: Instant) -> Option<Instant> {
+        let live = self.live[slot].as_mut()?;
+        if now >= live.job.until {
+            let mut live = self.live[slot].take().expect("checked above");
+            let _ = self.poll.registry().deregister(&mut live.socket);
+            let _ = live.job.done.send(live.result);
+            return None;
+        }
+        if now >= live.next_consent {
+            live.next_consent = now + CONSENT_INTERVAL;
+            let check = live.job.peer.binding_request(true);
+            let _ = live.socket.send_to(&check, live.job.server);
+        }
+        let sending = live.job.publish && now < live.job.media_end;
+        if sending && now >= live.next_send {
+            send_media(live, &mut self.out);
+            // Paced, never bursting to catch up: a late turn skips the packets it missed.
+            live.next_send = (live.next_send + live.interval).max(now);
+        }
+        let next = if sending { live.next_send.min(live.next_consent) } else { live.next_consent };
+        Some(next.min(live.job.until))
+    }
+
+    /// Reads what the participant in `slot` received, a few batches at most; true if datagrams may be left.
+    fn receive(&mut self, slot: usize) -> bool {
+        let Some(Some(live)) = self.live.get_mut(slot) else { return false };
+        let mut metas = [RecvMeta::default(); SLOTS];
+        for _ in 0..RECVS_PER_TURN_MAX {
+            let mut chunks = self.slots.chunks_mut(SLOT_LEN);
+            let mut slices: [IoSliceMut<'_>; SLOTS] =
+                std::array::from_fn(|_| IoSliceMut::new(chunks.next().expect("SLOTS slots")));
+            let Ok(n) = live.state.recv(UdpSockRef::from(&live.socket), &mut slices, &mut metas) else { return false };
+            for (i, meta) in metas[..n].iter().enumerate() {
+                let stride = if meta.stride == 0 { meta.len } else { meta.stride }.max(1);
+                let data = &mut self.slots[i * SLOT_LEN..i * SLOT_LEN + meta.len];
+                for datagram in data.chunks_mut(stride) {
+                    on_datagram(live, datagram);
+                }
+            }
+        }
+        true
+    }
+}
+
+fn on_datagram(live: &mut Live, datagram: &mut [u8]) {
+    match live.job.peer.receive_in_place(datagram) {
+        Incoming::Media(r) => {
+            let now = Instant::now();
+            let now_us = now.duration_since(live.job.epoch).as_micros() as u64;
+            let result = &mut live.result;
+            result.delays_us.push(now_us.saturating_sub(r.tag.sent_us));
+            result.first_media.get_or_insert(now);
+            match result.received.iter_mut().find(|(p, _)| *p == r.tag.publisher) {
+                Some((_, n)) => *n += 1,
+                None => result.received.push((r.tag.publisher, 1)),
+            }
+        }
+        Incoming::KeyframeRequest { media_ssrc } => {
+            if let Some(layer) = (0..LAYERS.len()).find(|l| live.job.peer.layer_ssrc(*l as u8) == media_ssrc) {
+                live.keyframe_due[layer] = true;
+            }
+        }
+        _ => {}
+    }
+}
+
+/// One tick of a publisher: a frame on every simulcast layer, or one packet.
+fn send_media(live: &mut Live, out: &mut [u8]) {
+    let now_us = live.job.epoch.elapsed().as_micros() as u64;
+    let Some(mid) = live.job.simulcast_mid.as_deref() else {
+        let n = live.job.peer.media_into(PAYLOAD_LEN, now_us, out);
+        let _ = live.socket.send_to(&out[..n], live.job.server);
+        live.result.sent += 1;
+        return;
+    };
+    for (layer, spec) in LAYERS.iter().enumerate() {
+        let keyframe = std::mem::take(&mut live.keyframe_due[layer]);
+        let (size, count) = spec.packets(keyframe);
+        // The frame's packets are equal in size: written back to back, sent as GSO runs.
+        let mut stride = 0;
+        for i in 0..count {
+            let start = (i == 0).then_some(keyframe);
+            let slot = &mut out[i * stride..];
+            stride = live.job.peer.simulcast_packet_into(mid, spec.rid, layer as u8, start, size, now_us, slot);
+        }
+        for run in out[..count * stride].chunks(stride * live.gso_segments) {
+            let transmit = Transmit {
+                destination: live.job.server,
+                ecn: None,
+                contents: run,
+                segment_size: (run.len() > stride).then_some(stride),
+                src_ip: None,
+            };
+            let _ = live.state.try_send(UdpSockRef::from(&live.socket), &transmit);
+        }
+        live.result.sent += count as u64;
+        if layer == LAYERS.len() - 1 {
+            let top = live.result.forwarded.get_or_insert((live.job.index + 0x100 * layer as u32, 0));
+            top.1 += count as u64;
+        }
+    }
+}
