@@ -345,9 +345,11 @@ impl UringIo {
 
 impl DatagramIo for UringIo {
     fn recv(&mut self, batch: &mut RecvBatch, timeout: Duration, stats: &mut IoCounters) -> io::Result<()> {
+        // Counted before the stash drains: packets a send's wait collected are this turn's too, and waiting
+        // with them in the batch would hold them until the next datagram or the timeout.
+        let before = batch.len();
         self.drain_stash(batch, stats);
         self.arm();
-        let before = batch.len();
         self.reap(Some(batch), stats);
         let waited = batch.len() == before && self.stash.is_empty() && !timeout.is_zero();
         let submitted = if waited {
@@ -484,6 +486,38 @@ mod tests {
         let bytes = unsafe { std::slice::from_raw_parts(v6.as_ptr().cast::<u8>(), v6.len() as usize) };
         assert_eq!(parse_sockaddr(bytes), Some(addr));
         assert_eq!(parse_sockaddr(&[0; 3]), None);
+    }
+
+    #[test]
+    fn a_datagram_collected_while_sends_complete_is_returned_without_waiting() {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = socket.local_addr().unwrap();
+        let peer = UdpSocket::bind("127.0.0.1:0").unwrap();
+        // SAFETY: creates a new eventfd; closed at the end.
+        let waker = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        assert!(waker >= 0);
+        let mut io = UringIo::new(socket, waker, false, false, 8).unwrap();
+        let mut stats = IoCounters::default();
+        let mut batch = RecvBatch::new(8, super::super::slot_len(false));
+        io.recv(&mut batch, Duration::ZERO, &mut stats).unwrap();
+        assert_eq!(batch.len(), 0);
+
+        peer.send_to(b"early", addr).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        // The send waits for its completion and so also collects the receive's, which it must keep for `recv`.
+        let mut out = Transmits::with_capacity(1);
+        out.slot().unwrap()[..4].copy_from_slice(b"pong");
+        out.commit(peer.local_addr().unwrap(), 4);
+        io.send(&out, &mut stats).unwrap();
+
+        let started = std::time::Instant::now();
+        io.recv(&mut batch, Duration::from_secs(5), &mut stats).unwrap();
+        let waited = started.elapsed();
+        assert_eq!(batch.len(), 1, "the datagram is returned");
+        assert!(waited < Duration::from_secs(2), "recv held a received datagram for {waited:?}");
+        drop(io);
+        // SAFETY: closes the eventfd made above, after the ring that read it.
+        unsafe { libc::close(waker) };
     }
 
     #[test]
