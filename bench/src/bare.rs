@@ -10,6 +10,7 @@ use anyhow::Context;
 use sluice_dataplane::runtime::{BareForwarder, IoMode};
 use tokio::net::UdpSocket;
 
+use crate::clock::{RxClock, recv_stamped};
 use crate::meeting::{Outcome, PAYLOAD_LEN, Report, Scenario, summarize};
 
 /// Bytes of the tag at the start of each payload: publisher, sequence, send time (us since the bench's start).
@@ -89,6 +90,7 @@ async fn participant(
     let mut buf = vec![0u8; 2048];
     let mut seq = 0u64;
     let started = Instant::now();
+    let clock = RxClock::new(epoch);
     loop {
         let now = Instant::now();
         if now >= media_end + Duration::from_millis(300) {
@@ -105,8 +107,8 @@ async fn participant(
         }
         let wake = if publish && next_send < media_end { next_send } else { media_end + Duration::from_millis(300) };
         tokio::select! {
-            received = socket.recv_from(&mut buf) => {
-                let (n, _) = received?;
+            received = recv_stamped(&socket, &mut buf) => {
+                let (n, _, stamp) = received?;
                 if n < TAG_LEN {
                     continue;
                 }
@@ -116,7 +118,7 @@ async fn participant(
                     continue;
                 }
                 let sent_us = u64::from_be_bytes(buf[12..20].try_into().expect("8 bytes"));
-                outcome.delays_us.push((epoch.elapsed().as_micros() as u64).saturating_sub(sent_us));
+                outcome.delays_us.push(clock.received_us(stamp).saturating_sub(sent_us));
                 outcome.first_media_ms.get_or_insert(started.elapsed().as_secs_f64() * 1000.0);
                 match outcome.received.iter_mut().find(|(p, _)| *p == publisher) {
                     Some((_, count)) => *count += 1,

@@ -2,7 +2,10 @@
 //! synthetic participants once their ICE and DTLS are done. A thread paces every participant's sends from one
 //! timer (a simulcast frame's equal-sized packets go out as GSO runs), reads every socket it owns with
 //! `recvmmsg` and GRO through quinn-udp when mio says it is readable, decrypts in place, and keeps ICE consent:
-//! no allocation and no task wake-up per packet. Signaling stays with each participant's tokio task.
+//! no allocation and no task wake-up per packet. While traffic flows a thread wakes once per [`TICK`], so at any
+//! packet rate one wake-up serves every datagram and send of a tick (idle, it waits for readiness); one-way delay is taken from the kernel's receive
+//! timestamps (see `clock`), so reading late adds nothing to it. Signaling stays with each participant's tokio
+//! task.
 
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
@@ -14,6 +17,7 @@ use mio::{Events, Interest, Poll, Token};
 use quinn_udp::{RecvMeta, Transmit, UdpSockRef, UdpSocketState};
 use sluice_dataplane::testpeer::{Incoming, TestPeer};
 
+use crate::clock::RxClock;
 use crate::meeting::{FRAME_BYTES_MAX, LAYERS, PAYLOAD_LEN};
 
 /// ICE consent checks once connected (RFC 7675 asks for about every 5 s; the server removes a participant after
@@ -21,6 +25,12 @@ use crate::meeting::{FRAME_BYTES_MAX, LAYERS, PAYLOAD_LEN};
 const CONSENT_INTERVAL: Duration = Duration::from_secs(3);
 /// A thread with nothing due sleeps at most this long, so new participants are taken up promptly.
 const IDLE_MAX: Duration = Duration::from_millis(5);
+/// The time between two wake-ups of a thread while traffic flows. Sends are paced to it (a publisher whose interval is
+/// shorter sends the packets due in a tick together, up to [`BURST_MAX`]).
+const TICK: Duration = Duration::from_millis(5);
+/// Packets (or simulcast frames) one publisher sends in one turn at most; a publisher further behind skips the
+/// rest rather than bursting to catch up.
+const BURST_MAX: usize = 8;
 /// Receive slots per `recvmmsg`, each a datagram or a GRO run of them.
 const SLOTS: usize = 8;
 const SLOT_LEN: usize = 64 * 1024;
@@ -104,6 +114,7 @@ struct Live {
     next_send: Instant,
     next_consent: Instant,
     keyframe_due: [bool; LAYERS.len()],
+    clock: RxClock,
     result: MediaResult,
 }
 
@@ -131,6 +142,8 @@ impl Thread {
     fn run(mut self, jobs: &mpsc::Receiver<MediaJob>) {
         let mut events = Events::with_capacity(1024);
         let mut open = true;
+        let mut last_wake = Instant::now();
+        let mut busy = false;
         loop {
             while open {
                 match jobs.try_recv() {
@@ -149,9 +162,21 @@ impl Thread {
                     wake = wake.min(next);
                 }
             }
-            let timeout =
-                if self.undrained.is_empty() { wake.saturating_duration_since(Instant::now()) } else { Duration::ZERO };
-            let _ = self.poll.poll(&mut events, Some(timeout));
+            let now = Instant::now();
+            let timeout = if self.undrained.is_empty() { wake.saturating_duration_since(now) } else { Duration::ZERO };
+            if busy && !timeout.is_zero() {
+                // Traffic is flowing: sleep to the next tick and take what arrived meanwhile in one go, rather
+                // than waking for each datagram.
+                let until = (last_wake + TICK).min(wake);
+                if until > now {
+                    std::thread::sleep(until - now);
+                }
+                let _ = self.poll.poll(&mut events, Some(Duration::ZERO));
+            } else {
+                let _ = self.poll.poll(&mut events, Some(timeout));
+            }
+            last_wake = Instant::now();
+            busy = !events.is_empty();
             let mut ready: Vec<usize> = std::mem::take(&mut self.undrained);
             ready.extend(events.iter().map(|e| e.token().0));
             for slot in ready.drain(..) {
@@ -182,6 +207,7 @@ impl Thread {
             next_send: job.media_start,
             next_consent: Instant::now(),
             keyframe_due: [true; LAYERS.len()],
+            clock: RxClock::new(job.epoch),
             result: MediaResult::default(),
             job,
             socket,
@@ -210,11 +236,14 @@ impl Thread {
             let _ = live.socket.send_to(&check, live.job.server);
         }
         let sending = live.job.publish && now < live.job.media_end;
-        if sending && now >= live.next_send {
+        let mut burst = 0;
+        while sending && now >= live.next_send && burst < BURST_MAX {
             send_media(live, &mut self.out);
-            // Paced, never bursting to catch up: a late turn skips the packets it missed.
-            live.next_send = (live.next_send + live.interval).max(now);
+            live.next_send += live.interval;
+            burst += 1;
         }
+        // Never bursting further to catch up: a thread that fell behind skips the packets it missed.
+        live.next_send = live.next_send.max(now);
         let next = if sending { live.next_send.min(live.next_consent) } else { live.next_consent };
         Some(next.min(live.job.until))
     }
@@ -232,7 +261,7 @@ impl Thread {
                 let stride = if meta.stride == 0 { meta.len } else { meta.stride }.max(1);
                 let data = &mut self.slots[i * SLOT_LEN..i * SLOT_LEN + meta.len];
                 for datagram in data.chunks_mut(stride) {
-                    on_datagram(live, datagram);
+                    on_datagram(live, datagram, meta.timestamp);
                 }
             }
         }
@@ -240,14 +269,14 @@ impl Thread {
     }
 }
 
-fn on_datagram(live: &mut Live, datagram: &mut [u8]) {
+/// `stamp`: the kernel's receive timestamp.
+fn on_datagram(live: &mut Live, datagram: &mut [u8], stamp: Option<Duration>) {
     match live.job.peer.receive_in_place(datagram) {
         Incoming::Media(r) => {
-            let now = Instant::now();
-            let now_us = now.duration_since(live.job.epoch).as_micros() as u64;
+            let received_us = live.clock.received_us(stamp);
             let result = &mut live.result;
-            result.delays_us.push(now_us.saturating_sub(r.tag.sent_us));
-            result.first_media.get_or_insert(now);
+            result.delays_us.push(received_us.saturating_sub(r.tag.sent_us));
+            result.first_media.get_or_insert_with(Instant::now);
             match result.received.iter_mut().find(|(p, _)| *p == r.tag.publisher) {
                 Some((_, n)) => *n += 1,
                 None => result.received.push((r.tag.publisher, 1)),

@@ -23,6 +23,7 @@ use sluice_dataplane::testpeer::{Incoming, TestPeer, candidate_address};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
+use crate::clock::{RxClock, recv_stamped};
 use crate::meeting::{Outcome, PAYLOAD_LEN, Report, Scenario, gather, summarize, udp_socket_on};
 
 /// Janus answers HTTP within this after start; every wait for it is bounded by `WAIT`.
@@ -576,6 +577,7 @@ impl JanusParticipant {
         let mut next_send = self.media_start;
         let mut next_consent = Instant::now() + CONSENT_INTERVAL;
         let (mut up_buf, mut down_buf) = (vec![0u8; 2048], vec![0u8; 2048]);
+        let clock = RxClock::new(self.epoch);
         let end = self.media_end + Duration::from_millis(300);
         loop {
             let now = Instant::now();
@@ -602,16 +604,15 @@ impl JanusParticipant {
             let wake = [next_send, next_consent, end].into_iter().filter(|t| *t > now).min().unwrap_or(end);
             tokio::select! {
                 r = recv(up.as_deref(), &mut up_buf) => {
-                    if let (Some(leg), Some((n, from))) = (up.as_deref_mut(), r) {
+                    if let (Some(leg), Some((n, from, _))) = (up.as_deref_mut(), r) {
                         leg.receive(&up_buf[..n], from).await;
                     }
                 }
                 r = recv(down.as_deref(), &mut down_buf) => {
-                    if let (Some(leg), Some((n, from))) = (down.as_deref_mut(), r)
+                    if let (Some(leg), Some((n, from, stamp))) = (down.as_deref_mut(), r)
                         && let Some(Incoming::Media(m)) = leg.receive(&down_buf[..n], from).await
                     {
-                        let now_us = self.epoch.elapsed().as_micros() as u64;
-                        outcome.delays_us.push(now_us.saturating_sub(m.tag.sent_us));
+                        outcome.delays_us.push(clock.received_us(stamp).saturating_sub(m.tag.sent_us));
                         outcome.first_media_ms.get_or_insert(started.elapsed().as_secs_f64() * 1000.0);
                         match outcome.received.iter_mut().find(|(p, _)| *p == m.tag.publisher) {
                             Some((_, n)) => *n += 1,
@@ -625,10 +626,10 @@ impl JanusParticipant {
     }
 }
 
-/// A leg's socket receive, or never when there is no leg.
-async fn recv(leg: Option<&Leg>, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+/// A leg's socket receive with its kernel timestamp, or never when there is no leg.
+async fn recv(leg: Option<&Leg>, buf: &mut [u8]) -> Option<(usize, SocketAddr, Option<Duration>)> {
     match leg {
-        Some(leg) => leg.socket.recv_from(buf).await.ok(),
+        Some(leg) => recv_stamped(&leg.socket, buf).await.ok(),
         None => std::future::pending().await,
     }
 }

@@ -4,6 +4,7 @@
 pub mod bare;
 mod batch;
 pub mod chart;
+mod clock;
 mod engine;
 pub mod fanout;
 pub mod janus;

@@ -593,6 +593,8 @@ pub(crate) fn udp_socket_on(ip: std::net::IpAddr) -> anyhow::Result<UdpSocket> {
     let socket = std::net::UdpSocket::bind((ip, 0))?;
     let sock = socket2::SockRef::from(&socket);
     let _ = sock.set_recv_buffer_size(4 << 20);
+    // One-way delay is taken from the kernel's receive timestamps (see `clock`).
+    crate::clock::enable_timestamps(&socket)?;
     socket.set_nonblocking(true)?;
     Ok(UdpSocket::from_std(socket)?)
 }
