@@ -260,8 +260,9 @@ impl Core {
             if sub.layer != Some(layer) {
                 let is_keyframe =
                     *keyframe.get_or_insert_with(|| track.spec.codec.is_keyframe_start(&plain[header.header_len..]));
-                if track.layers.best(sub.target_layer) != layer || !is_keyframe {
-                    awaiting_keyframe |= track.layers.best(sub.target_layer) == layer;
+                let wanted = track.layers.best(sub.target_layer) == layer;
+                if !wanted || !is_keyframe {
+                    awaiting_keyframe |= wanted;
                     counters.fanout_other_layer += 1;
                     continue;
                 }
