@@ -42,6 +42,9 @@ fn synthetic_participants_join_publish_and_receive_through_the_real_protocol() {
     assert!(sent > 0 && expected == sent * 3, "each publisher's packets go to the three others: {report}");
     assert!(received * 100 >= expected * 95, "loopback delivers nearly everything: {report}");
     assert!(report["server_cpu_ns_per_forwarded"].as_f64().is_some_and(|ns| ns > 0.0), "{report}");
+    let (total, workers) =
+        (report["server_cpu_ns_per_forwarded"].as_f64(), report["server_worker_cpu_ns_per_forwarded"].as_f64());
+    assert!(workers.is_some_and(|w| w > 0.0 && Some(w) <= total), "the workers' share of the server's CPU: {report}");
     assert!(report["generator_cpu_ns_per_packet"].as_f64().is_some_and(|ns| ns > 0.0), "{report}");
     assert!(stdout.contains("generator CPU per packet"), "{stdout}");
     assert!(report["delay_us_p50"].as_u64().unwrap() > 0);

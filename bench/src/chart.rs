@@ -137,6 +137,7 @@ mod tests {
             delay_us_p99: p50 * 3,
             delay_us_p999: p50 * 4,
             server_cpu_ns_per_forwarded: Some(cpu),
+            server_worker_cpu_ns_per_forwarded: None,
             generator_cpu_ns_per_packet: None,
         }
     }

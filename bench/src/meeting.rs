@@ -130,6 +130,9 @@ pub struct Report {
     pub delay_us_p999: u64,
     /// The server process's CPU time (user + system) during the media phase, per packet it forwarded.
     pub server_cpu_ns_per_forwarded: Option<f64>,
+    /// Sluice only: the same for its dataplane workers' threads alone (the rest is the control plane: signaling
+    /// sessions, meetings, metrics).
+    pub server_worker_cpu_ns_per_forwarded: Option<f64>,
     /// The bench's own CPU time during the media phase, per packet it sent or received: below the server's
     /// per forwarded packet, one core of generator drives more than one core of server.
     pub generator_cpu_ns_per_packet: Option<f64>,
@@ -138,18 +141,25 @@ pub struct Report {
 /// A process's CPU time over the media phase: read by a timer when it starts, and by [`CpuWindow::end`].
 pub(crate) struct CpuWindow {
     pid: u32,
+    /// Only the threads whose names start with this.
+    threads: Option<&'static str>,
     before: Arc<std::sync::Mutex<Option<u64>>>,
 }
 
 impl CpuWindow {
     pub(crate) fn from(pid: u32, start: Instant) -> CpuWindow {
+        CpuWindow::of_threads(pid, None, start)
+    }
+
+    /// The threads of `pid` named `threads*` (all of them with `None`).
+    pub(crate) fn of_threads(pid: u32, threads: Option<&'static str>, start: Instant) -> CpuWindow {
         let before = Arc::new(std::sync::Mutex::new(None));
         let reading = Arc::clone(&before);
         tokio::spawn(async move {
             tokio::time::sleep_until(start.into()).await;
-            *reading.lock().expect("cpu") = process_cpu_ns(pid);
+            *reading.lock().expect("cpu") = threads_cpu_ns(pid, threads);
         });
-        CpuWindow { pid, before }
+        CpuWindow { pid, threads, before }
     }
 
     /// This process (the generator).
@@ -159,7 +169,7 @@ impl CpuWindow {
 
     pub(crate) fn end(&self) -> Option<u64> {
         let before = (*self.before.lock().expect("cpu"))?;
-        Some(process_cpu_ns(self.pid)?.saturating_sub(before))
+        Some(threads_cpu_ns(self.pid, self.threads)?.saturating_sub(before))
     }
 }
 
@@ -202,6 +212,7 @@ pub async fn run(scenario: &Scenario, server_pid: Option<u32>) -> anyhow::Result
     let media_end = media_start + scenario.duration;
     let cpu_before = Arc::new(std::sync::Mutex::new(None));
     let generator = CpuWindow::generator(media_start);
+    let workers = server_pid.map(|pid| CpuWindow::of_threads(pid, Some("sluice-worker"), media_start));
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let engines = Arc::new(Engines::start(threads).context("start the media engine")?);
     let mut tasks = Vec::new();
@@ -237,9 +248,13 @@ pub async fn run(scenario: &Scenario, server_pid: Option<u32>) -> anyhow::Result
     }
     tokio::time::sleep_until(media_end.into()).await;
     let cpu_after = server_pid.and_then(process_cpu_ns);
+    let worker_cpu = workers.and_then(|w| w.end());
     let generator_cpu = generator.end();
     let (outcomes, cpu) = gather(tasks, &cpu_before, cpu_after).await;
-    Ok(summarize(scenario, &outcomes, cpu).with_generator_cpu(generator_cpu))
+    let mut report = summarize(scenario, &outcomes, cpu).with_generator_cpu(generator_cpu);
+    report.server_worker_cpu_ns_per_forwarded =
+        worker_cpu.filter(|_| report.received > 0).map(|ns| ns as f64 / report.received as f64);
+    Ok(report)
 }
 
 /// Every participant's outcome (a task that panicked counts as failed), and the server's CPU time over the media
@@ -315,6 +330,7 @@ pub(crate) fn summarize(s: &Scenario, outcomes: &[Outcome], cpu_ns: Option<u64>)
         delay_us_p99: pct(&delays, 0.99),
         delay_us_p999: pct(&delays, 0.999),
         server_cpu_ns_per_forwarded: cpu_ns.filter(|_| received > 0).map(|ns| ns as f64 / received as f64),
+        server_worker_cpu_ns_per_forwarded: None,
         generator_cpu_ns_per_packet: None,
     }
 }
@@ -323,15 +339,29 @@ pub(crate) fn summarize(s: &Scenario, outcomes: &[Outcome], cpu_ns: Option<u64>)
 /// a CPU, in ns), else user + system from `/proc/<pid>/stat` (clock ticks of 10 ms, too coarse for short runs).
 /// A thread that exits between two readings takes its time with it; the servers measured keep their threads.
 pub(crate) fn process_cpu_ns(pid: u32) -> Option<u64> {
+    threads_cpu_ns(pid, None)
+}
+
+/// [`process_cpu_ns`] of the threads whose names start with `prefix` (all with `None`; no fallback to the
+/// process's own figures then).
+fn threads_cpu_ns(pid: u32, prefix: Option<&str>) -> Option<u64> {
     if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         let total: u64 = tasks
             .flatten()
+            .filter(|t| {
+                prefix.is_none_or(|p| {
+                    std::fs::read_to_string(t.path().join("comm")).is_ok_and(|name| name.starts_with(p))
+                })
+            })
             .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
             .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
             .sum();
         if total > 0 {
             return Some(total);
         }
+    }
+    if prefix.is_some() {
+        return None;
     }
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
@@ -644,7 +674,10 @@ pub fn compare(reports: &[Report]) -> String {
 }
 
 pub fn render(r: &Report) -> String {
-    let cpu = r.server_cpu_ns_per_forwarded.map_or("n/a".to_string(), |ns| format!("{ns:.0} ns"));
+    let mut cpu = r.server_cpu_ns_per_forwarded.map_or("n/a".to_string(), |ns| format!("{ns:.0} ns"));
+    if let Some(ns) = r.server_worker_cpu_ns_per_forwarded {
+        cpu += &format!(" (dataplane workers {ns:.0} ns)");
+    }
     let generator = r.generator_cpu_ns_per_packet.map_or("n/a".to_string(), |ns| format!("{ns:.0} ns"));
     format!(
         "target {}\nmeetings {} of {} participants (publishers {}), joined {} ({:.1}%, {:.1} joins/s)\n\
