@@ -17,6 +17,10 @@ impl Key {
 pub struct Slab<T> {
     slots: Vec<Slot<T>>,
     free: Vec<u32>,
+    /// One past the highest slot ever occupied. Iteration stops here: slots are large (a participant's is about
+    /// 4 KiB) and the capacity is the configured maximum, so sweeping every slot once a second cost a cache and
+    /// TLB miss per slot, most of them empty.
+    high_water: usize,
 }
 
 #[derive(Debug)]
@@ -30,12 +34,13 @@ impl<T> Slab<T> {
         let slots = (0..capacity).map(|_| Slot { generation: 0, value: None }).collect();
         // Popped from the end: hand out low indices first.
         let free = (0..capacity as u32).rev().collect();
-        Slab { slots, free }
+        Slab { slots, free, high_water: 0 }
     }
 
     /// `None` when full: the caller refuses, nothing grows.
     pub fn insert(&mut self, value: T) -> Option<Key> {
         let index = self.free.pop()?;
+        self.high_water = self.high_water.max(index as usize + 1);
         let slot = &mut self.slots[index as usize];
         slot.value = Some(value);
         Some(Key { index, generation: slot.generation })
@@ -66,14 +71,14 @@ impl<T> Slab<T> {
     }
 
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (Key, &mut T)> {
-        self.slots.iter_mut().enumerate().filter_map(|(i, s)| {
+        self.slots[..self.high_water].iter_mut().enumerate().filter_map(|(i, s)| {
             let generation = s.generation;
             s.value.as_mut().map(|v| (Key { index: i as u32, generation }, v))
         })
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (Key, &T)> {
-        self.slots
+        self.slots[..self.high_water]
             .iter()
             .enumerate()
             .filter_map(|(i, s)| s.value.as_ref().map(|v| (Key { index: i as u32, generation: s.generation }, v)))
@@ -97,5 +102,24 @@ mod tests {
         assert_eq!(s.get(c), Some(&"c"));
         assert_eq!(s.remove(a), None);
         assert_eq!((s.len(), s.get(b)), (2, Some(&"b")));
+    }
+
+    #[test]
+    fn iteration_sees_every_occupant_and_stops_at_the_highest_slot_used() {
+        let mut s = Slab::with_capacity(1000);
+        let keys: Vec<Key> = (0..5).map(|i| s.insert(i).unwrap()).collect();
+        s.remove(keys[1]);
+        s.remove(keys[4]);
+        let seen: Vec<i32> = s.iter().map(|(_, v)| *v).collect();
+        assert_eq!(seen, [0, 2, 3]);
+        assert_eq!(s.high_water, 5);
+        let again = s.insert(9).unwrap();
+        assert_eq!(again.index(), keys[4].index(), "a freed slot is reused before a new one: no growth past the mark");
+        for (_, v) in s.iter_mut() {
+            *v += 100;
+        }
+        let seen: Vec<(usize, i32)> = s.iter().map(|(k, v)| (k.index(), *v)).collect();
+        assert_eq!(seen, [(0, 100), (2, 102), (3, 103), (4, 109)]);
+        assert_eq!(s.high_water, 5);
     }
 }
