@@ -426,8 +426,17 @@ async fn refused_joins_close_with_the_documented_codes() {
         assert_eq!(closed["code"], code, "{join}: {closed}");
         assert!(closed["reason"].as_str().unwrap().contains(says), "{join}: {closed}");
     }
-    // The meeting holds one participant.
+    // The meeting holds one participant; its recorder takes no seat, before or after.
+    let mut recorder = h.client().await;
+    let token = h.token(&meeting, "recorder-1", Role::Recorder);
+    recorder.send(json!({"type": "join", "v": 1, "meeting_id": meeting, "token": token})).await;
+    recorder.expect("welcome").await;
     let (_a, _) = h.joined(&meeting, "ann", &[]).await;
+    drop(recorder);
+    let mut recorder = h.client().await;
+    let token = h.token(&meeting, "recorder-2", Role::Recorder);
+    recorder.send(json!({"type": "join", "v": 1, "meeting_id": meeting, "token": token})).await;
+    recorder.expect("welcome").await;
     let mut c = h.client().await;
     c.send(
         json!({"type": "join", "v": 1, "meeting_id": meeting, "token": h.token(&meeting, "ben", Role::Participant)}),

@@ -266,8 +266,10 @@ impl Room {
             }
             self.leave(&previous, LeaveReason::Replaced).await;
         }
+        // The recorder takes no seat: starting a recording must not lock someone out of a full meeting.
         let limit = self.ctx.settings.max_participants as usize;
-        if self.members.len() >= limit {
+        let seated = self.members.iter().filter(|m| m.role != Role::Recorder).count();
+        if claims.role != Role::Recorder && seated >= limit {
             return Err((close::FULL, format!("the meeting has its maximum of {limit} participants")));
         }
         let runtime = &self.ctx.runtime;
