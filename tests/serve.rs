@@ -448,3 +448,117 @@ async fn recording_requests_that_do_not_fit_get_a_clear_4xx() {
     let (s, v) = act(&id, "start", Some(&host)).await;
     assert_eq!(s, 410, "an ended meeting: {v}");
 }
+
+/// A TCP proxy on loopback whose open connections can be cut, as a network failure would.
+struct CuttableProxy {
+    addr: std::net::SocketAddr,
+    connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl CuttableProxy {
+    async fn start(upstream: String) -> CuttableProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let list = std::sync::Arc::clone(&connections);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                list.lock().unwrap().push(tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                }));
+            }
+        });
+        CuttableProxy { addr, connections }
+    }
+
+    /// Drops every connection open now, both ends, without a WebSocket close.
+    fn cut(&self) -> usize {
+        let open: Vec<_> = self.connections.lock().unwrap().drain(..).collect();
+        open.iter().for_each(|c| c.abort());
+        open.len()
+    }
+}
+
+/// The next signaling message of type `kind`.
+async fn next_of(
+    ws: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    kind: &str,
+) -> Value {
+    use futures::StreamExt;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let message = tokio::time::timeout(left, ws.next()).await.unwrap_or_else(|_| panic!("no {kind} in time"));
+        match message {
+            Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text))) => {
+                let m: Value = serde_json::from_str(&text).unwrap();
+                if m["type"] == kind {
+                    return m;
+                }
+            }
+            Some(Ok(_)) => {}
+            other => panic!("the signaling connection ended waiting for {kind}: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_recorder_joins_again_when_its_signaling_connection_drops() {
+    use futures::SinkExt;
+    use sluice_controlplane::store::Role;
+    use sluice_controlplane::tokens::{TokenRequest, Tokens};
+    use sluice_recorder::session::{Ended, Session};
+    use sluice_recorder::spool::Spool;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(sluice(dir.path()));
+    let (status, created) = post_raw(&format!("{}/meetings", server.base), r#"{"host_name": "Ada"}"#).await;
+    assert_eq!(status, 201, "{created}");
+    let meeting = created["meeting"]["id"].as_str().unwrap().to_string();
+    let host_token = created["host_token"].as_str().unwrap();
+    let ws_url = format!("{}/signaling", server.base.replacen("http", "ws", 1));
+    let (mut host, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
+    let join = json!({"type": "join", "v": 1, "meeting_id": meeting, "token": host_token});
+    host.send(tokio_tungstenite::tungstenite::Message::text(join.to_string())).await.unwrap();
+    next_of(&mut host, "welcome").await;
+
+    // The recorder reaches the server through a proxy that the test cuts.
+    let proxy = CuttableProxy::start(server.base.trim_start_matches("http://").to_string()).await;
+    let tokens = Tokens::from_config(&sluice_controlplane::config::AuthConfig::default(), dir.path()).unwrap();
+    let token = tokens.mint(&TokenRequest {
+        meeting_id: meeting.clone(),
+        user_id: "recorder-test".into(),
+        name: "Recorder".into(),
+        role: Role::Recorder,
+        ttl_secs: None,
+    });
+    let spool_dir = tempfile::tempdir().unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let url = format!("ws://{}/signaling", proxy.addr);
+    let recording = {
+        let (meeting, spool) = (meeting.clone(), Spool::open(spool_dir.path().to_path_buf()));
+        tokio::spawn(async move { Session::new(&spool).run(&url, &meeting, &token, stopped).await })
+    };
+    let joined = next_of(&mut host, "participant_joined").await;
+    assert_eq!(
+        (joined["participant"]["name"].as_str(), joined["participant"]["role"].as_str()),
+        (Some("Recorder"), Some("recorder"))
+    );
+
+    assert_eq!(proxy.cut(), 1, "the recorder's signaling connection went through the proxy");
+    let left = next_of(&mut host, "participant_left").await;
+    assert_eq!(
+        (&left["participant_id"], left["reason"].as_str()),
+        (&joined["participant"]["participant_id"], Some("connection_lost"))
+    );
+    let again = next_of(&mut host, "participant_joined").await;
+    assert_eq!(again["participant"]["name"], "Recorder", "the recorder joined again: {again}");
+    assert!(!recording.is_finished(), "the recorder is still recording after the drop");
+
+    stop.send(true).unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), recording).await.unwrap().unwrap();
+    assert_eq!(ended, Ok(Ended::Stopped));
+}

@@ -36,6 +36,10 @@ const PLI_INTERVAL: Duration = Duration::from_millis(500);
 /// disk less often.
 const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 const SYNC_INTERVAL: Duration = Duration::from_secs(5);
+/// A recorder whose signaling connection fails (not closed by the server) joins again, this many times at most
+/// in one recording, after this wait.
+const REJOINS_MAX: u32 = 10;
+const REJOIN_WAIT: Duration = Duration::from_secs(1);
 /// Tracks one recording takes at most.
 const TRACKS_MAX: usize = 256;
 
@@ -46,6 +50,16 @@ pub enum Ended {
     Stopped,
     /// The meeting ended (or the server closed the session); the recording ends with it.
     MeetingOver(String),
+}
+
+/// How one signaling connection ended.
+enum Attendance {
+    Over(Ended),
+    /// The connection failed or could not be made: the recorder may join again. `welcomed`: it had joined.
+    Dropped {
+        why: String,
+        welcomed: bool,
+    },
 }
 
 /// What the recorder knows about one receive section.
@@ -93,7 +107,10 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Joins `meeting_id` through `signaling_url` and records until `stop` turns true or the meeting ends.
+    /// Joins `meeting_id` through `signaling_url` and records until `stop` turns true or the meeting ends. If the
+    /// signaling connection fails (a network cut, a proxy restart) rather than being closed by the server, the
+    /// recorder keeps what it has, joins again and records the tracks it is offered then, so a recording is not
+    /// cut short by a dropped connection.
     pub async fn run(
         &mut self,
         signaling_url: &str,
@@ -101,12 +118,64 @@ impl<'a> Session<'a> {
         token: &str,
         mut stop: watch::Receiver<bool>,
     ) -> Result<Ended, String> {
-        let (mut ws, _) = tokio::time::timeout(CONNECT_WAIT, tokio_tungstenite::connect_async(signaling_url))
-            .await
-            .map_err(|_| format!("the signaling socket {signaling_url} did not answer within {CONNECT_WAIT:?}"))?
-            .map_err(|e| format!("cannot connect to {signaling_url}: {e}"))?;
+        let mut rejoins = 0;
+        loop {
+            let attended = self.attend(signaling_url, meeting_id, token, &mut stop).await;
+            // A connection's tracks end with it: what is held goes to the spool, and a new join offers new ones.
+            self.drain()?;
+            self.flush(true)?;
+            self.tracks.clear();
+            self.by_ssrc.clear();
+            let why = match attended? {
+                Attendance::Over(ended) => return Ok(ended),
+                Attendance::Dropped { why, welcomed: false } if rejoins == 0 => return Err(why),
+                Attendance::Dropped { why, .. } => why,
+            };
+            if rejoins == REJOINS_MAX {
+                return Ok(Ended::MeetingOver(format!("signaling lost {rejoins} times, the last: {why}")));
+            }
+            rejoins += 1;
+            tracing::warn!(
+                meeting = meeting_id,
+                why,
+                rejoins,
+                "the recorder lost its signaling connection; joining again"
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(REJOIN_WAIT) => {}
+                changed = stop.changed() => {
+                    if changed.is_err() || *stop.borrow() {
+                        return Ok(Ended::Stopped);
+                    }
+                }
+            }
+        }
+    }
+
+    /// One signaling connection: joins, answers offers, records, until it ends.
+    async fn attend(
+        &mut self,
+        signaling_url: &str,
+        meeting_id: &str,
+        token: &str,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Attendance, String> {
+        let dropped = |why: String, welcomed: bool| Ok(Attendance::Dropped { why, welcomed });
+        let mut ws = match tokio::time::timeout(CONNECT_WAIT, tokio_tungstenite::connect_async(signaling_url)).await {
+            Ok(Ok((ws, _))) => ws,
+            Ok(Err(e)) => return dropped(format!("cannot connect to {signaling_url}: {e}"), false),
+            Err(_) => {
+                return dropped(
+                    format!("the signaling socket {signaling_url} did not answer within {CONNECT_WAIT:?}"),
+                    false,
+                );
+            }
+        };
         let join = json!({"type": "join", "v": 1, "meeting_id": meeting_id, "token": token, "publish": []});
-        ws.send(Message::text(join.to_string())).await.map_err(|e| e.to_string())?;
+        if let Err(e) = ws.send(Message::text(join.to_string())).await {
+            return dropped(format!("the signaling socket failed: {e}"), false);
+        }
+        let mut welcomed = false;
         let socket = UdpSocket::bind("0.0.0.0:0").await.map_err(|e| format!("a UDP socket: {e}"))?;
         let mut peer: Option<TestPeer> = None;
         let mut server: Option<SocketAddr> = None;
@@ -139,7 +208,9 @@ impl<'a> Session<'a> {
             }
             if now >= next_ping {
                 next_ping = now + PING_INTERVAL;
-                ws.send(Message::text(json!({"type": "ping"}).to_string())).await.map_err(|e| e.to_string())?;
+                if let Err(e) = ws.send(Message::text(json!({"type": "ping"}).to_string())).await {
+                    break Attendance::Dropped { why: format!("the signaling socket failed: {e}"), welcomed };
+                }
             }
             if let (Some(p), true) = (peer.as_mut(), connected)
                 && now >= next_consent
@@ -158,22 +229,24 @@ impl<'a> Session<'a> {
             tokio::select! {
                 changed = stop.changed() => {
                     if changed.is_err() || *stop.borrow() {
-                        break Ended::Stopped;
+                        break Attendance::Over(Ended::Stopped);
                     }
                 }
                 message = ws.next() => {
                     let text = match message {
                         Some(Ok(Message::Text(text))) => text,
                         Some(Ok(Message::Close(frame))) => {
-                            break Ended::MeetingOver(frame.map_or("the server closed the session".into(), |f| f.reason.to_string()));
+                            let why = frame.map_or("the server closed the session".into(), |f| f.reason.to_string());
+                            break Attendance::Over(Ended::MeetingOver(why));
                         }
                         Some(Ok(_)) => continue,
-                        Some(Err(e)) => break Ended::MeetingOver(format!("the signaling socket failed: {e}")),
-                        None => break Ended::MeetingOver("the signaling socket closed".into()),
+                        Some(Err(e)) => break Attendance::Dropped { why: format!("the signaling socket failed: {e}"), welcomed },
+                        None => break Attendance::Dropped { why: "the signaling socket closed".into(), welcomed },
                     };
                     let m: Value = serde_json::from_str(&text).map_err(|e| format!("bad message from the server: {e}"))?;
                     match m["type"].as_str() {
                         Some("welcome") => {
+                            welcomed = true;
                             for p in m["participants"].as_array().into_iter().flatten() {
                                 self.learn_name(p);
                             }
@@ -184,10 +257,14 @@ impl<'a> Session<'a> {
                             if first_track.is_none() && !self.tracks.is_empty() {
                                 first_track = Some(Instant::now());
                             }
-                            ws.send(Message::text(answer.to_string())).await.map_err(|e| e.to_string())?;
+                            if let Err(e) = ws.send(Message::text(answer.to_string())).await {
+                                break Attendance::Dropped { why: format!("the signaling socket failed: {e}"), welcomed };
+                            }
                         }
                         Some("candidate") if server.is_none() => server = m["candidate"].as_str().and_then(candidate_address),
-                        Some("meeting_ended") => break Ended::MeetingOver(m["reason"].as_str().unwrap_or("the meeting ended").to_string()),
+                        Some("meeting_ended") => {
+                            break Attendance::Over(Ended::MeetingOver(m["reason"].as_str().unwrap_or("the meeting ended").to_string()));
+                        }
                         Some("error") => tracing::warn!(message = %m, "the server reported an error to the recorder"),
                         _ => {}
                     }
@@ -220,10 +297,10 @@ impl<'a> Session<'a> {
                 }
             }
         };
-        let _ = ws.send(Message::text(json!({"type": "leave"}).to_string())).await;
-        let _ = ws.close(None).await;
-        self.drain()?;
-        self.flush(true)?;
+        if let Attendance::Over(_) = ended {
+            let _ = ws.send(Message::text(json!({"type": "leave"}).to_string())).await;
+            let _ = ws.close(None).await;
+        }
         Ok(ended)
     }
 
