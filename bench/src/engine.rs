@@ -264,6 +264,12 @@ impl Thread {
                     on_datagram(live, datagram, meta.timestamp);
                 }
             }
+            // A non-blocking recvmmsg returns fewer than asked only when the queue ran dry: the socket is
+            // drained without the extra call that would return EAGAIN (a datagram arriving after this makes a
+            // new readiness edge).
+            if n < SLOTS {
+                return false;
+            }
         }
         true
     }
