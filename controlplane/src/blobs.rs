@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use object_store::WriteMultipart;
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
@@ -193,6 +194,18 @@ impl Blobs {
 
     pub async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Bytes, BlobError> {
         self.store.get_range(&parse_key(key)?, range).await.map_err(|e| not_found(key, e))
+    }
+
+    /// `range` of an object as a stream of chunks, for downloads: a response never holds a whole recording in
+    /// memory, however large it is or however many people fetch it at once.
+    pub async fn stream_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<BoxStream<'static, Result<Bytes, BlobError>>, BlobError> {
+        let options = object_store::GetOptions::default().with_range(Some(range));
+        let result = self.store.get_opts(&parse_key(key)?, options).await.map_err(|e| not_found(key, e))?;
+        Ok(result.into_stream().map_err(BlobError::from).boxed())
     }
 
     pub async fn head(&self, key: &str) -> Result<Option<ObjectMeta>, BlobError> {

@@ -4,6 +4,7 @@
 use std::io::Write;
 
 use bytes::Bytes;
+use futures::TryStreamExt;
 use sluice_controlplane::blobs::{BlobError, Blobs};
 use sluice_controlplane::config::{StorageConfig, StorageKind};
 use sluice_testkit::S3Server;
@@ -108,6 +109,16 @@ async fn large_files_go_up_in_parallel_parts(f: &Fixture) {
         let on_server = s3.root.path().join(&s3.bucket).join("meetings/m1/rec/composed.mp4");
         assert_eq!(std::fs::metadata(on_server).unwrap().len(), data.len() as u64);
     }
+
+    // Downloads stream: a range arrives in several chunks, never as one buffer of the whole.
+    let span = 1000..(PART * 2) as u64;
+    let chunks: Vec<Bytes> =
+        f.blobs.stream_range("meetings/m1/rec/composed.mp4", span.clone()).await.unwrap().try_collect().await.unwrap();
+    assert!(chunks.len() > 1, "{} chunk(s)", chunks.len());
+    let joined: Vec<u8> = chunks.concat();
+    assert!(joined[..] == data[span.start as usize..span.end as usize], "the streamed range equals the file's");
+    let err = f.blobs.stream_range("meetings/none/x", 0..1).await.err().expect("no such object");
+    assert!(matches!(err, BlobError::NotFound(ref k) if k == "meetings/none/x"), "{err:?}");
 
     let small = f.dir.path().join("small.vtt");
     std::fs::write(&small, "WEBVTT\n").unwrap();

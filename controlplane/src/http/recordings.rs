@@ -239,9 +239,13 @@ pub async fn file(
         let unsatisfiable = [(header::CONTENT_RANGE, format!("bytes */{size}"))];
         return Ok((StatusCode::RANGE_NOT_SATISFIABLE, unsatisfiable).into_response());
     }
-    let body = if size == 0 { bytes::Bytes::new() } else { state.blobs.get_range(&key, span.clone()).await? };
+    let body = match size {
+        0 => axum::body::Body::empty(),
+        _ => axum::body::Body::from_stream(state.blobs.stream_range(&key, span.clone()).await?),
+    };
     let mut response = (status, body).into_response();
     let h = response.headers_mut();
+    h.insert(header::CONTENT_LENGTH, header::HeaderValue::from(span.end - span.start));
     h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
     h.insert(header::ACCEPT_RANGES, header::HeaderValue::from_static("bytes"));
     if status == StatusCode::PARTIAL_CONTENT {
