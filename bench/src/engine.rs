@@ -25,12 +25,11 @@ use crate::meeting::{FRAME_BYTES_MAX, LAYERS, PAYLOAD_LEN};
 const CONSENT_INTERVAL: Duration = Duration::from_secs(3);
 /// A thread with nothing due sleeps at most this long, so new participants are taken up promptly.
 const IDLE_MAX: Duration = Duration::from_millis(5);
-/// The time between two wake-ups of a thread while traffic flows. Sends are paced to it (a publisher whose interval is
-/// shorter sends the packets due in a tick together, up to [`BURST_MAX`]).
+/// The time between two wake-ups of a thread while traffic flows. Sends are paced to it: a publisher whose interval
+/// is shorter sends the packets due in a tick together, as a browser's pacer does every 5 ms.
 const TICK: Duration = Duration::from_millis(5);
-/// Packets (or simulcast frames) one publisher sends in one turn at most; a publisher further behind skips the
-/// rest rather than bursting to catch up.
-const BURST_MAX: usize = 8;
+/// A publisher this late (a thread that stalled) skips what it missed rather than bursting to catch up.
+const CATCH_UP_MAX: Duration = Duration::from_millis(12);
 /// Receive slots per `recvmmsg`, each a datagram or a GRO run of them.
 const SLOTS: usize = 8;
 const SLOT_LEN: usize = 64 * 1024;
@@ -164,10 +163,10 @@ impl Thread {
             }
             let now = Instant::now();
             let timeout = if self.undrained.is_empty() { wake.saturating_duration_since(now) } else { Duration::ZERO };
-            if busy && !timeout.is_zero() {
+            if busy && self.undrained.is_empty() {
                 // Traffic is flowing: sleep to the next tick and take what arrived meanwhile in one go, rather
-                // than waking for each datagram.
-                let until = (last_wake + TICK).min(wake);
+                // than waking for each datagram or each publisher's send (sends are paced to ticks).
+                let until = last_wake + TICK;
                 if until > now {
                     std::thread::sleep(until - now);
                 }
@@ -236,14 +235,14 @@ impl Thread {
             let _ = live.socket.send_to(&check, live.job.server);
         }
         let sending = live.job.publish && now < live.job.media_end;
-        let mut burst = 0;
-        while sending && now >= live.next_send && burst < BURST_MAX {
+        if now.saturating_duration_since(live.next_send) > CATCH_UP_MAX {
+            // Never bursting to catch up after a stall: a thread that fell behind skips the packets it missed.
+            live.next_send = now;
+        }
+        while sending && now >= live.next_send {
             send_media(live, &mut self.out);
             live.next_send += live.interval;
-            burst += 1;
         }
-        // Never bursting further to catch up: a thread that fell behind skips the packets it missed.
-        live.next_send = live.next_send.max(now);
         let next = if sending { live.next_send.min(live.next_consent) } else { live.next_consent };
         Some(next.min(live.job.until))
     }

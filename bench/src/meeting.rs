@@ -247,8 +247,9 @@ pub async fn run(scenario: &Scenario, server_pid: Option<u32>) -> anyhow::Result
         });
     }
     tokio::time::sleep_until(media_end.into()).await;
-    let cpu_after = server_pid.and_then(process_cpu_ns);
+    // The workers first: read after the whole process, they could show more than it.
     let worker_cpu = workers.and_then(|w| w.end());
+    let cpu_after = server_pid.and_then(process_cpu_ns);
     let generator_cpu = generator.end();
     let (outcomes, cpu) = gather(tasks, &cpu_before, cpu_after).await;
     let mut report = summarize(scenario, &outcomes, cpu).with_generator_cpu(generator_cpu);

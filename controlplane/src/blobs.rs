@@ -197,13 +197,16 @@ impl Blobs {
     }
 
     /// `range` of an object as a stream of chunks, for downloads: a response never holds a whole recording in
-    /// memory, however large it is or however many people fetch it at once.
+    /// memory, however large it is or however many people fetch it at once. With `e_tag` (from `head`), an
+    /// object replaced since is an error rather than bytes that no longer match the length already announced.
     pub async fn stream_range(
         &self,
         key: &str,
         range: std::ops::Range<u64>,
+        e_tag: Option<String>,
     ) -> Result<BoxStream<'static, Result<Bytes, BlobError>>, BlobError> {
-        let options = object_store::GetOptions::default().with_range(Some(range));
+        let mut options = object_store::GetOptions::default().with_range(Some(range));
+        options.if_match = e_tag;
         let result = self.store.get_opts(&parse_key(key)?, options).await.map_err(|e| not_found(key, e))?;
         Ok(result.into_stream().map_err(BlobError::from).boxed())
     }

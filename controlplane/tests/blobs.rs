@@ -112,12 +112,18 @@ async fn large_files_go_up_in_parallel_parts(f: &Fixture) {
 
     // Downloads stream: a range arrives in several chunks, never as one buffer of the whole.
     let span = 1000..(PART * 2) as u64;
-    let chunks: Vec<Bytes> =
-        f.blobs.stream_range("meetings/m1/rec/composed.mp4", span.clone()).await.unwrap().try_collect().await.unwrap();
+    let chunks: Vec<Bytes> = f
+        .blobs
+        .stream_range("meetings/m1/rec/composed.mp4", span.clone(), None)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
     assert!(chunks.len() > 1, "{} chunk(s)", chunks.len());
     let joined: Vec<u8> = chunks.concat();
     assert!(joined[..] == data[span.start as usize..span.end as usize], "the streamed range equals the file's");
-    let err = f.blobs.stream_range("meetings/none/x", 0..1).await.err().expect("no such object");
+    let err = f.blobs.stream_range("meetings/none/x", 0..1, None).await.err().expect("no such object");
     assert!(matches!(err, BlobError::NotFound(ref k) if k == "meetings/none/x"), "{err:?}");
 
     let small = f.dir.path().join("small.vtt");

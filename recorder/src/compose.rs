@@ -133,11 +133,13 @@ impl Graph {
     }
 }
 
-/// A participant's cell: who, and their camera track if they had one.
+/// A participant's cell: who, and their camera tracks in time order. A person has several when their camera
+/// was stopped and started again, or when the recorder rejoined after losing its signaling connection: each
+/// is drawn in the cell from its own offset.
 #[derive(Debug)]
 struct Person<'a> {
     name: &'a str,
-    camera: Option<(usize, &'a TrackFile)>,
+    cameras: Vec<(usize, &'a TrackFile)>,
 }
 
 /// The ffmpeg filter graph and the input files, in input order. `text_dir` receives one file per name
@@ -154,12 +156,12 @@ pub fn filter_graph(tracks: &[TrackFile], duration_ms: u64, text_dir: &Path) -> 
             Some(at) => at,
             None => {
                 ids.push(&t.header.participant_id);
-                people.push(Person { name: &t.header.name, camera: None });
+                people.push(Person { name: &t.header.name, cameras: Vec::new() });
                 people.len() - 1
             }
         };
-        if t.header.source == "camera" && people[at].camera.is_none() {
-            people[at].camera = Some((i, t));
+        if t.header.source == "camera" {
+            people[at].cameras.push((i, t));
         }
     }
     let screens: Vec<(usize, &TrackFile)> =
@@ -172,7 +174,9 @@ pub fn filter_graph(tracks: &[TrackFile], duration_ms: u64, text_dir: &Path) -> 
         g.place(*i, t, &[(layouts.spot, None)], true);
     }
     for (k, person) in people.iter().enumerate() {
-        if let Some((i, t)) = person.camera {
+        let mut cameras = person.cameras.clone();
+        cameras.sort_by_key(|(_, t)| t.offset_ms);
+        for (i, t) in cameras {
             g.place(i, t, &layouts.cells(k), false);
         }
     }
@@ -325,5 +329,19 @@ mod tests {
         if Path::new(FONT).exists() {
             assert_eq!(std::fs::read_to_string(dir.path().join("name1.txt")).unwrap(), "Name b");
         }
+    }
+
+    #[test]
+    fn every_camera_track_of_a_person_is_drawn_in_their_cell_from_its_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut again = track("a", "camera", Codec::Vp8, 6000);
+        again.file = "a-camera-2.webm".into();
+        let tracks = [track("a", "camera", Codec::Vp8, 0), track("b", "camera", Codec::Vp8, 0), again];
+        let (g, _) = filter_graph(&tracks, 10_000, dir.path()).unwrap();
+        assert!(g.contains("[0:v]setpts=PTS-STARTPTS+0.000/TB"), "{g}");
+        assert!(g.contains("[2:v]setpts=PTS-STARTPTS+6.000/TB"), "{g}");
+        // Two people: a's cell is the left half, and both of a's tracks go there.
+        let in_a_cell = g.matches("overlay=0:").count();
+        assert_eq!(in_a_cell, 2, "{g}");
     }
 }

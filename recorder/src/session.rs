@@ -40,8 +40,14 @@ const SYNC_INTERVAL: Duration = Duration::from_secs(5);
 /// in one recording, after this wait.
 const REJOINS_MAX: u32 = 10;
 const REJOIN_WAIT: Duration = Duration::from_secs(1);
-/// Tracks one recording takes at most.
+/// Tracks one recording takes at most, over all its connections.
 const TRACKS_MAX: usize = 256;
+/// The server pings every 5 s: this long without a word from it, the connection is taken for lost (a silent
+/// network cut sends no reset).
+const SILENCE_MAX: Duration = Duration::from_secs(15);
+/// Close codes after which the server expects a client to join again (`docs/signaling.md`): timeout, renew,
+/// too fast or too slow, unavailable; and 1001, going away. Any other close from the server ends the recording.
+const CLOSES_TO_REJOIN: [u16; 5] = [1001, 4008, 4012, 4029, 4503];
 
 /// Why the session ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +86,8 @@ pub struct Session<'a> {
     /// SSRC -> mid.
     by_ssrc: HashMap<u32, String>,
     spooled: usize,
+    /// Tracks taken so far in this recording, for [`TRACKS_MAX`].
+    taken: usize,
     released: Vec<Released<RawRtp>>,
     pub frames: u64,
 }
@@ -102,6 +110,7 @@ impl<'a> Session<'a> {
             tracks: HashMap::new(),
             by_ssrc: HashMap::new(),
             spooled: spool.tracks().map_or(0, |t| t.len()),
+            taken: 0,
             released: Vec::new(),
             frames: 0,
         }
@@ -161,7 +170,17 @@ impl<'a> Session<'a> {
         stop: &mut watch::Receiver<bool>,
     ) -> Result<Attendance, String> {
         let dropped = |why: String, welcomed: bool| Ok(Attendance::Dropped { why, welcomed });
-        let mut ws = match tokio::time::timeout(CONNECT_WAIT, tokio_tungstenite::connect_async(signaling_url)).await {
+        let connect = tokio::time::timeout(CONNECT_WAIT, tokio_tungstenite::connect_async(signaling_url));
+        let connected = tokio::select! {
+            c = connect => c,
+            changed = stop.changed() => {
+                if changed.is_err() || *stop.borrow() {
+                    return Ok(Attendance::Over(Ended::Stopped));
+                }
+                return dropped("the stop signal changed while connecting".into(), false);
+            }
+        };
+        let mut ws = match connected {
             Ok(Ok((ws, _))) => ws,
             Ok(Err(e)) => return dropped(format!("cannot connect to {signaling_url}: {e}"), false),
             Err(_) => {
@@ -176,6 +195,7 @@ impl<'a> Session<'a> {
             return dropped(format!("the signaling socket failed: {e}"), false);
         }
         let mut welcomed = false;
+        let mut last_heard = Instant::now();
         let socket = UdpSocket::bind("0.0.0.0:0").await.map_err(|e| format!("a UDP socket: {e}"))?;
         let mut peer: Option<TestPeer> = None;
         let mut server: Option<SocketAddr> = None;
@@ -206,6 +226,12 @@ impl<'a> Session<'a> {
                     }
                 }
             }
+            if now.duration_since(last_heard) > SILENCE_MAX {
+                break Attendance::Dropped {
+                    why: format!("nothing heard from the server for {SILENCE_MAX:?}"),
+                    welcomed,
+                };
+            }
             if now >= next_ping {
                 next_ping = now + PING_INTERVAL;
                 if let Err(e) = ws.send(Message::text(json!({"type": "ping"}).to_string())).await {
@@ -233,10 +259,15 @@ impl<'a> Session<'a> {
                     }
                 }
                 message = ws.next() => {
+                    last_heard = Instant::now();
                     let text = match message {
                         Some(Ok(Message::Text(text))) => text,
                         Some(Ok(Message::Close(frame))) => {
-                            let why = frame.map_or("the server closed the session".into(), |f| f.reason.to_string());
+                            let code = frame.as_ref().map(|f| u16::from(f.code));
+                            let why = frame.map_or("the server closed the session".into(), |f| format!("{} ({})", f.reason, f.code));
+                            if code.is_some_and(|c| CLOSES_TO_REJOIN.contains(&c)) {
+                                break Attendance::Dropped { why, welcomed };
+                            }
                             break Attendance::Over(Ended::MeetingOver(why));
                         }
                         Some(Ok(_)) => continue,
@@ -360,7 +391,7 @@ impl<'a> Session<'a> {
 
     /// Starts keeping a receive section's track, once.
     fn expect(&mut self, section: &Section, info: &Value, peer: Option<&mut TestPeer>) {
-        if self.tracks.contains_key(&section.mid) || self.tracks.len() >= TRACKS_MAX {
+        if self.tracks.contains_key(&section.mid) || self.taken >= TRACKS_MAX {
             return;
         }
         let (Some((_, _, codec)), Some(ssrc)) = (section.codec.clone(), section.ssrc) else { return };
@@ -385,6 +416,7 @@ impl<'a> Session<'a> {
             last_pli: None,
         };
         self.tracks.insert(section.mid.clone(), track);
+        self.taken += 1;
     }
 
     fn receive(&mut self, rtp: RawRtp, now: Instant) -> Result<(), String> {

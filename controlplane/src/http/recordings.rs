@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
@@ -214,6 +214,7 @@ pub async fn file(
     State(state): State<Arc<AppState>>,
     Path((id, name)): Path<(String, String)>,
     Query(access): Query<Access>,
+    method: Method,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let recording = readable(&state, &id, &access, &headers).await?;
@@ -235,13 +236,14 @@ pub async fn file(
         Some(r) => (StatusCode::PARTIAL_CONTENT, r),
         None => (StatusCode::OK, 0..size),
     };
-    if span.start >= span.end && size > 0 {
+    if status == StatusCode::PARTIAL_CONTENT && span.is_empty() {
         let unsatisfiable = [(header::CONTENT_RANGE, format!("bytes */{size}"))];
         return Ok((StatusCode::RANGE_NOT_SATISFIABLE, unsatisfiable).into_response());
     }
-    let body = match size {
-        0 => axum::body::Body::empty(),
-        _ => axum::body::Body::from_stream(state.blobs.stream_range(&key, span.clone()).await?),
+    let body = if span.is_empty() || method == Method::HEAD {
+        axum::body::Body::empty()
+    } else {
+        axum::body::Body::from_stream(state.blobs.stream_range(&key, span.clone(), meta.e_tag.clone()).await?)
     };
     let mut response = (status, body).into_response();
     let h = response.headers_mut();
@@ -255,7 +257,9 @@ pub async fn file(
     Ok(response)
 }
 
-/// `bytes=a-b`, `bytes=a-` or `bytes=-n` (one range; players ask for one) as a half-open span within `size`.
+/// `bytes=a-b`, `bytes=a-` or `bytes=-n` (one range; players ask for one) as a half-open span within `size`
+/// (empty when unsatisfiable: it starts past the end). `None` for what RFC 9110 says to ignore (several
+/// ranges, a last byte before the first, not bytes): the whole file is sent.
 fn parse_range(value: &str, size: u64) -> Option<std::ops::Range<u64>> {
     let spec = value.strip_prefix("bytes=")?;
     if spec.contains(',') {
@@ -265,9 +269,15 @@ fn parse_range(value: &str, size: u64) -> Option<std::ops::Range<u64>> {
     let span = match (a.trim(), b.trim()) {
         ("", n) => size.saturating_sub(n.parse().ok()?)..size,
         (a, "") => a.parse().ok()?..size,
-        (a, b) => a.parse().ok()?..(b.parse::<u64>().ok()? + 1).min(size),
+        (a, b) => {
+            let (first, last) = (a.parse::<u64>().ok()?, b.parse::<u64>().ok()?);
+            if last < first {
+                return None;
+            }
+            first..(last + 1).min(size)
+        }
     };
-    Some(span)
+    Some(if span.start >= size { size..size } else { span })
 }
 
 /// The recording, if the caller may read it: a share token for it, or a token of its meeting.
