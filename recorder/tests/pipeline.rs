@@ -114,6 +114,8 @@ async fn tracks_compose_into_an_h264_aac_mp4_of_the_recording_length() {
         track("p1", "Alice", "camera", Codec::Vp8, "cam.webm", 400),
         track("p2", "Bob O'Neil: \\ ", "camera", Codec::Vp8, "cam.webm", 1_000),
         track("p2", "Bob", "screen", Codec::Vp8, "screen.webm", 2_000),
+        // Alice's camera again, as after a camera restart or a recorder rejoin: drawn in her cell from 3.5 s.
+        track("p1", "Alice", "camera", Codec::Vp8, "cam.webm", 3_500),
     ];
     sluice_recorder::compose::compose(Path::new("ffmpeg"), dir.path(), &tracks, 6_000, 2, "out.mp4").await.unwrap();
     let out = Command::new("ffprobe")
