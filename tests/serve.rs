@@ -4,6 +4,8 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -449,26 +451,30 @@ async fn recording_requests_that_do_not_fit_get_a_clear_4xx() {
     assert_eq!(s, 410, "an ended meeting: {v}");
 }
 
-/// A TCP proxy on loopback whose open connections can be cut, as a network failure would.
+/// A TCP proxy on loopback whose open connections can be cut (a reset, as a failure would make) or stalled (a
+/// silent cut: the sockets stay open and nothing more goes through).
 struct CuttableProxy {
     addr: std::net::SocketAddr,
-    connections: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    connections: Arc<Mutex<Vec<(tokio::task::JoinHandle<()>, Arc<AtomicBool>)>>>,
 }
 
 impl CuttableProxy {
     async fn start(upstream: String) -> CuttableProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let connections = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let list = std::sync::Arc::clone(&connections);
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let list = Arc::clone(&connections);
         tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
+            while let Ok((inbound, _)) = listener.accept().await {
                 let upstream = upstream.clone();
-                list.lock().unwrap().push(tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                }));
+                let stalled = Arc::new(AtomicBool::new(false));
+                let flag = Arc::clone(&stalled);
+                let task = tokio::spawn(async move {
+                    let Ok(outbound) = tokio::net::TcpStream::connect(&upstream).await else { return };
+                    let ((in_read, in_write), (out_read, out_write)) = (inbound.into_split(), outbound.into_split());
+                    tokio::join!(pipe(in_read, out_write, Arc::clone(&flag)), pipe(out_read, in_write, flag));
+                });
+                list.lock().unwrap().push((task, stalled));
             }
         });
         CuttableProxy { addr, connections }
@@ -477,18 +483,49 @@ impl CuttableProxy {
     /// Drops every connection open now, both ends, without a WebSocket close.
     fn cut(&self) -> usize {
         let open: Vec<_> = self.connections.lock().unwrap().drain(..).collect();
-        open.iter().for_each(|c| c.abort());
+        open.iter().for_each(|(task, _)| task.abort());
+        open.len()
+    }
+
+    /// Stops forwarding on every connection open now, keeping its sockets open.
+    fn stall(&self) -> usize {
+        let open = self.connections.lock().unwrap();
+        open.iter().for_each(|(_, stalled)| stalled.store(true, Ordering::SeqCst));
         open.len()
     }
 }
 
-/// The next signaling message of type `kind`.
+/// Copies one direction until it ends; once stalled, what arrives is held and never passed on.
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    stalled: Arc<AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if stalled.load(Ordering::SeqCst) {
+            let _held = (from, to);
+            return std::future::pending().await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The next signaling message of type `kind`, within `wait`.
 async fn next_of(
     ws: &mut tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
     kind: &str,
+    wait: Duration,
 ) -> Value {
     use futures::StreamExt;
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + wait;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let message = tokio::time::timeout(left, ws.next()).await.unwrap_or_else(|_| panic!("no {kind} in time"));
@@ -506,7 +543,8 @@ async fn next_of(
 }
 
 #[tokio::test]
-async fn the_recorder_joins_again_when_its_signaling_connection_drops() {
+async fn the_recorder_joins_again_when_its_signaling_connection_drops_or_goes_silent() {
+    const WAIT: Duration = Duration::from_secs(20);
     use futures::SinkExt;
     use sluice_controlplane::store::Role;
     use sluice_controlplane::tokens::{TokenRequest, Tokens};
@@ -523,7 +561,7 @@ async fn the_recorder_joins_again_when_its_signaling_connection_drops() {
     let (mut host, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
     let join = json!({"type": "join", "v": 1, "meeting_id": meeting, "token": host_token});
     host.send(tokio_tungstenite::tungstenite::Message::text(join.to_string())).await.unwrap();
-    next_of(&mut host, "welcome").await;
+    next_of(&mut host, "welcome", WAIT).await;
 
     // The recorder reaches the server through a proxy that the test cuts.
     let proxy = CuttableProxy::start(server.base.trim_start_matches("http://").to_string()).await;
@@ -542,21 +580,31 @@ async fn the_recorder_joins_again_when_its_signaling_connection_drops() {
         let (meeting, spool) = (meeting.clone(), Spool::open(spool_dir.path().to_path_buf()));
         tokio::spawn(async move { Session::new(&spool).run(&url, &meeting, &token, stopped).await })
     };
-    let joined = next_of(&mut host, "participant_joined").await;
+    let joined = next_of(&mut host, "participant_joined", WAIT).await;
     assert_eq!(
         (joined["participant"]["name"].as_str(), joined["participant"]["role"].as_str()),
         (Some("Recorder"), Some("recorder"))
     );
 
     assert_eq!(proxy.cut(), 1, "the recorder's signaling connection went through the proxy");
-    let left = next_of(&mut host, "participant_left").await;
+    let left = next_of(&mut host, "participant_left", WAIT).await;
     assert_eq!(
         (&left["participant_id"], left["reason"].as_str()),
         (&joined["participant"]["participant_id"], Some("connection_lost"))
     );
-    let again = next_of(&mut host, "participant_joined").await;
+    let again = next_of(&mut host, "participant_joined", WAIT).await;
     assert_eq!(again["participant"]["name"], "Recorder", "the recorder joined again: {again}");
     assert!(!recording.is_finished(), "the recorder is still recording after the drop");
+
+    // A silent cut: nothing arrives and no reset comes. Both ends give up after 15 s without a word (the
+    // server with 4008, the recorder by itself), and the recorder joins again.
+    assert_eq!(proxy.stall(), 1, "the recorder's second connection went through the proxy");
+    let silent = Duration::from_secs(40);
+    let left = next_of(&mut host, "participant_left", silent).await;
+    assert_eq!(left["participant_id"], again["participant"]["participant_id"], "{left}");
+    let third = next_of(&mut host, "participant_joined", silent).await;
+    assert_eq!(third["participant"]["name"], "Recorder", "the recorder joined after the silence: {third}");
+    assert!(!recording.is_finished(), "the recorder is still recording after the silence");
 
     stop.send(true).unwrap();
     let ended = tokio::time::timeout(Duration::from_secs(10), recording).await.unwrap().unwrap();
