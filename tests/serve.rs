@@ -455,8 +455,11 @@ async fn recording_requests_that_do_not_fit_get_a_clear_4xx() {
 /// silent cut: the sockets stay open and nothing more goes through).
 struct CuttableProxy {
     addr: std::net::SocketAddr,
-    connections: Arc<Mutex<Vec<(tokio::task::JoinHandle<()>, Arc<AtomicBool>)>>>,
+    connections: Arc<Mutex<Vec<ProxiedConnection>>>,
 }
+
+/// A proxied connection's task, and whether it is stalled.
+type ProxiedConnection = (tokio::task::JoinHandle<()>, Arc<AtomicBool>);
 
 impl CuttableProxy {
     async fn start(upstream: String) -> CuttableProxy {
