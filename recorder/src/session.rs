@@ -61,7 +61,8 @@ pub enum Ended {
 /// How one signaling connection ended.
 enum Attendance {
     Over(Ended),
-    /// The connection failed or could not be made: the recorder may join again. `welcomed`: it had joined.
+    /// The connection failed or could not be made: the recorder may join again. `welcomed`: it had joined (false
+    /// also when its media never connected); a first connection that was not is the recording's failure.
     Dropped {
         why: String,
         welcomed: bool,
@@ -213,7 +214,9 @@ impl<'a> Session<'a> {
             let now = Instant::now();
             if let (Some(p), false) = (peer.as_mut(), connected) {
                 if first_track.is_some_and(|t| now > t + CONNECT_WAIT) {
-                    return Err(format!("media did not connect within {CONNECT_WAIT:?} of the first track"));
+                    // Counted as not joined: the first connection fails the recording, a rejoin tries again.
+                    let why = format!("media did not connect within {CONNECT_WAIT:?} of the first track");
+                    break Attendance::Dropped { why, welcomed: false };
                 }
                 if now >= next_retry {
                     next_retry = now + RETRY;
