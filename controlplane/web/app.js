@@ -39,9 +39,14 @@ async function main() {
   await lobby();
 }
 
+// `?audio=original`: the microphone as it is, without the browser's echo cancellation, noise suppression and gain
+// control ("original sound", for music, or a room with its own echo cancelling).
+const ORIGINAL_SOUND = { echoCancellation: false, noiseSuppression: false, autoGainControl: false };
+
 async function getMedia({ cameraId, micId }) {
   const video = { width: { ideal: 640 }, height: { ideal: 360 }, ...(cameraId ? { deviceId: { exact: cameraId } } : {}) };
-  const audio = micId ? { deviceId: { exact: micId } } : true;
+  const processing = params.get('audio') === 'original' ? ORIGINAL_SOUND : {};
+  const audio = { ...processing, ...(micId ? { deviceId: { exact: micId } } : {}) };
   try {
     return await navigator.mediaDevices.getUserMedia({ audio, video });
   } catch {
