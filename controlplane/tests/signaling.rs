@@ -375,6 +375,10 @@ async fn bad_messages_get_an_error_that_names_the_problem() {
         assert_eq!(error["code"], code, "{text}: {error}");
         assert!(error["message"].as_str().unwrap().contains(says), "{text}: {error}");
     }
+    // A message six times the server's read buffer still arrives whole.
+    a.send_raw(&format!(r#"{{"type": "dance", "pad": "{}"}}"#, "x".repeat(100_000))).await;
+    let error = a.expect("error").await;
+    assert!(error["message"].as_str().unwrap().contains("unknown variant `dance`"), "{error}");
     a.send(json!({"type": "answer", "revision": offer["revision"], "sdp": "v=0\r\na=setup:active\r\n"})).await;
     let error = a.expect("error").await;
     assert_eq!(error["code"], "bad_sdp");
