@@ -192,10 +192,6 @@ impl Blobs {
         Ok(result.bytes().await?)
     }
 
-    pub async fn get_range(&self, key: &str, range: std::ops::Range<u64>) -> Result<Bytes, BlobError> {
-        self.store.get_range(&parse_key(key)?, range).await.map_err(|e| not_found(key, e))
-    }
-
     /// `range` of an object as a stream of chunks, for downloads: a response never holds a whole recording in
     /// memory, however large it is or however many people fetch it at once. With `e_tag` (from `head`), an
     /// object replaced since is an error rather than bytes that no longer match the length already announced.

@@ -78,7 +78,9 @@ async fn small_objects_round_trip(f: &Fixture) {
     b.put("meetings/m1/chat/b.txt", Bytes::from_static(b"world!")).await.unwrap();
     b.put("meetings/m2/other.txt", Bytes::from_static(b"x")).await.unwrap();
     assert_eq!(b.get("meetings/m1/chat/a.txt").await.unwrap(), Bytes::from_static(b"hello"));
-    assert_eq!(b.get_range("meetings/m1/chat/b.txt", 1..4).await.unwrap(), Bytes::from_static(b"orl"));
+    let range: Vec<Bytes> =
+        b.stream_range("meetings/m1/chat/b.txt", 1..4, None).await.unwrap().try_collect().await.unwrap();
+    assert_eq!(Bytes::from(range.concat()), Bytes::from_static(b"orl"));
     assert_eq!(b.head("meetings/m1/chat/b.txt").await.unwrap().unwrap().size, 6);
     let listed: Vec<String> =
         b.list("meetings/m1").await.unwrap().into_iter().map(|m| m.location.to_string()).collect();

@@ -153,11 +153,7 @@ impl<'a> Session<'a> {
             );
             tokio::select! {
                 _ = tokio::time::sleep(REJOIN_WAIT) => {}
-                changed = stop.changed() => {
-                    if changed.is_err() || *stop.borrow() {
-                        return Ok(Ended::Stopped);
-                    }
-                }
+                _ = stop.wait_for(|stopped| *stopped) => return Ok(Ended::Stopped),
             }
         }
     }
@@ -172,14 +168,10 @@ impl<'a> Session<'a> {
     ) -> Result<Attendance, String> {
         let dropped = |why: String, welcomed: bool| Ok(Attendance::Dropped { why, welcomed });
         let connect = tokio::time::timeout(CONNECT_WAIT, tokio_tungstenite::connect_async(signaling_url));
+        // A stop (or its sender gone) ends the wait; `wait_for` ignores changes that are not a stop.
         let connected = tokio::select! {
             c = connect => c,
-            changed = stop.changed() => {
-                if changed.is_err() || *stop.borrow() {
-                    return Ok(Attendance::Over(Ended::Stopped));
-                }
-                return dropped("the stop signal changed while connecting".into(), false);
-            }
+            _ = stop.wait_for(|stopped| *stopped) => return Ok(Attendance::Over(Ended::Stopped)),
         };
         let mut ws = match connected {
             Ok(Ok((ws, _))) => ws,
