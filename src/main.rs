@@ -103,6 +103,9 @@ struct TurnBenchArgs {
     /// Relay workers for `sluice turn`.
     #[arg(long, default_value_t = 1)]
     workers: usize,
+    /// Also run `sluice turn` on its epoll path (`turn.io = "mmsg"`) in every round, as target `sluice-mmsg`.
+    #[arg(long)]
+    with_epoll: bool,
     /// Also write every figure as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -518,6 +521,7 @@ fn bench_turn(args: &TurnBenchArgs) -> anyhow::Result<()> {
         rounds: args.rounds.max(1),
         sluice: std::env::current_exe()?,
         sluice_workers: args.workers,
+        with_epoll: args.with_epoll,
     };
     eprintln!("{}", turn::TABLE_HEADER);
     let reports = turn::run(&scenario)?;

@@ -128,10 +128,20 @@ fn uclient_at(host: &str, port: u16, args: &[&str]) -> UclientSummary {
 }
 
 #[test]
-fn coturn_client_relays_over_udp_tcp_and_tls_without_loss() {
+fn coturn_client_relays_over_udp_tcp_and_tls_without_loss_on_io_uring() {
+    relays_coturn_clients("uring");
+}
+
+#[test]
+fn coturn_client_relays_over_udp_tcp_and_tls_without_loss_on_epoll() {
+    relays_coturn_clients("mmsg");
+}
+
+/// Every kind of `turnutils_uclient` run through `sluice turn` on one UDP I/O path (`turn.io`).
+fn relays_coturn_clients(io: &str) {
     // Peers are the other clients' relayed addresses, on loopback: allowed explicitly, as an operator would
     // allow a lab network.
-    let turn = Turn::start("allow = [\"127.0.0.1\"]");
+    let turn = Turn::start(&format!("allow = [\"127.0.0.1\"]\nio = \"{io}\""));
     let runs: [(&str, u16, &[&str]); 5] = [
         (
             "UDP, channels, RTP/RTCP pairs (EVEN-PORT reservations)",
@@ -155,6 +165,7 @@ fn coturn_client_relays_over_udp_tcp_and_tls_without_loss() {
     assert!(turn.metric("sluice_turn_relayed_packets_total{direction=\"to_client\"}") >= expected);
     assert!(turn.metric("sluice_turn_allocations_total") >= 5 * 4, "at least one allocation per client per run");
     assert_eq!(turn.metric("sluice_turn_drops_total{reason=\"no_permission\"}"), 0);
+    assert_eq!(turn.metric(&format!("sluice_turn_workers{{io=\"{io}\"}}")), 1, "the worker ran on {io}");
 }
 
 #[test]

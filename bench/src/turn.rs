@@ -40,6 +40,8 @@ pub struct Scenario {
     pub sluice: PathBuf,
     /// Relay worker threads for `sluice turn`.
     pub sluice_workers: usize,
+    /// Also run `sluice turn` on its epoll path (`turn.io = "mmsg"`), as target `sluice-mmsg`.
+    pub with_epoll: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -66,11 +68,13 @@ pub fn run(s: &Scenario) -> anyhow::Result<Vec<TargetReport>> {
     which("turnserver")?;
     let mut reports = Vec::new();
     for round in 1..=s.rounds {
-        for target in ["sluice", "coturn"] {
+        let targets: &[&str] = if s.with_epoll { &["sluice", "sluice-mmsg", "coturn"] } else { &["sluice", "coturn"] };
+        for &target in targets {
             let dir = std::env::temp_dir().join(format!("sluice-bench-turn-{}-{target}-{round}", std::process::id()));
             std::fs::create_dir_all(&dir)?;
             let server = match target {
-                "sluice" => start_sluice(s, &dir)?,
+                "sluice" => start_sluice(s, &dir, "auto")?,
+                "sluice-mmsg" => start_sluice(s, &dir, "mmsg")?,
                 _ => start_coturn(&dir)?,
             };
             let report = measure(s, target, round, &server);
@@ -111,14 +115,14 @@ fn free_port() -> anyhow::Result<u16> {
 
 /// `sluice turn` with the per-user and per-address limits lifted: every benchmark client comes from 127.0.0.1
 /// under one user, which no real deployment sees (coturn has no such limits by default).
-fn start_sluice(s: &Scenario, dir: &Path) -> anyhow::Result<Server> {
+fn start_sluice(s: &Scenario, dir: &Path, io: &str) -> anyhow::Result<Server> {
     let config = dir.join("turn.toml");
     std::fs::write(
         &config,
         format!(
             "[turn]\nudp_listen = \"127.0.0.1:0\"\ntcp_listen = \"\"\nmetrics_listen = \"\"\nrelay_ip = \"127.0.0.1\"\n\
              secrets = [\"{SECRET}\"]\nallow = [\"127.0.0.1\"]\nallocation_bps = 0\nuser_quota = 0\n\
-             total_quota = 0\nunauth_rate = 0\nresponse_allowance_bytes = 100000000\nworkers = {}\n",
+             total_quota = 0\nunauth_rate = 0\nresponse_allowance_bytes = 100000000\nworkers = {}\nio = \"{io}\"\n",
             s.sluice_workers.max(1)
         ),
     )?;
@@ -372,11 +376,11 @@ fn rtt_probe(server: SocketAddr, stop: &AtomicBool) -> anyhow::Result<(Vec<u64>,
     Ok((rtts, pings))
 }
 
-pub const TABLE_HEADER: &str = "target  round  sent      received  lost  seconds  server CPU s  relayed pps  relayed/CPU-s  RTT p50 us  RTT p99 us";
+pub const TABLE_HEADER: &str = "target      round  sent      received  lost  seconds  server CPU s  relayed pps  relayed/CPU-s  RTT p50 us  RTT p99 us";
 
 pub fn row(r: &TargetReport) -> String {
     format!(
-        "{:<7} {:>5}  {:>8}  {:>8}  {:>4}  {:>7.2}  {:>12.3}  {:>11.0}  {:>13.0}  {:>10}  {:>10}",
+        "{:<11} {:>5}  {:>8}  {:>8}  {:>4}  {:>7.2}  {:>12.3}  {:>11.0}  {:>13.0}  {:>10}  {:>10}",
         r.target,
         r.round,
         r.messages_sent,
@@ -410,21 +414,26 @@ pub fn render(reports: &[TargetReport]) -> String {
         out.push('\n');
     }
     // Rounds alternate, so each round's pair saw the same machine state: the ratio is taken per round.
-    let mut ratios: Vec<f64> = reports
-        .iter()
-        .filter(|r| r.target == "sluice")
-        .filter_map(|s| {
-            let c = reports.iter().find(|c| c.target == "coturn" && c.round == s.round)?;
-            (c.relayed_packets_per_cpu_second > 0.0)
-                .then(|| s.relayed_packets_per_cpu_second / c.relayed_packets_per_cpu_second)
-        })
-        .collect();
-    ratios.sort_by(f64::total_cmp);
-    let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
-    out.push_str(&format!(
-        "relayed packets per server CPU-second, sluice/coturn per round: {} (median {:.2})\n",
-        shown.join(" "),
-        median(&ratios)
-    ));
+    for target in ["sluice", "sluice-mmsg"] {
+        let mut ratios: Vec<f64> = reports
+            .iter()
+            .filter(|r| r.target == target)
+            .filter_map(|s| {
+                let c = reports.iter().find(|c| c.target == "coturn" && c.round == s.round)?;
+                (c.relayed_packets_per_cpu_second > 0.0)
+                    .then(|| s.relayed_packets_per_cpu_second / c.relayed_packets_per_cpu_second)
+            })
+            .collect();
+        if ratios.is_empty() {
+            continue;
+        }
+        ratios.sort_by(f64::total_cmp);
+        let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        out.push_str(&format!(
+            "relayed packets per server CPU-second, {target}/coturn per round: {} (median {:.2})\n",
+            shown.join(" "),
+            median(&ratios)
+        ));
+    }
     out
 }

@@ -72,6 +72,9 @@ pub struct TurnConfig {
     pub workers: usize,
     /// CPUs to pin the workers to, one per worker; empty: not pinned.
     pub cores: Vec<usize>,
+    /// UDP I/O path: `auto` (io_uring where the kernel allows it, else epoll with `recvmmsg`/`sendmmsg`),
+    /// `uring` (refuse to start without it) or `mmsg`.
+    pub io: String,
 }
 
 impl Default for TurnConfig {
@@ -109,6 +112,7 @@ impl Default for TurnConfig {
             metrics_listen: "127.0.0.1:9479".into(),
             workers: 1,
             cores: Vec::new(),
+            io: "auto".into(),
         }
     }
 }

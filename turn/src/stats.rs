@@ -32,10 +32,12 @@ pub enum DropReason {
     SendFailed,
     /// A TCP or TLS connection's output buffer was full.
     QueueFull,
+    /// A datagram larger than a receive buffer (io_uring path; 2 KB, above any MTU).
+    Oversized,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 13] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::Malformed,
         DropReason::BadFingerprint,
         DropReason::Unexpected,
@@ -49,6 +51,7 @@ impl DropReason {
         DropReason::Amplification,
         DropReason::SendFailed,
         DropReason::QueueFull,
+        DropReason::Oversized,
     ];
 
     pub fn label(self) -> &'static str {
@@ -66,6 +69,7 @@ impl DropReason {
             DropReason::Amplification => "amplification",
             DropReason::SendFailed => "send_failed",
             DropReason::QueueFull => "queue_full",
+            DropReason::Oversized => "oversized",
         }
     }
 }
@@ -97,6 +101,9 @@ pub struct Stats {
     /// TCP and TLS connections accepted, and currently open.
     pub connections_accepted: u64,
     pub connections_open: u64,
+    /// Workers running on io_uring, and on epoll (a worker counts itself once its loop starts).
+    pub workers_uring: u64,
+    pub workers_epoll: u64,
 }
 
 impl Stats {
@@ -157,6 +164,8 @@ impl Stats {
         self.quota_total += other.quota_total;
         self.connections_accepted += other.connections_accepted;
         self.connections_open += other.connections_open;
+        self.workers_uring += other.workers_uring;
+        self.workers_epoll += other.workers_epoll;
     }
 
     /// Prometheus text exposition of these counters.
@@ -169,6 +178,12 @@ impl Stats {
         };
         let one = |v: u64| vec![(String::new(), v)];
         line("allocations_active", "gauge", "Allocations that exist now.", &one(self.allocations_active));
+        line(
+            "workers",
+            "gauge",
+            "Relay workers running, by UDP I/O path.",
+            &[("{io=\"uring\"}".to_string(), self.workers_uring), ("{io=\"mmsg\"}".to_string(), self.workers_epoll)],
+        );
         line("allocations_total", "counter", "Allocations created.", &one(self.allocations_created));
         line("allocations_ended_total", "counter", "Allocations deleted or expired.", &one(self.allocations_ended));
         line("permissions_total", "counter", "Permissions installed.", &one(self.permissions_created));

@@ -4,6 +4,7 @@
 
 mod batch;
 mod conn;
+mod ring;
 mod worker;
 
 use std::io;
@@ -66,6 +67,15 @@ impl TurnRuntime {
             None => None,
         };
         let workers = config.workers.max(1);
+        let uring = match config.io.as_str() {
+            "auto" => ring::available(),
+            "uring" | "io_uring" => match sluice_dataplane::runtime::uring_probe() {
+                Ok(()) => true,
+                Err(e) => return Err(format!("turn.io = \"uring\", but io_uring is unavailable here: {e}")),
+            },
+            "mmsg" | "epoll" => false,
+            other => return Err(format!("turn.io: unknown I/O path {other:?}: expected auto, uring or mmsg")),
+        };
         let quotas = Arc::new(Quotas::new(config.user_quota, config.total_quota));
         let stop = Arc::new(AtomicBool::new(false));
         let nonce_key = random_bytes::<32>();
@@ -106,6 +116,7 @@ impl TurnRuntime {
                 published: Arc::clone(&published),
                 reservations: Arc::clone(&reservations),
                 seed: u64::from_le_bytes(random_bytes::<8>()),
+                uring,
             };
             let worker = worker::Worker::new(setup).map_err(|e| format!("turn: worker {index}: {e}"))?;
             let core = config.cores.get(index).copied();
@@ -120,6 +131,7 @@ impl TurnRuntime {
                 .map_err(|e| format!("turn: cannot start worker {index}: {e}"))?;
             handles.push(WorkerHandle { thread: Some(thread), waker, published });
         }
+        tracing::info!(workers, io = if uring { "uring" } else { "mmsg" }, "TURN relay started");
         Ok(TurnRuntime { workers: Mutex::new(handles), stop, listening, quotas })
     }
 

@@ -1,7 +1,9 @@
 //! One relay worker: a thread that owns its share of the listeners (`SO_REUSEPORT`), the relay sockets of the
-//! allocations it made, its TCP/TLS connections and its `Server`. Readiness comes from epoll (mio, edge
-//! triggered); UDP moves in `recvmmsg`/`sendmmsg` batches. Workers share nothing but the quota counters, which
-//! only Allocate and an allocation's end touch.
+//! allocations it made, its TCP/TLS connections and its `Server`. Two I/O paths: io_uring (`ring.rs`: armed
+//! multishot receives on every UDP socket, sends to peers submitted once per turn, the epoll set watched through
+//! the ring) where the kernel has it, else epoll readiness (mio, edge triggered) with `recvmmsg` per ready socket
+//! and a `sendto` per packet to a peer. Replies to UDP clients go in `sendmmsg` batches on both. Workers share
+//! nothing but the quota counters, which only Allocate and an allocation's end touch.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -10,11 +12,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use io_uring::cqueue;
+use mio::event::Event;
 use mio::net::{TcpListener, UdpSocket};
 use mio::{Events, Interest, Poll, Registry, Token};
 
 use super::batch::{BATCH, RecvBatch, SendBatch};
 use super::conn::{Conn, ReadOutcome};
+use super::ring::{Datagram, Queued, Ring, RingRelays, TAG_CANCEL, TAG_CLIENT, TAG_EPOLL, TAG_RELAY, TAG_SEND};
 use crate::server::{
     Action, Client, Family, Now, PEER_HEADROOM, PEER_TAILROOM, RESERVATION_LIFETIME, RelayId, Relays, Server, Transport,
 };
@@ -96,6 +101,8 @@ pub(super) struct Setup {
     pub published: Arc<Mutex<Stats>>,
     pub reservations: Arc<Reservations>,
     pub seed: u64,
+    /// Run on io_uring (the caller checked the kernel has it).
+    pub uring: bool,
 }
 
 /// The relay sockets of one worker's allocations.
@@ -109,6 +116,8 @@ struct RelaySockets {
     ports: (u16, u16),
     rng: u64,
     reservations: Arc<Reservations>,
+    /// On the io_uring path: the sockets' receives and the queued sends.
+    ring: Option<RingRelays>,
 }
 
 impl RelaySockets {
@@ -124,9 +133,11 @@ impl RelaySockets {
     }
 
     fn send(&mut self, relay: RelayId, bytes: &[u8], peer: SocketAddr) -> bool {
-        match self.sockets.get(relay as usize).and_then(Option::as_ref) {
-            Some(socket) => socket.send_to(bytes, peer).is_ok(),
-            None => false,
+        let Some(socket) = self.sockets.get(relay as usize).and_then(Option::as_ref) else { return false };
+        match self.ring.as_mut().map(|r| r.sends.queue(socket.as_raw_fd(), bytes, peer)) {
+            Some(Queued::Yes) => true,
+            Some(Queued::Full) => false,
+            Some(Queued::TooLarge) | None => socket.send_to(bytes, peer).is_ok(),
         }
     }
 }
@@ -144,9 +155,15 @@ impl RelaySockets {
                 (self.sockets.len() - 1) as RelayId
             }
         };
-        if let Err(e) = self.registry.register(&mut socket, Token(RELAY_BASE + id as usize), Interest::READABLE) {
-            self.free.push(id);
-            return Err(e);
+        match &mut self.ring {
+            Some(ring) => ring.opened(id),
+            None => {
+                if let Err(e) = self.registry.register(&mut socket, Token(RELAY_BASE + id as usize), Interest::READABLE)
+                {
+                    self.free.push(id);
+                    return Err(e);
+                }
+            }
         }
         self.sockets[id as usize] = Some(socket);
         Ok((id, local))
@@ -202,9 +219,14 @@ impl Relays for RelaySockets {
     }
 
     fn close(&mut self, relay: RelayId) {
-        if let Some(mut socket) = self.sockets.get_mut(relay as usize).and_then(Option::take) {
-            let _ = self.registry.deregister(&mut socket);
-            self.free.push(relay);
+        let Some(mut socket) = self.sockets.get_mut(relay as usize).and_then(Option::take) else { return };
+        match &mut self.ring {
+            // The id is free once the socket's receive has ended (`RingRelays::ended`, `release_unarmed`).
+            Some(ring) => ring.closed(relay, socket),
+            None => {
+                let _ = self.registry.deregister(&mut socket);
+                self.free.push(relay);
+            }
         }
     }
 }
@@ -244,17 +266,16 @@ impl Worker {
             published,
             reservations,
             seed,
+            uring,
         } = setup;
         let registry = poll.registry().try_clone()?;
-        let mut udp = match udp {
-            Some(mut socket) => {
-                poll.registry().register(&mut socket, UDP, Interest::READABLE)?;
+        let udp = match udp {
+            Some(socket) => {
                 let local = socket.local_addr()?;
                 Some((socket, local))
             }
             None => None,
         };
-        let _ = udp.as_mut();
         let mut tcp = tcp;
         if let Some(listener) = &mut tcp {
             poll.registry().register(listener, TCP, Interest::READABLE)?;
@@ -278,6 +299,7 @@ impl Worker {
                 ports,
                 rng: seed | 1,
                 reservations,
+                ring: uring.then(RingRelays::default),
             },
             conns: Vec::new(),
             free_conns: Vec::new(),
@@ -292,6 +314,27 @@ impl Worker {
     }
 
     pub(super) fn run(mut self) {
+        if self.relays.ring.is_some() {
+            let listener = self.udp.as_ref().map(|(s, _)| s.as_raw_fd());
+            match Ring::new(self.poll.as_raw_fd(), listener) {
+                Ok(ring) => return self.run_ring(ring),
+                Err(e) => {
+                    tracing::warn!(error = %e, "TURN worker cannot set up io_uring; it uses epoll");
+                    self.relays.ring = None;
+                }
+            }
+        }
+        self.run_epoll();
+    }
+
+    fn run_epoll(mut self) {
+        if let Some((socket, _)) = &mut self.udp
+            && let Err(e) = self.poll.registry().register(socket, UDP, Interest::READABLE)
+        {
+            tracing::error!(error = %e, "TURN worker cannot watch its UDP listener; it stops");
+            return;
+        }
+        self.server.stats.workers_epoll = 1;
         let mut events = Events::with_capacity(1024);
         let mut ready_relays: Vec<RelayId> = Vec::with_capacity(1024);
         let mut still_ready: Vec<RelayId> = Vec::with_capacity(1024);
@@ -317,9 +360,6 @@ impl Worker {
             for event in events.iter() {
                 match event.token() {
                     UDP => udp_ready = true,
-                    TCP => self.accept(false),
-                    TLS => self.accept(true),
-                    WAKER => {}
                     Token(t) if t >= RELAY_BASE => {
                         let relay = t - RELAY_BASE;
                         if listed.len() <= relay {
@@ -329,15 +369,7 @@ impl Worker {
                             ready_relays.push(relay as RelayId);
                         }
                     }
-                    Token(t) if t >= CONN_BASE => {
-                        let id = t - CONN_BASE;
-                        if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            ready_conns.push(id);
-                        } else if event.is_writable() {
-                            self.flush_conn(id);
-                        }
-                    }
-                    Token(_) => {}
+                    _ => self.stream_event(event, &mut ready_conns),
                 }
             }
             let now = Now::system();
@@ -356,19 +388,184 @@ impl Worker {
             for id in ready_conns.drain(..) {
                 self.read_conn(now, id);
             }
-            self.flush_udp();
-            self.flush_all_conns();
-            if now.instant >= self.server.poll_timeout() {
-                self.relays.reservations.sweep();
-            }
-            self.server.handle_timeout(now.instant, &mut self.relays);
-            if now.instant >= next_publish {
-                self.publish();
-                next_publish = now.instant + PUBLISH_INTERVAL;
-            }
+            self.end_turn(now.instant, &mut next_publish);
         }
         self.server.close_all(&mut self.relays);
         self.publish();
+    }
+
+    /// The io_uring loop: arm, submit and wait in one `enter`, then handle every completion.
+    fn run_ring(mut self, mut ring: Ring) {
+        self.server.stats.workers_uring = 1;
+        let mut events = Events::with_capacity(1024);
+        let mut ready_conns: Vec<usize> = Vec::with_capacity(256);
+        let mut completions = [(0u64, 0i32, 0u32); 64];
+        let mut next_publish = Instant::now();
+        // Looked at once first: the listeners may have connections waiting already.
+        let mut epoll_ready = true;
+        while !self.stop.load(Ordering::Relaxed) {
+            if std::mem::take(&mut epoll_ready) {
+                if let Err(e) = self.poll.poll(&mut events, Some(Duration::ZERO))
+                    && e.kind() != io::ErrorKind::Interrupted
+                {
+                    tracing::error!(error = %e, "TURN worker cannot read its events; it stops");
+                    break;
+                }
+                for event in events.iter() {
+                    self.stream_event(event, &mut ready_conns);
+                }
+                let now = Now::system();
+                for id in ready_conns.drain(..) {
+                    self.read_conn(now, id);
+                }
+            }
+            let wait = self.server.poll_timeout().saturating_duration_since(Instant::now()).min(MAX_WAIT);
+            if let Err(e) = self.submit(&mut ring, wait) {
+                tracing::error!(error = %e, "TURN worker's io_uring failed; it stops");
+                break;
+            }
+            let now = Now::system();
+            loop {
+                let n = ring.completions(&mut completions);
+                if n == 0 {
+                    break;
+                }
+                for &(tag, result, flags) in &completions[..n] {
+                    epoll_ready |= self.completion(&mut ring, now, tag, result, flags);
+                }
+                let sends = &self.relays.ring.as_ref().expect("ring mode").sends;
+                if sends.room() < completions.len()
+                    && let Err(e) = self.submit(&mut ring, Duration::ZERO)
+                {
+                    tracing::warn!(error = %e, "TURN worker could not submit its sends");
+                }
+            }
+            ring.bufs.publish();
+            self.end_turn(now.instant, &mut next_publish);
+        }
+        self.server.close_all(&mut self.relays);
+        self.publish();
+    }
+
+    /// Arms what needs it, queues the sends and enters the ring, waiting up to `wait` for a completion.
+    fn submit(&mut self, ring: &mut Ring, wait: Duration) -> io::Result<()> {
+        let RelaySockets { sockets, ring: relays, free, .. } = &mut self.relays;
+        let relays = relays.as_mut().expect("ring mode");
+        ring.arm(relays, |id| sockets.get(id as usize).and_then(Option::as_ref).map(AsRawFd::as_raw_fd))?;
+        ring.push_sends(&mut relays.sends)?;
+        ring.enter(wait)?;
+        relays.release_unarmed(free);
+        Ok(())
+    }
+
+    /// One completion; true if the epoll set has events.
+    fn completion(&mut self, ring: &mut Ring, now: Now, tag: u64, result: i32, flags: u32) -> bool {
+        let more = cqueue::more(flags);
+        match tag {
+            TAG_EPOLL => {
+                if !more {
+                    ring.ended(tag);
+                }
+                return true;
+            }
+            TAG_CANCEL => {}
+            TAG_CLIENT => {
+                if !more {
+                    ring.ended(tag);
+                }
+                self.ring_client(ring, now, result, flags);
+            }
+            TAG_RELAY..TAG_SEND => {
+                let relay = (tag - TAG_RELAY) as RelayId;
+                self.ring_peer(ring, now.instant, relay, result, flags);
+                if !more && let Some(id) = self.relays.ring.as_mut().and_then(|r| r.ended(relay)) {
+                    self.relays.free.push(id);
+                }
+            }
+            TAG_SEND.. => {
+                if let Some(relays) = self.relays.ring.as_mut()
+                    && !relays.sends.done(tag, result)
+                {
+                    self.server.stats.drop(DropReason::SendFailed);
+                }
+            }
+            _ => {}
+        }
+        false
+    }
+
+    /// A datagram from a client on the UDP listener, in a ring buffer.
+    fn ring_client(&mut self, ring: &mut Ring, now: Now, result: i32, flags: u32) {
+        let Some(received) = self.received(ring, result, flags) else { return };
+        if let Some((socket, local)) = &self.udp {
+            let (fd, local) = (socket.as_raw_fd(), *local);
+            let input = &ring.bufs.buffer(received.bid)[received.data];
+            let client = Client { transport: Transport::Udp, remote: received.source, local, conn: 0 };
+            client_datagram(&mut self.server, &mut self.tx, &mut self.relays, fd, now, &client, input);
+        }
+        ring.bufs.give(received.bid);
+    }
+
+    /// A datagram from a peer on a relay socket, in a ring buffer (whose address part before the data takes the
+    /// header for the client).
+    fn ring_peer(&mut self, ring: &mut Ring, now: Instant, relay: RelayId, result: i32, flags: u32) {
+        let Some(received) = self.received(ring, result, flags) else { return };
+        let buf = ring.bufs.buffer_mut(received.bid);
+        if let Action::ToClient { client, range } =
+            self.server.handle_peer(now, relay, received.source, buf, received.data)
+        {
+            deliver(&self.udp, &mut self.tx, &mut self.conns, &mut self.server, &client, &buf[range]);
+        }
+        ring.bufs.give(received.bid);
+    }
+
+    /// The datagram of a receive completion, or `None` with its buffer (if any) given back.
+    fn received(&mut self, ring: &mut Ring, result: i32, flags: u32) -> Option<super::ring::Received> {
+        match ring.datagram(result, flags) {
+            Datagram::Received(received) => Some(received),
+            Datagram::Oversized(bid) => {
+                self.server.stats.drop(DropReason::Oversized);
+                ring.bufs.give(bid);
+                None
+            }
+            Datagram::Nothing(bid) => {
+                if let Some(bid) = bid {
+                    ring.bufs.give(bid);
+                }
+                None
+            }
+        }
+    }
+
+    /// An event of the TCP or TLS listeners, a connection or the waker.
+    fn stream_event(&mut self, event: &Event, ready_conns: &mut Vec<usize>) {
+        match event.token() {
+            TCP => self.accept(false),
+            TLS => self.accept(true),
+            Token(t) if (CONN_BASE..RELAY_BASE).contains(&t) => {
+                let id = t - CONN_BASE;
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    ready_conns.push(id);
+                } else if event.is_writable() {
+                    self.flush_conn(id);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// What every loop turn ends with: replies out, timers, statistics.
+    fn end_turn(&mut self, now: Instant, next_publish: &mut Instant) {
+        self.flush_udp();
+        self.flush_all_conns();
+        if now >= self.server.poll_timeout() {
+            self.relays.reservations.sweep();
+        }
+        self.server.handle_timeout(now, &mut self.relays);
+        if now >= *next_publish {
+            self.publish();
+            *next_publish = now + PUBLISH_INTERVAL;
+        }
     }
 
     fn publish(&mut self) {
@@ -391,21 +588,8 @@ impl Worker {
             };
             for i in 0..n {
                 let Some((remote, buf, range)) = self.client_rx.datagram(i) else { continue };
-                if self.tx.is_full() {
-                    let dropped = self.tx.flush(fd);
-                    count_failed(&mut self.server, dropped);
-                }
                 let client = Client { transport: Transport::Udp, remote, local, conn: 0 };
-                let input = &buf[range];
-                match self.server.handle_client(now, &client, input, self.tx.slot(), &mut self.relays) {
-                    Action::Reply(len) => self.tx.commit(len, remote),
-                    Action::ToPeer { relay, peer, range } => {
-                        if !self.relays.send(relay, &input[range], peer) {
-                            self.server.stats.drop(DropReason::SendFailed);
-                        }
-                    }
-                    Action::ToClient { .. } | Action::None => {}
-                }
+                client_datagram(&mut self.server, &mut self.tx, &mut self.relays, fd, now, &client, &buf[range]);
             }
             if n < BATCH {
                 return false;
@@ -561,6 +745,31 @@ impl Worker {
         self.server.client_gone(&conn.client, &mut self.relays);
         self.server.stats.connections_open -= 1;
         self.free_conns.push(id);
+    }
+}
+
+/// One datagram from a UDP client: its reply queued on the listener's batch, or its data sent to a peer.
+fn client_datagram(
+    server: &mut Server,
+    tx: &mut SendBatch,
+    relays: &mut RelaySockets,
+    fd: std::os::fd::RawFd,
+    now: Now,
+    client: &Client,
+    input: &[u8],
+) {
+    if tx.is_full() {
+        let dropped = tx.flush(fd);
+        count_failed(server, dropped);
+    }
+    match server.handle_client(now, client, input, tx.slot(), relays) {
+        Action::Reply(len) => tx.commit(len, client.remote),
+        Action::ToPeer { relay, peer, range } => {
+            if !relays.send(relay, &input[range], peer) {
+                server.stats.drop(DropReason::SendFailed);
+            }
+        }
+        Action::ToClient { .. } | Action::None => {}
     }
 }
 

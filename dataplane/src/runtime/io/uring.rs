@@ -41,7 +41,7 @@ const TAG_FLOW: u64 = 1 << 16;
 const TAG_SEND: u64 = 1 << 32;
 
 /// Whether io_uring with multishot `recvmsg` and provided-buffer rings works here.
-pub(crate) fn probe() -> io::Result<()> {
+pub fn probe() -> io::Result<()> {
     let ring = IoUring::new(8)?;
     let mut probe = io_uring::Probe::new();
     ring.submitter().register_probe(&mut probe)?;
@@ -49,7 +49,7 @@ pub(crate) fn probe() -> io::Result<()> {
         return Err(io::Error::new(io::ErrorKind::Unsupported, "the kernel's io_uring lacks recvmsg or sendmsg"));
     }
     // Provided-buffer rings came with 5.19 and multishot recvmsg with 6.0: registering one tells.
-    BufRing::new(&ring, 8, 64).map(drop)
+    BufRing::new(&ring, 8, 64, RECV_BUFFER_GROUP, 64).map(drop)
 }
 
 pub(crate) fn set_gro(socket: &UdpSocket, on: bool) -> io::Result<()> {
@@ -67,18 +67,35 @@ pub(crate) fn set_gro(socket: &UdpSocket, on: bool) -> io::Result<()> {
     if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
-/// A provided-buffer ring: page-aligned entries the kernel takes buffers from, and the buffers themselves.
-struct BufRing {
+/// A provided-buffer ring: page-aligned entries the kernel takes buffers from, and the buffers themselves. Also
+/// used by the TURN relay's io_uring path.
+pub struct BufRing {
     entries: *mut BufRingEntry,
     map_len: usize,
     count: u16,
     tail: u16,
+    /// Distance between buffers.
     buf_len: usize,
+    /// Bytes of each buffer the kernel may fill (the rest is the owner's tailroom).
+    fill_len: usize,
     data: Box<[u8]>,
 }
 
+// SAFETY: the mapping and the buffers belong to this value alone; the ring that reads them is owned by the same
+// thread as this value.
+unsafe impl Send for BufRing {}
+
+impl std::fmt::Debug for BufRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BufRing").field("count", &self.count).field("buf_len", &self.buf_len).finish_non_exhaustive()
+    }
+}
+
 impl BufRing {
-    fn new(ring: &IoUring, count: u16, buf_len: usize) -> io::Result<BufRing> {
+    /// Registers `count` buffers (a power of two) of `buf_len` bytes as buffer group `group` of `ring`; the kernel
+    /// fills at most `fill_len` bytes of each.
+    pub fn new(ring: &IoUring, count: u16, buf_len: usize, group: u16, fill_len: usize) -> io::Result<BufRing> {
+        assert!(count.is_power_of_two() && fill_len <= buf_len, "a power-of-two count of buffers, filled within");
         let map_len = usize::from(count) * size_of::<BufRingEntry>();
         // SAFETY: an anonymous private mapping; checked for failure below.
         let base = unsafe {
@@ -100,10 +117,11 @@ impl BufRing {
             count,
             tail: 0,
             buf_len,
+            fill_len,
             data: vec![0u8; usize::from(count) * buf_len].into_boxed_slice(),
         };
         // SAFETY: the mapping lives as long as `bufs`, which the owner drops after the ring (field order).
-        unsafe { ring.submitter().register_buf_ring_with_flags(base as u64, count, RECV_BUFFER_GROUP, 0)? };
+        unsafe { ring.submitter().register_buf_ring_with_flags(base as u64, count, group, 0)? };
         for bid in 0..count {
             bufs.give(bid);
         }
@@ -112,26 +130,32 @@ impl BufRing {
     }
 
     /// Hands buffer `bid` back to the kernel (visible at the next `publish`).
-    fn give(&mut self, bid: u16) {
+    pub fn give(&mut self, bid: u16) {
         let at = usize::from(self.tail & (self.count - 1));
         // SAFETY: `at` < count entries of the mapping; the kernel only reads entries before the published tail.
         let entry = unsafe { &mut *self.entries.add(at) };
         entry.set_addr(self.data[usize::from(bid) * self.buf_len..].as_ptr() as u64);
-        entry.set_len(self.buf_len as u32);
+        entry.set_len(self.fill_len as u32);
         entry.set_bid(bid);
         self.tail = self.tail.wrapping_add(1);
     }
 
-    fn publish(&self) {
+    pub fn publish(&self) {
         // SAFETY: the tail field overlays entry 0's reserved field, inside the mapping; the kernel reads it
         // atomically.
         let tail = unsafe { AtomicU16::from_ptr(BufRingEntry::tail(self.entries).cast_mut()) };
         tail.store(self.tail, Ordering::Release);
     }
 
-    fn buffer(&self, bid: u16) -> &[u8] {
+    pub fn buffer(&self, bid: u16) -> &[u8] {
         let at = usize::from(bid) * self.buf_len;
         &self.data[at..at + self.buf_len]
+    }
+
+    /// Buffer `bid`, whole (tailroom included), while the owner holds it.
+    pub fn buffer_mut(&mut self, bid: u16) -> &mut [u8] {
+        let at = usize::from(bid) * self.buf_len;
+        &mut self.data[at..at + self.buf_len]
     }
 }
 
@@ -177,7 +201,7 @@ impl UringIo {
             IoUring::builder().setup_cqsize(CQ_ENTRIES).setup_single_issuer().setup_coop_taskrun().build(SQ_ENTRIES)?;
         let gro = gro && set_gro(&socket, true).is_ok();
         let buf_len = super::slot_len(gro) + 512;
-        let bufs = BufRing::new(&ring, RECV_BUFFERS, buf_len)?;
+        let bufs = BufRing::new(&ring, RECV_BUFFERS, buf_len, RECV_BUFFER_GROUP, buf_len)?;
         let gso_segments = if gso { quinn_udp::UdpSocketState::new((&socket).into())?.max_gso_segments() } else { 1 };
         if !gro {
             // quinn-udp's probe above turns GRO on; this path asked for it off.
@@ -452,7 +476,7 @@ fn gro_segment(control: &[u8]) -> Option<usize> {
 }
 
 /// The source address of a received datagram, from the `sockaddr` the kernel wrote.
-fn parse_sockaddr(name: &[u8]) -> Option<SocketAddr> {
+pub fn parse_sockaddr(name: &[u8]) -> Option<SocketAddr> {
     let family = i32::from(u16::from_ne_bytes(name.get(0..2)?.try_into().ok()?));
     let port = u16::from_be_bytes(name.get(2..4)?.try_into().ok()?);
     match family {
