@@ -103,9 +103,11 @@ struct TurnBenchArgs {
     /// Relay workers for `sluice turn`.
     #[arg(long, default_value_t = 1)]
     workers: usize,
-    /// Also run `sluice turn` on its epoll path (`turn.io = "mmsg"`) in every round, as target `sluice-mmsg`.
-    #[arg(long)]
-    with_epoll: bool,
+    /// Also run these variants of `sluice turn` in every round: `mmsg` (its epoll path, `turn.io = "mmsg"`) and
+    /// `no-hairpin` (relay-to-relay datagrams through the kernel, `turn.hairpin = false`); targets
+    /// `sluice-mmsg`, `sluice-no-hairpin`.
+    #[arg(long, value_delimiter = ',')]
+    variants: Vec<sluice_bench::turn::Variant>,
     /// Also write every figure as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -521,7 +523,7 @@ fn bench_turn(args: &TurnBenchArgs) -> anyhow::Result<()> {
         rounds: args.rounds.max(1),
         sluice: std::env::current_exe()?,
         sluice_workers: args.workers,
-        with_epoll: args.with_epoll,
+        variants: args.variants.clone(),
     };
     eprintln!("{}", turn::TABLE_HEADER);
     let reports = turn::run(&scenario)?;

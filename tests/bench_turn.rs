@@ -1,4 +1,4 @@
-//! `sluice bench turn` end to end, bounded: one small round against `sluice turn` (on io_uring and on epoll) and against coturn's
+//! `sluice bench turn` end to end, bounded: one small round against `sluice turn` (by default, on epoll, without hairpinning) and against coturn's
 //! `turnserver`, both started by the bench on loopback and loaded by `turnutils_uclient`. The report must show both
 //! servers relaying every message, with CPU and round-trip figures; the figures themselves are for
 //! `docs/benchmarks.md`, not asserted here.
@@ -34,9 +34,10 @@ fn the_turn_bench_runs_both_servers_side_by_side() {
     assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("sluice/coturn per round"), "{stdout}");
     assert!(stdout.contains("sluice-mmsg/coturn per round"), "{stdout}");
+    assert!(stdout.contains("sluice-no-hairpin/coturn per round"), "{stdout}");
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let runs = report["runs"].as_array().unwrap();
-    for target in ["sluice", "sluice-mmsg", "coturn"] {
+    for target in ["sluice", "sluice-mmsg", "sluice-no-hairpin", "coturn"] {
         let run = runs.iter().find(|r| r["target"] == target).unwrap_or_else(|| panic!("no {target} run: {report}"));
         assert_eq!(run["messages_sent"], 4 * 40, "{run}");
         assert_eq!(run["messages_received"], run["messages_sent"], "{run}");

@@ -141,7 +141,9 @@ fn coturn_client_relays_over_udp_tcp_and_tls_without_loss_on_epoll() {
 fn relays_coturn_clients(io: &str) {
     // Peers are the other clients' relayed addresses, on loopback: allowed explicitly, as an operator would
     // allow a lab network.
-    let turn = Turn::start(&format!("allow = [\"127.0.0.1\"]\nio = \"{io}\""));
+    // On epoll the relay-to-relay datagrams of `-y` go through the kernel (no hairpin): both paths are covered.
+    let hairpin = io == "uring";
+    let turn = Turn::start(&format!("allow = [\"127.0.0.1\"]\nio = \"{io}\"\nhairpin = {hairpin}"));
     let runs: [(&str, u16, &[&str]); 5] = [
         (
             "UDP, channels, RTP/RTCP pairs (EVEN-PORT reservations)",
@@ -166,6 +168,13 @@ fn relays_coturn_clients(io: &str) {
     assert!(turn.metric("sluice_turn_allocations_total") >= 5 * 4, "at least one allocation per client per run");
     assert_eq!(turn.metric("sluice_turn_drops_total{reason=\"no_permission\"}"), 0);
     assert_eq!(turn.metric(&format!("sluice_turn_workers{{io=\"{io}\"}}")), 1, "the worker ran on {io}");
+    // Over UDP every client-to-client message goes from one allocation to another of the one worker.
+    let hairpinned = turn.metric("sluice_turn_hairpinned_packets_total");
+    if hairpin {
+        assert!(hairpinned >= 3 * 4 * 50, "UDP messages hairpinned: {hairpinned}");
+    } else {
+        assert_eq!(hairpinned, 0);
+    }
 }
 
 #[test]
@@ -459,5 +468,49 @@ fn bad_turn_settings_are_refused_naming_the_key() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{toml} was accepted");
         assert!(stderr.contains(key), "{toml}: the error names {key}: {stderr}");
+    }
+}
+
+/// Allocates (with the 401 round trip) and returns the relayed address.
+fn relayed_address(client: &mut Client) -> SocketAddr {
+    let attrs = [(attr::REQUESTED_TRANSPORT, vec![17, 0, 0, 0])];
+    assert_eq!(code(&client.request(msg::ALLOCATE_REQUEST, &attrs, false)), 401);
+    let reply = client.request(msg::ALLOCATE_REQUEST, &attrs, true);
+    Message::parse(&reply).unwrap().xor_address(attr::XOR_RELAYED_ADDRESS).expect("an allocation")
+}
+
+/// The data of the next Data indication `client` receives, if one comes within its read timeout.
+fn next_data(client: &Client) -> Option<(SocketAddr, Vec<u8>)> {
+    let mut buf = [0u8; 1500];
+    let (n, _) = client.socket.recv_from(&mut buf).ok()?;
+    let m = Message::parse(&buf[..n]).ok()?;
+    Some((m.xor_address(attr::XOR_PEER_ADDRESS)?, m.get(attr::DATA)?.to_vec()))
+}
+
+#[test]
+fn two_allocations_of_one_server_reach_each_other_only_with_both_permissions() {
+    for hairpin in [true, false] {
+        let turn = Turn::start(&format!("allow = [\"127.0.0.1\"]\nhairpin = {hairpin}"));
+        let mut alice = Client::new(turn.udp, "alice", 600);
+        let mut bob = Client::new(turn.udp, "bob", 600);
+        bob.socket.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+        let (alice_relay, bob_relay) = (relayed_address(&mut alice), relayed_address(&mut bob));
+        let value = alice.peer_attr(bob_relay);
+        assert_eq!(code(&alice.request(msg::CREATE_PERMISSION_REQUEST, &[(attr::XOR_PEER_ADDRESS, value)], true)), 200);
+        // Bob has no permission for Alice's relayed address: his allocation drops what she sends.
+        alice.send_indication(bob_relay, b"not yet");
+        assert_eq!(next_data(&bob), None, "hairpin {hairpin}: delivered without Bob's permission");
+        let value = bob.peer_attr(alice_relay);
+        assert_eq!(code(&bob.request(msg::CREATE_PERMISSION_REQUEST, &[(attr::XOR_PEER_ADDRESS, value)], true)), 200);
+        alice.send_indication(bob_relay, b"hello bob");
+        assert_eq!(
+            next_data(&bob),
+            Some((alice_relay, b"hello bob".to_vec())),
+            "hairpin {hairpin}: from Alice's relayed address"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(turn.metric("sluice_turn_drops_total{reason=\"no_permission\"}"), 1, "hairpin {hairpin}");
+        let hairpinned = turn.metric("sluice_turn_hairpinned_packets_total");
+        assert_eq!(hairpinned, u64::from(hairpin), "hairpin {hairpin}: the datagram's path");
     }
 }

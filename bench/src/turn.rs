@@ -40,8 +40,46 @@ pub struct Scenario {
     pub sluice: PathBuf,
     /// Relay worker threads for `sluice turn`.
     pub sluice_workers: usize,
-    /// Also run `sluice turn` on its epoll path (`turn.io = "mmsg"`), as target `sluice-mmsg`.
-    pub with_epoll: bool,
+    /// Variants of `sluice turn` run beside the default one in every round.
+    pub variants: Vec<Variant>,
+}
+
+/// A variant of `sluice turn`'s settings, run as its own target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// `turn.io = "mmsg"`: epoll with `recvmmsg`/`sendmmsg`.
+    Mmsg,
+    /// `turn.hairpin = false`: relay-to-relay datagrams through the kernel.
+    NoHairpin,
+}
+
+impl std::str::FromStr for Variant {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "mmsg" => Ok(Variant::Mmsg),
+            "no-hairpin" => Ok(Variant::NoHairpin),
+            other => Err(format!("unknown variant {other:?}: expected mmsg or no-hairpin")),
+        }
+    }
+}
+
+impl Variant {
+    fn target(self) -> &'static str {
+        match self {
+            Variant::Mmsg => "sluice-mmsg",
+            Variant::NoHairpin => "sluice-no-hairpin",
+        }
+    }
+
+    /// The `[turn]` keys it sets.
+    fn keys(self) -> &'static str {
+        match self {
+            Variant::Mmsg => "io = \"mmsg\"\n",
+            Variant::NoHairpin => "hairpin = false\n",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -68,14 +106,15 @@ pub fn run(s: &Scenario) -> anyhow::Result<Vec<TargetReport>> {
     which("turnserver")?;
     let mut reports = Vec::new();
     for round in 1..=s.rounds {
-        let targets: &[&str] = if s.with_epoll { &["sluice", "sluice-mmsg", "coturn"] } else { &["sluice", "coturn"] };
-        for &target in targets {
+        let mut targets: Vec<(&str, Option<&str>)> = vec![("sluice", Some(""))];
+        targets.extend(s.variants.iter().map(|v| (v.target(), Some(v.keys()))));
+        targets.push(("coturn", None));
+        for (target, keys) in targets {
             let dir = std::env::temp_dir().join(format!("sluice-bench-turn-{}-{target}-{round}", std::process::id()));
             std::fs::create_dir_all(&dir)?;
-            let server = match target {
-                "sluice" => start_sluice(s, &dir, "auto")?,
-                "sluice-mmsg" => start_sluice(s, &dir, "mmsg")?,
-                _ => start_coturn(&dir)?,
+            let server = match keys {
+                Some(keys) => start_sluice(s, &dir, keys)?,
+                None => start_coturn(&dir)?,
             };
             let report = measure(s, target, round, &server);
             drop(server);
@@ -115,14 +154,14 @@ fn free_port() -> anyhow::Result<u16> {
 
 /// `sluice turn` with the per-user and per-address limits lifted: every benchmark client comes from 127.0.0.1
 /// under one user, which no real deployment sees (coturn has no such limits by default).
-fn start_sluice(s: &Scenario, dir: &Path, io: &str) -> anyhow::Result<Server> {
+fn start_sluice(s: &Scenario, dir: &Path, keys: &str) -> anyhow::Result<Server> {
     let config = dir.join("turn.toml");
     std::fs::write(
         &config,
         format!(
             "[turn]\nudp_listen = \"127.0.0.1:0\"\ntcp_listen = \"\"\nmetrics_listen = \"\"\nrelay_ip = \"127.0.0.1\"\n\
              secrets = [\"{SECRET}\"]\nallow = [\"127.0.0.1\"]\nallocation_bps = 0\nuser_quota = 0\n\
-             total_quota = 0\nunauth_rate = 0\nresponse_allowance_bytes = 100000000\nworkers = {}\nio = \"{io}\"\n",
+             total_quota = 0\nunauth_rate = 0\nresponse_allowance_bytes = 100000000\nworkers = {}\n{keys}",
             s.sluice_workers.max(1)
         ),
     )?;
@@ -376,11 +415,11 @@ fn rtt_probe(server: SocketAddr, stop: &AtomicBool) -> anyhow::Result<(Vec<u64>,
     Ok((rtts, pings))
 }
 
-pub const TABLE_HEADER: &str = "target      round  sent      received  lost  seconds  server CPU s  relayed pps  relayed/CPU-s  RTT p50 us  RTT p99 us";
+pub const TABLE_HEADER: &str = "target            round  sent      received  lost  seconds  server CPU s  relayed pps  relayed/CPU-s  RTT p50 us  RTT p99 us";
 
 pub fn row(r: &TargetReport) -> String {
     format!(
-        "{:<11} {:>5}  {:>8}  {:>8}  {:>4}  {:>7.2}  {:>12.3}  {:>11.0}  {:>13.0}  {:>10}  {:>10}",
+        "{:<17} {:>5}  {:>8}  {:>8}  {:>4}  {:>7.2}  {:>12.3}  {:>11.0}  {:>13.0}  {:>10}  {:>10}",
         r.target,
         r.round,
         r.messages_sent,
@@ -414,7 +453,7 @@ pub fn render(reports: &[TargetReport]) -> String {
         out.push('\n');
     }
     // Rounds alternate, so each round's pair saw the same machine state: the ratio is taken per round.
-    for target in ["sluice", "sluice-mmsg"] {
+    for target in ["sluice", "sluice-mmsg", "sluice-no-hairpin"] {
         let mut ratios: Vec<f64> = reports
             .iter()
             .filter(|r| r.target == target)

@@ -75,6 +75,9 @@ pub struct TurnConfig {
     /// UDP I/O path: `auto` (io_uring where the kernel allows it, else epoll with `recvmmsg`/`sendmmsg`),
     /// `uring` (refuse to start without it) or `mmsg`.
     pub io: String,
+    /// Datagrams between two allocations of one worker go from one to the other in memory, not through the
+    /// kernel (`docs/turn.md`).
+    pub hairpin: bool,
 }
 
 impl Default for TurnConfig {
@@ -113,6 +116,7 @@ impl Default for TurnConfig {
             workers: 1,
             cores: Vec::new(),
             io: "auto".into(),
+            hairpin: true,
         }
     }
 }

@@ -101,6 +101,9 @@ pub struct Stats {
     /// TCP and TLS connections accepted, and currently open.
     pub connections_accepted: u64,
     pub connections_open: u64,
+    /// Datagrams relayed from one allocation to another of the same worker without the kernel (also counted in
+    /// both directions of the relayed packets).
+    pub hairpinned: u64,
     /// Workers running on io_uring, and on epoll (a worker counts itself once its loop starts).
     pub workers_uring: u64,
     pub workers_epoll: u64,
@@ -164,6 +167,7 @@ impl Stats {
         self.quota_total += other.quota_total;
         self.connections_accepted += other.connections_accepted;
         self.connections_open += other.connections_open;
+        self.hairpinned += other.hairpinned;
         self.workers_uring += other.workers_uring;
         self.workers_epoll += other.workers_epoll;
     }
@@ -178,6 +182,12 @@ impl Stats {
         };
         let one = |v: u64| vec![(String::new(), v)];
         line("allocations_active", "gauge", "Allocations that exist now.", &one(self.allocations_active));
+        line(
+            "hairpinned_packets_total",
+            "counter",
+            "Datagrams relayed between two allocations of one worker without the kernel.",
+            &one(self.hairpinned),
+        );
         line(
             "workers",
             "gauge",

@@ -4,6 +4,7 @@
 
 mod batch;
 mod conn;
+mod hairpin;
 mod ring;
 mod worker;
 
@@ -117,6 +118,7 @@ impl TurnRuntime {
                 reservations: Arc::clone(&reservations),
                 seed: u64::from_le_bytes(random_bytes::<8>()),
                 uring,
+                hairpin: config.hairpin,
             };
             let worker = worker::Worker::new(setup).map_err(|e| format!("turn: worker {index}: {e}"))?;
             let core = config.cores.get(index).copied();

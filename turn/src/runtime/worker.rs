@@ -19,6 +19,7 @@ use mio::{Events, Interest, Poll, Registry, Token};
 
 use super::batch::{BATCH, RecvBatch, SendBatch};
 use super::conn::{Conn, ReadOutcome};
+use super::hairpin::Hairpin;
 use super::ring::{Datagram, Queued, Ring, RingRelays, TAG_CANCEL, TAG_CLIENT, TAG_EPOLL, TAG_RELAY, TAG_SEND};
 use crate::server::{
     Action, Client, Family, Now, PEER_HEADROOM, PEER_TAILROOM, RESERVATION_LIFETIME, RelayId, Relays, Server, Transport,
@@ -103,6 +104,8 @@ pub(super) struct Setup {
     pub seed: u64,
     /// Run on io_uring (the caller checked the kernel has it).
     pub uring: bool,
+    /// Datagrams between two of the worker's allocations skip the kernel (`hairpin.rs`).
+    pub hairpin: bool,
 }
 
 /// The relay sockets of one worker's allocations.
@@ -110,6 +113,11 @@ pub(super) struct Setup {
 struct RelaySockets {
     registry: Registry,
     sockets: Vec<Option<UdpSocket>>,
+    /// By relay id: its relayed address.
+    addrs: Vec<SocketAddr>,
+    /// Relayed address to relay id, for hairpinning (`None` when it is off).
+    local: Option<rustc_hash::FxHashMap<SocketAddr, RelayId>>,
+    hairpin: Hairpin,
     free: Vec<RelayId>,
     v4: IpAddr,
     v6: Option<IpAddr>,
@@ -134,6 +142,11 @@ impl RelaySockets {
 
     fn send(&mut self, relay: RelayId, bytes: &[u8], peer: SocketAddr) -> bool {
         let Some(socket) = self.sockets.get(relay as usize).and_then(Option::as_ref) else { return false };
+        if self.local.as_ref().is_some_and(|local| local.contains_key(&peer))
+            && self.hairpin.push(peer, self.addrs[relay as usize], bytes)
+        {
+            return true;
+        }
         match self.ring.as_mut().map(|r| r.sends.queue(socket.as_raw_fd(), bytes, peer)) {
             Some(Queued::Yes) => true,
             Some(Queued::Full) => false,
@@ -152,6 +165,7 @@ impl RelaySockets {
             Some(id) => id,
             None => {
                 self.sockets.push(None);
+                self.addrs.push(local);
                 (self.sockets.len() - 1) as RelayId
             }
         };
@@ -166,6 +180,10 @@ impl RelaySockets {
             }
         }
         self.sockets[id as usize] = Some(socket);
+        self.addrs[id as usize] = local;
+        if let Some(map) = &mut self.local {
+            map.insert(local, id);
+        }
         Ok((id, local))
     }
 }
@@ -220,6 +238,9 @@ impl Relays for RelaySockets {
 
     fn close(&mut self, relay: RelayId) {
         let Some(mut socket) = self.sockets.get_mut(relay as usize).and_then(Option::take) else { return };
+        if let Some(map) = &mut self.local {
+            map.remove(&self.addrs[relay as usize]);
+        }
         match &mut self.ring {
             // The id is free once the socket's receive has ended (`RingRelays::ended`, `release_unarmed`).
             Some(ring) => ring.closed(relay, socket),
@@ -267,6 +288,7 @@ impl Worker {
             reservations,
             seed,
             uring,
+            hairpin,
         } = setup;
         let registry = poll.registry().try_clone()?;
         let udp = match udp {
@@ -293,6 +315,9 @@ impl Worker {
             relays: RelaySockets {
                 registry,
                 sockets: Vec::new(),
+                addrs: Vec::new(),
+                local: hairpin.then(rustc_hash::FxHashMap::default),
+                hairpin: Hairpin::default(),
                 free: Vec::new(),
                 v4: relay_v4,
                 v6: relay_v6,
@@ -388,6 +413,7 @@ impl Worker {
             for id in ready_conns.drain(..) {
                 self.read_conn(now, id);
             }
+            self.deliver_hairpinned(now.instant);
             self.end_turn(now.instant, &mut next_publish);
         }
         self.server.close_all(&mut self.relays);
@@ -441,6 +467,7 @@ impl Worker {
                 }
             }
             ring.bufs.publish();
+            self.deliver_hairpinned(now.instant);
             self.end_turn(now.instant, &mut next_publish);
         }
         self.server.close_all(&mut self.relays);
@@ -551,6 +578,28 @@ impl Worker {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Datagrams one of this worker's allocations sent to another's relayed address, delivered to the second as
+    /// if they had arrived on its socket.
+    fn deliver_hairpinned(&mut self, now: Instant) {
+        while let Some(waiting) = self.relays.hairpin.front() {
+            let to = self.relays.local.as_ref().and_then(|local| local.get(&waiting.to)).copied();
+            let (buf, data) = self.relays.hairpin.slot(&waiting);
+            match to {
+                // Closed since: the kernel would have had no socket for it either.
+                None => self.server.stats.drop(DropReason::UnknownRelay),
+                Some(to) => {
+                    if let Action::ToClient { client, range } =
+                        self.server.handle_peer(now, to, waiting.from, buf, data)
+                    {
+                        self.server.stats.hairpinned += 1;
+                        deliver(&self.udp, &mut self.tx, &mut self.conns, &mut self.server, &client, &buf[range]);
+                    }
+                }
+            }
+            self.relays.hairpin.pop();
         }
     }
 
