@@ -23,7 +23,8 @@ fn the_turn_bench_runs_both_servers_side_by_side() {
             "40",
             "--rounds",
             "1",
-            "--with-epoll",
+            "--variants",
+            "mmsg,no-hairpin",
         ])
         .arg("--json")
         .arg(&json)
