@@ -88,7 +88,10 @@ fn a_ramped_many_meetings_scenario_keeps_media_inside_each_meeting() {
             "--pps",
             "50",
         ],
-        |_, _| {},
+        // The generator's other receive path (the rest of these tests use its io_uring one).
+        |cmd, _| {
+            cmd.env("SLUICE_BENCH_GENERATOR_IO", "mmsg");
+        },
     );
     let report = &written["runs"][0];
     assert_eq!((report["meetings"].as_u64(), report["joined"].as_u64()), (Some(2), Some(6)), "{report}");

@@ -1,7 +1,9 @@
 //! The generator's media engine: a few threads (one per core by default), each driving the media of many
 //! synthetic participants once their ICE and DTLS are done. A thread paces every participant's sends from one
-//! timer (a simulcast frame's equal-sized packets go out as GSO runs), reads every socket it owns with
-//! `recvmmsg` and GRO through quinn-udp when mio says it is readable, decrypts in place, and keeps ICE consent:
+//! timer (a simulcast frame's equal-sized packets go out as GSO runs), receives on every socket it owns through
+//! one io_uring (`uring_rx`: armed multishot receives, one `io_uring_enter` a tick) or, where the kernel lacks it
+//! or `SLUICE_BENCH_GENERATOR_IO=mmsg` asks, with `recvmmsg` and GRO through quinn-udp when mio says a socket is
+//! readable; it decrypts in place, and keeps ICE consent:
 //! no allocation and no task wake-up per packet. While traffic flows a thread wakes once per [`TICK`], so at any
 //! packet rate one wake-up serves every datagram and send of a tick (idle, it waits for readiness); one-way delay is taken from the kernel's receive
 //! timestamps (see `clock`), so reading late adds nothing to it. Signaling stays with each participant's tokio
@@ -9,6 +11,7 @@
 
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -19,6 +22,7 @@ use sluice_dataplane::testpeer::{Incoming, TestPeer};
 
 use crate::clock::RxClock;
 use crate::meeting::{FRAME_BYTES_MAX, LAYERS, PAYLOAD_LEN};
+use crate::uring_rx::{Completion, RxRing};
 
 /// ICE consent checks once connected (RFC 7675 asks for about every 5 s; the server removes a participant after
 /// `dataplane.consent_timeout_secs`, 10 s by default, without one).
@@ -125,6 +129,10 @@ struct Thread {
     out: Vec<u8>,
     /// Sockets with datagrams left after their turn's reads.
     undrained: Vec<usize>,
+    /// The io_uring receive path, when in use.
+    ring: Option<RxRing>,
+    /// Ended participants' sockets whose armed receive has not ended yet, by slot (not reused until then).
+    closing: Vec<(usize, mio::net::UdpSocket)>,
 }
 
 impl Thread {
@@ -135,11 +143,20 @@ impl Thread {
             slots: vec![0; SLOTS * SLOT_LEN],
             out: vec![0; FRAME_BYTES_MAX],
             undrained: Vec::new(),
+            ring: None,
+            closing: Vec::new(),
         }
     }
 
     fn run(mut self, jobs: &mpsc::Receiver<MediaJob>) {
+        if crate::uring_rx::wanted() {
+            match RxRing::new() {
+                Ok(ring) => self.ring = Some(ring),
+                Err(e) => eprintln!("media engine: io_uring unavailable ({e}); receiving with recvmmsg"),
+            }
+        }
         let mut events = Events::with_capacity(1024);
+        let mut completions = [Completion { tag: None, result: 0, flags: 0 }; 256];
         let mut open = true;
         let mut last_wake = Instant::now();
         let mut busy = false;
@@ -151,7 +168,7 @@ impl Thread {
                     Err(mpsc::TryRecvError::Disconnected) => open = false,
                 }
             }
-            if !open && self.live.iter().all(Option::is_none) {
+            if !open && self.live.iter().all(Option::is_none) && self.closing.is_empty() {
                 return;
             }
             let now = Instant::now();
@@ -162,6 +179,12 @@ impl Thread {
                 }
             }
             let now = Instant::now();
+            if self.ring.is_some() {
+                let until = if busy { (last_wake + TICK).max(now) } else { wake };
+                busy = self.receive_ring(until.saturating_duration_since(now), busy, &mut completions);
+                last_wake = Instant::now();
+                continue;
+            }
             let timeout = if self.undrained.is_empty() { wake.saturating_duration_since(now) } else { Duration::ZERO };
             if busy && self.undrained.is_empty() {
                 // Traffic is flowing: sleep to the next tick and take what arrived meanwhile in one go, rather
@@ -190,12 +213,69 @@ impl Thread {
         }
     }
 
+    /// Waits up to `timeout` (while `busy`, to the tick's end whatever arrives) and handles every datagram that
+    /// arrived on any socket; true if some did.
+    fn receive_ring(&mut self, timeout: Duration, busy: bool, completions: &mut [Completion]) -> bool {
+        let ring = self.ring.as_mut().expect("ring mode");
+        let want = if busy { ring.tick_want() } else { 1 };
+        if let Err(e) = ring.enter(want, timeout) {
+            eprintln!("media engine: io_uring wait failed: {e}");
+        }
+        let mut received = false;
+        loop {
+            let ring = self.ring.as_mut().expect("ring mode");
+            let n = ring.completions(completions);
+            if n == 0 {
+                break;
+            }
+            for c in &completions[..n] {
+                let Some(slot) = c.tag else { continue };
+                let ring = self.ring.as_mut().expect("ring mode");
+                match self.live.get_mut(slot).and_then(Option::as_mut) {
+                    Some(live) => ring.take(c, |datagram, stamp| {
+                        received = true;
+                        on_datagram(live, datagram, stamp);
+                    }),
+                    None => ring.take(c, |_, _| {}),
+                }
+                if !c.more() {
+                    self.receive_ended(slot);
+                }
+            }
+        }
+        if let Some(ring) = &self.ring {
+            ring.publish();
+        }
+        received
+    }
+
+    /// A socket's armed receive ended: the socket closes if its participant has ended, else it is armed again
+    /// (the kernel ends a multishot receive when the buffers run out).
+    fn receive_ended(&mut self, slot: usize) {
+        if let Some(at) = self.closing.iter().position(|(s, _)| *s == slot) {
+            self.closing.swap_remove(at);
+            return;
+        }
+        let (Some(ring), Some(Some(live))) = (self.ring.as_mut(), self.live.get(slot)) else { return };
+        if let Err(e) = ring.arm(live.socket.as_raw_fd(), slot) {
+            eprintln!("media engine: cannot receive on participant {}: {e}", live.job.index);
+        }
+    }
+
     fn add(&mut self, job: MediaJob) {
-        let slot = self.live.iter().position(Option::is_none).unwrap_or(self.live.len());
+        let slot = (0..=self.live.len())
+            .find(|&s| self.live.get(s).is_none_or(Option::is_none) && !self.closing.iter().any(|(c, _)| *c == s))
+            .expect("a slot past the end is free");
         let mut socket = mio::net::UdpSocket::from_std(job.socket.try_clone().expect("a socket handle"));
         let state = UdpSocketState::new(UdpSockRef::from(&socket));
-        let (Ok(state), Ok(())) = (state, self.poll.registry().register(&mut socket, Token(slot), Interest::READABLE))
-        else {
+        let watched = match self.ring.as_mut() {
+            // quinn-udp turned GRO on; this path's buffers hold one datagram each.
+            Some(ring) => {
+                crate::uring_rx::gro_off(socket.as_raw_fd()).and_then(|()| ring.arm(socket.as_raw_fd(), slot))
+            }
+            None => self.poll.registry().register(&mut socket, Token(slot), Interest::READABLE),
+        };
+        let (Ok(state), Ok(())) = (state, watched) else {
             let _ = job.done.send(MediaResult::default());
             return;
         };
@@ -225,7 +305,18 @@ impl Thread {
         let live = self.live[slot].as_mut()?;
         if now >= live.job.until {
             let mut live = self.live[slot].take().expect("checked above");
-            let _ = self.poll.registry().deregister(&mut live.socket);
+            match self.ring.as_mut().map(|ring| ring.cancel(slot)) {
+                // The socket stays open until its receive's last completion.
+                Some(cancelled) => {
+                    if let Err(e) = cancelled {
+                        eprintln!("media engine: cannot cancel a receive: {e}");
+                    }
+                    self.closing.push((slot, live.socket));
+                }
+                None => {
+                    let _ = self.poll.registry().deregister(&mut live.socket);
+                }
+            }
             let _ = live.job.done.send(live.result);
             return None;
         }

@@ -10,3 +10,4 @@ pub mod fanout;
 pub mod janus;
 pub mod meeting;
 pub mod turn;
+mod uring_rx;
