@@ -90,7 +90,7 @@ fn a_ramped_many_meetings_scenario_keeps_media_inside_each_meeting() {
         ],
         // The generator's other receive path (the rest of these tests use its io_uring one).
         |cmd, _| {
-            cmd.env("SLUICE_BENCH_GENERATOR_IO", "mmsg");
+            cmd.env("BENCH_GENERATOR_IO", "mmsg");
         },
     );
     let report = &written["runs"][0];

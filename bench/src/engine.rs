@@ -2,7 +2,7 @@
 //! synthetic participants once their ICE and DTLS are done. A thread paces every participant's sends from one
 //! timer (a simulcast frame's equal-sized packets go out as GSO runs), receives on every socket it owns through
 //! one io_uring (`uring_rx`: armed multishot receives, one `io_uring_enter` a tick) or, where the kernel lacks it
-//! or `SLUICE_BENCH_GENERATOR_IO=mmsg` asks, with `recvmmsg` and GRO through quinn-udp when mio says a socket is
+//! or `BENCH_GENERATOR_IO=mmsg` asks, with `recvmmsg` and GRO through quinn-udp when mio says a socket is
 //! readable; it decrypts in place, and keeps ICE consent:
 //! no allocation and no task wake-up per packet. While traffic flows a thread wakes once per [`TICK`], so at any
 //! packet rate one wake-up serves every datagram and send of a tick (idle, it waits for readiness); one-way delay is taken from the kernel's receive

@@ -22,9 +22,9 @@ const DATA_LEN: usize = 2048;
 const TAG_CANCEL: u64 = u64::MAX;
 
 /// Whether this kernel has what the path needs, and the run has not asked for the `recvmmsg` path
-/// (`SLUICE_BENCH_GENERATOR_IO=mmsg`).
+/// (`BENCH_GENERATOR_IO=mmsg`).
 pub(crate) fn wanted() -> bool {
-    std::env::var("SLUICE_BENCH_GENERATOR_IO").map_or(true, |v| v != "mmsg")
+    std::env::var("BENCH_GENERATOR_IO").map_or(true, |v| v != "mmsg")
         && sluice_dataplane::runtime::uring_probe().is_ok()
 }
 
