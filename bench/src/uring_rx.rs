@@ -54,7 +54,11 @@ impl Completion {
 
 impl RxRing {
     pub(crate) fn new() -> io::Result<RxRing> {
-        let ring = IoUring::builder().setup_cqsize(u32::from(BUFFERS) * 2).setup_single_issuer().build(1024)?;
+        let ring = IoUring::builder()
+            .setup_cqsize(u32::from(BUFFERS) * 2)
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .build(1024)?;
         let fill = 16 + CONTROL_LEN + DATA_LEN;
         let bufs = BufRing::new(&ring, BUFFERS, fill, GROUP, fill)?;
         // SAFETY: an all-zero msghdr; only the name and control lengths matter for multishot recvmsg (no name).
@@ -84,15 +88,13 @@ impl RxRing {
         self.push(&opcode::AsyncCancel::new(tag as u64).build().user_data(TAG_CANCEL))
     }
 
-    /// Submits what is queued and waits up to `timeout` until `want` completions are ready (none if zero).
+    /// Submits what is queued, runs the receives the kernel deferred, and waits up to `timeout` until `want`
+    /// completions are ready.
     pub(crate) fn enter(&mut self, want: usize, timeout: Duration) -> io::Result<()> {
-        let result = if want == 0 || timeout.is_zero() {
-            self.ring.submit()
-        } else {
-            let ts = Timespec::new().sec(timeout.as_secs()).nsec(timeout.subsec_nanos());
-            self.ring.submitter().submit_with_args(want, &SubmitArgs::new().timespec(&ts))
-        };
-        match result {
+        // With DEFER_TASKRUN the kernel copies arrived datagrams into buffers only inside this call and wakes
+        // the thread only once `want` of them are ready: a tick's datagrams cost one wake-up, not one each.
+        let ts = Timespec::new().sec(timeout.as_secs()).nsec(timeout.subsec_nanos());
+        match self.ring.submitter().submit_with_args(want.max(1), &SubmitArgs::new().timespec(&ts)) {
             Ok(_) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::ETIME) || e.kind() == io::ErrorKind::Interrupted => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(()),
