@@ -1,4 +1,4 @@
-//! `sluice bench turn` end to end, bounded: one small round against `sluice turn` (by default, on epoll, without hairpinning) and against coturn's
+//! `sluice bench turn` end to end, bounded: one small round against `sluice turn` (with its defaults, on its epoll path, and without hairpinning) and against coturn's
 //! `turnserver`, both started by the bench on loopback and loaded by `turnutils_uclient`. The report must show both
 //! servers relaying every message, with CPU and round-trip figures; the figures themselves are for
 //! `docs/benchmarks.md`, not asserted here.

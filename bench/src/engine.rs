@@ -168,7 +168,12 @@ impl Thread {
                     Err(mpsc::TryRecvError::Disconnected) => open = false,
                 }
             }
-            if !open && self.live.iter().all(Option::is_none) && self.closing.is_empty() {
+            if !open && self.live.iter().all(Option::is_none) {
+                // Ended participants' receives finish cancelling, for a second at most.
+                let deadline = Instant::now() + Duration::from_secs(1);
+                while self.ring.is_some() && !self.closing.is_empty() && Instant::now() < deadline {
+                    self.receive_ring(Duration::from_millis(50), false, &mut completions);
+                }
                 return;
             }
             let now = Instant::now();

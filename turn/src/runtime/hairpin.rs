@@ -3,8 +3,9 @@
 //! relayed clients of one server (both ends of a call behind symmetric NATs, relaying through the same TURN
 //! server). The permission and filter checks of the sending side have passed before a datagram gets here; the
 //! receiving allocation's own checks (permission, bandwidth) run when it is delivered, exactly as for a datagram
-//! that arrived on its socket from that source. Delivery is deferred to the end of the loop turn, in order, as
-//! the kernel would have delivered it; a full queue sends through the kernel instead, so nothing is dropped here.
+//! that arrived on its socket from that source. Delivery is deferred to the end of the loop turn, in the order
+//! queued; a full queue (or a datagram too large for a slot) goes through the kernel instead, so nothing is
+//! dropped here, though such a datagram may arrive after hairpinned ones sent later.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -13,8 +14,9 @@ use crate::server::{PEER_HEADROOM, PEER_TAILROOM};
 
 /// Datagrams waiting at once.
 const SLOTS: usize = 256;
-/// Data bytes a slot holds (larger datagrams go through the kernel).
-const DATA_MAX: usize = 2048;
+/// Data bytes a slot holds (larger datagrams go through the kernel): what fits the client's send slot with the
+/// header and padding.
+const DATA_MAX: usize = super::ring::PEER_DATA_MAX;
 const SLOT_LEN: usize = PEER_HEADROOM + DATA_MAX + PEER_TAILROOM;
 
 /// One datagram waiting: the relayed address it is for (looked up again at delivery, since the relay may have

@@ -15,7 +15,8 @@ use io_uring::{IoUring, cqueue, opcode, types};
 use sluice_dataplane::runtime::{BufRing, parse_sockaddr};
 use socket2::SockAddr;
 
-use crate::server::RelayId;
+use super::batch::SLOT_BYTES;
+use crate::server::{PEER_HEADROOM, PEER_TAILROOM, RelayId};
 
 pub(super) const TAG_CLIENT: u64 = 1;
 pub(super) const TAG_EPOLL: u64 = 2;
@@ -36,6 +37,9 @@ const RECV_BUFFER_GROUP: u16 = 0;
 const RECV_PREFIX: usize = 16 + size_of::<libc::sockaddr_storage>();
 /// Datagram bytes a receive buffer holds: above any MTU.
 const RECV_DATA: usize = 2048;
+/// The largest peer datagram relayed: with the header and padding written around it, it must fit the client's
+/// send slot (as on the epoll path, whose receive slots leave the same room).
+pub(super) const PEER_DATA_MAX: usize = SLOT_BYTES - PEER_HEADROOM - PEER_TAILROOM;
 /// Kept free after the kernel's part of a buffer, for the padding `handle_peer` adds (`PEER_TAILROOM`).
 const RECV_TAILROOM: usize = 8;
 /// Send slots in flight at once, and the bytes each holds.
@@ -86,8 +90,14 @@ pub(super) enum Datagram {
 
 impl Ring {
     pub(super) fn new(epoll: RawFd, listener: Option<RawFd>) -> io::Result<Ring> {
-        let ring =
-            IoUring::builder().setup_cqsize(CQ_ENTRIES).setup_single_issuer().setup_coop_taskrun().build(SQ_ENTRIES)?;
+        let ring = IoUring::builder()
+            .setup_cqsize(CQ_ENTRIES)
+            .setup_single_issuer()
+            .setup_coop_taskrun()
+            // One bad entry must not leave the rest unsubmitted: `release_unarmed` closes sockets right after
+            // the enter, trusting that every send naming them has gone in.
+            .setup_submit_all()
+            .build(SQ_ENTRIES)?;
         let fill = RECV_PREFIX + RECV_DATA;
         let bufs = BufRing::new(&ring, RECV_BUFFERS, fill + RECV_TAILROOM, RECV_BUFFER_GROUP, fill)?;
         // SAFETY: an all-zero msghdr; only the name and control lengths matter for multishot recvmsg.
@@ -133,7 +143,10 @@ impl Ring {
             if relays.armed[id as usize] {
                 continue;
             }
-            self.push(&self.recv_entry(fd, TAG_RELAY + u64::from(id)))?;
+            if let Err(e) = self.push(&self.recv_entry(fd, TAG_RELAY + u64::from(id))) {
+                relays.to_arm.push(id);
+                return Err(e);
+            }
             relays.armed[id as usize] = true;
         }
         for closing in relays.closing.iter_mut().filter(|c| c.armed && !c.cancelled) {
@@ -145,13 +158,21 @@ impl Ring {
     }
 
     /// Queues the waiting sends' entries.
+    /// Queues the waiting sends' entries, in the order they were queued; what could not be pushed waits.
     pub(super) fn push_sends(&mut self, sends: &mut PeerSends) -> io::Result<()> {
-        while let Some(slot) = sends.queued.pop() {
+        let mut pushed = 0;
+        let mut result = Ok(());
+        for &slot in &sends.queued {
             let s = &sends.slots[usize::from(slot)];
             let sqe = opcode::SendMsg::new(types::Fd(s.fd), &s.hdr).build().user_data(TAG_SEND + u64::from(slot));
-            self.push(&sqe)?;
+            result = self.push(&sqe);
+            if result.is_err() {
+                break;
+            }
+            pushed += 1;
         }
-        Ok(())
+        sends.queued.drain(..pushed);
+        result
     }
 
     /// Submits what is queued and waits up to `wait` for a completion (not at all when `wait` is zero).
@@ -244,22 +265,22 @@ impl RingRelays {
         self.closing.push(Closing { id, _socket: socket, armed, cancelled: false });
     }
 
-    /// A relay's receive ended. Returns the id if it may now be reused (the relay had closed); otherwise the
-    /// receive is armed again next turn.
-    pub(super) fn ended(&mut self, id: RelayId) -> Option<RelayId> {
-        if let Some(at) = self.closing.iter().position(|c| c.id == id) {
-            self.closing.swap_remove(at);
-            return Some(id);
+    /// A relay's receive ended. A closed relay's socket and id are let go after the next submission
+    /// (`release_unarmed`: a send queued before the close still names its descriptor); an open relay's receive
+    /// is armed again.
+    pub(super) fn ended(&mut self, id: RelayId) {
+        if let Some(closing) = self.closing.iter_mut().find(|c| c.id == id) {
+            closing.armed = false;
+            return;
         }
         if let Some(armed) = self.armed.get_mut(id as usize) {
             *armed = false;
             self.to_arm.push(id);
         }
-        None
     }
 
-    /// Closed relays that had no armed receive: free once a submission has passed, since sends queued before
-    /// the close named their descriptor. Their ids go into `free`.
+    /// Closed relays with no armed receive: free once a submission has passed, since sends queued before the
+    /// close named their descriptor. Their ids go into `free`.
     pub(super) fn release_unarmed(&mut self, free: &mut Vec<RelayId>) {
         self.closing.retain(|c| {
             if c.armed {
@@ -377,6 +398,25 @@ mod tests {
     }
 
     #[test]
+    fn sends_are_submitted_in_the_order_they_were_queued() {
+        let receiver = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        receiver.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut sends = PeerSends::default();
+        for byte in [1u8, 2, 3] {
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&sender);
+            assert_eq!(sends.queue(fd, &[byte], receiver.local_addr().unwrap()), Queued::Yes);
+        }
+        let mut ring = Ring::new(-1, None).unwrap();
+        ring.push_sends(&mut sends).unwrap();
+        assert!(sends.queued.is_empty());
+        ring.enter(Duration::ZERO).unwrap();
+        let mut buf = [0u8; 8];
+        let order: Vec<u8> = (0..3).map(|_| receiver.recv(&mut buf).map(|_| buf[0]).unwrap()).collect();
+        assert_eq!(order, vec![1, 2, 3]);
+    }
+
+    #[test]
     fn a_closed_relays_id_waits_for_its_receives_end() {
         let mut relays = RingRelays::default();
         let socket = || mio::net::UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
@@ -389,11 +429,14 @@ mod tests {
         let mut free = Vec::new();
         relays.release_unarmed(&mut free);
         assert_eq!(free, vec![1], "never armed: free after a submission");
-        assert_eq!(relays.ended(0), Some(0), "armed: free at its receive's end");
+        relays.ended(0);
+        assert_eq!(free, vec![1], "armed: kept until a submission after its receive's end");
+        relays.release_unarmed(&mut free);
+        assert_eq!(free, vec![1, 0]);
         relays.opened(2);
         relays.armed[2] = true;
         relays.to_arm.clear();
-        assert_eq!(relays.ended(2), None, "an open relay's receive is armed again");
-        assert_eq!(relays.to_arm, vec![2]);
+        relays.ended(2);
+        assert_eq!(relays.to_arm, vec![2], "an open relay's receive is armed again");
     }
 }

@@ -20,7 +20,9 @@ use mio::{Events, Interest, Poll, Registry, Token};
 use super::batch::{BATCH, RecvBatch, SendBatch};
 use super::conn::{Conn, ReadOutcome};
 use super::hairpin::Hairpin;
-use super::ring::{Datagram, Queued, Ring, RingRelays, TAG_CANCEL, TAG_CLIENT, TAG_EPOLL, TAG_RELAY, TAG_SEND};
+use super::ring::{
+    Datagram, PEER_DATA_MAX, Queued, Ring, RingRelays, TAG_CANCEL, TAG_CLIENT, TAG_EPOLL, TAG_RELAY, TAG_SEND,
+};
 use crate::server::{
     Action, Client, Family, Now, PEER_HEADROOM, PEER_TAILROOM, RESERVATION_LIFETIME, RelayId, Relays, Server, Transport,
 };
@@ -431,11 +433,14 @@ impl Worker {
         let mut epoll_ready = true;
         while !self.stop.load(Ordering::Relaxed) {
             if std::mem::take(&mut epoll_ready) {
-                if let Err(e) = self.poll.poll(&mut events, Some(Duration::ZERO))
-                    && e.kind() != io::ErrorKind::Interrupted
-                {
-                    tracing::error!(error = %e, "TURN worker cannot read its events; it stops");
-                    break;
+                match self.poll.poll(&mut events, Some(Duration::ZERO)) {
+                    // The ring's watch fires on new readiness only: events left behind are read next turn.
+                    Ok(()) => epoll_ready = events.iter().count() == events.capacity(),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => epoll_ready = true,
+                    Err(e) => {
+                        tracing::error!(error = %e, "TURN worker cannot read its events; it stops");
+                        break;
+                    }
                 }
                 for event in events.iter() {
                     self.stream_event(event, &mut ready_conns);
@@ -460,10 +465,12 @@ impl Worker {
                     epoll_ready |= self.completion(&mut ring, now, tag, result, flags);
                 }
                 let sends = &self.relays.ring.as_ref().expect("ring mode").sends;
-                if sends.room() < completions.len()
-                    && let Err(e) = self.submit(&mut ring, Duration::ZERO)
-                {
-                    tracing::warn!(error = %e, "TURN worker could not submit its sends");
+                if sends.room() < completions.len() {
+                    // Buffers given back first: receives that ended for want of them are armed again here.
+                    ring.bufs.publish();
+                    if let Err(e) = self.submit(&mut ring, Duration::ZERO) {
+                        tracing::warn!(error = %e, "TURN worker could not submit its sends");
+                    }
                 }
             }
             ring.bufs.publish();
@@ -505,8 +512,8 @@ impl Worker {
             TAG_RELAY..TAG_SEND => {
                 let relay = (tag - TAG_RELAY) as RelayId;
                 self.ring_peer(ring, now.instant, relay, result, flags);
-                if !more && let Some(id) = self.relays.ring.as_mut().and_then(|r| r.ended(relay)) {
-                    self.relays.free.push(id);
+                if !more && let Some(relays) = self.relays.ring.as_mut() {
+                    relays.ended(relay);
                 }
             }
             TAG_SEND.. => {
@@ -537,6 +544,11 @@ impl Worker {
     /// header for the client).
     fn ring_peer(&mut self, ring: &mut Ring, now: Instant, relay: RelayId, result: i32, flags: u32) {
         let Some(received) = self.received(ring, result, flags) else { return };
+        if received.data.len() > PEER_DATA_MAX {
+            self.server.stats.drop(DropReason::Oversized);
+            ring.bufs.give(received.bid);
+            return;
+        }
         let buf = ring.bufs.buffer_mut(received.bid);
         if let Action::ToClient { client, range } =
             self.server.handle_peer(now, relay, received.source, buf, received.data)

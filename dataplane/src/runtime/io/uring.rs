@@ -42,14 +42,33 @@ const TAG_SEND: u64 = 1 << 32;
 
 /// Whether io_uring with multishot `recvmsg` and provided-buffer rings works here.
 pub fn probe() -> io::Result<()> {
-    let ring = IoUring::new(8)?;
+    let mut ring = IoUring::new(8)?;
     let mut probe = io_uring::Probe::new();
     ring.submitter().register_probe(&mut probe)?;
     if !probe.is_supported(opcode::RecvMsg::CODE) || !probe.is_supported(opcode::SendMsg::CODE) {
         return Err(io::Error::new(io::ErrorKind::Unsupported, "the kernel's io_uring lacks recvmsg or sendmsg"));
     }
-    // Provided-buffer rings came with 5.19 and multishot recvmsg with 6.0: registering one tells.
-    BufRing::new(&ring, 8, 64, RECV_BUFFER_GROUP, 64).map(drop)
+    // Provided-buffer rings came with 5.19, multishot recvmsg with 6.0: one receive armed and cancelled tells.
+    let bufs = BufRing::new(&ring, 8, 256, RECV_BUFFER_GROUP, 256)?;
+    let socket = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+    // SAFETY: an all-zero msghdr; only the name and control lengths matter for multishot recvmsg.
+    let mut hdr: libc::msghdr = unsafe { std::mem::zeroed() };
+    hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    let recv = opcode::RecvMsgMulti::new(types::Fd(socket.as_raw_fd()), &hdr, RECV_BUFFER_GROUP).build().user_data(1);
+    let cancel = opcode::AsyncCancel::new(1).build().user_data(2);
+    // SAFETY: `hdr` and the buffers outlive the ring, which is dropped below once both entries have completed.
+    unsafe {
+        ring.submission().push(&recv).map_err(|_| io::Error::other("probe queue full"))?;
+        ring.submission().push(&cancel).map_err(|_| io::Error::other("probe queue full"))?;
+    }
+    ring.submit_and_wait(2)?;
+    let refused = ring.completion().any(|c| c.user_data() == 1 && c.result() == -libc::EINVAL);
+    drop(ring);
+    drop(bufs);
+    if refused {
+        return Err(io::Error::new(io::ErrorKind::Unsupported, "the kernel's io_uring lacks multishot recvmsg"));
+    }
+    Ok(())
 }
 
 pub(crate) fn set_gro(socket: &UdpSocket, on: bool) -> io::Result<()> {
