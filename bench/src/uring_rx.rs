@@ -146,24 +146,10 @@ impl RxRing {
 
 /// The `SCM_TIMESTAMPNS` of a received datagram's control messages.
 fn timestamp(control: &[u8]) -> Option<Duration> {
-    /// `struct cmsghdr`: a `size_t` length, then level and type.
-    const HDR: usize = size_of::<usize>() + 8;
-    let mut at = 0;
-    while at + HDR <= control.len() {
-        let len = usize::from_ne_bytes(control[at..at + size_of::<usize>()].try_into().ok()?);
-        let level = i32::from_ne_bytes(control[at + 8..at + 12].try_into().ok()?);
-        let kind = i32::from_ne_bytes(control[at + 12..at + 16].try_into().ok()?);
-        if len < HDR || at + len > control.len() {
-            return None;
-        }
-        if level == libc::SOL_SOCKET && kind == libc::SCM_TIMESTAMPNS && len >= HDR + 16 {
-            let secs = i64::from_ne_bytes(control[at + HDR..at + HDR + 8].try_into().ok()?);
-            let nanos = i64::from_ne_bytes(control[at + HDR + 8..at + HDR + 16].try_into().ok()?);
-            return Some(Duration::new(u64::try_from(secs).ok()?, u32::try_from(nanos).ok()?));
-        }
-        at += len.next_multiple_of(size_of::<usize>());
-    }
-    None
+    let ts = sluice_dataplane::runtime::control_message(control, libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS)?;
+    let secs = i64::from_ne_bytes(ts.get(..8)?.try_into().ok()?);
+    let nanos = i64::from_ne_bytes(ts.get(8..16)?.try_into().ok()?);
+    Some(Duration::new(u64::try_from(secs).ok()?, u32::try_from(nanos).ok()?))
 }
 
 /// Turns GRO off on `fd`: this path's buffers hold one datagram each.

@@ -31,7 +31,7 @@ use crate::srtp::Profile;
 
 pub use bare::BareForwarder;
 pub use command::{Command, Fault, Reply};
-pub use io::{BufRing, IoKind, IoMode, parse_sockaddr, uring_probe};
+pub use io::{BufRing, IoKind, IoMode, control_message, parse_sockaddr, uring_probe};
 pub use stats::{IoCounters, LATENCY_BOUNDS_US, LatencyHistogram, WorkerSnapshot, thread_cpu_time};
 use wake::Waker;
 

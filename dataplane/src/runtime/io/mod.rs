@@ -18,7 +18,7 @@ use crate::core::Transmits;
 
 pub(super) use mmsg::MmsgIo;
 pub(super) use uring::UringIo;
-pub use uring::{BufRing, parse_sockaddr, probe as uring_probe};
+pub use uring::{BufRing, control_message, parse_sockaddr, probe as uring_probe};
 
 /// The I/O path asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

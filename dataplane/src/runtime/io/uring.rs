@@ -475,19 +475,28 @@ impl DatagramIo for UringIo {
 
 /// The segment size of a GRO buffer, from its `UDP_GRO` control message.
 fn gro_segment(control: &[u8]) -> Option<usize> {
+    let data = control_message(control, libc::SOL_UDP, libc::UDP_GRO)?;
+    let size = i32::from_ne_bytes(data.get(..4)?.try_into().ok()?);
+    usize::try_from(size).ok().filter(|s| *s > 0)
+}
+
+/// The data of the first control message of `level` and `kind` in the control bytes the kernel wrote after a
+/// received message (as `recvmsg`'s `msg_control`, or a multishot receive's buffer).
+pub fn control_message(control: &[u8], level: i32, kind: i32) -> Option<&[u8]> {
     /// `struct cmsghdr`: a `size_t` length, then level and type.
     const HDR: usize = size_of::<usize>() + 8;
     let mut at = 0;
     while at + HDR <= control.len() {
         let len = usize::from_ne_bytes(control[at..at + size_of::<usize>()].try_into().ok()?);
-        let level = i32::from_ne_bytes(control[at + 8..at + 12].try_into().ok()?);
-        let kind = i32::from_ne_bytes(control[at + 12..at + 16].try_into().ok()?);
+        let (l, k) = (
+            i32::from_ne_bytes(control[at + 8..at + 12].try_into().ok()?),
+            i32::from_ne_bytes(control[at + 12..at + 16].try_into().ok()?),
+        );
         if len < HDR || at + len > control.len() {
             return None;
         }
-        if level == libc::SOL_UDP && kind == libc::UDP_GRO && len >= HDR + 4 {
-            let size = i32::from_ne_bytes(control[at + HDR..at + HDR + 4].try_into().ok()?);
-            return usize::try_from(size).ok().filter(|s| *s > 0);
+        if (l, k) == (level, kind) {
+            return Some(&control[at + HDR..at + len]);
         }
         at += len.next_multiple_of(size_of::<usize>());
     }
