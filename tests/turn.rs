@@ -452,6 +452,7 @@ fn bad_turn_settings_are_refused_naming_the_key() {
         ("[turn]\nsecrets = [\"long-enough-secret-123\"]\nallow = [\"10.0.0.0/40\"]\n", "turn.allow"),
         ("[turn]\nsecrets = [\"long-enough-secret-123\"]\nudp_listen = \"nowhere\"\n", "turn.udp_listen"),
         ("[turn]\nsecrets = [\"long-enough-secret-123\"]\nmin_port = 60000\nmax_port = 50000\n", "turn.min_port"),
+        ("[turn]\nsecrets = [\"long-enough-secret-123\"]\nio = \"fastest\"\n", "turn.io"),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("turn.toml");

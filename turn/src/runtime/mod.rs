@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use sluice_dataplane::runtime::{IoMode, uring_probe};
+
 use crate::config::TurnConfig;
 use crate::limits::Quotas;
 use crate::server::Server;
@@ -68,14 +70,15 @@ impl TurnRuntime {
             None => None,
         };
         let workers = config.workers.max(1);
-        let uring = match config.io.as_str() {
-            "auto" => ring::available(),
-            "uring" | "io_uring" => match sluice_dataplane::runtime::uring_probe() {
+        // The dataplane's own choice of I/O path, under the same names.
+        let io: IoMode = config.io.parse().map_err(|e| format!("turn.io: {e}"))?;
+        let uring = match io {
+            IoMode::Auto => uring_probe().is_ok(),
+            IoMode::Uring => match uring_probe() {
                 Ok(()) => true,
                 Err(e) => return Err(format!("turn.io = \"uring\", but io_uring is unavailable here: {e}")),
             },
-            "mmsg" | "epoll" => false,
-            other => return Err(format!("turn.io: unknown I/O path {other:?}: expected auto, uring or mmsg")),
+            IoMode::Mmsg => false,
         };
         let quotas = Arc::new(Quotas::new(config.user_quota, config.total_quota));
         let stop = Arc::new(AtomicBool::new(false));

@@ -46,11 +46,6 @@ const RECV_TAILROOM: usize = 8;
 const SEND_SLOTS: usize = 512;
 const SEND_SLOT_BYTES: usize = 2048;
 
-/// Whether this kernel has what the path needs.
-pub(super) fn available() -> bool {
-    sluice_dataplane::runtime::uring_probe().is_ok()
-}
-
 /// One worker's ring. Made on the worker's own thread (it is single-issuer).
 pub(super) struct Ring {
     // Dropped first: the kernel stops using the buffers before they go.
