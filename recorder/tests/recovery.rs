@@ -112,6 +112,12 @@ async fn interrupted_recordings_finish_from_their_spool_and_uploads_resume() {
         b"uploaded before the crash",
         "a stored file is not uploaded again"
     );
+    // Removed right after the status is committed (never before: a crash in between must not lose it), so a
+    // moment after the test sees `ready`.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while spool.dir().exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert!(!spool.dir().exists(), "the spool is removed once the recording is stored");
     let lost = wait_for(store.as_ref(), "r_lost", RecordingStatus::Failed).await;
     assert!(lost.status_reason.unwrap().contains("spool is gone"));
