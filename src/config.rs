@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
-use sluice_controlplane::config::{AuthConfig, DatabaseConfig, DataplaneConfig, HttpConfig, StorageConfig};
+use sluice_controlplane::config::{
+    AccessConfig, AuthConfig, DatabaseConfig, DataplaneConfig, HttpConfig, LimitsConfig, StorageConfig,
+};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -17,6 +19,10 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub log: LogConfig,
     pub http: HttpConfig,
+    /// Who may create meetings, join them by link and read metrics.
+    pub access: AccessConfig,
+    /// Request rates and open signaling sessions.
+    pub limits: LimitsConfig,
     pub database: DatabaseConfig,
     pub storage: StorageConfig,
     pub auth: AuthConfig,
@@ -31,6 +37,8 @@ impl Default for Config {
             data_dir: PathBuf::from("sluice-data"),
             log: LogConfig::default(),
             http: HttpConfig::default(),
+            access: AccessConfig::default(),
+            limits: LimitsConfig::default(),
             database: DatabaseConfig::default(),
             storage: StorageConfig::default(),
             auth: AuthConfig::default(),

@@ -57,6 +57,8 @@ enum Command {
     Migrate(DatabaseArgs),
     /// Mint a meeting token for scripts and tests, signed with the server's secret.
     Token(TokenArgs),
+    /// Create, list and revoke API keys for applications (kept hashed in the database).
+    Apikey(ApikeyArgs),
     /// Benchmarks and the load generator (figures as ratios measured side by side in one run).
     Bench(BenchArgs),
 }
@@ -247,6 +249,10 @@ struct ServeArgs {
     io: Option<String>,
     #[command(flatten)]
     database: DatabaseArgs,
+    /// Serve HTTPS with a certificate generated for this machine (kept in the data directory; browsers warn),
+    /// for a quick trial on a LAN; prints its fingerprint [config: http.self_signed].
+    #[arg(long)]
+    self_signed: bool,
     /// Print the effective configuration (secrets hidden) and exit.
     #[arg(long)]
     print_config: bool,
@@ -261,13 +267,49 @@ struct DatabaseArgs {
 }
 
 #[derive(Debug, Args)]
+struct ApikeyArgs {
+    #[command(subcommand)]
+    action: ApikeyAction,
+    #[command(flatten)]
+    database: DatabaseArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum ApikeyAction {
+    /// Make a key and print it once (only its hash is kept).
+    Create {
+        /// What the key is for, shown in logs and listings.
+        #[arg(long)]
+        name: String,
+        /// create_meetings, mint_tokens, read_analytics, operate (repeat or separate with commas).
+        #[arg(long = "scope", value_delimiter = ',', required = true, value_parser = parse_scope)]
+        scopes: Vec<sluice_controlplane::apikeys::Scope>,
+    },
+    /// Every key with its scopes, creation and revocation times (never a secret).
+    List,
+    /// Stop a key at once, on every node sharing the database.
+    Revoke {
+        /// The key's id (`sk_<id>_...`), or the whole key.
+        id: String,
+    },
+}
+
+fn parse_scope(s: &str) -> Result<sluice_controlplane::apikeys::Scope, String> {
+    sluice_controlplane::apikeys::Scope::parse(s)
+}
+
+#[derive(Debug, Args)]
 struct TokenArgs {
     /// The meeting the token admits to.
-    #[arg(long, value_name = "ID")]
-    meeting: String,
+    #[arg(long, value_name = "ID", required_unless_present = "creator")]
+    meeting: Option<String>,
+    /// A creator token instead: it admits to no meeting and lets its holder create meetings under
+    /// `access.create_meetings = "creator_token"`.
+    #[arg(long, conflicts_with_all = ["meeting", "role"])]
+    creator: bool,
     /// host, participant, viewer or recorder.
-    #[arg(long, default_value = "participant", value_parser = parse_role)]
-    role: Role,
+    #[arg(long, value_parser = parse_role)]
+    role: Option<Role>,
     /// Display name shown to others.
     #[arg(long, default_value = "Guest")]
     name: String,
@@ -336,9 +378,13 @@ fn load_config(cli: &Cli) -> Result<Config, String> {
             if let Some(io) = &args.io {
                 overrides.push(("dataplane.io", io.clone().into()));
             }
+            if args.self_signed {
+                overrides.push(("http.self_signed", true.into()));
+            }
             args.database.database_url.as_ref()
         }
         Command::Migrate(args) => args.database_url.as_ref(),
+        Command::Apikey(args) => args.database.database_url.as_ref(),
         _ => None,
     };
     if let Some(url) = database_url {
@@ -374,16 +420,21 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Token(args) => {
             let tokens = Tokens::from_config(&config.auth, &data_dir)?;
-            let token = tokens.mint(&TokenRequest {
-                meeting_id: args.meeting,
-                user_id: args.user.unwrap_or_else(|| ids::prefixed("u")),
-                name: args.name,
-                role: args.role,
-                ttl_secs: args.ttl,
-            });
+            let user_id = args.user.unwrap_or_else(|| ids::prefixed("u"));
+            let token = match args.meeting {
+                Some(meeting_id) if !args.creator => tokens.mint(&TokenRequest {
+                    meeting_id,
+                    user_id,
+                    name: args.name,
+                    role: args.role.unwrap_or(Role::Participant),
+                    ttl_secs: args.ttl,
+                }),
+                _ => tokens.mint_creator(&user_id, args.ttl),
+            };
             println!("{token}");
             Ok(())
         }
+        Command::Apikey(args) => apikey(args.action, &config, &data_dir).await,
         Command::Sfu => not_in_this_build("sfu", "the media dataplane"),
         Command::Turn => run_turn(&config, &data_dir).await,
         Command::Recorder => run_recorder(&config, &data_dir).await,
@@ -393,6 +444,36 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             tokio::task::spawn_blocking(move || bench_turn(&args)).await?
         }
     }
+}
+
+/// `sluice apikey create|list|revoke`, on the configured database.
+async fn apikey(action: ApikeyAction, config: &Config, data_dir: &std::path::Path) -> anyhow::Result<()> {
+    use sluice_controlplane::apikeys;
+    let store = store::open(&config.database.store_options(), data_dir).await?;
+    match action {
+        ApikeyAction::Create { name, scopes } => {
+            let new = apikeys::generate(&name, &scopes).map_err(anyhow::Error::msg)?;
+            store.create_api_key(&new.row).await?;
+            eprintln!(
+                "API key {} ({}) created with scopes {}; it is shown once, keep it:",
+                new.row.id, new.row.name, new.row.scopes
+            );
+            println!("{}", new.key);
+        }
+        ApikeyAction::List => {
+            for row in store.api_keys().await? {
+                println!("{}", serde_json::to_string(&apikeys::KeyListing::from(row))?);
+            }
+        }
+        ApikeyAction::Revoke { id } => {
+            let id = id.strip_prefix("sk_").map_or(id.as_str(), |rest| rest.split('_').next().unwrap_or(rest));
+            if !store.revoke_api_key(id, store::now()).await? {
+                anyhow::bail!("no unrevoked API key has the id {id:?} (sluice apikey list shows them)");
+            }
+            println!("API key {id} revoked");
+        }
+    }
+    Ok(())
 }
 
 fn bench_fanout(args: &FanoutArgs) -> anyhow::Result<()> {
@@ -585,9 +666,20 @@ fn not_in_this_build(command: &str, what: &str) -> anyhow::Result<()> {
     )
 }
 
-async fn serve(config: Config, data_dir: PathBuf) -> anyhow::Result<()> {
+async fn serve(mut config: Config, data_dir: PathBuf) -> anyhow::Result<()> {
     tracing::info!(data_dir = %data_dir.display(), "starting sluice serve");
+    let tls_files = https_files(&config, &data_dir)?;
+    // TURN over TLS shares the web certificate unless it has its own.
+    if let Some(files) = &tls_files
+        && config.turn.tls_cert_file.as_os_str().is_empty()
+    {
+        config.turn.tls_cert_file = files.cert.clone();
+        config.turn.tls_key_file = files.key.clone();
+    }
     let mut services = Services::open(&config.database, &config.storage, &config.auth, &data_dir).await?;
+    services.access = config.access.clone();
+    services.limits = config.limits.clone();
+    services.tls_files = tls_files;
     let dataplane = Arc::new(start_dataplane(&config)?);
     services.dataplane = Some(Arc::clone(&dataplane));
     services.announce = config.dataplane.announce.clone();
@@ -602,6 +694,9 @@ async fn serve(config: Config, data_dir: PathBuf) -> anyhow::Result<()> {
     let pump = spawn_event_pump(Arc::clone(&dataplane), server.signaling());
     tracing::info!(addr = %server.local_addr(), "HTTP listening");
     println!("Sluice is ready: open {}/ in a browser (HTTP API on {})", server.public_url(), server.local_addr());
+    if let Some(ops) = server.ops_addr() {
+        println!("Metrics and health on http://{ops}/metrics (http.ops_listen)");
+    }
     server.run(shutdown_signal()).await?;
     tracing::info!("HTTP stopped; stopping the dataplane");
     let late = tokio::task::spawn_blocking(move || dataplane.stop(DATAPLANE_STOP_TIMEOUT)).await?;
@@ -616,6 +711,45 @@ async fn serve(config: Config, data_dir: PathBuf) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The certificate `http.listen` serves: the configured files, a self-signed pair kept in the data directory
+/// (`--self-signed`, its fingerprint printed), or none (plain HTTP).
+fn https_files(
+    config: &Config,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<Option<sluice_controlplane::tls::TlsFiles>> {
+    use sluice_controlplane::tls::{self, TlsFiles};
+    let http = &config.http;
+    if !http.tls_cert_file.as_os_str().is_empty() || !http.tls_key_file.as_os_str().is_empty() {
+        let files = TlsFiles { cert: http.tls_cert_file.clone(), key: http.tls_key_file.clone() };
+        files.server_config()?;
+        return Ok(Some(files));
+    }
+    if !http.self_signed {
+        return Ok(None);
+    }
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    let listen = http.listen.ip();
+    if listen.is_unspecified() {
+        names.extend(sluice_turn::runtime::machine_addresses().iter().map(|ip| ip.to_string()));
+    } else {
+        names.push(listen.to_string());
+    }
+    if let Some(host) = http.public_url.split("://").nth(1).and_then(|rest| rest.split(['/', ':']).next())
+        && !host.is_empty()
+    {
+        names.push(host.trim_matches(['[', ']']).to_string());
+    }
+    names.sort();
+    names.dedup();
+    let (files, fingerprint) = tls::self_signed(&data_dir.join("self-signed"), &names)?;
+    tracing::warn!(%fingerprint, cert = %files.cert.display(), "serving HTTPS with a self-signed certificate");
+    eprintln!(
+        "sluice: HTTPS with a self-signed certificate ({}); browsers will warn: check that it shows SHA-256 {fingerprint}",
+        files.cert.display()
+    );
+    Ok(Some(files))
 }
 
 /// Starts the relay. Embedded in `serve`, the SFU's own media ports are allowed peers (those ports only, not

@@ -588,6 +588,78 @@ fn a_rejoin_with_the_same_name_works_and_a_bad_token_is_refused() {
     });
 }
 
+/// The strict profile over HTTPS, as a public deployment runs it: an application creates the meeting with its
+/// API key and mints each person an invitation; the browsers open those links over `https://` and signal over
+/// `wss://` (the certificate is the server's self-signed one, which only this test's browsers are told to accept).
+#[test]
+fn a_meeting_over_https_with_application_invitations() {
+    in_fresh_netns("a_meeting_over_https_with_application_invitations", async || {
+        let dir = tempfile::tempdir().unwrap();
+        let strict = [("SLUICE_ACCESS__CREATE_MEETINGS", "api_key"), ("SLUICE_ACCESS__JOIN_BY_LINK", "token_only")];
+        let out = Command::new(BIN)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["apikey", "create", "--name", "e2e app", "--scope", "create_meetings,mint_tokens"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        let mut env = strict.to_vec();
+        env.insert(0, ("SLUICE_DATAPLANE__BASE_PORT", "0"));
+        let (_server, line) =
+            spawn_sluice(None, dir.path(), &["serve", "--listen", "127.0.0.1:0", "--self-signed"], &env);
+        assert!(line.starts_with("Sluice is ready: open https://"), "{line}");
+        let base = format!("https://{}", line.rsplit("HTTP API on ").next().unwrap().trim_end_matches(')'));
+        let api = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
+        let created: Value = api
+            .post(format!("{base}/meetings"))
+            .bearer_auth(&key)
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = created["meeting"]["id"].as_str().expect("a meeting").to_string();
+        let invite = async |name: &str| -> String {
+            let minted: Value = api
+                .post(format!("{base}/meetings/{id}/tokens"))
+                .bearer_auth(&key)
+                .json(&json!({"name": name}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            minted["join_url"].as_str().unwrap_or_else(|| panic!("an invitation: {minted}")).to_string()
+        };
+        let (_chromedriver, driver) = start_chromedriver().await;
+        let trusting = ["--ignore-certificate-errors".to_string()];
+        let ivy = Browser::launch_with(&driver, &trusting).await;
+        ivy.goto(&invite("Ivy").await).await;
+        let jon = Browser::launch_with(&driver, &trusting).await;
+        jon.goto(&invite("Jon").await).await;
+        wait_decoding(&ivy, "Ivy", 1, 1).await;
+        wait_decoding(&jon, "Jon", 1, 1).await;
+        let page =
+            ivy.eval("return [location.protocol, location.hash, window.sluiceApp.client.signalingUrl || '']").await;
+        assert_eq!(page[0], "https:", "{page}");
+        assert_eq!(page[1], "", "the token is taken out of the address bar: {page}");
+        assert!(page[2].as_str().unwrap().starts_with("wss://"), "{page}");
+
+        // The same link without its token: the page says joining by link is off, and nothing connects.
+        let kim = Browser::launch_with(&driver, &trusting).await;
+        kim.goto(&format!("{base}/m/{id}?name=Kim")).await;
+        wait_true(&kim, "Kim is told why", "return document.body.innerText.includes('joining by the meeting')").await;
+        assert!(decoding_videos(&kim.inbound().await) == 0);
+        ivy.close().await;
+        jon.close().await;
+        kim.close().await;
+    });
+}
+
 #[test]
 fn a_vanished_participant_is_removed_within_seconds() {
     in_fresh_netns("a_vanished_participant_is_removed_within_seconds", async || {

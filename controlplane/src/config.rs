@@ -1,7 +1,8 @@
 //! The control plane's sections of the configuration file. The binary composes them with the other components'
 //! sections into one `Config` (TOML file < `SLUICE_*` environment < flags).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -19,6 +20,24 @@ pub struct HttpConfig {
     pub body_limit_bytes: usize,
     /// A request that takes longer is answered 408.
     pub request_timeout_secs: u64,
+    /// PEM certificate chain and private key: with both set, `listen` speaks HTTPS (and WSS) only. Reloaded on
+    /// SIGHUP and when either file changes.
+    pub tls_cert_file: PathBuf,
+    pub tls_key_file: PathBuf,
+    /// Serve HTTPS with a certificate generated for this machine (kept in `<data_dir>/self-signed/`), for a
+    /// quick trial on a LAN; browsers warn about it. `sluice serve --self-signed`.
+    pub self_signed: bool,
+    /// With TLS on: a second, plain-HTTP listener that answers every request with a redirect to the HTTPS
+    /// URL. Empty: none.
+    pub redirect_listen: String,
+    /// With TLS on: `Strict-Transport-Security: max-age=<this>` on every response; 0 sends none.
+    pub hsts_max_age_secs: u64,
+    /// A separate listener for `/metrics`, `/healthz` and `/readyz` (an address only the monitoring network
+    /// reaches). When set, `/metrics` is not served on `listen`. Empty: none.
+    pub ops_listen: String,
+    /// Reverse proxies whose `X-Forwarded-For` is believed: a request from one of these addresses is counted
+    /// against the client address the proxy names. Empty: the peer address is the source.
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 impl Default for HttpConfig {
@@ -28,23 +47,130 @@ impl Default for HttpConfig {
             public_url: String::new(),
             body_limit_bytes: 1 << 20,
             request_timeout_secs: 30,
+            tls_cert_file: PathBuf::new(),
+            tls_key_file: PathBuf::new(),
+            self_signed: false,
+            redirect_listen: String::new(),
+            hsts_max_age_secs: 365 * 24 * 3600,
+            ops_listen: String::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
 
 impl HttpConfig {
-    /// `public_url`, or `http://<listen>` with an unspecified address replaced by loopback.
+    /// Whether `listen` speaks TLS.
+    pub fn tls(&self) -> bool {
+        self.self_signed || !self.tls_cert_file.as_os_str().is_empty() || !self.tls_key_file.as_os_str().is_empty()
+    }
+
+    /// `public_url`, or `http(s)://<listen>` with an unspecified address replaced by loopback.
     pub fn public_url(&self, bound: SocketAddr) -> String {
         if !self.public_url.is_empty() {
             return self.public_url.trim_end_matches('/').to_string();
         }
+        let scheme = if self.tls() { "https" } else { "http" };
         let host = match bound.ip() {
             ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_string(),
             ip if ip.is_unspecified() => "[::1]".to_string(),
             std::net::IpAddr::V6(v6) => format!("[{v6}]"),
             ip => ip.to_string(),
         };
-        format!("http://{host}:{}", bound.port())
+        format!("{scheme}://{host}:{}", bound.port())
+    }
+
+    /// An optional listener address (`redirect_listen`, `ops_listen`): empty is none; anything else must parse.
+    pub fn optional_addr(key: &str, value: &str) -> Result<Option<SocketAddr>, String> {
+        if value.trim().is_empty() {
+            return Ok(None);
+        }
+        value
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|e| format!("http.{key} {value:?} is not an address like 0.0.0.0:80: {e}"))
+    }
+}
+
+/// Who may create meetings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CreatePolicy {
+    /// Anyone who reaches the HTTP API (the embedded default: a laptop, a trial).
+    Anyone,
+    /// Holders of an API key with the `create_meetings` scope.
+    ApiKey,
+    /// Holders of a creator token (`sluice token --creator`, or `POST /creator-tokens` with a `mint_tokens` key),
+    /// or of an API key with the `create_meetings` scope.
+    CreatorToken,
+}
+
+/// Who may join a meeting by its link alone (`POST /meetings/{id}/join`, what the web page does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JoinPolicy {
+    /// Anyone with the link gets a participant token.
+    Anyone,
+    /// Only a token an application minted (with the token secret, or through `POST /meetings/{id}/tokens` or
+    /// `POST /meetings/{id}/join` with a `mint_tokens` key) admits; the link alone is refused.
+    TokenOnly,
+}
+
+/// Who may read `/metrics` on the public listener (with `http.ops_listen` set it is not served there at all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricsPolicy {
+    Public,
+    /// An API key with the `operate` scope.
+    Key,
+}
+
+/// The access policies: who may create meetings, join them, and read metrics. The defaults are the embedded,
+/// zero-configuration behaviour; `docs/security.md` has the production profile.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccessConfig {
+    pub create_meetings: CreatePolicy,
+    pub join_by_link: JoinPolicy,
+    pub metrics: MetricsPolicy,
+}
+
+impl Default for AccessConfig {
+    fn default() -> Self {
+        AccessConfig {
+            create_meetings: CreatePolicy::Anyone,
+            join_by_link: JoinPolicy::Anyone,
+            metrics: MetricsPolicy::Public,
+        }
+    }
+}
+
+/// Request limits on the HTTP API and signaling. A rate of 0 turns that limit off.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Requests per second per source address (every HTTP request, WebSocket upgrades included), and the burst
+    /// allowed above it. Requests with a valid API key count against the key instead.
+    pub per_source_per_sec: u32,
+    pub per_source_burst: u32,
+    /// Requests per second per API key, and the burst.
+    pub per_key_per_sec: u32,
+    pub per_key_burst: u32,
+    /// Signaling WebSockets open at once, in all, and from one source address.
+    pub signaling_sessions_max: usize,
+    pub signaling_sessions_per_source_max: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            per_source_per_sec: 50,
+            per_source_burst: 500,
+            per_key_per_sec: 200,
+            per_key_burst: 2000,
+            signaling_sessions_max: 20_000,
+            signaling_sessions_per_source_max: 1_000,
+        }
     }
 }
 

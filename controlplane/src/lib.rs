@@ -1,6 +1,7 @@
 //! Sluice's control plane: the HTTP API, meetings, tokens, the durable [`store::Store`] and object storage
 //! ([`blobs::Blobs`]). It runs on tokio and never touches a media packet; the dataplane workers do that.
 
+pub mod apikeys;
 pub mod blobs;
 pub mod config;
 pub mod fuzz;
@@ -11,6 +12,7 @@ pub mod sdp;
 pub mod server;
 pub mod signaling;
 pub mod store;
+pub mod tls;
 pub mod tokens;
 
 /// The innermost cause of an error chain: drivers wrap the useful words ("connection refused") deep inside.

@@ -7,13 +7,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use axum::http::HeaderValue;
 
 use crate::blobs::{BlobError, Blobs};
-use crate::config::{AuthConfig, DatabaseConfig, HttpConfig, StorageConfig};
-use crate::http::{self, AppState};
+use crate::config::{AccessConfig, AuthConfig, DatabaseConfig, HttpConfig, LimitsConfig, StorageConfig};
+use crate::http::limits::Limits;
+use crate::http::{self, AppState, Policy};
 use crate::signaling::Signaling;
 use crate::store::{self, Store, StoreError};
+use crate::tls::TlsFiles;
 use crate::tokens::{TokenError, Tokens};
 
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +28,10 @@ pub enum StartError {
     Tokens(#[from] TokenError),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// The control plane's durable services, opened and checked.
@@ -44,6 +50,11 @@ pub struct Services {
     pub turn: Option<Arc<sluice_turn::runtime::TurnRuntime>>,
     /// The recorder, when this deployment records.
     pub recorder: Option<Arc<dyn crate::recording::RecorderHandle>>,
+    /// Who may create and join meetings, and read metrics.
+    pub access: AccessConfig,
+    pub limits: LimitsConfig,
+    /// The certificate `http.listen` serves, when it speaks TLS (`http.tls_cert_file`, or `--self-signed`).
+    pub tls_files: Option<TlsFiles>,
 }
 
 impl Services {
@@ -67,27 +78,83 @@ impl Services {
             ice: None,
             turn: None,
             recorder: None,
+            access: AccessConfig::default(),
+            limits: LimitsConfig::default(),
+            tls_files: None,
         })
     }
 }
 
-/// A bound HTTP listener and the state behind it; `run` serves until `shutdown` resolves.
+/// The bound HTTP listeners and the state behind them; `run` serves until `shutdown` resolves.
 #[derive(Debug)]
 pub struct HttpServer {
-    listener: TcpListener,
+    listener: std::net::TcpListener,
+    /// With TLS: the certificate in use (reloadable) and where it comes from.
+    tls: Option<(axum_server::tls_rustls::RustlsConfig, TlsFiles)>,
+    /// With TLS: a plain listener on loopback that this process's own clients (the recorder) use.
+    internal: Option<std::net::TcpListener>,
+    redirect: Option<std::net::TcpListener>,
+    ops: Option<std::net::TcpListener>,
     state: Arc<AppState>,
     config: HttpConfig,
+}
+
+/// How long a stop waits for requests in flight.
+const GRACEFUL_STOP: Duration = Duration::from_secs(5);
+
+fn bind_std(key: &str, addr: SocketAddr) -> Result<std::net::TcpListener, StartError> {
+    let listener = std::net::TcpListener::bind(addr).map_err(|source| StartError::Listen {
+        addr,
+        source: std::io::Error::new(source.kind(), format!("{key}: {source}")),
+    })?;
+    listener.set_nonblocking(true).map_err(|source| StartError::Listen { addr, source })?;
+    Ok(listener)
 }
 
 impl HttpServer {
     pub async fn bind(config: &HttpConfig, services: Services) -> Result<HttpServer, StartError> {
         let addr = config.listen;
-        let listener = TcpListener::bind(addr).await.map_err(|source| StartError::Listen { addr, source })?;
+        let listener = bind_std("http.listen", addr)?;
         let bound = listener.local_addr().map_err(|source| StartError::Listen { addr, source })?;
+        let tls = match &services.tls_files {
+            Some(files) => {
+                let server_config = files.server_config()?;
+                Some((axum_server::tls_rustls::RustlsConfig::from_config(server_config), files.clone()))
+            }
+            None if config.tls() => {
+                return Err(StartError::Tls(crate::tls::TlsError {
+                    key: "http.tls_cert_file",
+                    path: config.tls_cert_file.display().to_string(),
+                    reason: "TLS is configured but no certificate was loaded".into(),
+                }));
+            }
+            None => None,
+        };
+        let optional = |key: &str, value: &str| -> Result<Option<std::net::TcpListener>, StartError> {
+            let addr = HttpConfig::optional_addr(key, value).map_err(StartError::Config)?;
+            addr.map(|a| bind_std(&format!("http.{key}"), a)).transpose()
+        };
+        let ops = optional("ops_listen", &config.ops_listen)?;
+        let redirect = if tls.is_some() { optional("redirect_listen", &config.redirect_listen)? } else { None };
+        let internal = match &tls {
+            Some(_) => Some(bind_std("the internal loopback listener", SocketAddr::from(([127, 0, 0, 1], 0)))?),
+            None => None,
+        };
+        let local_url = match &internal {
+            Some(l) => {
+                HttpConfig::default().public_url(l.local_addr().map_err(|source| StartError::Listen { addr, source })?)
+            }
+            None => HttpConfig::default().public_url(bound),
+        };
         let signaling = Arc::new(
             Signaling::new(Arc::clone(&services.store), services.dataplane.clone(), &services.announce)
                 .with_ice_servers(services.ice.clone()),
         );
+        let limits = Arc::new(Limits::new(&services.limits));
+        Limits::spawn_sweeper(&limits);
+        let hsts = (tls.is_some() && config.hsts_max_age_secs > 0).then(|| {
+            HeaderValue::from_str(&format!("max-age={}", config.hsts_max_age_secs)).expect("digits are a header value")
+        });
         let state = Arc::new(AppState {
             signaling,
             store: services.store,
@@ -97,14 +164,26 @@ impl HttpServer {
             dataplane: services.dataplane,
             turn: services.turn,
             public_url: config.public_url(bound),
-            local_url: HttpConfig::default().public_url(bound),
+            local_url,
             recorder: services.recorder,
+            policy: Policy {
+                access: services.access,
+                limits,
+                trusted_proxies: config.trusted_proxies.clone(),
+                hsts,
+                metrics_elsewhere: ops.is_some(),
+            },
         });
-        Ok(HttpServer { listener, state, config: config.clone() })
+        Ok(HttpServer { listener, tls, internal, redirect, ops, state, config: config.clone() })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// Where `http.ops_listen` listens, when set.
+    pub fn ops_addr(&self) -> Option<SocketAddr> {
+        self.ops.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// Signaling, for the dataplane's event pump.
@@ -117,7 +196,51 @@ impl HttpServer {
     }
 
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        let app = http::router(self.state, &self.config);
-        axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await
+        let handle = axum_server::Handle::new();
+        let app =
+            http::router(Arc::clone(&self.state), &self.config).into_make_service_with_connect_info::<SocketAddr>();
+        let mut extra = tokio::task::JoinSet::new();
+        if let Some(ops) = self.ops {
+            let ops_app = http::ops_router(Arc::clone(&self.state)).into_make_service();
+            let server = axum_server::from_tcp(ops)?.handle(handle.clone());
+            extra.spawn(async move { server.serve(ops_app).await });
+        }
+        if let Some(redirect) = self.redirect {
+            let target = self.state.public_url.clone();
+            let redirect_app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+                let target = target.clone();
+                async move {
+                    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+                    axum::response::Redirect::permanent(&format!("{target}{path}"))
+                }
+            });
+            let server = axum_server::from_tcp(redirect)?.handle(handle.clone());
+            extra.spawn(async move { server.serve(redirect_app.into_make_service()).await });
+        }
+        if let Some(internal) = self.internal {
+            let server = axum_server::from_tcp(internal)?.handle(handle.clone());
+            let app = app.clone();
+            extra.spawn(async move { server.serve(app).await });
+        }
+        let stopper = handle.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            stopper.graceful_shutdown(Some(GRACEFUL_STOP));
+        });
+        let main = match self.tls {
+            Some((live, files)) => {
+                let reloader = crate::tls::spawn_reloader(files, live.clone());
+                let served = axum_server::from_tcp_rustls(self.listener, live)?.handle(handle).serve(app).await;
+                reloader.abort();
+                served
+            }
+            None => axum_server::from_tcp(self.listener)?.handle(handle).serve(app).await,
+        };
+        while let Some(done) = extra.join_next().await {
+            if let Ok(Err(e)) = done {
+                tracing::warn!(error = %e, "an extra HTTP listener failed");
+            }
+        }
+        main
     }
 }

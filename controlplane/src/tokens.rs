@@ -73,6 +73,22 @@ pub struct Claims {
     pub exp: i64,
 }
 
+/// A creator token: lets its holder create meetings under `access.create_meetings = "creator_token"`. It admits
+/// to no meeting (it has no `mid`), and a meeting token is no creator token (it has no `kind`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatorClaims {
+    pub iss: String,
+    /// Who the application vouches for; written into the meetings' logs.
+    pub sub: String,
+    /// Always [`CREATOR_KIND`].
+    pub kind: String,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+}
+
+pub const CREATOR_KIND: &str = "creator";
+
 /// What to put in a new token.
 #[derive(Debug, Clone)]
 pub struct TokenRequest {
@@ -195,6 +211,39 @@ impl Tokens {
     }
 }
 
+impl Tokens {
+    /// A creator token for `user_id`, valid for `ttl_secs` (or the configured lifetime).
+    pub fn mint_creator(&self, user_id: &str, ttl_secs: Option<u64>) -> String {
+        let now = Utc::now().timestamp();
+        let ttl = ttl_secs.unwrap_or(self.ttl_secs).min(i64::MAX as u64 / 2) as i64;
+        let claims = CreatorClaims {
+            iss: self.issuer.clone(),
+            sub: user_id.to_string(),
+            kind: CREATOR_KIND.to_string(),
+            iat: now,
+            nbf: now,
+            exp: now.saturating_add(ttl),
+        };
+        encode(&Header::new(self.algorithm), &claims, &self.encoding).expect("signing our own CreatorClaims")
+    }
+
+    /// Checks a creator token's signature, issuer, times and kind.
+    pub fn verify_creator(&self, token: &str) -> Result<CreatorClaims, TokenError> {
+        use jsonwebtoken::errors::ErrorKind;
+        let claims = decode::<CreatorClaims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+                _ => TokenError::Invalid(e.to_string()),
+            })?
+            .claims;
+        if claims.kind != CREATOR_KIND {
+            return Err(TokenError::Invalid("not a creator token".into()));
+        }
+        Ok(claims)
+    }
+}
+
 fn validation(algorithm: Algorithm, issuer: &str) -> Validation {
     let mut validation = Validation::new(algorithm);
     validation.set_issuer(&[issuer]);
@@ -283,6 +332,18 @@ mod tests {
         assert!(from_config.verify(&token, "m1").is_ok());
         let bad = AuthConfig { algorithm: "RS256".into(), ..AuthConfig::default() };
         assert!(Tokens::from_config(&bad, dir.path()).unwrap_err().to_string().contains("HS256 or EdDSA"));
+    }
+
+    #[test]
+    fn creator_and_meeting_tokens_are_not_interchangeable() {
+        let t = tokens();
+        let creator = t.mint_creator("app-user-7", None);
+        assert_eq!(t.verify_creator(&creator).unwrap().sub, "app-user-7");
+        assert!(matches!(t.verify(&creator, "m1"), Err(TokenError::Invalid(_))), "a creator token admits nowhere");
+        let meeting = t.mint(&request(Role::Host));
+        assert!(matches!(t.verify_creator(&meeting), Err(TokenError::Invalid(_))), "a host token creates nothing");
+        let other = Tokens::new(&[8u8; 32], "sluice", 3600).unwrap();
+        assert!(other.verify_creator(&creator).is_err(), "signed with another secret");
     }
 
     #[test]

@@ -57,6 +57,7 @@ both_backends!(
     analytics_events_keep_their_json,
     chat_pages_by_id,
     concurrent_writes_all_land,
+    api_keys_verify_until_revoked,
 );
 
 fn meeting(id: &str) -> Meeting {
@@ -244,4 +245,33 @@ async fn concurrent_writes_all_land(store: &dyn Store) {
         result.unwrap();
     }
     assert_eq!(store.participants("m-x", true).await.unwrap().len(), 32);
+}
+
+/// A key verifies against what the store keeps (only its hash), and stops at once when revoked.
+async fn api_keys_verify_until_revoked(store: &dyn Store) {
+    use sluice_controlplane::apikeys::{self, KeyError, Scope};
+    let new = apikeys::generate("portal", &[Scope::CreateMeetings, Scope::MintTokens]).unwrap();
+    store.create_api_key(&new.row).await.unwrap();
+    let other = apikeys::generate("monitoring", &[Scope::Operate]).unwrap();
+    store.create_api_key(&other.row).await.unwrap();
+    assert!(matches!(store.create_api_key(&new.row).await, Err(StoreError::Conflict(_))));
+
+    let stored = store.api_key(&new.row.id).await.unwrap().unwrap();
+    assert_eq!(stored, new.row, "read back as written");
+    assert!(!stored.secret_hash.is_empty() && !new.key.contains(&stored.secret_hash));
+    let key = apikeys::verify(store, &new.key).await.unwrap();
+    assert_eq!((key.name.as_str(), key.allows(Scope::MintTokens), key.allows(Scope::Operate)), ("portal", true, false));
+    let last = if new.key.ends_with('x') { 'y' } else { 'x' };
+    let wrong_secret = format!("{}{last}", &new.key[..new.key.len() - 1]);
+    assert!(matches!(apikeys::verify(store, &wrong_secret).await, Err(KeyError::Unknown(_))));
+
+    let listed: Vec<String> = store.api_keys().await.unwrap().into_iter().map(|k| k.name).collect();
+    assert_eq!(listed.len(), 2);
+    assert!(listed.contains(&"portal".to_string()) && listed.contains(&"monitoring".to_string()));
+
+    assert!(store.revoke_api_key(&new.row.id, now()).await.unwrap());
+    assert!(!store.revoke_api_key(&new.row.id, now()).await.unwrap(), "once");
+    assert!(!store.revoke_api_key("nosuchkey123", now()).await.unwrap());
+    assert!(matches!(apikeys::verify(store, &new.key).await, Err(KeyError::Revoked(_))));
+    assert!(apikeys::verify(store, &other.key).await.is_ok(), "another key is untouched");
 }

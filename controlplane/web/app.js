@@ -6,6 +6,13 @@ const $ = (id) => document.getElementById(id);
 const meetingId = decodeURIComponent(location.pathname.split('/m/')[1] || '').split('/')[0];
 const params = new URLSearchParams(location.search);
 const tokenKey = `sluice.token.${meetingId}`;
+// An invitation from an application carries its token in the fragment (`#token=...`), which the browser never
+// sends to a server: keep it for this tab and take it out of the address bar.
+const invited = new URLSearchParams(location.hash.slice(1)).get('token');
+if (invited) {
+  sessionStorage.setItem(tokenKey, invited);
+  history.replaceState(null, '', location.pathname + location.search);
+}
 
 /** State the tests read through window.sluiceApp. */
 const app = { recorders: new Set(), client: null, joinStartedAt: null, firstFrameMs: {}, trackToFrameMs: {}, participants: new Map(), selfId: null, errors: [] };
@@ -97,6 +104,8 @@ async function token(name) {
 }
 
 async function enter(name) {
+  // A refused token (joining by link turned off, an ended meeting) is said in the lobby, before the meeting shows.
+  const participantToken = await token(name);
   $('lobby').hidden = true;
   $('meeting').hidden = false;
   app.joinStartedAt = performance.now();
@@ -106,7 +115,7 @@ async function enter(name) {
   // `?ice=relay` sends media only through the TURN relay (what a browser behind a strict firewall does).
   const iceTransportPolicy = params.get('ice') === 'relay' ? 'relay' : 'all';
   const client = new SluiceClient({
-    signalingUrl: `${scheme}://${location.host}/signaling`, meetingId, token: await token(name), videoCodec,
+    signalingUrl: `${scheme}://${location.host}/signaling`, meetingId, token: participantToken, videoCodec,
     iceTransportPolicy,
   });
   app.client = client;

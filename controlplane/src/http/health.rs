@@ -3,13 +3,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde_json::json;
 
 use super::AppState;
+use super::access::Caller;
+use super::error::ApiError;
+use crate::apikeys::Scope;
+use crate::config::MetricsPolicy;
 
 /// A dependency that takes longer than this to answer counts as not ready.
 const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
@@ -49,7 +53,27 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     (status, Json(body))
 }
 
-pub async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+/// `/metrics` on the public listener: absent when the operations listener serves it, or behind the `operate`
+/// scope when `access.metrics = "key"`.
+pub async fn metrics(State(state): State<Arc<AppState>>, Extension(caller): Extension<Caller>) -> Response {
+    if state.policy.metrics_elsewhere {
+        return ApiError::not_found("metrics are served on the operations listener (http.ops_listen), not here")
+            .into_response();
+    }
+    if state.policy.access.metrics == MetricsPolicy::Key
+        && let Err(e) = caller.key_with(Scope::Operate)
+    {
+        return e.into_response();
+    }
+    render_metrics(&state).into_response()
+}
+
+/// `/metrics` on the operations listener.
+pub async fn metrics_ops(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    render_metrics(&state)
+}
+
+fn render_metrics(state: &AppState) -> impl IntoResponse + use<> {
     let mut text = state.metrics.render();
     if let Some(rt) = &state.dataplane {
         rt.render_metrics(&mut text);

@@ -2,14 +2,17 @@
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
+use super::access::{Caller, bearer, host_claims};
 use super::error::ApiError;
 use super::json::JsonBody;
+use crate::apikeys::Scope;
+use crate::config::{CreatePolicy, JoinPolicy};
 use crate::ids;
 use crate::store::{Meeting, MeetingSettings, Role, now};
 use crate::tokens::TokenRequest;
@@ -45,8 +48,11 @@ pub struct MeetingView {
 
 pub async fn create(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<CreateMeeting>,
 ) -> Result<(StatusCode, Json<CreatedMeeting>), ApiError> {
+    let creator = may_create(&state, &caller, &headers)?;
     body.settings.validate().map_err(ApiError::bad_request)?;
     let host_name = display_name(body.host_name.as_deref().unwrap_or("Host"))?;
     let meeting = Meeting {
@@ -67,8 +73,32 @@ pub async fn create(
         ttl_secs: None,
     });
     let join_url = state.join_url(&meeting.id);
-    tracing::info!(meeting = %meeting.id, "meeting created");
+    tracing::info!(meeting = %meeting.id, by = %creator, source = %caller.source, "meeting created");
     Ok((StatusCode::CREATED, Json(CreatedMeeting { meeting, host_token, join_url })))
+}
+
+/// Whether this caller may create a meeting under `access.create_meetings`; who it is, for the log.
+fn may_create(state: &AppState, caller: &Caller, headers: &HeaderMap) -> Result<String, ApiError> {
+    match state.policy.access.create_meetings {
+        CreatePolicy::Anyone => Ok("anyone".into()),
+        CreatePolicy::ApiKey => Ok(format!("key {}", caller.key_with(Scope::CreateMeetings)?.id)),
+        CreatePolicy::CreatorToken => {
+            if caller.presents_key() {
+                return Ok(format!("key {}", caller.key_with(Scope::CreateMeetings)?.id));
+            }
+            let token = bearer(headers).ok_or_else(|| {
+                ApiError::unauthorized(
+                    "creating meetings needs a creator token or an API key with the create_meetings scope, as \
+                     Authorization: Bearer <credential>",
+                )
+            })?;
+            let claims = state
+                .tokens
+                .verify_creator(token)
+                .map_err(|e| ApiError::unauthorized(format!("the creator token is refused: {e}")))?;
+            Ok(format!("creator {}", claims.sub))
+        }
+    }
 }
 
 pub async fn get(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<MeetingView>, ApiError> {
@@ -118,12 +148,27 @@ pub struct JoinTicket {
     pub signaling_url: String,
 }
 
-/// `POST /meetings/{id}/join {name}`: a participant token for an open meeting.
+/// `POST /meetings/{id}/join {name}`: a participant token for an open meeting. Under
+/// `access.join_by_link = "token_only"` only an application with a `mint_tokens` key may ask.
 pub async fn join(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<JoinMeeting>,
 ) -> Result<Json<JoinTicket>, ApiError> {
+    if state.policy.access.join_by_link == JoinPolicy::TokenOnly {
+        if !caller.presents_key() {
+            return Err(ApiError {
+                status: StatusCode::FORBIDDEN,
+                code: "join_by_link_disabled",
+                message: "this server admits only people invited with a token: joining by the meeting's link \
+                          alone is turned off (access.join_by_link = \"token_only\"); ask the organiser for an \
+                          invitation link"
+                    .into(),
+            });
+        }
+        caller.key_with(Scope::MintTokens)?;
+    }
     let meeting = find(&state, &id).await?;
     if meeting.ended_at.is_some() {
         return Err(ApiError::gone(format!("meeting {id:?} has ended")));
@@ -136,26 +181,148 @@ pub async fn join(
         role: Role::Participant,
         ttl_secs: None,
     });
-    let signaling_url = format!("{}/signaling", state.public_url.replacen("http", "ws", 1));
+    let signaling_url = state.signaling_url();
     Ok(Json(JoinTicket { meeting_id: meeting.id, participant_token, role: Role::Participant, signaling_url }))
+}
+
+/// Tokens live at most this long, whatever is asked.
+const TOKEN_TTL_MAX_SECS: u64 = 30 * 24 * 3600;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MintToken {
+    /// Display name shown to the others.
+    pub name: String,
+    /// `host`, `participant` (the default) or `viewer`.
+    #[serde(default)]
+    pub role: Option<Role>,
+    /// The application's id for this person (`sub`); a random one when absent.
+    #[serde(default)]
+    pub user_id: Option<String>,
+    /// Lifetime; the configured one when absent, at most 30 days.
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MintedToken {
+    pub meeting_id: String,
+    pub token: String,
+    pub role: Role,
+    pub user_id: String,
+    pub signaling_url: String,
+    /// Opens the meeting in the web client with this token (the token rides in the fragment, which browsers
+    /// do not send to servers).
+    pub join_url: String,
+}
+
+/// `POST /meetings/{id}/tokens` with a `mint_tokens` key: a token for one person, as the application decides.
+pub async fn mint(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<MintToken>,
+) -> Result<(StatusCode, Json<MintedToken>), ApiError> {
+    let key = caller.key_with(Scope::MintTokens)?;
+    let meeting = find(&state, &id).await?;
+    if meeting.ended_at.is_some() {
+        return Err(ApiError::gone(format!("meeting {id:?} has ended")));
+    }
+    let name = display_name(&body.name)?;
+    let role = body.role.unwrap_or(Role::Participant);
+    if role == Role::Recorder {
+        return Err(ApiError::bad_request(
+            "role must be host, participant or viewer; recorder tokens are the server's",
+        ));
+    }
+    let user_id = match body.user_id {
+        Some(user) => user_id(&user)?,
+        None => ids::prefixed("u"),
+    };
+    let ttl = ttl(body.ttl_secs)?;
+    let token = state.tokens.mint(&TokenRequest {
+        meeting_id: meeting.id.clone(),
+        user_id: user_id.clone(),
+        name: name.clone(),
+        role,
+        ttl_secs: ttl,
+    });
+    tracing::info!(meeting = %meeting.id, key = %key.id, user = %user_id, role = role.as_str(), "token minted");
+    let join_url = format!("{}?name={}#token={token}", state.join_url(&meeting.id), percent_encode(&name));
+    let signaling_url = state.signaling_url();
+    Ok((
+        StatusCode::CREATED,
+        Json(MintedToken { meeting_id: meeting.id, token, role, user_id, signaling_url, join_url }),
+    ))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MintCreator {
+    /// Who the application vouches for; written into the server's log with each meeting created.
+    pub user_id: Option<String>,
+    pub ttl_secs: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MintedCreator {
+    pub creator_token: String,
+    pub user_id: String,
+}
+
+/// `POST /creator-tokens` with a `mint_tokens` key: a token that lets its holder create meetings under
+/// `access.create_meetings = "creator_token"` (an application hands it to its signed-in users' browsers).
+pub async fn mint_creator(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    JsonBody(body): JsonBody<MintCreator>,
+) -> Result<(StatusCode, Json<MintedCreator>), ApiError> {
+    let key = caller.key_with(Scope::MintTokens)?;
+    let user_id = match body.user_id {
+        Some(user) => user_id(&user)?,
+        None => ids::prefixed("u"),
+    };
+    let creator_token = state.tokens.mint_creator(&user_id, ttl(body.ttl_secs)?);
+    tracing::info!(key = %key.id, user = %user_id, "creator token minted");
+    Ok((StatusCode::CREATED, Json(MintedCreator { creator_token, user_id })))
+}
+
+fn ttl(asked: Option<u64>) -> Result<Option<u64>, ApiError> {
+    match asked {
+        Some(0) => Err(ApiError::bad_request("ttl_secs must be at least 1")),
+        Some(t) if t > TOKEN_TTL_MAX_SECS => {
+            Err(ApiError::bad_request(format!("ttl_secs must be at most {TOKEN_TTL_MAX_SECS} (30 days)")))
+        }
+        t => Ok(t),
+    }
+}
+
+/// An application's user id: 1 to 128 printable characters.
+fn user_id(raw: &str) -> Result<String, ApiError> {
+    if raw.is_empty() || raw.len() > 128 || raw.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(ApiError::bad_request("user_id must be 1 to 128 characters without spaces or control characters"));
+    }
+    Ok(raw.to_string())
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986), for a query value.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// `DELETE /meetings/{id}` with the host's token as `Authorization: Bearer`: ends the meeting for everyone.
 pub async fn end(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-    headers: axum::http::HeaderMap,
+    headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let meeting = find(&state, &id).await?;
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| ApiError::unauthorized("send the host token as Authorization: Bearer <token>"))?;
-    let claims = state.tokens.verify(token.trim(), &meeting.id).map_err(|e| ApiError::unauthorized(e.to_string()))?;
-    if !claims.grants.host {
-        return Err(ApiError::forbidden("only a host token can end the meeting"));
-    }
+    host_claims(&state, &headers, &meeting, "end the meeting")?;
     if !state.store.end_meeting(&meeting.id, now()).await? {
         return Err(ApiError::gone(format!("meeting {id:?} has ended already")));
     }

@@ -1,8 +1,10 @@
 //! The HTTP API (axum). Handlers are small; each module holds one resource.
 
+pub mod access;
 pub mod error;
 mod health;
 pub mod json;
+pub mod limits;
 pub mod meetings;
 pub mod recordings;
 mod web;
@@ -23,7 +25,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use crate::blobs::Blobs;
-use crate::config::HttpConfig;
+use crate::config::{AccessConfig, HttpConfig};
 use crate::store::Store;
 use crate::tokens::Tokens;
 use error::ApiError;
@@ -46,11 +48,29 @@ pub struct AppState {
     pub local_url: String,
     /// The recorder, when this deployment records.
     pub recorder: Option<Arc<dyn crate::recording::RecorderHandle>>,
+    pub policy: Policy,
+}
+
+/// Who may do what, and how often: the access policies and limits, as the guard and handlers apply them.
+#[derive(Debug)]
+pub struct Policy {
+    pub access: AccessConfig,
+    pub limits: Arc<limits::Limits>,
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// The `Strict-Transport-Security` value, when served over TLS.
+    pub hsts: Option<axum::http::HeaderValue>,
+    /// `/metrics` lives on the operations listener (`http.ops_listen`), not the public one.
+    pub metrics_elsewhere: bool,
 }
 
 impl AppState {
     pub fn join_url(&self, meeting_id: &str) -> String {
         format!("{}/m/{meeting_id}", self.public_url)
+    }
+
+    /// The signaling WebSocket's URL: `wss://` behind an `https://` public URL.
+    pub fn signaling_url(&self) -> String {
+        format!("{}/signaling", self.public_url.replacen("http", "ws", 1))
     }
 }
 
@@ -86,6 +106,8 @@ pub fn router(state: Arc<AppState>, config: &HttpConfig) -> Router {
         .route("/meetings", post(meetings::create))
         .route("/meetings/{id}", get(meetings::get).delete(meetings::end))
         .route("/meetings/{id}/join", post(meetings::join))
+        .route("/meetings/{id}/tokens", post(meetings::mint))
+        .route("/creator-tokens", post(meetings::mint_creator))
         .route("/meetings/{id}/recording/start", post(recordings::start))
         .route("/meetings/{id}/recording/stop", post(recordings::stop))
         .route("/meetings/{id}/recordings", get(recordings::list))
@@ -96,6 +118,7 @@ pub fn router(state: Arc<AppState>, config: &HttpConfig) -> Router {
         .route("/signaling", get(crate::signaling::upgrade))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), access::guard))
         .layer(middleware::from_fn(track))
         .layer(RequestBodyLimitLayer::new(config.body_limit_bytes))
         .layer(TimeoutLayer::with_status_code(
@@ -106,12 +129,23 @@ pub fn router(state: Arc<AppState>, config: &HttpConfig) -> Router {
         .with_state(state)
 }
 
+/// The operations listener (`http.ops_listen`): metrics and health for the monitoring network, nothing else.
+pub fn ops_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(health::metrics_ops))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .fallback(not_found)
+        .with_state(state)
+}
+
 async fn index() -> impl IntoResponse {
     axum::Json(json!({
         "name": "sluice",
         "version": env!("CARGO_PKG_VERSION"),
         "api": [
             "POST /meetings", "GET /meetings/{id}", "POST /meetings/{id}/join", "DELETE /meetings/{id}",
+            "POST /meetings/{id}/tokens", "POST /creator-tokens",
             "POST /meetings/{id}/recording/start", "POST /meetings/{id}/recording/stop",
             "GET /meetings/{id}/recordings", "GET /recordings/{id}", "GET /recordings/{id}/files/{name}",
             "GET /signaling (WebSocket)", "GET /openapi.json", "GET /healthz", "GET /readyz", "GET /metrics",

@@ -12,12 +12,13 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
+use super::access::{bearer, host_claims, meeting_claims};
 use super::error::ApiError;
 use super::meetings::find;
 use crate::ids;
 use crate::recording::RecordingJob;
-use crate::store::{Meeting, Recording, RecordingStatus, Role, now};
-use crate::tokens::{Claims, TokenRequest};
+use crate::store::{Recording, RecordingStatus, Role, now};
+use crate::tokens::TokenRequest;
 
 /// How long a share link works.
 const SHARE_TTL_SECS: u64 = 7 * 24 * 3600;
@@ -49,21 +50,6 @@ pub struct Access {
     pub share: Option<String>,
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
-}
-
-/// The claims of a host token for `meeting`, or the 401/403 that says what was wrong.
-fn host(state: &AppState, headers: &HeaderMap, meeting: &Meeting, action: &str) -> Result<Claims, ApiError> {
-    let token = bearer(headers)
-        .ok_or_else(|| ApiError::unauthorized("send the host token as Authorization: Bearer <token>"))?;
-    let claims = state.tokens.verify(token, &meeting.id).map_err(|e| ApiError::unauthorized(e.to_string()))?;
-    if !claims.grants.host {
-        return Err(ApiError::forbidden(format!("only a host can {action}")));
-    }
-    Ok(claims)
-}
-
 /// `POST /meetings/{id}/recording/start`: the recorder joins and records every track, including later ones.
 pub async fn start(
     State(state): State<Arc<AppState>>,
@@ -71,7 +57,7 @@ pub async fn start(
     headers: HeaderMap,
 ) -> Result<(StatusCode, Json<RecordingView>), ApiError> {
     let meeting = find(&state, &id).await?;
-    host(&state, &headers, &meeting, "start a recording")?;
+    host_claims(&state, &headers, &meeting, "start a recording")?;
     if meeting.ended_at.is_some() {
         return Err(ApiError::gone(format!("meeting {id:?} has ended")));
     }
@@ -125,7 +111,7 @@ pub async fn stop(
     headers: HeaderMap,
 ) -> Result<Json<RecordingView>, ApiError> {
     let meeting = find(&state, &id).await?;
-    host(&state, &headers, &meeting, "stop a recording")?;
+    host_claims(&state, &headers, &meeting, "stop a recording")?;
     let recording = active(&state, &meeting.id)
         .await?
         .ok_or_else(|| ApiError::conflict(format!("meeting {id:?} is not being recorded")))?;
@@ -201,9 +187,7 @@ pub async fn list(
     headers: HeaderMap,
 ) -> Result<Json<Vec<RecordingView>>, ApiError> {
     let meeting = find(&state, &id).await?;
-    let token = bearer(&headers)
-        .ok_or_else(|| ApiError::unauthorized("send a token of the meeting as Authorization: Bearer <token>"))?;
-    state.tokens.verify(token, &meeting.id).map_err(|e| ApiError::unauthorized(e.to_string()))?;
+    meeting_claims(&state, &headers, &meeting)?;
     let all = state.store.recordings_of_meeting(&meeting.id).await?;
     Ok(Json(all.into_iter().map(|r| view(&state, r)).collect()))
 }

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::Extension;
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use tokio::sync::{mpsc, oneshot};
 
 use super::Outbound;
@@ -16,6 +17,7 @@ use super::protocol::{
 };
 use super::room::{JoinRequest, RoomCommand};
 use crate::http::AppState;
+use crate::http::access::Caller;
 
 /// The first message must arrive within this.
 const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,11 +40,23 @@ const RATE_PER_SEC: f64 = 20.0;
 /// larger message still arrives whole, over several reads.
 const READ_BUFFER_LEN: usize = 16 * 1024;
 
-pub async fn upgrade(ws: WebSocketUpgrade, State(state): State<Arc<AppState>>) -> Response {
-    ws.read_buffer_size(READ_BUFFER_LEN)
-        .max_message_size(MESSAGE_LEN_MAX)
-        .max_frame_size(MESSAGE_LEN_MAX)
-        .on_upgrade(move |socket| run(socket, state))
+/// The WebSocket upgrade, refused (429 or 503 with `Retry-After`) when the source or the server holds its
+/// maximum of open sessions; the session keeps its place until it ends.
+pub async fn upgrade(
+    ws: WebSocketUpgrade,
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> Response {
+    let place = match state.policy.limits.open_session(caller.source) {
+        Ok(place) => place,
+        Err(refused) => return refused.into_response(),
+    };
+    ws.read_buffer_size(READ_BUFFER_LEN).max_message_size(MESSAGE_LEN_MAX).max_frame_size(MESSAGE_LEN_MAX).on_upgrade(
+        move |socket| async move {
+            run(socket, state).await;
+            drop(place);
+        },
+    )
 }
 
 async fn run(mut socket: WebSocket, state: Arc<AppState>) {

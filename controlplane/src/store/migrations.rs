@@ -34,6 +34,7 @@ pub const MIGRATIONS_POSTGRES: &[Migration] = &[
         name: "one_running_recording",
         sql: include_str!("../../../migrations/postgres/0002_one_running_recording.sql"),
     },
+    Migration { version: 3, name: "api_keys", sql: include_str!("../../../migrations/postgres/0003_api_keys.sql") },
 ];
 
 pub const MIGRATIONS_SQLITE: &[Migration] = &[
@@ -43,6 +44,7 @@ pub const MIGRATIONS_SQLITE: &[Migration] = &[
         name: "one_running_recording",
         sql: include_str!("../../../migrations/sqlite/0002_one_running_recording.sql"),
     },
+    Migration { version: 3, name: "api_keys", sql: include_str!("../../../migrations/sqlite/0003_api_keys.sql") },
 ];
 
 /// What a migration run did.

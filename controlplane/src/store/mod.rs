@@ -94,6 +94,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn add_chat_message(&self, message: &NewChatMessage) -> Result<ChatMessage>;
     /// Messages with an id above `after_id`, oldest first, at most `limit`.
     async fn chat_messages(&self, meeting_id: &str, after_id: i64, limit: u32) -> Result<Vec<ChatMessage>>;
+
+    async fn create_api_key(&self, key: &ApiKeyRow) -> Result<()>;
+    /// Read on every use, so a revocation by any process takes effect at the next request.
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRow>>;
+    /// Oldest first, revoked ones included.
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRow>>;
+    /// Sets `revoked_at` once; returns false if there is no such key or it was revoked already.
+    async fn revoke_api_key(&self, id: &str, at: DateTime<Utc>) -> Result<bool>;
 }
 
 /// How to open the store: the URL, and how hard to try.

@@ -222,3 +222,19 @@ pub struct ChatMessage {
     pub attachment_key: Option<String>,
     pub created_at: DateTime<Utc>,
 }
+
+/// An application's API key as stored: the hash of its secret, never the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKeyRow {
+    /// The public part of the key (`sk_<id>_<secret>`), used to find the row.
+    pub id: String,
+    /// What the operator called it, for logs and `sluice apikey list`.
+    pub name: String,
+    /// SHA-256 of the secret part, hex.
+    pub secret_hash: String,
+    /// Scope names separated by spaces (`create_meetings mint_tokens`).
+    pub scopes: String,
+    pub created_at: DateTime<Utc>,
+    /// Set once; a revoked key is refused from then on.
+    pub revoked_at: Option<DateTime<Utc>>,
+}

@@ -143,6 +143,17 @@ fn chat_from(row: &Row) -> Result<ChatMessage> {
     })
 }
 
+fn api_key_from(row: &Row) -> Result<ApiKeyRow> {
+    Ok(ApiKeyRow {
+        id: row.try_get(0).map_err(map_err)?,
+        name: row.try_get(1).map_err(map_err)?,
+        secret_hash: row.try_get(2).map_err(map_err)?,
+        scopes: row.try_get(3).map_err(map_err)?,
+        created_at: row.try_get(4).map_err(map_err)?,
+        revoked_at: row.try_get(5).map_err(map_err)?,
+    })
+}
+
 fn rows<T>(rows: Vec<Row>, from: fn(&Row) -> Result<T>) -> Result<Vec<T>> {
     rows.iter().map(from).collect()
 }
@@ -324,5 +335,28 @@ impl Store for PostgresStore {
         let conn = self.conn().await?;
         let limit = i64::from(limit);
         rows(conn.query(sql::CHAT_OF_MEETING, &[&meeting_id, &after_id, &limit]).await.map_err(map_err)?, chat_from)
+    }
+
+    async fn create_api_key(&self, k: &ApiKeyRow) -> Result<()> {
+        let conn = self.conn().await?;
+        conn.execute(sql::API_KEY_INSERT, &[&k.id, &k.name, &k.secret_hash, &k.scopes, &k.created_at, &k.revoked_at])
+            .await
+            .map_err(map_err)
+            .map(drop)
+    }
+
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRow>> {
+        let conn = self.conn().await?;
+        conn.query_opt(sql::API_KEY_BY_ID, &[&id]).await.map_err(map_err)?.as_ref().map(api_key_from).transpose()
+    }
+
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRow>> {
+        let conn = self.conn().await?;
+        rows(conn.query(sql::API_KEYS_ALL, &[]).await.map_err(map_err)?, api_key_from)
+    }
+
+    async fn revoke_api_key(&self, id: &str, at: DateTime<Utc>) -> Result<bool> {
+        let conn = self.conn().await?;
+        conn.execute(sql::API_KEY_REVOKE, &[&at, &id]).await.map_err(map_err).map(|n| n == 1)
     }
 }

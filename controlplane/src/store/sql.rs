@@ -50,3 +50,11 @@ pub const CHAT_INSERT: &str = "INSERT INTO chat_messages (meeting_id, user_id, n
      VALUES ($1, $2, $3, $4, $5, $6) RETURNING id";
 pub const CHAT_OF_MEETING: &str = "SELECT id, meeting_id, user_id, name, body, attachment_key, created_at \
      FROM chat_messages WHERE meeting_id = $1 AND id > $2 ORDER BY id LIMIT $3";
+
+pub const API_KEY_INSERT: &str = "INSERT INTO api_keys (id, name, secret_hash, scopes, created_at, revoked_at) \
+     VALUES ($1, $2, $3, $4, $5, $6)";
+pub const API_KEY_BY_ID: &str =
+    "SELECT id, name, secret_hash, scopes, created_at, revoked_at FROM api_keys WHERE id = $1";
+pub const API_KEYS_ALL: &str =
+    "SELECT id, name, secret_hash, scopes, created_at, revoked_at FROM api_keys ORDER BY created_at, id";
+pub const API_KEY_REVOKE: &str = "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL";

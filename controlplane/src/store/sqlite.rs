@@ -171,6 +171,17 @@ fn chat_from(row: &Row) -> rusqlite::Result<ChatMessage> {
     })
 }
 
+fn api_key_from(row: &Row) -> rusqlite::Result<ApiKeyRow> {
+    Ok(ApiKeyRow {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        secret_hash: row.get(2)?,
+        scopes: row.get(3)?,
+        created_at: get_ts(row, 4)?,
+        revoked_at: get_opt_ts(row, 5)?,
+    })
+}
+
 fn run_migrations(conn: &mut Connection) -> Result<MigrationReport> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, \
@@ -386,5 +397,31 @@ impl Store for SqliteStore {
             c.prepare_cached(sql::CHAT_OF_MEETING)?.query_map(params![m, after_id, limit], chat_from)?.collect()
         })
         .await
+    }
+
+    async fn create_api_key(&self, k: &ApiKeyRow) -> Result<()> {
+        let k = k.clone();
+        self.with(move |c| {
+            c.execute(
+                sql::API_KEY_INSERT,
+                params![k.id, k.name, k.secret_hash, k.scopes, ts(k.created_at), k.revoked_at.map(ts)],
+            )
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRow>> {
+        let id = id.to_string();
+        self.with(move |c| c.prepare_cached(sql::API_KEY_BY_ID)?.query_row([id], api_key_from).optional()).await
+    }
+
+    async fn api_keys(&self) -> Result<Vec<ApiKeyRow>> {
+        self.with(move |c| c.prepare_cached(sql::API_KEYS_ALL)?.query_map([], api_key_from)?.collect()).await
+    }
+
+    async fn revoke_api_key(&self, id: &str, at: DateTime<Utc>) -> Result<bool> {
+        let id = id.to_string();
+        self.with(move |c| c.execute(sql::API_KEY_REVOKE, params![ts(at), id])).await.map(|n| n == 1)
     }
 }
