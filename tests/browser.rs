@@ -588,6 +588,56 @@ fn a_rejoin_with_the_same_name_works_and_a_bad_token_is_refused() {
     });
 }
 
+/// The waiting room from the web client: two people wait and decode nothing, the host sees both, admits one (who
+/// then sees and is seen) and denies the other (who is told).
+#[test]
+fn the_waiting_room_lets_in_only_whom_the_host_admits() {
+    in_fresh_netns("the_waiting_room_lets_in_only_whom_the_host_admits", async || {
+        let dir = tempfile::tempdir().unwrap();
+        let (_server, base) = start_server_with(dir.path(), &[]);
+        let (_chromedriver, driver) = start_chromedriver().await;
+        let settings = json!({"host_name": "Hana", "settings": {"waiting_room": true, "title": "Interviews"}});
+        let (id, host_token) = create_meeting_with(&base, settings).await;
+        let pat = Browser::launch(&driver).await;
+        pat.goto(&format!("{base}/m/{id}?name=Pat")).await;
+        let quinn = Browser::launch(&driver).await;
+        quinn.goto(&format!("{base}/m/{id}?name=Quinn")).await;
+        let waiting_shown = "const w = document.getElementById('waiting'); \
+            return !!w && !w.hidden && getComputedStyle(w).display !== 'none' && w.innerText.includes('Interviews') \
+            && getComputedStyle(document.getElementById('meeting')).display === 'none'";
+        wait_true(&pat, "Pat sees the waiting screen", waiting_shown).await;
+        wait_true(&quinn, "Quinn sees the waiting screen", waiting_shown).await;
+
+        let hana = Browser::launch(&driver).await;
+        hana.goto(&format!("{base}/m/{id}?name=Hana#token={host_token}")).await;
+        wait_true(&hana, "Hana sees both waiting", "return document.querySelectorAll('#waiting-list li').length === 2")
+            .await;
+        assert_eq!(decoding_videos(&pat.inbound().await), 0, "Pat decodes nothing while waiting");
+        assert_eq!(decoding_videos(&hana.inbound().await), 0, "nobody is in yet");
+        let click = |name: &str, button: &str| {
+            format!(
+                "const li = [...document.querySelectorAll('#waiting-list li')].find((l) => l.textContent.includes('{name}')); \
+                 if (!li) return false; [...li.querySelectorAll('button')].find((b) => b.textContent === '{button}').click(); return true;"
+            )
+        };
+        assert_eq!(hana.eval(&click("Pat", "Admit")).await, Value::Bool(true));
+        wait_decoding(&pat, "Pat", 1, 1).await;
+        wait_decoding(&hana, "Hana", 1, 1).await;
+        assert_eq!(hana.eval(&click("Quinn", "Deny")).await, Value::Bool(true));
+        wait_true(
+            &quinn,
+            "Quinn is told",
+            "const e = document.getElementById('ended'); return !e.hidden && e.innerText.includes('did not let you in')",
+        )
+        .await;
+        assert_eq!(decoding_videos(&quinn.inbound().await), 0);
+        wait_true(&hana, "the list empties", "return document.getElementById('waiting-room').hidden").await;
+        for b in [pat, quinn, hana] {
+            b.close().await;
+        }
+    });
+}
+
 /// The strict profile over HTTPS, as a public deployment runs it: an application creates the meeting with its
 /// API key and mints each person an invitation; the browsers open those links over `https://` and signal over
 /// `wss://` (the certificate is the server's self-signed one, which only this test's browsers are told to accept).

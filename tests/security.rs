@@ -380,3 +380,26 @@ async fn https_serves_reloads_redirects_and_refuses_bad_files() {
     let _ = child.wait();
     assert!(stderr.contains(&printed), "the fingerprint is printed: {stderr}");
 }
+
+#[tokio::test]
+async fn under_the_waiting_room_policy_a_link_admits_to_the_waiting_room_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[("SLUICE_ACCESS__JOIN_BY_LINK", "waiting_room")], &[]);
+    let base = server.http();
+    let (status, created) = post(&format!("{base}/meetings"), None, json!({})).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["meeting"]["id"].as_str().unwrap();
+    assert_eq!(created["meeting"]["settings"]["waiting_room"], false, "the meeting itself has no waiting room");
+    let (status, ticket) = post(&format!("{base}/meetings/{id}/join"), None, json!({"name": "Walk-in"})).await;
+    assert_eq!(status, 200, "{ticket}");
+    assert_eq!(signaling_join(&base, id, ticket["participant_token"].as_str().unwrap()).await, "waiting");
+    // An application's invitation goes straight in; so does the host.
+    let key = create_key(dir.path(), "portal", "mint_tokens");
+    let (status, minted) = post(&format!("{base}/meetings/{id}/tokens"), Some(&key), json!({"name": "Invited"})).await;
+    assert_eq!(status, 201, "{minted}");
+    assert_eq!(signaling_join(&base, id, minted["token"].as_str().unwrap()).await, "welcome");
+    assert_eq!(signaling_join(&base, id, created["host_token"].as_str().unwrap()).await, "welcome");
+    // A key on the link endpoint must be a valid one.
+    let (status, body) = post(&format!("{base}/meetings/{id}/join"), Some("sk_bad"), json!({"name": "X"})).await;
+    assert_eq!(status, 401, "{body}");
+}

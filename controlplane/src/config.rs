@@ -114,6 +114,9 @@ pub enum JoinPolicy {
     /// Only a token an application minted (with the token secret, or through `POST /meetings/{id}/tokens` or
     /// `POST /meetings/{id}/join` with a `mint_tokens` key) admits; the link alone is refused.
     TokenOnly,
+    /// Anyone with the link gets a token, but waits in the meeting's waiting room until a host admits them;
+    /// tokens an application minted go straight in.
+    WaitingRoom,
 }
 
 /// Who may read `/metrics` on the public listener (with `http.ops_listen` set it is not served there at all).

@@ -68,6 +68,10 @@ pub struct Claims {
     pub name: String,
     pub role: Role,
     pub grants: Grants,
+    /// The holder waits in the meeting's waiting room until a host admits them, whatever the meeting's own
+    /// setting (tokens handed out by link under `access.join_by_link = "waiting_room"`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub waiting_room: bool,
     pub iat: i64,
     pub nbf: i64,
     pub exp: i64,
@@ -177,6 +181,15 @@ impl Tokens {
     }
 
     pub fn mint(&self, request: &TokenRequest) -> String {
+        self.mint_claims(request, false)
+    }
+
+    /// As `mint`, for a holder who waits in the waiting room until a host admits them.
+    pub fn mint_waiting(&self, request: &TokenRequest) -> String {
+        self.mint_claims(request, true)
+    }
+
+    fn mint_claims(&self, request: &TokenRequest, waiting_room: bool) -> String {
         let now = Utc::now().timestamp();
         let ttl = request.ttl_secs.unwrap_or(self.ttl_secs).min(i64::MAX as u64 / 2) as i64;
         let claims = Claims {
@@ -186,6 +199,7 @@ impl Tokens {
             name: request.name.clone(),
             role: request.role,
             grants: Grants::for_role(request.role),
+            waiting_room,
             iat: now,
             nbf: now,
             exp: now.saturating_add(ttl),
@@ -371,6 +385,7 @@ mod tests {
             name: "x".into(),
             role: Role::Viewer,
             grants: Grants::for_role(Role::Viewer),
+            waiting_room: false,
             iat: now - 7200,
             nbf: now - 7200,
             exp: now - 3600,

@@ -134,8 +134,17 @@ async function enter(name) {
 }
 
 function wire(client) {
+  client.addEventListener('waiting', (e) => {
+    $('meeting').hidden = true;
+    $('waiting').hidden = false;
+    $('waiting-title').textContent = e.detail.title || `meeting ${e.detail.meeting_id}`;
+    $('waiting-leave').onclick = () => { client.leave(); ended('You left the waiting room.'); };
+  });
+  client.addEventListener('waiting-list', (e) => showWaiting(client, e.detail.waiting));
   client.addEventListener('welcome', (e) => {
     const m = e.detail;
+    $('waiting').hidden = true;
+    $('meeting').hidden = false;
     app.selfId = m.participant_id;
     for (const key of [...tiles.keys()]) removeTile(key);
     audios.forEach((a) => a.remove());
@@ -183,6 +192,41 @@ function wire(client) {
     app.errors.push(`${e.detail.code}: ${e.detail.message}`);
     console.warn('sluice:', e.detail.code, e.detail.message);
   });
+}
+
+/** Hosts: who waits to be let in, each with Admit and Deny (names are text, never HTML). */
+function showWaiting(client, waiting) {
+  const before = app.waiting?.length || 0;
+  app.waiting = waiting;
+  $('waiting-room').hidden = waiting.length === 0;
+  $('waiting-count').textContent = waiting.length ? `(${waiting.length})` : '';
+  $('waiting-list').replaceChildren(...waiting.map((w) => {
+    const li = document.createElement('li');
+    li.dataset.waiting = w.participant_id;
+    const name = document.createElement('span');
+    name.textContent = w.name;
+    const admit = document.createElement('button');
+    admit.type = 'button';
+    admit.textContent = 'Admit';
+    admit.setAttribute('aria-label', `Admit ${w.name}`);
+    admit.onclick = () => client.admit(w.participant_id);
+    const deny = document.createElement('button');
+    deny.type = 'button';
+    deny.className = 'secondary';
+    deny.textContent = 'Deny';
+    deny.setAttribute('aria-label', `Deny ${w.name}`);
+    deny.onclick = () => client.deny(w.participant_id);
+    li.append(name, admit, deny);
+    return li;
+  }));
+  $('admit-all').onclick = () => client.admitAll();
+  if (waiting.length > before) {
+    const last = waiting[waiting.length - 1];
+    notice(waiting.length === 1 ? `${last.name} is waiting to join` : `${waiting.length} people are waiting to join`);
+    $('people').hidden = false;
+  } else if (waiting.length === 0) {
+    notice(null);
+  }
 }
 
 /** The recorder joins as a participant with the role `recorder`: everyone sees that the meeting is recorded. */
@@ -380,6 +424,7 @@ function ended(reason) {
   localStream?.getTracks().forEach((t) => t.stop());
   $('lobby').hidden = true;
   $('meeting').hidden = true;
+  $('waiting').hidden = true;
   $('ended').hidden = false;
   $('ended-reason').textContent = reason;
 }

@@ -7,13 +7,13 @@
 //   await client.join({ microphone: micTrack, camera: camTrack });
 //
 // Events (CustomEvent, payload in `detail`): welcome, participant-joined, participant-left, track, track-added,
-// track-removed,
-// track-muted, connection, reconnecting, reconnected, meeting-ended, error, closed.
+// track-removed, track-muted, connection, reconnecting, reconnected, meeting-ended, error, closed; waiting (this
+// client waits for a host to admit it; `join()` resolves once admitted) and waiting-list (hosts: who waits).
 
 export const PROTOCOL_VERSION = 1;
 
 /** Close codes after which reconnecting cannot help (docs/signaling.md, "Close codes"). */
-const FINAL_CLOSE_CODES = new Set([1000, 4000, 4001, 4003, 4004, 4009, 4010, 4011]);
+const FINAL_CLOSE_CODES = new Set([1000, 4000, 4001, 4003, 4004, 4009, 4010, 4011, 4013]);
 const RECONNECT_DELAYS_MS = [500, 1000, 2000, 4000, 8000];
 const PING_INTERVAL_MS = 5000;
 
@@ -107,6 +107,21 @@ export class SluiceClient extends EventTarget {
   /** The host ends the meeting for everyone. */
   endMeeting() {
     this.#send({ type: 'end_meeting' });
+  }
+
+  /** Hosts: let one person in from the waiting room. */
+  admit(participantId) {
+    this.#send({ type: 'admit', participant_id: participantId });
+  }
+
+  /** Hosts: let everyone waiting in. */
+  admitAll() {
+    this.#send({ type: 'admit_all' });
+  }
+
+  /** Hosts: turn one waiting person away. */
+  deny(participantId) {
+    this.#send({ type: 'deny', participant_id: participantId });
   }
 
   leave() {
@@ -297,6 +312,14 @@ export class SluiceClient extends EventTarget {
         break;
       case 'error':
         this.#emit('error', m);
+        break;
+      case 'waiting':
+        this.participantId = m.participant_id;
+        this.#emit('waiting', m);
+        break;
+      case 'waiting_list':
+        this.waiting = m.waiting;
+        this.#emit('waiting-list', m);
         break;
       default:
         break;

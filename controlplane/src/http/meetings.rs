@@ -149,38 +149,46 @@ pub struct JoinTicket {
 }
 
 /// `POST /meetings/{id}/join {name}`: a participant token for an open meeting. Under
-/// `access.join_by_link = "token_only"` only an application with a `mint_tokens` key may ask.
+/// `access.join_by_link = "token_only"` only an application with a `mint_tokens` key may ask; under
+/// `"waiting_room"` the token admits to the waiting room first.
 pub async fn join(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<JoinMeeting>,
 ) -> Result<Json<JoinTicket>, ApiError> {
-    if state.policy.access.join_by_link == JoinPolicy::TokenOnly {
-        if !caller.presents_key() {
-            return Err(ApiError {
-                status: StatusCode::FORBIDDEN,
-                code: "join_by_link_disabled",
-                message: "this server admits only people invited with a token: joining by the meeting's link \
+    // A key, where the policy looks at keys, must be a valid one with the scope.
+    if state.policy.access.join_by_link != JoinPolicy::Anyone && caller.presents_key() {
+        caller.key_with(Scope::MintTokens)?;
+    }
+    if state.policy.access.join_by_link == JoinPolicy::TokenOnly && !caller.presents_key() {
+        return Err(ApiError {
+            status: StatusCode::FORBIDDEN,
+            code: "join_by_link_disabled",
+            message: "this server admits only people invited with a token: joining by the meeting's link \
                           alone is turned off (access.join_by_link = \"token_only\"); ask the organiser for an \
                           invitation link"
-                    .into(),
-            });
-        }
-        caller.key_with(Scope::MintTokens)?;
+                .into(),
+        });
     }
     let meeting = find(&state, &id).await?;
     if meeting.ended_at.is_some() {
         return Err(ApiError::gone(format!("meeting {id:?} has ended")));
     }
     let name = display_name(&body.name)?;
-    let participant_token = state.tokens.mint(&TokenRequest {
+    let request = TokenRequest {
         meeting_id: meeting.id.clone(),
         user_id: ids::prefixed("u"),
         name,
         role: Role::Participant,
         ttl_secs: None,
-    });
+    };
+    // Under the waiting-room policy a link admits to the waiting room; an application's key admits straight in.
+    let participant_token = if state.policy.access.join_by_link == JoinPolicy::WaitingRoom && !caller.presents_key() {
+        state.tokens.mint_waiting(&request)
+    } else {
+        state.tokens.mint(&request)
+    };
     let signaling_url = state.signaling_url();
     Ok(Json(JoinTicket { meeting_id: meeting.id, participant_token, role: Role::Participant, signaling_url }))
 }

@@ -2,6 +2,7 @@
 //! `docs/signaling.md`), one room actor per live meeting ([`room`]), and the routing of dataplane events
 //! (connected, gone) to the room of the participant they name.
 
+mod lobby;
 pub mod protocol;
 mod room;
 mod session;

@@ -31,6 +31,8 @@ pub mod close {
     pub const REPLACED: u16 = 4010;
     /// The meeting has ended.
     pub const ENDED: u16 = 4011;
+    /// A host did not admit this person from the waiting room.
+    pub const DENIED: u16 = 4013;
     /// The connection has used up its media sections (closed ones stay in every offer): join again on a new
     /// connection, which starts with only the live ones.
     pub const RENEW: u16 = 4012;
@@ -116,6 +118,12 @@ pub enum ClientMessage {
     SetLayer { track_id: String, layer: u8 },
     /// The host ends the meeting for everyone.
     EndMeeting {},
+    /// A host lets one person in from the waiting room.
+    Admit { participant_id: String },
+    /// A host lets everyone waiting in.
+    AdmitAll {},
+    /// A host turns one waiting person away (their socket closes with 4013).
+    Deny { participant_id: String },
     /// Leave now (the socket closing does the same).
     Leave {},
     /// Keep-alive; answered with `pong` carrying the same nonce.
@@ -180,6 +188,20 @@ pub enum ServerMessage {
     MeetingEnded {
         reason: String,
     },
+    /// Instead of `welcome`: this person waits until a host admits them (then `welcome` follows) or denies them
+    /// (the socket closes with 4013).
+    Waiting {
+        meeting_id: String,
+        participant_id: String,
+        name: String,
+        /// The meeting's title, when it has one.
+        title: Option<String>,
+    },
+    /// To hosts: everyone in the waiting room, in order of arrival; sent when it changes and when a host joins
+    /// while someone waits.
+    WaitingList {
+        waiting: Vec<WaitingInfo>,
+    },
     Error {
         code: ErrorCode,
         message: String,
@@ -195,6 +217,14 @@ pub struct ParticipantInfo {
     pub name: String,
     pub role: Role,
     pub tracks: Vec<TrackInfo>,
+}
+
+/// One person in the waiting room, as hosts see them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct WaitingInfo {
+    pub participant_id: String,
+    pub name: String,
+    pub since: chrono::DateTime<chrono::Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,6 +6,7 @@
 //! out when the answer arrives. The browser never offers, so offers cannot collide (no glare); a browser that
 //! wants to publish asks with `publish`, and gets an offer.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -18,6 +19,7 @@ use sluice_dataplane::runtime::{Runtime, RuntimeError};
 use tokio::sync::{mpsc, oneshot};
 
 use super::Outbound;
+use super::lobby::{Lobby, WAITING_MAX, Waiter};
 use super::protocol::{
     ClientMessage, ConnectionState, ErrorCode, LeaveReason, ParticipantInfo, SectionInfo, SectionUse, ServerMessage,
     Source, TrackInfo, TrackKind, close,
@@ -192,6 +194,10 @@ impl Published {
 pub(crate) struct Room {
     ctx: RoomContext,
     members: Vec<Member>,
+    /// People waiting for a host to admit them.
+    lobby: Lobby,
+    /// Users a host admitted while this room lives: their reconnects (a network blip, a reload) go straight in.
+    admitted: HashSet<String>,
     /// Set when the meeting ends: joins queued behind the end are refused.
     ended: bool,
 }
@@ -199,12 +205,12 @@ pub(crate) struct Room {
 /// Runs a meeting's room until its last participant leaves (or the meeting ends).
 pub(crate) async fn run(ctx: RoomContext, mut commands: mpsc::Receiver<RoomCommand>, registry: Arc<super::Registry>) {
     let meeting_id = ctx.meeting_id.clone();
-    let mut room = Room { ctx, members: Vec::new(), ended: false };
+    let mut room = Room { ctx, members: Vec::new(), lobby: Lobby::default(), admitted: HashSet::new(), ended: false };
     loop {
         let Some(command) = commands.recv().await else { break };
         room.handle(command).await;
         room.remove_stalled().await;
-        if room.members.is_empty() && registry.close_if_idle(&meeting_id, &mut commands) {
+        if room.members.is_empty() && room.lobby.is_empty() && registry.close_if_idle(&meeting_id, &mut commands) {
             break;
         }
     }
@@ -249,17 +255,123 @@ impl Room {
     }
 
     async fn join(&mut self, request: JoinRequest) -> Result<String, (u16, String)> {
-        let JoinRequest { claims, mut publish, video_codec, out } = request;
         if self.ended {
             return Err((close::ENDED, "the meeting has ended".into()));
         }
+        if !request.publish.is_empty() && !request.claims.grants.publish {
+            return Err((close::FORBIDDEN, "this token does not grant publishing".into()));
+        }
+        if self.must_wait(&request.claims) {
+            return self.wait(request);
+        }
+        self.seat(ids::prefixed("p"), request).await
+    }
+
+    /// Whether a joiner waits for a host: the meeting's waiting room is on (or the token says so), they are no
+    /// host, and no host admitted them before in this room's life.
+    fn must_wait(&self, claims: &Claims) -> bool {
+        claims.role != Role::Recorder
+            && !claims.grants.host
+            && (self.ctx.settings.waiting_room || claims.waiting_room)
+            && !self.admitted.contains(&claims.sub)
+    }
+
+    /// Puts a joiner in the waiting room and tells the hosts.
+    fn wait(&mut self, request: JoinRequest) -> Result<String, (u16, String)> {
+        if let Some(previous) = self.lobby.take_user(&request.claims.sub) {
+            let replaced = Outbound::Close(close::REPLACED, "joined again from another connection".into());
+            let _ = previous.request.out.try_send(replaced);
+        }
+        if self.lobby.is_full() {
+            return Err((close::FULL, format!("the waiting room holds its maximum of {WAITING_MAX} people")));
+        }
+        let id = ids::prefixed("p");
+        let waiting = ServerMessage::Waiting {
+            meeting_id: self.ctx.meeting_id.clone(),
+            participant_id: id.clone(),
+            name: request.claims.name.clone(),
+            title: self.ctx.settings.title.clone(),
+        };
+        let _ = request.out.try_send(Outbound::Message(waiting));
+        tracing::info!(meeting = %self.ctx.meeting_id, participant = %id, "waiting for a host");
+        self.lobby.add(Waiter { id: id.clone(), request, since: crate::store::now() });
+        metrics::counter!("sluice_waiting_room_entered_total").increment(1);
+        self.waiting_changed();
+        Ok(id)
+    }
+
+    /// Sends the hosts the waiting list.
+    fn waiting_changed(&self) {
+        let list = self.lobby.list();
+        for host in self.members.iter().filter(|m| m.grants.host) {
+            host.send(ServerMessage::WaitingList { waiting: list.clone() });
+        }
+    }
+
+    /// A host admits one waiting person (`target`) or everyone.
+    async fn admit(&mut self, host: &str, target: Option<&str>) {
+        if !self.require_host(host, "admitting people") {
+            return;
+        }
+        let waiters = match target {
+            Some(target) => match self.lobby.take(target) {
+                Some(waiter) => vec![waiter],
+                None => return self.refuse(host, ErrorCode::BadState, format!("nobody waiting has the id {target:?}")),
+            },
+            None => self.lobby.take_all(),
+        };
+        for waiter in waiters {
+            self.admitted.insert(waiter.request.claims.sub.clone());
+            let out = waiter.request.out.clone();
+            tracing::info!(meeting = %self.ctx.meeting_id, participant = %waiter.id, by = %host, "admitted");
+            metrics::counter!("sluice_waiting_room_admitted_total").increment(1);
+            if let Err((code, reason)) = self.seat(waiter.id, waiter.request).await {
+                let _ = out.try_send(Outbound::Close(code, reason));
+            }
+        }
+        self.waiting_changed();
+    }
+
+    /// A host turns one waiting person away.
+    fn deny(&mut self, host: &str, target: &str) {
+        if !self.require_host(host, "denying people") {
+            return;
+        }
+        let Some(waiter) = self.lobby.take(target) else {
+            return self.refuse(host, ErrorCode::BadState, format!("nobody waiting has the id {target:?}"));
+        };
+        tracing::info!(meeting = %self.ctx.meeting_id, participant = %waiter.id, by = %host, "denied");
+        metrics::counter!("sluice_waiting_room_denied_total").increment(1);
+        let _ = waiter.request.out.try_send(Outbound::Close(close::DENIED, "a host did not let you in".into()));
+        self.waiting_changed();
+    }
+
+    /// True if `id` holds the host grant; otherwise tells them which grant they lack.
+    fn require_host(&self, id: &str, action: &str) -> bool {
+        let host = self.members.iter().find(|m| m.id == id).is_some_and(|m| m.grants.host);
+        if !host {
+            self.refuse(id, ErrorCode::Forbidden, format!("{action} needs the host grant"));
+        }
+        host
+    }
+
+    /// An error to a member or to someone waiting.
+    fn refuse(&self, id: &str, code: ErrorCode, text: String) {
+        let message = ServerMessage::error(code, text);
+        if let Some(m) = self.members.iter().find(|m| m.id == id) {
+            m.send(message);
+        } else if let Some(w) = self.lobby.find(id) {
+            let _ = w.request.out.try_send(Outbound::Message(message));
+        }
+    }
+
+    /// Places a participant on a worker, records it and starts its negotiation.
+    async fn seat(&mut self, id: String, request: JoinRequest) -> Result<String, (u16, String)> {
+        let JoinRequest { claims, mut publish, video_codec, out } = request;
         if !self.ctx.settings.allow_screenshare {
             publish.retain(|s| *s != Source::Screen);
         }
         publish.dedup();
-        if !publish.is_empty() && !claims.grants.publish {
-            return Err((close::FORBIDDEN, "this token does not grant publishing".into()));
-        }
         if let Some(previous) = self.members.iter().find(|m| m.user_id == claims.sub).map(|m| m.id.clone()) {
             if let Some(m) = self.member(&previous) {
                 let _ = m.out.try_send(Outbound::Close(close::REPLACED, "joined again from another connection".into()));
@@ -282,7 +394,7 @@ impl Room {
         .await
         .map_err(|e| (close::UNAVAILABLE, format!("cannot place the participant on a media worker: {e}")))?;
         let member = Member {
-            id: ids::prefixed("p"),
+            id,
             connection_id: ids::prefixed("c"),
             user_id: claims.sub.clone(),
             name: claims.name.clone(),
@@ -332,6 +444,9 @@ impl Room {
         });
         for other in &self.members {
             other.send(ServerMessage::ParticipantJoined { participant: member.info() });
+        }
+        if member.grants.host && !self.lobby.is_empty() {
+            member.send(ServerMessage::WaitingList { waiting: self.lobby.list() });
         }
         self.members.push(member);
         metrics::counter!("sluice_participants_joined_total").increment(1);
@@ -456,7 +571,17 @@ impl Room {
     }
 
     async fn message(&mut self, id: &str, message: ClientMessage) {
+        if self.lobby.contains(id) {
+            return match message {
+                ClientMessage::Leave {} => self.leave(id, LeaveReason::Left).await,
+                ClientMessage::Candidate { .. } | ClientMessage::Ping { .. } => {}
+                _ => self.refuse(id, ErrorCode::BadState, "you are in the waiting room until a host admits you".into()),
+            };
+        }
         match message {
+            ClientMessage::Admit { participant_id } => self.admit(id, Some(&participant_id)).await,
+            ClientMessage::AdmitAll {} => self.admit(id, None).await,
+            ClientMessage::Deny { participant_id } => self.deny(id, &participant_id),
             ClientMessage::Answer { revision, sdp } => self.answer(id, revision, &sdp).await,
             ClientMessage::Publish { source } => self.publish(id, source),
             ClientMessage::Unpublish { source } => self.unpublish(id, source).await,
@@ -763,6 +888,9 @@ impl Room {
     /// Everyone is told and removed; used by `end_meeting` and by `DELETE /meetings/{id}`.
     pub async fn end_for_everyone(&mut self, reason: &str) {
         self.ended = true;
+        for waiter in self.lobby.take_all() {
+            let _ = waiter.request.out.try_send(Outbound::Close(close::ENDED, reason.to_string()));
+        }
         for m in &self.members {
             m.send(ServerMessage::MeetingEnded { reason: reason.to_string() });
             let _ = m.out.try_send(Outbound::Close(close::ENDED, reason.to_string()));
@@ -774,6 +902,10 @@ impl Room {
     }
 
     async fn leave(&mut self, id: &str, reason: LeaveReason) {
+        if self.lobby.take(id).is_some() {
+            tracing::info!(meeting = %self.ctx.meeting_id, participant = %id, ?reason, "left the waiting room");
+            return self.waiting_changed();
+        }
         let Some(index) = self.members.iter().position(|m| m.id == id) else { return };
         let m = self.members.remove(index);
         let (worker, core) = (m.worker, m.core);
