@@ -638,6 +638,151 @@ fn the_waiting_room_lets_in_only_whom_the_host_admits() {
     });
 }
 
+/// Audio packets received from each publisher (by participant id), and this page's own audio packets sent.
+const AUDIO_PACKETS_SCRIPT: &str = r#"
+    const app = window.sluiceApp;
+    const pc = app.client && app.client.pc;
+    if (!pc) return {received: {}, sent: 0};
+    return pc.getStats().then((report) => {
+        const received = {};
+        let sent = 0;
+        report.forEach((s) => {
+            if (s.type === 'inbound-rtp' && s.kind === 'audio') {
+                const t = pc.getTransceivers().find((t) => t.receiver.track && t.receiver.track.id === s.trackIdentifier);
+                const info = t && app.client.sections.get(t.mid);
+                const who = (info && info.participant_id) || s.trackIdentifier;
+                received[who] = (received[who] || 0) + (s.packetsReceived || 0);
+            }
+            if (s.type === 'outbound-rtp' && s.kind === 'audio') sent += s.packetsSent || 0;
+        });
+        return {received, sent};
+    });
+"#;
+
+/// Host controls from the web client, enforced by the server: a muted participant whose page ignores the mute
+/// and keeps sending reaches nobody; a removed one cannot come back with the same token or a new one for the
+/// same user; a locked meeting refuses a newcomer.
+#[test]
+fn host_controls_hold_against_a_page_that_ignores_them() {
+    in_fresh_netns("host_controls_hold_against_a_page_that_ignores_them", async || {
+        let dir = tempfile::tempdir().unwrap();
+        let (_server, base) = start_server_with(dir.path(), &[]);
+        let (_chromedriver, driver) = start_chromedriver().await;
+        let (id, host_token) = create_meeting_with(&base, json!({"host_name": "Hana"})).await;
+        let hana = Browser::launch(&driver).await;
+        hana.goto(&format!("{base}/m/{id}?name=Hana#token={host_token}")).await;
+        let pat = Browser::launch(&driver).await;
+        pat.goto(&format!("{base}/m/{id}?name=Pat")).await;
+        wait_decoding(&hana, "Hana", 1, 1).await;
+        wait_decoding(&pat, "Pat", 1, 1).await;
+        let pat_id = participant_id(&pat).await;
+        // Pat's page ignores mutes: it keeps its microphone on whatever it is told.
+        pat.eval("setInterval(() => { const t = window.sluiceApp.client.local.microphone; if (t) t.enabled = true; }, 20); return true;").await;
+        let received_from_pat = async || -> (u64, u64) {
+            let v = hana.eval(AUDIO_PACKETS_SCRIPT).await;
+            let mine = pat.eval(AUDIO_PACKETS_SCRIPT).await;
+            (v["received"][&pat_id].as_u64().unwrap_or(0), mine["sent"].as_u64().unwrap_or(0))
+        };
+        let (before, _) = received_from_pat().await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(received_from_pat().await.0 > before, "Hana hears Pat before the mute");
+
+        // Hana mutes Pat from the people list.
+        hana.eval("document.getElementById('people').hidden = false; window.confirm = () => true; return true;").await;
+        let act = |label: &str| {
+            format!(
+                "const li = document.querySelector('#people-list li[data-participant=\"{pat_id}\"]'); if (!li) return false; \
+                 li.querySelector('details').open = true; \
+                 const b = [...li.querySelectorAll('button')].find((b) => b.textContent === '{label}'); \
+                 if (!b) return false; b.click(); return true;"
+            )
+        };
+        wait_true(&hana, "Hana can mute Pat", &act("Mute")).await;
+        wait_true(
+            &pat,
+            "Pat is told",
+            "return document.getElementById('notice').textContent.includes('stopped your microphone')",
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (received_a, sent_a) = received_from_pat().await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let (received_b, sent_b) = received_from_pat().await;
+        assert!(sent_b > sent_a + 20, "Pat's page keeps sending audio: {sent_a} -> {sent_b}");
+        assert_eq!(received_b, received_a, "no audio from Pat reaches Hana once muted ({received_a} -> {received_b})");
+        let metrics = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+        let blocked: f64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("sluice_dataplane_drops_total") && l.contains("reason=\"blocked\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert!(blocked > 20.0, "the dataplane counts what it drops: {blocked}");
+        // Pat's own unmute is refused by the server while no host asked.
+        pat.eval("window.sluiceApp.client.setMuted('microphone', false); return true;").await;
+        wait_true(
+            &pat,
+            "Pat's unmute is refused",
+            "return window.sluiceApp.errors.some((e) => e.includes('when a host asks'))",
+        )
+        .await;
+
+        // Removed: out now, and not back with the same token or a fresh one for the same user.
+        wait_true(&hana, "Hana removes Pat", &act("Remove")).await;
+        wait_true(
+            &pat,
+            "Pat is told",
+            "const e = document.getElementById('ended'); return !e.hidden && e.innerText.includes('removed you')",
+        )
+        .await;
+        let history: Value = reqwest::Client::new()
+            .get(format!("{base}/meetings/{id}/participants"))
+            .bearer_auth(&host_token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let user = history["history"].as_array().unwrap().iter().find(|p| p["name"] == "Pat").unwrap()["user_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        pat.goto(&format!("{base}/m/{id}?name=Pat")).await;
+        wait_true(&pat, "the same token is refused", "return document.body.innerText.includes('removed you')").await;
+        let out = Command::new(BIN)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["token", "--meeting", &id, "--user", &user, "--name", "Pat"])
+            .output()
+            .unwrap();
+        let fresh = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        let again = Browser::launch(&driver).await;
+        again.goto(&format!("{base}/m/{id}?name=Pat#token={fresh}")).await;
+        wait_true(
+            &again,
+            "a new token for the same user is refused",
+            "return document.body.innerText.includes('removed you')",
+        )
+        .await;
+        assert_eq!(decoding_videos(&again.inbound().await), 0);
+
+        // Locked: a newcomer is refused and told why.
+        hana.eval("document.getElementById('lock').click(); return true;").await;
+        wait_true(&hana, "the meeting shows locked", "return !document.getElementById('locked-badge').hidden").await;
+        let quinn = Browser::launch(&driver).await;
+        quinn.goto(&format!("{base}/m/{id}?name=Quinn")).await;
+        wait_true(
+            &quinn,
+            "Quinn is told",
+            "return document.body.innerText.toLowerCase().includes('meeting is locked')",
+        )
+        .await;
+        for b in [hana, pat, again, quinn] {
+            b.close().await;
+        }
+    });
+}
+
 /// The strict profile over HTTPS, as a public deployment runs it: an application creates the meeting with its
 /// API key and mints each person an invitation; the browsers open those links over `https://` and signal over
 /// `wss://` (the certificate is the server's self-signed one, which only this test's browsers are told to accept).

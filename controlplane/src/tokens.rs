@@ -36,24 +36,37 @@ pub enum TokenError {
     EdKey { path: String, reason: String },
 }
 
-/// What a participant may do. The role implies defaults; a token may narrow them.
+/// What a participant may do. The role implies defaults; a host may change them during the meeting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grants {
-    pub publish: bool,
+    /// Publish a microphone.
+    pub microphone: bool,
+    /// Publish a camera.
+    pub camera: bool,
+    /// Share a screen.
+    pub screen: bool,
     pub subscribe: bool,
     pub chat: bool,
-    /// End the meeting, record it, admit from the waiting room, mute others.
+    /// Run the meeting: admit, mute, remove, record (a host or co-host).
     pub host: bool,
 }
 
 impl Grants {
     pub fn for_role(role: Role) -> Grants {
+        let all = Grants { microphone: true, camera: true, screen: true, subscribe: true, chat: true, host: true };
         match role {
-            Role::Host => Grants { publish: true, subscribe: true, chat: true, host: true },
-            Role::Participant => Grants { publish: true, subscribe: true, chat: true, host: false },
-            Role::Viewer => Grants { publish: false, subscribe: true, chat: true, host: false },
-            Role::Recorder => Grants { publish: false, subscribe: true, chat: false, host: false },
+            Role::Host | Role::CoHost => all,
+            Role::Participant => Grants { host: false, ..all },
+            Role::Viewer => Grants { microphone: false, camera: false, screen: false, host: false, ..all },
+            Role::Recorder => {
+                Grants { microphone: false, camera: false, screen: false, subscribe: true, chat: false, host: false }
+            }
         }
+    }
+
+    /// Whether any media may be published.
+    pub fn publishes(&self) -> bool {
+        self.microphone || self.camera || self.screen
     }
 }
 

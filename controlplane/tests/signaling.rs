@@ -64,7 +64,7 @@ async fn a_join_gets_a_welcome_an_offer_and_the_workers_candidates() {
     assert_eq!(welcome["v"], 1);
     assert_eq!(welcome["meeting_id"], meeting.as_str());
     assert_eq!(welcome["participants"], json!([]));
-    assert_eq!(welcome["grants"]["publish"], true);
+    assert_eq!((&welcome["grants"]["microphone"], &welcome["grants"]["camera"]), (&json!(true), &json!(true)));
     let offer = a.expect("offer").await;
     assert_eq!(offer["revision"], 1);
     let sections = offer["sections"].as_array().unwrap();
@@ -438,6 +438,29 @@ async fn every_message_matches_its_documented_json_schema() {
     d.expect("welcome").await;
     e.send(sent(json!({"type": "admit_all"}))).await;
     w.expect("welcome").await;
+    // Host controls, hands and reactions.
+    let dee = waiting["participant_id"].clone();
+    let wes = w.seen.iter().find(|m| m["type"] == "welcome").unwrap()["participant_id"].clone();
+    e.send(sent(json!({"type": "mute_participant", "participant_id": dee, "source": "microphone"}))).await;
+    d.expect("muted_by_host").await;
+    e.send(sent(json!({"type": "ask_unmute", "participant_id": dee, "source": "microphone"}))).await;
+    d.expect("unmute_requested").await;
+    e.send(sent(json!({"type": "set_grants", "participant_id": dee, "grants": {"screen": false}}))).await;
+    d.expect("role_changed").await;
+    e.send(sent(json!({"type": "set_role", "participant_id": wes, "role": "co_host"}))).await;
+    w.expect("role_changed").await;
+    d.send(sent(json!({"type": "raise_hand", "raised": true}))).await;
+    e.expect("hands").await;
+    d.send(sent(json!({"type": "react", "emoji": "👏"}))).await;
+    e.expect("reaction").await;
+    e.send(sent(json!({"type": "lower_hands"}))).await;
+    e.send(sent(json!({"type": "mute_all"}))).await;
+    e.send(sent(json!({"type": "lock", "locked": true}))).await;
+    d.expect("meeting_locked").await;
+    e.send(sent(json!({"type": "send_to_waiting_room", "participant_id": dee}))).await;
+    d.expect("waiting").await;
+    e.send(sent(json!({"type": "remove_participant", "participant_id": dee}))).await;
+    assert_eq!(d.expect("close").await["code"], 4014);
 
     let mut kinds = std::collections::BTreeSet::new();
     for m in a.seen.iter().chain(&b.seen).chain(&c.seen).chain(&d.seen).chain(&w.seen).chain(&e.seen) {

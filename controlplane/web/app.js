@@ -1,6 +1,7 @@
 // The meeting page: lobby (name, device choice, preview), then the meeting view (grid, spotlight for a shared
 // screen, controls, people, connection quality). All signaling and WebRTC is in sluice-client.js.
 import { SluiceClient } from '/assets/sluice-client.js';
+import { setupModeration } from '/assets/moderation.js';
 
 const $ = (id) => document.getElementById(id);
 const meetingId = decodeURIComponent(location.pathname.split('/m/')[1] || '').split('/')[0];
@@ -120,6 +121,15 @@ async function enter(name) {
   });
   app.client = client;
   wire(client);
+  app.moderation = setupModeration(client, {
+    app, notice, ended, renderPeople, updateLabel,
+    tileOf: (id) => tiles.get(`${id}:camera`),
+    setToggle: (which, pressed) => {
+      const words = which === 'mic' ? ['Mute', 'Unmute'] : ['Stop video', 'Start video'];
+      $(which).setAttribute('aria-pressed', String(pressed));
+      $(which).textContent = words[pressed ? 1 : 0];
+    },
+  });
   const microphone = localStream.getAudioTracks()[0] || null;
   const camera = localStream.getVideoTracks()[0] || null;
   try {
@@ -150,7 +160,7 @@ function wire(client) {
     audios.forEach((a) => a.remove());
     audios.clear();
     app.participants = new Map();
-    addParticipant({ participant_id: m.participant_id, name: `${m.name} (you)`, tracks: [] }, true);
+    addParticipant({ participant_id: m.participant_id, name: `${m.name} (you)`, role: m.role, tracks: [] }, true);
     m.participants.forEach((p) => addParticipant(p));
     $('end').hidden = !m.grants.host;
     $('record').hidden = !m.grants.host;
@@ -335,6 +345,13 @@ function updateLabel(participantId) {
     if (!key.startsWith(`${participantId}:`)) continue;
     const label = tile.querySelector('.label');
     label.textContent = tile.dataset.source === 'screen' ? `${p.name}'s screen` : p.name;
+    if (tile.dataset.source === 'camera' && app.hands?.includes(participantId)) {
+      const hand = document.createElement('span');
+      hand.className = 'hand';
+      hand.textContent = ' ✋';
+      hand.setAttribute('aria-label', 'hand raised');
+      label.append(hand);
+    }
     if (micMuted && tile.dataset.source === 'camera') {
       const badge = document.createElement('span');
       badge.className = 'muted';
@@ -350,8 +367,25 @@ function renderPeople() {
   const list = $('people-list');
   list.replaceChildren(...[...app.participants.values()].map((p) => {
     const li = document.createElement('li');
-    li.textContent = p.name;
+    const name = document.createElement('span');
+    name.textContent = p.name;
+    li.append(name);
     li.dataset.participant = p.participant_id;
+    if (p.role === 'host' || p.role === 'co_host') {
+      const role = document.createElement('span');
+      role.className = 'role';
+      role.textContent = p.role === 'host' ? 'host' : 'co-host';
+      li.append(role);
+    }
+    const order = app.hands?.indexOf(p.participant_id) ?? -1;
+    if (order >= 0) {
+      const hand = document.createElement('span');
+      hand.className = 'hand';
+      hand.textContent = `✋ ${order + 1}`;
+      li.append(hand);
+    }
+    const actions = app.moderation?.actionsFor(p);
+    if (actions) li.append(actions);
     return li;
   }));
   $('people-count').textContent = String(app.participants.size);
@@ -415,9 +449,17 @@ async function showQuality(client) {
   el.textContent = q.level === 'down' ? 'connecting' : `${q.level}${q.rttMs !== null ? ` · ${Math.round(q.rttMs)} ms` : ''}`;
 }
 
-function notice(text) {
+/** A status line; `action` ({label, run}) adds a button to it. */
+function notice(text, action = null) {
   $('notice').hidden = !text;
   $('notice').textContent = text || '';
+  if (text && action) {
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.textContent = action.label;
+    b.onclick = action.run;
+    $('notice').append(b);
+  }
 }
 
 function ended(reason) {

@@ -8,12 +8,13 @@
 //
 // Events (CustomEvent, payload in `detail`): welcome, participant-joined, participant-left, track, track-added,
 // track-removed, track-muted, connection, reconnecting, reconnected, meeting-ended, error, closed; waiting (this
-// client waits for a host to admit it; `join()` resolves once admitted) and waiting-list (hosts: who waits).
+// client waits for a host to admit it; `join()` resolves once admitted) and waiting-list (hosts: who waits);
+// muted-by-host, unmute-requested, role-changed, hands, reaction, meeting-locked.
 
 export const PROTOCOL_VERSION = 1;
 
 /** Close codes after which reconnecting cannot help (docs/signaling.md, "Close codes"). */
-const FINAL_CLOSE_CODES = new Set([1000, 4000, 4001, 4003, 4004, 4009, 4010, 4011, 4013]);
+const FINAL_CLOSE_CODES = new Set([1000, 4000, 4001, 4003, 4004, 4009, 4010, 4011, 4013, 4014, 4015]);
 const RECONNECT_DELAYS_MS = [500, 1000, 2000, 4000, 8000];
 const PING_INTERVAL_MS = 5000;
 
@@ -107,6 +108,60 @@ export class SluiceClient extends EventTarget {
   /** The host ends the meeting for everyone. */
   endMeeting() {
     this.#send({ type: 'end_meeting' });
+  }
+
+  // --- host controls (the server checks the host grant; a participant's attempt gets an error) -------------
+
+  /** Hosts: stop someone's source; they cannot unmute it until a host asks and they accept. */
+  muteParticipant(participantId, source) {
+    this.#send({ type: 'mute_participant', participant_id: participantId, source });
+  }
+
+  /** Hosts: ask someone to unmute a source a host stopped. */
+  askUnmute(participantId, source) {
+    this.#send({ type: 'ask_unmute', participant_id: participantId, source });
+  }
+
+  muteAll() {
+    this.#send({ type: 'mute_all' });
+  }
+
+  removeParticipant(participantId) {
+    this.#send({ type: 'remove_participant', participant_id: participantId });
+  }
+
+  /** Hosts: 'host' (hand over), 'co_host', 'participant' or 'viewer'. */
+  setRole(participantId, role) {
+    this.#send({ type: 'set_role', participant_id: participantId, role });
+  }
+
+  /** Hosts: change what someone may publish or whether they may chat ({microphone, camera, screen, chat}). */
+  setGrants(participantId, grants) {
+    this.#send({ type: 'set_grants', participant_id: participantId, grants });
+  }
+
+  sendToWaitingRoom(participantId) {
+    this.#send({ type: 'send_to_waiting_room', participant_id: participantId });
+  }
+
+  lock(locked) {
+    this.#send({ type: 'lock', locked });
+  }
+
+  /** Hosts: lower one person's hand, or everyone's without an id. */
+  lowerHands(participantId = null) {
+    this.#send(participantId ? { type: 'lower_hands', participant_id: participantId } : { type: 'lower_hands' });
+  }
+
+  // --- everyone --------------------------------------------------------------------------------------------
+
+  raiseHand(raised) {
+    this.#send({ type: 'raise_hand', raised });
+  }
+
+  /** One of 👍 👏 😂 😮 ❤️ 🎉 🤔 👋. */
+  react(emoji) {
+    this.#send({ type: 'react', emoji });
   }
 
   /** Hosts: let one person in from the waiting room. */
@@ -259,6 +314,8 @@ export class SluiceClient extends EventTarget {
     switch (m.type) {
       case 'welcome':
         this.participantId = m.participant_id;
+        this.grants = m.grants;
+        this.hands = m.meeting?.hands || [];
         this.participants = new Map(m.participants.map((p) => [p.participant_id, p]));
         // The server's TURN servers (short-lived credentials) join any the page configured.
         if (m.ice_servers?.length) this.iceServers = [...this.configuredIceServers, ...m.ice_servers];
@@ -314,8 +371,38 @@ export class SluiceClient extends EventTarget {
         this.#emit('error', m);
         break;
       case 'waiting':
+        // Also when a host sends a participant back: the media connection goes until they are let in again.
         this.participantId = m.participant_id;
+        clearInterval(this.pinger);
+        this.#closePeer();
         this.#emit('waiting', m);
+        break;
+      case 'muted_by_host': {
+        // The server stopped forwarding already; stop sending too, and show it.
+        this.muted[m.source] = true;
+        const track = this.local[m.source];
+        if (m.source === 'screen') this.stopScreenshare();
+        else if (track) track.enabled = false;
+        this.#emit('muted-by-host', m);
+        break;
+      }
+      case 'unmute_requested':
+        this.#emit('unmute-requested', m);
+        break;
+      case 'role_changed':
+        if (m.participant_id === this.participantId) this.grants = m.grants;
+        { const p = this.participants.get(m.participant_id); if (p) p.role = m.role; }
+        this.#emit('role-changed', m);
+        break;
+      case 'hands':
+        this.hands = m.raised;
+        this.#emit('hands', m);
+        break;
+      case 'reaction':
+        this.#emit('reaction', m);
+        break;
+      case 'meeting_locked':
+        this.#emit('meeting-locked', m);
         break;
       case 'waiting_list':
         this.waiting = m.waiting;

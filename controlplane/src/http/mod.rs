@@ -6,6 +6,7 @@ mod health;
 pub mod json;
 pub mod limits;
 pub mod meetings;
+pub mod moderation;
 pub mod recordings;
 mod web;
 
@@ -104,7 +105,10 @@ pub fn router(state: Arc<AppState>, config: &HttpConfig) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/meetings", post(meetings::create))
-        .route("/meetings/{id}", get(meetings::get).delete(meetings::end))
+        .route("/meetings/{id}", get(meetings::get).delete(meetings::end).patch(moderation::patch))
+        .route("/meetings/{id}/participants", get(moderation::participants))
+        .route("/meetings/{id}/participants/{participant}/{action}", post(moderation::participant_control))
+        .route("/meetings/{id}/control/{action}", post(moderation::meeting_control))
         .route("/meetings/{id}/join", post(meetings::join))
         .route("/meetings/{id}/tokens", post(meetings::mint))
         .route("/creator-tokens", post(meetings::mint_creator))
@@ -145,7 +149,9 @@ async fn index() -> impl IntoResponse {
         "version": env!("CARGO_PKG_VERSION"),
         "api": [
             "POST /meetings", "GET /meetings/{id}", "POST /meetings/{id}/join", "DELETE /meetings/{id}",
-            "POST /meetings/{id}/tokens", "POST /creator-tokens",
+            "POST /meetings/{id}/tokens", "POST /creator-tokens", "PATCH /meetings/{id}",
+            "GET /meetings/{id}/participants", "POST /meetings/{id}/participants/{participant}/{action}",
+            "POST /meetings/{id}/control/{action}",
             "POST /meetings/{id}/recording/start", "POST /meetings/{id}/recording/stop",
             "GET /meetings/{id}/recordings", "GET /recordings/{id}", "GET /recordings/{id}/files/{name}",
             "GET /signaling (WebSocket)", "GET /openapi.json", "GET /healthz", "GET /readyz", "GET /metrics",

@@ -2,6 +2,7 @@
 //! `docs/signaling.md`), one room actor per live meeting ([`room`]), and the routing of dataplane events
 //! (connected, gone) to the room of the participant they name.
 
+pub mod control;
 mod lobby;
 pub mod protocol;
 mod room;
@@ -13,11 +14,13 @@ use std::sync::{Arc, Mutex};
 
 use sluice_dataplane::core::{Event, ParticipantId};
 use sluice_dataplane::runtime::Runtime;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
+pub use room::RosterEntry;
 pub use session::upgrade;
 
 use crate::store::{MeetingSettings, Store};
+use control::{Actor, Control, ControlError};
 use room::{RoomCommand, RoomContext};
 
 /// Commands queued per room; a join storm waits here rather than growing memory.
@@ -146,6 +149,38 @@ impl Signaling {
     pub async fn end_meeting(&self, meeting_id: &str, reason: &str) {
         if let Some(room) = self.registry.get(meeting_id) {
             let _ = room.send(RoomCommand::End { reason: reason.to_string() }).await;
+        }
+    }
+
+    /// Whether the meeting has a live room (someone connected or waiting).
+    pub fn is_live(&self, meeting_id: &str) -> bool {
+        self.registry.get(meeting_id).is_some()
+    }
+
+    /// Runs a host control in a live meeting's room (the HTTP API's door; signaling's is the room's messages).
+    pub async fn control(&self, meeting_id: &str, actor: Actor, control: Control) -> Result<(), ControlError> {
+        let room = self.registry.get(meeting_id).ok_or_else(|| ControlError::state("nobody is in the meeting"))?;
+        let (reply, answer) = oneshot::channel();
+        room.send(RoomCommand::Control { actor, control, reply })
+            .await
+            .map_err(|_| ControlError::state("nobody is in the meeting"))?;
+        answer.await.map_err(|_| ControlError::state("the meeting's room stopped"))?
+    }
+
+    /// Who is in a live meeting now (empty when nobody is).
+    pub async fn roster(&self, meeting_id: &str) -> Vec<RosterEntry> {
+        let Some(room) = self.registry.get(meeting_id) else { return Vec::new() };
+        let (reply, answer) = oneshot::channel();
+        if room.send(RoomCommand::Roster { reply }).await.is_err() {
+            return Vec::new();
+        }
+        answer.await.unwrap_or_default()
+    }
+
+    /// New settings for a live meeting's room (already stored).
+    pub async fn settings_changed(&self, meeting_id: &str, settings: MeetingSettings) {
+        if let Some(room) = self.registry.get(meeting_id) {
+            let _ = room.send(RoomCommand::Settings { settings }).await;
         }
     }
 

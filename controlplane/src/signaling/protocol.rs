@@ -33,6 +33,10 @@ pub mod close {
     pub const ENDED: u16 = 4011;
     /// A host did not admit this person from the waiting room.
     pub const DENIED: u16 = 4013;
+    /// A host removed this person: their user id is refused by this meeting from then on.
+    pub const REMOVED: u16 = 4014;
+    /// The meeting is locked: no new joins except hosts.
+    pub const LOCKED: u16 = 4015;
     /// The connection has used up its media sections (closed ones stay in every offer): join again on a new
     /// connection, which starts with only the live ones.
     pub const RENEW: u16 = 4012;
@@ -124,6 +128,32 @@ pub enum ClientMessage {
     AdmitAll {},
     /// A host turns one waiting person away (their socket closes with 4013).
     Deny { participant_id: String },
+    /// A host stops someone's source: the server stops forwarding it at once, and they cannot unmute it until a
+    /// host asks them to (`ask_unmute`) and they accept.
+    MuteParticipant { participant_id: String, source: Source },
+    /// A host asks someone to unmute a source a host stopped; they accept by unmuting (`mute` with false).
+    AskUnmute { participant_id: String, source: Source },
+    /// A host stops every microphone but the hosts'.
+    MuteAll {},
+    /// A host removes someone: disconnected, and their user id refused by this meeting from then on.
+    RemoveParticipant { participant_id: String },
+    /// A host changes someone's role (`host` hands the host role over; the host becomes a co-host).
+    SetRole { participant_id: String, role: Role },
+    /// A host changes what someone may publish or whether they may chat.
+    SetGrants { participant_id: String, grants: GrantsChange },
+    /// A host sends someone back to the waiting room.
+    SendToWaitingRoom { participant_id: String },
+    /// A host locks or unlocks the meeting (locked: no new joins but hosts).
+    Lock { locked: bool },
+    /// Raise or lower one's own hand.
+    RaiseHand { raised: bool },
+    /// A host lowers someone's hand, or everyone's without `participant_id`.
+    LowerHands {
+        #[serde(default)]
+        participant_id: Option<String>,
+    },
+    /// A short-lived reaction from the fixed set (`REACTIONS`).
+    React { emoji: String },
     /// Leave now (the socket closing does the same).
     Leave {},
     /// Keep-alive; answered with `pong` carrying the same nonce.
@@ -149,6 +179,8 @@ pub enum ServerMessage {
         /// TURN servers with a short-lived credential, for `RTCPeerConnection`'s `iceServers` (empty when the
         /// deployment has no relay).
         ice_servers: Vec<sluice_turn::auth::IceServer>,
+        /// The meeting as the participant sees it: title, lock, whether to start muted, raised hands.
+        meeting: MeetingState,
     },
     Offer {
         revision: u64,
@@ -202,6 +234,36 @@ pub enum ServerMessage {
     WaitingList {
         waiting: Vec<WaitingInfo>,
     },
+    /// To the participant: a host stopped this source (the server no longer forwards it); it stays stopped
+    /// until a host asks to unmute and the participant accepts.
+    MutedByHost {
+        source: Source,
+        by: String,
+    },
+    /// To the participant: a host asks them to unmute this source; they accept with `mute` (false).
+    UnmuteRequested {
+        source: Source,
+        by: String,
+    },
+    /// Someone's role or grants changed (to everyone; the grants matter to the one named).
+    RoleChanged {
+        participant_id: String,
+        role: Role,
+        grants: Grants,
+    },
+    /// Raised hands, in the order they were raised (to everyone, on every change).
+    Hands {
+        raised: Vec<String>,
+    },
+    Reaction {
+        participant_id: String,
+        emoji: String,
+    },
+    /// The meeting was locked or unlocked, and by whom.
+    MeetingLocked {
+        locked: bool,
+        by: String,
+    },
     Error {
         code: ErrorCode,
         message: String,
@@ -218,6 +280,41 @@ pub struct ParticipantInfo {
     pub role: Role,
     pub tracks: Vec<TrackInfo>,
 }
+
+/// What `welcome` says about the meeting itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MeetingState {
+    pub title: Option<String>,
+    pub locked: bool,
+    /// Start with the microphone muted (the participant may unmute).
+    pub join_muted: bool,
+    /// Raised hands in the order raised.
+    pub hands: Vec<String>,
+    /// Sources this participant may not unmute until a host asks (a host muted them before they reconnected).
+    pub held: Vec<Source>,
+}
+
+/// A host's change to someone's grants: absent fields stay as they are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantsChange {
+    pub microphone: Option<bool>,
+    pub camera: Option<bool>,
+    pub screen: Option<bool>,
+    pub chat: Option<bool>,
+}
+
+impl GrantsChange {
+    pub fn apply(&self, grants: &mut Grants) {
+        grants.microphone = self.microphone.unwrap_or(grants.microphone);
+        grants.camera = self.camera.unwrap_or(grants.camera);
+        grants.screen = self.screen.unwrap_or(grants.screen);
+        grants.chat = self.chat.unwrap_or(grants.chat);
+    }
+}
+
+/// The reactions a participant may send: a small fixed set, so nothing arbitrary is shown to everyone.
+pub const REACTIONS: [&str; 8] = ["👍", "👏", "😂", "😮", "❤️", "🎉", "🤔", "👋"];
 
 /// One person in the waiting room, as hosts see them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -287,6 +384,10 @@ pub enum LeaveReason {
     Replaced,
     /// The host ended the meeting.
     MeetingEnded,
+    /// A host removed them.
+    Removed,
+    /// A host sent them back to the waiting room.
+    WaitingRoom,
 }
 
 /// Non-fatal errors: the message was refused, the session goes on.

@@ -6,7 +6,7 @@
 //! out when the answer arrives. The browser never offers, so offers cannot collide (no glare); a browser that
 //! wants to publish asks with `publish`, and gets an offer.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -19,15 +19,30 @@ use sluice_dataplane::runtime::{Runtime, RuntimeError};
 use tokio::sync::{mpsc, oneshot};
 
 use super::Outbound;
+use super::control::{Actor, Control, ControlError};
 use super::lobby::{Lobby, WAITING_MAX, Waiter};
 use super::protocol::{
-    ClientMessage, ConnectionState, ErrorCode, LeaveReason, ParticipantInfo, SectionInfo, SectionUse, ServerMessage,
-    Source, TrackInfo, TrackKind, close,
+    ClientMessage, ConnectionState, ErrorCode, LeaveReason, MeetingState, ParticipantInfo, SectionInfo, SectionUse,
+    ServerMessage, Source, TrackInfo, TrackKind, close,
 };
 use crate::ids;
 use crate::sdp::{self, Downlink, OfferParams, Section, SectionRole};
 use crate::store::{MeetingSettings, Participant, Role, Store};
 use crate::tokens::{Claims, Grants};
+
+mod moderation;
+
+/// Reactions: a burst of this many, then one a second.
+const REACTION_BURST: f64 = 3.0;
+
+/// Whether these grants allow publishing `source`.
+fn may_publish(grants: &Grants, source: Source) -> bool {
+    match source {
+        Source::Microphone => grants.microphone,
+        Source::Camera => grants.camera,
+        Source::Screen => grants.screen,
+    }
+}
 
 /// Media sections one participant's connection may have (each costs SDP size and a transceiver in the browser).
 pub const SECTIONS_MAX: usize = 300;
@@ -68,6 +83,36 @@ pub(crate) enum RoomCommand {
     End {
         reason: String,
     },
+    /// A host control from the HTTP API (signaling's arrive as messages).
+    Control {
+        actor: Actor,
+        control: Control,
+        reply: oneshot::Sender<Result<(), ControlError>>,
+    },
+    /// Who is here now, for `GET /meetings/{id}/participants`.
+    Roster {
+        reply: oneshot::Sender<Vec<RosterEntry>>,
+    },
+    /// The meeting's settings changed (`PATCH /meetings/{id}`).
+    Settings {
+        settings: MeetingSettings,
+    },
+}
+
+/// One live participant as the participants API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RosterEntry {
+    pub participant_id: String,
+    pub user_id: String,
+    pub name: String,
+    pub role: Role,
+    pub grants: Grants,
+    pub hand_raised: bool,
+    /// Sources a host stopped.
+    pub held: Vec<Source>,
+    /// Sources muted (by the participant or a host).
+    pub muted: Vec<Source>,
+    pub waiting: bool,
 }
 
 pub(crate) struct JoinRequest {
@@ -136,6 +181,17 @@ struct Member {
     video_codec: Option<Codec>,
     /// Its outbound queue overflowed.
     stalled: std::sync::atomic::AtomicBool,
+    /// The token it joined with (sending it back to the waiting room re-queues it).
+    claims: Claims,
+    /// Sources a host stopped: forwarding blocked, unmuting refused until a host asks.
+    held: Vec<Source>,
+    /// Held sources a host asked it to unmute.
+    asked: Vec<Source>,
+    /// Reactions: a small token bucket (tokens, last refill).
+    reactions: (f64, std::time::Instant),
+    /// Tracks whose grant was revoked: blocked, their sections closed in the next offer, removed from the
+    /// dataplane once its answer is in.
+    closing: Vec<TrackId>,
 }
 
 impl Member {
@@ -198,6 +254,12 @@ pub(crate) struct Room {
     lobby: Lobby,
     /// Users a host admitted while this room lives: their reconnects (a network blip, a reload) go straight in.
     admitted: HashSet<String>,
+    /// Raised hands, by participant id, in the order raised.
+    hands: Vec<String>,
+    /// Roles and grants a host gave, by user id: they hold across the user's reconnects while the room lives.
+    overrides: HashMap<String, (Role, Grants)>,
+    /// Sources a host stopped, by user id: a reconnect does not undo a host's mute.
+    held: HashMap<String, Vec<Source>>,
     /// Set when the meeting ends: joins queued behind the end are refused.
     ended: bool,
 }
@@ -205,7 +267,16 @@ pub(crate) struct Room {
 /// Runs a meeting's room until its last participant leaves (or the meeting ends).
 pub(crate) async fn run(ctx: RoomContext, mut commands: mpsc::Receiver<RoomCommand>, registry: Arc<super::Registry>) {
     let meeting_id = ctx.meeting_id.clone();
-    let mut room = Room { ctx, members: Vec::new(), lobby: Lobby::default(), admitted: HashSet::new(), ended: false };
+    let mut room = Room {
+        ctx,
+        members: Vec::new(),
+        lobby: Lobby::default(),
+        admitted: HashSet::new(),
+        hands: Vec::new(),
+        overrides: HashMap::new(),
+        held: HashMap::new(),
+        ended: false,
+    };
     loop {
         let Some(command) = commands.recv().await else { break };
         room.handle(command).await;
@@ -216,8 +287,17 @@ pub(crate) async fn run(ctx: RoomContext, mut commands: mpsc::Receiver<RoomComma
     }
     // Closed under the registry's lock; anything that slipped in before is answered, not lost.
     while let Ok(command) = commands.try_recv() {
-        if let RoomCommand::Join { reply, .. } = command {
-            let _ = reply.send(Err((close::UNAVAILABLE, "the meeting's room was closing; join again".into())));
+        match command {
+            RoomCommand::Join { reply, .. } => {
+                let _ = reply.send(Err((close::UNAVAILABLE, "the meeting's room was closing; join again".into())));
+            }
+            RoomCommand::Control { reply, .. } => {
+                let _ = reply.send(Err(ControlError::state("nobody is in the meeting")));
+            }
+            RoomCommand::Roster { reply } => {
+                let _ = reply.send(Vec::new());
+            }
+            _ => {}
         }
     }
     tracing::debug!(meeting = %meeting_id, "room closed");
@@ -234,6 +314,13 @@ impl Room {
             RoomCommand::Leave { participant, reason } => self.leave(&participant, reason).await,
             RoomCommand::Dataplane { worker, event } => self.dataplane_event(worker, event).await,
             RoomCommand::End { reason } => self.end_for_everyone(&reason).await,
+            RoomCommand::Control { actor, control, reply } => {
+                let _ = reply.send(self.control(&actor, control).await);
+            }
+            RoomCommand::Roster { reply } => {
+                let _ = reply.send(self.roster());
+            }
+            RoomCommand::Settings { settings } => self.settings_changed(settings),
         }
     }
 
@@ -258,8 +345,12 @@ impl Room {
         if self.ended {
             return Err((close::ENDED, "the meeting has ended".into()));
         }
-        if !request.publish.is_empty() && !request.claims.grants.publish {
+        if !request.publish.is_empty() && !request.claims.grants.publishes() {
             return Err((close::FORBIDDEN, "this token does not grant publishing".into()));
+        }
+        let host = request.claims.grants.host || self.overrides.get(&request.claims.sub).is_some_and(|(_, g)| g.host);
+        if self.ctx.settings.locked && !host && request.claims.role != Role::Recorder {
+            return Err((close::LOCKED, "the meeting is locked: a host has closed it to new joins".into()));
         }
         if self.must_wait(&request.claims) {
             return self.wait(request);
@@ -308,53 +399,6 @@ impl Room {
         }
     }
 
-    /// A host admits one waiting person (`target`) or everyone.
-    async fn admit(&mut self, host: &str, target: Option<&str>) {
-        if !self.require_host(host, "admitting people") {
-            return;
-        }
-        let waiters = match target {
-            Some(target) => match self.lobby.take(target) {
-                Some(waiter) => vec![waiter],
-                None => return self.refuse(host, ErrorCode::BadState, format!("nobody waiting has the id {target:?}")),
-            },
-            None => self.lobby.take_all(),
-        };
-        for waiter in waiters {
-            self.admitted.insert(waiter.request.claims.sub.clone());
-            let out = waiter.request.out.clone();
-            tracing::info!(meeting = %self.ctx.meeting_id, participant = %waiter.id, by = %host, "admitted");
-            metrics::counter!("sluice_waiting_room_admitted_total").increment(1);
-            if let Err((code, reason)) = self.seat(waiter.id, waiter.request).await {
-                let _ = out.try_send(Outbound::Close(code, reason));
-            }
-        }
-        self.waiting_changed();
-    }
-
-    /// A host turns one waiting person away.
-    fn deny(&mut self, host: &str, target: &str) {
-        if !self.require_host(host, "denying people") {
-            return;
-        }
-        let Some(waiter) = self.lobby.take(target) else {
-            return self.refuse(host, ErrorCode::BadState, format!("nobody waiting has the id {target:?}"));
-        };
-        tracing::info!(meeting = %self.ctx.meeting_id, participant = %waiter.id, by = %host, "denied");
-        metrics::counter!("sluice_waiting_room_denied_total").increment(1);
-        let _ = waiter.request.out.try_send(Outbound::Close(close::DENIED, "a host did not let you in".into()));
-        self.waiting_changed();
-    }
-
-    /// True if `id` holds the host grant; otherwise tells them which grant they lack.
-    fn require_host(&self, id: &str, action: &str) -> bool {
-        let host = self.members.iter().find(|m| m.id == id).is_some_and(|m| m.grants.host);
-        if !host {
-            self.refuse(id, ErrorCode::Forbidden, format!("{action} needs the host grant"));
-        }
-        host
-    }
-
     /// An error to a member or to someone waiting.
     fn refuse(&self, id: &str, code: ErrorCode, text: String) {
         let message = ServerMessage::error(code, text);
@@ -368,6 +412,9 @@ impl Room {
     /// Places a participant on a worker, records it and starts its negotiation.
     async fn seat(&mut self, id: String, request: JoinRequest) -> Result<String, (u16, String)> {
         let JoinRequest { claims, mut publish, video_codec, out } = request;
+        let (role, grants) = self.role_of(&claims);
+        let held = self.held.get(&claims.sub).cloned().unwrap_or_default();
+        publish.retain(|s| may_publish(&grants, *s) && !held.contains(s));
         if !self.ctx.settings.allow_screenshare {
             publish.retain(|s| *s != Source::Screen);
         }
@@ -398,8 +445,8 @@ impl Room {
             connection_id: ids::prefixed("c"),
             user_id: claims.sub.clone(),
             name: claims.name.clone(),
-            role: claims.role,
-            grants: claims.grants,
+            role,
+            grants,
             out,
             worker,
             core,
@@ -415,6 +462,11 @@ impl Room {
             published: Vec::new(),
             stalled: std::sync::atomic::AtomicBool::new(false),
             video_codec,
+            claims,
+            held,
+            asked: Vec::new(),
+            reactions: (REACTION_BURST, std::time::Instant::now()),
+            closing: Vec::new(),
         };
         let row = Participant {
             meeting_id: self.ctx.meeting_id.clone(),
@@ -441,6 +493,13 @@ impl Room {
             grants: member.grants,
             participants: self.members.iter().map(Member::info).collect(),
             ice_servers: self.ctx.ice.iter().map(|ice| ice.issue(&id)).collect(),
+            meeting: MeetingState {
+                title: self.ctx.settings.title.clone(),
+                locked: self.ctx.settings.locked,
+                join_muted: self.ctx.settings.join_muted && !member.grants.host,
+                hands: self.hands.clone(),
+                held: member.held.clone(),
+            },
         });
         for other in &self.members {
             other.send(ServerMessage::ParticipantJoined { participant: member.info() });
@@ -578,26 +637,52 @@ impl Room {
                 _ => self.refuse(id, ErrorCode::BadState, "you are in the waiting room until a host admits you".into()),
             };
         }
+        let message = match Control::from_message(message) {
+            Ok(control) => {
+                if let Err(e) = self.control(&Actor::Member(id.to_string()), control).await {
+                    self.refuse(id, e.code, e.message);
+                }
+                return;
+            }
+            Err(message) => message,
+        };
         match message {
-            ClientMessage::Admit { participant_id } => self.admit(id, Some(&participant_id)).await,
-            ClientMessage::AdmitAll {} => self.admit(id, None).await,
-            ClientMessage::Deny { participant_id } => self.deny(id, &participant_id),
+            ClientMessage::RaiseHand { raised } => self.raise_hand(id, raised),
+            ClientMessage::React { emoji } => self.react(id, &emoji),
             ClientMessage::Answer { revision, sdp } => self.answer(id, revision, &sdp).await,
             ClientMessage::Publish { source } => self.publish(id, source),
             ClientMessage::Unpublish { source } => self.unpublish(id, source).await,
-            ClientMessage::Mute { source, muted } => self.mute(id, source, muted),
+            ClientMessage::Mute { source, muted } => self.mute(id, source, muted).await,
             ClientMessage::SetLayer { track_id, layer } => self.set_layer(id, &track_id, layer).await,
-            ClientMessage::EndMeeting {} => self.end_meeting(id).await,
             ClientMessage::Leave {} => self.leave(id, LeaveReason::Left).await,
             // ICE-lite learns the browser's addresses from its checks; trickled candidates need no action.
             ClientMessage::Candidate { .. } | ClientMessage::Ping { .. } | ClientMessage::Join { .. } => {}
+            // Host controls were taken above.
+            _ => {}
         }
     }
 
     fn publish(&mut self, id: &str, source: Source) {
+        let screen_hosts_only = self.ctx.settings.screenshare_hosts_only;
         let Some(m) = self.member(id) else { return };
-        if !m.grants.publish {
-            return m.send(ServerMessage::error(ErrorCode::Forbidden, "this token does not grant publishing"));
+        if !may_publish(&m.grants, source) {
+            let what = source.as_str();
+            return m
+                .send(ServerMessage::error(ErrorCode::Forbidden, format!("you may not publish a {what}: no grant")));
+        }
+        if source == Source::Screen && screen_hosts_only && !m.grants.host {
+            return m.send(ServerMessage::error(ErrorCode::Forbidden, "only hosts share screens in this meeting"));
+        }
+        if m.held.contains(&source) {
+            if !m.asked.contains(&source) {
+                let text = format!("a host stopped your {}; you can start it when a host asks", source.as_str());
+                return m.send(ServerMessage::error(ErrorCode::Forbidden, text));
+            }
+            // Publishing what a host asked to unmute is accepting the request.
+            m.held.retain(|s| *s != source);
+            m.asked.retain(|s| *s != source);
+            let (user, held) = (m.user_id.clone(), m.held.clone());
+            self.held.insert(user, held);
         }
         if source == Source::Screen && !self.ctx.settings.allow_screenshare {
             let m = self.member(id).expect("found above");
@@ -649,8 +734,20 @@ impl Room {
         self.close_rejected(id, &answer);
         self.apply_uplinks(id, &answer).await;
         self.apply_downlinks(id, &answer).await;
+        self.remove_closed_tracks(id).await;
         if self.member(id).is_some_and(|m| m.renegotiate) {
             self.negotiate(id);
+        }
+    }
+
+    /// Revoked tracks whose closed sections the browser has now answered: gone from the dataplane.
+    async fn remove_closed_tracks(&mut self, id: &str) {
+        let Some(m) = self.member(id) else { return };
+        let (worker, closing) = (m.worker, std::mem::take(&mut m.closing));
+        for track in closing {
+            if let Err(e) = media(&self.ctx.runtime, move |rt| rt.remove_track(worker, track)).await {
+                tracing::warn!(error = %e, "removing a revoked track failed");
+            }
         }
     }
 
@@ -861,7 +958,25 @@ impl Room {
         }
     }
 
-    fn mute(&mut self, id: &str, source: Source, muted: bool) {
+    async fn mute(&mut self, id: &str, source: Source, muted: bool) {
+        let Some(m) = self.member(id) else { return };
+        if !muted && m.held.contains(&source) {
+            if !m.asked.contains(&source) {
+                let text = format!("a host muted your {}; you can unmute when a host asks", source.as_str());
+                return m.send(ServerMessage::error(ErrorCode::Forbidden, text));
+            }
+            // Accepting a host's request to unmute: forwarding resumes.
+            m.held.retain(|s| *s != source);
+            m.asked.retain(|s| *s != source);
+            let (user, held, worker) = (m.user_id.clone(), m.held.clone(), m.worker);
+            let track = m.published.iter().find(|p| p.source == source).map(|p| p.core);
+            self.held.insert(user, held);
+            if let Some(track) = track
+                && let Err(e) = media(&self.ctx.runtime, move |rt| rt.block_track(worker, track, false)).await
+            {
+                tracing::warn!(error = %e, "unblocking a track failed");
+            }
+        }
         let Some(m) = self.member(id) else { return };
         let Some(track) = m.published.iter_mut().find(|p| p.source == source) else {
             return m.send(ServerMessage::error(ErrorCode::BadState, format!("not publishing {}", source.as_str())));
@@ -873,19 +988,7 @@ impl Room {
         }
     }
 
-    async fn end_meeting(&mut self, id: &str) {
-        let Some(m) = self.member(id) else { return };
-        if !m.grants.host {
-            return m.send(ServerMessage::error(ErrorCode::Forbidden, "only a host can end the meeting"));
-        }
-        if let Err(e) = self.ctx.store.end_meeting(&self.ctx.meeting_id, crate::store::now()).await {
-            let m = self.member(id).expect("found above");
-            return m.send(ServerMessage::error(ErrorCode::Internal, format!("cannot end the meeting: {e}")));
-        }
-        self.end_for_everyone("the host ended the meeting").await;
-    }
-
-    /// Everyone is told and removed; used by `end_meeting` and by `DELETE /meetings/{id}`.
+    /// Everyone is told and removed; used by the `end` control and by `DELETE /meetings/{id}`.
     pub async fn end_for_everyone(&mut self, reason: &str) {
         self.ended = true;
         for waiter in self.lobby.take_all() {
@@ -908,8 +1011,12 @@ impl Room {
         }
         let Some(index) = self.members.iter().position(|m| m.id == id) else { return };
         let m = self.members.remove(index);
+        if self.hands.iter().any(|h| h == id) {
+            self.hands.retain(|h| h != id);
+            self.send_hands();
+        }
         let (worker, core) = (m.worker, m.core);
-        let tracks: Vec<TrackId> = m.published.iter().map(|p| p.core).collect();
+        let tracks: Vec<TrackId> = m.published.iter().map(|p| p.core).chain(m.closing.iter().copied()).collect();
         // Best effort, each step: one failed removal must not leave the participant's slot behind.
         let removed = media(&self.ctx.runtime, move |rt| {
             let tracks: Vec<Result<(), RuntimeError>> =
@@ -935,11 +1042,18 @@ impl Room {
         // replaced and ended cases were told their own code already.
         let (code, text) = match reason {
             LeaveReason::ConnectionLost => (close::TIMEOUT, "the media connection was lost"),
+            LeaveReason::Removed => (close::REMOVED, "a host removed you from the meeting"),
             _ => (1000, "left"),
         };
-        let _ = m.out.try_send(Outbound::Close(code, text.into()));
+        // Sent back to the waiting room: the session stays open and waits again.
+        if reason != LeaveReason::WaitingRoom {
+            let _ = m.out.try_send(Outbound::Close(code, text.into()));
+        }
         metrics::gauge!("sluice_participants_connected").decrement(1.0);
         tracing::info!(meeting = %self.ctx.meeting_id, participant = %m.id, ?reason, "participant left");
+        if m.grants.host && reason == LeaveReason::Left {
+            self.hand_over_if_hostless().await;
+        }
     }
 
     async fn dataplane_event(&mut self, worker: usize, event: Event) {

@@ -104,6 +104,14 @@ async fn join(socket: &mut WebSocket, state: &AppState) -> Result<Joined, (u16, 
     if meeting.ended_at.is_some() {
         return Err((close::ENDED, "the meeting has ended".into()));
     }
+    match state.store.is_removed(&meeting_id, &claims.sub).await {
+        Ok(false) => {}
+        Ok(true) => return Err((close::REMOVED, "a host removed you from this meeting".into())),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot check removals");
+            return Err((close::UNAVAILABLE, "the server cannot check the meeting now".into()));
+        }
+    }
     let signaling = &state.signaling;
     let Some(runtime) = signaling.runtime.as_ref() else {
         return Err((close::UNAVAILABLE, "this server runs no media workers".into()));

@@ -35,6 +35,7 @@ pub const MIGRATIONS_POSTGRES: &[Migration] = &[
         sql: include_str!("../../../migrations/postgres/0002_one_running_recording.sql"),
     },
     Migration { version: 3, name: "api_keys", sql: include_str!("../../../migrations/postgres/0003_api_keys.sql") },
+    Migration { version: 4, name: "removals", sql: include_str!("../../../migrations/postgres/0004_removals.sql") },
 ];
 
 pub const MIGRATIONS_SQLITE: &[Migration] = &[
@@ -45,6 +46,7 @@ pub const MIGRATIONS_SQLITE: &[Migration] = &[
         sql: include_str!("../../../migrations/sqlite/0002_one_running_recording.sql"),
     },
     Migration { version: 3, name: "api_keys", sql: include_str!("../../../migrations/sqlite/0003_api_keys.sql") },
+    Migration { version: 4, name: "removals", sql: include_str!("../../../migrations/sqlite/0004_removals.sql") },
 ];
 
 /// What a migration run did.

@@ -69,12 +69,19 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Sets `ended_at` once; returns false if the meeting was already ended or does not exist.
     async fn end_meeting(&self, id: &str, at: DateTime<Utc>) -> Result<bool>;
     async fn set_recording_enabled(&self, id: &str, enabled: bool) -> Result<bool>;
+    /// Replaces a meeting's settings; returns false if there is no such meeting.
+    async fn set_meeting_settings(&self, id: &str, settings: &MeetingSettings) -> Result<bool>;
 
     async fn add_participant(&self, participant: &Participant) -> Result<()>;
     /// Sets `left_at` once; returns false if that connection had left already or was never there.
     async fn participant_left(&self, meeting_id: &str, connection_id: &str, at: DateTime<Utc>) -> Result<bool>;
     /// Marks everyone still in a meeting as gone (the meeting ended, or the node restarted). Returns how many.
     async fn all_participants_left(&self, meeting_id: &str, at: DateTime<Utc>) -> Result<u64>;
+    /// A host changed a connection's role.
+    async fn set_participant_role(&self, meeting_id: &str, connection_id: &str, role: Role) -> Result<bool>;
+    /// A host removed `user_id` from the meeting: refused from then on. Idempotent.
+    async fn add_removal(&self, meeting_id: &str, user_id: &str, removed_by: &str, at: DateTime<Utc>) -> Result<()>;
+    async fn is_removed(&self, meeting_id: &str, user_id: &str) -> Result<bool>;
     /// In order of joining. `active_only` keeps those without `left_at`.
     async fn participants(&self, meeting_id: &str, active_only: bool) -> Result<Vec<Participant>>;
 

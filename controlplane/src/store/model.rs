@@ -13,8 +13,11 @@ pub fn now() -> DateTime<Utc> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
-    /// Created the meeting (or was promoted): ends it, records it, admits from the waiting room.
+    /// Created the meeting (or was handed the role): ends it, records it, runs it.
     Host,
+    /// Runs the meeting with the host (admits, mutes, removes, records) but cannot end it, hand out host or
+    /// co-host roles, or act on a host.
+    CoHost,
     /// Publishes and subscribes.
     Participant,
     /// Subscribes only.
@@ -27,6 +30,7 @@ impl Role {
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Host => "host",
+            Role::CoHost => "co_host",
             Role::Participant => "participant",
             Role::Viewer => "viewer",
             Role::Recorder => "recorder",
@@ -36,6 +40,7 @@ impl Role {
     pub fn parse(s: &str) -> Option<Role> {
         Some(match s {
             "host" => Role::Host,
+            "co_host" => Role::CoHost,
             "participant" => Role::Participant,
             "viewer" => Role::Viewer,
             "recorder" => Role::Recorder,
@@ -57,6 +62,12 @@ pub struct MeetingSettings {
     pub waiting_room: bool,
     pub allow_chat: bool,
     pub allow_screenshare: bool,
+    /// Only hosts and co-hosts share screens.
+    pub screenshare_hosts_only: bool,
+    /// Participants join with their microphone muted (they may unmute themselves).
+    pub join_muted: bool,
+    /// No new joins, even with a valid token, except hosts (a host toggles it during the meeting).
+    pub locked: bool,
     /// Cameras publish three simulcast layers (1/4, 1/2 and full resolution) and each subscriber receives the
     /// one it asks for: more upload for the publisher, far less download for people viewing thumbnails.
     pub simulcast: bool,
@@ -93,6 +104,9 @@ impl Default for MeetingSettings {
             waiting_room: false,
             allow_chat: true,
             allow_screenshare: true,
+            screenshare_hosts_only: false,
+            join_muted: false,
+            locked: false,
             simulcast: true,
         }
     }

@@ -359,4 +359,28 @@ impl Store for PostgresStore {
         let conn = self.conn().await?;
         conn.execute(sql::API_KEY_REVOKE, &[&at, &id]).await.map_err(map_err).map(|n| n == 1)
     }
+
+    async fn set_meeting_settings(&self, id: &str, settings: &MeetingSettings) -> Result<bool> {
+        let conn = self.conn().await?;
+        let settings = serde_json::to_value(settings).map_err(|e| StoreError::Backend(e.to_string()))?;
+        conn.execute(sql::MEETING_SET_SETTINGS, &[&settings, &id]).await.map_err(map_err).map(|n| n == 1)
+    }
+
+    async fn set_participant_role(&self, meeting_id: &str, connection_id: &str, role: Role) -> Result<bool> {
+        let conn = self.conn().await?;
+        conn.execute(sql::PARTICIPANT_SET_ROLE, &[&role.as_str(), &meeting_id, &connection_id])
+            .await
+            .map_err(map_err)
+            .map(|n| n == 1)
+    }
+
+    async fn add_removal(&self, meeting_id: &str, user_id: &str, removed_by: &str, at: DateTime<Utc>) -> Result<()> {
+        let conn = self.conn().await?;
+        conn.execute(sql::REMOVAL_INSERT, &[&meeting_id, &user_id, &removed_by, &at]).await.map_err(map_err).map(drop)
+    }
+
+    async fn is_removed(&self, meeting_id: &str, user_id: &str) -> Result<bool> {
+        let conn = self.conn().await?;
+        Ok(conn.query_opt(sql::REMOVAL_EXISTS, &[&meeting_id, &user_id]).await.map_err(map_err)?.is_some())
+    }
 }

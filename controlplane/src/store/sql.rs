@@ -58,3 +58,10 @@ pub const API_KEY_BY_ID: &str =
 pub const API_KEYS_ALL: &str =
     "SELECT id, name, secret_hash, scopes, created_at, revoked_at FROM api_keys ORDER BY created_at, id";
 pub const API_KEY_REVOKE: &str = "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL";
+
+pub const MEETING_SET_SETTINGS: &str = "UPDATE meetings SET settings_json = $1 WHERE id = $2";
+pub const PARTICIPANT_SET_ROLE: &str = "UPDATE participants SET role = $1 WHERE meeting_id = $2 AND connection_id = $3";
+/// A second removal of the same user keeps the first row.
+pub const REMOVAL_INSERT: &str = "INSERT INTO meeting_removals (meeting_id, user_id, removed_by, removed_at) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (meeting_id, user_id) DO NOTHING";
+pub const REMOVAL_EXISTS: &str = "SELECT 1 FROM meeting_removals WHERE meeting_id = $1 AND user_id = $2";

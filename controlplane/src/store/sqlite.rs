@@ -424,4 +424,27 @@ impl Store for SqliteStore {
         let id = id.to_string();
         self.with(move |c| c.execute(sql::API_KEY_REVOKE, params![ts(at), id])).await.map(|n| n == 1)
     }
+
+    async fn set_meeting_settings(&self, id: &str, settings: &MeetingSettings) -> Result<bool> {
+        let (id, settings) =
+            (id.to_string(), serde_json::to_string(settings).map_err(|e| StoreError::Backend(e.to_string()))?);
+        self.with(move |c| c.execute(sql::MEETING_SET_SETTINGS, params![settings, id])).await.map(|n| n == 1)
+    }
+
+    async fn set_participant_role(&self, meeting_id: &str, connection_id: &str, role: Role) -> Result<bool> {
+        let (m, c_id) = (meeting_id.to_string(), connection_id.to_string());
+        self.with(move |c| c.execute(sql::PARTICIPANT_SET_ROLE, params![role.as_str(), m, c_id])).await.map(|n| n == 1)
+    }
+
+    async fn add_removal(&self, meeting_id: &str, user_id: &str, removed_by: &str, at: DateTime<Utc>) -> Result<()> {
+        let (m, u, by) = (meeting_id.to_string(), user_id.to_string(), removed_by.to_string());
+        self.with(move |c| c.execute(sql::REMOVAL_INSERT, params![m, u, by, ts(at)])).await.map(drop)
+    }
+
+    async fn is_removed(&self, meeting_id: &str, user_id: &str) -> Result<bool> {
+        let (m, u) = (meeting_id.to_string(), user_id.to_string());
+        self.with(move |c| c.prepare_cached(sql::REMOVAL_EXISTS)?.query_row(params![m, u], |_| Ok(())).optional())
+            .await
+            .map(|found| found.is_some())
+    }
 }

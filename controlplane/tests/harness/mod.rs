@@ -27,6 +27,7 @@ pub struct Harness {
     pub tokens: Tokens,
     pub store: Arc<dyn sluice_controlplane::store::Store>,
     pub runtime: Arc<Runtime>,
+    pub signaling: Arc<sluice_controlplane::signaling::Signaling>,
     _dir: tempfile::TempDir,
 }
 
@@ -55,6 +56,7 @@ pub async fn start() -> Harness {
     let server = HttpServer::bind(&http, services).await.unwrap();
     let addr = server.local_addr();
     let signaling = server.signaling();
+    let shared = Arc::clone(&signaling);
     tokio::spawn(server.run(std::future::pending()));
     // The event pump, as `sluice serve` runs it.
     let pump = Arc::clone(&runtime);
@@ -68,7 +70,15 @@ pub async fn start() -> Harness {
             pump.wait_events(Duration::from_millis(50));
         }
     });
-    Harness { base: format!("http://{addr}"), ws: format!("ws://{addr}/signaling"), tokens, store, runtime, _dir: dir }
+    Harness {
+        base: format!("http://{addr}"),
+        ws: format!("ws://{addr}/signaling"),
+        tokens,
+        store,
+        runtime,
+        signaling: shared,
+        _dir: dir,
+    }
 }
 
 impl Harness {
@@ -93,6 +103,11 @@ impl Harness {
             role,
             ttl_secs: None,
         })
+    }
+
+    /// Who is in a meeting now, as the participants API reads it.
+    pub async fn roster(&self, meeting: &str) -> Vec<sluice_controlplane::signaling::RosterEntry> {
+        self.signaling.roster(meeting).await
     }
 
     pub async fn client(&self) -> Client {

@@ -41,10 +41,14 @@ pub enum DropReason {
     RelayPoolEmpty,
     /// A relayed packet for a track this worker does not mirror (removed while the packet was in flight).
     UnknownRelay,
+    /// Media of a track the control plane blocked: a host stopped it, or its publisher's grant for it was revoked
+    /// (until the renegotiation that closes it). Decrypted (so the replay window and rollover counter stay true)
+    /// and not forwarded.
+    Blocked,
 }
 
 impl DropReason {
-    pub const COUNT: usize = DropReason::UnknownRelay as usize + 1;
+    pub const COUNT: usize = DropReason::Blocked as usize + 1;
 
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::UnknownProtocol,
@@ -67,6 +71,7 @@ impl DropReason {
         DropReason::QueueFull,
         DropReason::RelayPoolEmpty,
         DropReason::UnknownRelay,
+        DropReason::Blocked,
     ];
 
     /// The label used in metrics (`sluice_dataplane_drops_total{reason="..."}`).
@@ -92,6 +97,7 @@ impl DropReason {
             DropReason::QueueFull => "queue_full",
             DropReason::RelayPoolEmpty => "relay_pool_empty",
             DropReason::UnknownRelay => "unknown_relay",
+            DropReason::Blocked => "blocked",
         }
     }
 }

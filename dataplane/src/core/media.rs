@@ -153,6 +153,12 @@ impl Core {
                 self.next_feedback.get_or_insert(now + FEEDBACK_INTERVAL);
             }
         }
+        let track = stream.track;
+        if self.tracks.get(track).is_some_and(|t| t.blocked) {
+            return self.drop(DropReason::Blocked);
+        }
+        let p = self.participants.get_mut(id).expect("checked above");
+        let stream = &mut p.inbound[slot];
         let mut unrepairable = false;
         if let Some(missing) = stream.missing.as_mut() {
             unrepairable = missing.on_packet(index, previous_highest, now);

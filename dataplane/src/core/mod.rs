@@ -312,6 +312,8 @@ struct Track {
     /// Per layer, video only (and unless turned off): recent packets for answering NACKs. Allocated with the
     /// track, also for layers whose SSRC is learned later.
     retransmission: [Option<RetransmissionBuffer>; LAYERS_MAX],
+    /// Its media is dropped (`DropReason::Blocked`): a host stopped it, or the grant to publish it was revoked.
+    blocked: bool,
 }
 
 #[derive(Debug)]
@@ -571,7 +573,16 @@ impl Core {
             last_keyframe_request: [None; LAYERS_MAX],
             layers: LayerActivity::default(),
             retransmission,
+            blocked: false,
         }
+    }
+
+    /// Stops (or resumes) forwarding a published track: its packets are still decrypted, then dropped as
+    /// `Blocked`. Subscribers see a pause, as for a muted source.
+    pub fn block_track(&mut self, id: TrackId, blocked: bool) -> Result<(), CoreError> {
+        let track = self.tracks.get_mut(id).ok_or(CoreError::UnknownTrack)?;
+        track.blocked = blocked;
+        Ok(())
     }
 
     pub fn remove_track(&mut self, id: TrackId) -> Result<(), CoreError> {

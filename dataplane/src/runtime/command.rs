@@ -72,6 +72,11 @@ pub enum Command {
         track: TrackId,
         reply: Reply<Result<(), CoreError>>,
     },
+    BlockTrack {
+        track: TrackId,
+        blocked: bool,
+        reply: Reply<Result<(), CoreError>>,
+    },
     /// Relay `track` to worker `worker`, which mirrors it under `key`.
     RelayTrack {
         track: TrackId,
@@ -143,6 +148,7 @@ impl Command {
             Command::RemoveParticipant { participant, reply } => reply.send(core.remove_participant(participant)),
             Command::AddTrack { publisher, spec, reply } => reply.send(core.add_track(publisher, spec)),
             Command::RemoveTrack { track, reply } => reply.send(core.remove_track(track)),
+            Command::BlockTrack { track, blocked, reply } => reply.send(core.block_track(track, blocked)),
             Command::RelayTrack { track, key, worker, reply } => reply.send(core.relay_track(track, key, worker)),
             Command::AddMirror { key, spec, reply } => reply.send(core.add_mirror_track(key, spec)),
             Command::MirrorOf { key, reply } => reply.send(core.relayed_track(key)),

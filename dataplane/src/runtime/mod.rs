@@ -385,6 +385,12 @@ impl Runtime {
         Ok(self.call(worker, |reply| Command::AddTrack { publisher, spec, reply })??)
     }
 
+    /// Stops or resumes forwarding a track published on `worker` (its mirrors on other workers are fed from
+    /// there, so they stop too).
+    pub fn block_track(&self, worker: usize, track: TrackId, blocked: bool) -> Result<(), RuntimeError> {
+        Ok(self.call(worker, |reply| Command::BlockTrack { track, blocked, reply })??)
+    }
+
     /// Removes a track and its mirrors on other workers.
     pub fn remove_track(&self, worker: usize, track: TrackId) -> Result<(), RuntimeError> {
         let mirrors: Vec<RelayKey> = {

@@ -1,0 +1,97 @@
+//! Host controls as one type for both doors: a signaling message from a host's browser and an HTTP request with a
+//! host token become the same [`Control`], executed by the meeting's room (`room/moderation.rs`), so a control
+//! means the same thing, with the same checks, however it arrives.
+
+use serde::Deserialize;
+
+use super::protocol::{ClientMessage, ErrorCode, GrantsChange, Source};
+use crate::store::Role;
+
+/// One host action.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Control {
+    Admit { participant_id: String },
+    AdmitAll,
+    Deny { participant_id: String },
+    Mute { participant_id: String, source: Source },
+    AskUnmute { participant_id: String, source: Source },
+    MuteAll,
+    Remove { participant_id: String },
+    SetRole { participant_id: String, role: Role },
+    SetGrants { participant_id: String, grants: GrantsChange },
+    SendToWaitingRoom { participant_id: String },
+    Lock { locked: bool },
+    LowerHands { participant_id: Option<String> },
+    End,
+}
+
+impl Control {
+    /// The control a signaling message asks for, or the message back when it is none.
+    pub fn from_message(message: ClientMessage) -> Result<Control, ClientMessage> {
+        Ok(match message {
+            ClientMessage::Admit { participant_id } => Control::Admit { participant_id },
+            ClientMessage::AdmitAll {} => Control::AdmitAll,
+            ClientMessage::Deny { participant_id } => Control::Deny { participant_id },
+            ClientMessage::MuteParticipant { participant_id, source } => Control::Mute { participant_id, source },
+            ClientMessage::AskUnmute { participant_id, source } => Control::AskUnmute { participant_id, source },
+            ClientMessage::MuteAll {} => Control::MuteAll,
+            ClientMessage::RemoveParticipant { participant_id } => Control::Remove { participant_id },
+            ClientMessage::SetRole { participant_id, role } => Control::SetRole { participant_id, role },
+            ClientMessage::SetGrants { participant_id, grants } => Control::SetGrants { participant_id, grants },
+            ClientMessage::SendToWaitingRoom { participant_id } => Control::SendToWaitingRoom { participant_id },
+            ClientMessage::Lock { locked } => Control::Lock { locked },
+            ClientMessage::LowerHands { participant_id } => Control::LowerHands { participant_id },
+            ClientMessage::EndMeeting {} => Control::End,
+            other => return Err(other),
+        })
+    }
+
+    /// For logs and analytics events.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Control::Admit { .. } => "admit",
+            Control::AdmitAll => "admit_all",
+            Control::Deny { .. } => "deny",
+            Control::Mute { .. } => "mute",
+            Control::AskUnmute { .. } => "ask_unmute",
+            Control::MuteAll => "mute_all",
+            Control::Remove { .. } => "remove",
+            Control::SetRole { .. } => "set_role",
+            Control::SetGrants { .. } => "set_grants",
+            Control::SendToWaitingRoom { .. } => "send_to_waiting_room",
+            Control::Lock { .. } => "lock",
+            Control::LowerHands { .. } => "lower_hands",
+            Control::End => "end",
+        }
+    }
+}
+
+/// Who asks: a host in the meeting, or an HTTP caller with a host token of the meeting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actor {
+    Member(String),
+    Api { user_id: String, name: String, role: Role },
+}
+
+/// Why a control was refused; the message names what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ControlError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ControlError {
+        ControlError { code, message: message.into() }
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> ControlError {
+        ControlError::new(ErrorCode::Forbidden, message)
+    }
+
+    /// An unknown or departed participant, or one not in the state the control needs.
+    pub fn state(message: impl Into<String>) -> ControlError {
+        ControlError::new(ErrorCode::BadState, message)
+    }
+}
