@@ -198,6 +198,8 @@ async fn roles_change_live_and_a_revoked_grant_closes_the_section() {
     pat.send(json!({"type": "mute_participant", "participant_id": host_id, "source": "microphone"})).await;
     refused(&mut pat, "forbidden", "cannot act on the host").await;
     let (mut viv, viv_id) = as_role(&h, &meeting, "viv", Role::Participant, &[]).await;
+    pat.send(json!({"type": "mute_participant", "participant_id": viv_id, "source": "microphone"})).await;
+    viv.expect("muted_by_host").await;
     pat.send(json!({"type": "set_role", "participant_id": viv_id, "role": "co_host"})).await;
     refused(&mut pat, "forbidden", "only the host").await;
     pat.send(json!({"type": "set_role", "participant_id": viv_id, "role": "viewer"})).await;

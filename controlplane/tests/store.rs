@@ -58,6 +58,7 @@ both_backends!(
     chat_pages_by_id,
     concurrent_writes_all_land,
     api_keys_verify_until_revoked,
+    moderation_writes_roles_removals_and_settings,
 );
 
 fn meeting(id: &str) -> Meeting {
@@ -274,4 +275,26 @@ async fn api_keys_verify_until_revoked(store: &dyn Store) {
     assert!(!store.revoke_api_key("nosuchkey123", now()).await.unwrap());
     assert!(matches!(apikeys::verify(store, &new.key).await, Err(KeyError::Revoked(_))));
     assert!(apikeys::verify(store, &other.key).await.is_ok(), "another key is untouched");
+}
+
+/// What host controls write: a connection's new role, a removal (idempotent, per user), new settings.
+async fn moderation_writes_roles_removals_and_settings(store: &dyn Store) {
+    let m = meeting("mod-erat-ion");
+    store.create_meeting(&m).await.unwrap();
+    store.add_participant(&participant(&m.id, "c1", now())).await.unwrap();
+    assert!(store.set_participant_role(&m.id, "c1", Role::CoHost).await.unwrap());
+    assert!(!store.set_participant_role(&m.id, "nope", Role::CoHost).await.unwrap());
+    assert_eq!(store.participants(&m.id, true).await.unwrap()[0].role, Role::CoHost);
+
+    assert!(!store.is_removed(&m.id, "u_bad").await.unwrap());
+    store.add_removal(&m.id, "u_bad", "Host", now()).await.unwrap();
+    store.add_removal(&m.id, "u_bad", "Host", now()).await.unwrap();
+    assert!(store.is_removed(&m.id, "u_bad").await.unwrap());
+    assert!(!store.is_removed(&m.id, "u_good").await.unwrap(), "by user id");
+    assert!(!store.is_removed("othe-rmee-ting", "u_bad").await.unwrap(), "by meeting");
+
+    let settings = MeetingSettings { locked: true, description: Some("<b>agenda</b>".into()), ..m.settings.clone() };
+    assert!(store.set_meeting_settings(&m.id, &settings).await.unwrap());
+    assert_eq!(store.meeting(&m.id).await.unwrap().unwrap().settings, settings, "read back as written");
+    assert!(!store.set_meeting_settings("none-none-non", &settings).await.unwrap());
 }

@@ -56,6 +56,8 @@ impl Role {
 pub struct MeetingSettings {
     /// Shown in the web client; at most [`MeetingSettings::TITLE_LEN_MAX`] characters.
     pub title: Option<String>,
+    /// Shown under the title; at most [`MeetingSettings::DESCRIPTION_LEN_MAX`] characters.
+    pub description: Option<String>,
     /// Participants connected at once; a join beyond it is refused.
     pub max_participants: u32,
     /// Joiners wait until a host admits them.
@@ -75,6 +77,7 @@ pub struct MeetingSettings {
 
 impl MeetingSettings {
     pub const TITLE_LEN_MAX: usize = 200;
+    pub const DESCRIPTION_LEN_MAX: usize = 2000;
     /// A room bigger than this is a webinar that wants cascading across nodes, which a setting cannot give.
     pub const PARTICIPANTS_MAX: u32 = 10_000;
 
@@ -84,6 +87,11 @@ impl MeetingSettings {
             && title.chars().count() > Self::TITLE_LEN_MAX
         {
             return Err(format!("settings.title is longer than {} characters", Self::TITLE_LEN_MAX));
+        }
+        if let Some(description) = &self.description
+            && description.chars().count() > Self::DESCRIPTION_LEN_MAX
+        {
+            return Err(format!("settings.description is longer than {} characters", Self::DESCRIPTION_LEN_MAX));
         }
         if self.max_participants == 0 || self.max_participants > Self::PARTICIPANTS_MAX {
             return Err(format!(
@@ -100,6 +108,7 @@ impl Default for MeetingSettings {
     fn default() -> Self {
         MeetingSettings {
             title: None,
+            description: None,
             max_participants: 100,
             waiting_room: false,
             allow_chat: true,
