@@ -188,6 +188,14 @@ async fn the_strict_profile_needs_keys_to_create_and_tokens_to_join() {
         post(&format!("{base}/meetings/{id}/tokens"), Some(&app_key), json!({"name": "R", "role": "recorder"})).await;
     assert_eq!(status, 400, "{body}");
 
+    // Reading a meeting needs an invitation too, and says nothing about unknown ids.
+    for meeting_id in [id.as_str(), "bcd-fghj-kmn"] {
+        let (status, body) = get_status(&format!("{base}/meetings/{meeting_id}"), None).await;
+        assert_eq!(status, 401, "{meeting_id}: {body}");
+    }
+    let (status, _) = get_status(&format!("{base}/meetings/{id}"), minted["token"].as_str()).await;
+    assert_eq!(status, 200);
+
     // Metrics: not on the public listener; on the operations one.
     let (status, body) = get_status(&format!("{base}/metrics"), Some(&ops_key)).await;
     assert_eq!(status, 404, "{body}");

@@ -38,6 +38,7 @@ pub enum TokenError {
 
 /// What a participant may do. The role implies defaults; a host may change them during the meeting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "GrantsWire")]
 pub struct Grants {
     /// Publish a microphone.
     pub microphone: bool,
@@ -49,6 +50,34 @@ pub struct Grants {
     pub chat: bool,
     /// Run the meeting: admit, mute, remove, record (a host or co-host).
     pub host: bool,
+}
+
+/// Grants as tokens carry them: also the earlier form, one `publish` for every source (tokens minted before
+/// per-source grants, and share links, keep working).
+#[derive(Deserialize)]
+struct GrantsWire {
+    #[serde(default)]
+    publish: Option<bool>,
+    microphone: Option<bool>,
+    camera: Option<bool>,
+    screen: Option<bool>,
+    subscribe: bool,
+    chat: bool,
+    host: bool,
+}
+
+impl From<GrantsWire> for Grants {
+    fn from(w: GrantsWire) -> Grants {
+        let legacy = w.publish.unwrap_or(false);
+        Grants {
+            microphone: w.microphone.unwrap_or(legacy),
+            camera: w.camera.unwrap_or(legacy),
+            screen: w.screen.unwrap_or(legacy),
+            subscribe: w.subscribe,
+            chat: w.chat,
+            host: w.host,
+        }
+    }
 }
 
 impl Grants {
@@ -85,6 +114,10 @@ pub struct Claims {
     /// setting (tokens handed out by link under `access.join_by_link = "waiting_room"`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub waiting_room: bool,
+    /// Handed out for a meeting's link (`POST /meetings/{id}/join` without an application's key): the holder
+    /// is anonymous, so once a host has removed anyone, such newcomers go through the waiting room.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub link: bool,
     pub iat: i64,
     pub nbf: i64,
     pub exp: i64,
@@ -194,15 +227,15 @@ impl Tokens {
     }
 
     pub fn mint(&self, request: &TokenRequest) -> String {
-        self.mint_claims(request, false)
+        self.mint_claims(request, false, false)
     }
 
-    /// As `mint`, for a holder who waits in the waiting room until a host admits them.
-    pub fn mint_waiting(&self, request: &TokenRequest) -> String {
-        self.mint_claims(request, true)
+    /// A token handed out for a meeting's link; with `waiting_room` its holder waits until a host admits them.
+    pub fn mint_link(&self, request: &TokenRequest, waiting_room: bool) -> String {
+        self.mint_claims(request, waiting_room, true)
     }
 
-    fn mint_claims(&self, request: &TokenRequest, waiting_room: bool) -> String {
+    fn mint_claims(&self, request: &TokenRequest, waiting_room: bool, link: bool) -> String {
         let now = Utc::now().timestamp();
         let ttl = request.ttl_secs.unwrap_or(self.ttl_secs).min(i64::MAX as u64 / 2) as i64;
         let claims = Claims {
@@ -213,6 +246,7 @@ impl Tokens {
             role: request.role,
             grants: Grants::for_role(request.role),
             waiting_room,
+            link,
             iat: now,
             nbf: now,
             exp: now.saturating_add(ttl),
@@ -362,6 +396,18 @@ mod tests {
     }
 
     #[test]
+    fn grants_in_the_earlier_form_still_read() {
+        let old: Grants =
+            serde_json::from_str(r#"{"publish":true,"subscribe":true,"chat":true,"host":false}"#).unwrap();
+        assert_eq!(old, Grants::for_role(Role::Participant));
+        let viewer: Grants =
+            serde_json::from_str(r#"{"publish":false,"subscribe":true,"chat":true,"host":false}"#).unwrap();
+        assert_eq!(viewer, Grants::for_role(Role::Viewer));
+        let now = serde_json::to_string(&Grants::for_role(Role::Host)).unwrap();
+        assert_eq!(serde_json::from_str::<Grants>(&now).unwrap(), Grants::for_role(Role::Host));
+    }
+
+    #[test]
     fn creator_and_meeting_tokens_are_not_interchangeable() {
         let t = tokens();
         let creator = t.mint_creator("app-user-7", None);
@@ -399,6 +445,7 @@ mod tests {
             role: Role::Viewer,
             grants: Grants::for_role(Role::Viewer),
             waiting_room: false,
+            link: false,
             iat: now - 7200,
             nbf: now - 7200,
             exp: now - 3600,

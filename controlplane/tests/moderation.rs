@@ -292,3 +292,116 @@ async fn the_same_controls_over_http_with_a_host_token_and_not_a_participants() 
     let kinds: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
     assert!(kinds.contains(&"removed"), "{kinds:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn controls_that_land_between_offer_and_answer_still_hold() {
+    let h = start().await;
+    let (meeting, host_token) = h.meeting(json!({})).await;
+    let mut host = h.client().await;
+    host.send(json!({"type": "join", "v": 1, "meeting_id": meeting, "token": host_token})).await;
+    host.expect("welcome").await;
+    let (mut pat, pat_id) = as_role(&h, &meeting, "pat", Role::Participant, &["microphone", "camera"]).await;
+    let offer = pat.expect("offer").await;
+    // Before Pat answers: the microphone is stopped and the camera's grant revoked.
+    host.send(json!({"type": "mute_participant", "participant_id": pat_id, "source": "microphone"})).await;
+    pat.expect("muted_by_host").await;
+    host.send(json!({"type": "set_grants", "participant_id": pat_id, "grants": {"camera": false}})).await;
+    pat.expect("role_changed").await;
+    pat.answer(&offer, 400).await;
+    let added = host.expect("track_added").await;
+    assert_eq!(added["track"]["source"], "microphone", "only the microphone is published: {added}");
+    assert_eq!(added["track"]["muted"], true, "and it arrives muted (blocked): {added}");
+    let roster = h.roster(&meeting).await;
+    let p = roster.iter().find(|r| r.participant_id == pat_id).unwrap();
+    assert_eq!(p.held, vec![Source::Microphone]);
+    let next = pat.expect("offer").await;
+    let camera = next["sections"].as_array().unwrap().iter().find(|s| s["source"] == "camera").unwrap().clone();
+    assert_eq!(camera["role"], "closed", "the camera's section closes: {next}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sent_back_removed_and_muted_people_do_not_slip_back_in() {
+    let h = start().await;
+    let (meeting, host_token) = h.meeting(json!({})).await;
+    let mut host = h.client().await;
+    host.send(json!({"type": "join", "v": 1, "meeting_id": meeting, "token": host_token})).await;
+    host.expect("welcome").await;
+    let (_ann, _ann_id) = as_role(&h, &meeting, "ann", Role::Participant, &[]).await;
+    let (mut bob, bob_id) = as_role(&h, &meeting, "bob", Role::Participant, &[]).await;
+
+    host.send(json!({"type": "mute_all"})).await;
+    bob.expect("muted_by_host").await;
+    let roster = h.roster(&meeting).await;
+    for r in roster.iter().filter(|r| r.role == Role::Participant) {
+        assert_eq!(r.held, vec![Source::Microphone], "{roster:?}");
+    }
+    assert!(roster.iter().find(|r| r.role == Role::Host).unwrap().held.is_empty(), "hosts are not muted");
+
+    // Sent back to the waiting room: reconnecting with the same token waits again.
+    host.send(json!({"type": "send_to_waiting_room", "participant_id": bob_id})).await;
+    bob.expect("waiting").await;
+    drop(bob);
+    let mut bob = h.client().await;
+    bob.send(
+        json!({"type": "join", "v": 1, "meeting_id": meeting, "token": h.token(&meeting, "bob", Role::Participant)}),
+    )
+    .await;
+    let first = bob.next().await;
+    assert_eq!(first["type"], "waiting", "{first}");
+
+    // Removed while waiting; then anonymous link joiners go through the waiting room.
+    host.send(json!({"type": "remove_participant", "participant_id": first["participant_id"]})).await;
+    assert_eq!(bob.expect("close").await["code"], 4014);
+    let ticket: Value = reqwest::Client::new()
+        .post(format!("{}/meetings/{meeting}/join", h.base))
+        .json(&json!({"name": "bob again"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut link = h.client().await;
+    link.send(json!({"type": "join", "v": 1, "meeting_id": meeting, "token": ticket["participant_token"]})).await;
+    let first = link.next().await;
+    assert_eq!(first["type"], "waiting", "after a removal, link joiners wait for a host: {first}");
+
+    // Locked: people already in reconnect; newcomers are refused.
+    host.send(json!({"type": "lock", "locked": true})).await;
+    host.expect("meeting_locked").await;
+    let (_ann_again, _) = as_role(&h, &meeting, "ann", Role::Participant, &[]).await;
+    let mut newcomer = h.client().await;
+    newcomer
+        .send(json!({"type": "join", "v": 1, "meeting_id": meeting, "token": h.token(&meeting, "new", Role::Participant)}))
+        .await;
+    assert_eq!(newcomer.expect("close").await["code"], 4015);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_demoted_host_and_a_co_host_cannot_end_the_meeting_over_http() {
+    let h = start().await;
+    let (meeting, host_token) = h.meeting(json!({})).await;
+    let mut host = h.client().await;
+    host.send(json!({"type": "join", "v": 1, "meeting_id": meeting, "token": host_token.clone()})).await;
+    host.expect("welcome").await;
+    let (_pat, pat_id) = as_role(&h, &meeting, "pat", Role::Participant, &[]).await;
+    let co = h.token(&meeting, "co", Role::CoHost);
+    let (status, body) = http(&h, reqwest::Method::DELETE, &format!("/meetings/{meeting}"), &co, json!({})).await;
+    assert_eq!(status, 403, "{body}");
+    // The host hands the role to Pat: the former host's token no longer ends or changes the meeting.
+    host.send(json!({"type": "set_role", "participant_id": pat_id, "role": "host"})).await;
+    host.expect("role_changed").await;
+    let (status, body) = http(
+        &h,
+        reqwest::Method::PATCH,
+        &format!("/meetings/{meeting}"),
+        &host_token,
+        json!({"settings": {"locked": false}}),
+    )
+    .await;
+    assert_eq!(status, 200, "a co-host may still change settings: {body}");
+    let (status, body) =
+        http(&h, reqwest::Method::DELETE, &format!("/meetings/{meeting}"), &host_token, json!({})).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(h.store.meeting(&meeting).await.unwrap().unwrap().ended_at.is_none());
+}

@@ -287,9 +287,11 @@ async fn moderation_writes_roles_removals_and_settings(store: &dyn Store) {
     assert_eq!(store.participants(&m.id, true).await.unwrap()[0].role, Role::CoHost);
 
     assert!(!store.is_removed(&m.id, "u_bad").await.unwrap());
+    assert!(!store.any_removal(&m.id).await.unwrap());
     store.add_removal(&m.id, "u_bad", "Host", now()).await.unwrap();
     store.add_removal(&m.id, "u_bad", "Host", now()).await.unwrap();
     assert!(store.is_removed(&m.id, "u_bad").await.unwrap());
+    assert!(store.any_removal(&m.id).await.unwrap());
     assert!(!store.is_removed(&m.id, "u_good").await.unwrap(), "by user id");
     assert!(!store.is_removed("othe-rmee-ting", "u_bad").await.unwrap(), "by meeting");
 

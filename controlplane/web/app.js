@@ -30,7 +30,9 @@ const audios = new Map(); // track id -> <audio>
 main().catch((e) => lobbyProblem(String(e.message || e)));
 
 async function main() {
-  const response = await fetch(`/meetings/${encodeURIComponent(meetingId)}`);
+  // Where only invited people may read a meeting, the invitation's token says who is asking.
+  const kept = sessionStorage.getItem(tokenKey);
+  const response = await fetch(`/meetings/${encodeURIComponent(meetingId)}`, kept ? { headers: { authorization: `Bearer ${kept}` } } : {});
   const meeting = await response.json();
   if (!response.ok) return lobbyProblem(meeting.error?.message || 'This meeting does not exist.', true);
   if (meeting.ended_at) return ended('This meeting has ended.');

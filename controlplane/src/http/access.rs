@@ -71,6 +71,27 @@ pub fn host_claims(state: &AppState, headers: &HeaderMap, meeting: &Meeting, act
     Ok(claims)
 }
 
+/// As `host_claims`, and the meeting agrees now: a host a host demoted in the live meeting is no host through
+/// the API either. The returned claims carry the role the meeting gives them.
+pub async fn host_now(
+    state: &AppState,
+    headers: &HeaderMap,
+    meeting: &Meeting,
+    action: &str,
+) -> Result<Claims, ApiError> {
+    let mut claims = host_claims(state, headers, meeting, action)?;
+    if let Some((role, grants)) = state.signaling.effective(&meeting.id, &claims.sub).await {
+        if !grants.host {
+            return Err(ApiError::forbidden(format!(
+                "only a host can {action}; you are no longer one in this meeting"
+            )));
+        }
+        claims.role = role;
+        claims.grants = grants;
+    }
+    Ok(claims)
+}
+
 /// In front of every route: client address, API key check, limits, key attribution, HSTS.
 pub async fn guard(State(state): State<Arc<AppState>>, mut request: Request, next: Next) -> Response {
     let peer =
@@ -78,7 +99,14 @@ pub async fn guard(State(state): State<Arc<AppState>>, mut request: Request, nex
     let source = client_address(peer, request.headers(), &state.policy.trusted_proxies);
     let presented = bearer(request.headers()).filter(|b| apikeys::is_api_key(b)).map(str::to_string);
     let key = match presented {
-        Some(bearer) => Some(apikeys::verify(state.store.as_ref(), &bearer).await),
+        Some(bearer) => {
+            // Bounded before the store is asked: a flood of made-up keys costs a source its key attempts, not
+            // the database one look-up each.
+            if let Err(refused) = state.policy.limits.key_attempt(source) {
+                return refused.into_response();
+            }
+            Some(apikeys::verify(state.store.as_ref(), &bearer).await)
+        }
         None => None,
     };
     // A valid key is limited as the key (an application's backend sends for many users from one address);

@@ -23,6 +23,9 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(60);
 pub struct Limits {
     per_source: Option<DefaultKeyedRateLimiter<IpAddr>>,
     per_key: Option<DefaultKeyedRateLimiter<String>>,
+    /// Requests presenting an API key, per source, at the per-key rate: bounds the store look-ups a source can
+    /// cause with keys that turn out wrong (checked before the look-up).
+    key_attempts: Option<DefaultKeyedRateLimiter<IpAddr>>,
     sessions: Arc<Sessions>,
     clock: DefaultClock,
 }
@@ -57,6 +60,7 @@ impl Limits {
         Limits {
             per_source: quota(config.per_source_per_sec, config.per_source_burst).map(RateLimiter::keyed),
             per_key: quota(config.per_key_per_sec, config.per_key_burst).map(RateLimiter::keyed),
+            key_attempts: quota(config.per_key_per_sec, config.per_key_burst).map(RateLimiter::keyed),
             sessions: Arc::new(Sessions {
                 open: Mutex::new(SessionCounts::default()),
                 max: config.signaling_sessions_max,
@@ -69,11 +73,26 @@ impl Limits {
     /// Takes one request from `source`'s bucket.
     pub fn source(&self, source: IpAddr) -> Result<(), Refused> {
         let Some(limiter) = &self.per_source else { return Ok(()) };
+        let source = bucket_of(source);
         limiter.check_key(&source).map_err(|not_until| {
             metrics::counter!("sluice_http_rate_limited_total", "by" => "source").increment(1);
             Refused {
                 status: StatusCode::TOO_MANY_REQUESTS,
                 message: format!("too many requests from {source}; slow down"),
+                retry_after: not_until.wait_time_from(self.clock.now()),
+            }
+        })
+    }
+
+    /// Takes one key-bearing request from `source`'s key-attempt bucket, before the key is looked up.
+    pub fn key_attempt(&self, source: IpAddr) -> Result<(), Refused> {
+        let Some(limiter) = &self.key_attempts else { return Ok(()) };
+        let source = bucket_of(source);
+        limiter.check_key(&source).map_err(|not_until| {
+            metrics::counter!("sluice_http_rate_limited_total", "by" => "key_attempts").increment(1);
+            Refused {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                message: format!("too many requests with API keys from {source}; slow down"),
                 retry_after: not_until.wait_time_from(self.clock.now()),
             }
         })
@@ -94,7 +113,7 @@ impl Limits {
 
     /// A signaling WebSocket for `source`, held until the returned guard drops.
     pub fn open_session(&self, source: IpAddr) -> Result<SessionGuard, Refused> {
-        Sessions::open(&self.sessions, source)
+        Sessions::open(&self.sessions, bucket_of(source))
     }
 
     /// Forgets buckets that refilled; run now and then.
@@ -104,6 +123,10 @@ impl Limits {
             l.shrink_to_fit();
         }
         if let Some(l) = &self.per_key {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+        if let Some(l) = &self.key_attempts {
             l.retain_recent();
             l.shrink_to_fit();
         }
@@ -181,18 +204,33 @@ impl Drop for SessionGuard {
     }
 }
 
+/// What a source is counted as: an IPv4 address, or an IPv6 /64 (one subscriber's usual allocation: a client
+/// cannot dodge its limits by moving through its own prefix).
+pub fn bucket_of(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+        }
+        v4 => v4,
+    }
+}
+
 /// The client's address: the peer's, or, when the peer is a trusted proxy, the nearest address in
 /// `X-Forwarded-For` that is not one of the trusted proxies (the one the proxies saw).
 pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
-    if !trusted.contains(&peer) {
+    // A dual-stack listener sees IPv4 peers as ::ffff:a.b.c.d.
+    let peer = peer.to_canonical();
+    let trusted = |ip: &IpAddr| trusted.iter().any(|t| t.to_canonical() == ip.to_canonical());
+    if !trusted(&peer) {
         return peer;
     }
     let forwarded = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>();
     let hops = forwarded.iter().flat_map(|v| v.split(',')).map(str::trim).collect::<Vec<_>>();
     for hop in hops.iter().rev() {
         match hop.parse::<IpAddr>() {
-            Ok(ip) if trusted.contains(&ip) => continue,
-            Ok(ip) => return ip,
+            Ok(ip) if trusted(&ip) => continue,
+            Ok(ip) => return ip.to_canonical(),
             Err(_) => return peer,
         }
     }
@@ -245,6 +283,24 @@ mod tests {
         assert_eq!(limits.open_session(b).unwrap_err().status, StatusCode::SERVICE_UNAVAILABLE);
         drop(first);
         limits.open_session(a).unwrap();
+    }
+
+    #[test]
+    fn ipv6_sources_count_by_their_64_and_mapped_ipv4_as_ipv4() {
+        let limits = Limits::new(&config(1, 2));
+        for last in 1..=2u16 {
+            limits.source(IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 0, 0, 0, last))).unwrap();
+        }
+        let same_prefix = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 2, 9, 9, 9, 9));
+        assert!(limits.source(same_prefix).is_err(), "a new address in the same /64 is the same source");
+        let other_prefix = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 3, 0, 0, 0, 1));
+        assert!(limits.source(other_prefix).is_ok());
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(bucket_of(mapped), "10.0.0.1".parse::<IpAddr>().unwrap());
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-for", "203.0.113.9".parse().unwrap());
+        assert_eq!(client_address(mapped, &headers, &[proxy]), "203.0.113.9".parse::<IpAddr>().unwrap());
     }
 
     #[test]

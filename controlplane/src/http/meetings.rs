@@ -8,7 +8,7 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::access::{Caller, bearer, host_claims};
+use super::access::{Caller, bearer, host_now};
 use super::error::ApiError;
 use super::json::JsonBody;
 use crate::apikeys::Scope;
@@ -101,7 +101,27 @@ fn may_create(state: &AppState, caller: &Caller, headers: &HeaderMap) -> Result<
     }
 }
 
-pub async fn get(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Result<Json<MeetingView>, ApiError> {
+pub async fn get(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<MeetingView>, ApiError> {
+    // Where only invited people join, only they (and applications) read a meeting, checked before the store is
+    // asked: knowing an id tells nothing, not even whether it exists.
+    if state.policy.access.join_by_link == JoinPolicy::TokenOnly {
+        if caller.presents_key() {
+            caller.key_with(Scope::MintTokens)?;
+        } else {
+            let token = bearer(&headers).unwrap_or_default();
+            state.tokens.verify(token, &id).map_err(|_| {
+                ApiError::unauthorized(
+                    "joining by the meeting's link alone is turned off on this server: ask the organiser for an \
+                     invitation link",
+                )
+            })?;
+        }
+    }
     let meeting = find(&state, &id).await?;
     let active_participants = state.store.participants(&meeting.id, true).await?.len();
     let join_url = state.join_url(&meeting.id);
@@ -184,10 +204,10 @@ pub async fn join(
         ttl_secs: None,
     };
     // Under the waiting-room policy a link admits to the waiting room; an application's key admits straight in.
-    let participant_token = if state.policy.access.join_by_link == JoinPolicy::WaitingRoom && !caller.presents_key() {
-        state.tokens.mint_waiting(&request)
-    } else {
+    let participant_token = if caller.presents_key() {
         state.tokens.mint(&request)
+    } else {
+        state.tokens.mint_link(&request, state.policy.access.join_by_link == JoinPolicy::WaitingRoom)
     };
     let signaling_url = state.signaling_url();
     Ok(Json(JoinTicket { meeting_id: meeting.id, participant_token, role: Role::Participant, signaling_url }))
@@ -330,7 +350,10 @@ pub async fn end(
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     let meeting = find(&state, &id).await?;
-    host_claims(&state, &headers, &meeting, "end the meeting")?;
+    let claims = host_now(&state, &headers, &meeting, "end the meeting").await?;
+    if claims.role != Role::Host {
+        return Err(ApiError::forbidden("ending the meeting needs the host role; a co-host cannot"));
+    }
     if !state.store.end_meeting(&meeting.id, now()).await? {
         return Err(ApiError::gone(format!("meeting {id:?} has ended already")));
     }

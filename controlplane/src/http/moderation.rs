@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::AppState;
-use super::access::host_claims;
+use super::access::host_now;
 use super::error::ApiError;
 use super::json::JsonBody;
 use super::meetings::{MeetingView, find};
@@ -35,7 +35,7 @@ pub async fn participants(
     headers: HeaderMap,
 ) -> Result<Json<Roster>, ApiError> {
     let meeting = find(&state, &id).await?;
-    host_claims(&state, &headers, &meeting, "list the participants")?;
+    host_now(&state, &headers, &meeting, "list the participants").await?;
     let live = state.signaling.roster(&meeting.id).await;
     let history = state.store.participants(&meeting.id, false).await?;
     Ok(Json(Roster { live, history }))
@@ -50,7 +50,7 @@ pub async fn patch(
     JsonBody(body): JsonBody<MeetingPatch>,
 ) -> Result<Json<MeetingView>, ApiError> {
     let mut meeting = find(&state, &id).await?;
-    host_claims(&state, &headers, &meeting, "change the meeting")?;
+    host_now(&state, &headers, &meeting, "change the meeting").await?;
     if meeting.ended_at.is_some() {
         return Err(ApiError::gone(format!("meeting {id:?} has ended")));
     }
@@ -133,7 +133,7 @@ fn need<T>(value: Option<T>, field: &str) -> Result<T, ApiError> {
 
 async fn run(state: &AppState, id: &str, headers: &HeaderMap, control: Control) -> Result<StatusCode, ApiError> {
     let meeting = find(state, id).await?;
-    let claims = host_claims(state, headers, &meeting, control.name())?;
+    let claims = host_now(state, headers, &meeting, control.name()).await?;
     if meeting.ended_at.is_some() {
         return Err(ApiError::gone(format!("meeting {id:?} has ended")));
     }

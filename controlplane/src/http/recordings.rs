@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::access::{bearer, host_claims, meeting_claims};
+use super::access::{bearer, host_now, meeting_claims};
 use super::error::ApiError;
 use super::meetings::find;
 use crate::ids;
@@ -57,7 +57,7 @@ pub async fn start(
     headers: HeaderMap,
 ) -> Result<(StatusCode, Json<RecordingView>), ApiError> {
     let meeting = find(&state, &id).await?;
-    host_claims(&state, &headers, &meeting, "start a recording")?;
+    host_now(&state, &headers, &meeting, "start a recording").await?;
     if meeting.ended_at.is_some() {
         return Err(ApiError::gone(format!("meeting {id:?} has ended")));
     }
@@ -111,7 +111,7 @@ pub async fn stop(
     headers: HeaderMap,
 ) -> Result<Json<RecordingView>, ApiError> {
     let meeting = find(&state, &id).await?;
-    host_claims(&state, &headers, &meeting, "stop a recording")?;
+    host_now(&state, &headers, &meeting, "stop a recording").await?;
     let recording = active(&state, &meeting.id)
         .await?
         .ok_or_else(|| ApiError::conflict(format!("meeting {id:?} is not being recorded")))?;

@@ -9,6 +9,8 @@ use super::room::JoinRequest;
 
 /// People one meeting's waiting room holds; a join beyond it is refused as full.
 pub(crate) const WAITING_MAX: usize = 500;
+/// People waiting from one source address (a /64 for IPv6): one address cannot fill a waiting room.
+pub(crate) const WAITING_PER_SOURCE_MAX: usize = 5;
 
 pub(crate) struct Waiter {
     /// The participant id the session already uses; it keeps it once admitted.
@@ -43,6 +45,11 @@ impl Lobby {
 
     pub fn find(&self, id: &str) -> Option<&Waiter> {
         self.waiting.iter().find(|w| w.id == id)
+    }
+
+    /// How many wait from `source`.
+    pub fn waiting_from(&self, source: std::net::IpAddr) -> usize {
+        self.waiting.iter().filter(|w| w.request.source == source).count()
     }
 
     pub fn add(&mut self, waiter: Waiter) {

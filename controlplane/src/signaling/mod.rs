@@ -19,7 +19,8 @@ use tokio::sync::{mpsc, oneshot};
 pub use room::RosterEntry;
 pub use session::upgrade;
 
-use crate::store::{MeetingSettings, Store};
+use crate::store::{MeetingSettings, Role, Store};
+use crate::tokens::Grants;
 use control::{Actor, Control, ControlError};
 use room::{RoomCommand, RoomContext};
 
@@ -175,6 +176,14 @@ impl Signaling {
             return Vec::new();
         }
         answer.await.unwrap_or_default()
+    }
+
+    /// The role and grants a host gave `user_id` in a live meeting, overriding their token's.
+    pub async fn effective(&self, meeting_id: &str, user_id: &str) -> Option<(Role, Grants)> {
+        let room = self.registry.get(meeting_id)?;
+        let (reply, answer) = oneshot::channel();
+        room.send(RoomCommand::Effective { user_id: user_id.to_string(), reply }).await.ok()?;
+        answer.await.ok().flatten()
     }
 
     /// New settings for a live meeting's room (already stored).

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::Outbound;
 use super::control::{Actor, Control, ControlError};
-use super::lobby::{Lobby, WAITING_MAX, Waiter};
+use super::lobby::{Lobby, WAITING_MAX, WAITING_PER_SOURCE_MAX, Waiter};
 use super::protocol::{
     ClientMessage, ConnectionState, ErrorCode, LeaveReason, MeetingState, ParticipantInfo, SectionInfo, SectionUse,
     ServerMessage, Source, TrackInfo, TrackKind, close,
@@ -97,6 +97,11 @@ pub(crate) enum RoomCommand {
     Settings {
         settings: MeetingSettings,
     },
+    /// The role and grants a host gave this user in the room, if any (the HTTP API checks a token against it).
+    Effective {
+        user_id: String,
+        reply: oneshot::Sender<Option<(Role, Grants)>>,
+    },
 }
 
 /// One live participant as the participants API shows it.
@@ -120,6 +125,8 @@ pub(crate) struct JoinRequest {
     pub publish: Vec<Source>,
     pub video_codec: Option<Codec>,
     pub out: mpsc::Sender<Outbound>,
+    /// The client's address as the limits count it (a /64 for IPv6): the waiting room caps each source.
+    pub source: std::net::IpAddr,
 }
 
 struct Published {
@@ -192,6 +199,8 @@ struct Member {
     /// Tracks whose grant was revoked: blocked, their sections closed in the next offer, removed from the
     /// dataplane once its answer is in.
     closing: Vec<TrackId>,
+    /// Where it connects from, as the limits count it.
+    source: std::net::IpAddr,
 }
 
 impl Member {
@@ -260,6 +269,12 @@ pub(crate) struct Room {
     overrides: HashMap<String, (Role, Grants)>,
     /// Sources a host stopped, by user id: a reconnect does not undo a host's mute.
     held: HashMap<String, Vec<Source>>,
+    /// Users a host sent back to the waiting room: they wait again whatever their token, until admitted.
+    sent_back: HashSet<String>,
+    /// Users a host removed (also in the store, which the session checks before a join reaches the room).
+    removed: HashSet<String>,
+    /// Whether anyone was ever removed from this meeting: link tokens (anonymous) then wait for a host.
+    removals_seen: bool,
     /// Set when the meeting ends: joins queued behind the end are refused.
     ended: bool,
 }
@@ -275,6 +290,9 @@ pub(crate) async fn run(ctx: RoomContext, mut commands: mpsc::Receiver<RoomComma
         hands: Vec::new(),
         overrides: HashMap::new(),
         held: HashMap::new(),
+        sent_back: HashSet::new(),
+        removed: HashSet::new(),
+        removals_seen: false,
         ended: false,
     };
     loop {
@@ -296,6 +314,9 @@ pub(crate) async fn run(ctx: RoomContext, mut commands: mpsc::Receiver<RoomComma
             }
             RoomCommand::Roster { reply } => {
                 let _ = reply.send(Vec::new());
+            }
+            RoomCommand::Effective { reply, .. } => {
+                let _ = reply.send(None);
             }
             _ => {}
         }
@@ -320,7 +341,10 @@ impl Room {
             RoomCommand::Roster { reply } => {
                 let _ = reply.send(self.roster());
             }
-            RoomCommand::Settings { settings } => self.settings_changed(settings),
+            RoomCommand::Settings { settings } => self.settings_changed(settings).await,
+            RoomCommand::Effective { user_id, reply } => {
+                let _ = reply.send(self.overrides.get(&user_id).copied());
+            }
         }
     }
 
@@ -345,12 +369,20 @@ impl Room {
         if self.ended {
             return Err((close::ENDED, "the meeting has ended".into()));
         }
-        if !request.publish.is_empty() && !request.claims.grants.publishes() {
+        if self.removed.contains(&request.claims.sub) {
+            return Err((close::REMOVED, "a host removed you from this meeting".into()));
+        }
+        let (_, grants) = self.role_of(&request.claims);
+        if !request.publish.is_empty() && !grants.publishes() {
             return Err((close::FORBIDDEN, "this token does not grant publishing".into()));
         }
-        let host = request.claims.grants.host || self.overrides.get(&request.claims.sub).is_some_and(|(_, g)| g.host);
-        if self.ctx.settings.locked && !host && request.claims.role != Role::Recorder {
+        // People already in (a reconnect after a blip) are no newcomers to a lock.
+        let known = self.admitted.contains(&request.claims.sub);
+        if self.ctx.settings.locked && !grants.host && !known && request.claims.role != Role::Recorder {
             return Err((close::LOCKED, "the meeting is locked: a host has closed it to new joins".into()));
+        }
+        if request.claims.link && !self.removals_seen {
+            self.removals_seen = self.ctx.store.any_removal(&self.ctx.meeting_id).await.unwrap_or(true);
         }
         if self.must_wait(&request.claims) {
             return self.wait(request);
@@ -361,10 +393,15 @@ impl Room {
     /// Whether a joiner waits for a host: the meeting's waiting room is on (or the token says so), they are no
     /// host, and no host admitted them before in this room's life.
     fn must_wait(&self, claims: &Claims) -> bool {
-        claims.role != Role::Recorder
-            && !claims.grants.host
-            && (self.ctx.settings.waiting_room || claims.waiting_room)
-            && !self.admitted.contains(&claims.sub)
+        let (_, grants) = self.role_of(claims);
+        if claims.role == Role::Recorder || grants.host {
+            return false;
+        }
+        if self.sent_back.contains(&claims.sub) {
+            return true;
+        }
+        let asked = self.ctx.settings.waiting_room || claims.waiting_room || (claims.link && self.removals_seen);
+        asked && !self.admitted.contains(&claims.sub)
     }
 
     /// Puts a joiner in the waiting room and tells the hosts.
@@ -375,6 +412,10 @@ impl Room {
         }
         if self.lobby.is_full() {
             return Err((close::FULL, format!("the waiting room holds its maximum of {WAITING_MAX} people")));
+        }
+        if self.lobby.waiting_from(request.source) >= WAITING_PER_SOURCE_MAX {
+            let text = format!("at most {WAITING_PER_SOURCE_MAX} people wait from one address");
+            return Err((close::RATE_LIMITED, text));
         }
         let id = ids::prefixed("p");
         let waiting = ServerMessage::Waiting {
@@ -411,7 +452,7 @@ impl Room {
 
     /// Places a participant on a worker, records it and starts its negotiation.
     async fn seat(&mut self, id: String, request: JoinRequest) -> Result<String, (u16, String)> {
-        let JoinRequest { claims, mut publish, video_codec, out } = request;
+        let JoinRequest { claims, mut publish, video_codec, out, source } = request;
         let (role, grants) = self.role_of(&claims);
         let held = self.held.get(&claims.sub).cloned().unwrap_or_default();
         publish.retain(|s| may_publish(&grants, *s) && !held.contains(s));
@@ -424,6 +465,11 @@ impl Room {
                 let _ = m.out.try_send(Outbound::Close(close::REPLACED, "joined again from another connection".into()));
             }
             self.leave(&previous, LeaveReason::Replaced).await;
+        }
+        if let Some(waiting) = self.lobby.take_user(&claims.sub) {
+            let replaced = Outbound::Close(close::REPLACED, "joined again from another connection".into());
+            let _ = waiting.request.out.try_send(replaced);
+            self.waiting_changed();
         }
         // The recorder takes no seat: starting a recording must not lock someone out of a full meeting.
         let limit = self.ctx.settings.max_participants as usize;
@@ -467,6 +513,7 @@ impl Room {
             asked: Vec::new(),
             reactions: (REACTION_BURST, std::time::Instant::now()),
             closing: Vec::new(),
+            source,
         };
         let row = Participant {
             meeting_id: self.ctx.meeting_id.clone(),
@@ -483,6 +530,9 @@ impl Room {
             return Err((close::UNAVAILABLE, "the server cannot record the participant now".into()));
         }
         self.ctx.routes.insert(worker, core, &self.ctx.meeting_id);
+        // Seated once: their reconnects are no newcomers to a lock or a waiting room turned on later.
+        self.admitted.insert(member.user_id.clone());
+        self.sent_back.remove(&member.user_id);
         let id = member.id.clone();
         member.send(ServerMessage::Welcome {
             v: super::protocol::PROTOCOL_VERSION,
@@ -777,8 +827,14 @@ impl Room {
         let runtime = Arc::clone(&self.ctx.runtime);
         let Some(m) = self.member(id) else { return };
         let mut new_tracks = Vec::new();
+        let mut refused = Vec::new();
         for (index, s) in m.sections[..m.offered].iter().enumerate() {
             let Binding::Uplink { source, published: false } = s.binding else { continue };
+            // A grant revoked while the section was being answered: it is not published, and closes.
+            if !may_publish(&m.grants, source) {
+                refused.push(index);
+                continue;
+            }
             let Some(a) = answer.section(&s.section.mid).filter(|a| !a.rejected && a.direction.sends()) else {
                 continue;
             };
@@ -794,17 +850,29 @@ impl Room {
                 )),
             }
         }
+        for index in refused.iter().copied() {
+            close_section(&mut m.sections[index]);
+        }
+        if !refused.is_empty() {
+            m.renegotiate = true;
+        }
         let (worker, core) = (m.worker, m.core);
         let mut added = Vec::new();
         for (index, source, spec, codec) in new_tracks {
             match media(&runtime, move |rt| rt.add_track(worker, core, spec)).await {
                 Ok(track) => {
                     let m = self.member(id).expect("found above");
+                    // Stopped by a host while the section was being answered: published, but blocked and muted.
+                    let held = m.held.contains(&source);
+                    if held && let Err(e) = media(&runtime, move |rt| rt.block_track(worker, track, true)).await {
+                        tracing::warn!(error = %e, "blocking a held track failed");
+                    }
+                    let m = self.member(id).expect("found above");
                     let track_id = ids::prefixed("t");
                     m.sections[index].binding = Binding::Uplink { source, published: true };
                     m.sections[index].info.track_id = Some(track_id.clone());
                     let published =
-                        Published { track_id: track_id.clone(), source, codec, spec, core: track, muted: false };
+                        Published { track_id: track_id.clone(), source, codec, spec, core: track, muted: held };
                     added.push(published.info());
                     m.published.push(published);
                 }

@@ -53,15 +53,15 @@ pub async fn upgrade(
     };
     ws.read_buffer_size(READ_BUFFER_LEN).max_message_size(MESSAGE_LEN_MAX).max_frame_size(MESSAGE_LEN_MAX).on_upgrade(
         move |socket| async move {
-            run(socket, state).await;
+            run(socket, state, caller.source).await;
             drop(place);
         },
     )
 }
 
-async fn run(mut socket: WebSocket, state: Arc<AppState>) {
+async fn run(mut socket: WebSocket, state: Arc<AppState>, source: std::net::IpAddr) {
     metrics::counter!("sluice_signaling_sessions_total").increment(1);
-    let (participant, room, mut outbound) = match join(&mut socket, &state).await {
+    let (participant, room, mut outbound) = match join(&mut socket, &state, source).await {
         Ok(joined) => joined,
         Err((code, reason)) => {
             metrics::counter!("sluice_signaling_refused_total", "code" => code.to_string()).increment(1);
@@ -76,7 +76,7 @@ async fn run(mut socket: WebSocket, state: Arc<AppState>) {
 type Joined = (String, mpsc::Sender<RoomCommand>, mpsc::Receiver<Outbound>);
 
 /// Reads `join`, checks it, and places the participant in the meeting's room.
-async fn join(socket: &mut WebSocket, state: &AppState) -> Result<Joined, (u16, String)> {
+async fn join(socket: &mut WebSocket, state: &AppState, source: std::net::IpAddr) -> Result<Joined, (u16, String)> {
     let text = match tokio::time::timeout(JOIN_TIMEOUT, next_text(socket)).await {
         Ok(Some(text)) => text,
         Ok(None) => return Err((1000, "closed before joining".into())),
@@ -117,7 +117,8 @@ async fn join(socket: &mut WebSocket, state: &AppState) -> Result<Joined, (u16, 
         return Err((close::UNAVAILABLE, "this server runs no media workers".into()));
     };
     let (out, outbound) = mpsc::channel(OUTBOUND_QUEUE);
-    let mut request = JoinRequest { claims, publish, video_codec: video_codec.map(|c| c.codec()), out };
+    let source = crate::http::limits::bucket_of(source);
+    let mut request = JoinRequest { claims, publish, video_codec: video_codec.map(|c| c.codec()), out, source };
     // A room that is closing as we arrive refuses the command; the second try starts a new one.
     for _ in 0..2 {
         let room = signaling.room(&meeting_id, &meeting.settings, runtime);

@@ -82,6 +82,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// A host removed `user_id` from the meeting: refused from then on. Idempotent.
     async fn add_removal(&self, meeting_id: &str, user_id: &str, removed_by: &str, at: DateTime<Utc>) -> Result<()>;
     async fn is_removed(&self, meeting_id: &str, user_id: &str) -> Result<bool>;
+    /// Whether a host ever removed anyone from the meeting.
+    async fn any_removal(&self, meeting_id: &str) -> Result<bool>;
     /// In order of joining. `active_only` keeps those without `left_at`.
     async fn participants(&self, meeting_id: &str, active_only: bool) -> Result<Vec<Participant>>;
 

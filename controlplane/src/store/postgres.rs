@@ -383,4 +383,9 @@ impl Store for PostgresStore {
         let conn = self.conn().await?;
         Ok(conn.query_opt(sql::REMOVAL_EXISTS, &[&meeting_id, &user_id]).await.map_err(map_err)?.is_some())
     }
+
+    async fn any_removal(&self, meeting_id: &str) -> Result<bool> {
+        let conn = self.conn().await?;
+        Ok(conn.query_opt(sql::REMOVAL_ANY, &[&meeting_id]).await.map_err(map_err)?.is_some())
+    }
 }

@@ -65,3 +65,4 @@ pub const PARTICIPANT_SET_ROLE: &str = "UPDATE participants SET role = $1 WHERE 
 pub const REMOVAL_INSERT: &str = "INSERT INTO meeting_removals (meeting_id, user_id, removed_by, removed_at) \
      VALUES ($1, $2, $3, $4) ON CONFLICT (meeting_id, user_id) DO NOTHING";
 pub const REMOVAL_EXISTS: &str = "SELECT 1 FROM meeting_removals WHERE meeting_id = $1 AND user_id = $2";
+pub const REMOVAL_ANY: &str = "SELECT 1 FROM meeting_removals WHERE meeting_id = $1 LIMIT 1";

@@ -447,4 +447,11 @@ impl Store for SqliteStore {
             .await
             .map(|found| found.is_some())
     }
+
+    async fn any_removal(&self, meeting_id: &str) -> Result<bool> {
+        let m = meeting_id.to_string();
+        self.with(move |c| c.prepare_cached(sql::REMOVAL_ANY)?.query_row(params![m], |_| Ok(())).optional())
+            .await
+            .map(|found| found.is_some())
+    }
 }

@@ -214,24 +214,31 @@ impl Room {
     }
 
     /// Removed: disconnected with 4014 and refused by this meeting from then on, by user id (a new token for the
-    /// same user included). Someone waiting can be removed too.
+    /// same user included); anonymous link joiners wait for a host from then on. Someone waiting can be removed too.
     async fn remove(&mut self, acting: &Acting, target: &str) -> Result<(), ControlError> {
-        let user = if let Some(waiter) = self.lobby.take(target) {
-            let _ = waiter.request.out.try_send(super::Outbound::Close(close::REMOVED, "a host removed you".into()));
-            self.waiting_changed();
-            waiter.request.claims.sub
-        } else {
-            let id = self.target(acting, target, true)?;
-            self.member(&id).expect("target checked").user_id.clone()
+        let user = match self.lobby.find(target) {
+            Some(waiter) => waiter.request.claims.sub.clone(),
+            None => {
+                let id = self.target(acting, target, true)?;
+                self.member(&id).expect("target checked").user_id.clone()
+            }
         };
+        // Recorded first: a removal that cannot be kept is not carried out.
         self.ctx
             .store
             .add_removal(&self.ctx.meeting_id, &user, &acting.name, now())
             .await
             .map_err(|e| ControlError::new(ErrorCode::Internal, format!("cannot record the removal: {e}")))?;
+        self.removed.insert(user.clone());
+        self.removals_seen = true;
         self.admitted.remove(&user);
-        if self.members.iter().any(|m| m.id == target) {
-            self.leave(target, LeaveReason::Removed).await;
+        if let Some(waiter) = self.lobby.take_user(&user) {
+            let _ = waiter.request.out.try_send(super::Outbound::Close(close::REMOVED, "a host removed you".into()));
+            self.waiting_changed();
+        }
+        let connected: Vec<String> = self.members.iter().filter(|m| m.user_id == user).map(|m| m.id.clone()).collect();
+        for id in connected {
+            self.leave(&id, LeaveReason::Removed).await;
         }
         self.analytics(acting, "removed", target, serde_json::json!({ "user_id": user })).await;
         Ok(())
@@ -321,9 +328,11 @@ impl Room {
             publish: m.published.iter().map(|p| p.source).filter(|s| *s != Source::Screen).collect(),
             video_codec: m.video_codec,
             out: m.out.clone(),
+            source: m.source,
         };
         let user = m.user_id.clone();
         self.admitted.remove(&user);
+        self.sent_back.insert(user);
         self.leave(&id, LeaveReason::WaitingRoom).await;
         self.lobby.add(super::Waiter { id: id.clone(), request, since: now() });
         let waiter = self.lobby.find(&id).expect("just added");
@@ -430,13 +439,45 @@ impl Room {
         }
     }
 
-    /// New settings from `PATCH /meetings/{id}` (already stored).
-    pub(super) fn settings_changed(&mut self, settings: MeetingSettings) {
-        let lock_changed = settings.locked != self.ctx.settings.locked;
-        self.ctx.settings = settings;
-        if lock_changed {
+    /// New settings from `PATCH /meetings/{id}` (already stored), applied to who is here now: the lock is
+    /// announced, a waiting room turned off lets everyone waiting in (but those a host sent back), and screens
+    /// that are no longer allowed stop.
+    pub(super) async fn settings_changed(&mut self, settings: MeetingSettings) {
+        let before = std::mem::replace(&mut self.ctx.settings, settings);
+        let now = self.ctx.settings.clone();
+        if now.locked != before.locked {
             for m in &self.members {
-                m.send(ServerMessage::MeetingLocked { locked: self.ctx.settings.locked, by: "a host".into() });
+                m.send(ServerMessage::MeetingLocked { locked: now.locked, by: "a host".into() });
+            }
+        }
+        if before.waiting_room && !now.waiting_room {
+            let released: Vec<super::Waiter> = self.lobby.take_all();
+            let (release, keep): (Vec<_>, Vec<_>) = released
+                .into_iter()
+                .partition(|w| !self.sent_back.contains(&w.request.claims.sub) && !w.request.claims.waiting_room);
+            for w in keep {
+                self.lobby.add(w);
+            }
+            for w in release {
+                let out = w.request.out.clone();
+                if let Err((code, reason)) = self.seat(w.id, w.request).await {
+                    let _ = out.try_send(super::Outbound::Close(code, reason));
+                }
+            }
+            self.waiting_changed();
+        }
+        let screens_for_hosts = !now.allow_screenshare || now.screenshare_hosts_only;
+        if screens_for_hosts {
+            let sharing: Vec<String> = self
+                .members
+                .iter()
+                .filter(|m| {
+                    (!now.allow_screenshare || !m.grants.host) && m.published.iter().any(|p| p.source == Source::Screen)
+                })
+                .map(|m| m.id.clone())
+                .collect();
+            for id in sharing {
+                self.revoke(&id, Source::Screen).await;
             }
         }
     }
