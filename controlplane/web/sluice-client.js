@@ -14,7 +14,7 @@
 export const PROTOCOL_VERSION = 1;
 
 /** Close codes after which reconnecting cannot help (docs/signaling.md, "Close codes"). */
-const FINAL_CLOSE_CODES = new Set([1000, 4000, 4001, 4003, 4004, 4009, 4010, 4011, 4013, 4014, 4015]);
+const FINAL_CLOSE_CODES = new Set([1000, 4000, 4001, 4003, 4004, 4009, 4010, 4011, 4013, 4014, 4015, 4016]);
 const RECONNECT_DELAYS_MS = [500, 1000, 2000, 4000, 8000];
 const PING_INTERVAL_MS = 5000;
 

@@ -454,15 +454,19 @@ impl TestPeer {
         put(&(index as u16).to_be_bytes());
         put(&ts.to_be_bytes());
         put(&self.layer_ssrc(layer).to_be_bytes());
-        // One-byte header extensions (RFC 8285): MID (id 4) and RID (id 10), padded to 32-bit words.
-        let ext_len = (2 + mid.len() + rid.len()).div_ceil(4) * 4;
+        // One-byte header extensions (RFC 8285): MID (id 4) and, unless `rid` is empty, RID (id 10), padded to
+        // 32-bit words.
+        let elements = 1 + mid.len() + if rid.is_empty() { 0 } else { 1 + rid.len() };
+        let ext_len = elements.div_ceil(4) * 4;
         put(&[0xbe, 0xde]);
         put(&((ext_len / 4) as u16).to_be_bytes());
         put(&[(4 << 4) | (mid.len() as u8 - 1)]);
         put(mid.as_bytes());
-        put(&[(10 << 4) | (rid.len() as u8 - 1)]);
-        put(rid.as_bytes());
-        put(&[0; 3][..ext_len - 2 - mid.len() - rid.len()]);
+        if !rid.is_empty() {
+            put(&[(10 << 4) | (rid.len() as u8 - 1)]);
+            put(rid.as_bytes());
+        }
+        put(&[0; 3][..ext_len - elements]);
         let header_len = 16 + ext_len;
         let descriptor = match start {
             Some(keyframe) => [0x10, if keyframe { 0x00 } else { 0x01 }],

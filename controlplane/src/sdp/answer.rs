@@ -64,6 +64,9 @@ pub struct AnswerSection {
     pub rtpmap: Vec<(u8, String)>,
     /// SSRCs named by `a=ssrc` lines, in order of first appearance.
     pub ssrcs: Vec<u32>,
+    /// The MID header extension (`a=extmap:... urn:ietf:params:rtp-hdrext:sdes:mid`) was accepted: packets say
+    /// which section they belong to, so the section need not name its SSRC.
+    pub mid_extension: bool,
     /// `a=ssrc-group:FID <media> <rtx>` pairs.
     pub fid: Vec<(u32, u32)>,
     /// RIDs the answerer sends as simulcast layers (`a=simulcast:send`, in its order), each with an
@@ -145,6 +148,8 @@ pub fn parse_answer(sdp: &str) -> Result<Answer, SdpError> {
                     fingerprint.get_or_insert(parsed);
                 }
             }
+            // A rejected (port 0) section is read for its MID only: what else it says does not matter.
+            _ if key != "mid" && sections.last().is_some_and(|(_, s)| s.rejected) => {}
             "setup" if !matches!(value, "active") => return Err(SdpError::BadSetup(value.to_string())),
             "ice-ufrag" => {
                 ufrag.get_or_insert_with(|| value.to_string());
@@ -187,6 +192,7 @@ fn media_line(m: &str) -> Option<AnswerSection> {
         formats,
         rtpmap: Vec::new(),
         ssrcs: Vec::new(),
+        mid_extension: false,
         fid: Vec::new(),
         send_rids: Vec::new(),
         rid_lines: Vec::new(),
@@ -228,6 +234,12 @@ fn media_attribute(
             }
         }
         "simulcast" => section.send_rids = simulcast_send(value)?,
+        "extmap" => {
+            let uri = value.split_ascii_whitespace().nth(1).unwrap_or_default();
+            if uri == "urn:ietf:params:rtp-hdrext:sdes:mid" {
+                section.mid_extension = true;
+            }
+        }
         "ssrc-group" if section.fid.len() < PER_SECTION_MAX => {
             let mut parts = value.split(' ');
             if parts.next() == Some("FID") {

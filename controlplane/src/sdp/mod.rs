@@ -89,8 +89,16 @@ mod tests {
         assert!(!media[0].contains("a=rid") && !media[1].contains("a=simulcast"), "simulcast only where asked");
         assert!(media[3].contains("a=rid:q recv\r\na=rid:h recv\r\na=rid:f recv\r\na=simulcast:recv q;h;f\r\n"));
         assert!(media[3].contains("rtp-stream-id"), "RIDs travel in a header extension");
-        assert!(media[2].starts_with("video 0 ") && media[2].contains("a=inactive") && !media[2].contains("ice-ufrag"));
-        assert_eq!(sdp.matches(&format!("a=fingerprint:sha-256 {}", Fingerprint([0xab; 32]))).count(), 3);
+        // A closed section: port 0, out of the BUNDLE group, inactive, and still complete for strict parsers
+        // (GStreamer's webrtcbin refuses one without its transport lines or with unmapped payload types).
+        assert!(media[2].starts_with("video 0 ") && media[2].contains("a=inactive"), "{}", media[2]);
+        let formats: Vec<&str> = media[2].lines().next().unwrap().split(' ').skip(3).collect();
+        for pt in &formats {
+            assert!(media[2].contains(&format!("a=rtpmap:{pt} ")), "payload type {pt} mapped in {}", media[2]);
+        }
+        assert!(media[2].contains("a=ice-ufrag:") && media[2].contains("a=rtcp-mux"), "{}", media[2]);
+        assert!(!media[2].contains("a=candidate") && !media[2].contains("a=ssrc"), "{}", media[2]);
+        assert_eq!(sdp.matches(&format!("a=fingerprint:sha-256 {}", Fingerprint([0xab; 32]))).count(), 4);
         let with = write_offer(&params(&sections, &["candidate:1 1 udp 1 127.0.0.1 9 typ host".into()]));
         assert_eq!(with.matches("a=candidate:1 1 udp").count(), 3, "one per live section");
     }

@@ -150,7 +150,20 @@ fn write_section(s: &mut String, p: &OfferParams<'_>, section: &Section) {
     line(s, format_args!("c=IN IP4 0.0.0.0"));
     line(s, format_args!("a=mid:{}", section.mid));
     if section.role == SectionRole::Rejected {
+        // Closed for good, but complete: strict parsers (GStreamer's webrtcbin) refuse a section whose payload
+        // types are not mapped or that lacks the transport lines, even at port 0.
         line(s, format_args!("a=inactive"));
+        line(s, format_args!("a=ice-ufrag:{}", p.ice_ufrag));
+        line(s, format_args!("a=ice-pwd:{}", p.ice_pwd));
+        line(s, format_args!("a=fingerprint:sha-256 {}", p.fingerprint));
+        line(s, format_args!("a=setup:actpass"));
+        line(s, format_args!("a=rtcp-mux"));
+        match section.kind {
+            MediaKind::Audio => write_codec(s, Codec::Opus, false),
+            MediaKind::Video => {
+                uplink_codecs(MediaKind::Video, section.prefer).into_iter().for_each(|c| write_codec(s, c, false))
+            }
+        }
         return;
     }
     line(s, format_args!("a=rtcp:9 IN IP4 0.0.0.0"));

@@ -208,6 +208,7 @@ impl Signaling {
             candidates: Arc::clone(&self.candidates),
             routes: Arc::clone(&self.routes),
             ice: self.ice.clone(),
+            commands: tx.downgrade(),
         };
         tokio::spawn(room::run(ctx, rx, Arc::clone(&self.registry)));
         rooms.insert(meeting_id.to_string(), tx.clone());

@@ -37,6 +37,8 @@ pub mod close {
     pub const REMOVED: u16 = 4014;
     /// The meeting is locked: no new joins except hosts.
     pub const LOCKED: u16 = 4015;
+    /// Negotiation failed: several answers in a row could not be used (the reason quotes the last problem).
+    pub const NEGOTIATION: u16 = 4016;
     /// The connection has used up its media sections (closed ones stay in every offer): join again on a new
     /// connection, which starts with only the live ones.
     pub const RENEW: u16 = 4012;

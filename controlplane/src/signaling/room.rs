@@ -32,6 +32,11 @@ use crate::tokens::{Claims, Grants};
 
 mod moderation;
 
+/// Answers refused in a row before the session is closed (`close::NEGOTIATION`).
+const ANSWER_REFUSALS_MAX: u32 = 3;
+/// The wait before the fresh offer that follows a first refused answer; it doubles with each refusal.
+const ANSWER_RETRY_BASE: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// Reactions: a burst of this many, then one a second.
 const REACTION_BURST: f64 = 3.0;
 
@@ -60,6 +65,9 @@ pub(crate) struct RoomContext {
     pub routes: Arc<super::Routes>,
     /// TURN credentials for each joining participant.
     pub ice: Option<Arc<sluice_turn::auth::IceServerIssuer>>,
+    /// The room's own queue, for what it schedules for later (a fresh offer after a backoff); weak, so it does
+    /// not keep an idle room alive.
+    pub commands: mpsc::WeakSender<RoomCommand>,
 }
 
 pub(crate) enum RoomCommand {
@@ -88,6 +96,10 @@ pub(crate) enum RoomCommand {
         actor: Actor,
         control: Control,
         reply: oneshot::Sender<Result<(), ControlError>>,
+    },
+    /// The backoff after a refused answer is over: send the fresh offer.
+    Renegotiate {
+        participant: String,
     },
     /// Who is here now, for `GET /meetings/{id}/participants`.
     Roster {
@@ -201,6 +213,8 @@ struct Member {
     closing: Vec<TrackId>,
     /// Where it connects from, as the limits count it.
     source: std::net::IpAddr,
+    /// Answers refused in a row: each fresh offer waits longer, and past `ANSWER_REFUSALS_MAX` the session ends.
+    refusals: u32,
 }
 
 impl Member {
@@ -341,6 +355,7 @@ impl Room {
             RoomCommand::Roster { reply } => {
                 let _ = reply.send(self.roster());
             }
+            RoomCommand::Renegotiate { participant } => self.negotiate(&participant),
             RoomCommand::Settings { settings } => self.settings_changed(settings).await,
             RoomCommand::Effective { user_id, reply } => {
                 let _ = reply.send(self.overrides.get(&user_id).copied());
@@ -514,6 +529,7 @@ impl Room {
             reactions: (REACTION_BURST, std::time::Instant::now()),
             closing: Vec::new(),
             source,
+            refusals: 0,
         };
         let row = Participant {
             meeting_id: self.ctx.meeting_id.clone(),
@@ -780,7 +796,9 @@ impl Room {
             }
             Some(_) => {}
         }
-        self.member(id).expect("found above").awaiting = None;
+        let m = self.member(id).expect("found above");
+        m.awaiting = None;
+        m.refusals = 0;
         self.close_rejected(id, &answer);
         self.apply_uplinks(id, &answer).await;
         self.apply_downlinks(id, &answer).await;
@@ -805,9 +823,23 @@ impl Room {
     /// is stable, so without one negotiation would stop here).
     fn refuse_answer(&mut self, id: &str, code: ErrorCode, text: String) {
         let Some(m) = self.member(id) else { return };
-        m.send(ServerMessage::error(code, text));
+        m.send(ServerMessage::error(code, text.clone()));
         m.awaiting = None;
-        self.negotiate(id);
+        m.refusals += 1;
+        if m.refusals > ANSWER_REFUSALS_MAX {
+            let reason = format!("{} answers in a row could not be used; the last: {text}", m.refusals);
+            let _ = m.out.try_send(Outbound::Close(close::NEGOTIATION, reason));
+            return;
+        }
+        // A client that answers the same way again must not loop: each fresh offer waits twice as long.
+        let delay = ANSWER_RETRY_BASE * 2u32.pow(m.refusals - 1);
+        let (commands, participant) = (self.ctx.commands.clone(), id.to_string());
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if let Some(room) = commands.upgrade() {
+                let _ = room.send(RoomCommand::Renegotiate { participant }).await;
+            }
+        });
     }
 
     /// Sections the browser rejected (port 0) are closed for good, as JSEP requires.
@@ -1159,8 +1191,18 @@ fn uplink_spec(section: &Section, answer: &sdp::AnswerSection, codec: Codec) -> 
         let mid = Tag::new(&section.mid).ok_or("its MID cannot name simulcast layers")?;
         return Ok(TrackSpec::simulcast(mid, &rids, codec));
     }
-    let ssrc = answer.media_ssrc().ok_or("names no SSRC (a=ssrc) and no simulcast layers we asked for")?;
-    Ok(TrackSpec::single(ssrc, section.kind).with_codec(codec))
+    if let Some(ssrc) = answer.media_ssrc() {
+        return Ok(TrackSpec::single(ssrc, section.kind).with_codec(codec));
+    }
+    // No a=ssrc: the stream is known by the MID its packets carry (RFC 8843 section 15), if the MID extension
+    // was accepted.
+    if !answer.mid_extension {
+        return Err(
+            "names no SSRC (a=ssrc), accepts no MID header extension, and sends no simulcast layers we asked for",
+        );
+    }
+    let mid = Tag::new(&section.mid).ok_or("its MID cannot name a stream")?;
+    Ok(TrackSpec::by_mid(mid, section.kind).with_codec(codec))
 }
 
 async fn media<T: Send + 'static>(

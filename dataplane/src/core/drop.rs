@@ -9,6 +9,8 @@ pub enum DropReason {
     MalformedStun,
     /// A STUN message that is not a Binding request or indication.
     UnexpectedStun,
+    /// A Binding indication: a keepalive, nothing to answer or forward (it refreshes its participant's liveness).
+    StunIndication,
     /// A Binding request whose USERNAME names no participant of this worker.
     StunUnknownUser,
     /// MESSAGE-INTEGRITY or FINGERPRINT did not verify.
@@ -54,6 +56,7 @@ impl DropReason {
         DropReason::UnknownProtocol,
         DropReason::MalformedStun,
         DropReason::UnexpectedStun,
+        DropReason::StunIndication,
         DropReason::StunUnknownUser,
         DropReason::StunAuthFailed,
         DropReason::MalformedRtp,
@@ -80,6 +83,7 @@ impl DropReason {
             DropReason::UnknownProtocol => "unknown_protocol",
             DropReason::MalformedStun => "malformed_stun",
             DropReason::UnexpectedStun => "unexpected_stun",
+            DropReason::StunIndication => "stun_indication",
             DropReason::StunUnknownUser => "stun_unknown_user",
             DropReason::StunAuthFailed => "stun_auth_failed",
             DropReason::MalformedRtp => "malformed_rtp",

@@ -87,7 +87,12 @@ impl DtlsIdentity {
             .map_err(|e| IdentityError::Certificate(e.to_string()))?;
         let cert = params.self_signed(&key).map_err(|e| IdentityError::Certificate(e.to_string()))?;
         let certificate = dimpl::DtlsCertificate { certificate: cert.der().to_vec(), private_key: key.serialize_der() };
-        let mut builder = dimpl::Config::builder();
+        // dimpl's own crypto, with a signature verifier that also takes RSA peers (`peer_signature.rs`).
+        let provider = dimpl::crypto::CryptoProvider {
+            signature_verification: &super::peer_signature::PEER_SIGNATURES,
+            ..dimpl::crypto::rust_crypto::default_provider()
+        };
+        let mut builder = dimpl::Config::builder().with_crypto_provider(provider);
         if let Some(seed) = seed {
             builder = builder.dangerously_set_rng_seed(seed);
         }

@@ -139,6 +139,9 @@ impl Core {
         }
         let sender = u32::from_be_bytes([datagram[4], datagram[5], datagram[6], datagram[7]]);
         let Ok((len, index)) = rx.unprotect_rtcp(datagram) else { return self.drop(DropReason::AuthFailed) };
+        if p.last_consent.is_some() {
+            p.last_consent = Some(now);
+        }
         let slot = match p.rtcp_windows.iter().position(|(ssrc, _)| *ssrc == sender) {
             Some(i) => i,
             None if p.rtcp_windows.len() < p.rtcp_windows.capacity() => {

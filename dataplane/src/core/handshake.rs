@@ -69,15 +69,18 @@ impl Core {
         let p = participants.get_mut(id).expect("the caller checked");
         let Some(dtls) = p.dtls.as_mut() else { return };
         let mut failure = None;
-        while let Some(record) = p.dtls_inbox.pop_front() {
-            if dtls.handle_packet(&record).is_err() {
-                failure = Some(DtlsFailure::Handshake);
-                break;
-            }
+        // dimpl's clock is the time of its last timeout call: tell it the time before the records, so its timers
+        // and a flight it sends again in answer to the peer's repeated one start from now (not from when the
+        // handshake was expected, which once made a needless resend that then held back the real one). It fires
+        // only timers that are due.
+        p.dtls_timeout = None;
+        if dtls.handle_timeout(now).is_err() {
+            failure = Some(DtlsFailure::Handshake);
         }
-        if failure.is_none() && p.dtls_timeout.is_some_and(|t| t <= now) {
-            p.dtls_timeout = None;
-            if dtls.handle_timeout(now).is_err() {
+        while failure.is_none()
+            && let Some(record) = p.dtls_inbox.pop_front()
+        {
+            if dtls.handle_packet(&record).is_err() {
                 failure = Some(DtlsFailure::Handshake);
             }
         }

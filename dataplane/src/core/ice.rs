@@ -1,6 +1,8 @@
 //! Step 2a: ICE-lite (RFC 8445 section 2.5). Binding requests are answered with XOR-MAPPED-ADDRESS, our
 //! MESSAGE-INTEGRITY and FINGERPRINT; they keep consent fresh (RFC 7675) and move the participant where the
-//! browser nominates.
+//! browser nominates. Binding indications (RFC 8445 section 11: the keepalives of libnice and other non-browser
+//! stacks) from a participant's address keep it alive too, as does media that authenticates (`media.rs`,
+//! `feedback.rs`): liveness is any authenticated traffic.
 
 use super::*;
 
@@ -9,8 +11,7 @@ impl Core {
         self.counters.stun_in += 1;
         let Ok(msg) = Message::parse(datagram) else { return self.drop(DropReason::MalformedStun) };
         if msg.msg_type == stun::BINDING_INDICATION {
-            // A keepalive (RFC 8445 section 11): nothing to answer.
-            return;
+            return self.keepalive(now, source, &msg);
         }
         if msg.msg_type != stun::BINDING_REQUEST {
             return self.drop(DropReason::UnexpectedStun);
@@ -60,6 +61,21 @@ impl Core {
         if use_candidate && (moved || !p.nominated) {
             p.nominated = true;
             self.events.push_back(Event::Nominated { participant: id, address: source });
+        }
+    }
+
+    /// A Binding indication: nothing to answer. From a participant's address (and naming its ufrag, when it names
+    /// one) it refreshes liveness; it is counted either way, as it is not forwarded.
+    fn keepalive(&mut self, now: Instant, source: SocketAddr, msg: &Message) {
+        self.drop(DropReason::StunIndication);
+        let Some(&id) = self.by_address.get(&source) else { return };
+        let p = self.participants.get_mut(id).expect("by_address only names live participants");
+        let named = msg.get(stun::attr::USERNAME).and_then(|u| u.split(|b| *b == b':').next());
+        if named.is_some_and(|ufrag| ufrag != p.ice.ufrag.as_bytes()) {
+            return;
+        }
+        if p.last_consent.is_some() {
+            p.last_consent = Some(now);
         }
     }
 }

@@ -141,6 +141,10 @@ impl Core {
         if std::mem::take(&mut stream.pending) {
             self.counters.ssrcs_learned += 1;
         }
+        // Media that authenticates is a live peer, whatever keeps its ICE pair up.
+        if p.last_consent.is_some() {
+            p.last_consent = Some(now);
+        }
         let previous_highest = stream.window.started().then(|| stream.window.highest());
         stream.window.record(index);
         let since_origin = now.saturating_duration_since(self.origin.unwrap_or(now));
@@ -212,8 +216,9 @@ impl Core {
     pub(super) fn learn_ssrc(&mut self, id: ParticipantId, header: &RtpHeader, datagram: &[u8]) -> Option<usize> {
         let ids = self.config.extension_ids;
         let (mid_at, mid_len) = header.extension(datagram, ids.mid)?;
-        let (rid_at, rid_len) = header.extension(datagram, ids.rid)?;
-        let (mid, rid) = (&datagram[mid_at..mid_at + mid_len], &datagram[rid_at..rid_at + rid_len]);
+        let mid = &datagram[mid_at..mid_at + mid_len];
+        // No RID: a single-layer track named by its MID alone.
+        let rid = header.extension(datagram, ids.rid).map(|(at, len)| &datagram[at..at + len]);
         let p = self.participants.get(id)?;
         if p.inbound.len() == p.inbound.capacity() {
             return None;
@@ -223,8 +228,15 @@ impl Core {
             if track.spec.mid.is_none_or(|m| m.as_bytes() != mid) {
                 return None;
             }
-            let layer =
-                track.spec.layers.iter().position(|l| l.is_some_and(|l| l.rid.is_some_and(|r| r.as_bytes() == rid)))?;
+            let layer = match rid {
+                Some(rid) => track
+                    .spec
+                    .layers
+                    .iter()
+                    .position(|l| l.is_some_and(|l| l.rid.is_some_and(|r| r.as_bytes() == rid)))?,
+                None if track.spec.layer_count() == 1 && track.spec.layers[0].is_some_and(|l| l.rid.is_none()) => 0,
+                None => return None,
+            };
             let taken = p.inbound.iter().any(|s| s.track == *t && usize::from(s.layer) == layer);
             (!taken).then_some((*t, layer as u8, track.spec.kind))
         })?;

@@ -23,6 +23,7 @@ mod feedback;
 mod handshake;
 mod ice;
 mod media;
+mod peer_signature;
 mod relay;
 mod reports;
 mod rewrite;
@@ -533,7 +534,12 @@ impl Core {
 
     pub fn add_track(&mut self, publisher: ParticipantId, spec: TrackSpec) -> Result<TrackId, CoreError> {
         let layers = spec.layer_count();
-        let named = spec.layers.iter().flatten().all(|l| l.ssrc.is_some() || (l.rid.is_some() && spec.mid.is_some()));
+        // Every layer is found by its SSRC, by MID and RID, or (a single layer) by MID alone.
+        let named = spec
+            .layers
+            .iter()
+            .flatten()
+            .all(|l| l.ssrc.is_some() || (spec.mid.is_some() && (l.rid.is_some() || layers == 1)));
         let contiguous = spec.layers.iter().take(layers).all(Option::is_some);
         if layers == 0 || !named || !contiguous {
             return Err(CoreError::BadLayers);

@@ -69,6 +69,16 @@ impl TrackSpec {
         TrackSpec { kind, codec, mid: None, layers: [Some(LayerSpec { ssrc: Some(ssrc), rid: None }), None, None] }
     }
 
+    /// A single-encoding track whose SSRC the SDP did not name: learned from the first packet carrying this MID in
+    /// its header extension (RFC 8843 section 15), as browsers do for unsignalled streams.
+    pub fn by_mid(mid: Tag, kind: MediaKind) -> TrackSpec {
+        let codec = match kind {
+            MediaKind::Audio => Codec::Opus,
+            MediaKind::Video => Codec::Vp8,
+        };
+        TrackSpec { kind, codec, mid: Some(mid), layers: [Some(LayerSpec { ssrc: None, rid: None }), None, None] }
+    }
+
     /// A simulcast video track whose layers are named by RID (lowest quality first), SSRCs learned from packets.
     pub fn simulcast(mid: Tag, rids: &[Tag], codec: Codec) -> TrackSpec {
         let mut layers = [None; LAYERS_MAX];
