@@ -326,7 +326,8 @@ const STATS_SCRIPT: &str = r#"
     return pc.getStats().then((report) => {
         const out = [];
         report.forEach((s) => {
-            if (s.type === 'inbound-rtp') out.push({kind: s.kind, frames: s.framesDecoded || 0, samples: s.totalSamplesReceived || 0});
+            // Firefox has no totalSamplesReceived: audio packets received stand in for it there.
+            if (s.type === 'inbound-rtp') out.push({kind: s.kind, frames: s.framesDecoded || 0, samples: s.totalSamplesReceived || s.packetsReceived || 0});
         });
         return out;
     });
@@ -341,8 +342,9 @@ const DIAGNOSE_SCRIPT: &str = r#"
         firstFrameMs: app && app.firstFrameMs,
         connection: pc && pc.connectionState, ice: pc && pc.iceConnectionState, signaling: pc && pc.signalingState,
         transceivers: pc && pc.getTransceivers().map((t) => [t.mid, t.direction, t.currentDirection]),
-        remote: pc && pc.remoteDescription && pc.remoteDescription.sdp,
-        local: pc && pc.localDescription && pc.localDescription.sdp,
+        // The first sections only: a long meeting's SDP would drown the message.
+        remote: pc && pc.remoteDescription && pc.remoteDescription.sdp.slice(0, 3000),
+        local: pc && pc.localDescription && pc.localDescription.sdp.slice(0, 3000),
     });
 "#;
 

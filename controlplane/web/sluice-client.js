@@ -17,6 +17,8 @@ export const PROTOCOL_VERSION = 1;
 const FINAL_CLOSE_CODES = new Set([1000, 4000, 4001, 4003, 4004, 4009, 4010, 4011, 4013, 4014, 4015, 4016]);
 const RECONNECT_DELAYS_MS = [500, 1000, 2000, 4000, 8000];
 const PING_INTERVAL_MS = 5000;
+/** Media connections in a row that fail before ever connecting, after which the client stops retrying. */
+const MEDIA_FAILURES_MAX = 3;
 
 export class SluiceClient extends EventTarget {
   /**
@@ -48,6 +50,7 @@ export class SluiceClient extends EventTarget {
     this.pinger = null;
     this.reconnecting = false;
     this.mutesToResend = false;
+    this.mediaFailures = 0;
     /** @type {Map<string, number>} simulcast layer asked for, by track id; sent again on a new connection */
     this.layers = new Map();
     /** @type {Set<string>} track ids whose layer this connection has been told */
@@ -436,8 +439,21 @@ export class SluiceClient extends EventTarget {
         mid: e.transceiver.mid,
       });
     };
+    let connected = false;
     pc.onconnectionstatechange = () => {
+      if (pc.connectionState === 'connected') {
+        connected = true;
+        this.mediaFailures = 0;
+      }
       if (pc.connectionState === 'failed' && !this.left) {
+        // A media path that never came up, again and again (no usable network path, a firewall): starting over
+        // would loop for ever, so say so and stop.
+        if (!connected && ++this.mediaFailures >= MEDIA_FAILURES_MAX) {
+          this.left = true;
+          this.#teardown();
+          this.#emit('closed', { code: 4008, reason: 'the media connection could not be set up (no network path to the server)' });
+          return;
+        }
         // The media path is gone though signaling is up: start over on a new connection.
         this.ws?.close(4000 + 8);
       }

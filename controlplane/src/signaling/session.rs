@@ -162,8 +162,25 @@ async fn serve(
                         last_heard = Instant::now();
                         continue;
                     }
-                    Some(Ok(Message::Close(_))) | None => return LeaveReason::Left,
-                    Some(Err(_)) => return LeaveReason::ConnectionLost,
+                    // A normal close is a leave; anything else (an error code, no close frame at all) is a lost
+                    // connection, logged with what the client said, so an abnormal end does not pass for a leave.
+                    Some(Ok(Message::Close(frame))) => {
+                        let code = frame.as_ref().map_or(1005, |f| f.code);
+                        if matches!(code, 1000 | 1001 | 1005) {
+                            return LeaveReason::Left;
+                        }
+                        let reason = frame.map(|f| f.reason.to_string()).unwrap_or_default();
+                        tracing::warn!(participant, code, %reason, "the client closed signaling abnormally");
+                        return LeaveReason::ConnectionLost;
+                    }
+                    None => {
+                        tracing::warn!(participant, "signaling connection ended without a close frame");
+                        return LeaveReason::ConnectionLost;
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(participant, error = %e, "signaling connection failed");
+                        return LeaveReason::ConnectionLost;
+                    }
                 };
                 last_heard = Instant::now();
                 bucket = (bucket + refilled.elapsed().as_secs_f64() * RATE_PER_SEC).min(RATE_BURST);
