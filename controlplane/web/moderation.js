@@ -138,6 +138,9 @@ export function setupModeration(client, ui) {
       if (client.grants?.host && app.participants.get(app.selfId)?.role !== 'co_host') {
         if (p.role === 'co_host') item('Make participant', () => client.setRole(id, 'participant'));
         else item('Make co-host', () => client.setRole(id, 'co_host'));
+        item('Make host', () => {
+          if (window.confirm(`Make ${p.name} the host? You stay a co-host.`)) client.setRole(id, 'host');
+        });
       }
       item('Send to waiting room', () => client.sendToWaitingRoom(id));
       item('Remove', () => {
