@@ -2,6 +2,7 @@
 //! embedded defaults; the other subcommands run one part each, or help operate it.
 
 mod config;
+mod security;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -434,7 +435,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
-        Command::Apikey(args) => apikey(args.action, &config, &data_dir).await,
+        Command::Apikey(args) => security::apikey(args.action, &config, &data_dir).await,
         Command::Sfu => not_in_this_build("sfu", "the media dataplane"),
         Command::Turn => run_turn(&config, &data_dir).await,
         Command::Recorder => run_recorder(&config, &data_dir).await,
@@ -444,36 +445,6 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             tokio::task::spawn_blocking(move || bench_turn(&args)).await?
         }
     }
-}
-
-/// `sluice apikey create|list|revoke`, on the configured database.
-async fn apikey(action: ApikeyAction, config: &Config, data_dir: &std::path::Path) -> anyhow::Result<()> {
-    use sluice_controlplane::apikeys;
-    let store = store::open(&config.database.store_options(), data_dir).await?;
-    match action {
-        ApikeyAction::Create { name, scopes } => {
-            let new = apikeys::generate(&name, &scopes).map_err(anyhow::Error::msg)?;
-            store.create_api_key(&new.row).await?;
-            eprintln!(
-                "API key {} ({}) created with scopes {}; it is shown once, keep it:",
-                new.row.id, new.row.name, new.row.scopes
-            );
-            println!("{}", new.key);
-        }
-        ApikeyAction::List => {
-            for row in store.api_keys().await? {
-                println!("{}", serde_json::to_string(&apikeys::KeyListing::from(row))?);
-            }
-        }
-        ApikeyAction::Revoke { id } => {
-            let id = id.strip_prefix("sk_").map_or(id.as_str(), |rest| rest.split('_').next().unwrap_or(rest));
-            if !store.revoke_api_key(id, store::now()).await? {
-                anyhow::bail!("no unrevoked API key has the id {id:?} (sluice apikey list shows them)");
-            }
-            println!("API key {id} revoked");
-        }
-    }
-    Ok(())
 }
 
 fn bench_fanout(args: &FanoutArgs) -> anyhow::Result<()> {
@@ -668,7 +639,7 @@ fn not_in_this_build(command: &str, what: &str) -> anyhow::Result<()> {
 
 async fn serve(mut config: Config, data_dir: PathBuf) -> anyhow::Result<()> {
     tracing::info!(data_dir = %data_dir.display(), "starting sluice serve");
-    let tls_files = https_files(&config, &data_dir)?;
+    let tls_files = security::https_files(&config, &data_dir)?;
     // TURN over TLS shares the web certificate unless it has its own.
     if let Some(files) = &tls_files
         && config.turn.tls_cert_file.as_os_str().is_empty()
@@ -711,45 +682,6 @@ async fn serve(mut config: Config, data_dir: PathBuf) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// The certificate `http.listen` serves: the configured files, a self-signed pair kept in the data directory
-/// (`--self-signed`, its fingerprint printed), or none (plain HTTP).
-fn https_files(
-    config: &Config,
-    data_dir: &std::path::Path,
-) -> anyhow::Result<Option<sluice_controlplane::tls::TlsFiles>> {
-    use sluice_controlplane::tls::{self, TlsFiles};
-    let http = &config.http;
-    if !http.tls_cert_file.as_os_str().is_empty() || !http.tls_key_file.as_os_str().is_empty() {
-        let files = TlsFiles { cert: http.tls_cert_file.clone(), key: http.tls_key_file.clone() };
-        files.server_config()?;
-        return Ok(Some(files));
-    }
-    if !http.self_signed {
-        return Ok(None);
-    }
-    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
-    let listen = http.listen.ip();
-    if listen.is_unspecified() {
-        names.extend(sluice_turn::runtime::machine_addresses().iter().map(|ip| ip.to_string()));
-    } else {
-        names.push(listen.to_string());
-    }
-    if let Some(host) = http.public_url.split("://").nth(1).and_then(|rest| rest.split(['/', ':']).next())
-        && !host.is_empty()
-    {
-        names.push(host.trim_matches(['[', ']']).to_string());
-    }
-    names.sort();
-    names.dedup();
-    let (files, fingerprint) = tls::self_signed(&data_dir.join("self-signed"), &names)?;
-    tracing::warn!(%fingerprint, cert = %files.cert.display(), "serving HTTPS with a self-signed certificate");
-    eprintln!(
-        "sluice: HTTPS with a self-signed certificate ({}); browsers will warn: check that it shows SHA-256 {fingerprint}",
-        files.cert.display()
-    );
-    Ok(Some(files))
 }
 
 /// Starts the relay. Embedded in `serve`, the SFU's own media ports are allowed peers (those ports only, not

@@ -257,14 +257,7 @@ impl Tokens {
 
     /// Checks the signature, issuer, `exp`, `nbf` and that the token is for `meeting_id`.
     pub fn verify(&self, token: &str, meeting_id: &str) -> Result<Claims, TokenError> {
-        use jsonwebtoken::errors::ErrorKind;
-        let claims = decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => TokenError::Expired,
-                ErrorKind::ImmatureSignature => TokenError::NotYetValid,
-                _ => TokenError::Invalid(e.to_string()),
-            })?
-            .claims;
+        let claims: Claims = self.decode(token)?;
         if claims.mid != meeting_id {
             return Err(TokenError::WrongMeeting);
         }
@@ -273,6 +266,16 @@ impl Tokens {
 }
 
 impl Tokens {
+    /// Signature, issuer, `exp` and `nbf` checked, and the claims read as `T`.
+    fn decode<T: serde::de::DeserializeOwned>(&self, token: &str) -> Result<T, TokenError> {
+        use jsonwebtoken::errors::ErrorKind;
+        decode::<T>(token, &self.decoding, &self.validation).map(|data| data.claims).map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => TokenError::Expired,
+            ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+            _ => TokenError::Invalid(e.to_string()),
+        })
+    }
+
     /// A creator token for `user_id`, valid for `ttl_secs` (or the configured lifetime).
     pub fn mint_creator(&self, user_id: &str, ttl_secs: Option<u64>) -> String {
         let now = Utc::now().timestamp();
@@ -290,14 +293,7 @@ impl Tokens {
 
     /// Checks a creator token's signature, issuer, times and kind.
     pub fn verify_creator(&self, token: &str) -> Result<CreatorClaims, TokenError> {
-        use jsonwebtoken::errors::ErrorKind;
-        let claims = decode::<CreatorClaims>(token, &self.decoding, &self.validation)
-            .map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => TokenError::Expired,
-                ErrorKind::ImmatureSignature => TokenError::NotYetValid,
-                _ => TokenError::Invalid(e.to_string()),
-            })?
-            .claims;
+        let claims: CreatorClaims = self.decode(token)?;
         if claims.kind != CREATOR_KIND {
             return Err(TokenError::Invalid("not a creator token".into()));
         }
