@@ -785,6 +785,38 @@ fn host_controls_hold_against_a_page_that_ignores_them() {
     });
 }
 
+/// A third-party WebRTC stack written from the docs alone: GStreamer's webrtcbin (`tests/gst/client.py`), stock
+/// (its own RSA 2048 DTLS certificate, libnice's Binding-indication keepalives), in one meeting with Chromium, each
+/// decoding the other, for longer than the consent timeout.
+#[test]
+fn gstreamer_webrtcbin_and_chromium_decode_each_other() {
+    in_fresh_netns("gstreamer_webrtcbin_and_chromium_decode_each_other", async || {
+        let stage = Stage::start(&[]).await;
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/gst/client.py");
+        let gst = Command::new("/usr/bin/python3")
+            .args([script, &stage.base, &stage.id, "Gst", "16"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect(
+                "run the GStreamer client (python3-gi, gstreamer1.0-plugins-bad and -nice; tests/run.sh installs them)",
+            );
+        let chrome = stage.join("Chrome").await;
+        wait_decoding(&chrome, "Chrome", 1, 1).await;
+        // Past the dataplane's consent timeout (10 s): libnice keeps the pair with indications and media.
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        assert_growing(&chrome, "Chrome").await;
+        let out = tokio::task::spawn_blocking(move || gst.wait_with_output()).await.unwrap().unwrap();
+        let line = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_string();
+        let counts: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("the client's counts ({e}): {line:?}"));
+        assert!(counts["video_frames"].as_u64().unwrap_or(0) > 50, "webrtcbin decodes Chrome's video: {counts}");
+        assert!(counts["audio_buffers"].as_u64().unwrap_or(0) > 50, "and its audio: {counts}");
+        assert_eq!(counts["errors"], json!([]), "{counts}");
+        chrome.close().await;
+    });
+}
+
 /// The strict profile over HTTPS, as a public deployment runs it: an application creates the meeting with its
 /// API key and mints each person an invitation; the browsers open those links over `https://` and signal over
 /// `wss://` (the certificate is the server's self-signed one, which only this test's browsers are told to accept).

@@ -28,8 +28,12 @@ ensure_apt() {
 # them; espeak-ng speaks the sentence the recording test transcribes; fonts-dejavu-core names people in the video.
 # janus is the SFU `sluice bench meeting --compare` measures against (tests/bench_meeting.rs; only its binary and
 # plugins are used, the bench starts it with its own configuration).
+# GStreamer's webrtcbin (with libnice) and Python's GObject bindings run tests/gst/client.py, a third-party WebRTC
+# client written from the docs (tests/browser.rs).
 ensure_apt ca-certificates curl gcc g++ pkg-config postgresql postgresql-client libsrtp2-dev chromium chromium-driver \
-  iproute2 iptables coturn ffmpeg libpocketsphinx3 pocketsphinx-en-us espeak-ng fonts-dejavu-core janus
+  iproute2 iptables coturn ffmpeg libpocketsphinx3 pocketsphinx-en-us espeak-ng fonts-dejavu-core janus \
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-nice python3-gi \
+  gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 gir1.2-gst-plugins-bad-1.0 gir1.2-nice-0.1 python3-websockets
 
 # --- S3-compatible server for the object storage tests ---------------------------------------------------------
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
