@@ -19,6 +19,14 @@ async fn as_role(h: &Harness, meeting: &str, user: &str, role: Role, publish: &[
     (c, welcome["participant_id"].as_str().unwrap().to_string())
 }
 
+/// The host joined with the meeting's host token, its welcome read; and its participant id.
+async fn host_joined(h: &Harness, meeting: &str, host_token: &str) -> (Client, String) {
+    let mut host = h.client().await;
+    host.send(json!({"type": "join", "v": 1, "meeting_id": meeting, "token": host_token})).await;
+    let welcome = host.expect("welcome").await;
+    (host, welcome["participant_id"].as_str().unwrap().to_string())
+}
+
 async fn refused(c: &mut Client, code: &str, words: &str) {
     let e = c.expect("error").await;
     assert_eq!(e["code"], code, "{e}");
@@ -71,9 +79,7 @@ async fn a_participant_asking_for_host_controls_changes_nothing() {
 async fn a_host_mutes_and_only_a_hosts_request_lets_the_participant_unmute() {
     let h = start().await;
     let (meeting, host_token) = h.meeting(json!({})).await;
-    let mut host = h.client().await;
-    host.send(json!({"type": "join", "v": 1, "meeting_id": meeting, "token": host_token})).await;
-    host.expect("welcome").await;
+    let (mut host, _) = host_joined(&h, &meeting, &host_token).await;
     let (mut pat, pat_id) = as_role(&h, &meeting, "pat", Role::Participant, &["microphone", "camera"]).await;
     let offer = pat.expect("offer").await;
     pat.answer(&offer, 100).await;
@@ -126,9 +132,7 @@ async fn a_host_mutes_and_only_a_hosts_request_lets_the_participant_unmute() {
 async fn removed_users_stay_out_and_a_locked_meeting_admits_only_hosts() {
     let h = start().await;
     let (meeting, host_token) = h.meeting(json!({})).await;
-    let mut host = h.client().await;
-    host.send(json!({"type": "join", "v": 1, "meeting_id": meeting, "token": host_token.clone()})).await;
-    host.expect("welcome").await;
+    let (mut host, _) = host_joined(&h, &meeting, &host_token).await;
     let token = h.token(&meeting, "mal", Role::Participant);
     let mut mal = h.client().await;
     mal.send(json!({"type": "join", "v": 1, "meeting_id": meeting, "token": token})).await;
@@ -168,9 +172,7 @@ async fn removed_users_stay_out_and_a_locked_meeting_admits_only_hosts() {
 async fn roles_change_live_and_a_revoked_grant_closes_the_section() {
     let h = start().await;
     let (meeting, host_token) = h.meeting(json!({})).await;
-    let mut host = h.client().await;
-    host.send(json!({"type": "join", "v": 1, "meeting_id": meeting, "token": host_token})).await;
-    let host_id = host.expect("welcome").await["participant_id"].as_str().unwrap().to_string();
+    let (mut host, host_id) = host_joined(&h, &meeting, &host_token).await;
     let (mut pat, pat_id) = as_role(&h, &meeting, "pat", Role::Participant, &["microphone", "camera"]).await;
     let offer = pat.expect("offer").await;
     pat.answer(&offer, 300).await;
@@ -297,9 +299,7 @@ async fn the_same_controls_over_http_with_a_host_token_and_not_a_participants() 
 async fn controls_that_land_between_offer_and_answer_still_hold() {
     let h = start().await;
     let (meeting, host_token) = h.meeting(json!({})).await;
-    let mut host = h.client().await;
-    host.send(json!({"type": "join", "v": 1, "meeting_id": meeting, "token": host_token})).await;
-    host.expect("welcome").await;
+    let (mut host, _) = host_joined(&h, &meeting, &host_token).await;
     let (mut pat, pat_id) = as_role(&h, &meeting, "pat", Role::Participant, &["microphone", "camera"]).await;
     let offer = pat.expect("offer").await;
     // Before Pat answers: the microphone is stopped and the camera's grant revoked.
@@ -323,9 +323,7 @@ async fn controls_that_land_between_offer_and_answer_still_hold() {
 async fn sent_back_removed_and_muted_people_do_not_slip_back_in() {
     let h = start().await;
     let (meeting, host_token) = h.meeting(json!({})).await;
-    let mut host = h.client().await;
-    host.send(json!({"type": "join", "v": 1, "meeting_id": meeting, "token": host_token})).await;
-    host.expect("welcome").await;
+    let (mut host, _) = host_joined(&h, &meeting, &host_token).await;
     let (_ann, _ann_id) = as_role(&h, &meeting, "ann", Role::Participant, &[]).await;
     let (mut bob, bob_id) = as_role(&h, &meeting, "bob", Role::Participant, &[]).await;
 
@@ -381,9 +379,7 @@ async fn sent_back_removed_and_muted_people_do_not_slip_back_in() {
 async fn a_demoted_host_and_a_co_host_cannot_end_the_meeting_over_http() {
     let h = start().await;
     let (meeting, host_token) = h.meeting(json!({})).await;
-    let mut host = h.client().await;
-    host.send(json!({"type": "join", "v": 1, "meeting_id": meeting, "token": host_token.clone()})).await;
-    host.expect("welcome").await;
+    let (mut host, _) = host_joined(&h, &meeting, &host_token).await;
     let (_pat, pat_id) = as_role(&h, &meeting, "pat", Role::Participant, &[]).await;
     let co = h.token(&meeting, "co", Role::CoHost);
     let (status, body) = http(&h, reqwest::Method::DELETE, &format!("/meetings/{meeting}"), &co, json!({})).await;
