@@ -8,7 +8,7 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use sluice_controlplane::config::{
-    AccessConfig, AuthConfig, DatabaseConfig, DataplaneConfig, HttpConfig, LimitsConfig, StorageConfig,
+    AccessConfig, AuthConfig, ChatConfig, DatabaseConfig, DataplaneConfig, HttpConfig, LimitsConfig, StorageConfig,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -23,6 +23,8 @@ pub struct Config {
     pub access: AccessConfig,
     /// Request rates and open signaling sessions.
     pub limits: LimitsConfig,
+    /// Files shared in chat: size limit, retention, download links.
+    pub chat: ChatConfig,
     pub database: DatabaseConfig,
     pub storage: StorageConfig,
     pub auth: AuthConfig,
@@ -39,6 +41,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             access: AccessConfig::default(),
             limits: LimitsConfig::default(),
+            chat: ChatConfig::default(),
             database: DatabaseConfig::default(),
             storage: StorageConfig::default(),
             auth: AuthConfig::default(),

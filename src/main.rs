@@ -650,6 +650,7 @@ async fn serve(mut config: Config, data_dir: PathBuf) -> anyhow::Result<()> {
     let mut services = Services::open(&config.database, &config.storage, &config.auth, &data_dir).await?;
     services.access = config.access.clone();
     services.limits = config.limits.clone();
+    services.chat = config.chat.clone();
     services.tls_files = tls_files;
     let dataplane = Arc::new(start_dataplane(&config)?);
     services.dataplane = Some(Arc::clone(&dataplane));

@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+#[path = "browser/chat.rs"]
+mod chat;
+
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 const INSIDE: &str = "SLUICE_E2E_INSIDE";
 /// Every wait in these tests is bounded by this.
@@ -1341,6 +1344,18 @@ fn a_host_records_a_meeting_and_plays_it_back_with_subtitles() {
         assert_eq!(list.as_array().map(Vec::len), Some(1), "{list}");
         assert_eq!(list[0]["status"], "recording", "{list}");
         let recording = list[0]["id"].as_str().unwrap().to_string();
+        // Chat while recording: the public message is exported beside the recording, the private one is not.
+        let alice_id = participant_id(&alice).await;
+        bob.eval(&format!(
+            "window.sluiceApp.client.sendChat('said while recording');              window.sluiceApp.client.sendChat('not for the record', '{alice_id}'); return true"
+        ))
+        .await;
+        wait_true(
+            &alice,
+            "Alice gets both messages",
+            "return document.querySelectorAll('#chat-messages li.chat-message').length === 2",
+        )
+        .await;
         tokio::time::sleep(Duration::from_secs(15).saturating_sub(began.elapsed())).await;
         wait_true(
             &alice,
@@ -1361,6 +1376,14 @@ fn a_host_records_a_meeting_and_plays_it_back_with_subtitles() {
 
         let ready = wait_recording(&base, &recording, &host_token, "ready", |r| r["status"] == "ready").await;
         println!("recording ready: {ready}");
+        let fetch = |url: &str| reqwest::Client::new().get(url).bearer_auth(&host_token).send();
+        let chat = fetch(ready["chat_url"].as_str().unwrap()).await.unwrap().text().await.unwrap();
+        println!("chat.txt:\n{chat}");
+        assert!(chat.contains("] Bob: said while recording"), "{chat}");
+        assert!(!chat.contains("not for the record"), "private messages are not exported: {chat}");
+        let lines: Value = fetch(ready["chat_json_url"].as_str().unwrap()).await.unwrap().json().await.unwrap();
+        assert_eq!(lines.as_array().map(Vec::len), Some(1), "{lines}");
+        assert!(lines[0]["offset_ms"].as_i64().unwrap() > 0, "{lines}");
         let mp4 = media.path().join("composed.mp4");
         download(ready["file_url"].as_str().unwrap(), &host_token, &mp4).await;
         let (streams, duration) = probe(&mp4);

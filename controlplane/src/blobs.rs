@@ -187,6 +187,18 @@ impl Blobs {
         }
     }
 
+    /// Starts a multipart upload written chunk by chunk (a streamed request body): at most
+    /// `upload_concurrency` parts in memory, whatever the object's size. Nothing is visible under `key` until
+    /// [`Upload::finish`]; [`Upload::abort`] leaves nothing behind.
+    pub async fn upload(&self, key: &str) -> Result<Upload, BlobError> {
+        let upload = self.store.put_multipart(&parse_key(key)?).await?;
+        Ok(Upload {
+            writer: WriteMultipart::new_with_chunk_size(upload, self.part_size_bytes),
+            concurrency: self.upload_concurrency,
+            written: 0,
+        })
+    }
+
     pub async fn get(&self, key: &str) -> Result<Bytes, BlobError> {
         let result = self.store.get(&parse_key(key)?).await.map_err(|e| not_found(key, e))?;
         Ok(result.bytes().await?)
@@ -228,6 +240,45 @@ impl Blobs {
         match self.store.delete(&parse_key(key)?).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// A multipart upload in progress (see [`Blobs::upload`]).
+pub struct Upload {
+    writer: WriteMultipart,
+    concurrency: usize,
+    written: u64,
+}
+
+impl std::fmt::Debug for Upload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upload").field("written", &self.written).finish_non_exhaustive()
+    }
+}
+
+impl Upload {
+    /// Appends bytes, waiting while `upload_concurrency` parts are in flight.
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), BlobError> {
+        self.writer.wait_for_capacity(self.concurrency).await?;
+        self.writer.write(data);
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    pub async fn finish(self) -> Result<u64, BlobError> {
+        self.writer.finish().await?;
+        Ok(self.written)
+    }
+
+    /// Drops what was uploaded; a failure to abort is logged (the store's own lifecycle rules clean up then).
+    pub async fn abort(self) {
+        if let Err(e) = self.writer.abort().await {
+            tracing::warn!(error = %e, "could not abort an upload");
         }
     }
 }

@@ -148,6 +148,31 @@ impl Default for AccessConfig {
     }
 }
 
+/// Files shared in chat (`docs/chat.md`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChatConfig {
+    /// The largest file one upload may carry; more is refused with 413 and nothing is kept.
+    pub file_size_max_bytes: u64,
+    /// Files are deleted this many days after upload (0: kept as long as their message).
+    pub file_retention_days: u32,
+    /// How long a signed download link works.
+    pub link_ttl_secs: u64,
+    /// How often expired files are looked for.
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        ChatConfig {
+            file_size_max_bytes: 25 << 20,
+            file_retention_days: 30,
+            link_ttl_secs: 300,
+            sweep_interval_secs: 3600,
+        }
+    }
+}
+
 /// Request limits on the HTTP API and signaling. A rate of 0 turns that limit off.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

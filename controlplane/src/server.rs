@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::http::HeaderValue;
 
 use crate::blobs::{BlobError, Blobs};
-use crate::config::{AccessConfig, AuthConfig, DatabaseConfig, HttpConfig, LimitsConfig, StorageConfig};
+use crate::config::{AccessConfig, AuthConfig, ChatConfig, DatabaseConfig, HttpConfig, LimitsConfig, StorageConfig};
 use crate::http::limits::Limits;
 use crate::http::{self, AppState, Policy};
 use crate::signaling::Signaling;
@@ -53,6 +53,7 @@ pub struct Services {
     /// Who may create and join meetings, and read metrics.
     pub access: AccessConfig,
     pub limits: LimitsConfig,
+    pub chat: ChatConfig,
     /// The certificate `http.listen` serves, when it speaks TLS (`http.tls_cert_file`, or `--self-signed`).
     pub tls_files: Option<TlsFiles>,
 }
@@ -80,6 +81,7 @@ impl Services {
             recorder: None,
             access: AccessConfig::default(),
             limits: LimitsConfig::default(),
+            chat: ChatConfig::default(),
             tls_files: None,
         })
     }
@@ -148,7 +150,8 @@ impl HttpServer {
         };
         let signaling = Arc::new(
             Signaling::new(Arc::clone(&services.store), services.dataplane.clone(), &services.announce)
-                .with_ice_servers(services.ice.clone()),
+                .with_ice_servers(services.ice.clone())
+                .with_blobs(services.blobs.clone()),
         );
         let limits = Arc::new(Limits::new(&services.limits));
         Limits::spawn_sweeper(&limits);
@@ -166,6 +169,7 @@ impl HttpServer {
             public_url: config.public_url(bound),
             local_url,
             recorder: services.recorder,
+            chat: services.chat,
             policy: Policy {
                 access: services.access,
                 limits,
@@ -222,6 +226,10 @@ impl HttpServer {
             let app = app.clone();
             extra.spawn(async move { server.serve(app).await });
         }
+        let retention = (self.state.chat.file_retention_days > 0).then(|| {
+            let interval = Duration::from_secs(self.state.chat.sweep_interval_secs);
+            http::files::spawn_retention(Arc::clone(&self.state.store), self.state.blobs.clone(), interval)
+        });
         let stopper = handle.clone();
         tokio::spawn(async move {
             shutdown.await;
@@ -236,6 +244,9 @@ impl HttpServer {
             }
             None => axum_server::from_tcp(self.listener)?.handle(handle).serve(app).await,
         };
+        if let Some(retention) = retention {
+            retention.abort();
+        }
         while let Some(done) = extra.join_next().await {
             if let Ok(Err(e)) = done {
                 tracing::warn!(error = %e, "an extra HTTP listener failed");

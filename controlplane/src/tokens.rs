@@ -158,6 +158,17 @@ pub struct Tokens {
     issuer: String,
     ttl_secs: u64,
     algorithm: Algorithm,
+    /// Signs download links (chat files): derived from the token key, so every node that mints tokens signs
+    /// links the others accept.
+    links: ring::hmac::Key,
+}
+
+/// The link key: HMAC-SHA256 of a fixed label under the token key material, so a link's signature never
+/// doubles as a token's.
+fn link_key(material: &[u8]) -> ring::hmac::Key {
+    let root = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, material);
+    let derived = ring::hmac::sign(&root, b"sluice download links v1");
+    ring::hmac::Key::new(ring::hmac::HMAC_SHA256, derived.as_ref())
 }
 
 impl std::fmt::Debug for Tokens {
@@ -199,6 +210,7 @@ impl Tokens {
             issuer: issuer.to_string(),
             ttl_secs,
             algorithm: Algorithm::HS256,
+            links: link_key(secret),
         })
     }
 
@@ -213,6 +225,7 @@ impl Tokens {
             issuer: issuer.to_string(),
             ttl_secs,
             algorithm: Algorithm::EdDSA,
+            links: link_key(private_pem),
         };
         // A private key that does not match the public one would mint tokens nobody accepts: refuse at start.
         let probe = tokens.mint(&TokenRequest {
@@ -224,6 +237,18 @@ impl Tokens {
         });
         tokens.verify(&probe, "probe").map_err(|_| "the private and public keys are not a pair".to_string())?;
         Ok(tokens)
+    }
+
+    /// The signature of a download link's fields (hex).
+    pub fn sign_link(&self, fields: &str) -> String {
+        let tag = ring::hmac::sign(&self.links, fields.as_bytes());
+        tag.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Whether `signature` (hex) signs `fields`, in constant time.
+    pub fn verify_link(&self, fields: &str, signature: &str) -> bool {
+        let Some(bytes) = decode_hex(signature) else { return false };
+        ring::hmac::verify(&self.links, fields.as_bytes(), &bytes).is_ok()
     }
 
     pub fn mint(&self, request: &TokenRequest) -> String {
@@ -345,6 +370,13 @@ fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
     file.write_all(data)?;
     file.sync_all()
+}
+
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) || text.len() > 128 {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
 }
 
 #[cfg(test)]

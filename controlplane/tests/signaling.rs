@@ -407,8 +407,28 @@ async fn every_message_matches_its_documented_json_schema() {
     a.expect("error").await;
     let mut c = h.client().await;
     c.send(sent(json!({"type": "join", "v": 1, "meeting_id": meeting, "token": host_token}))).await;
-    c.expect("welcome").await;
+    let host_id = c.expect("welcome").await["participant_id"].clone();
     a.expect("participant_joined").await;
+    // Chat and polls.
+    a.send(sent(json!({"type": "chat_send", "body": "hi"}))).await;
+    let chat_id = c.expect("chat").await["message"]["id"].clone();
+    a.send(sent(json!({"type": "chat_send", "body": "just you", "to": host_id}))).await;
+    c.expect("chat").await;
+    a.send(sent(json!({"type": "chat_edit", "message_id": chat_id, "body": "hello"}))).await;
+    c.expect("chat_updated").await;
+    a.send(sent(json!({"type": "chat_delete", "message_id": chat_id}))).await;
+    c.expect("chat_updated").await;
+    c.send(sent(json!({"type": "chat_mode", "mode": "everyone"}))).await;
+    a.expect("chat_mode").await;
+    c.send(sent(
+        json!({"type": "poll_create", "question": "Q?", "options": ["x", "y"], "anonymous": false, "results": "live"}),
+    ))
+    .await;
+    let poll_id = a.expect("poll").await["poll"]["id"].clone();
+    a.send(sent(json!({"type": "poll_vote", "poll_id": poll_id, "option": 1}))).await;
+    a.expect("poll").await;
+    c.send(sent(json!({"type": "poll_close", "poll_id": poll_id}))).await;
+    a.expect("poll").await;
     b.send(sent(json!({"type": "leave"}))).await;
     a.expect("participant_left").await;
     c.send(sent(json!({"type": "end_meeting"}))).await;

@@ -56,6 +56,7 @@ both_backends!(
     recordings_update_partially_and_list_in_order,
     analytics_events_keep_their_json,
     chat_pages_by_id,
+    chat_visibility_edits_files_and_polls,
     concurrent_writes_all_land,
     api_keys_verify_until_revoked,
     moderation_writes_roles_removals_and_settings,
@@ -209,29 +210,138 @@ async fn analytics_events_keep_their_json(store: &dyn Store) {
     assert_eq!(events[0].metrics["codec"]["video"], "VP8");
 }
 
+fn chat(meeting_id: &str, user: &str, body: &str, recipient: Recipient) -> NewChatMessage {
+    NewChatMessage {
+        meeting_id: meeting_id.into(),
+        room: MAIN_ROOM.into(),
+        user_id: user.into(),
+        participant_id: format!("p_{user}"),
+        name: user.to_uppercase(),
+        role: Role::Participant,
+        body: body.into(),
+        recipient,
+        file_id: None,
+        created_at: now(),
+    }
+}
+
+fn page(meeting_id: &str, viewer: &str, host: bool, before: Option<i64>, limit: u32) -> ChatQuery {
+    ChatQuery {
+        meeting_id: meeting_id.into(),
+        room: MAIN_ROOM.into(),
+        viewer_user_id: viewer.into(),
+        viewer_is_host: host,
+        before,
+        limit,
+    }
+}
+
 async fn chat_pages_by_id(store: &dyn Store) {
     store.create_meeting(&meeting("m-c")).await.unwrap();
     let mut ids = vec![];
     for i in 0..5 {
-        let msg = NewChatMessage {
-            meeting_id: "m-c".into(),
-            user_id: "u1".into(),
-            name: "Ada".into(),
-            body: format!("hello {i} — ünïcode ✓"),
-            attachment_key: (i == 2).then(|| "chat/m-c/file.pdf".to_string()),
-            created_at: now(),
-        };
+        let msg = chat("m-c", "u1", &format!("hello {i} — ünïcode ✓"), Recipient::Everyone);
         let stored = store.add_chat_message(&msg).await.unwrap();
         assert_eq!(stored.body, msg.body);
         ids.push(stored.id);
     }
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
-    let first = store.chat_messages("m-c", 0, 2).await.unwrap();
-    assert_eq!(first.iter().map(|m| m.id).collect::<Vec<_>>(), ids[..2]);
-    let rest = store.chat_messages("m-c", first[1].id, 10).await.unwrap();
-    assert_eq!(rest.iter().map(|m| m.id).collect::<Vec<_>>(), ids[2..]);
-    assert_eq!(rest[0].attachment_key.as_deref(), Some("chat/m-c/file.pdf"));
-    assert!(store.chat_messages("other", 0, 10).await.unwrap().is_empty());
+    let newest = store.chat_history(&page("m-c", "u2", false, None, 2)).await.unwrap();
+    assert_eq!(newest.iter().map(|m| m.id).collect::<Vec<_>>(), vec![ids[4], ids[3]], "newest first");
+    let older = store.chat_history(&page("m-c", "u2", false, Some(newest[1].id), 10)).await.unwrap();
+    assert_eq!(older.iter().map(|m| m.id).collect::<Vec<_>>(), vec![ids[2], ids[1], ids[0]]);
+    assert_eq!(older[0].name, "U1");
+    assert_eq!(older[0].role, Role::Participant);
+    assert!(store.chat_history(&page("other", "u2", false, None, 10)).await.unwrap().is_empty());
+}
+
+/// Private messages reach their author and recipient only; messages to the hosts, hosts; edits and deletions
+/// stick; files join their messages; polls keep one vote per user.
+async fn chat_visibility_edits_files_and_polls(store: &dyn Store) {
+    store.create_meeting(&meeting("m-v")).await.unwrap();
+    let bob = Recipient::User { user_id: "bob".into(), participant_id: "p_bob".into(), name: "Bob".into() };
+    let public = store.add_chat_message(&chat("m-v", "ann", "hi all", Recipient::Everyone)).await.unwrap();
+    let private = store.add_chat_message(&chat("m-v", "ann", "psst bob", bob.clone())).await.unwrap();
+    let hosts = store.add_chat_message(&chat("m-v", "cy", "help", Recipient::Hosts)).await.unwrap();
+    let seen = |viewer: &'static str, host: bool| async move {
+        let mut ids: Vec<i64> =
+            store.chat_history(&page("m-v", viewer, host, None, 50)).await.unwrap().iter().map(|m| m.id).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(seen("ann", false).await, vec![public.id, private.id]);
+    assert_eq!(seen("bob", false).await, vec![public.id, private.id]);
+    assert_eq!(seen("cy", false).await, vec![public.id, hosts.id], "the author sees their message to the hosts");
+    assert_eq!(seen("dee", false).await, vec![public.id]);
+    assert_eq!(seen("host", true).await, vec![public.id, hosts.id], "a host does not read private messages");
+    let read = store.chat_message(private.id).await.unwrap().unwrap();
+    assert_eq!(read.recipient, bob);
+
+    assert!(store.edit_chat_message(public.id, "hi everyone", now()).await.unwrap());
+    let edited = store.chat_message(public.id).await.unwrap().unwrap();
+    assert_eq!(edited.body, "hi everyone");
+    assert!(edited.edited_at.is_some());
+    assert!(store.delete_chat_message(public.id, "Host", now()).await.unwrap());
+    assert!(!store.delete_chat_message(public.id, "Host", now()).await.unwrap(), "deleted once");
+    assert!(!store.edit_chat_message(public.id, "again", now()).await.unwrap(), "a deleted message stays deleted");
+    assert_eq!(seen("dee", false).await, Vec::<i64>::new(), "deleted messages leave the history");
+
+    let file = ChatFile {
+        id: "f_1".into(),
+        meeting_id: "m-v".into(),
+        object_key: "meetings/m-v/chat/f_1".into(),
+        name: "report.pdf".into(),
+        content_type: "application/pdf".into(),
+        size: 1234,
+        user_id: "ann".into(),
+        created_at: now(),
+        expires_at: Some(now() - Duration::seconds(1)),
+        deleted_at: None,
+    };
+    store.add_chat_file(&file).await.unwrap();
+    let mut with_file = chat("m-v", "ann", "report.pdf", Recipient::Everyone);
+    with_file.file_id = Some(file.id.clone());
+    let posted = store.add_chat_message(&with_file).await.unwrap();
+    assert_eq!(posted.file.as_ref(), Some(&file));
+    assert_eq!(store.chat_files("m-v").await.unwrap(), vec![(file.clone(), posted.id)]);
+    assert_eq!(store.expired_chat_files(now(), 10).await.unwrap(), vec![file.clone()]);
+    assert!(store.delete_chat_file(&file.id, now()).await.unwrap());
+    assert!(store.expired_chat_files(now(), 10).await.unwrap().is_empty());
+    assert!(store.chat_files("m-v").await.unwrap().is_empty());
+    assert_eq!(store.chat_message(posted.id).await.unwrap().unwrap().file, None, "a deleted file leaves its message");
+
+    let from = now() - Duration::seconds(60);
+    let exported = store.chat_public_between("m-v", from, now(), 100).await.unwrap();
+    assert_eq!(exported.iter().map(|m| m.id).collect::<Vec<_>>(), vec![posted.id], "public and not deleted only");
+
+    let poll = Poll {
+        id: "poll_1".into(),
+        meeting_id: "m-v".into(),
+        room: MAIN_ROOM.into(),
+        question: "Lunch?".into(),
+        options: vec!["pizza".into(), "sushi".into()],
+        anonymous: false,
+        results: PollResults::Hosts,
+        created_by: "Host".into(),
+        created_at: now(),
+        closed_at: None,
+        votes: vec![],
+    };
+    store.create_poll(&poll).await.unwrap();
+    let vote = |user: &str, choice| PollVote { user_id: user.into(), name: user.into(), choice, voted_at: now() };
+    store.vote("poll_1", &vote("ann", 0)).await.unwrap();
+    store.vote("poll_1", &vote("bob", 0)).await.unwrap();
+    store.vote("poll_1", &vote("ann", 1)).await.unwrap();
+    assert!(store.close_poll("poll_1", now()).await.unwrap());
+    assert!(!store.close_poll("poll_1", now()).await.unwrap());
+    let polls = store.polls("m-v", MAIN_ROOM).await.unwrap();
+    assert_eq!(polls.len(), 1);
+    assert_eq!(polls[0].options, poll.options);
+    assert!(polls[0].closed_at.is_some());
+    let mut votes: Vec<(String, u32)> = polls[0].votes.iter().map(|v| (v.user_id.clone(), v.choice)).collect();
+    votes.sort();
+    assert_eq!(votes, vec![("ann".into(), 1), ("bob".into(), 0)], "a second vote replaces the first");
+    assert!(store.polls("m-v", "breakout-1").await.unwrap().is_empty());
 }
 
 async fn concurrent_writes_all_land(store: &dyn Store) {

@@ -2,6 +2,7 @@
 // screen, controls, people, connection quality). All signaling and WebRTC is in sluice-client.js.
 import { SluiceClient } from '/assets/sluice-client.js';
 import { setupModeration } from '/assets/moderation.js';
+import { setupChat } from '/assets/chat.js';
 
 const $ = (id) => document.getElementById(id);
 const meetingId = decodeURIComponent(location.pathname.split('/m/')[1] || '').split('/')[0];
@@ -132,6 +133,7 @@ async function enter(name) {
       $(which).textContent = words[pressed ? 1 : 0];
     },
   });
+  setupChat(client);
   const microphone = localStream.getAudioTracks()[0] || null;
   const camera = localStream.getVideoTracks()[0] || null;
   try {

@@ -53,6 +53,10 @@ async function play(id) {
   } else {
     $('download-vtt').hidden = true;
   }
+  for (const [id, url] of [['download-chat', r.chat_url], ['download-chat-json', r.chat_json_url]]) {
+    if (url) $(id).href = url + q;
+    else $(id).hidden = true;
+  }
   $('download').href = r.file_url + q;
   $('download').download = `${r.id}.mp4`;
   $('copy-share').onclick = () => navigator.clipboard?.writeText(location.href);

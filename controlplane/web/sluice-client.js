@@ -9,7 +9,8 @@
 // Events (CustomEvent, payload in `detail`): welcome, participant-joined, participant-left, track, track-added,
 // track-removed, track-muted, connection, reconnecting, reconnected, meeting-ended, error, closed; waiting (this
 // client waits for a host to admit it; `join()` resolves once admitted) and waiting-list (hosts: who waits);
-// muted-by-host, unmute-requested, role-changed, hands, reaction, meeting-locked.
+// muted-by-host, unmute-requested, role-changed, hands, reaction, meeting-locked; chat-history, chat, chat-updated,
+// chat-mode, poll (docs/chat.md).
 
 export const PROTOCOL_VERSION = 1;
 
@@ -180,6 +181,43 @@ export class SluiceClient extends EventTarget {
   /** Hosts: turn one waiting person away. */
   deny(participantId) {
     this.#send({ type: 'deny', participant_id: participantId });
+  }
+
+  // --- chat and polls (docs/chat.md; the server checks the chat grant, the chat mode and the host grant) -----
+
+  /** A message to everyone (`to` null), to the hosts (`'hosts'`) or to one participant (their id). */
+  sendChat(body, to = null) {
+    this.#send(to ? { type: 'chat_send', body, to } : { type: 'chat_send', body });
+  }
+
+  /** One's own message, while it is not deleted. */
+  editChat(messageId, body) {
+    this.#send({ type: 'chat_edit', message_id: messageId, body });
+  }
+
+  /** One's own message, or any message for a host. */
+  deleteChat(messageId) {
+    this.#send({ type: 'chat_delete', message_id: messageId });
+  }
+
+  /** Hosts: 'everyone', 'hosts_only' or 'off'. */
+  setChatMode(mode) {
+    this.#send({ type: 'chat_mode', mode });
+  }
+
+  /** Hosts: {question, options, anonymous, results: 'live'|'hosts'}. */
+  createPoll({ question, options, anonymous = false, results = 'live' }) {
+    this.#send({ type: 'poll_create', question, options, anonymous, results });
+  }
+
+  /** The index of the option chosen; changes one's vote while the poll is open. */
+  votePoll(pollId, option) {
+    this.#send({ type: 'poll_vote', poll_id: pollId, option });
+  }
+
+  /** Hosts: ends the voting; everyone sees the results. */
+  closePoll(pollId) {
+    this.#send({ type: 'poll_close', poll_id: pollId });
   }
 
   leave() {
@@ -410,6 +448,21 @@ export class SluiceClient extends EventTarget {
       case 'waiting_list':
         this.waiting = m.waiting;
         this.#emit('waiting-list', m);
+        break;
+      case 'chat_history':
+        this.#emit('chat-history', m);
+        break;
+      case 'chat':
+        this.#emit('chat', m.message);
+        break;
+      case 'chat_updated':
+        this.#emit('chat-updated', m.message);
+        break;
+      case 'chat_mode':
+        this.#emit('chat-mode', m);
+        break;
+      case 'poll':
+        this.#emit('poll', m.poll);
         break;
       default:
         break;

@@ -6,6 +6,7 @@
 //! are plain functions and types with their own tests; [`session`] and [`service`] are the shells that do I/O.
 
 pub mod audio;
+pub mod chat_export;
 pub mod compose;
 pub mod depacketize;
 pub mod jitter;

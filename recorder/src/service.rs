@@ -313,7 +313,17 @@ impl Inner {
                 .map_err(|e| format!("uploading the MP4: {e}"))?;
         }
         self.put_manifest(&prefix, &manifest, duration_ms, &tracks, Some(composed), None).await?;
+        // Before `ready`, so a ready recording has its chat beside it; the media matter more than the chat, so a
+        // failed export is noted, not fatal.
+        let chat_missing = match self.export_chat(&prefix, &manifest, duration_ms).await {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::error!(recording = id, error = %e, "cannot export the chat");
+                Some(format!("the chat could not be exported: {e}"))
+            }
+        };
         let ready = RecordingUpdate {
+            status_reason: chat_missing,
             status: Some(RecordingStatus::Ready),
             s3_key: Some(key),
             duration_ms: Some(duration_ms as i64),
@@ -361,6 +371,29 @@ impl Inner {
             .await;
         self.set(id, RecordingUpdate { transcript_url: Some(key), ..Default::default() }).await;
         tracing::info!(recording = id, cues = cues.len(), seconds = took.as_secs_f64(), "transcript ready");
+    }
+
+    /// `chat.txt` and `chat.json`: the public messages said while the recording ran.
+    async fn export_chat(&self, prefix: &str, manifest: &Manifest, duration_ms: u64) -> Result<(), String> {
+        let started = chrono::DateTime::from_timestamp_micros(manifest.started_us as i64)
+            .ok_or_else(|| format!("the recording's start ({} us) is not a time", manifest.started_us))?;
+        let ended = started + chrono::Duration::milliseconds(duration_ms as i64);
+        let messages = self
+            .store
+            .chat_public_between(&manifest.meeting_id, started, ended, crate::chat_export::EXPORT_MAX)
+            .await
+            .map_err(|e| format!("reading the chat: {e}"))?;
+        let (text, json) = crate::chat_export::render(&messages, started);
+        self.blobs
+            .put(&format!("{prefix}/chat.txt"), text.into())
+            .await
+            .map_err(|e| format!("uploading the chat: {e}"))?;
+        self.blobs
+            .put(&format!("{prefix}/chat.json"), json.into())
+            .await
+            .map_err(|e| format!("uploading the chat: {e}"))?;
+        tracing::info!(recording = %manifest.recording_id, messages = messages.len(), "chat exported");
+        Ok(())
     }
 
     async fn put_manifest(

@@ -1,7 +1,9 @@
 //! The HTTP API (axum). Handlers are small; each module holds one resource.
 
 pub mod access;
+mod chat;
 pub mod error;
+pub mod files;
 mod health;
 pub mod json;
 pub mod limits;
@@ -49,6 +51,8 @@ pub struct AppState {
     pub local_url: String,
     /// The recorder, when this deployment records.
     pub recorder: Option<Arc<dyn crate::recording::RecorderHandle>>,
+    /// Chat files: size limit, retention, links.
+    pub chat: crate::config::ChatConfig,
     pub policy: Policy,
 }
 
@@ -95,7 +99,10 @@ pub fn prometheus() -> PrometheusHandle {
 }
 
 pub fn router(state: Arc<AppState>, config: &HttpConfig) -> Router {
-    Router::new()
+    // Uploads stream and count their bytes against `chat.file_size_max_bytes` themselves, with an idle timeout
+    // instead of the request timeout (a large file on a slow link takes longer than any API call).
+    let uploads = Router::new().route("/meetings/{id}/files", post(files::upload).get(files::list));
+    let api = Router::new()
         .route("/", get(web::landing))
         .route("/m/{id}", get(web::meeting))
         .route("/assets/{name}", get(web::asset))
@@ -119,16 +126,20 @@ pub fn router(state: Arc<AppState>, config: &HttpConfig) -> Router {
         .route("/recordings/{id}", get(recordings::get))
         .route("/recordings/{id}/play", get(web::player))
         .route("/recordings/{id}/files/{*name}", get(recordings::file))
+        .route("/meetings/{id}/chat", get(chat::history))
+        .route("/meetings/{id}/files/{file}/link", get(files::link))
+        .route("/files/{file}", get(files::download))
         .route("/signaling", get(crate::signaling::upgrade))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(Arc::clone(&state), access::guard))
-        .layer(middleware::from_fn(track))
         .layer(RequestBodyLimitLayer::new(config.body_limit_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(config.request_timeout_secs.max(1)),
-        ))
+        ));
+    api.merge(uploads)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), access::guard))
+        .layer(middleware::from_fn(track))
         .layer(TraceLayer::new_for_http().on_failure(DefaultOnFailure::new().level(tracing::Level::WARN)))
         .with_state(state)
 }
@@ -154,6 +165,8 @@ async fn index() -> impl IntoResponse {
             "POST /meetings/{id}/control/{action}",
             "POST /meetings/{id}/recording/start", "POST /meetings/{id}/recording/stop",
             "GET /meetings/{id}/recordings", "GET /recordings/{id}", "GET /recordings/{id}/files/{name}",
+            "GET /meetings/{id}/chat", "POST /meetings/{id}/files", "GET /meetings/{id}/files",
+            "GET /meetings/{id}/files/{file}/link", "GET /files/{file}",
             "GET /signaling (WebSocket)", "GET /openapi.json", "GET /healthz", "GET /readyz", "GET /metrics",
         ],
     }))

@@ -17,7 +17,7 @@ use super::json::JsonBody;
 use super::meetings::{MeetingView, find};
 use crate::signaling::RosterEntry;
 use crate::signaling::control::{Actor, Control, ControlError};
-use crate::signaling::protocol::{ErrorCode, GrantsChange, Source};
+use crate::signaling::protocol::{ChatMode, ErrorCode, GrantsChange, Source};
 use crate::store::{MeetingSettings, Participant, Role};
 
 #[derive(Debug, Serialize)]
@@ -86,6 +86,7 @@ pub struct ControlBody {
     pub role: Option<Role>,
     pub locked: Option<bool>,
     pub grants: Option<GrantsChange>,
+    pub mode: Option<ChatMode>,
 }
 
 /// `POST /meetings/{id}/control/{action}` and `POST /meetings/{id}/participants/{participant_id}/{action}` with a
@@ -103,6 +104,7 @@ pub async fn meeting_control(
         "mute-all" => Control::MuteAll,
         "lock" => Control::Lock { locked: need(body.locked, "locked")? },
         "lower-hands" => Control::LowerHands { participant_id: body.participant_id },
+        "chat-mode" => Control::ChatMode { mode: need(body.mode, "mode")? },
         other => return Err(ApiError::not_found(format!("no meeting control {other:?}"))),
     };
     run(&state, &id, &headers, control).await
@@ -137,12 +139,14 @@ async fn run(state: &AppState, id: &str, headers: &HeaderMap, control: Control) 
     if meeting.ended_at.is_some() {
         return Err(ApiError::gone(format!("meeting {id:?} has ended")));
     }
-    // Locking needs no one present: it is a setting.
-    if let Control::Lock { locked } = control
-        && !state.signaling.is_live(&meeting.id)
-    {
+    // Locking and the chat mode need no one present: they are settings.
+    if matches!(control, Control::Lock { .. } | Control::ChatMode { .. }) && !state.signaling.is_live(&meeting.id) {
         let mut settings = meeting.settings.clone();
-        settings.locked = locked;
+        match control {
+            Control::Lock { locked } => settings.locked = locked,
+            Control::ChatMode { mode } => mode.apply(&mut settings),
+            _ => {}
+        }
         state.store.set_meeting_settings(&meeting.id, &settings).await?;
         return Ok(StatusCode::NO_CONTENT);
     }
@@ -152,13 +156,18 @@ async fn run(state: &AppState, id: &str, headers: &HeaderMap, control: Control) 
 }
 
 /// A control's refusal as an HTTP error: forbidden is 403, an unknown or departed participant 404, the rest 409.
-fn refusal(e: ControlError) -> ApiError {
+pub(super) fn refusal(e: ControlError) -> ApiError {
     match e.code {
         ErrorCode::Forbidden => ApiError::forbidden(e.message),
         ErrorCode::BadState if e.message.contains("no participant") || e.message.contains("nobody") => {
             ApiError::not_found(e.message)
         }
         ErrorCode::BadMessage => ApiError::bad_request(e.message),
+        ErrorCode::NotFound => ApiError::not_found(e.message),
+        ErrorCode::RateLimited => {
+            ApiError { status: StatusCode::TOO_MANY_REQUESTS, code: "rate_limited", message: e.message }
+        }
+        ErrorCode::Limit => ApiError::bad_request(e.message),
         ErrorCode::Internal => ApiError::internal(e.message),
         _ => ApiError::conflict(e.message),
     }

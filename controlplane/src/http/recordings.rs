@@ -36,6 +36,9 @@ pub struct RecordingView {
     pub file_url: Option<String>,
     /// The WebVTT subtitles (once transcribed).
     pub vtt_url: Option<String>,
+    /// The meeting's public chat while it was recorded, as text and as JSON (once `ready`).
+    pub chat_url: Option<String>,
+    pub chat_json_url: Option<String>,
     /// Per-track files (WebM), in `GET /recordings/{id}` only.
     pub track_urls: Vec<String>,
     /// Works without an account until `share_expires_at`.
@@ -212,6 +215,7 @@ pub async fn file(
         Some("mp4") => "video/mp4",
         Some("webm") => "video/webm",
         Some("vtt") => "text/vtt; charset=utf-8",
+        Some("txt") => "text/plain; charset=utf-8",
         Some("json") => "application/json",
         _ => "application/octet-stream",
     };
@@ -234,6 +238,8 @@ pub async fn file(
     h.insert(header::CONTENT_LENGTH, header::HeaderValue::from(span.end - span.start));
     h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static(content_type));
     h.insert(header::ACCEPT_RANGES, header::HeaderValue::from_static("bytes"));
+    // The chat export holds what users typed: never sniffed into HTML.
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, header::HeaderValue::from_static("nosniff"));
     if status == StatusCode::PARTIAL_CONTENT {
         let value = format!("bytes {}-{}/{size}", span.start, span.end - 1);
         h.insert(header::CONTENT_RANGE, header::HeaderValue::from_str(&value).expect("ascii"));
@@ -314,6 +320,8 @@ fn view(state: &AppState, recording: Recording) -> RecordingView {
     RecordingView {
         file_url: ready.then(|| format!("{base}/files/composed.mp4")),
         vtt_url: recording.transcript_url.as_ref().map(|_| format!("{base}/files/transcript.vtt")),
+        chat_url: ready.then(|| format!("{base}/files/chat.txt")),
+        chat_json_url: ready.then(|| format!("{base}/files/chat.json")),
         track_urls: Vec::new(),
         share_url,
         share_expires_at,

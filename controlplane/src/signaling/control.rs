@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use super::protocol::{ClientMessage, ErrorCode, GrantsChange, Source};
+use super::protocol::{ChatMode, ClientMessage, ErrorCode, GrantsChange, Source};
 use crate::store::Role;
 
 /// One host action.
@@ -23,6 +23,7 @@ pub enum Control {
     SendToWaitingRoom { participant_id: String },
     Lock { locked: bool },
     LowerHands { participant_id: Option<String> },
+    ChatMode { mode: ChatMode },
     End,
 }
 
@@ -43,6 +44,7 @@ impl Control {
             ClientMessage::Lock { locked } => Control::Lock { locked },
             ClientMessage::LowerHands { participant_id } => Control::LowerHands { participant_id },
             ClientMessage::EndMeeting {} => Control::End,
+            ClientMessage::ChatMode { mode } => Control::ChatMode { mode },
             other => return Err(other),
         })
     }
@@ -62,6 +64,7 @@ impl Control {
             Control::SendToWaitingRoom { .. } => "send_to_waiting_room",
             Control::Lock { .. } => "lock",
             Control::LowerHands { .. } => "lower_hands",
+            Control::ChatMode { .. } => "chat_mode",
             Control::End => "end",
         }
     }

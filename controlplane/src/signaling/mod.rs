@@ -16,7 +16,7 @@ use sluice_dataplane::core::{Event, ParticipantId};
 use sluice_dataplane::runtime::Runtime;
 use tokio::sync::{mpsc, oneshot};
 
-pub use room::RosterEntry;
+pub use room::{ChatPost, RosterEntry};
 pub use session::upgrade;
 
 use crate::store::{MeetingSettings, Role, Store};
@@ -94,6 +94,8 @@ pub struct Signaling {
     ice: Option<Arc<sluice_turn::auth::IceServerIssuer>>,
     /// The tokio runtime, for the event pump (a plain thread) to hand events to a busy room.
     handle: Option<tokio::runtime::Handle>,
+    /// Object storage, for chat files.
+    blobs: Option<crate::blobs::Blobs>,
 }
 
 impl std::fmt::Debug for Signaling {
@@ -117,7 +119,14 @@ impl Signaling {
             routes: Arc::default(),
             handle: tokio::runtime::Handle::try_current().ok(),
             ice: None,
+            blobs: None,
         }
+    }
+
+    /// Lets rooms delete a chat file's object with its message.
+    pub fn with_blobs(mut self, blobs: crate::blobs::Blobs) -> Signaling {
+        self.blobs = Some(blobs);
+        self
     }
 
     /// Hands each joining participant TURN credentials from `ice` in its `welcome`.
@@ -186,6 +195,23 @@ impl Signaling {
         answer.await.ok().flatten()
     }
 
+    /// A chat message from the HTTP API for a connected user (see `RoomCommand::ChatPost`).
+    pub async fn chat_post(
+        &self,
+        meeting_id: &str,
+        user_id: &str,
+        post: ChatPost,
+        check_only: bool,
+    ) -> Result<Option<crate::store::ChatMessage>, ControlError> {
+        let absent = || ControlError::new(protocol::ErrorCode::NotFound, "you are not in the meeting: join it first");
+        let room = self.registry.get(meeting_id).ok_or_else(absent)?;
+        let (reply, answer) = oneshot::channel();
+        room.send(RoomCommand::ChatPost { user_id: user_id.to_string(), post, check_only, reply })
+            .await
+            .map_err(|_| absent())?;
+        answer.await.map_err(|_| absent())?
+    }
+
     /// New settings for a live meeting's room (already stored).
     pub async fn settings_changed(&self, meeting_id: &str, settings: MeetingSettings) {
         if let Some(room) = self.registry.get(meeting_id) {
@@ -208,6 +234,7 @@ impl Signaling {
             candidates: Arc::clone(&self.candidates),
             routes: Arc::clone(&self.routes),
             ice: self.ice.clone(),
+            blobs: self.blobs.clone(),
             commands: tx.downgrade(),
         };
         tokio::spawn(room::run(ctx, rx, Arc::clone(&self.registry)));

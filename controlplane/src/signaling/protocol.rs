@@ -2,9 +2,13 @@
 //! `docs/signaling.md` describes it; `docs/schemas/signaling/*.json` hold a JSON Schema for every message, and
 //! `controlplane/tests/signaling.rs` checks every message of a session against them.
 
+mod chat;
+
 use serde::{Deserialize, Serialize};
 
-use crate::store::Role;
+pub use chat::*;
+
+use crate::store::{PollResults, Role};
 use crate::tokens::Grants;
 
 /// The protocol version a client names in `join.v`.
@@ -156,6 +160,31 @@ pub enum ClientMessage {
     },
     /// A short-lived reaction from the fixed set (`REACTIONS`).
     React { emoji: String },
+    /// A chat message to everyone (`to` absent), to the hosts (`"hosts"`) or to one participant (their id).
+    ChatSend {
+        body: String,
+        #[serde(default)]
+        to: Option<String>,
+    },
+    /// The author changes their message.
+    ChatEdit { message_id: i64, body: String },
+    /// The author, or a host, deletes a message.
+    ChatDelete { message_id: i64 },
+    /// A host sets who may chat.
+    ChatMode { mode: ChatMode },
+    /// A host starts a poll.
+    PollCreate {
+        question: String,
+        options: Vec<String>,
+        #[serde(default)]
+        anonymous: bool,
+        #[serde(default = "live_results")]
+        results: PollResults,
+    },
+    /// Vote for an option (its index), or change one's vote while the poll is open.
+    PollVote { poll_id: String, option: u32 },
+    /// A host closes a poll: everyone sees the results.
+    PollClose { poll_id: String },
     /// Leave now (the socket closing does the same).
     Leave {},
     /// Keep-alive; answered with `pong` carrying the same nonce.
@@ -266,6 +295,30 @@ pub enum ServerMessage {
         locked: bool,
         by: String,
     },
+    /// Right after `welcome`: the newest messages this participant may see (oldest first) and the polls.
+    ChatHistory {
+        messages: Vec<ChatView>,
+        /// Older messages exist: page with `GET /meetings/{id}/chat?before=<oldest id>`.
+        has_more: bool,
+        polls: Vec<PollView>,
+    },
+    /// A new message.
+    Chat {
+        message: Box<ChatView>,
+    },
+    /// A message was edited or deleted.
+    ChatUpdated {
+        message: Box<ChatView>,
+    },
+    /// A host changed who may chat.
+    ChatMode {
+        mode: ChatMode,
+        by: String,
+    },
+    /// A poll was created, voted on or closed.
+    Poll {
+        poll: Box<PollView>,
+    },
     Error {
         code: ErrorCode,
         message: String,
@@ -294,6 +347,8 @@ pub struct MeetingState {
     pub hands: Vec<String>,
     /// Sources this participant may not unmute until a host asks (a host muted them before they reconnected).
     pub held: Vec<Source>,
+    /// Who may send chat messages.
+    pub chat: ChatMode,
 }
 
 /// A host's change to someone's grants: absent fields stay as they are.
@@ -410,6 +465,14 @@ pub enum ErrorCode {
     Limit,
     /// The media server failed to do it; retrying may work.
     Internal,
+    /// Too many of these messages too fast (chat): wait and send again.
+    RateLimited,
+    /// What the message names does not exist (a chat message, a poll, a recipient).
+    NotFound,
+}
+
+fn live_results() -> PollResults {
+    PollResults::Live
 }
 
 /// Parses one client message, with an error text that names what was wrong.

@@ -22,15 +22,18 @@ use super::Outbound;
 use super::control::{Actor, Control, ControlError};
 use super::lobby::{Lobby, WAITING_MAX, WAITING_PER_SOURCE_MAX, Waiter};
 use super::protocol::{
-    ClientMessage, ConnectionState, ErrorCode, LeaveReason, MeetingState, ParticipantInfo, SectionInfo, SectionUse,
-    ServerMessage, Source, TrackInfo, TrackKind, close,
+    ChatMode, ClientMessage, ConnectionState, ErrorCode, LeaveReason, MeetingState, ParticipantInfo, SectionInfo,
+    SectionUse, ServerMessage, Source, TrackInfo, TrackKind, close,
 };
 use crate::ids;
 use crate::sdp::{self, Downlink, OfferParams, Section, SectionRole};
 use crate::store::{MeetingSettings, Participant, Role, Store};
 use crate::tokens::{Claims, Grants};
 
+mod chat;
 mod moderation;
+
+pub use chat::ChatPost;
 
 /// Answers refused in a row before the session is closed (`close::NEGOTIATION`).
 const ANSWER_REFUSALS_MAX: u32 = 3;
@@ -65,6 +68,8 @@ pub(crate) struct RoomContext {
     pub routes: Arc<super::Routes>,
     /// TURN credentials for each joining participant.
     pub ice: Option<Arc<sluice_turn::auth::IceServerIssuer>>,
+    /// Object storage, to delete a chat file with its message.
+    pub blobs: Option<crate::blobs::Blobs>,
     /// The room's own queue, for what it schedules for later (a fresh offer after a backoff); weak, so it does
     /// not keep an idle room alive.
     pub commands: mpsc::WeakSender<RoomCommand>,
@@ -113,6 +118,14 @@ pub(crate) enum RoomCommand {
     Effective {
         user_id: String,
         reply: oneshot::Sender<Option<(Role, Grants)>>,
+    },
+    /// A chat message from the HTTP API (a shared file) for the connected user `user_id`; `check_only` asks
+    /// whether it would be accepted, before the upload.
+    ChatPost {
+        user_id: String,
+        post: ChatPost,
+        check_only: bool,
+        reply: oneshot::Sender<Result<Option<crate::store::ChatMessage>, ControlError>>,
     },
 }
 
@@ -208,6 +221,8 @@ struct Member {
     asked: Vec<Source>,
     /// Reactions: a small token bucket (tokens, last refill).
     reactions: (f64, std::time::Instant),
+    /// Chat messages, edits, deletions and votes: a token bucket (tokens, last refill).
+    chat: (f64, std::time::Instant),
     /// Tracks whose grant was revoked: blocked, their sections closed in the next offer, removed from the
     /// dataplane once its answer is in.
     closing: Vec<TrackId>,
@@ -291,6 +306,8 @@ pub(crate) struct Room {
     removals_seen: bool,
     /// Set when the meeting ends: joins queued behind the end are refused.
     ended: bool,
+    /// The room's polls with their votes, read from the store when first needed.
+    polls: Option<Vec<crate::store::Poll>>,
 }
 
 /// Runs a meeting's room until its last participant leaves (or the meeting ends).
@@ -308,6 +325,7 @@ pub(crate) async fn run(ctx: RoomContext, mut commands: mpsc::Receiver<RoomComma
         removed: HashSet::new(),
         removals_seen: false,
         ended: false,
+        polls: None,
     };
     loop {
         let Some(command) = commands.recv().await else { break };
@@ -331,6 +349,9 @@ pub(crate) async fn run(ctx: RoomContext, mut commands: mpsc::Receiver<RoomComma
             }
             RoomCommand::Effective { reply, .. } => {
                 let _ = reply.send(None);
+            }
+            RoomCommand::ChatPost { reply, .. } => {
+                let _ = reply.send(Err(ControlError::new(ErrorCode::NotFound, "you are not in the meeting")));
             }
             _ => {}
         }
@@ -359,6 +380,14 @@ impl Room {
             RoomCommand::Settings { settings } => self.settings_changed(settings).await,
             RoomCommand::Effective { user_id, reply } => {
                 let _ = reply.send(self.overrides.get(&user_id).copied());
+            }
+            RoomCommand::ChatPost { user_id, post, check_only, reply } => {
+                let found = self.members.iter().find(|m| m.user_id == user_id).map(|m| m.id.clone());
+                let result = match found {
+                    Some(id) => self.post(&id, post, check_only).await,
+                    None => Err(ControlError::new(ErrorCode::NotFound, "you are not in the meeting: join it first")),
+                };
+                let _ = reply.send(result);
             }
         }
     }
@@ -465,6 +494,13 @@ impl Room {
         }
     }
 
+    /// Tells `id` why a request was refused, if it was.
+    fn refused(&self, id: &str, result: Result<(), ControlError>) {
+        if let Err(e) = result {
+            self.refuse(id, e.code, e.message);
+        }
+    }
+
     /// Places a participant on a worker, records it and starts its negotiation.
     async fn seat(&mut self, id: String, request: JoinRequest) -> Result<String, (u16, String)> {
         let JoinRequest { claims, mut publish, video_codec, out, source } = request;
@@ -527,6 +563,7 @@ impl Room {
             held,
             asked: Vec::new(),
             reactions: (REACTION_BURST, std::time::Instant::now()),
+            chat: (chat::CHAT_BURST, std::time::Instant::now()),
             closing: Vec::new(),
             source,
             refusals: 0,
@@ -565,6 +602,7 @@ impl Room {
                 join_muted: self.ctx.settings.join_muted && !member.grants.host,
                 hands: self.hands.clone(),
                 held: member.held.clone(),
+                chat: ChatMode::of(&self.ctx.settings),
             },
         });
         for other in &self.members {
@@ -590,6 +628,7 @@ impl Room {
             self.open_downlink(&id, &publisher, &track.track_id);
         }
         self.negotiate(&id);
+        self.send_history(&id).await;
         Ok(id)
     }
 
@@ -713,6 +752,27 @@ impl Room {
             Err(message) => message,
         };
         match message {
+            ClientMessage::ChatSend { body, to } => self.chat_send(id, body, to).await,
+            ClientMessage::ChatEdit { message_id, body } => {
+                let done = self.chat_edit(id, message_id, body).await;
+                self.refused(id, done);
+            }
+            ClientMessage::ChatDelete { message_id } => {
+                let done = self.chat_delete(id, message_id).await;
+                self.refused(id, done);
+            }
+            ClientMessage::PollCreate { question, options, anonymous, results } => {
+                let done = self.poll_create(id, question, options, anonymous, results).await;
+                self.refused(id, done);
+            }
+            ClientMessage::PollVote { poll_id, option } => {
+                let done = self.poll_vote(id, &poll_id, option).await;
+                self.refused(id, done);
+            }
+            ClientMessage::PollClose { poll_id } => {
+                let done = self.poll_close(id, &poll_id).await;
+                self.refused(id, done);
+            }
             ClientMessage::RaiseHand { raised } => self.raise_hand(id, raised),
             ClientMessage::React { emoji } => self.react(id, &emoji),
             ClientMessage::Answer { revision, sdp } => self.answer(id, revision, &sdp).await,

@@ -36,6 +36,7 @@ pub const MIGRATIONS_POSTGRES: &[Migration] = &[
     },
     Migration { version: 3, name: "api_keys", sql: include_str!("../../../migrations/postgres/0003_api_keys.sql") },
     Migration { version: 4, name: "removals", sql: include_str!("../../../migrations/postgres/0004_removals.sql") },
+    Migration { version: 5, name: "chat", sql: include_str!("../../../migrations/postgres/0005_chat.sql") },
 ];
 
 pub const MIGRATIONS_SQLITE: &[Migration] = &[
@@ -47,6 +48,7 @@ pub const MIGRATIONS_SQLITE: &[Migration] = &[
     },
     Migration { version: 3, name: "api_keys", sql: include_str!("../../../migrations/sqlite/0003_api_keys.sql") },
     Migration { version: 4, name: "removals", sql: include_str!("../../../migrations/sqlite/0004_removals.sql") },
+    Migration { version: 5, name: "chat", sql: include_str!("../../../migrations/sqlite/0005_chat.sql") },
 ];
 
 /// What a migration run did.

@@ -6,6 +6,7 @@
 //! Both run the same SQL text from [`sql`] and the versioned migrations in `migrations/<backend>/`; one test
 //! suite (`controlplane/tests/store.rs`) runs against both.
 
+mod chat;
 mod migrations;
 mod model;
 pub mod postgres;
@@ -19,6 +20,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+pub use chat::*;
 pub use migrations::{MIGRATIONS_POSTGRES, MIGRATIONS_SQLITE, Migration, MigrationReport};
 pub use model::*;
 
@@ -100,9 +102,40 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Oldest first, at most `limit`.
     async fn analytics_events(&self, meeting_id: &str, limit: u32) -> Result<Vec<AnalyticsEvent>>;
 
+    /// Stores a message (its `file_id` must name a stored file) and returns it with its id and file.
     async fn add_chat_message(&self, message: &NewChatMessage) -> Result<ChatMessage>;
-    /// Messages with an id above `after_id`, oldest first, at most `limit`.
-    async fn chat_messages(&self, meeting_id: &str, after_id: i64, limit: u32) -> Result<Vec<ChatMessage>>;
+    async fn chat_message(&self, id: i64) -> Result<Option<ChatMessage>>;
+    /// A page of the messages a viewer may see, newest first; deleted ones are left out.
+    async fn chat_history(&self, query: &ChatQuery) -> Result<Vec<ChatMessage>>;
+    /// Public messages not deleted, said in `[from, to]`, oldest first (a recording's export).
+    async fn chat_public_between(
+        &self,
+        meeting_id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<ChatMessage>>;
+    /// Replaces the body; false if there is no such message or it is deleted.
+    async fn edit_chat_message(&self, id: i64, body: &str, at: DateTime<Utc>) -> Result<bool>;
+    /// Marks the message deleted; false if there is no such message or it was deleted already.
+    async fn delete_chat_message(&self, id: i64, by: &str, at: DateTime<Utc>) -> Result<bool>;
+
+    async fn add_chat_file(&self, file: &ChatFile) -> Result<()>;
+    async fn chat_file(&self, id: &str) -> Result<Option<ChatFile>>;
+    /// The files of a meeting not deleted, each with the id of its message, oldest first.
+    async fn chat_files(&self, meeting_id: &str) -> Result<Vec<(ChatFile, i64)>>;
+    /// Files whose retention ended before `now`, at most `limit`, the oldest expiry first.
+    async fn expired_chat_files(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<ChatFile>>;
+    /// Marks the file deleted (its object is deleted by the caller); false if it was already.
+    async fn delete_chat_file(&self, id: &str, at: DateTime<Utc>) -> Result<bool>;
+
+    async fn create_poll(&self, poll: &Poll) -> Result<()>;
+    /// A room's polls with their votes, oldest first.
+    async fn polls(&self, meeting_id: &str, room: &str) -> Result<Vec<Poll>>;
+    /// Records a vote, replacing the user's earlier one.
+    async fn vote(&self, poll_id: &str, vote: &PollVote) -> Result<()>;
+    /// Sets `closed_at` once; false if it was closed already or does not exist.
+    async fn close_poll(&self, id: &str, at: DateTime<Utc>) -> Result<bool>;
 
     async fn create_api_key(&self, key: &ApiKeyRow) -> Result<()>;
     /// Read on every use, so a revocation by any process takes effect at the next request.

@@ -62,7 +62,10 @@ pub struct MeetingSettings {
     pub max_participants: u32,
     /// Joiners wait until a host admits them.
     pub waiting_room: bool,
+    /// Anyone may chat (false: chat is off, see `docs/chat.md`).
     pub allow_chat: bool,
+    /// Only hosts chat freely; the others may only write to the hosts.
+    pub chat_hosts_only: bool,
     pub allow_screenshare: bool,
     /// Only hosts and co-hosts share screens.
     pub screenshare_hosts_only: bool,
@@ -112,6 +115,7 @@ impl Default for MeetingSettings {
             max_participants: 100,
             waiting_room: false,
             allow_chat: true,
+            chat_hosts_only: false,
             allow_screenshare: true,
             screenshare_hosts_only: false,
             join_muted: false,
@@ -206,44 +210,6 @@ pub struct AnalyticsEvent {
     pub event_type: String,
     pub metrics: serde_json::Value,
     pub timestamp: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NewChatMessage {
-    pub meeting_id: String,
-    pub user_id: String,
-    pub name: String,
-    pub body: String,
-    /// Object-storage key of an uploaded file, if the message carries one.
-    pub attachment_key: Option<String>,
-    pub created_at: DateTime<Utc>,
-}
-
-impl NewChatMessage {
-    /// The stored message, once the store has given it its id.
-    pub fn stored(self, id: i64) -> ChatMessage {
-        ChatMessage {
-            id,
-            meeting_id: self.meeting_id,
-            user_id: self.user_id,
-            name: self.name,
-            body: self.body,
-            attachment_key: self.attachment_key,
-            created_at: self.created_at,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ChatMessage {
-    /// Increases with every message in the whole store, so clients page with "after id".
-    pub id: i64,
-    pub meeting_id: String,
-    pub user_id: String,
-    pub name: String,
-    pub body: String,
-    pub attachment_key: Option<String>,
-    pub created_at: DateTime<Utc>,
 }
 
 /// An application's API key as stored: the hash of its secret, never the secret.

@@ -132,14 +132,64 @@ fn event_from(row: &Row) -> Result<AnalyticsEvent> {
 }
 
 fn chat_from(row: &Row) -> Result<ChatMessage> {
+    let get = |i| -> Result<Option<String>> { row.try_get(i).map_err(map_err) };
+    let role: &str = row.try_get(6).map_err(map_err)?;
+    let file = match get(15)? {
+        Some(_) => Some(file_from_at(row, 15)?),
+        None => None,
+    };
     Ok(ChatMessage {
         id: row.try_get(0).map_err(map_err)?,
         meeting_id: row.try_get(1).map_err(map_err)?,
-        user_id: row.try_get(2).map_err(map_err)?,
-        name: row.try_get(3).map_err(map_err)?,
-        body: row.try_get(4).map_err(map_err)?,
-        attachment_key: row.try_get(5).map_err(map_err)?,
-        created_at: row.try_get(6).map_err(map_err)?,
+        room: row.try_get(2).map_err(map_err)?,
+        user_id: row.try_get(3).map_err(map_err)?,
+        participant_id: row.try_get(4).map_err(map_err)?,
+        name: row.try_get(5).map_err(map_err)?,
+        role: Role::parse(role).ok_or_else(|| bad_value("unknown role"))?,
+        body: row.try_get(7).map_err(map_err)?,
+        recipient: Recipient::from_columns(get(8)?, get(9)?, get(10)?, row.try_get(11).map_err(map_err)?),
+        created_at: row.try_get(12).map_err(map_err)?,
+        edited_at: row.try_get(13).map_err(map_err)?,
+        deleted_at: row.try_get(14).map_err(map_err)?,
+        file,
+    })
+}
+
+/// A `chat_files` row whose columns start at `at`.
+fn file_from_at(row: &Row, at: usize) -> Result<ChatFile> {
+    Ok(ChatFile {
+        id: row.try_get(at).map_err(map_err)?,
+        meeting_id: row.try_get(at + 1).map_err(map_err)?,
+        object_key: row.try_get(at + 2).map_err(map_err)?,
+        name: row.try_get(at + 3).map_err(map_err)?,
+        content_type: row.try_get(at + 4).map_err(map_err)?,
+        size: row.try_get(at + 5).map_err(map_err)?,
+        user_id: row.try_get(at + 6).map_err(map_err)?,
+        created_at: row.try_get(at + 7).map_err(map_err)?,
+        expires_at: row.try_get(at + 8).map_err(map_err)?,
+        deleted_at: row.try_get(at + 9).map_err(map_err)?,
+    })
+}
+
+fn file_from(row: &Row) -> Result<ChatFile> {
+    file_from_at(row, 0)
+}
+
+fn poll_from(row: &Row) -> Result<Poll> {
+    let options: &str = row.try_get(4).map_err(map_err)?;
+    let results: &str = row.try_get(6).map_err(map_err)?;
+    Ok(Poll {
+        id: row.try_get(0).map_err(map_err)?,
+        meeting_id: row.try_get(1).map_err(map_err)?,
+        room: row.try_get(2).map_err(map_err)?,
+        question: row.try_get(3).map_err(map_err)?,
+        options: serde_json::from_str(options).map_err(|_| bad_value("options_json is not a list"))?,
+        anonymous: row.try_get(5).map_err(map_err)?,
+        results: PollResults::parse(results).ok_or_else(|| bad_value("unknown poll results"))?,
+        created_by: row.try_get(7).map_err(map_err)?,
+        created_at: row.try_get(8).map_err(map_err)?,
+        closed_at: row.try_get(9).map_err(map_err)?,
+        votes: Vec::new(),
     })
 }
 
@@ -321,20 +371,177 @@ impl Store for PostgresStore {
 
     async fn add_chat_message(&self, m: &NewChatMessage) -> Result<ChatMessage> {
         let conn = self.conn().await?;
+        let (r_user, r_participant, r_name, to_hosts) = m.recipient.columns();
         let row = conn
             .query_one(
                 sql::CHAT_INSERT,
-                &[&m.meeting_id, &m.user_id, &m.name, &m.body, &m.attachment_key, &m.created_at],
+                &[
+                    &m.meeting_id,
+                    &m.room,
+                    &m.user_id,
+                    &m.participant_id,
+                    &m.name,
+                    &m.role.as_str(),
+                    &m.body,
+                    &r_user,
+                    &r_participant,
+                    &r_name,
+                    &to_hosts,
+                    &m.file_id,
+                    &m.created_at,
+                ],
             )
             .await
             .map_err(map_err)?;
-        Ok(m.clone().stored(row.try_get(0).map_err(map_err)?))
+        let file = match &m.file_id {
+            Some(f) => conn
+                .query_opt(&sql::chat_file_by_id(), &[f])
+                .await
+                .map_err(map_err)?
+                .as_ref()
+                .map(file_from)
+                .transpose()?,
+            None => None,
+        };
+        Ok(m.clone().stored(row.try_get(0).map_err(map_err)?, file))
     }
 
-    async fn chat_messages(&self, meeting_id: &str, after_id: i64, limit: u32) -> Result<Vec<ChatMessage>> {
+    async fn chat_message(&self, id: i64) -> Result<Option<ChatMessage>> {
+        let conn = self.conn().await?;
+        conn.query_opt(&sql::chat_by_id(), &[&id]).await.map_err(map_err)?.as_ref().map(chat_from).transpose()
+    }
+
+    async fn chat_history(&self, q: &ChatQuery) -> Result<Vec<ChatMessage>> {
+        let conn = self.conn().await?;
+        let (before, limit) = (q.before.unwrap_or(i64::MAX), i64::from(q.limit));
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+            [&q.meeting_id, &q.room, &before, &q.viewer_user_id, &q.viewer_is_host, &limit];
+        rows(conn.query(&sql::chat_history(), &params).await.map_err(map_err)?, chat_from)
+    }
+
+    async fn chat_public_between(
+        &self,
+        meeting_id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<ChatMessage>> {
         let conn = self.conn().await?;
         let limit = i64::from(limit);
-        rows(conn.query(sql::CHAT_OF_MEETING, &[&meeting_id, &after_id, &limit]).await.map_err(map_err)?, chat_from)
+        rows(
+            conn.query(&sql::chat_public_between(), &[&meeting_id, &from, &to, &limit]).await.map_err(map_err)?,
+            chat_from,
+        )
+    }
+
+    async fn edit_chat_message(&self, id: i64, body: &str, at: DateTime<Utc>) -> Result<bool> {
+        let conn = self.conn().await?;
+        conn.execute(sql::CHAT_EDIT, &[&body, &at, &id]).await.map_err(map_err).map(|n| n == 1)
+    }
+
+    async fn delete_chat_message(&self, id: i64, by: &str, at: DateTime<Utc>) -> Result<bool> {
+        let conn = self.conn().await?;
+        conn.execute(sql::CHAT_DELETE, &[&at, &by, &id]).await.map_err(map_err).map(|n| n == 1)
+    }
+
+    async fn add_chat_file(&self, f: &ChatFile) -> Result<()> {
+        let conn = self.conn().await?;
+        conn.execute(
+            sql::CHAT_FILE_INSERT,
+            &[
+                &f.id,
+                &f.meeting_id,
+                &f.object_key,
+                &f.name,
+                &f.content_type,
+                &f.size,
+                &f.user_id,
+                &f.created_at,
+                &f.expires_at,
+                &f.deleted_at,
+            ],
+        )
+        .await
+        .map_err(map_err)
+        .map(drop)
+    }
+
+    async fn chat_file(&self, id: &str) -> Result<Option<ChatFile>> {
+        let conn = self.conn().await?;
+        conn.query_opt(&sql::chat_file_by_id(), &[&id]).await.map_err(map_err)?.as_ref().map(file_from).transpose()
+    }
+
+    async fn chat_files(&self, meeting_id: &str) -> Result<Vec<(ChatFile, i64)>> {
+        let conn = self.conn().await?;
+        let found = conn.query(sql::CHAT_FILES_OF_MEETING, &[&meeting_id]).await.map_err(map_err)?;
+        found.iter().map(|r| Ok((file_from(r)?, r.try_get(10).map_err(map_err)?))).collect()
+    }
+
+    async fn expired_chat_files(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<ChatFile>> {
+        let conn = self.conn().await?;
+        let limit = i64::from(limit);
+        rows(conn.query(&sql::chat_files_expired(), &[&now, &limit]).await.map_err(map_err)?, file_from)
+    }
+
+    async fn delete_chat_file(&self, id: &str, at: DateTime<Utc>) -> Result<bool> {
+        let conn = self.conn().await?;
+        conn.execute(sql::CHAT_FILE_DELETE, &[&at, &id]).await.map_err(map_err).map(|n| n == 1)
+    }
+
+    async fn create_poll(&self, p: &Poll) -> Result<()> {
+        let conn = self.conn().await?;
+        let options = serde_json::to_string(&p.options).map_err(|e| StoreError::Backend(e.to_string()))?;
+        conn.execute(
+            sql::POLL_INSERT,
+            &[
+                &p.id,
+                &p.meeting_id,
+                &p.room,
+                &p.question,
+                &options,
+                &p.anonymous,
+                &p.results.as_str(),
+                &p.created_by,
+                &p.created_at,
+                &p.closed_at,
+            ],
+        )
+        .await
+        .map_err(map_err)
+        .map(drop)
+    }
+
+    async fn polls(&self, meeting_id: &str, room: &str) -> Result<Vec<Poll>> {
+        let conn = self.conn().await?;
+        let mut polls = rows(conn.query(sql::POLLS_OF_ROOM, &[&meeting_id, &room]).await.map_err(map_err)?, poll_from)?;
+        for row in conn.query(sql::POLL_VOTES_OF_ROOM, &[&meeting_id, &room]).await.map_err(map_err)? {
+            let poll_id: &str = row.try_get(0).map_err(map_err)?;
+            let choice: i32 = row.try_get(3).map_err(map_err)?;
+            let vote = PollVote {
+                user_id: row.try_get(1).map_err(map_err)?,
+                name: row.try_get(2).map_err(map_err)?,
+                choice: u32::try_from(choice).map_err(|_| bad_value("negative poll choice"))?,
+                voted_at: row.try_get(4).map_err(map_err)?,
+            };
+            if let Some(p) = polls.iter_mut().find(|p| p.id == poll_id) {
+                p.votes.push(vote);
+            }
+        }
+        Ok(polls)
+    }
+
+    async fn vote(&self, poll_id: &str, v: &PollVote) -> Result<()> {
+        let conn = self.conn().await?;
+        let choice = i32::try_from(v.choice).map_err(|_| bad_value("poll choice out of range"))?;
+        conn.execute(sql::POLL_VOTE, &[&poll_id, &v.user_id, &v.name, &choice, &v.voted_at])
+            .await
+            .map_err(map_err)
+            .map(drop)
+    }
+
+    async fn close_poll(&self, id: &str, at: DateTime<Utc>) -> Result<bool> {
+        let conn = self.conn().await?;
+        conn.execute(sql::POLL_CLOSE, &[&at, &id]).await.map_err(map_err).map(|n| n == 1)
     }
 
     async fn create_api_key(&self, k: &ApiKeyRow) -> Result<()> {

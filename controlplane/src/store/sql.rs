@@ -46,10 +46,67 @@ pub const ANALYTICS_INSERT: &str = "INSERT INTO analytics_events (meeting_id, us
 pub const ANALYTICS_OF_MEETING: &str = "SELECT meeting_id, user_id, event_type, metrics_json, \"timestamp\" \
      FROM analytics_events WHERE meeting_id = $1 ORDER BY \"timestamp\", id LIMIT $2";
 
-pub const CHAT_INSERT: &str = "INSERT INTO chat_messages (meeting_id, user_id, name, body, attachment_key, created_at) \
-     VALUES ($1, $2, $3, $4, $5, $6) RETURNING id";
-pub const CHAT_OF_MEETING: &str = "SELECT id, meeting_id, user_id, name, body, attachment_key, created_at \
-     FROM chat_messages WHERE meeting_id = $1 AND id > $2 ORDER BY id LIMIT $3";
+pub const CHAT_INSERT: &str = "INSERT INTO chat_messages (meeting_id, room, user_id, participant_id, name, role, body, \
+     recipient_user_id, recipient_participant_id, recipient_name, to_hosts, file_id, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id";
+/// Messages with their file (unless deleted): columns 0-14 the message, 15-24 the file (NULLs when none).
+const CHAT_SELECT: &str = "SELECT m.id, m.meeting_id, m.room, m.user_id, m.participant_id, m.name, m.role, m.body, \
+     m.recipient_user_id, m.recipient_participant_id, m.recipient_name, m.to_hosts, m.created_at, m.edited_at, \
+     m.deleted_at, f.id, f.meeting_id, f.object_key, f.name, f.content_type, f.size, f.user_id, f.created_at, \
+     f.expires_at, f.deleted_at \
+     FROM chat_messages m LEFT JOIN chat_files f ON f.id = m.file_id AND f.deleted_at IS NULL";
+pub fn chat_by_id() -> String {
+    format!("{CHAT_SELECT} WHERE m.id = $1")
+}
+/// A viewer's page: public messages, their own, those to them, and those to the hosts when they are one.
+pub fn chat_history() -> String {
+    format!(
+        "{CHAT_SELECT} WHERE m.meeting_id = $1 AND m.room = $2 AND m.deleted_at IS NULL AND m.id < $3 \
+         AND ((m.recipient_user_id IS NULL AND m.to_hosts = FALSE) OR m.user_id = $4 OR m.recipient_user_id = $4 \
+         OR (m.to_hosts AND $5)) ORDER BY m.id DESC LIMIT $6"
+    )
+}
+/// Public messages said between two times, for the recording's export.
+pub fn chat_public_between() -> String {
+    format!(
+        "{CHAT_SELECT} WHERE m.meeting_id = $1 AND m.recipient_user_id IS NULL AND m.to_hosts = FALSE \
+         AND m.deleted_at IS NULL AND m.created_at >= $2 AND m.created_at <= $3 ORDER BY m.id LIMIT $4"
+    )
+}
+pub const CHAT_EDIT: &str = "UPDATE chat_messages SET body = $1, edited_at = $2 WHERE id = $3 AND deleted_at IS NULL";
+pub const CHAT_DELETE: &str =
+    "UPDATE chat_messages SET deleted_at = $1, deleted_by = $2 WHERE id = $3 AND deleted_at IS NULL";
+
+pub const CHAT_FILE_INSERT: &str = "INSERT INTO chat_files (id, meeting_id, object_key, name, content_type, size, \
+     user_id, created_at, expires_at, deleted_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+const CHAT_FILE_SELECT: &str = "SELECT id, meeting_id, object_key, name, content_type, size, user_id, created_at, \
+     expires_at, deleted_at FROM chat_files";
+pub fn chat_file_by_id() -> String {
+    format!("{CHAT_FILE_SELECT} WHERE id = $1")
+}
+/// A meeting's files that are not deleted, each with the id of the message that shared it (last column).
+pub const CHAT_FILES_OF_MEETING: &str = "SELECT f.id, f.meeting_id, f.object_key, f.name, f.content_type, f.size, \
+     f.user_id, f.created_at, f.expires_at, f.deleted_at, m.id FROM chat_files f \
+     JOIN chat_messages m ON m.file_id = f.id AND m.deleted_at IS NULL \
+     WHERE f.meeting_id = $1 AND f.deleted_at IS NULL ORDER BY f.created_at, f.id";
+pub fn chat_files_expired() -> String {
+    format!(
+        "{CHAT_FILE_SELECT} WHERE deleted_at IS NULL AND expires_at IS NOT NULL AND expires_at < $1 ORDER BY expires_at LIMIT $2"
+    )
+}
+pub const CHAT_FILE_DELETE: &str = "UPDATE chat_files SET deleted_at = $1 WHERE id = $2 AND deleted_at IS NULL";
+
+pub const POLL_INSERT: &str = "INSERT INTO polls (id, meeting_id, room, question, options_json, anonymous, results, \
+     created_by, created_at, closed_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+pub const POLLS_OF_ROOM: &str = "SELECT id, meeting_id, room, question, options_json, anonymous, results, created_by, \
+     created_at, closed_at FROM polls WHERE meeting_id = $1 AND room = $2 ORDER BY created_at, id";
+pub const POLL_VOTES_OF_ROOM: &str = "SELECT v.poll_id, v.user_id, v.name, v.choice, v.voted_at FROM poll_votes v \
+     JOIN polls p ON p.id = v.poll_id WHERE p.meeting_id = $1 AND p.room = $2 ORDER BY v.voted_at, v.user_id";
+/// A second vote by the same user replaces the first.
+pub const POLL_VOTE: &str = "INSERT INTO poll_votes (poll_id, user_id, name, choice, voted_at) VALUES ($1, $2, $3, $4, $5) \
+     ON CONFLICT (poll_id, user_id) DO UPDATE SET name = excluded.name, choice = excluded.choice, \
+     voted_at = excluded.voted_at";
+pub const POLL_CLOSE: &str = "UPDATE polls SET closed_at = $1 WHERE id = $2 AND closed_at IS NULL";
 
 pub const API_KEY_INSERT: &str = "INSERT INTO api_keys (id, name, secret_hash, scopes, created_at, revoked_at) \
      VALUES ($1, $2, $3, $4, $5, $6)";

@@ -160,14 +160,59 @@ fn event_from(row: &Row) -> rusqlite::Result<AnalyticsEvent> {
 }
 
 fn chat_from(row: &Row) -> rusqlite::Result<ChatMessage> {
+    let role: String = row.get(6)?;
+    let file = match row.get::<_, Option<String>>(15)? {
+        Some(_) => Some(file_from_at(row, 15)?),
+        None => None,
+    };
     Ok(ChatMessage {
         id: row.get(0)?,
         meeting_id: row.get(1)?,
-        user_id: row.get(2)?,
-        name: row.get(3)?,
-        body: row.get(4)?,
-        attachment_key: row.get(5)?,
-        created_at: get_ts(row, 6)?,
+        room: row.get(2)?,
+        user_id: row.get(3)?,
+        participant_id: row.get(4)?,
+        name: row.get(5)?,
+        role: Role::parse(&role).ok_or_else(|| bad_value(6, "unknown role"))?,
+        body: row.get(7)?,
+        recipient: Recipient::from_columns(row.get(8)?, row.get(9)?, row.get(10)?, row.get(11)?),
+        created_at: get_ts(row, 12)?,
+        edited_at: get_opt_ts(row, 13)?,
+        deleted_at: get_opt_ts(row, 14)?,
+        file,
+    })
+}
+
+/// A `chat_files` row whose columns start at `at`.
+fn file_from_at(row: &Row, at: usize) -> rusqlite::Result<ChatFile> {
+    Ok(ChatFile {
+        id: row.get(at)?,
+        meeting_id: row.get(at + 1)?,
+        object_key: row.get(at + 2)?,
+        name: row.get(at + 3)?,
+        content_type: row.get(at + 4)?,
+        size: row.get(at + 5)?,
+        user_id: row.get(at + 6)?,
+        created_at: get_ts(row, at + 7)?,
+        expires_at: get_opt_ts(row, at + 8)?,
+        deleted_at: get_opt_ts(row, at + 9)?,
+    })
+}
+
+fn poll_from(row: &Row) -> rusqlite::Result<Poll> {
+    let options: String = row.get(4)?;
+    let results: String = row.get(6)?;
+    Ok(Poll {
+        id: row.get(0)?,
+        meeting_id: row.get(1)?,
+        room: row.get(2)?,
+        question: row.get(3)?,
+        options: serde_json::from_str(&options).map_err(|_| bad_value(4, "options_json is not a list"))?,
+        anonymous: row.get(5)?,
+        results: PollResults::parse(&results).ok_or_else(|| bad_value(6, "unknown poll results"))?,
+        created_by: row.get(7)?,
+        created_at: get_ts(row, 8)?,
+        closed_at: get_opt_ts(row, 9)?,
+        votes: Vec::new(),
     })
 }
 
@@ -381,22 +426,199 @@ impl Store for SqliteStore {
     async fn add_chat_message(&self, msg: &NewChatMessage) -> Result<ChatMessage> {
         let msg = msg.clone();
         self.with(move |c| {
+            let (r_user, r_participant, r_name, to_hosts) = msg.recipient.columns();
             let id: i64 = c.query_row(
                 sql::CHAT_INSERT,
-                params![msg.meeting_id, msg.user_id, msg.name, msg.body, msg.attachment_key, ts(msg.created_at)],
+                params![
+                    msg.meeting_id,
+                    msg.room,
+                    msg.user_id,
+                    msg.participant_id,
+                    msg.name,
+                    msg.role.as_str(),
+                    msg.body,
+                    r_user,
+                    r_participant,
+                    r_name,
+                    to_hosts,
+                    msg.file_id,
+                    ts(msg.created_at)
+                ],
                 |r| r.get(0),
             )?;
-            Ok(msg.stored(id))
+            let file = match &msg.file_id {
+                Some(f) => {
+                    c.prepare_cached(&sql::chat_file_by_id())?.query_row([f], |r| file_from_at(r, 0)).optional()?
+                }
+                None => None,
+            };
+            Ok(msg.stored(id, file))
         })
         .await
     }
 
-    async fn chat_messages(&self, meeting_id: &str, after_id: i64, limit: u32) -> Result<Vec<ChatMessage>> {
-        let m = meeting_id.to_string();
+    async fn chat_message(&self, id: i64) -> Result<Option<ChatMessage>> {
+        self.with(move |c| c.prepare_cached(&sql::chat_by_id())?.query_row([id], chat_from).optional()).await
+    }
+
+    async fn chat_history(&self, q: &ChatQuery) -> Result<Vec<ChatMessage>> {
+        let q = q.clone();
         self.with(move |c| {
-            c.prepare_cached(sql::CHAT_OF_MEETING)?.query_map(params![m, after_id, limit], chat_from)?.collect()
+            let before = q.before.unwrap_or(i64::MAX);
+            c.prepare_cached(&sql::chat_history())?
+                .query_map(
+                    params![q.meeting_id, q.room, before, q.viewer_user_id, q.viewer_is_host, q.limit],
+                    chat_from,
+                )?
+                .collect()
         })
         .await
+    }
+
+    async fn chat_public_between(
+        &self,
+        meeting_id: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<ChatMessage>> {
+        let m = meeting_id.to_string();
+        self.with(move |c| {
+            c.prepare_cached(&sql::chat_public_between())?
+                .query_map(params![m, ts(from), ts(to), limit], chat_from)?
+                .collect()
+        })
+        .await
+    }
+
+    async fn edit_chat_message(&self, id: i64, body: &str, at: DateTime<Utc>) -> Result<bool> {
+        let body = body.to_string();
+        self.with(move |c| c.execute(sql::CHAT_EDIT, params![body, ts(at), id])).await.map(|n| n == 1)
+    }
+
+    async fn delete_chat_message(&self, id: i64, by: &str, at: DateTime<Utc>) -> Result<bool> {
+        let by = by.to_string();
+        self.with(move |c| c.execute(sql::CHAT_DELETE, params![ts(at), by, id])).await.map(|n| n == 1)
+    }
+
+    async fn add_chat_file(&self, f: &ChatFile) -> Result<()> {
+        let f = f.clone();
+        self.with(move |c| {
+            c.execute(
+                sql::CHAT_FILE_INSERT,
+                params![
+                    f.id,
+                    f.meeting_id,
+                    f.object_key,
+                    f.name,
+                    f.content_type,
+                    f.size,
+                    f.user_id,
+                    ts(f.created_at),
+                    f.expires_at.map(ts),
+                    f.deleted_at.map(ts)
+                ],
+            )
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn chat_file(&self, id: &str) -> Result<Option<ChatFile>> {
+        let id = id.to_string();
+        self.with(move |c| {
+            c.prepare_cached(&sql::chat_file_by_id())?.query_row([id], |r| file_from_at(r, 0)).optional()
+        })
+        .await
+    }
+
+    async fn chat_files(&self, meeting_id: &str) -> Result<Vec<(ChatFile, i64)>> {
+        let m = meeting_id.to_string();
+        self.with(move |c| {
+            c.prepare_cached(sql::CHAT_FILES_OF_MEETING)?
+                .query_map([m], |r| Ok((file_from_at(r, 0)?, r.get(10)?)))?
+                .collect()
+        })
+        .await
+    }
+
+    async fn expired_chat_files(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<ChatFile>> {
+        self.with(move |c| {
+            c.prepare_cached(&sql::chat_files_expired())?
+                .query_map(params![ts(now), limit], |r| file_from_at(r, 0))?
+                .collect()
+        })
+        .await
+    }
+
+    async fn delete_chat_file(&self, id: &str, at: DateTime<Utc>) -> Result<bool> {
+        let id = id.to_string();
+        self.with(move |c| c.execute(sql::CHAT_FILE_DELETE, params![ts(at), id])).await.map(|n| n == 1)
+    }
+
+    async fn create_poll(&self, p: &Poll) -> Result<()> {
+        let p = p.clone();
+        let options = serde_json::to_string(&p.options).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.with(move |c| {
+            c.execute(
+                sql::POLL_INSERT,
+                params![
+                    p.id,
+                    p.meeting_id,
+                    p.room,
+                    p.question,
+                    options,
+                    p.anonymous,
+                    p.results.as_str(),
+                    p.created_by,
+                    ts(p.created_at),
+                    p.closed_at.map(ts)
+                ],
+            )
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn polls(&self, meeting_id: &str, room: &str) -> Result<Vec<Poll>> {
+        let (m, r) = (meeting_id.to_string(), room.to_string());
+        self.with(move |c| {
+            let mut polls: Vec<Poll> = c
+                .prepare_cached(sql::POLLS_OF_ROOM)?
+                .query_map(params![m, r], poll_from)?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut votes = c.prepare_cached(sql::POLL_VOTES_OF_ROOM)?;
+            let votes = votes.query_map(params![m, r], |row| {
+                let poll_id: String = row.get(0)?;
+                let vote = PollVote {
+                    user_id: row.get(1)?,
+                    name: row.get(2)?,
+                    choice: row.get(3)?,
+                    voted_at: get_ts(row, 4)?,
+                };
+                Ok((poll_id, vote))
+            })?;
+            for vote in votes {
+                let (poll_id, vote) = vote?;
+                if let Some(p) = polls.iter_mut().find(|p| p.id == poll_id) {
+                    p.votes.push(vote);
+                }
+            }
+            Ok(polls)
+        })
+        .await
+    }
+
+    async fn vote(&self, poll_id: &str, v: &PollVote) -> Result<()> {
+        let (p, v) = (poll_id.to_string(), v.clone());
+        self.with(move |c| c.execute(sql::POLL_VOTE, params![p, v.user_id, v.name, v.choice, ts(v.voted_at)]))
+            .await
+            .map(drop)
+    }
+
+    async fn close_poll(&self, id: &str, at: DateTime<Utc>) -> Result<bool> {
+        let id = id.to_string();
+        self.with(move |c| c.execute(sql::POLL_CLOSE, params![ts(at), id])).await.map(|n| n == 1)
     }
 
     async fn create_api_key(&self, k: &ApiKeyRow) -> Result<()> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use sluice_controlplane::config::{AuthConfig, DatabaseConfig, HttpConfig, StorageConfig};
+use sluice_controlplane::config::{AuthConfig, ChatConfig, DatabaseConfig, HttpConfig, StorageConfig};
 use sluice_controlplane::server::{HttpServer, Services};
 use sluice_controlplane::store::Role;
 use sluice_controlplane::tokens::{TokenRequest, Tokens};
@@ -23,6 +23,8 @@ pub const WAIT: Duration = Duration::from_secs(5);
 
 pub struct Harness {
     pub base: String,
+    /// The data directory (local object storage is under `objects/`).
+    pub dir: std::path::PathBuf,
     pub ws: String,
     pub tokens: Tokens,
     pub store: Arc<dyn sluice_controlplane::store::Store>,
@@ -38,10 +40,15 @@ impl Drop for Harness {
 }
 
 pub async fn start() -> Harness {
+    start_with(StorageConfig::default(), ChatConfig::default()).await
+}
+
+/// A harness whose object storage and chat settings are these.
+pub async fn start_with(storage: StorageConfig, chat: ChatConfig) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let auth = AuthConfig { token_secret: SECRET.into(), ..AuthConfig::default() };
-    let mut services =
-        Services::open(&DatabaseConfig::default(), &StorageConfig::default(), &auth, dir.path()).await.unwrap();
+    let mut services = Services::open(&DatabaseConfig::default(), &storage, &auth, dir.path()).await.unwrap();
+    services.chat = chat;
     let config = RuntimeConfig {
         cores: vec![None, None],
         bind: "127.0.0.1".parse().unwrap(),
@@ -72,6 +79,7 @@ pub async fn start() -> Harness {
     });
     Harness {
         base: format!("http://{addr}"),
+        dir: dir.path().to_path_buf(),
         ws: format!("ws://{addr}/signaling"),
         tokens,
         store,

@@ -4,7 +4,7 @@
 //! revoked grant closes its section by renegotiation, a removed user is refused by the meeting from then on.
 
 use super::super::control::{Actor, Control, ControlError};
-use super::super::protocol::{ErrorCode, LeaveReason, REACTIONS, ServerMessage, Source, close};
+use super::super::protocol::{ChatMode, ErrorCode, LeaveReason, REACTIONS, ServerMessage, Source, close};
 use super::{Binding, Member, REACTION_BURST, Room, RosterEntry, close_section, may_publish, media};
 use crate::store::{AnalyticsEvent, MeetingSettings, Role, now};
 use crate::tokens::{Claims, Grants};
@@ -75,6 +75,15 @@ impl Room {
                 self.save_settings(settings).await?;
                 for m in &self.members {
                     m.send(ServerMessage::MeetingLocked { locked, by: by.clone() });
+                }
+                Ok(())
+            }
+            Control::ChatMode { mode } => {
+                let mut settings = self.ctx.settings.clone();
+                mode.apply(&mut settings);
+                self.save_settings(settings).await?;
+                for m in &self.members {
+                    m.send(ServerMessage::ChatMode { mode, by: by.clone() });
                 }
                 Ok(())
             }
@@ -448,6 +457,12 @@ impl Room {
         if now.locked != before.locked {
             for m in &self.members {
                 m.send(ServerMessage::MeetingLocked { locked: now.locked, by: "a host".into() });
+            }
+        }
+        let mode = ChatMode::of(&now);
+        if mode != ChatMode::of(&before) {
+            for m in &self.members {
+                m.send(ServerMessage::ChatMode { mode, by: "a host".into() });
             }
         }
         if before.waiting_room && !now.waiting_room {

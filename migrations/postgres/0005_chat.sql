@@ -1,0 +1,53 @@
+-- Chat as a durable log: who a message is for, where it was said, edits and deletions, shared files, polls.
+ALTER TABLE chat_messages DROP COLUMN attachment_key;
+ALTER TABLE chat_messages ADD COLUMN participant_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE chat_messages ADD COLUMN role TEXT NOT NULL DEFAULT 'participant';
+-- The breakout room it was said in; 'main' for the meeting's main room.
+ALTER TABLE chat_messages ADD COLUMN room TEXT NOT NULL DEFAULT 'main';
+-- A private message's recipient (user id, and their participant id and name when it was sent).
+ALTER TABLE chat_messages ADD COLUMN recipient_user_id TEXT;
+ALTER TABLE chat_messages ADD COLUMN recipient_participant_id TEXT;
+ALTER TABLE chat_messages ADD COLUMN recipient_name TEXT;
+ALTER TABLE chat_messages ADD COLUMN to_hosts BOOLEAN NOT NULL DEFAULT FALSE;
+ALTER TABLE chat_messages ADD COLUMN file_id TEXT;
+ALTER TABLE chat_messages ADD COLUMN edited_at TIMESTAMPTZ;
+ALTER TABLE chat_messages ADD COLUMN deleted_at TIMESTAMPTZ;
+ALTER TABLE chat_messages ADD COLUMN deleted_by TEXT;
+
+CREATE TABLE chat_files (
+    id           TEXT PRIMARY KEY,
+    meeting_id   TEXT NOT NULL REFERENCES meetings (id) ON DELETE CASCADE,
+    object_key   TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    content_type TEXT NOT NULL,
+    size         BIGINT NOT NULL,
+    user_id      TEXT NOT NULL,
+    created_at   TIMESTAMPTZ NOT NULL,
+    expires_at   TIMESTAMPTZ,
+    deleted_at   TIMESTAMPTZ
+);
+CREATE INDEX chat_files_meeting ON chat_files (meeting_id, created_at);
+CREATE INDEX chat_files_expiry ON chat_files (expires_at) WHERE deleted_at IS NULL;
+
+CREATE TABLE polls (
+    id           TEXT PRIMARY KEY,
+    meeting_id   TEXT NOT NULL REFERENCES meetings (id) ON DELETE CASCADE,
+    room         TEXT NOT NULL,
+    question     TEXT NOT NULL,
+    options_json TEXT NOT NULL,
+    anonymous    BOOLEAN NOT NULL,
+    results      TEXT NOT NULL,
+    created_by   TEXT NOT NULL,
+    created_at   TIMESTAMPTZ NOT NULL,
+    closed_at    TIMESTAMPTZ
+);
+CREATE INDEX polls_meeting ON polls (meeting_id, created_at);
+
+CREATE TABLE poll_votes (
+    poll_id  TEXT NOT NULL REFERENCES polls (id) ON DELETE CASCADE,
+    user_id  TEXT NOT NULL,
+    name     TEXT NOT NULL,
+    choice   INTEGER NOT NULL,
+    voted_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (poll_id, user_id)
+);
