@@ -47,7 +47,7 @@ const HTML_NAME: &str = "<img src=x onerror=window.pwned=3>";
 
 #[test]
 fn chat_files_and_polls_in_the_web_client_show_user_text_as_text() {
-    in_fresh_netns("chat_files_and_polls_in_the_web_client_show_user_text_as_text", async || {
+    in_fresh_netns("chat::chat_files_and_polls_in_the_web_client_show_user_text_as_text", async || {
         let dir = tempfile::tempdir().unwrap();
         let (_server, base) = start_server_with(dir.path(), &[]);
         let (_chromedriver, driver) = start_chromedriver().await;

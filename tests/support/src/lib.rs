@@ -177,7 +177,9 @@ pub fn in_fresh_netns(test: &str, body: impl AsyncFnOnce()) {
 /// gather ICE candidates only on non-loopback interfaces (libnice, so Janus). It is one end of a veth pair whose
 /// other end is in the namespace too, so packets to it stay there.
 pub fn in_fresh_netns_with(test: &str, address: Option<&str>, body: impl AsyncFnOnce()) {
-    if std::env::var_os(NETNS_INSIDE).is_some() {
+    if let Some(ran) = std::env::var_os(NETNS_INSIDE) {
+        // Tells the outer run that the body ran: a name that matched no test would otherwise pass unseen.
+        std::fs::write(&ran, b"ran").expect("mark the test as run");
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("a tokio runtime");
         return rt.block_on(body());
     }
@@ -205,12 +207,15 @@ pub fn in_fresh_netns_with(test: &str, address: Option<&str>, body: impl AsyncFn
             assert!(ok.is_ok_and(|s| s.success()), "ip {} in {ns}", args.join(" "));
         }
     }
+    let marker = tempfile::NamedTempFile::new().expect("a marker file");
+    std::fs::remove_file(marker.path()).expect("an empty marker path");
     let status = Command::new("ip")
         .args(["netns", "exec", &ns])
         .arg(std::env::current_exe().expect("the test binary"))
         .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .env(NETNS_INSIDE, "1")
+        .env(NETNS_INSIDE, marker.path())
         .status()
         .expect("re-run the test in its namespace");
     assert!(status.success(), "{test} failed inside its network namespace (output above)");
+    assert!(marker.path().exists(), "no test is named {test:?} (a test in a module needs its module path)");
 }
