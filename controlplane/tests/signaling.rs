@@ -429,6 +429,28 @@ async fn every_message_matches_its_documented_json_schema() {
     a.expect("poll").await;
     c.send(sent(json!({"type": "poll_close", "poll_id": poll_id}))).await;
     a.expect("poll").await;
+    // Breakout rooms.
+    let a_id = a.seen.iter().find(|m| m["type"] == "welcome").unwrap()["participant_id"].clone();
+    c.send(sent(json!({"type": "breakout_create", "rooms": ["One"]}))).await;
+    let room = c.expect("breakouts").await["rooms"][0]["room_id"].clone();
+    c.send(sent(json!({"type": "breakout_create", "count": 1}))).await;
+    let room2 = c.expect("breakouts").await["rooms"][0]["room_id"].clone();
+    assert_ne!(room, room2);
+    c.send(sent(json!({"type": "breakout_assign", "participant_id": a_id, "room_id": room2}))).await;
+    c.send(sent(json!({"type": "breakout_assign_random"}))).await;
+    c.send(sent(json!({"type": "breakout_open", "duration_secs": 600, "allow_return": true, "countdown_secs": 0})))
+        .await;
+    a.expect("room_changed").await;
+    a.expect("breakout_timer").await;
+    c.send(sent(json!({"type": "breakout_extend", "secs": 60}))).await;
+    c.send(sent(json!({"type": "breakout_broadcast", "text": "hello rooms"}))).await;
+    a.expect("broadcast").await;
+    a.send(sent(json!({"type": "ask_help"}))).await;
+    c.expect("help_requested").await;
+    a.send(sent(json!({"type": "breakout_join", "room_id": "main"}))).await;
+    a.expect("room_changed").await;
+    c.send(sent(json!({"type": "breakout_close"}))).await;
+    a.expect("breakouts_closing").await;
     b.send(sent(json!({"type": "leave"}))).await;
     a.expect("participant_left").await;
     c.send(sent(json!({"type": "end_meeting"}))).await;

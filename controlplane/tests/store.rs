@@ -57,6 +57,7 @@ both_backends!(
     analytics_events_keep_their_json,
     chat_pages_by_id,
     chat_visibility_edits_files_and_polls,
+    breakout_rooms_and_assignments,
     concurrent_writes_all_land,
     api_keys_verify_until_revoked,
     moderation_writes_roles_removals_and_settings,
@@ -342,6 +343,31 @@ async fn chat_visibility_edits_files_and_polls(store: &dyn Store) {
     votes.sort();
     assert_eq!(votes, vec![("ann".into(), 1), ("bob".into(), 0)], "a second vote replaces the first");
     assert!(store.polls("m-v", "breakout-1").await.unwrap().is_empty());
+}
+
+async fn breakout_rooms_and_assignments(store: &dyn Store) {
+    store.create_meeting(&meeting("m-b")).await.unwrap();
+    let rooms = |names: &[&str]| -> Vec<BreakoutRoom> {
+        names.iter().enumerate().map(|(i, n)| BreakoutRoom { id: format!("b{i}-{n}"), name: n.to_string() }).collect()
+    };
+    let first = rooms(&["Zeta", "Alpha"]);
+    store.set_breakout_rooms("m-b", &first, now()).await.unwrap();
+    assert_eq!(store.breakout_rooms("m-b").await.unwrap(), first, "in the order given");
+    store.assign_breakout("m-b", "ann", Some("b0-Zeta")).await.unwrap();
+    store.assign_breakout("m-b", "bob", Some("b0-Zeta")).await.unwrap();
+    store.assign_breakout("m-b", "ann", Some("b1-Alpha")).await.unwrap();
+    assert_eq!(
+        store.breakout_assignments("m-b").await.unwrap(),
+        vec![("ann".to_string(), "b1-Alpha".to_string()), ("bob".to_string(), "b0-Zeta".to_string())]
+    );
+    store.assign_breakout("m-b", "bob", None).await.unwrap();
+    assert_eq!(store.breakout_assignments("m-b").await.unwrap().len(), 1);
+    assert!(store.assign_breakout("m-b", "cy", Some("b9-none")).await.is_err(), "the room must exist");
+    // New rooms replace the old ones and their assignments.
+    store.set_breakout_rooms("m-b", &rooms(&["One"]), now()).await.unwrap();
+    assert_eq!(store.breakout_rooms("m-b").await.unwrap().len(), 1);
+    assert!(store.breakout_assignments("m-b").await.unwrap().is_empty());
+    assert!(store.breakout_rooms("other").await.unwrap().is_empty());
 }
 
 async fn concurrent_writes_all_land(store: &dyn Store) {

@@ -3,6 +3,7 @@
 import { SluiceClient } from '/assets/sluice-client.js';
 import { setupModeration } from '/assets/moderation.js';
 import { setupChat } from '/assets/chat.js';
+import { setupBreakouts } from '/assets/breakouts.js';
 
 const $ = (id) => document.getElementById(id);
 const meetingId = decodeURIComponent(location.pathname.split('/m/')[1] || '').split('/')[0];
@@ -16,8 +17,8 @@ if (invited) {
   history.replaceState(null, '', location.pathname + location.search);
 }
 
-/** State the tests read through window.sluiceApp. */
-const app = { recorders: new Set(), client: null, joinStartedAt: null, firstFrameMs: {}, trackToFrameMs: {}, participants: new Map(), selfId: null, errors: [] };
+/** State the tests read through window.sluiceApp (`room`, `roomName`: the breakout room one is in, docs/breakouts.md). */
+const app = { recorders: new Set(), client: null, joinStartedAt: null, firstFrameMs: {}, trackToFrameMs: {}, participants: new Map(), selfId: null, errors: [], room: 'main', roomName: 'Main room' };
 window.sluiceApp = app;
 
 /** Tile heights in device pixels up to which the lowest and the middle simulcast layer are enough. */
@@ -134,6 +135,7 @@ async function enter(name) {
     },
   });
   setupChat(client);
+  setupBreakouts(client, { app, notice });
   const microphone = localStream.getAudioTracks()[0] || null;
   const camera = localStream.getVideoTracks()[0] || null;
   try {
@@ -173,10 +175,13 @@ function wire(client) {
     notice(null);
   });
   client.addEventListener('participant-joined', (e) => addParticipant(e.detail));
-  client.addEventListener('participant-left', (e) => {
-    if (app.recorders.delete(e.detail.participant_id)) return showRecording();
-    for (const key of [...tiles.keys()]) if (key.startsWith(`${e.detail.participant_id}:`)) removeTile(key);
-    app.participants.delete(e.detail.participant_id);
+  // Also with reason "moved": they went to another breakout room.
+  client.addEventListener('participant-left', (e) => removeParticipant(e.detail.participant_id));
+  // Moved to another room: its people replace the others (their media follows in the next offer).
+  client.addEventListener('room-changed', (e) => {
+    const next = new Map((e.detail.participants || []).filter((p) => p.participant_id !== app.selfId).map((p) => [p.participant_id, p]));
+    for (const id of [...app.participants.keys(), ...app.recorders]) if (id !== app.selfId && !next.has(id)) removeParticipant(id);
+    for (const p of next.values()) addParticipant(p);
     renderPeople();
   });
   client.addEventListener('track', (e) => attachTrack(e.detail));
@@ -264,6 +269,17 @@ function addParticipant(p, self = false) {
     tile.querySelector('video').muted = true;
   }
   updateLabel(p.participant_id);
+  renderPeople();
+}
+
+/** Someone left (or left this room): their tiles and sound go. */
+function removeParticipant(participantId) {
+  if (app.recorders.delete(participantId)) return showRecording();
+  for (const key of [...tiles.keys()]) if (key.startsWith(`${participantId}:`)) removeTile(key);
+  for (const [trackId, audio] of [...audios]) {
+    if (audio.dataset.participant === participantId) { audio.remove(); audios.delete(trackId); }
+  }
+  app.participants.delete(participantId);
   renderPeople();
 }
 

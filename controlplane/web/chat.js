@@ -105,6 +105,8 @@ export function setupChat(client) {
   });
   client.addEventListener('participant-joined', () => fillRecipients());
   client.addEventListener('participant-left', () => fillRecipients());
+  // Chat is per breakout room: the people one may write to are those of the new room (its history follows).
+  client.addEventListener('room-changed', () => fillRecipients());
   client.addEventListener('role-changed', (e) => {
     fillRecipients();
     if (e.detail.participant_id === selfId) {

@@ -10,7 +10,8 @@
 // track-removed, track-muted, connection, reconnecting, reconnected, meeting-ended, error, closed; waiting (this
 // client waits for a host to admit it; `join()` resolves once admitted) and waiting-list (hosts: who waits);
 // muted-by-host, unmute-requested, role-changed, hands, reaction, meeting-locked; chat-history, chat, chat-updated,
-// chat-mode, poll (docs/chat.md).
+// chat-mode, poll (docs/chat.md); breakouts, room-changed, breakout-timer, breakouts-closing, broadcast,
+// help-requested (docs/breakouts.md).
 
 export const PROTOCOL_VERSION = 1;
 
@@ -218,6 +219,58 @@ export class SluiceClient extends EventTarget {
   /** Hosts: ends the voting; everyone sees the results. */
   closePoll(pollId) {
     this.#send({ type: 'poll_close', poll_id: pollId });
+  }
+
+  // --- breakout rooms (docs/breakouts.md; the server checks the host grant, allow_return and self_select) ----
+
+  /** Hosts: rooms named `rooms` (an array of names) or that many numbered rooms (a number); replaces closed ones. */
+  createBreakouts(rooms) {
+    this.#send(Array.isArray(rooms) ? { type: 'breakout_create', rooms } : { type: 'breakout_create', count: rooms });
+  }
+
+  /** Hosts: puts someone present in a room (`roomId` null: the main room); at once while rooms are open. */
+  assignBreakout(participantId, roomId) {
+    this.#send({ type: 'breakout_assign', participant_id: participantId, room_id: roomId ?? null });
+  }
+
+  /** Hosts: everyone present but hosts and the recorder, shuffled evenly into the rooms. */
+  assignBreakoutsRandomly() {
+    this.#send({ type: 'breakout_assign_random' });
+  }
+
+  /** Hosts: opens every room, moving everyone assigned. Options left out take the server's defaults. */
+  openBreakouts({ durationSecs = null, allowReturn, selfSelect, countdownSecs = null } = {}) {
+    const message = { type: 'breakout_open' };
+    if (durationSecs) message.duration_secs = durationSecs;
+    if (allowReturn !== undefined) message.allow_return = !!allowReturn;
+    if (selfSelect !== undefined) message.self_select = !!selfSelect;
+    if (countdownSecs !== null) message.countdown_secs = countdownSecs;
+    this.#send(message);
+  }
+
+  /** Hosts: adds `secs` to the rooms' timer. */
+  extendBreakouts(secs) {
+    this.#send({ type: 'breakout_extend', secs });
+  }
+
+  /** Hosts: closes every room; after the countdown everyone is back in the main room. */
+  closeBreakouts() {
+    this.#send({ type: 'breakout_close' });
+  }
+
+  /** Hosts: a message to everyone in every room (at most 1000 characters). */
+  broadcastToBreakouts(text) {
+    this.#send({ type: 'breakout_broadcast', text });
+  }
+
+  /** Goes to a room (`'main'`: back to the main room). Hosts go anywhere; others as allow_return and self_select say. */
+  joinBreakout(roomId) {
+    this.#send({ type: 'breakout_join', room_id: roomId });
+  }
+
+  /** In a breakout room: every host is told that this participant asks for help. */
+  askHelp() {
+    this.#send({ type: 'ask_help' });
   }
 
   leave() {
@@ -463,6 +516,31 @@ export class SluiceClient extends EventTarget {
         break;
       case 'poll':
         this.#emit('poll', m.poll);
+        break;
+      case 'breakouts':
+        this.breakouts = m;
+        this.#emit('breakouts', m);
+        break;
+      case 'room_changed': {
+        // The other participants are those of the new room now; their media follows in the next offer.
+        this.participants = new Map((m.participants || []).filter((p) => p.participant_id !== this.participantId).map((p) => [p.participant_id, p]));
+        const kept = new Set([...this.participants.values()].flatMap((p) => (p.tracks || []).map((t) => t.track_id)));
+        for (const trackId of [...this.layers.keys()]) if (!kept.has(trackId)) this.layers.delete(trackId);
+        for (const trackId of [...this.layersSent]) if (!kept.has(trackId)) this.layersSent.delete(trackId);
+        this.#emit('room-changed', m);
+        break;
+      }
+      case 'breakout_timer':
+        this.#emit('breakout-timer', m);
+        break;
+      case 'breakouts_closing':
+        this.#emit('breakouts-closing', m);
+        break;
+      case 'broadcast':
+        this.#emit('broadcast', m);
+        break;
+      case 'help_requested':
+        this.#emit('help-requested', m);
         break;
       default:
         break;

@@ -49,7 +49,8 @@ pub async fn history(
     }
     let query = ChatQuery {
         meeting_id: meeting.id.clone(),
-        room: MAIN_ROOM.into(),
+        // The room they are in now (a breakout room's chat is its own); the main room when they are not here.
+        room: state.signaling.room_of(&meeting.id, &claims.sub).await.unwrap_or_else(|| MAIN_ROOM.into()),
         viewer_user_id: claims.sub.clone(),
         viewer_is_host: is_host_now(&state, &claims, &meeting.id).await,
         before: page.before,

@@ -1,6 +1,7 @@
 //! The HTTP API (axum). Handlers are small; each module holds one resource.
 
 pub mod access;
+mod breakouts;
 mod chat;
 pub mod error;
 pub mod files;
@@ -127,6 +128,8 @@ pub fn router(state: Arc<AppState>, config: &HttpConfig) -> Router {
         .route("/recordings/{id}/play", get(web::player))
         .route("/recordings/{id}/files/{*name}", get(recordings::file))
         .route("/meetings/{id}/chat", get(chat::history))
+        .route("/meetings/{id}/breakouts", get(breakouts::get))
+        .route("/meetings/{id}/breakouts/{action}", post(breakouts::control))
         .route("/meetings/{id}/files/{file}/link", get(files::link))
         .route("/files/{file}", get(files::download))
         .route("/signaling", get(crate::signaling::upgrade))
@@ -165,6 +168,7 @@ async fn index() -> impl IntoResponse {
             "POST /meetings/{id}/control/{action}",
             "POST /meetings/{id}/recording/start", "POST /meetings/{id}/recording/stop",
             "GET /meetings/{id}/recordings", "GET /recordings/{id}", "GET /recordings/{id}/files/{name}",
+            "GET /meetings/{id}/breakouts", "POST /meetings/{id}/breakouts/{action}",
             "GET /meetings/{id}/chat", "POST /meetings/{id}/files", "GET /meetings/{id}/files",
             "GET /meetings/{id}/files/{file}/link", "GET /files/{file}",
             "GET /signaling (WebSocket)", "GET /openapi.json", "GET /healthz", "GET /readyz", "GET /metrics",

@@ -16,6 +16,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("app.js", "text/javascript; charset=utf-8", include_str!("../../web/app.js")),
     ("moderation.js", "text/javascript; charset=utf-8", include_str!("../../web/moderation.js")),
     ("chat.js", "text/javascript; charset=utf-8", include_str!("../../web/chat.js")),
+    ("breakouts.js", "text/javascript; charset=utf-8", include_str!("../../web/breakouts.js")),
     ("recordings.js", "text/javascript; charset=utf-8", include_str!("../../web/recordings.js")),
     ("landing.js", "text/javascript; charset=utf-8", include_str!("../../web/landing.js")),
     ("style.css", "text/css; charset=utf-8", include_str!("../../web/style.css")),

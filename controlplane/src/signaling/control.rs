@@ -11,19 +11,74 @@ use crate::store::Role;
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "action", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Control {
-    Admit { participant_id: String },
+    Admit {
+        participant_id: String,
+    },
     AdmitAll,
-    Deny { participant_id: String },
-    Mute { participant_id: String, source: Source },
-    AskUnmute { participant_id: String, source: Source },
+    Deny {
+        participant_id: String,
+    },
+    Mute {
+        participant_id: String,
+        source: Source,
+    },
+    AskUnmute {
+        participant_id: String,
+        source: Source,
+    },
     MuteAll,
-    Remove { participant_id: String },
-    SetRole { participant_id: String, role: Role },
-    SetGrants { participant_id: String, grants: GrantsChange },
-    SendToWaitingRoom { participant_id: String },
-    Lock { locked: bool },
-    LowerHands { participant_id: Option<String> },
-    ChatMode { mode: ChatMode },
+    Remove {
+        participant_id: String,
+    },
+    SetRole {
+        participant_id: String,
+        role: Role,
+    },
+    SetGrants {
+        participant_id: String,
+        grants: GrantsChange,
+    },
+    SendToWaitingRoom {
+        participant_id: String,
+    },
+    Lock {
+        locked: bool,
+    },
+    LowerHands {
+        participant_id: Option<String>,
+    },
+    ChatMode {
+        mode: ChatMode,
+    },
+    /// Breakout rooms (`docs/breakouts.md`).
+    BreakoutCreate {
+        rooms: Vec<String>,
+        count: Option<u32>,
+    },
+    /// Someone present, by participant id (`None`: the main room).
+    BreakoutAssign {
+        participant_id: String,
+        room_id: Option<String>,
+    },
+    /// Anyone, by user id, present or not (the HTTP API's pre-assignment).
+    BreakoutPreassign {
+        user_id: String,
+        room_id: Option<String>,
+    },
+    BreakoutRandom,
+    BreakoutOpen {
+        duration_secs: Option<u32>,
+        allow_return: bool,
+        self_select: bool,
+        countdown_secs: Option<u32>,
+    },
+    BreakoutExtend {
+        secs: u32,
+    },
+    BreakoutClose,
+    BreakoutBroadcast {
+        text: String,
+    },
     End,
 }
 
@@ -45,6 +100,17 @@ impl Control {
             ClientMessage::LowerHands { participant_id } => Control::LowerHands { participant_id },
             ClientMessage::EndMeeting {} => Control::End,
             ClientMessage::ChatMode { mode } => Control::ChatMode { mode },
+            ClientMessage::BreakoutCreate { rooms, count } => Control::BreakoutCreate { rooms, count },
+            ClientMessage::BreakoutAssign { participant_id, room_id } => {
+                Control::BreakoutAssign { participant_id, room_id }
+            }
+            ClientMessage::BreakoutAssignRandom {} => Control::BreakoutRandom,
+            ClientMessage::BreakoutOpen { duration_secs, allow_return, self_select, countdown_secs } => {
+                Control::BreakoutOpen { duration_secs, allow_return, self_select, countdown_secs }
+            }
+            ClientMessage::BreakoutExtend { secs } => Control::BreakoutExtend { secs },
+            ClientMessage::BreakoutClose {} => Control::BreakoutClose,
+            ClientMessage::BreakoutBroadcast { text } => Control::BreakoutBroadcast { text },
             other => return Err(other),
         })
     }
@@ -65,6 +131,13 @@ impl Control {
             Control::Lock { .. } => "lock",
             Control::LowerHands { .. } => "lower_hands",
             Control::ChatMode { .. } => "chat_mode",
+            Control::BreakoutCreate { .. } => "breakout_create",
+            Control::BreakoutAssign { .. } | Control::BreakoutPreassign { .. } => "breakout_assign",
+            Control::BreakoutRandom => "breakout_assign_random",
+            Control::BreakoutOpen { .. } => "breakout_open",
+            Control::BreakoutExtend { .. } => "breakout_extend",
+            Control::BreakoutClose => "breakout_close",
+            Control::BreakoutBroadcast { .. } => "breakout_broadcast",
             Control::End => "end",
         }
     }

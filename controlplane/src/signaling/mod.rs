@@ -212,6 +212,22 @@ impl Signaling {
         answer.await.map_err(|_| absent())?
     }
 
+    /// The room a connected user is in (`None`: not connected).
+    pub async fn room_of(&self, meeting_id: &str, user_id: &str) -> Option<String> {
+        let room = self.registry.get(meeting_id)?;
+        let (reply, answer) = oneshot::channel();
+        room.send(RoomCommand::RoomOfUser { user_id: user_id.to_string(), reply }).await.ok()?;
+        answer.await.ok().flatten()
+    }
+
+    /// The breakout rooms of a live meeting as hosts see them (`None`: nobody is in it).
+    pub async fn breakouts(&self, meeting_id: &str) -> Option<protocol::BreakoutsView> {
+        let room = self.registry.get(meeting_id)?;
+        let (reply, answer) = oneshot::channel();
+        room.send(RoomCommand::Breakouts { reply }).await.ok()?;
+        answer.await.ok()
+    }
+
     /// New settings for a live meeting's room (already stored).
     pub async fn settings_changed(&self, meeting_id: &str, settings: MeetingSettings) {
         if let Some(room) = self.registry.get(meeting_id) {

@@ -2,10 +2,12 @@
 //! `docs/signaling.md` describes it; `docs/schemas/signaling/*.json` hold a JSON Schema for every message, and
 //! `controlplane/tests/signaling.rs` checks every message of a session against them.
 
+mod breakouts;
 mod chat;
 
 use serde::{Deserialize, Serialize};
 
+pub use breakouts::*;
 pub use chat::*;
 
 use crate::store::{PollResults, Role};
@@ -185,6 +187,39 @@ pub enum ClientMessage {
     PollVote { poll_id: String, option: u32 },
     /// A host closes a poll: everyone sees the results.
     PollClose { poll_id: String },
+    /// A host creates breakout rooms: named, or `count` of them ("Room 1", ...). Replaces closed ones.
+    BreakoutCreate {
+        #[serde(default)]
+        rooms: Vec<String>,
+        #[serde(default)]
+        count: Option<u32>,
+    },
+    /// A host assigns someone present to a breakout room (`null`: the main room); while rooms are open it moves
+    /// them at once.
+    BreakoutAssign { participant_id: String, room_id: Option<String> },
+    /// A host assigns everyone present but the hosts, evenly and at random.
+    BreakoutAssignRandom {},
+    /// A host opens the rooms: everyone assigned moves.
+    BreakoutOpen {
+        #[serde(default)]
+        duration_secs: Option<u32>,
+        #[serde(default)]
+        allow_return: bool,
+        #[serde(default)]
+        self_select: bool,
+        #[serde(default)]
+        countdown_secs: Option<u32>,
+    },
+    /// A host adds time to the rooms' timer.
+    BreakoutExtend { secs: u32 },
+    /// A host closes the rooms: after the countdown, everyone is back in the main room.
+    BreakoutClose {},
+    /// A host sends a message to every room.
+    BreakoutBroadcast { text: String },
+    /// Go to a room (`"main"` to return): hosts anywhere; others as the open rooms allow.
+    BreakoutJoin { room_id: String },
+    /// In a breakout room: ask the hosts for help.
+    AskHelp {},
     /// Leave now (the socket closing does the same).
     Leave {},
     /// Keep-alive; answered with `pong` carrying the same nonce.
@@ -211,7 +246,7 @@ pub enum ServerMessage {
         /// deployment has no relay).
         ice_servers: Vec<sluice_turn::auth::IceServer>,
         /// The meeting as the participant sees it: title, lock, whether to start muted, raised hands.
-        meeting: MeetingState,
+        meeting: Box<MeetingState>,
     },
     Offer {
         revision: u64,
@@ -319,6 +354,40 @@ pub enum ServerMessage {
     Poll {
         poll: Box<PollView>,
     },
+    /// The breakout rooms (hosts: with who is in each and the pending assignments).
+    Breakouts {
+        #[serde(flatten)]
+        state: Box<BreakoutsView>,
+    },
+    /// To the participant: the server moved them to another room; the people here replace the previous list.
+    RoomChanged {
+        room_id: String,
+        room_name: String,
+        participants: Vec<ParticipantInfo>,
+        by: String,
+    },
+    /// The breakout rooms' timer: when it ends, and whether this is the warning.
+    BreakoutTimer {
+        ends_at: chrono::DateTime<chrono::Utc>,
+        remaining_secs: u64,
+        warning: bool,
+    },
+    /// The breakout rooms close: everyone returns to the main room in `seconds`.
+    BreakoutsClosing {
+        seconds: u32,
+    },
+    /// A host's message to every room.
+    Broadcast {
+        from: String,
+        text: String,
+    },
+    /// To hosts: someone in a breakout room asks for help.
+    HelpRequested {
+        room_id: String,
+        room_name: String,
+        participant_id: String,
+        name: String,
+    },
     Error {
         code: ErrorCode,
         message: String,
@@ -349,6 +418,9 @@ pub struct MeetingState {
     pub held: Vec<Source>,
     /// Who may send chat messages.
     pub chat: ChatMode,
+    /// The room they start in: `main`, or the breakout room they are assigned to while rooms are open.
+    pub room_id: String,
+    pub room_name: String,
 }
 
 /// A host's change to someone's grants: absent fields stay as they are.
@@ -445,6 +517,8 @@ pub enum LeaveReason {
     Removed,
     /// A host sent them back to the waiting room.
     WaitingRoom,
+    /// They moved to another (breakout) room.
+    Moved,
 }
 
 /// Non-fatal errors: the message was refused, the session goes on.

@@ -22,7 +22,7 @@ use super::Outbound;
 use super::control::{Actor, Control, ControlError};
 use super::lobby::{Lobby, WAITING_MAX, WAITING_PER_SOURCE_MAX, Waiter};
 use super::protocol::{
-    ChatMode, ClientMessage, ConnectionState, ErrorCode, LeaveReason, MeetingState, ParticipantInfo, SectionInfo,
+    ChatMode, ClientMessage, ConnectionState, ErrorCode, LeaveReason, MAIN, MeetingState, ParticipantInfo, SectionInfo,
     SectionUse, ServerMessage, Source, TrackInfo, TrackKind, close,
 };
 use crate::ids;
@@ -30,6 +30,7 @@ use crate::sdp::{self, Downlink, OfferParams, Section, SectionRole};
 use crate::store::{MeetingSettings, Participant, Role, Store};
 use crate::tokens::{Claims, Grants};
 
+mod breakouts;
 mod chat;
 mod moderation;
 
@@ -105,6 +106,19 @@ pub(crate) enum RoomCommand {
     /// The backoff after a refused answer is over: send the fresh offer.
     Renegotiate {
         participant: String,
+    },
+    /// A breakout timer event (warning, end, end of the closing countdown) for timer `generation`.
+    BreakoutTick {
+        generation: u64,
+    },
+    /// The room a connected user is in, for the chat history API.
+    RoomOfUser {
+        user_id: String,
+        reply: oneshot::Sender<Option<String>>,
+    },
+    /// The breakout rooms as hosts see them, for `GET /meetings/{id}/breakouts`.
+    Breakouts {
+        reply: oneshot::Sender<super::protocol::BreakoutsView>,
     },
     /// Who is here now, for `GET /meetings/{id}/participants`.
     Roster {
@@ -230,6 +244,8 @@ struct Member {
     source: std::net::IpAddr,
     /// Answers refused in a row: each fresh offer waits longer, and past `ANSWER_REFUSALS_MAX` the session ends.
     refusals: u32,
+    /// The room it is in: `main`, or a breakout room's id. It receives that room's media, people and chat only.
+    room: String,
 }
 
 impl Member {
@@ -308,6 +324,8 @@ pub(crate) struct Room {
     ended: bool,
     /// The room's polls with their votes, read from the store when first needed.
     polls: Option<Vec<crate::store::Poll>>,
+    /// Breakout rooms, their assignments and timer.
+    breakouts: breakouts::Breakouts,
 }
 
 /// Runs a meeting's room until its last participant leaves (or the meeting ends).
@@ -326,6 +344,7 @@ pub(crate) async fn run(ctx: RoomContext, mut commands: mpsc::Receiver<RoomComma
         removals_seen: false,
         ended: false,
         polls: None,
+        breakouts: breakouts::Breakouts::default(),
     };
     loop {
         let Some(command) = commands.recv().await else { break };
@@ -353,6 +372,8 @@ pub(crate) async fn run(ctx: RoomContext, mut commands: mpsc::Receiver<RoomComma
             RoomCommand::ChatPost { reply, .. } => {
                 let _ = reply.send(Err(ControlError::new(ErrorCode::NotFound, "you are not in the meeting")));
             }
+            RoomCommand::Breakouts { reply } => drop(reply),
+            RoomCommand::RoomOfUser { reply, .. } => drop(reply),
             _ => {}
         }
     }
@@ -377,6 +398,13 @@ impl Room {
                 let _ = reply.send(self.roster());
             }
             RoomCommand::Renegotiate { participant } => self.negotiate(&participant),
+            RoomCommand::BreakoutTick { generation } => self.breakout_tick(generation).await,
+            RoomCommand::Breakouts { reply } => {
+                let _ = reply.send(self.breakouts_view(true));
+            }
+            RoomCommand::RoomOfUser { user_id, reply } => {
+                let _ = reply.send(self.members.iter().find(|m| m.user_id == user_id).map(|m| m.room.clone()));
+            }
             RoomCommand::Settings { settings } => self.settings_changed(settings).await,
             RoomCommand::Effective { user_id, reply } => {
                 let _ = reply.send(self.overrides.get(&user_id).copied());
@@ -407,6 +435,11 @@ impl Room {
 
     fn member(&mut self, id: &str) -> Option<&mut Member> {
         self.members.iter_mut().find(|m| m.id == id)
+    }
+
+    /// The room member `id` is in (`main` when it is not here).
+    fn room_of(&self, id: &str) -> String {
+        self.members.iter().find(|m| m.id == id).map_or_else(|| MAIN.to_string(), |m| m.room.clone())
     }
 
     async fn join(&mut self, request: JoinRequest) -> Result<String, (u16, String)> {
@@ -528,6 +561,7 @@ impl Room {
         if claims.role != Role::Recorder && seated >= limit {
             return Err((close::FULL, format!("the meeting has its maximum of {limit} participants")));
         }
+        let room = self.room_for_joiner(&claims.sub).await;
         let runtime = &self.ctx.runtime;
         let worker = runtime.least_loaded_worker().ok_or((close::UNAVAILABLE, "no media worker is running".into()))?;
         let ice = IceCredentials { ufrag: ids::random_token(8), pwd: ids::random_token(24) };
@@ -567,6 +601,7 @@ impl Room {
             closing: Vec::new(),
             source,
             refusals: 0,
+            room,
         };
         let row = Participant {
             meeting_id: self.ctx.meeting_id.clone(),
@@ -594,18 +629,25 @@ impl Room {
             name: member.name.clone(),
             role: member.role,
             grants: member.grants,
-            participants: self.members.iter().map(Member::info).collect(),
+            participants: self.members.iter().filter(|o| o.room == member.room).map(Member::info).collect(),
             ice_servers: self.ctx.ice.iter().map(|ice| ice.issue(&id)).collect(),
-            meeting: MeetingState {
+            meeting: Box::new(MeetingState {
                 title: self.ctx.settings.title.clone(),
                 locked: self.ctx.settings.locked,
                 join_muted: self.ctx.settings.join_muted && !member.grants.host,
-                hands: self.hands.clone(),
+                hands: self
+                    .hands
+                    .iter()
+                    .filter(|h| member.grants.host || self.room_of(h) == member.room)
+                    .cloned()
+                    .collect(),
                 held: member.held.clone(),
                 chat: ChatMode::of(&self.ctx.settings),
-            },
+                room_id: member.room.clone(),
+                room_name: self.room_name(&member.room),
+            }),
         });
-        for other in &self.members {
+        for other in self.members.iter().filter(|o| o.room == member.room) {
             other.send(ServerMessage::ParticipantJoined { participant: member.info() });
         }
         if member.grants.host && !self.lobby.is_empty() {
@@ -618,10 +660,11 @@ impl Room {
         for source in publish {
             self.open_uplink(&id, source);
         }
+        let room = self.room_of(&id);
         let existing: Vec<(String, TrackInfo)> = self
             .members
             .iter()
-            .filter(|m| m.id != id)
+            .filter(|m| m.id != id && m.room == room)
             .flat_map(|m| m.published.iter().map(|p| (m.id.clone(), p.info())))
             .collect();
         for (publisher, track) in existing {
@@ -629,6 +672,10 @@ impl Room {
         }
         self.negotiate(&id);
         self.send_history(&id).await;
+        if !self.breakouts_empty() {
+            // The joiner learns the rooms; hosts see where the joiner is.
+            self.send_breakouts();
+        }
         Ok(id)
     }
 
@@ -771,6 +818,14 @@ impl Room {
             }
             ClientMessage::PollClose { poll_id } => {
                 let done = self.poll_close(id, &poll_id).await;
+                self.refused(id, done);
+            }
+            ClientMessage::BreakoutJoin { room_id } => {
+                let done = self.breakout_join(id, &room_id).await;
+                self.refused(id, done);
+            }
+            ClientMessage::AskHelp {} => {
+                let done = self.ask_help(id);
                 self.refused(id, done);
             }
             ClientMessage::RaiseHand { raised } => self.raise_hand(id, raised),
@@ -977,8 +1032,10 @@ impl Room {
                 }
             }
         }
+        let room = self.room_of(id);
         for track in added {
-            let others: Vec<String> = self.members.iter().filter(|o| o.id != id).map(|o| o.id.clone()).collect();
+            let others: Vec<String> =
+                self.members.iter().filter(|o| o.id != id && o.room == room).map(|o| o.id.clone()).collect();
             for other in others {
                 self.member(&other)
                     .expect("listed above")
@@ -1056,19 +1113,22 @@ impl Room {
             if let Err(e) = media(&self.ctx.runtime, move |rt| rt.remove_track(worker, core_track)).await {
                 tracing::warn!(error = %e, "removing a track from the dataplane failed");
             }
-            self.track_gone(id, &track.track_id);
+            let room = self.room_of(id);
+            self.track_gone(id, &room, &track.track_id);
         }
         self.negotiate(id);
     }
 
-    /// Tells everyone a track is gone and closes their sections for it.
-    fn track_gone(&mut self, publisher: &str, track_id: &str) {
+    /// Tells the publisher's room a track is gone and closes every section for it.
+    fn track_gone(&mut self, publisher: &str, room: &str, track_id: &str) {
         let mut changed = Vec::new();
         for other in self.members.iter_mut().filter(|o| o.id != publisher) {
-            other.send(ServerMessage::TrackRemoved {
-                participant_id: publisher.to_string(),
-                track_id: track_id.to_string(),
-            });
+            if other.room == room {
+                other.send(ServerMessage::TrackRemoved {
+                    participant_id: publisher.to_string(),
+                    track_id: track_id.to_string(),
+                });
+            }
             let mut any = false;
             for s in &mut other.sections {
                 if matches!(&s.binding, Binding::Downlink { track_id: t, .. } if t == track_id) {
@@ -1143,7 +1203,8 @@ impl Room {
         };
         track.muted = muted;
         let track_id = track.track_id.clone();
-        for other in self.members.iter().filter(|o| o.id != id) {
+        let room = m.room.clone();
+        for other in self.members.iter().filter(|o| o.id != id && o.room == room) {
             other.send(ServerMessage::TrackMuted { participant_id: id.to_string(), track_id: track_id.clone(), muted });
         }
     }
@@ -1192,11 +1253,14 @@ impl Room {
         if let Err(e) = self.ctx.store.participant_left(&self.ctx.meeting_id, &m.connection_id, Utc::now()).await {
             tracing::error!(error = %e, participant = %m.id, "cannot record that a participant left");
         }
-        for other in &self.members {
+        for other in self.members.iter().filter(|o| o.room == m.room) {
             other.send(ServerMessage::ParticipantLeft { participant_id: m.id.clone(), reason });
         }
         for track in &m.published {
-            self.track_gone(&m.id, &track.track_id);
+            self.track_gone(&m.id, &m.room, &track.track_id);
+        }
+        if !self.breakouts_empty() {
+            self.send_breakouts();
         }
         // A lost media connection is worth a retry (the client reconnects); the other reasons are final, and the
         // replaced and ended cases were told their own code already.

@@ -37,6 +37,7 @@ pub const MIGRATIONS_POSTGRES: &[Migration] = &[
     Migration { version: 3, name: "api_keys", sql: include_str!("../../../migrations/postgres/0003_api_keys.sql") },
     Migration { version: 4, name: "removals", sql: include_str!("../../../migrations/postgres/0004_removals.sql") },
     Migration { version: 5, name: "chat", sql: include_str!("../../../migrations/postgres/0005_chat.sql") },
+    Migration { version: 6, name: "breakouts", sql: include_str!("../../../migrations/postgres/0006_breakouts.sql") },
 ];
 
 pub const MIGRATIONS_SQLITE: &[Migration] = &[
@@ -49,6 +50,7 @@ pub const MIGRATIONS_SQLITE: &[Migration] = &[
     Migration { version: 3, name: "api_keys", sql: include_str!("../../../migrations/sqlite/0003_api_keys.sql") },
     Migration { version: 4, name: "removals", sql: include_str!("../../../migrations/sqlite/0004_removals.sql") },
     Migration { version: 5, name: "chat", sql: include_str!("../../../migrations/sqlite/0005_chat.sql") },
+    Migration { version: 6, name: "breakouts", sql: include_str!("../../../migrations/sqlite/0006_breakouts.sql") },
 ];
 
 /// What a migration run did.

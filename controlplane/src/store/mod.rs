@@ -137,6 +137,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Sets `closed_at` once; false if it was closed already or does not exist.
     async fn close_poll(&self, id: &str, at: DateTime<Utc>) -> Result<bool>;
 
+    /// Replaces a meeting's breakout rooms (and so drops every assignment to them) with these, in order.
+    async fn set_breakout_rooms(&self, meeting_id: &str, rooms: &[BreakoutRoom], at: DateTime<Utc>) -> Result<()>;
+    /// In order.
+    async fn breakout_rooms(&self, meeting_id: &str) -> Result<Vec<BreakoutRoom>>;
+    /// Assigns `user_id` to a breakout room (`None`: to none); the room must exist.
+    async fn assign_breakout(&self, meeting_id: &str, user_id: &str, room_id: Option<&str>) -> Result<()>;
+    /// `(user_id, room_id)`, by user id.
+    async fn breakout_assignments(&self, meeting_id: &str) -> Result<Vec<(String, String)>>;
+
     async fn create_api_key(&self, key: &ApiKeyRow) -> Result<()>;
     /// Read on every use, so a revocation by any process takes effect at the next request.
     async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRow>>;

@@ -212,6 +212,13 @@ pub struct AnalyticsEvent {
     pub timestamp: DateTime<Utc>,
 }
 
+/// A named breakout room of a meeting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakoutRoom {
+    pub id: String,
+    pub name: String,
+}
+
 /// An application's API key as stored: the hash of its secret, never the secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKeyRow {

@@ -544,6 +544,44 @@ impl Store for PostgresStore {
         conn.execute(sql::POLL_CLOSE, &[&at, &id]).await.map_err(map_err).map(|n| n == 1)
     }
 
+    async fn set_breakout_rooms(&self, meeting_id: &str, rooms: &[BreakoutRoom], at: DateTime<Utc>) -> Result<()> {
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await.map_err(map_err)?;
+        tx.execute(sql::BREAKOUT_ROOMS_DELETE, &[&meeting_id]).await.map_err(map_err)?;
+        for (position, r) in rooms.iter().enumerate() {
+            let position = position as i32;
+            tx.execute(sql::BREAKOUT_ROOM_INSERT, &[&meeting_id, &r.id, &r.name, &position, &at])
+                .await
+                .map_err(map_err)?;
+        }
+        tx.commit().await.map_err(map_err)
+    }
+
+    async fn breakout_rooms(&self, meeting_id: &str) -> Result<Vec<BreakoutRoom>> {
+        let conn = self.conn().await?;
+        let found = conn.query(sql::BREAKOUT_ROOMS_OF_MEETING, &[&meeting_id]).await.map_err(map_err)?;
+        found
+            .iter()
+            .map(|r| Ok(BreakoutRoom { id: r.try_get(0).map_err(map_err)?, name: r.try_get(1).map_err(map_err)? }))
+            .collect()
+    }
+
+    async fn assign_breakout(&self, meeting_id: &str, user_id: &str, room_id: Option<&str>) -> Result<()> {
+        let conn = self.conn().await?;
+        match room_id {
+            Some(r) => conn.execute(sql::BREAKOUT_ASSIGN, &[&meeting_id, &user_id, &r]).await,
+            None => conn.execute(sql::BREAKOUT_UNASSIGN, &[&meeting_id, &user_id]).await,
+        }
+        .map_err(map_err)
+        .map(drop)
+    }
+
+    async fn breakout_assignments(&self, meeting_id: &str) -> Result<Vec<(String, String)>> {
+        let conn = self.conn().await?;
+        let found = conn.query(sql::BREAKOUT_ASSIGNMENTS, &[&meeting_id]).await.map_err(map_err)?;
+        found.iter().map(|r| Ok((r.try_get(0).map_err(map_err)?, r.try_get(1).map_err(map_err)?))).collect()
+    }
+
     async fn create_api_key(&self, k: &ApiKeyRow) -> Result<()> {
         let conn = self.conn().await?;
         conn.execute(sql::API_KEY_INSERT, &[&k.id, &k.name, &k.secret_hash, &k.scopes, &k.created_at, &k.revoked_at])

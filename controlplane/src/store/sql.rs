@@ -123,3 +123,15 @@ pub const REMOVAL_INSERT: &str = "INSERT INTO meeting_removals (meeting_id, user
      VALUES ($1, $2, $3, $4) ON CONFLICT (meeting_id, user_id) DO NOTHING";
 pub const REMOVAL_EXISTS: &str = "SELECT 1 FROM meeting_removals WHERE meeting_id = $1 AND user_id = $2";
 pub const REMOVAL_ANY: &str = "SELECT 1 FROM meeting_removals WHERE meeting_id = $1 LIMIT 1";
+
+pub const BREAKOUT_ROOMS_DELETE: &str = "DELETE FROM breakout_rooms WHERE meeting_id = $1";
+pub const BREAKOUT_ROOM_INSERT: &str =
+    "INSERT INTO breakout_rooms (meeting_id, id, name, position, created_at) VALUES ($1, $2, $3, $4, $5)";
+pub const BREAKOUT_ROOMS_OF_MEETING: &str =
+    "SELECT id, name FROM breakout_rooms WHERE meeting_id = $1 ORDER BY position";
+/// A user's new room replaces their old one.
+pub const BREAKOUT_ASSIGN: &str = "INSERT INTO breakout_assignments (meeting_id, user_id, room_id) VALUES ($1, $2, $3) \
+     ON CONFLICT (meeting_id, user_id) DO UPDATE SET room_id = excluded.room_id";
+pub const BREAKOUT_UNASSIGN: &str = "DELETE FROM breakout_assignments WHERE meeting_id = $1 AND user_id = $2";
+pub const BREAKOUT_ASSIGNMENTS: &str =
+    "SELECT user_id, room_id FROM breakout_assignments WHERE meeting_id = $1 ORDER BY user_id";

@@ -621,6 +621,47 @@ impl Store for SqliteStore {
         self.with(move |c| c.execute(sql::POLL_CLOSE, params![ts(at), id])).await.map(|n| n == 1)
     }
 
+    async fn set_breakout_rooms(&self, meeting_id: &str, rooms: &[BreakoutRoom], at: DateTime<Utc>) -> Result<()> {
+        let (m, rooms) = (meeting_id.to_string(), rooms.to_vec());
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            tx.execute(sql::BREAKOUT_ROOMS_DELETE, [&m])?;
+            for (position, r) in rooms.iter().enumerate() {
+                tx.execute(sql::BREAKOUT_ROOM_INSERT, params![m, r.id, r.name, position as i64, ts(at)])?;
+            }
+            tx.commit()
+        })
+        .await
+    }
+
+    async fn breakout_rooms(&self, meeting_id: &str) -> Result<Vec<BreakoutRoom>> {
+        let m = meeting_id.to_string();
+        self.with(move |c| {
+            c.prepare_cached(sql::BREAKOUT_ROOMS_OF_MEETING)?
+                .query_map([m], |r| Ok(BreakoutRoom { id: r.get(0)?, name: r.get(1)? }))?
+                .collect()
+        })
+        .await
+    }
+
+    async fn assign_breakout(&self, meeting_id: &str, user_id: &str, room_id: Option<&str>) -> Result<()> {
+        let (m, u, r) = (meeting_id.to_string(), user_id.to_string(), room_id.map(str::to_string));
+        self.with(move |c| match r {
+            Some(r) => c.execute(sql::BREAKOUT_ASSIGN, params![m, u, r]),
+            None => c.execute(sql::BREAKOUT_UNASSIGN, params![m, u]),
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn breakout_assignments(&self, meeting_id: &str) -> Result<Vec<(String, String)>> {
+        let m = meeting_id.to_string();
+        self.with(move |c| {
+            c.prepare_cached(sql::BREAKOUT_ASSIGNMENTS)?.query_map([m], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
+        })
+        .await
+    }
+
     async fn create_api_key(&self, k: &ApiKeyRow) -> Result<()> {
         let k = k.clone();
         self.with(move |c| {

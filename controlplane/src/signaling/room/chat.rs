@@ -50,7 +50,7 @@ fn text(value: &str, field: &str, max: usize) -> Result<(), ControlError> {
 
 impl Member {
     /// Takes one token from the chat bucket, or says how long to wait.
-    fn chat_token(&mut self) -> Result<(), ControlError> {
+    pub(super) fn chat_token(&mut self) -> Result<(), ControlError> {
         let (tokens, at) = self.chat;
         let now = Instant::now();
         let tokens = (tokens + now.duration_since(at).as_secs_f64() * CHAT_RATE).min(CHAT_BURST);
@@ -74,12 +74,13 @@ impl Room {
         let Some(m) = self.members.iter().find(|m| m.id == id && m.role != Role::Recorder) else { return };
         let query = ChatQuery {
             meeting_id: self.ctx.meeting_id.clone(),
-            room: MAIN_ROOM.into(),
+            room: m.room.clone(),
             viewer_user_id: m.user_id.clone(),
             viewer_is_host: m.grants.host,
             before: None,
             limit: CHAT_HISTORY_MAX + 1,
         };
+        let in_main = m.room == MAIN_ROOM;
         let mut page = match self.ctx.store.chat_history(&query).await {
             Ok(page) => page,
             Err(e) => {
@@ -95,7 +96,11 @@ impl Room {
         }
         let Some(m) = self.members.iter().find(|m| m.id == id) else { return };
         let messages = page.iter().map(|msg| ChatView::of(msg, &m.user_id)).collect();
-        let polls = self.polls.iter().flatten().map(|p| PollView::of(p, &m.user_id, m.grants.host)).collect();
+        // Polls run in the main room.
+        let polls = match in_main {
+            true => self.polls.iter().flatten().map(|p| PollView::of(p, &m.user_id, m.grants.host)).collect(),
+            false => Vec::new(),
+        };
         m.send(ServerMessage::ChatHistory { messages, has_more, polls });
     }
 
@@ -130,8 +135,8 @@ impl Room {
                 let r = self
                     .members
                     .iter()
-                    .find(|m| m.id == pid && m.role != Role::Recorder)
-                    .ok_or_else(|| not_found(format!("no participant {pid:?} in this meeting")))?;
+                    .find(|m| m.id == pid && m.role != Role::Recorder && m.room == author.room)
+                    .ok_or_else(|| not_found(format!("no participant {pid:?} in this room")))?;
                 if r.user_id == author.user_id {
                     return Err(bad("a private message needs someone else as its recipient"));
                 }
@@ -153,7 +158,7 @@ impl Room {
         let author = self.members.iter().find(|m| m.id == id).expect("author checked");
         let message = NewChatMessage {
             meeting_id: self.ctx.meeting_id.clone(),
-            room: MAIN_ROOM.into(),
+            room: author.room.clone(),
             user_id: author.user_id.clone(),
             participant_id: author.id.clone(),
             name: author.name.clone(),
@@ -174,7 +179,7 @@ impl Room {
 
     /// Each member who may see `message` gets their copy.
     fn deliver(&self, message: &ChatMessage, wrap: impl Fn(ChatView) -> ServerMessage) {
-        for m in self.members.iter().filter(|m| m.role != Role::Recorder) {
+        for m in self.members.iter().filter(|m| m.role != Role::Recorder && m.room == message.room) {
             if message.recipient.visible_to(&message.user_id, &m.user_id, m.grants.host) {
                 m.send(wrap(ChatView::of(message, &m.user_id)));
             }
@@ -184,7 +189,7 @@ impl Room {
     /// A message of this room that member `id` can see, or not found.
     async fn visible_message(&self, id: &str, message_id: i64) -> Result<(ChatMessage, String, bool), ControlError> {
         let m = self.members.iter().find(|m| m.id == id).ok_or_else(|| not_found("you are not in the meeting"))?;
-        let (user, host) = (m.user_id.clone(), m.grants.host);
+        let (user, host, room) = (m.user_id.clone(), m.grants.host, m.room.clone());
         let missing = || not_found(format!("no chat message {message_id} in this meeting"));
         let message = self
             .ctx
@@ -194,7 +199,7 @@ impl Room {
             .map_err(|e| ControlError::new(ErrorCode::Internal, format!("cannot read the message: {e}")))?
             .ok_or_else(missing)?;
         if message.meeting_id != self.ctx.meeting_id
-            || message.room != MAIN_ROOM
+            || message.room != room
             || message.deleted_at.is_some()
             || !message.recipient.visible_to(&message.user_id, &user, host)
         {
@@ -300,7 +305,11 @@ impl Room {
         anonymous: bool,
         results: PollResults,
     ) -> Result<(), ControlError> {
-        let created_by = self.host_member(id, "creating a poll")?.name.clone();
+        let host = self.host_member(id, "creating a poll")?;
+        if host.room != MAIN_ROOM {
+            return Err(ControlError::state("polls run in the main room: return to it to create one"));
+        }
+        let created_by = host.name.clone();
         text(&question, "the question", POLL_QUESTION_MAX)?;
         if !(POLL_OPTIONS_MIN..=POLL_OPTIONS_MAX).contains(&options.len()) {
             return Err(bad(format!(
@@ -345,6 +354,9 @@ impl Room {
         let m = self.members.iter().find(|m| m.id == id).ok_or_else(|| not_found("you are not in the meeting"))?;
         if m.role == Role::Recorder {
             return Err(ControlError::forbidden("the recorder does not vote"));
+        }
+        if m.room != MAIN_ROOM {
+            return Err(ControlError::state("polls run in the main room"));
         }
         let (user_id, name) = (m.user_id.clone(), m.name.clone());
         let poll = self.poll(poll_id)?;
@@ -407,7 +419,7 @@ impl Room {
     /// Everyone gets the poll as they may see it (counts, names, their own vote).
     fn send_poll(&self, poll_id: &str) {
         let Ok(poll) = self.poll(poll_id) else { return };
-        for m in self.members.iter().filter(|m| m.role != Role::Recorder) {
+        for m in self.members.iter().filter(|m| m.role != Role::Recorder && m.room == MAIN_ROOM) {
             m.send(ServerMessage::Poll { poll: Box::new(PollView::of(poll, &m.user_id, m.grants.host)) });
         }
     }

@@ -10,11 +10,11 @@ use crate::store::{AnalyticsEvent, MeetingSettings, Role, now};
 use crate::tokens::{Claims, Grants};
 
 /// Who is acting, once checked.
-struct Acting {
+pub(super) struct Acting {
     /// Their participant id, when they are in the meeting.
-    id: Option<String>,
-    name: String,
-    role: Role,
+    pub id: Option<String>,
+    pub name: String,
+    pub role: Role,
 }
 
 impl Room {
@@ -87,6 +87,14 @@ impl Room {
                 }
                 Ok(())
             }
+            Control::BreakoutCreate { .. }
+            | Control::BreakoutAssign { .. }
+            | Control::BreakoutPreassign { .. }
+            | Control::BreakoutRandom
+            | Control::BreakoutOpen { .. }
+            | Control::BreakoutExtend { .. }
+            | Control::BreakoutClose
+            | Control::BreakoutBroadcast { .. } => self.breakout(&acting, control).await,
             Control::LowerHands { participant_id } => {
                 match participant_id {
                     Some(id) => {
@@ -176,7 +184,8 @@ impl Room {
             if let Err(e) = media(&self.ctx.runtime, move |rt| rt.block_track(worker, core, true)).await {
                 tracing::warn!(error = %e, "blocking a track failed");
             }
-            for other in self.members.iter().filter(|o| o.id != id) {
+            let room = self.room_of(id);
+            for other in self.members.iter().filter(|o| o.id != id && o.room == room) {
                 other.send(ServerMessage::TrackMuted {
                     participant_id: id.to_string(),
                     track_id: track_id.clone(),
@@ -293,7 +302,9 @@ impl Room {
         if let Err(e) = self.ctx.store.set_participant_role(&self.ctx.meeting_id, &connection, role).await {
             tracing::error!(error = %e, participant = %id, "cannot record a role change");
         }
-        for m in &self.members {
+        // Their room and the hosts: nobody learns of people in other rooms.
+        let room = self.room_of(id);
+        for m in self.members.iter().filter(|m| m.room == room || m.grants.host) {
             m.send(ServerMessage::RoleChanged { participant_id: id.to_string(), role, grants });
         }
         if grants.host && !was_host && !self.lobby.is_empty() {
@@ -322,7 +333,8 @@ impl Room {
         if let Err(e) = media(&self.ctx.runtime, move |rt| rt.block_track(worker, core, true)).await {
             tracing::warn!(error = %e, "blocking a revoked track failed");
         }
-        self.track_gone(id, &track.track_id);
+        let room = self.room_of(id);
+        self.track_gone(id, &room, &track.track_id);
         self.negotiate(id);
     }
 
@@ -392,8 +404,10 @@ impl Room {
     }
 
     pub(super) fn send_hands(&self) {
+        // Hosts see every hand; the others, their room's.
         for m in &self.members {
-            m.send(ServerMessage::Hands { raised: self.hands.clone() });
+            let raised = self.hands.iter().filter(|h| m.grants.host || self.room_of(h) == m.room).cloned().collect();
+            m.send(ServerMessage::Hands { raised });
         }
     }
 
@@ -412,7 +426,8 @@ impl Room {
             return m.send(ServerMessage::error(ErrorCode::Limit, "at most one reaction a second"));
         }
         m.reactions = (tokens - 1.0, now);
-        for other in &self.members {
+        let room = m.room.clone();
+        for other in self.members.iter().filter(|o| o.room == room) {
             other.send(ServerMessage::Reaction { participant_id: id.to_string(), emoji: emoji.to_string() });
         }
     }
