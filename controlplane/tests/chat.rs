@@ -102,6 +102,14 @@ async fn messages_reach_exactly_who_may_read_them_and_history_replays_them() {
     );
     let reply = reqwest::Client::new().get(format!("{}/meetings/{meeting}/chat", h.base)).send().await.unwrap();
     assert_eq!(reply.status(), 401, "the history needs a token of the meeting");
+    // A valid token of someone never let in (a link token while they wait, say) reads nothing.
+    let never_in = reqwest::Client::new()
+        .get(format!("{}/meetings/{meeting}/chat", h.base))
+        .bearer_auth(page("eve"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(never_in.status(), 403);
     // A removed user's token reads no more chat.
     let cy_id = cy.seen.iter().find(|m| m["type"] == "welcome").unwrap()["participant_id"].clone();
     host.send(json!({"type": "remove_participant", "participant_id": cy_id})).await;
@@ -217,6 +225,8 @@ async fn the_chat_mode_and_grants_decide_who_sends() {
 
     ann.send(json!({"type": "chat_mode", "mode": "off"})).await;
     assert_eq!(error(&mut ann).await.0, "forbidden", "a participant cannot change the mode");
+    ann.send(json!({"type": "chat_send", "body": "before the mode"})).await;
+    let earlier = host.expect("chat").await["message"]["id"].as_i64().unwrap();
 
     host.send(json!({"type": "chat_mode", "mode": "hosts_only"})).await;
     for c in [&mut host, &mut ann, &mut bob] {
@@ -224,6 +234,10 @@ async fn the_chat_mode_and_grants_decide_who_sends() {
     }
     ann.send(json!({"type": "chat_send", "body": "to all"})).await;
     assert_eq!(error(&mut ann).await.0, "forbidden");
+    // Nor can an edit of a message sent before say something new to everyone.
+    ann.send(json!({"type": "chat_edit", "message_id": earlier, "body": "said again to all"})).await;
+    assert_eq!(error(&mut ann).await.0, "forbidden");
+    assert_eq!(h.store.chat_message(earlier).await.unwrap().unwrap().body, "before the mode");
     ann.send(json!({"type": "chat_send", "body": "to bob", "to": bob_id})).await;
     assert_eq!(error(&mut ann).await.0, "forbidden");
     ann.send(json!({"type": "chat_send", "body": "to the hosts", "to": "hosts"})).await;

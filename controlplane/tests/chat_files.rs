@@ -169,6 +169,16 @@ async fn files_are_shared_typed_by_their_bytes_and_read_through_signed_links(s: 
         .unwrap();
     let names: Vec<&str> = listed.as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["<img src=x onerror=alert(1)>.png", "page.html"]);
+    let hosts_list: Value = reqwest::Client::new()
+        .get(format!("{}/meetings/{meeting}/files", h.base))
+        .bearer_auth(&host_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(hosts_list.as_array().unwrap().len(), 2, "the host does not list the private file either");
 
     // A host deletes the message: the file goes with it, links stop working.
     host.send(json!({"type": "chat_delete", "message_id": shared["id"]})).await;
@@ -241,7 +251,10 @@ async fn refused_uploads_leave_nothing(s: Setup) {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(leftovers.is_empty(), "left behind: {leftovers:?}");
-    assert!(h.store.chat_files(&meeting).await.unwrap().is_empty());
+    // No file row either (every row has an expiry under the default retention: ask for all of them).
+    let far = sluice_controlplane::store::now() + chrono::Duration::days(3650);
+    let rows = h.store.expired_chat_files(far, 100).await.unwrap();
+    assert!(rows.iter().all(|f| f.meeting_id != meeting), "rows left behind: {rows:?}");
 }
 
 /// Files a local multipart upload stages beside its key (`<key>#<n>`), which `list` does not show.

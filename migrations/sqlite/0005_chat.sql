@@ -14,6 +14,9 @@ ALTER TABLE chat_messages ADD COLUMN edited_at TEXT;
 ALTER TABLE chat_messages ADD COLUMN deleted_at TEXT;
 ALTER TABLE chat_messages ADD COLUMN deleted_by TEXT;
 
+-- Finding a file's message (the files list, a download link).
+CREATE INDEX chat_messages_file ON chat_messages (file_id) WHERE file_id IS NOT NULL;
+
 CREATE TABLE chat_files (
     id           TEXT PRIMARY KEY,
     meeting_id   TEXT NOT NULL REFERENCES meetings (id) ON DELETE CASCADE,

@@ -30,7 +30,7 @@ pub fn render(messages: &[ChatMessage], started: DateTime<Utc>) -> (String, Vec<
         let secs = offset_ms / 1000;
         let file = m.file.as_ref().map(|f| f.name.as_str());
         // One line per message: a newline in a body would let it forge the next line's time and author.
-        let body = m.body.replace(['\r', '\n'], " ");
+        let body = m.body.replace(['\r', '\n', '\u{85}', '\u{2028}', '\u{2029}'], " ");
         let what = match file {
             Some(name) => format!("[file] {name}"),
             None => body,

@@ -4,9 +4,15 @@
 
 use super::*;
 
-/// Deterministic bytes that start like a PNG: the server types it from them.
+/// A real 1x1 PNG (so the page's preview decodes) followed by deterministic noise, which image decoders ignore
+/// after the IEND chunk: a large file the server types from its first bytes.
 fn png_bytes(len: usize) -> Vec<u8> {
-    let mut data = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x02\0\0\0".to_vec();
+    let mut data = vec![
+        0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52, 0x00, 0x00,
+        0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x08, 0x04, 0x00, 0x00, 0x00, 0xb5, 0x1c, 0x0c, 0x02, 0x00, 0x00, 0x00,
+        0x0b, 0x49, 0x44, 0x41, 0x54, 0x78, 0xda, 0x63, 0x64, 0x60, 0x00, 0x00, 0x00, 0x06, 0x00, 0x02, 0x30, 0x81,
+        0xd0, 0x2f, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae, 0x42, 0x60, 0x82,
+    ];
     let mut x: u32 = 0x1234_5678;
     while data.len() < len {
         x ^= x << 13;
@@ -141,7 +147,7 @@ fn chat_files_and_polls_in_the_web_client_show_user_text_as_text() {
         assert_eq!(got.headers()["content-type"], "image/png", "typed from the bytes, not the browser's claim");
         assert!(got.headers()["content-disposition"].to_str().unwrap().starts_with("attachment"));
         assert_eq!(got.bytes().await.unwrap().as_ref(), data.as_slice(), "the same bytes");
-        wait_true(&bob, "Bob sees the preview", "const i = document.querySelector('#chat-messages img.chat-preview'); return !!i && i.complete && i.naturalWidth >= 0 && i.src.includes('d=inline')").await;
+        wait_true(&bob, "Bob sees the preview", "const i = document.querySelector('#chat-messages img.chat-preview'); return !!i && i.complete && i.naturalWidth === 1 && i.src.includes('d=inline')").await;
 
         // A poll: the host asks, two vote, the host sees the counts and closes it; everyone sees the result.
         hana.eval(

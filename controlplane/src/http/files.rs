@@ -33,6 +33,8 @@ pub const FILE_NAME_MAX: usize = 200;
 const SNIFF_LEN: usize = 8192;
 /// An upload that sends nothing for this long is broken off.
 const UPLOAD_IDLE: Duration = Duration::from_secs(30);
+/// And one that takes longer than this in all (a trickle of bytes would hold an upload open for ever).
+const UPLOAD_TOTAL: Duration = Duration::from_secs(600);
 /// Expired files deleted per sweep.
 const SWEEP_BATCH: u32 = 100;
 
@@ -111,15 +113,29 @@ pub async fn upload(
     // Refused before a byte is stored: not in the meeting, no chat grant, chat off, unknown recipient.
     let check = ChatPost { body: name.clone(), to: query.to.clone(), file: None };
     state.signaling.chat_post(&meeting.id, &claims.sub, check, true).await.map_err(refusal)?;
+    // The rest runs in its own task: a client that goes away drops this handler, and the upload must still be
+    // aborted (or, once whole, recorded) rather than left half-done.
+    let task = tokio::spawn(store_and_post(state, meeting.id, claims, name, query.to, body, limit));
+    task.await.map_err(|e| ApiError::internal(format!("the upload task failed: {e}")))?
+}
 
+async fn store_and_post(
+    state: Arc<AppState>,
+    meeting_id: String,
+    claims: Claims,
+    name: String,
+    to: Option<String>,
+    body: Body,
+    limit: u64,
+) -> Result<(StatusCode, Json<Uploaded>), ApiError> {
     let file_id = ids::prefixed("f");
-    let key = format!("meetings/{}/chat/{file_id}", meeting.id);
+    let key = format!("meetings/{meeting_id}/chat/{file_id}");
     let (size, content_type) = receive(&state.blobs, &key, body, limit).await?;
     let created_at = now();
     let retention = state.chat.file_retention_days;
     let file = ChatFile {
         id: file_id,
-        meeting_id: meeting.id.clone(),
+        meeting_id: meeting_id.clone(),
         object_key: key.clone(),
         name: name.clone(),
         content_type,
@@ -133,8 +149,8 @@ pub async fn upload(
         let _ = state.blobs.delete(&key).await;
         return Err(e.into());
     }
-    let post = ChatPost { body: name, to: query.to, file: Some(file.clone()) };
-    let message = match state.signaling.chat_post(&meeting.id, &claims.sub, post, false).await {
+    let post = ChatPost { body: name, to, file: Some(file.clone()) };
+    let message = match state.signaling.chat_post(&meeting_id, &claims.sub, post, false).await {
         Ok(Some(message)) => message,
         outcome => {
             // They left, or chat was turned off, while the bytes arrived: the file goes, nothing refers to it.
@@ -148,7 +164,7 @@ pub async fn upload(
     };
     metrics::counter!("sluice_chat_files_total").increment(1);
     metrics::counter!("sluice_chat_file_bytes_total").increment(size);
-    tracing::info!(meeting = %meeting.id, file = %file.id, size, content_type = %file.content_type, "chat file shared");
+    tracing::info!(meeting = %meeting_id, file = %file.id, size, content_type = %file.content_type, "chat file shared");
     let uploaded = Uploaded { file: FileView::of(&file), message: ChatView::of(&message, &claims.sub) };
     Ok((StatusCode::CREATED, Json(uploaded)))
 }
@@ -163,13 +179,19 @@ async fn receive(blobs: &Blobs, key: &str, body: Body, limit: u64) -> Result<(u6
     let mut upload = blobs.upload(key).await.map_err(storage)?;
     let mut head: Vec<u8> = Vec::with_capacity(SNIFF_LEN);
     let mut stream = body.into_data_stream();
+    let deadline = tokio::time::Instant::now() + UPLOAD_TOTAL;
     let failure = loop {
-        let chunk = match tokio::time::timeout(UPLOAD_IDLE, stream.next()).await {
+        let wait = UPLOAD_IDLE.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        let chunk = match tokio::time::timeout(wait, stream.next()).await {
             Err(_) => {
                 break ApiError {
                     status: StatusCode::REQUEST_TIMEOUT,
                     code: "timeout",
-                    message: format!("the upload sent nothing for {} s", UPLOAD_IDLE.as_secs()),
+                    message: format!(
+                        "the upload sent nothing for {} s, or took longer than {} s in all",
+                        UPLOAD_IDLE.as_secs(),
+                        UPLOAD_TOTAL.as_secs()
+                    ),
                 };
             }
             Ok(None) => {
@@ -208,7 +230,8 @@ async fn may_see(state: &AppState, claims: &Claims, meeting_id: &str, message: &
     message.deleted_at.is_none() && message.recipient.visible_to(&message.user_id, &claims.sub, host)
 }
 
-/// A token of the meeting whose user a host has not removed: a removed user's token reads no chat.
+/// A token of the meeting whose user was let in (a host, or someone who has been in the meeting) and not
+/// removed since: a link token alone, held by someone still waiting or turned away, reads no chat.
 pub async fn reader(
     state: &AppState,
     headers: &HeaderMap,
@@ -217,6 +240,11 @@ pub async fn reader(
     let claims = meeting_claims(state, headers, meeting)?;
     if state.store.is_removed(&meeting.id, &claims.sub).await? {
         return Err(ApiError::forbidden("a host removed you from this meeting"));
+    }
+    let admitted = claims.grants.host
+        || state.store.participants(&meeting.id, false).await?.iter().any(|p| p.user_id == claims.sub);
+    if !admitted {
+        return Err(ApiError::forbidden("join the meeting first: its chat is for people who were let in"));
     }
     Ok(claims)
 }

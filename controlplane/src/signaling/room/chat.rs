@@ -151,10 +151,13 @@ impl Room {
         if mode == ChatMode::HostsOnly && !author.grants.host && recipient == Recipient::Everyone {
             return Err(ControlError::forbidden("only hosts chat in this meeting: send to the hosts or to a host"));
         }
+        // An upload pays at its check (before the bytes), not again when its message is posted.
+        if check_only || post.file.is_none() {
+            self.member(id).expect("author checked").chat_token()?;
+        }
         if check_only {
             return Ok(None);
         }
-        self.member(id).expect("author checked").chat_token()?;
         let author = self.members.iter().find(|m| m.id == id).expect("author checked");
         let message = NewChatMessage {
             meeting_id: self.ctx.meeting_id.clone(),
@@ -220,6 +223,18 @@ impl Room {
         }
         if !m.grants.chat {
             return Err(ControlError::forbidden("you may not chat in this meeting (a host turned it off for you)"));
+        }
+        if ChatMode::of(&self.ctx.settings) == ChatMode::HostsOnly && !m.grants.host {
+            let to_a_host = match &message.recipient {
+                Recipient::Hosts => true,
+                Recipient::User { user_id, .. } => self.members.iter().any(|o| o.user_id == *user_id && o.grants.host),
+                Recipient::Everyone => false,
+            };
+            if !to_a_host {
+                return Err(ControlError::forbidden(
+                    "only hosts chat in this meeting: you can edit what you sent to them",
+                ));
+            }
         }
         text(&body, "the message", CHAT_BODY_MAX)?;
         self.member(id).expect("checked").chat_token()?;
