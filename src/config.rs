@@ -8,7 +8,8 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 use sluice_controlplane::config::{
-    AccessConfig, AuthConfig, ChatConfig, DatabaseConfig, DataplaneConfig, HttpConfig, LimitsConfig, StorageConfig,
+    AccessConfig, AnalyticsConfig, AuthConfig, ChatConfig, DatabaseConfig, DataplaneConfig, HttpConfig, LimitsConfig,
+    StorageConfig,
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -25,6 +26,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Files shared in chat: size limit, retention, download links.
     pub chat: ChatConfig,
+    /// Analytics: how long events are kept.
+    pub analytics: AnalyticsConfig,
     pub database: DatabaseConfig,
     pub storage: StorageConfig,
     pub auth: AuthConfig,
@@ -42,6 +45,7 @@ impl Default for Config {
             access: AccessConfig::default(),
             limits: LimitsConfig::default(),
             chat: ChatConfig::default(),
+            analytics: AnalyticsConfig::default(),
             database: DatabaseConfig::default(),
             storage: StorageConfig::default(),
             auth: AuthConfig::default(),

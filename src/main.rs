@@ -302,12 +302,16 @@ fn parse_scope(s: &str) -> Result<sluice_controlplane::apikeys::Scope, String> {
 #[derive(Debug, Args)]
 struct TokenArgs {
     /// The meeting the token admits to.
-    #[arg(long, value_name = "ID", required_unless_present = "creator")]
+    #[arg(long, value_name = "ID", required_unless_present_any = ["creator", "operator"])]
     meeting: Option<String>,
     /// A creator token instead: it admits to no meeting and lets its holder create meetings under
     /// `access.create_meetings = "creator_token"`.
     #[arg(long, conflicts_with_all = ["meeting", "role"])]
     creator: bool,
+    /// An operator token instead: it reads every meeting's analytics (`/analytics`, `/dashboard`) and admits to
+    /// no meeting.
+    #[arg(long, conflicts_with_all = ["meeting", "role", "creator"])]
+    operator: bool,
     /// host, participant, viewer or recorder.
     #[arg(long, value_parser = parse_role)]
     role: Option<Role>,
@@ -423,6 +427,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let tokens = Tokens::from_config(&config.auth, &data_dir)?;
             let user_id = args.user.unwrap_or_else(|| ids::prefixed("u"));
             let token = match args.meeting {
+                _ if args.operator => tokens.mint_operator(&user_id, args.ttl),
                 Some(meeting_id) if !args.creator => tokens.mint(&TokenRequest {
                     meeting_id,
                     user_id,
@@ -651,6 +656,7 @@ async fn serve(mut config: Config, data_dir: PathBuf) -> anyhow::Result<()> {
     services.access = config.access.clone();
     services.limits = config.limits.clone();
     services.chat = config.chat.clone();
+    services.analytics = config.analytics.clone();
     services.tls_files = tls_files;
     let dataplane = Arc::new(start_dataplane(&config)?);
     services.dataplane = Some(Arc::clone(&dataplane));

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+#[path = "browser/analytics.rs"]
+mod analytics;
 #[path = "browser/breakouts.rs"]
 mod breakouts;
 #[path = "browser/chat.rs"]

@@ -148,6 +148,22 @@ impl Default for AccessConfig {
     }
 }
 
+/// Analytics (`docs/analytics.md`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnalyticsConfig {
+    /// `analytics_events` rows older than this are deleted (0: kept).
+    pub retention_days: u32,
+    /// A participant whose media is not connected this long after `welcome` gets an `ice_failed` event.
+    pub ice_timeout_secs: u64,
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        AnalyticsConfig { retention_days: 90, ice_timeout_secs: 20 }
+    }
+}
+
 /// Files shared in chat (`docs/chat.md`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -1,6 +1,7 @@
 //! Sluice's control plane: the HTTP API, meetings, tokens, the durable [`store::Store`] and object storage
 //! ([`blobs::Blobs`]). It runs on tokio and never touches a media packet; the dataplane workers do that.
 
+pub mod analytics;
 pub mod apikeys;
 pub mod blobs;
 pub mod config;

@@ -10,7 +10,9 @@ use std::time::Duration;
 use axum::http::HeaderValue;
 
 use crate::blobs::{BlobError, Blobs};
-use crate::config::{AccessConfig, AuthConfig, ChatConfig, DatabaseConfig, HttpConfig, LimitsConfig, StorageConfig};
+use crate::config::{
+    AccessConfig, AnalyticsConfig, AuthConfig, ChatConfig, DatabaseConfig, HttpConfig, LimitsConfig, StorageConfig,
+};
 use crate::http::limits::Limits;
 use crate::http::{self, AppState, Policy};
 use crate::signaling::Signaling;
@@ -54,6 +56,7 @@ pub struct Services {
     pub access: AccessConfig,
     pub limits: LimitsConfig,
     pub chat: ChatConfig,
+    pub analytics: AnalyticsConfig,
     /// The certificate `http.listen` serves, when it speaks TLS (`http.tls_cert_file`, or `--self-signed`).
     pub tls_files: Option<TlsFiles>,
 }
@@ -82,6 +85,7 @@ impl Services {
             access: AccessConfig::default(),
             limits: LimitsConfig::default(),
             chat: ChatConfig::default(),
+            analytics: AnalyticsConfig::default(),
             tls_files: None,
         })
     }
@@ -99,6 +103,8 @@ pub struct HttpServer {
     ops: Option<std::net::TcpListener>,
     state: Arc<AppState>,
     config: HttpConfig,
+    /// `analytics.retention_days`.
+    retention_days: u32,
 }
 
 /// How long a stop waits for requests in flight.
@@ -151,7 +157,8 @@ impl HttpServer {
         let signaling = Arc::new(
             Signaling::new(Arc::clone(&services.store), services.dataplane.clone(), &services.announce)
                 .with_ice_servers(services.ice.clone())
-                .with_blobs(services.blobs.clone()),
+                .with_blobs(services.blobs.clone())
+                .with_analytics(services.analytics.clone()),
         );
         let limits = Arc::new(Limits::new(&services.limits));
         Limits::spawn_sweeper(&limits);
@@ -178,7 +185,8 @@ impl HttpServer {
                 metrics_elsewhere: ops.is_some(),
             },
         });
-        Ok(HttpServer { listener, tls, internal, redirect, ops, state, config: config.clone() })
+        let retention_days = state.signaling.analytics_config().retention_days;
+        Ok(HttpServer { listener, tls, internal, redirect, ops, state, config: config.clone(), retention_days })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -226,6 +234,7 @@ impl HttpServer {
             let app = app.clone();
             extra.spawn(async move { server.serve(app).await });
         }
+        let analytics_retention = self.state.signaling.analytics().spawn_retention(self.retention_days);
         let retention = (self.state.chat.file_retention_days > 0).then(|| {
             let interval = Duration::from_secs(self.state.chat.sweep_interval_secs);
             http::files::spawn_retention(Arc::clone(&self.state.store), self.state.blobs.clone(), interval)
@@ -244,8 +253,8 @@ impl HttpServer {
             }
             None => axum_server::from_tcp(self.listener)?.handle(handle).serve(app).await,
         };
-        if let Some(retention) = retention {
-            retention.abort();
+        for task in [retention, analytics_retention].into_iter().flatten() {
+            task.abort();
         }
         while let Some(done) = extra.join_next().await {
             if let Ok(Err(e)) = done {

@@ -448,6 +448,9 @@ async fn every_message_matches_its_documented_json_schema() {
     a.send(sent(json!({"type": "ask_help"}))).await;
     c.expect("help_requested").await;
     a.send(sent(json!({"type": "breakout_join", "room_id": "main"}))).await;
+    a.send(sent(json!({"type": "stats", "ttff_ms": 640.5, "candidate": {"type": "host", "protocol": "udp"},
+        "tracks": [{"mid": "0", "direction": "outbound", "kind": "audio", "packets": 10, "bytes": 900, "rtt_ms": 3.5}]})))
+    .await;
     a.expect("room_changed").await;
     c.send(sent(json!({"type": "breakout_close"}))).await;
     a.expect("breakouts_closing").await;
@@ -542,9 +545,15 @@ async fn the_web_client_and_the_api_description_are_served_from_the_binary() {
     assert!(landing.text().await.unwrap().contains("Start a meeting"));
     let page = get(format!("{}/m/{meeting}", h.base)).await.text().await.unwrap();
     assert!(page.contains("/assets/app.js") && page.contains("id=\"share\""));
-    for asset in ["sluice-client.js", "app.js", "landing.js", "style.css"] {
+    let assets = ["sluice-client.js", "app.js", "landing.js", "style.css", "stats.js", "connection.js", "charts.js"];
+    for asset in assets.into_iter().chain(["dashboard.js", "dashboard.css"]) {
         let r = get(format!("{}/assets/{asset}", h.base)).await;
         assert_eq!(r.status(), 200, "{asset}");
+    }
+    for path in ["/dashboard", "/dashboard/m/abc-defg-hij"] {
+        let r = get(format!("{}{path}", h.base)).await;
+        assert!(r.headers().contains_key("content-security-policy"), "{path}");
+        assert!(r.text().await.unwrap().contains("/assets/dashboard.js"), "{path}");
     }
     let client = get(format!("{}/assets/sluice-client.js", h.base)).await.text().await.unwrap();
     assert!(client.contains("export class SluiceClient"));

@@ -4,6 +4,8 @@ import { SluiceClient } from '/assets/sluice-client.js';
 import { setupModeration } from '/assets/moderation.js';
 import { setupChat } from '/assets/chat.js';
 import { setupBreakouts } from '/assets/breakouts.js';
+import { setupConnectionDetails } from '/assets/connection.js';
+import { startStatsReports } from '/assets/stats.js';
 
 const $ = (id) => document.getElementById(id);
 const meetingId = decodeURIComponent(location.pathname.split('/m/')[1] || '').split('/')[0];
@@ -146,6 +148,9 @@ async function enter(name) {
   }
   controls(client);
   setInterval(() => showQuality(client), 2000);
+  // The quality summary for analytics every 10 s (docs/analytics.md), and the connection details overlay.
+  app.stats = startStatsReports(client);
+  app.connectionDetails = setupConnectionDetails(client, app);
   window.addEventListener('pagehide', () => client.leave());
 }
 

@@ -53,6 +53,8 @@ export class SluiceClient extends EventTarget {
     this.reconnecting = false;
     this.mutesToResend = false;
     this.mediaFailures = 0;
+    /** performance.now() when the last `join` was sent (stats.js times the first frame from it) */
+    this.joinSentAt = null;
     /** @type {Map<string, number>} simulcast layer asked for, by track id; sent again on a new connection */
     this.layers = new Map();
     /** @type {Set<string>} track ids whose layer this connection has been told */
@@ -273,6 +275,14 @@ export class SluiceClient extends EventTarget {
     this.#send({ type: 'ask_help' });
   }
 
+  /**
+   * A quality summary for analytics (docs/analytics.md; stats.js builds one every 10 s): the server takes at most
+   * one per 5 s on average and refuses one over 16 KiB or 64 tracks.
+   */
+  sendStats(summary) {
+    this.#send({ ...summary, type: 'stats' });
+  }
+
   leave() {
     this.left = true;
     this.#send({ type: 'leave' });
@@ -320,6 +330,7 @@ export class SluiceClient extends EventTarget {
         if (this.local.screen) publish.push('screen');
         const join = { type: 'join', v: PROTOCOL_VERSION, meeting_id: this.meetingId, token: this.token, publish };
         if (this.videoCodec) join.video_codec = this.videoCodec.toLowerCase();
+        this.joinSentAt = performance.now();
         ws.send(JSON.stringify(join));
       };
       ws.onmessage = (e) => {

@@ -177,6 +177,8 @@ impl RecorderHandle for Recorder {
         };
         let inner = Arc::clone(&self.inner);
         metrics::gauge!("sluice_recordings_active").increment(1.0);
+        let started = serde_json::json!({ "recording_id": job.recording_id });
+        inner.event(&job.meeting_id, "recording_started", started).await;
         tokio::spawn(async move { inner.record(job, spool, rx).await });
         Ok(())
     }
@@ -216,9 +218,32 @@ impl Inner {
         self.finish(&job.recording_id, spool).await;
     }
 
+    /// An analytics event of the meeting (`docs/analytics.md`); a failure to write it is logged.
+    async fn event(&self, meeting_id: &str, kind: &str, metrics: serde_json::Value) {
+        let row = sluice_controlplane::store::AnalyticsEvent {
+            meeting_id: meeting_id.to_string(),
+            user_id: String::new(),
+            event_type: kind.to_string(),
+            metrics,
+            timestamp: now(),
+        };
+        if let Err(e) = self.store.add_analytics_event(&row).await {
+            tracing::warn!(meeting = meeting_id, event = kind, error = %e, "cannot write an analytics event");
+        }
+    }
+
+    /// An event of the recording's meeting.
+    async fn recording_event(&self, id: &str, kind: &str, mut metrics: serde_json::Value) {
+        let Ok(Some(recording)) = self.store.recording(id).await else { return };
+        metrics["recording_id"] = serde_json::json!(id);
+        self.event(&recording.meeting_id, kind, metrics).await;
+    }
+
     async fn fail(&self, id: &str, reason: String) {
         tracing::warn!(recording = id, reason, "recording failed");
         metrics::counter!("sluice_recordings_failed_total").increment(1);
+        metrics::counter!("sluice_recordings_total", "outcome" => "failed").increment(1);
+        self.recording_event(id, "recording_failed", serde_json::json!({ "reason": reason })).await;
         let update = RecordingUpdate {
             status: Some(RecordingStatus::Failed),
             status_reason: Some(reason),
@@ -331,6 +356,12 @@ impl Inner {
         };
         self.set(id, ready).await;
         metrics::counter!("sluice_recordings_ready_total").increment(1);
+        metrics::counter!("sluice_recordings_total", "outcome" => "ready").increment(1);
+        // Processing: from the end of the recording (its start plus its length) to ready.
+        let processing_ms = (unix_us() / 1000).saturating_sub(manifest.started_us / 1000 + duration_ms);
+        metrics::histogram!("sluice_recording_processing_seconds").record(processing_ms as f64 / 1000.0);
+        let ready = serde_json::json!({ "duration_ms": duration_ms, "processing_ms": processing_ms });
+        self.recording_event(id, "recording_ready", ready).await;
         tracing::info!(recording = id, duration_ms, tracks = tracks.len(), "recording ready");
         self.transcript(id, &prefix, &manifest, duration_ms, &out, &tracks).await;
         Ok(())
@@ -371,6 +402,11 @@ impl Inner {
             .await;
         self.set(id, RecordingUpdate { transcript_url: Some(key), ..Default::default() }).await;
         tracing::info!(recording = id, cues = cues.len(), seconds = took.as_secs_f64(), "transcript ready");
+        // Latency from the end of the recording to its transcript in storage.
+        let latency_ms = (unix_us() / 1000).saturating_sub(manifest.started_us / 1000 + duration_ms);
+        metrics::histogram!("sluice_transcription_latency_seconds").record(latency_ms as f64 / 1000.0);
+        let done = serde_json::json!({ "latency_ms": latency_ms, "cues": cues.len() });
+        self.recording_event(id, "transcription_done", done).await;
     }
 
     /// `chat.txt` and `chat.json`: the public messages said while the recording ran.

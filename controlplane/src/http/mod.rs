@@ -1,6 +1,7 @@
 //! The HTTP API (axum). Handlers are small; each module holds one resource.
 
 pub mod access;
+mod analytics;
 mod breakouts;
 mod chat;
 pub mod error;
@@ -85,15 +86,29 @@ pub fn prometheus() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let handle = PrometheusBuilder::new()
+            use crate::analytics::{LATENCY_BUCKETS, LONG_SECONDS_BUCKETS, RATIO_BUCKETS, SECONDS_BUCKETS};
+            let buckets: [(&str, &[f64]); 8] = [
+                ("sluice_join_duration_seconds", SECONDS_BUCKETS),
+                ("sluice_time_to_first_frame_seconds", SECONDS_BUCKETS),
+                ("sluice_ice_connect_seconds", SECONDS_BUCKETS),
+                ("sluice_packet_loss_ratio", RATIO_BUCKETS),
+                ("sluice_jitter_seconds", LATENCY_BUCKETS),
+                ("sluice_rtt_seconds", LATENCY_BUCKETS),
+                ("sluice_transcription_latency_seconds", LONG_SECONDS_BUCKETS),
+                ("sluice_recording_processing_seconds", LONG_SECONDS_BUCKETS),
+            ];
+            let mut builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(
                     Matcher::Full("sluice_http_request_duration_seconds".into()),
                     &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
                 )
-                .expect("the bucket list is not empty")
-                .install_recorder()
-                .expect("no other metrics recorder is installed in this process");
+                .expect("the bucket list is not empty");
+            for (name, bounds) in buckets {
+                builder = builder.set_buckets_for_metric(Matcher::Full(name.into()), bounds).expect("not empty");
+            }
+            let handle = builder.install_recorder().expect("no other metrics recorder is installed in this process");
             metrics::gauge!("sluice_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+            crate::analytics::register_metrics();
             handle
         })
         .clone()
@@ -128,6 +143,10 @@ pub fn router(state: Arc<AppState>, config: &HttpConfig) -> Router {
         .route("/recordings/{id}/play", get(web::player))
         .route("/recordings/{id}/files/{*name}", get(recordings::file))
         .route("/meetings/{id}/chat", get(chat::history))
+        .route("/meetings/{id}/analytics", get(analytics::meeting))
+        .route("/analytics", get(analytics::deployment))
+        .route("/dashboard", get(web::dashboard))
+        .route("/dashboard/m/{id}", get(web::dashboard_meeting))
         .route("/meetings/{id}/breakouts", get(breakouts::get))
         .route("/meetings/{id}/breakouts/{action}", post(breakouts::control))
         .route("/meetings/{id}/files/{file}/link", get(files::link))
@@ -169,6 +188,7 @@ async fn index() -> impl IntoResponse {
             "POST /meetings/{id}/recording/start", "POST /meetings/{id}/recording/stop",
             "GET /meetings/{id}/recordings", "GET /recordings/{id}", "GET /recordings/{id}/files/{name}",
             "GET /meetings/{id}/breakouts", "POST /meetings/{id}/breakouts/{action}",
+            "GET /meetings/{id}/analytics", "GET /analytics", "GET /dashboard",
             "GET /meetings/{id}/chat", "POST /meetings/{id}/files", "GET /meetings/{id}/files",
             "GET /meetings/{id}/files/{file}/link", "GET /files/{file}",
             "GET /signaling (WebSocket)", "GET /openapi.json", "GET /healthz", "GET /readyz", "GET /metrics",

@@ -9,6 +9,7 @@ use super::error::ApiError;
 const INDEX: &str = include_str!("../../web/index.html");
 const MEETING: &str = include_str!("../../web/meeting.html");
 const RECORDINGS: &str = include_str!("../../web/recordings.html");
+const DASHBOARD: &str = include_str!("../../web/dashboard.html");
 
 /// `(name, content type, body)` of every file under `/assets/`.
 const ASSETS: &[(&str, &str, &str)] = &[
@@ -19,7 +20,12 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("breakouts.js", "text/javascript; charset=utf-8", include_str!("../../web/breakouts.js")),
     ("recordings.js", "text/javascript; charset=utf-8", include_str!("../../web/recordings.js")),
     ("landing.js", "text/javascript; charset=utf-8", include_str!("../../web/landing.js")),
+    ("stats.js", "text/javascript; charset=utf-8", include_str!("../../web/stats.js")),
+    ("connection.js", "text/javascript; charset=utf-8", include_str!("../../web/connection.js")),
+    ("dashboard.js", "text/javascript; charset=utf-8", include_str!("../../web/dashboard.js")),
+    ("charts.js", "text/javascript; charset=utf-8", include_str!("../../web/charts.js")),
     ("style.css", "text/css; charset=utf-8", include_str!("../../web/style.css")),
+    ("dashboard.css", "text/css; charset=utf-8", include_str!("../../web/dashboard.css")),
 ];
 
 /// Pages may use the camera, microphone and screen of this origin only; scripts and styles come from here only.
@@ -55,6 +61,16 @@ pub async fn asset(Path(name): Path<String>) -> Result<Response, ApiError> {
         .ok_or_else(|| ApiError::not_found(format!("no such asset: {name}")))?;
     Ok((StatusCode::OK, [(header::CONTENT_TYPE, *content_type), (header::CACHE_CONTROL, "no-cache")], *body)
         .into_response())
+}
+
+/// `/dashboard`: the deployment's analytics (the page asks for an operator credential).
+pub async fn dashboard() -> Response {
+    page(DASHBOARD)
+}
+
+/// `/dashboard/m/{meeting_id}`: one meeting's analytics (the page reads the id from the path).
+pub async fn dashboard_meeting(Path(_id): Path<String>) -> Response {
+    page(DASHBOARD)
 }
 
 /// `/m/{meeting_id}/recordings`: the meeting's recordings.

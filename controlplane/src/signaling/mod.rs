@@ -96,6 +96,8 @@ pub struct Signaling {
     handle: Option<tokio::runtime::Handle>,
     /// Object storage, for chat files.
     blobs: Option<crate::blobs::Blobs>,
+    analytics: Arc<crate::analytics::Analytics>,
+    analytics_config: crate::config::AnalyticsConfig,
 }
 
 impl std::fmt::Debug for Signaling {
@@ -112,7 +114,6 @@ impl Signaling {
             tracing::info!(worker, candidates = ?lines, "ICE candidates");
         }
         Signaling {
-            store,
             runtime,
             candidates: Arc::new(candidates),
             registry: Arc::default(),
@@ -120,7 +121,23 @@ impl Signaling {
             handle: tokio::runtime::Handle::try_current().ok(),
             ice: None,
             blobs: None,
+            analytics: crate::analytics::Analytics::new(Arc::clone(&store)),
+            analytics_config: crate::config::AnalyticsConfig::default(),
+            store,
         }
+    }
+
+    pub fn with_analytics(mut self, config: crate::config::AnalyticsConfig) -> Signaling {
+        self.analytics_config = config;
+        self
+    }
+
+    pub fn analytics(&self) -> Arc<crate::analytics::Analytics> {
+        Arc::clone(&self.analytics)
+    }
+
+    pub fn analytics_config(&self) -> &crate::config::AnalyticsConfig {
+        &self.analytics_config
     }
 
     /// Lets rooms delete a chat file's object with its message.
@@ -251,6 +268,8 @@ impl Signaling {
             routes: Arc::clone(&self.routes),
             ice: self.ice.clone(),
             blobs: self.blobs.clone(),
+            analytics: Arc::clone(&self.analytics),
+            ice_timeout: std::time::Duration::from_secs(self.analytics_config.ice_timeout_secs.max(1)),
             commands: tx.downgrade(),
         };
         tokio::spawn(room::run(ctx, rx, Arc::clone(&self.registry)));

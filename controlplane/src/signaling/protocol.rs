@@ -97,7 +97,7 @@ impl VideoCodec {
 }
 
 /// What a browser sends.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientMessage {
     /// The first message: which meeting, with what token, publishing what.
@@ -220,6 +220,15 @@ pub enum ClientMessage {
     BreakoutJoin { room_id: String },
     /// In a breakout room: ask the hosts for help.
     AskHelp {},
+    /// A summary of the browser's `getStats()`, every 10 s, for analytics only (`docs/analytics.md`).
+    Stats {
+        #[serde(default)]
+        ttff_ms: Option<f64>,
+        #[serde(default)]
+        candidate: Option<crate::analytics::stats::Candidate>,
+        #[serde(default)]
+        tracks: Vec<crate::analytics::stats::TrackStats>,
+    },
     /// Leave now (the socket closing does the same).
     Leave {},
     /// Keep-alive; answered with `pong` carrying the same nonce.

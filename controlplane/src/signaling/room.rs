@@ -33,6 +33,7 @@ use crate::tokens::{Claims, Grants};
 mod breakouts;
 mod chat;
 mod moderation;
+mod quality;
 
 pub use chat::ChatPost;
 
@@ -71,6 +72,9 @@ pub(crate) struct RoomContext {
     pub ice: Option<Arc<sluice_turn::auth::IceServerIssuer>>,
     /// Object storage, to delete a chat file with its message.
     pub blobs: Option<crate::blobs::Blobs>,
+    pub analytics: Arc<crate::analytics::Analytics>,
+    /// A participant not connected this long after `welcome` gets an `ice_failed` event.
+    pub ice_timeout: std::time::Duration,
     /// The room's own queue, for what it schedules for later (a fresh offer after a backoff); weak, so it does
     /// not keep an idle room alive.
     pub commands: mpsc::WeakSender<RoomCommand>,
@@ -105,6 +109,10 @@ pub(crate) enum RoomCommand {
     },
     /// The backoff after a refused answer is over: send the fresh offer.
     Renegotiate {
+        participant: String,
+    },
+    /// The time for `participant`'s media to connect is over (an `ice_failed` event if it has not).
+    ConnectTimeout {
         participant: String,
     },
     /// A breakout timer event (warning, end, end of the closing countdown) for timer `generation`.
@@ -166,6 +174,8 @@ pub(crate) struct JoinRequest {
     pub out: mpsc::Sender<Outbound>,
     /// The client's address as the limits count it (a /64 for IPv6): the waiting room caps each source.
     pub source: std::net::IpAddr,
+    /// When the `join` message arrived (the join's duration is measured from it).
+    pub requested_at: std::time::Instant,
 }
 
 struct Published {
@@ -246,6 +256,7 @@ struct Member {
     refusals: u32,
     /// The room it is in: `main`, or a breakout room's id. It receives that room's media, people and chat only.
     room: String,
+    analytics: quality::MemberAnalytics,
 }
 
 impl Member {
@@ -399,6 +410,7 @@ impl Room {
             }
             RoomCommand::Renegotiate { participant } => self.negotiate(&participant),
             RoomCommand::BreakoutTick { generation } => self.breakout_tick(generation).await,
+            RoomCommand::ConnectTimeout { participant } => self.media_failed(&participant, "ice_timeout").await,
             RoomCommand::Breakouts { reply } => {
                 let _ = reply.send(self.breakouts_view(true));
             }
@@ -536,7 +548,7 @@ impl Room {
 
     /// Places a participant on a worker, records it and starts its negotiation.
     async fn seat(&mut self, id: String, request: JoinRequest) -> Result<String, (u16, String)> {
-        let JoinRequest { claims, mut publish, video_codec, out, source } = request;
+        let JoinRequest { claims, mut publish, video_codec, out, source, requested_at } = request;
         let (role, grants) = self.role_of(&claims);
         let held = self.held.get(&claims.sub).cloned().unwrap_or_default();
         publish.retain(|s| may_publish(&grants, *s) && !held.contains(s));
@@ -602,6 +614,7 @@ impl Room {
             source,
             refusals: 0,
             room,
+            analytics: quality::MemberAnalytics::new(),
         };
         let row = Participant {
             meeting_id: self.ctx.meeting_id.clone(),
@@ -671,6 +684,7 @@ impl Room {
             self.open_downlink(&id, &publisher, &track.track_id);
         }
         self.negotiate(&id);
+        self.joined(&id, requested_at).await;
         self.send_history(&id).await;
         if !self.breakouts_empty() {
             // The joiner learns the rooms; hosts see where the joiner is.
@@ -822,6 +836,11 @@ impl Room {
             }
             ClientMessage::BreakoutJoin { room_id } => {
                 let done = self.breakout_join(id, &room_id).await;
+                self.refused(id, done);
+            }
+            ClientMessage::Stats { ttff_ms, candidate, tracks } => {
+                let stats = crate::analytics::stats::BrowserStats { ttff_ms, candidate, tracks };
+                let done = self.stats(id, stats).await;
                 self.refused(id, done);
             }
             ClientMessage::AskHelp {} => {
@@ -1232,6 +1251,7 @@ impl Room {
         }
         let Some(index) = self.members.iter().position(|m| m.id == id) else { return };
         let m = self.members.remove(index);
+        self.left_event(&m, reason).await;
         if self.hands.iter().any(|h| h == id) {
             self.hands.retain(|h| h != id);
             self.send_hands();
@@ -1285,10 +1305,14 @@ impl Room {
         let Some(m) = self.members.iter().find(|m| m.worker == worker && m.core == participant) else { return };
         let id = m.id.clone();
         match event {
-            Event::Connected { .. } => m.send(ServerMessage::Connection { state: ConnectionState::Connected }),
+            Event::Connected { .. } => {
+                m.send(ServerMessage::Connection { state: ConnectionState::Connected });
+                self.media_connected(&id).await;
+            }
             Event::DtlsFailed { reason, .. } => {
                 m.send(ServerMessage::Connection { state: ConnectionState::Failed });
                 tracing::warn!(participant = %id, ?reason, "DTLS failed");
+                self.media_failed(&id, "dtls_failed").await;
             }
             Event::Gone { .. } => self.leave(&id, LeaveReason::ConnectionLost).await,
             _ => {}

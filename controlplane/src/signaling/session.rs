@@ -92,21 +92,42 @@ async fn join(socket: &mut WebSocket, state: &AppState, source: std::net::IpAddr
             format!("protocol version {v} is not supported; this server speaks {PROTOCOL_VERSION}"),
         ));
     }
-    let claims = state.tokens.verify(&token, &meeting_id).map_err(|e| (close::BAD_TOKEN, e.to_string()))?;
+    let analytics = state.signaling.analytics();
+    let claims = match state.tokens.verify(&token, &meeting_id) {
+        Ok(claims) => claims,
+        Err(e) => {
+            // Written under the meeting only if it exists: a made-up id must not create rows.
+            let known = matches!(state.store.meeting(&meeting_id).await, Ok(Some(_)));
+            analytics.join_failed(known.then_some(meeting_id.as_str()), "", failure(close::BAD_TOKEN)).await;
+            return Err((close::BAD_TOKEN, e.to_string()));
+        }
+    };
+    let refused = |code: u16| {
+        let (analytics, meeting_id, user) = (analytics.clone(), meeting_id.clone(), claims.sub.clone());
+        async move { analytics.join_failed(Some(&meeting_id), &user, failure(code)).await }
+    };
     let meeting = match state.store.meeting(&meeting_id).await {
         Ok(Some(meeting)) => meeting,
-        Ok(None) => return Err((close::NO_MEETING, format!("meeting {meeting_id:?} does not exist"))),
+        Ok(None) => {
+            analytics.join_failed(None, &claims.sub, failure(close::NO_MEETING)).await;
+            return Err((close::NO_MEETING, format!("meeting {meeting_id:?} does not exist")));
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot read a meeting");
             return Err((close::UNAVAILABLE, "the server cannot read the meeting now".into()));
         }
     };
+    analytics.join_attempted(&meeting_id, &claims.sub).await;
     if meeting.ended_at.is_some() {
+        refused(close::ENDED).await;
         return Err((close::ENDED, "the meeting has ended".into()));
     }
     match state.store.is_removed(&meeting_id, &claims.sub).await {
         Ok(false) => {}
-        Ok(true) => return Err((close::REMOVED, "a host removed you from this meeting".into())),
+        Ok(true) => {
+            refused(close::REMOVED).await;
+            return Err((close::REMOVED, "a host removed you from this meeting".into()));
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot check removals");
             return Err((close::UNAVAILABLE, "the server cannot check the meeting now".into()));
@@ -118,15 +139,28 @@ async fn join(socket: &mut WebSocket, state: &AppState, source: std::net::IpAddr
     };
     let (out, outbound) = mpsc::channel(OUTBOUND_QUEUE);
     let source = crate::http::limits::bucket_of(source);
-    let mut request = JoinRequest { claims, publish, video_codec: video_codec.map(|c| c.codec()), out, source };
+    let mut request = JoinRequest {
+        claims: claims.clone(),
+        publish,
+        video_codec: video_codec.map(|c| c.codec()),
+        out,
+        source,
+        requested_at: Instant::now(),
+    };
     // A room that is closing as we arrive refuses the command; the second try starts a new one.
     for _ in 0..2 {
         let room = signaling.room(&meeting_id, &meeting.settings, runtime);
         let (reply, answer) = oneshot::channel();
         match room.send(RoomCommand::Join { request, reply }).await {
             Ok(()) => {
-                let participant = answer.await.map_err(|_| (close::UNAVAILABLE, "the room stopped".to_string()))??;
-                return Ok((participant, room, outbound));
+                let answered = answer.await.map_err(|_| (close::UNAVAILABLE, "the room stopped".to_string()))?;
+                return match answered {
+                    Ok(participant) => Ok((participant, room, outbound)),
+                    Err((code, reason)) => {
+                        refused(code).await;
+                        Err((code, reason))
+                    }
+                };
             }
             Err(mpsc::error::SendError(RoomCommand::Join { request: back, .. })) => request = back,
             Err(_) => unreachable!("we sent a Join"),
@@ -194,6 +228,11 @@ async fn serve(
                 let reply = match parse_client_message(text.as_str()) {
                     Ok(ClientMessage::Ping { nonce }) => Some(ServerMessage::Pong { nonce }),
                     Ok(ClientMessage::Join { .. }) => Some(ServerMessage::error(ErrorCode::BadState, "already joined")),
+                    Ok(ClientMessage::Stats { .. }) if text.len() > crate::analytics::stats::STATS_LEN_MAX => {
+                        metrics::counter!("sluice_stats_refused_total", "reason" => "too_large").increment(1);
+                        let limit = crate::analytics::stats::STATS_LEN_MAX;
+                        Some(ServerMessage::error(ErrorCode::Limit, format!("a stats summary is at most {limit} bytes")))
+                    }
                     Ok(ClientMessage::Leave {}) => {
                         // Nothing more is read from the room; it learns at once, then from the queued leave.
                         outbound.close();
@@ -276,5 +315,23 @@ async fn close_with(socket: &mut WebSocket, code: u16, reason: &str) {
         if matches!(message, Message::Close(_)) {
             break;
         }
+    }
+}
+
+/// The `join_failed` reason for a signaling close code (a fixed set: it is a Prometheus label).
+fn failure(code: u16) -> &'static str {
+    match code {
+        close::BAD_TOKEN => "bad_token",
+        close::NO_MEETING => "no_meeting",
+        close::ENDED => "ended",
+        close::FULL => "full",
+        close::LOCKED => "locked",
+        close::REMOVED => "removed",
+        close::DENIED => "denied",
+        close::FORBIDDEN => "forbidden",
+        close::PROTOCOL => "protocol",
+        close::TIMEOUT => "timeout",
+        close::RATE_LIMITED => "rate_limited",
+        _ => "unavailable",
     }
 }

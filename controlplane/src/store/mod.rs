@@ -101,6 +101,15 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn add_analytics_event(&self, event: &AnalyticsEvent) -> Result<()>;
     /// Oldest first, at most `limit`.
     async fn analytics_events(&self, meeting_id: &str, limit: u32) -> Result<Vec<AnalyticsEvent>>;
+    /// Every meeting's events in `[since, until)`, oldest first, at most `limit`.
+    async fn analytics_events_between(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<AnalyticsEvent>>;
+    /// Deletes events older than `before` (retention); returns how many.
+    async fn delete_analytics_before(&self, before: DateTime<Utc>) -> Result<u64>;
 
     /// Stores a message (its `file_id` must name a stored file) and returns it with its id and file.
     async fn add_chat_message(&self, message: &NewChatMessage) -> Result<ChatMessage>;

@@ -369,6 +369,22 @@ impl Store for PostgresStore {
         rows(conn.query(sql::ANALYTICS_OF_MEETING, &[&meeting_id, &limit]).await.map_err(map_err)?, event_from)
     }
 
+    async fn analytics_events_between(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<AnalyticsEvent>> {
+        let conn = self.conn().await?;
+        let limit = i64::from(limit);
+        rows(conn.query(sql::ANALYTICS_BETWEEN, &[&since, &until, &limit]).await.map_err(map_err)?, event_from)
+    }
+
+    async fn delete_analytics_before(&self, before: DateTime<Utc>) -> Result<u64> {
+        let conn = self.conn().await?;
+        conn.execute(sql::ANALYTICS_DELETE_BEFORE, &[&before]).await.map_err(map_err)
+    }
+
     async fn add_chat_message(&self, m: &NewChatMessage) -> Result<ChatMessage> {
         let conn = self.conn().await?;
         let (r_user, r_participant, r_name, to_hosts) = m.recipient.columns();

@@ -43,6 +43,9 @@ pub const RECORDING_UPDATE: &str = "UPDATE recordings SET \
 
 pub const ANALYTICS_INSERT: &str = "INSERT INTO analytics_events (meeting_id, user_id, event_type, metrics_json, \"timestamp\") \
      VALUES ($1, $2, $3, $4, $5)";
+pub const ANALYTICS_BETWEEN: &str = "SELECT meeting_id, user_id, event_type, metrics_json, \"timestamp\" \
+     FROM analytics_events WHERE \"timestamp\" >= $1 AND \"timestamp\" < $2 ORDER BY \"timestamp\", id LIMIT $3";
+pub const ANALYTICS_DELETE_BEFORE: &str = "DELETE FROM analytics_events WHERE \"timestamp\" < $1";
 pub const ANALYTICS_OF_MEETING: &str = "SELECT meeting_id, user_id, event_type, metrics_json, \"timestamp\" \
      FROM analytics_events WHERE meeting_id = $1 ORDER BY \"timestamp\", id LIMIT $2";
 

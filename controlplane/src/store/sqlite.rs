@@ -423,6 +423,24 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn analytics_events_between(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<AnalyticsEvent>> {
+        self.with(move |c| {
+            c.prepare_cached(sql::ANALYTICS_BETWEEN)?
+                .query_map(params![ts(since), ts(until), limit], event_from)?
+                .collect()
+        })
+        .await
+    }
+
+    async fn delete_analytics_before(&self, before: DateTime<Utc>) -> Result<u64> {
+        self.with(move |c| c.execute(sql::ANALYTICS_DELETE_BEFORE, params![ts(before)])).await.map(|n| n as u64)
+    }
+
     async fn add_chat_message(&self, msg: &NewChatMessage) -> Result<ChatMessage> {
         let msg = msg.clone();
         self.with(move |c| {

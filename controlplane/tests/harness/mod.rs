@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use sluice_controlplane::config::{AuthConfig, ChatConfig, DatabaseConfig, HttpConfig, StorageConfig};
+use sluice_controlplane::config::{AnalyticsConfig, AuthConfig, ChatConfig, DatabaseConfig, HttpConfig, StorageConfig};
 use sluice_controlplane::server::{HttpServer, Services};
 use sluice_controlplane::store::Role;
 use sluice_controlplane::tokens::{TokenRequest, Tokens};
@@ -45,10 +45,21 @@ pub async fn start() -> Harness {
 
 /// A harness whose object storage and chat settings are these.
 pub async fn start_with(storage: StorageConfig, chat: ChatConfig) -> Harness {
+    start_configured(DatabaseConfig::default(), storage, chat).await
+}
+
+/// A harness on this database (`postgres://...` for PostgreSQL).
+pub async fn start_on(database: DatabaseConfig) -> Harness {
+    start_configured(database, StorageConfig::default(), ChatConfig::default()).await
+}
+
+async fn start_configured(database: DatabaseConfig, storage: StorageConfig, chat: ChatConfig) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let auth = AuthConfig { token_secret: SECRET.into(), ..AuthConfig::default() };
-    let mut services = Services::open(&DatabaseConfig::default(), &storage, &auth, dir.path()).await.unwrap();
+    let mut services = Services::open(&database, &storage, &auth, dir.path()).await.unwrap();
     services.chat = chat;
+    // Clients here answer offers but never connect media: they are reported after 2 s, not 20.
+    services.analytics = AnalyticsConfig { ice_timeout_secs: 2, ..AnalyticsConfig::default() };
     let config = RuntimeConfig {
         cores: vec![None, None],
         bind: "127.0.0.1".parse().unwrap(),

@@ -17,6 +17,8 @@ impl Core {
         const RETRANSMISSIONS_PER_NACK_MAX: usize = 64;
         let Core { participants, subscriptions, tracks, counters, config, .. } = self;
         let extension_ids = config.extension_ids;
+        let Some(p) = participants.get_mut(subscriber) else { return };
+        p.media.nacks_in += 1;
         let Some(p) = participants.get(subscriber) else { return };
         let (Some(destination), Some(tx)) = (p.address, p.tx.as_ref()) else { return };
         let mut transport_seq = p.transport_seq;
@@ -39,6 +41,7 @@ impl Core {
             }
             None => track.relay.highest[usize::from(layer)],
         };
+        let mut retransmitted = 0;
         for out_seq in lost.take(RETRANSMISSIONS_PER_NACK_MAX) {
             let packet = sub
                 .rewriter
@@ -84,9 +87,11 @@ impl Core {
             counters.retransmissions_sent += 1;
             counters.rtp_out += 1;
             counters.bytes_out += len as u64;
+            retransmitted += 1;
         }
         if let Some(p) = participants.get_mut(subscriber) {
             p.transport_seq = transport_seq;
+            p.media.retransmissions_out += retransmitted;
         }
     }
 
@@ -193,7 +198,9 @@ impl Core {
         out: &mut Transmits,
     ) {
         let Core { participants, subscriptions, .. } = self;
-        let Some(p) = participants.get(subscriber) else { return };
+        let Some(p) = participants.get_mut(subscriber) else { return };
+        p.media.plis_in += 1;
+        let p = &*p;
         let Some(sub) =
             p.subscriptions.iter().filter_map(|s| subscriptions.get(*s)).find(|s| s.spec.ssrc == media_ssrc)
         else {

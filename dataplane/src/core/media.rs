@@ -125,6 +125,8 @@ impl Core {
             },
         };
         let p = self.participants.get_mut(id).expect("checked above");
+        p.media.packets_in += 1;
+        p.media.bytes_in += datagram.len() as u64;
         let rx = p.rx.as_ref().expect("checked above");
         let stream = &mut p.inbound[slot];
         let index = stream.window.index_for(header.seq);

@@ -29,6 +29,7 @@ mod reports;
 mod rewrite;
 mod rtx;
 mod slab;
+mod stats;
 mod timers;
 mod track;
 mod transmit;
@@ -49,6 +50,7 @@ use reports::{ReceiveStats, SenderClock};
 pub use rewrite::SeqRewriter;
 use rtx::{MissingPackets, RetransmissionBuffer};
 pub use slab::Key;
+pub use stats::ParticipantStats;
 use track::LayerActivity;
 pub use track::{ExtensionIds, LAYERS_MAX, LayerSpec, Tag, TrackSpec};
 pub use transmit::{DATAGRAM_MAX, Transmit, Transmits};
@@ -285,6 +287,8 @@ struct Participant {
     rtcp_windows: Vec<(u32, ReplayWindow)>,
     subscriptions: Vec<SubscriptionId>,
     tracks: Vec<TrackId>,
+    /// For analytics (`stats.rs`).
+    media: stats::MediaCounters,
 }
 
 impl std::fmt::Debug for Participant {
@@ -490,6 +494,7 @@ impl Core {
             ),
             subscriptions: Vec::with_capacity(self.config.subscriptions_per_participant_max),
             tracks: Vec::with_capacity(self.config.streams_per_participant_max),
+            media: stats::MediaCounters::default(),
         };
         let id = self.participants.insert(participant).ok_or(CoreError::Full("participants"))?;
         self.by_ufrag.insert(ufrag, id);

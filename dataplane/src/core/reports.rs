@@ -84,6 +84,18 @@ impl ReceiveStats {
         }
     }
 
+    /// Packets expected up to `highest_index` and not received (RFC 3550 A.3's cumulative loss), without
+    /// advancing the report interval.
+    pub fn lost(&self, highest_index: u64) -> i64 {
+        let Some(first) = self.first_index else { return 0 };
+        (highest_index.saturating_sub(first) + 1) as i64 - self.received as i64
+    }
+
+    /// Interarrival jitter in timestamp units.
+    pub fn jitter_units(&self) -> u64 {
+        self.jitter_x16 / 16
+    }
+
     /// The report block for this stream; advances the interval used for `fraction_lost`.
     pub fn report_block(&mut self, ssrc: u32, highest_index: u64, now: Instant) -> Option<ReportBlock> {
         let first = self.first_index?;

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use crate::core::{
-    Core, CoreError, Counters, Fingerprint, IceCredentials, ParticipantId, RelayKey, SubscriptionId, SubscriptionSpec,
-    TrackId, TrackSpec, Transmits,
+    Core, CoreError, Counters, Fingerprint, IceCredentials, ParticipantId, ParticipantStats, RelayKey, SubscriptionId,
+    SubscriptionSpec, TrackId, TrackSpec, Transmits,
 };
 use crate::srtp::Profile;
 
@@ -120,6 +120,10 @@ pub enum Command {
     Stats {
         reply: Reply<Counters>,
     },
+    ParticipantStats {
+        participant: ParticipantId,
+        reply: Reply<Result<ParticipantStats, CoreError>>,
+    },
     Fault(Fault),
     /// Single-port mode: another worker received this first ICE check of a flow whose ufrag is ours. The worker
     /// (which owns the I/O path) takes the flow over; `apply` does nothing with it.
@@ -164,6 +168,7 @@ impl Command {
             }
             Command::RequestKeyframe { key, layer } => core.request_relayed_keyframe(now, key, layer, out),
             Command::Stats { reply } => reply.send(core.counters().clone()),
+            Command::ParticipantStats { participant, reply } => reply.send(core.participant_stats(participant)),
             Command::Fault(Fault::Stall(d)) => std::thread::sleep(d),
             Command::Fault(Fault::Panic) => panic!("fault injected: worker panics"),
             Command::AdoptFlow { .. } => {}

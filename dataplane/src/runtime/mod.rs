@@ -461,6 +461,15 @@ impl Runtime {
         self.call(worker, |reply| Command::Stats { reply })
     }
 
+    /// One participant's media figures, for analytics.
+    pub fn participant_stats(
+        &self,
+        worker: usize,
+        participant: ParticipantId,
+    ) -> Result<crate::core::ParticipantStats, RuntimeError> {
+        Ok(self.call(worker, |reply| Command::ParticipantStats { participant, reply })??)
+    }
+
     /// A worker's statistics as it last published them (every few milliseconds).
     pub fn snapshot(&self, worker: usize) -> Result<WorkerSnapshot, RuntimeError> {
         Ok(self.handle(worker)?.shared.snapshot())

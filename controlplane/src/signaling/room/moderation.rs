@@ -350,6 +350,7 @@ impl Room {
             video_codec: m.video_codec,
             out: m.out.clone(),
             source: m.source,
+            requested_at: std::time::Instant::now(),
         };
         let user = m.user_id.clone();
         self.admitted.remove(&user);
