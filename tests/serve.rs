@@ -343,7 +343,7 @@ async fn migrate_is_idempotent_and_token_mints_what_the_server_accepts() {
     }
     let count: i64 =
         schema.client().await.query_one("SELECT count(*) FROM schema_migrations", &[]).await.unwrap().get(0);
-    assert_eq!(count, 4);
+    assert_eq!(count, sluice_controlplane::store::MIGRATIONS_POSTGRES.len() as i64);
 
     let out = run(sluice(dir.path()).args(["token", "--meeting", "abc-defg-hij", "--role", "host", "--name", "Ada"]));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -12,21 +12,24 @@ use serde_json::Value;
 
 use crate::store::{AnalyticsEvent, Store, now};
 
-/// Refused joins written per meeting per minute; beyond it they are counted in Prometheus only (a flood of bad
-/// tokens must not grow the table without bound).
+/// Join attempts, and refused joins, written per meeting per minute; beyond it they are counted in Prometheus
+/// only (a flood of joins or of bad tokens must not grow the table without bound).
 const REFUSALS_PER_MINUTE: u32 = 60;
+
+/// A meeting and an event kind with a per-minute row budget.
+type Budget = (String, &'static str);
 
 /// Writes analytics events; shared by signaling, the rooms and the HTTP API.
 #[derive(Debug)]
 pub struct Analytics {
     store: Arc<dyn Store>,
-    /// Per meeting: the minute (unix seconds / 60) and the refused joins written in it.
-    refusals: Mutex<HashMap<String, (i64, u32)>>,
+    /// Per meeting and kind (attempts, refusals): the minute (unix seconds / 60) and the rows written in it.
+    budgets: Mutex<HashMap<Budget, (i64, u32)>>,
 }
 
 impl Analytics {
     pub fn new(store: Arc<dyn Store>) -> Arc<Analytics> {
-        Arc::new(Analytics { store, refusals: Mutex::new(HashMap::new()) })
+        Arc::new(Analytics { store, budgets: Mutex::new(HashMap::new()) })
     }
 
     /// Writes one event; a failure is logged (analytics never stops a meeting).
@@ -43,14 +46,15 @@ impl Analytics {
         }
     }
 
-    /// Whether another refused-join row may be written for this meeting this minute.
-    fn refusal_allowed(&self, meeting_id: &str) -> bool {
+    /// Whether another row of `kind` may be written for this meeting this minute (attempts and refusals each
+    /// have their own budget, so a flood of one does not hide the other).
+    fn allowed(&self, meeting_id: &str, kind: &'static str) -> bool {
         let minute = now().timestamp() / 60;
-        let mut refusals = self.refusals.lock().expect("refusals");
-        if refusals.len() > 10_000 {
-            refusals.retain(|_, (m, _)| *m == minute);
+        let mut budgets = self.budgets.lock().expect("budgets");
+        if budgets.len() > 10_000 {
+            budgets.retain(|_, (m, _)| *m == minute);
         }
-        let entry = refusals.entry(meeting_id.to_string()).or_insert((minute, 0));
+        let entry = budgets.entry((meeting_id.to_string(), kind)).or_insert((minute, 0));
         if entry.0 != minute {
             *entry = (minute, 0);
         }
@@ -60,7 +64,7 @@ impl Analytics {
 
     /// A `join` message arrived for an existing meeting.
     pub async fn join_attempted(&self, meeting_id: &str, user_id: &str) {
-        if self.refusal_allowed(meeting_id) {
+        if self.allowed(meeting_id, "join_attempted") {
             self.event(meeting_id, user_id, "join_attempted", serde_json::json!({})).await;
         }
     }
@@ -70,7 +74,7 @@ impl Analytics {
     pub async fn join_failed(&self, meeting_id: Option<&str>, user_id: &str, reason: &'static str) {
         metrics::counter!("sluice_joins_total", "result" => "failed", "reason" => reason).increment(1);
         if let Some(meeting_id) = meeting_id
-            && self.refusal_allowed(meeting_id)
+            && self.allowed(meeting_id, "join_failed")
         {
             self.event(meeting_id, user_id, "join_failed", serde_json::json!({ "reason": reason })).await;
         }
@@ -101,7 +105,18 @@ impl Analytics {
 /// or an alert on a metric that does not exist yet shows nothing, not zero).
 pub fn register_metrics() {
     metrics::counter!("sluice_joins_total", "result" => "succeeded", "reason" => "ok").increment(0);
-    for reason in ["bad_token", "full", "locked", "removed", "ended", "unavailable"] {
+    for reason in [
+        "bad_token",
+        "no_meeting",
+        "ended",
+        "full",
+        "locked",
+        "removed",
+        "denied",
+        "forbidden",
+        "rate_limited",
+        "unavailable",
+    ] {
         metrics::counter!("sluice_joins_total", "result" => "failed", "reason" => reason).increment(0);
     }
     for candidate in ["host", "srflx", "prflx", "relay"] {

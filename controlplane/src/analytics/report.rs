@@ -81,9 +81,8 @@ impl Totals {
     }
 
     fn json(&mut self) -> Map<String, Value> {
-        // `join_attempted` is written once the token is valid: refusals before that (a bad token, no such
-        // meeting) are attempts too.
-        let early: u64 = ["bad_token", "no_meeting"].iter().filter_map(|r| self.failed.get(*r)).sum();
+        // `join_attempted` is written once the token is valid: a refused bad token is an attempt too.
+        let early: u64 = self.failed.get("bad_token").copied().unwrap_or(0);
         let attempted = self.attempted + early;
         let mut out = Map::new();
         out.insert("joins_attempted".into(), json!(attempted));

@@ -143,13 +143,14 @@ impl BrowserStats {
             return Err(format!("a stats summary lists at most {STATS_TRACKS_MAX} tracks; got {}", self.tracks.len()));
         }
         if let Some(t) = self.tracks.iter().find(|t| t.mid.len() > 32) {
-            return Err(format!("mid {:?}... is longer than 32 bytes", &t.mid[..8]));
+            let start: String = t.mid.chars().take(8).collect();
+            return Err(format!("mid {start:?}... is longer than 32 bytes"));
         }
         self.ttff_ms = clamp_f(self.ttff_ms, 600_000.0);
         for t in &mut self.tracks {
             t.packets = t.packets.min(COUNT_MAX);
             t.bytes = t.bytes.min(COUNT_MAX);
-            // Loss cannot exceed what was expected: received + lost.
+            // Duplicates make RFC 3550's loss negative; either way it stays within a count.
             t.lost = t.lost.clamp(-(COUNT_MAX as i64), COUNT_MAX as i64);
             t.jitter_ms = clamp_f(t.jitter_ms, MS_MAX);
             t.rtt_ms = clamp_f(t.rtt_ms, MS_MAX);
@@ -267,5 +268,7 @@ mod tests {
             (0..65).map(|i| json!({"mid": i.to_string(), "direction": "inbound", "kind": "audio"})).collect();
         assert!(parse(json!({ "tracks": many })).unwrap_err().contains("64"));
         assert!(parse(json!({"tracks": [{"mid": "x".repeat(40), "direction": "inbound", "kind": "audio"}]})).is_err());
+        // A long MID of multi-byte characters is refused, not sliced mid-character.
+        assert!(parse(json!({"tracks": [{"mid": "€".repeat(11), "direction": "inbound", "kind": "audio"}]})).is_err());
     }
 }

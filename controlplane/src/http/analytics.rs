@@ -49,6 +49,10 @@ pub async fn meeting(
     Extension(caller): Extension<Caller>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
+    // Credentials first: an anonymous caller learns nothing, not even whether the meeting exists.
+    if bearer(&headers).is_none() {
+        return Err(ApiError::unauthorized(format!("{NEEDED}, or a host token of the meeting")));
+    }
     let meeting = find(&state, &id).await?;
     if operator(&state, &headers, &caller).is_err() {
         host_now(&state, &headers, &meeting, "read the meeting's analytics (or use an operator credential)").await?;

@@ -38,6 +38,11 @@ pub const MIGRATIONS_POSTGRES: &[Migration] = &[
     Migration { version: 4, name: "removals", sql: include_str!("../../../migrations/postgres/0004_removals.sql") },
     Migration { version: 5, name: "chat", sql: include_str!("../../../migrations/postgres/0005_chat.sql") },
     Migration { version: 6, name: "breakouts", sql: include_str!("../../../migrations/postgres/0006_breakouts.sql") },
+    Migration {
+        version: 7,
+        name: "analytics_time",
+        sql: include_str!("../../../migrations/postgres/0007_analytics_time.sql"),
+    },
 ];
 
 pub const MIGRATIONS_SQLITE: &[Migration] = &[
@@ -51,6 +56,11 @@ pub const MIGRATIONS_SQLITE: &[Migration] = &[
     Migration { version: 4, name: "removals", sql: include_str!("../../../migrations/sqlite/0004_removals.sql") },
     Migration { version: 5, name: "chat", sql: include_str!("../../../migrations/sqlite/0005_chat.sql") },
     Migration { version: 6, name: "breakouts", sql: include_str!("../../../migrations/sqlite/0006_breakouts.sql") },
+    Migration {
+        version: 7,
+        name: "analytics_time",
+        sql: include_str!("../../../migrations/sqlite/0007_analytics_time.sql"),
+    },
 ];
 
 /// What a migration run did.
