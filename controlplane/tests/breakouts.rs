@@ -148,6 +148,20 @@ async fn a_move_reroutes_media_on_the_same_connection_and_closing_brings_everyon
     assert_eq!(c.c.expect("chat").await["message"]["body"], "ops only");
     assert_eq!(d.c.expect("chat").await["message"]["body"], "ops only", "Dee did not get Design's message first");
 
+    // Nobody in Ops heard of anything in Design after the rooms opened (people, tracks, hands, reactions).
+    a.c.send(json!({"type": "raise_hand", "raised": true})).await;
+    a.c.send(json!({"type": "react", "emoji": "👍"})).await;
+    assert_eq!(b.c.expect("reaction").await["participant_id"], aid.as_str());
+    c.c.send(json!({"type": "chat_send", "body": "ops marker"})).await;
+    c.c.expect("chat").await;
+    d.c.send(json!({"type": "ping", "nonce": 7})).await;
+    d.c.expect("pong").await;
+    let opened_at = d.c.seen.iter().rposition(|m| m["type"] == "room_changed").expect("Dee moved");
+    for m in &d.c.seen[opened_at..] {
+        let text = m.to_string();
+        assert!(!text.contains(aid.as_str()) && !text.contains(bid.as_str()), "Dee, in Ops, was told of Design: {m}");
+    }
+
     // Participants cannot move themselves unless allowed.
     a.c.send(json!({"type": "breakout_join", "room_id": ops})).await;
     assert_eq!(error(&mut a.c).await, "forbidden");
@@ -234,6 +248,9 @@ async fn a_preassigned_late_joiner_goes_straight_to_their_room() {
     assert_eq!(error(&mut late).await, "forbidden");
     late.send(json!({"type": "breakout_join", "room_id": "main"})).await;
     assert_eq!(late.expect("room_changed").await["room_id"], "main");
+    // A reconnect lands where they were (the main room they went back to), not in their assigned room.
+    let (_again, welcome) = h.joined(&meeting, "late", &[]).await;
+    assert_eq!(welcome["meeting"]["room_id"], "main");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -573,7 +573,7 @@ impl Room {
         if claims.role != Role::Recorder && seated >= limit {
             return Err((close::FULL, format!("the meeting has its maximum of {limit} participants")));
         }
-        let room = self.room_for_joiner(&claims.sub).await;
+        let room = self.room_for_joiner(&claims).await;
         let runtime = &self.ctx.runtime;
         let worker = runtime.least_loaded_worker().ok_or((close::UNAVAILABLE, "no media worker is running".into()))?;
         let ice = IceCredentials { ufrag: ids::random_token(8), pwd: ids::random_token(24) };
@@ -933,7 +933,7 @@ impl Room {
         let m = self.member(id).expect("found above");
         m.awaiting = None;
         m.refusals = 0;
-        self.close_rejected(id, &answer);
+        self.close_rejected(id, &answer).await;
         self.apply_uplinks(id, &answer).await;
         self.apply_downlinks(id, &answer).await;
         self.remove_closed_tracks(id).await;
@@ -977,13 +977,24 @@ impl Room {
     }
 
     /// Sections the browser rejected (port 0) are closed for good, as JSEP requires.
-    fn close_rejected(&mut self, id: &str, answer: &sdp::Answer) {
+    /// Sections the browser rejected are closed; a rejected downlink it had accepted before stops receiving in
+    /// the dataplane too (a client cannot keep a subscription by rejecting its section).
+    async fn close_rejected(&mut self, id: &str, answer: &sdp::Answer) {
         let Some(m) = self.member(id) else { return };
-        let offered = m.offered;
+        let (offered, worker) = (m.offered, m.worker);
+        let mut unsubscribe = Vec::new();
         for s in &mut m.sections[..offered] {
             if !matches!(s.binding, Binding::Closed) && answer.section(&s.section.mid).is_some_and(|a| a.rejected) {
+                if let Binding::Downlink { subscription: Some(sub), .. } = s.binding {
+                    unsubscribe.push(sub);
+                }
                 close_section(s);
                 m.renegotiate = true;
+            }
+        }
+        for sub in unsubscribe {
+            if let Err(e) = media(&self.ctx.runtime, move |rt| rt.unsubscribe(worker, sub)).await {
+                tracing::warn!(error = %e, "unsubscribing a rejected downlink failed");
             }
         }
     }

@@ -35,6 +35,9 @@ pub(super) struct Breakouts {
     rooms: Vec<BreakoutRoom>,
     /// User id to room id.
     assigned: HashMap<String, String>,
+    /// Where each user is while rooms are open (a reconnect returns them there: someone who went back to the
+    /// main room, chose a room, or is a host visiting one).
+    current: HashMap<String, String>,
     open: bool,
     ends_at: Option<DateTime<Utc>>,
     warned: bool,
@@ -85,16 +88,25 @@ impl Room {
         Ok(())
     }
 
-    /// The room a joiner starts in: their assigned room while rooms are open, else the main room.
-    pub(super) async fn room_for_joiner(&mut self, user_id: &str) -> String {
+    /// The room a joiner starts in: while rooms are open, where they were (a reconnect) or else their assigned
+    /// room; the main room otherwise, and always for the recorder.
+    pub(super) async fn room_for_joiner(&mut self, claims: &crate::tokens::Claims) -> String {
         if let Err(e) = self.load_breakouts().await {
             tracing::error!(meeting = %self.ctx.meeting_id, error = %e.message, "cannot read the breakout rooms");
         }
         let b = &self.breakouts;
-        match b.assigned.get(user_id) {
-            Some(room) if b.open && !b.closing && b.room(room).is_some() => room.clone(),
+        if claims.role == Role::Recorder || !b.open || b.closing {
+            return MAIN.to_string();
+        }
+        let user = claims.sub.as_str();
+        match b.current.get(user).or_else(|| b.assigned.get(user)) {
+            Some(room) if room == MAIN || b.room(room).is_some() => room.clone(),
             _ => MAIN.to_string(),
         }
+    }
+
+    pub(super) fn rooms_open(&self) -> bool {
+        self.breakouts.open
     }
 
     pub(super) fn breakouts_empty(&self) -> bool {
@@ -111,8 +123,9 @@ impl Room {
         match control {
             Control::BreakoutCreate { rooms, count } => self.create_rooms(rooms, count).await?,
             Control::BreakoutAssign { participant_id, room_id } => {
-                let m = self.present(&participant_id)?;
-                let user = m.user_id.clone();
+                let user = self.present(&participant_id)?.user_id.clone();
+                // The same limits as other controls: a co-host does not move the host.
+                self.target(acting, &participant_id, false)?;
                 self.assign(&user, room_id.as_deref(), &acting.name).await?;
             }
             Control::BreakoutPreassign { user_id, room_id } => {
@@ -183,14 +196,15 @@ impl Room {
         }
         let rooms: Vec<BreakoutRoom> =
             names.into_iter().map(|name| BreakoutRoom { id: ids::prefixed("b"), name }).collect();
+        self.ctx.store.set_breakout_rooms(&self.ctx.meeting_id, &rooms, now()).await.map_err(internal)?;
+        self.breakouts.rooms = rooms;
+        self.breakouts.assigned.clear();
+        self.breakouts.current.clear();
         // A host visiting a closed room would be left in one that no longer exists.
         let away: Vec<String> = self.members.iter().filter(|m| m.room != MAIN).map(|m| m.id.clone()).collect();
         for id in away {
             self.move_member(&id, MAIN, "new breakout rooms").await;
         }
-        self.ctx.store.set_breakout_rooms(&self.ctx.meeting_id, &rooms, now()).await.map_err(internal)?;
-        self.breakouts.rooms = rooms;
-        self.breakouts.assigned.clear();
         Ok(())
     }
 
@@ -320,6 +334,7 @@ impl Room {
         b.open = false;
         b.closing = false;
         b.ends_at = None;
+        b.current.clear();
         b.generation += 1;
         self.send_breakouts();
     }
@@ -425,6 +440,8 @@ impl Room {
         let m = self.present(id)?;
         let (host, name) = (m.grants.host, m.name.clone());
         if !host {
+            // Each move renegotiates every browser in two rooms: a participant cannot make that a flood.
+            self.member(id).expect("present").chat_token()?;
             let b = &self.breakouts;
             if !b.open || b.closing {
                 return Err(ControlError::state("the breakout rooms are not open"));
@@ -467,11 +484,15 @@ impl Room {
     /// Moves member `id` to `to`: what it receives, who receives it, who it sees. Same connection, one
     /// renegotiation for each browser concerned.
     pub(super) async fn move_member(&mut self, id: &str, to: &str, by: &str) {
-        let Some(m) = self.member(id) else { return };
+        let Some(m) = self.members.iter().find(|m| m.id == id) else { return };
         // The recorder records the main room: it never moves.
         if m.room == to || m.role == Role::Recorder {
             return;
         }
+        if self.breakouts.open {
+            self.breakouts.current.insert(m.user_id.clone(), to.to_string());
+        }
+        let m = self.member(id).expect("found above");
         let from = std::mem::replace(&mut m.room, to.to_string());
         let mut unsubscribe = Vec::new();
         // Everything it received came from its old room.
@@ -544,6 +565,10 @@ impl Room {
             }
         }
         self.send_history(id).await;
+        // Hands are shown per room: the old room no longer sees the mover's, the new one does.
+        if self.hands.iter().any(|h| h == id) {
+            self.send_hands();
+        }
         metrics::counter!("sluice_breakout_moves_total").increment(1);
         tracing::info!(meeting = %self.ctx.meeting_id, participant = %id, from = %from, to = %to, "moved");
     }

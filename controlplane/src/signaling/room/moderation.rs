@@ -151,7 +151,7 @@ impl Room {
     }
 
     /// A participant a control may act on: in the meeting, and no host when a co-host acts.
-    fn target(&self, acting: &Acting, id: &str, not_self: bool) -> Result<String, ControlError> {
+    pub(super) fn target(&self, acting: &Acting, id: &str, not_self: bool) -> Result<String, ControlError> {
         let m = self
             .members
             .iter()
@@ -310,6 +310,17 @@ impl Room {
         if grants.host && !was_host && !self.lobby.is_empty() {
             let waiting = self.lobby.list();
             self.member(id).expect("found above").send(ServerMessage::WaitingList { waiting });
+        }
+        if grants.host != was_host {
+            // A host sees every room's people and hands; someone who is no longer one, their room's.
+            if !self.breakouts_empty() {
+                self.send_breakouts();
+            }
+            self.send_hands();
+            // A host visiting a room while rooms are closed would be stuck there once demoted.
+            if !grants.host && !self.rooms_open() && self.room_of(id) != super::super::protocol::MAIN {
+                self.move_member(id, super::super::protocol::MAIN, "a host").await;
+            }
         }
         for source in revoked {
             self.revoke(id, source).await;
