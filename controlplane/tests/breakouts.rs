@@ -58,6 +58,19 @@ async fn settle(p: &mut Person, want: &[String], ssrc: u32) -> Value {
     panic!("no offer subscribing to {want:?}; last: {:?}", receiving(&last));
 }
 
+/// Answers offers until none comes for 300 ms (bounded): no offer is outstanding afterwards.
+async fn quiesce(p: &mut Person, ssrc: u32) {
+    for _ in 0..20 {
+        match tokio::time::timeout(std::time::Duration::from_millis(300), p.c.expect("offer")).await {
+            Ok(offer) => {
+                p.c.answer(&offer, ssrc).await;
+            }
+            Err(_) => return,
+        }
+    }
+    panic!("offers kept coming");
+}
+
 async fn control(h: &Harness, meeting: &str, token: &str, action: &str, body: Value) -> reqwest::Response {
     reqwest::Client::new()
         .post(format!("{}/meetings/{meeting}/breakouts/{action}", h.base))
@@ -275,4 +288,37 @@ async fn the_timer_warns_and_closes_the_rooms_by_itself() {
     assert_eq!(ann.expect("room_changed").await["room_id"], "main");
     let took = started.elapsed();
     assert!(took < std::time::Duration::from_secs(4), "closed {took:?} after the warning");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn repeated_moves_reuse_closed_sections_instead_of_growing_the_sdp() {
+    let h = start().await;
+    let (meeting, host_token) = h.meeting(json!({})).await;
+    let mut hana = host(&h, &meeting, &host_token).await;
+    let mut a = publisher(&h, &meeting, "ann", 100).await;
+    let mut b = publisher(&h, &meeting, "bob", 200).await;
+    let (aid, bid) = (a.id.clone(), b.id.clone());
+    settle(&mut a, std::slice::from_ref(&bid), 100).await;
+    hana.c.send(json!({"type": "breakout_create", "count": 2})).await;
+    let rooms = hana.c.expect("breakouts").await;
+    let (one, two) = (rooms["rooms"][0]["room_id"].clone(), rooms["rooms"][1]["room_id"].clone());
+    hana.c.send(json!({"type": "breakout_assign", "participant_id": aid, "room_id": one})).await;
+    hana.c.send(json!({"type": "breakout_assign", "participant_id": bid, "room_id": two})).await;
+    let mut sizes = Vec::new();
+    for _ in 0..5 {
+        hana.c.send(json!({"type": "breakout_open", "countdown_secs": 0})).await;
+        settle(&mut a, &[], 100).await;
+        settle(&mut b, &[], 200).await;
+        quiesce(&mut a, 100).await;
+        quiesce(&mut b, 200).await;
+        hana.c.send(json!({"type": "breakout_close"})).await;
+        let offer = settle(&mut a, std::slice::from_ref(&bid), 100).await;
+        settle(&mut b, std::slice::from_ref(&aid), 200).await;
+        quiesce(&mut a, 100).await;
+        quiesce(&mut b, 200).await;
+        sizes.push(offer["sections"].as_array().unwrap().len());
+    }
+    // The first cycles add sections (closed ones are reused only once an answer has seen them closed); then
+    // every cycle reuses them: the offer stops growing.
+    assert!(sizes[2..].iter().all(|n| *n == sizes[2]), "sections per cycle: {sizes:?}");
 }

@@ -193,6 +193,11 @@ struct SectionState {
     info: SectionInfo,
     /// Uplink: the source sent here. Downlink: the track (publisher, track id) received here.
     binding: Binding,
+    /// Closed when the outstanding offer went out.
+    closed_in_offer: bool,
+    /// Closed, and the browser has answered an offer that closed it (its transceiver is stopped): its m-line
+    /// may carry a new section (JSEP 5.2.2), so moves and re-publishing do not grow the SDP for ever.
+    recyclable: bool,
 }
 
 enum Binding {
@@ -286,16 +291,28 @@ impl Member {
         info: SectionInfo,
         binding: Binding,
     ) -> bool {
-        if self.sections.len() >= SECTIONS_MAX {
+        // Reuse a closed m-line of the same kind, only between offers: the outstanding offer's sections must
+        // keep their MIDs until its answer arrives.
+        let reuse = match self.awaiting {
+            None => self.sections.iter().position(|s| s.recyclable && s.section.kind == kind),
+            Some(_) => None,
+        };
+        if reuse.is_none() && self.sections.len() >= SECTIONS_MAX {
             return false;
         }
         let mid = self.next_mid.to_string();
         self.next_mid += 1;
-        self.sections.push(SectionState {
+        let state = SectionState {
             section: Section { mid: mid.clone(), kind, role, prefer: self.video_codec, simulcast },
             info: SectionInfo { mid, ..info },
             binding,
-        });
+            closed_in_offer: false,
+            recyclable: false,
+        };
+        match reuse {
+            Some(index) => self.sections[index] = state,
+            None => self.sections.push(state),
+        }
         true
     }
 }
@@ -768,6 +785,9 @@ impl Room {
         m.renegotiate = false;
         m.awaiting = Some(m.revision);
         m.offered = m.sections.len();
+        for s in &mut m.sections {
+            s.closed_in_offer = matches!(s.binding, Binding::Closed);
+        }
         let sections: Vec<Section> = m.sections.iter().map(|s| s.section.clone()).collect();
         let sdp = sdp::write_offer(&OfferParams {
             session_id: m.session_id,
@@ -933,6 +953,10 @@ impl Room {
         let m = self.member(id).expect("found above");
         m.awaiting = None;
         m.refusals = 0;
+        // Sections the answered offer closed are stopped in the browser: their m-lines may be reused.
+        for s in &mut m.sections[..m.offered] {
+            s.recyclable |= s.closed_in_offer && matches!(s.binding, Binding::Closed);
+        }
         self.close_rejected(id, &answer).await;
         self.apply_uplinks(id, &answer).await;
         self.apply_downlinks(id, &answer).await;
@@ -1334,6 +1358,9 @@ impl Room {
 fn close_section(s: &mut SectionState) {
     s.section.role = SectionRole::Rejected;
     s.info.role = SectionUse::Closed;
+    // A closed section names nobody: it stays in every offer, and who it carried may be in another room now.
+    s.info.participant_id = None;
+    s.info.track_id = None;
     s.binding = Binding::Closed;
 }
 

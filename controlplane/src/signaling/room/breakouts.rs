@@ -47,6 +47,9 @@ pub(super) struct Breakouts {
     countdown: u32,
     /// Bumped whenever the timer changes, so a tick scheduled for an older timer does nothing.
     generation: u64,
+    /// While many move at once (opening, closing): who needs a fresh offer once all have moved. One offer each
+    /// then, and no offer outstanding mid-batch, so the batch's new sections reuse closed m-lines.
+    deferred: Option<Vec<String>>,
 }
 
 fn not_found(what: impl Into<String>) -> ControlError {
@@ -283,9 +286,11 @@ impl Room {
             .iter()
             .filter_map(|m| self.breakouts.assigned.get(&m.user_id).map(|r| (m.id.clone(), r.clone())))
             .collect();
+        self.breakouts.deferred = Some(Vec::new());
         for (id, room) in moves {
             self.move_member(&id, &room, by).await;
         }
+        self.negotiate_deferred();
         if self.breakouts.ends_at.is_some() {
             self.send_timer(false);
             self.schedule_tick();
@@ -327,9 +332,11 @@ impl Room {
 
     async fn finish_closing(&mut self) {
         let away: Vec<String> = self.members.iter().filter(|m| m.room != MAIN).map(|m| m.id.clone()).collect();
+        self.breakouts.deferred = Some(Vec::new());
         for id in away {
             self.move_member(&id, MAIN, "the breakout rooms closed").await;
         }
+        self.negotiate_deferred();
         let b = &mut self.breakouts;
         b.open = false;
         b.closing = false;
@@ -481,6 +488,16 @@ impl Room {
         Ok(())
     }
 
+    /// The offers a batch of moves held back.
+    fn negotiate_deferred(&mut self) {
+        let mut ids = self.breakouts.deferred.take().unwrap_or_default();
+        ids.sort();
+        ids.dedup();
+        for id in ids {
+            self.negotiate(&id);
+        }
+    }
+
     /// Moves member `id` to `to`: what it receives, who receives it, who it sees. Same connection, one
     /// renegotiation for each browser concerned.
     pub(super) async fn move_member(&mut self, id: &str, to: &str, by: &str) {
@@ -554,10 +571,15 @@ impl Room {
         if let Some(m) = self.members.iter().find(|m| m.id == id) {
             m.send(ServerMessage::RoomChanged { room_id: to.to_string(), room_name, participants, by: by.to_string() });
         }
-        changed.sort();
-        changed.dedup();
-        for c in changed {
-            self.negotiate(&c);
+        match &mut self.breakouts.deferred {
+            Some(later) => later.extend(changed),
+            None => {
+                changed.sort();
+                changed.dedup();
+                for c in changed {
+                    self.negotiate(&c);
+                }
+            }
         }
         for (worker, sub) in unsubscribe {
             if let Err(e) = media(&self.ctx.runtime, move |rt| rt.unsubscribe(worker, sub)).await {
