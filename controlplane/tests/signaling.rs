@@ -581,7 +581,11 @@ async fn a_share_stopped_before_its_answer_is_closed_and_can_start_again() {
     a.answer(&second, 1).await;
     a.send(json!({"type": "publish", "source": "screen"})).await;
     let third = a.expect("offer").await;
-    let last = third["sections"].as_array().unwrap().last().unwrap().clone();
+    // The answered, closed m-line is recycled (JSEP 5.2.2): the new share takes its place under a fresh MID, so
+    // the SDP does not grow.
+    let sections = third["sections"].as_array().unwrap();
+    assert_eq!(sections.len(), 2, "{third}");
+    let last = sections.last().unwrap().clone();
     assert_eq!(
         (last["role"].as_str(), last["source"].as_str(), last["mid"].as_str()),
         (Some("publish"), Some("screen"), Some("2"))
@@ -590,7 +594,11 @@ async fn a_share_stopped_before_its_answer_is_closed_and_can_start_again() {
     let rejecting = answer_for(&third, 1).replace("m=video 9 ", "m=video 0 ");
     a.send(json!({"type": "answer", "revision": third["revision"], "sdp": rejecting})).await;
     let fourth = a.expect("offer").await;
-    assert_eq!(fourth["sections"][2]["role"], "closed");
+    assert_eq!(
+        (fourth["sections"][1]["mid"].as_str(), fourth["sections"][1]["role"].as_str()),
+        (Some("2"), Some("closed")),
+        "{fourth}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -50,6 +50,9 @@ pub(super) struct Breakouts {
     /// While many move at once (opening, closing): who needs a fresh offer once all have moved. One offer each
     /// then, and no offer outstanding mid-batch, so the batch's new sections reuse closed m-lines.
     deferred: Option<Vec<String>>,
+    /// And what waits until those offers are out: subscriptions to end, movers to send their room's chat.
+    deferred_unsubscribe: Vec<(usize, sluice_dataplane::core::SubscriptionId)>,
+    deferred_history: Vec<String>,
 }
 
 fn not_found(what: impl Into<String>) -> ControlError {
@@ -290,7 +293,7 @@ impl Room {
         for (id, room) in moves {
             self.move_member(&id, &room, by).await;
         }
-        self.negotiate_deferred();
+        self.negotiate_deferred().await;
         if self.breakouts.ends_at.is_some() {
             self.send_timer(false);
             self.schedule_tick();
@@ -336,7 +339,7 @@ impl Room {
         for id in away {
             self.move_member(&id, MAIN, "the breakout rooms closed").await;
         }
-        self.negotiate_deferred();
+        self.negotiate_deferred().await;
         let b = &mut self.breakouts;
         b.open = false;
         b.closing = false;
@@ -489,12 +492,26 @@ impl Room {
     }
 
     /// The offers a batch of moves held back.
-    fn negotiate_deferred(&mut self) {
+    async fn negotiate_deferred(&mut self) {
         let mut ids = self.breakouts.deferred.take().unwrap_or_default();
         ids.sort();
         ids.dedup();
         for id in ids {
             self.negotiate(&id);
+        }
+        // The offers first (the first frame from a new room-mate waits on them), then the rest.
+        let unsubscribe = std::mem::take(&mut self.breakouts.deferred_unsubscribe);
+        self.unsubscribe_all(unsubscribe).await;
+        for id in std::mem::take(&mut self.breakouts.deferred_history) {
+            self.send_history(&id).await;
+        }
+    }
+
+    async fn unsubscribe_all(&self, subscriptions: Vec<(usize, sluice_dataplane::core::SubscriptionId)>) {
+        for (worker, sub) in subscriptions {
+            if let Err(e) = media(&self.ctx.runtime, move |rt| rt.unsubscribe(worker, sub)).await {
+                tracing::warn!(error = %e, "unsubscribing a moved participant's downlink failed");
+            }
         }
     }
 
@@ -581,12 +598,13 @@ impl Room {
                 }
             }
         }
-        for (worker, sub) in unsubscribe {
-            if let Err(e) = media(&self.ctx.runtime, move |rt| rt.unsubscribe(worker, sub)).await {
-                tracing::warn!(error = %e, "unsubscribing a moved participant's downlink failed");
-            }
+        if self.breakouts.deferred.is_some() {
+            self.breakouts.deferred_unsubscribe.extend(unsubscribe);
+            self.breakouts.deferred_history.push(id.to_string());
+        } else {
+            self.unsubscribe_all(unsubscribe).await;
+            self.send_history(id).await;
         }
-        self.send_history(id).await;
         // Hands are shown per room: the old room no longer sees the mover's, the new one does.
         if self.hands.iter().any(|h| h == id) {
             self.send_hands();
