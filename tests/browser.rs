@@ -17,6 +17,8 @@ mod analytics;
 mod breakouts;
 #[path = "browser/chat.rs"]
 mod chat;
+#[path = "browser/firefox.rs"]
+mod firefox;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 const INSIDE: &str = "SLUICE_E2E_INSIDE";
@@ -216,6 +218,8 @@ async fn start_chromedriver() -> (Process, String) {
 struct Browser {
     http: reqwest::Client,
     session: String,
+    /// A WebDriver server of this browser's own (geckodriver drives one session at a time), stopped first.
+    _driver: Option<Process>,
     _profile: tempfile::TempDir,
 }
 
@@ -257,7 +261,7 @@ impl Browser {
         let reply: Value =
             http.post(format!("{driver}/session")).json(&caps).send().await.unwrap().json().await.unwrap();
         let id = reply["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no WebDriver session: {reply}"));
-        Browser { http, session: format!("{driver}/session/{id}"), _profile: profile }
+        Browser { http, session: format!("{driver}/session/{id}"), _driver: None, _profile: profile }
     }
 
     async fn goto(&self, url: &str) {
@@ -300,16 +304,18 @@ impl Browser {
             .unwrap_or_default()
     }
 
-    /// The browser's processes: every process started with this browser's profile directory.
+    /// The browser's processes: every process started with this browser's profile directory (Chromium's
+    /// `--user-data-dir=DIR`, Firefox's `-profile DIR`).
     fn processes(&self) -> Vec<String> {
-        let marker = format!("--user-data-dir={}", self._profile.path().display());
+        let dir = self._profile.path().display().to_string();
+        let marker = format!("--user-data-dir={dir}");
         std::fs::read_dir("/proc")
             .unwrap()
             .flatten()
             .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
             .filter(|e| {
                 std::fs::read(e.path().join("cmdline"))
-                    .is_ok_and(|c| c.split(|b| *b == 0).any(|arg| arg == marker.as_bytes()))
+                    .is_ok_and(|c| c.split(|b| *b == 0).any(|arg| arg == marker.as_bytes() || arg == dir.as_bytes()))
             })
             .map(|e| e.file_name().to_string_lossy().to_string())
             .collect()
@@ -345,6 +351,7 @@ const DIAGNOSE_SCRIPT: &str = r#"
     const app = window.sluiceApp;
     const pc = app && app.client && app.client.pc;
     return JSON.stringify({
+        page: document.body.innerText.slice(0, 300), url: location.href,
         errors: app && app.errors,
         firstFrameMs: app && app.firstFrameMs,
         connection: pc && pc.connectionState, ice: pc && pc.iceConnectionState, signaling: pc && pc.signalingState,

@@ -29,8 +29,10 @@ ensure_apt() {
 # janus is the SFU `sluice bench meeting --compare` measures against (tests/bench_meeting.rs; only its binary and
 # plugins are used, the bench starts it with its own configuration).
 # GStreamer's webrtcbin (with libnice) and Python's GObject bindings run tests/gst/client.py, a third-party WebRTC
-# client written from the docs (tests/browser.rs).
+# client written from the docs (tests/browser.rs). firefox-esr, driven by geckodriver (below), meets Chromium in
+# tests/browser/firefox.rs.
 ensure_apt ca-certificates curl gcc g++ pkg-config postgresql postgresql-client libsrtp2-dev chromium chromium-driver \
+  firefox-esr \
   iproute2 iptables coturn ffmpeg libpocketsphinx3 pocketsphinx-en-us espeak-ng fonts-dejavu-core janus \
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-nice python3-gi \
   gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 gir1.2-gst-plugins-bad-1.0 gir1.2-nice-0.1 python3-websockets
@@ -40,6 +42,11 @@ export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 if ! command -v s3s-fs >/dev/null; then
   log "installing s3s-fs (S3-compatible server for tests; about 2 minutes)"
   cargo install s3s-fs@0.14.1 --features binary
+fi
+# Firefox's WebDriver server: crates.io is reachable where the npm package's binary download is not.
+if ! command -v geckodriver >/dev/null; then
+  log "installing geckodriver (Firefox's WebDriver server; about 4 minutes)"
+  cargo install geckodriver@0.37.1 --locked
 fi
 
 # --- PostgreSQL ------------------------------------------------------------------------------------------------

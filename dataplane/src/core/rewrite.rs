@@ -6,6 +6,7 @@
 //! of A (in 99) is dropped: it belongs to the previous source. A late packet of B (in 6999) is before the
 //! switch point and is dropped too, so output never repeats or runs backwards.
 
+use crate::packet::codec::vp8_indices;
 use crate::srtp::estimate_index;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +81,96 @@ impl SeqRewriter {
         let in_seq = out_seq.wrapping_sub(self.offset);
         let in_index = estimate_index(self.highest_in, in_seq);
         (in_index >= self.source_start && in_index <= self.highest_in).then_some((in_seq, out_index))
+    }
+}
+
+/// VP8 PictureID and TL0PICIDX continuity for one subscription (RFC 7741). A decoder orders frames and finds
+/// their references by these indices; each simulcast layer counts from its own random start, so a switch would
+/// look to the subscriber like a jump back or forward by thousands of frames. Receivers differ in what they make
+/// of that (a Firefox viewer froze after its first frame of the new layer): after a switch, the new layer's
+/// indices continue one after the last ones sent, as they would from a single encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Vp8Rewriter {
+    picture_offset: u16,
+    tl0_offset: u8,
+    /// The newest PictureID and TL0PICIDX sent (after rewriting).
+    last_picture: Option<u16>,
+    last_tl0: Option<u8>,
+    switching: bool,
+}
+
+/// What to write into one forwarded VP8 payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Vp8Patch {
+    picture_id: Option<(usize, u16, bool)>,
+    tl0_pic_idx: Option<(usize, u8)>,
+}
+
+const PICTURE_ID_MASK: u16 = 0x7fff;
+
+impl Vp8Rewriter {
+    /// The next packet comes from a new source (it starts a keyframe) and continues after the last one sent.
+    pub fn switch_source(&mut self) {
+        self.switching = true;
+    }
+
+    /// The patch for a payload about to be forwarded; the first after a switch sets the new offsets.
+    pub fn rewrite(&mut self, payload: &[u8]) -> Vp8Patch {
+        let Some(indices) = vp8_indices(payload) else { return Vp8Patch::default() };
+        if std::mem::take(&mut self.switching) {
+            if let (Some(last), Some((_, value, _))) = (self.last_picture, indices.picture_id) {
+                self.picture_offset = last.wrapping_add(1).wrapping_sub(value) & PICTURE_ID_MASK;
+            }
+            if let (Some(last), Some((_, value))) = (self.last_tl0, indices.tl0_pic_idx) {
+                self.tl0_offset = last.wrapping_add(1).wrapping_sub(value);
+            }
+        }
+        let patch = self.patch_indices(indices);
+        if let Some((_, out, _)) = patch.picture_id {
+            // The newest, so a reordered older packet does not pull the next switch's start back.
+            if self.last_picture.is_none_or(|last| out.wrapping_sub(last) & PICTURE_ID_MASK < 0x4000) {
+                self.last_picture = Some(out);
+            }
+        }
+        if let Some((_, out)) = patch.tl0_pic_idx
+            && self.last_tl0.is_none_or(|last| out.wrapping_sub(last) < 0x80)
+        {
+            self.last_tl0 = Some(out);
+        }
+        patch
+    }
+
+    /// The patch for a payload sent before (a retransmission from the current source): the current offsets.
+    pub fn patch(&self, payload: &[u8]) -> Vp8Patch {
+        vp8_indices(payload).map(|i| self.patch_indices(i)).unwrap_or_default()
+    }
+
+    fn patch_indices(&self, indices: crate::packet::codec::Vp8Indices) -> Vp8Patch {
+        Vp8Patch {
+            picture_id: indices.picture_id.map(|(at, value, wide)| {
+                let out = value.wrapping_add(self.picture_offset) & PICTURE_ID_MASK;
+                // A 7-bit PictureID keeps its width: its low bits continue.
+                (at, if wide { out } else { out & 0x7f }, wide)
+            }),
+            tl0_pic_idx: indices.tl0_pic_idx.map(|(at, value)| (at, value.wrapping_add(self.tl0_offset))),
+        }
+    }
+}
+
+impl Vp8Patch {
+    /// Writes the rewritten indices into `payload` (a copy of the one the patch was made for).
+    pub fn apply(&self, payload: &mut [u8]) {
+        if let Some((at, value, wide)) = self.picture_id {
+            if wide {
+                payload[at] = 0x80 | (value >> 8) as u8;
+                payload[at + 1] = value as u8;
+            } else {
+                payload[at] = value as u8;
+            }
+        }
+        if let Some((at, value)) = self.tl0_pic_idx {
+            payload[at] = value;
+        }
     }
 }
 
@@ -175,5 +266,54 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A VP8 payload with a 15-bit PictureID and a TL0PICIDX (X, I, L and T set).
+    fn vp8(picture_id: u16, tl0: u8) -> Vec<u8> {
+        vec![0x90, 0xe0, 0x80 | (picture_id >> 8) as u8, picture_id as u8, tl0, 0x20, 0x00]
+    }
+
+    fn indices_after(r: &mut Vp8Rewriter, picture_id: u16, tl0: u8) -> (u16, u8) {
+        let mut p = vp8(picture_id, tl0);
+        r.rewrite(&p.clone()).apply(&mut p);
+        let i = vp8_indices(&p).unwrap();
+        (i.picture_id.unwrap().1, i.tl0_pic_idx.unwrap().1)
+    }
+
+    #[test]
+    fn vp8_indices_continue_across_a_switch() {
+        let mut r = Vp8Rewriter::default();
+        assert_eq!(indices_after(&mut r, 32_766, 254), (32_766, 254), "the first source passes unchanged");
+        assert_eq!(indices_after(&mut r, 32_767, 255), (32_767, 255));
+        r.switch_source();
+        assert_eq!(indices_after(&mut r, 1_000, 17), (0, 0), "one after the last sent, wrapping");
+        assert_eq!(indices_after(&mut r, 1_001, 17), (1, 0));
+        assert_eq!(indices_after(&mut r, 1_000, 17), (0, 0), "a reordered packet keeps its place");
+        r.switch_source();
+        assert_eq!(indices_after(&mut r, 20_000, 3), (2, 1), "after the newest, not the reordered one");
+        // A retransmission of a packet of the current source gets the same indices it was sent with.
+        let mut again = vp8(20_000, 3);
+        r.patch(&again.clone()).apply(&mut again);
+        assert_eq!(again, {
+            let mut p = vp8(20_000, 3);
+            Vp8Patch { picture_id: Some((2, 2, true)), tl0_pic_idx: Some((4, 1)) }.apply(&mut p);
+            p
+        });
+    }
+
+    #[test]
+    fn vp8_seven_bit_picture_ids_keep_their_width_and_other_payloads_pass() {
+        let mut r = Vp8Rewriter::default();
+        let mut first = vec![0x90, 0x80, 0x7f, 0x00];
+        r.rewrite(&first.clone()).apply(&mut first);
+        assert_eq!(first, [0x90, 0x80, 0x7f, 0x00]);
+        r.switch_source();
+        let mut next = vec![0x90, 0x80, 0x10, 0x00];
+        r.rewrite(&next.clone()).apply(&mut next);
+        assert_eq!(next, [0x90, 0x80, 0x00, 0x00], "0x7f + 1 in seven bits");
+        let mut plain = vec![0x10, 0x00, 0x9d];
+        r.rewrite(&plain.clone()).apply(&mut plain);
+        assert_eq!(plain, [0x10, 0x00, 0x9d], "no extension: untouched");
+        assert_eq!(r.rewrite(&[0x90]), Vp8Patch::default(), "truncated: untouched");
     }
 }

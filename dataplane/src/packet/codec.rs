@@ -48,6 +48,42 @@ fn vp8_keyframe_start(p: &[u8]) -> bool {
     p.get(at).is_some_and(|header| header & 0x01 == 0)
 }
 
+/// Where a VP8 payload descriptor (RFC 7741 section 4.2) keeps the indices a subscriber's decoder orders frames by,
+/// as offsets into the payload with their values, for rewriting across simulcast switches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Vp8Indices {
+    /// The PictureID: offset, value, and whether it has 15 bits (M=1) rather than 7.
+    pub picture_id: Option<(usize, u16, bool)>,
+    /// TL0PICIDX: offset and value.
+    pub tl0_pic_idx: Option<(usize, u8)>,
+}
+
+/// The PictureID and TL0PICIDX of a VP8 payload, where present; `None` for a descriptor too short to hold what
+/// its flags announce.
+pub fn vp8_indices(p: &[u8]) -> Option<Vp8Indices> {
+    let mut indices = Vp8Indices::default();
+    if p.first()? & 0x80 == 0 {
+        return Some(indices);
+    }
+    let x = *p.get(1)?;
+    let mut at = 2;
+    if x & 0x80 != 0 {
+        let first = *p.get(at)?;
+        if first & 0x80 != 0 {
+            let value = u16::from_be_bytes([first & 0x7f, *p.get(at + 1)?]);
+            indices.picture_id = Some((at, value, true));
+            at += 2;
+        } else {
+            indices.picture_id = Some((at, u16::from(first), false));
+            at += 1;
+        }
+    }
+    if x & 0x40 != 0 {
+        indices.tl0_pic_idx = Some((at, *p.get(at)?));
+    }
+    Some(indices)
+}
+
 /// RFC 9628: B (start of frame) set and P (inter-picture predicted) clear.
 fn vp9_keyframe_start(p: &[u8]) -> bool {
     p.first().is_some_and(|d| d & 0x08 != 0 && d & 0x40 == 0)
@@ -88,6 +124,23 @@ mod tests {
         assert!(Codec::Vp8.is_keyframe_start(&[0x90, 0xe0, 0x80, 0x01, 0x05, 0x20, 0x00]));
         assert!(!Codec::Vp8.is_keyframe_start(&[0x90, 0xe0, 0x80, 0x01, 0x05, 0x20, 0x01]));
         assert!(!Codec::Vp8.is_keyframe_start(&[0x90]), "truncated");
+    }
+
+    #[test]
+    fn vp8_indices_are_found_where_the_flags_put_them() {
+        // X=1, I=1 L=1 T=1: 15-bit PictureID 0x0105, TL0PICIDX 5.
+        let i = vp8_indices(&[0x90, 0xe0, 0x81, 0x05, 0x05, 0x20, 0x00]).unwrap();
+        assert_eq!(i.picture_id, Some((2, 0x0105, true)));
+        assert_eq!(i.tl0_pic_idx, Some((4, 5)));
+        // A 7-bit PictureID and no TL0PICIDX.
+        let i = vp8_indices(&[0x90, 0x80, 0x33, 0x00]).unwrap();
+        assert_eq!((i.picture_id, i.tl0_pic_idx), (Some((2, 0x33, false)), None));
+        // No extension: nothing to rewrite.
+        assert_eq!(vp8_indices(&[0x10, 0x00]), Some(Vp8Indices::default()));
+        // Flags that announce more than the packet holds.
+        assert_eq!(vp8_indices(&[0x90, 0xc0, 0x81]), None);
+        assert_eq!(vp8_indices(&[0x90]), None);
+        assert_eq!(vp8_indices(&[]), None);
     }
 
     #[test]

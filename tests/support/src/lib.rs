@@ -174,8 +174,9 @@ pub fn in_fresh_netns(test: &str, body: impl AsyncFnOnce()) {
 }
 
 /// As [`in_fresh_netns`], with an interface holding `address` (`10.99.0.1/24`) beside loopback: for servers that
-/// gather ICE candidates only on non-loopback interfaces (libnice, so Janus). It is one end of a veth pair whose
-/// other end is in the namespace too, so packets to it stay there.
+/// gather ICE candidates only on non-loopback interfaces (libnice, so Janus; Firefox, which also needs a default
+/// route to gather at all). It is one end of a veth pair whose other end is in the namespace too, and the default
+/// route points at it, so packets to it, or to anywhere else, stay in the namespace.
 pub fn in_fresh_netns_with(test: &str, address: Option<&str>, body: impl AsyncFnOnce()) {
     if let Some(ran) = std::env::var_os(NETNS_INSIDE) {
         // Tells the outer run that the body ran: a name that matched no test would otherwise pass unseen.
@@ -202,6 +203,7 @@ pub fn in_fresh_netns_with(test: &str, address: Option<&str>, body: impl AsyncFn
             vec!["addr", "add", address, "dev", "lan0"],
             vec!["link", "set", "lan0", "up"],
             vec!["link", "set", "lan1", "up"],
+            vec!["route", "add", "default", "dev", "lan0"],
         ] {
             let ok = Command::new("ip").args(["netns", "exec", &ns, "ip"]).args(&args).status();
             assert!(ok.is_ok_and(|s| s.success()), "ip {} in {ns}", args.join(" "));
