@@ -19,6 +19,8 @@ mod breakouts;
 mod chat;
 #[path = "browser/firefox.rs"]
 mod firefox;
+#[path = "browser/screens.rs"]
+mod screens;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 const INSIDE: &str = "SLUICE_E2E_INSIDE";
@@ -1333,6 +1335,9 @@ fn a_host_records_a_meeting_and_plays_it_back_with_subtitles() {
         wait_true(&alice, "Alice has a Record button", "return !document.getElementById('record').hidden").await;
         assert_eq!(bob.eval("return document.getElementById('record').hidden").await, Value::Bool(true));
         alice.eval("document.getElementById('record').click(); return true").await;
+        // Starting asks first; everyone is then told the meeting is recorded.
+        wait_true(&alice, "Alice is asked to confirm", "return document.getElementById('confirm').open").await;
+        alice.eval("document.getElementById('confirm-ok').click(); return true").await;
         let began = Instant::now();
         // Everyone sees that the meeting is recorded.
         for (b, who) in [(&alice, "Alice"), (&bob, "Bob")] {
@@ -1343,6 +1348,12 @@ fn a_host_records_a_meeting_and_plays_it_back_with_subtitles() {
             )
             .await;
         }
+        wait_true(
+            &bob,
+            "Bob is told the meeting is recorded",
+            "return document.getElementById('notice').textContent.includes('being recorded')",
+        )
+        .await;
         let list: Value = reqwest::Client::new()
             .get(format!("{base}/meetings/{id}/recordings"))
             .bearer_auth(&host_token)

@@ -38,8 +38,11 @@ async function main() {
   const kept = sessionStorage.getItem(tokenKey);
   const response = await fetch(`/meetings/${encodeURIComponent(meetingId)}`, kept ? { headers: { authorization: `Bearer ${kept}` } } : {});
   const meeting = await response.json();
-  if (!response.ok) return lobbyProblem(meeting.error?.message || 'This meeting does not exist.', true);
-  if (meeting.ended_at) return ended('This meeting has ended.');
+  if (response.status === 404) {
+    return ended('There is no meeting at this link. Check that it was copied whole, or start a meeting of your own.', { title: 'Meeting not found' });
+  }
+  if (!response.ok) return lobbyProblem(meeting.error?.message || 'This meeting cannot be opened.', true);
+  if (meeting.ended_at) return ended('This meeting is over.', { title: 'The meeting has ended' });
   const title = meeting.settings?.title || `Meeting ${meeting.id}`;
   document.title = `${title} · Sluice`;
   $('title').textContent = title;
@@ -73,9 +76,21 @@ async function lobby() {
   $('lobby').hidden = false;
   const form = $('join');
   form.elements.name.value = localStorage.getItem('sluice.name') || '';
-  localStream = await getMedia({});
-  $('preview').srcObject = localStream;
-  await fillDevices();
+  // The form works from the moment it shows (else an early Join submits it as a plain GET); joining waits for
+  // the devices.
+  const devices = (async () => {
+    localStream = await getMedia({});
+    $('preview').srcObject = localStream;
+    await fillDevices();
+  })();
+  form.onsubmit = async (e) => {
+    e.preventDefault();
+    const name = form.elements.name.value.trim();
+    localStorage.setItem('sluice.name', name);
+    await devices;
+    enter(name);
+  };
+  await devices;
   const reselect = async () => {
     localStream.getTracks().forEach((t) => t.stop());
     localStream = await getMedia({ cameraId: $('camera-select').value, micId: $('mic-select').value });
@@ -83,12 +98,6 @@ async function lobby() {
   };
   $('camera-select').onchange = reselect;
   $('mic-select').onchange = reselect;
-  form.onsubmit = (e) => {
-    e.preventDefault();
-    const name = form.elements.name.value.trim();
-    localStorage.setItem('sluice.name', name);
-    enter(name);
-  };
 }
 
 async function fillDevices() {
@@ -144,7 +153,7 @@ async function enter(name) {
     await client.join({ microphone, camera });
   } catch (e) {
     if (e.code === 4001) sessionStorage.removeItem(tokenKey);
-    return ended(`Could not join: ${e.message}`);
+    return closedScreen(e.code, e.message);
   }
   controls(client);
   setInterval(() => showQuality(client), 2000);
@@ -159,7 +168,7 @@ function wire(client) {
     $('meeting').hidden = true;
     $('waiting').hidden = false;
     $('waiting-title').textContent = e.detail.title || `meeting ${e.detail.meeting_id}`;
-    $('waiting-leave').onclick = () => { client.leave(); ended('You left the waiting room.'); };
+    $('waiting-leave').onclick = () => { client.leave(); ended('You left the waiting room.', { title: 'You left', rejoin: true }); };
   });
   client.addEventListener('waiting-list', (e) => showWaiting(client, e.detail.waiting));
   client.addEventListener('welcome', (e) => {
@@ -210,8 +219,8 @@ function wire(client) {
   });
   client.addEventListener('reconnecting', () => notice('Connection lost. Reconnecting…'));
   client.addEventListener('reconnected', () => notice(null));
-  client.addEventListener('meeting-ended', (e) => ended(e.detail.reason));
-  client.addEventListener('closed', (e) => { if (e.detail.code !== 1000) ended(e.detail.reason || 'Disconnected.'); });
+  client.addEventListener('meeting-ended', (e) => ended(e.detail.reason || 'A host ended the meeting for everyone.', { title: 'The meeting has ended' }));
+  client.addEventListener('closed', (e) => { if (e.detail.code !== 1000) closedScreen(e.detail.code, e.detail.reason); });
   client.addEventListener('error', (e) => {
     app.errors.push(`${e.detail.code}: ${e.detail.message}`);
     console.warn('sluice:', e.detail.code, e.detail.message);
@@ -254,8 +263,16 @@ function showWaiting(client, waiting) {
 }
 
 /** The recorder joins as a participant with the role `recorder`: everyone sees that the meeting is recorded. */
+let wasRecording = false;
+const RECORDING_NOTICE = 'This meeting is being recorded: video, audio, a transcript and the chat. Staying means you agree.';
+
 function showRecording() {
   const on = app.recorders.size > 0;
+  if (on && !wasRecording) {
+    notice(RECORDING_NOTICE, { label: 'Leave', run: () => $('leave').click() });
+    setTimeout(() => { if ($('notice').textContent.startsWith(RECORDING_NOTICE)) notice(null); }, 15000);
+  }
+  wasRecording = on;
   $('recording-badge').hidden = !on;
   $('record').setAttribute('aria-pressed', String(on));
   $('record').textContent = on ? 'Stop recording' : 'Record';
@@ -450,11 +467,15 @@ function controls(client) {
     track.addEventListener('ended', () => { removeTile(`${app.selfId}:screen`); toggle($('share'), false, 'Share screen'); });
   };
   $('people-toggle').onclick = () => { $('people').hidden = !$('people').hidden; };
-  $('leave').onclick = () => { client.leave(); ended('You left the meeting.'); };
-  $('end').onclick = () => client.endMeeting();
+  $('leave').onclick = () => { client.leave(); ended('You can join again with the same link.', { title: 'You left the meeting', rejoin: true }); };
+  $('end').onclick = async () => {
+    const sure = await confirmAction('End the meeting for everyone?', 'Everyone is disconnected, and the link stops working.', 'End for everyone', true);
+    if (sure) client.endMeeting();
+  };
   $('recordings-link').href = `/m/${encodeURIComponent(meetingId)}/recordings`;
   $('record').onclick = async () => {
     const action = app.recorders.size > 0 ? 'stop' : 'start';
+    if (action === 'start' && !(await confirmAction('Record this meeting?', 'Everyone in the meeting is told that it is being recorded: video, audio, a transcript and the chat.', 'Start recording'))) return;
     const response = await fetch(`/meetings/${encodeURIComponent(meetingId)}/recording/${action}`, {
       method: 'POST', headers: { authorization: `Bearer ${sessionStorage.getItem(tokenKey)}` },
     });
@@ -487,13 +508,56 @@ function notice(text, action = null) {
   }
 }
 
-function ended(reason) {
+/**
+ * The one screen after a meeting, or instead of it: `title` says what happened, `reason` what to do, and the
+ * actions are the ones that make sense (rejoin only where joining again can work).
+ */
+function ended(reason, { title = 'You are not in the meeting', rejoin = false } = {}) {
   localStream?.getTracks().forEach((t) => t.stop());
-  $('lobby').hidden = true;
-  $('meeting').hidden = true;
-  $('waiting').hidden = true;
+  for (const screen of ['lobby', 'meeting', 'waiting']) $(screen).hidden = true;
+  for (const panel of document.querySelectorAll('dialog[open]')) panel.close();
   $('ended').hidden = false;
+  $('ended-title').textContent = title;
   $('ended-reason').textContent = reason;
+  $('rejoin').hidden = !rejoin;
+  app.screen = { title, rejoin };
+  (rejoin ? $('rejoin') : $('new-meeting')).focus();
+}
+
+/** What a person is told when the server closed their connection with `code` (docs/signaling.md). */
+const CLOSED = {
+  4001: ['This link is not valid', 'The invitation has expired or is for another meeting. Ask for a new link.', false],
+  4003: ['Not allowed', 'Your invitation does not allow what this page asked for.', false],
+  4004: ['Meeting not found', 'There is no meeting at this link.', false],
+  4008: ['Connection lost', 'The connection to the meeting could not be kept up. Check your network, then join again.', true],
+  4009: ['The meeting is full', 'Everyone it has room for is in. Try again later.', true],
+  4010: ['You joined from somewhere else', 'You are in this meeting in another tab or on another device.', true],
+  4011: ['The meeting has ended', 'A host ended the meeting for everyone.', false],
+  4013: ['Not let in', 'A host did not let you in to this meeting.', false],
+  4014: ['You were removed', 'A host removed you from the meeting.', false],
+  4015: ['The meeting is locked', 'Ask a host to unlock it, then join again.', true],
+  4016: ['Could not connect', 'This browser and the server could not agree on how to send media.', true],
+  4029: ['Disconnected', 'This page sent or received too much at once.', true],
+  4503: ['The server is busy', 'It cannot take more people right now. Try again in a moment.', true],
+};
+
+function closedScreen(code, reason) {
+  const [title, text, rejoin] = CLOSED[code] || ['Disconnected', reason || 'The connection to the meeting ended.', true];
+  ended(text, { title, rejoin });
+}
+
+$('rejoin').onclick = () => location.reload();
+
+/** Asks before an action that affects everyone; true only when the confirming button was pressed. */
+function confirmAction(title, text, ok, danger = false) {
+  const dialog = $('confirm');
+  $('confirm-title').textContent = title;
+  $('confirm-text').textContent = text;
+  $('confirm-ok').textContent = ok;
+  $('confirm-ok').className = danger ? 'danger' : '';
+  dialog.returnValue = '';
+  dialog.showModal();
+  return new Promise((resolve) => dialog.addEventListener('close', () => resolve(dialog.returnValue === 'ok'), { once: true }));
 }
 
 function lobbyProblem(text, fatal = false) {

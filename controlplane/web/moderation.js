@@ -69,10 +69,7 @@ export function setupModeration(client, ui) {
     showLock(e.detail.locked);
     ui.notice(`${e.detail.by} ${e.detail.locked ? 'locked' : 'unlocked'} the meeting.`);
   });
-  client.addEventListener('closed', (e) => {
-    if (e.detail.code === 4014) ui.ended('A host removed you from the meeting.');
-    if (e.detail.code === 4015) ui.ended('This meeting is locked. Ask a host to unlock it, then join again.');
-  });
+  // Removal (4014) and a locked meeting (4015) end on the page's closed screen (app.js), worded there.
 
   $('hand').onclick = () => client.raiseHand(!app.hands.includes(app.selfId));
   $('react').onclick = () => {

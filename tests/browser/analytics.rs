@@ -85,7 +85,7 @@ async fn check_dashboard(base: &str, driver: &str, id: &str, operator: &str) {
     page.close().await;
 }
 
-async fn save_screenshot(page: &Browser, name: &str) {
+pub(super) async fn save_screenshot(page: &Browser, name: &str) {
     let reply: Value =
         page.http.get(format!("{}/screenshot", page.session)).send().await.unwrap().json().await.unwrap();
     let png = decode_base64(reply["value"].as_str().unwrap());

@@ -201,8 +201,16 @@ async fn openapi() -> impl IntoResponse {
     ([(axum::http::header::CONTENT_TYPE, "application/json")], include_str!("../../../docs/openapi.json"))
 }
 
-async fn not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError::not_found(format!("no such path: {}", uri.path()))
+/// A browser navigating to an unknown address (it accepts HTML) gets a page; anything else the JSON error.
+async fn not_found(method: axum::http::Method, uri: axum::http::Uri, headers: axum::http::HeaderMap) -> Response {
+    let wants_html = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.split(',').any(|t| t.trim().starts_with("text/html")));
+    if method == axum::http::Method::GET && wants_html {
+        return web::not_found_page();
+    }
+    ApiError::not_found(format!("no such path: {}", uri.path())).into_response()
 }
 
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {

@@ -10,6 +10,7 @@ const INDEX: &str = include_str!("../../web/index.html");
 const MEETING: &str = include_str!("../../web/meeting.html");
 const RECORDINGS: &str = include_str!("../../web/recordings.html");
 const DASHBOARD: &str = include_str!("../../web/dashboard.html");
+const NOT_FOUND: &str = include_str!("../../web/error.html");
 
 /// `(name, content type, body)` of every file under `/assets/`.
 const ASSETS: &[(&str, &str, &str)] = &[
@@ -43,6 +44,13 @@ fn page(body: &'static str) -> Response {
         body,
     )
         .into_response()
+}
+
+/// A page in the site's style for a browser that asked for an address that is not there; API clients get JSON.
+pub fn not_found_page() -> Response {
+    let mut response = page(NOT_FOUND);
+    *response.status_mut() = StatusCode::NOT_FOUND;
+    response
 }
 
 pub async fn landing() -> Response {

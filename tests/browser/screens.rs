@@ -1,0 +1,133 @@
+//! The meeting page's screens in Chromium: exactly one shown at a time (judged by computed style and box, not by
+//! the `hidden` attribute), each saying what happened and offering what comes next; a confirmation before
+//! ending the meeting for everyone; error pages for browsers and JSON errors for API clients. A screenshot of
+//! each screen is saved beside the test's output.
+
+use super::analytics::save_screenshot;
+use super::*;
+
+/// The page's top-level screens that are drawn: displayed, visible and with a box.
+const SHOWN_SCRIPT: &str = r#"
+    return ['lobby', 'meeting', 'waiting', 'ended'].filter((id) => {
+        const el = document.getElementById(id);
+        const style = getComputedStyle(el);
+        const box = el.getBoundingClientRect();
+        return style.display !== 'none' && style.visibility !== 'hidden' && box.width > 0 && box.height > 0;
+    });
+"#;
+
+/// Waits until `screen` is the only screen drawn.
+async fn wait_only(browser: &Browser, who: &str, screen: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let shown = browser.eval(SHOWN_SCRIPT).await;
+        if shown == json!([screen]) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{who} shows {shown} after {WAIT:?}, wanted only {screen}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The end screen's title, and whether it offers to rejoin.
+async fn end_screen(browser: &Browser) -> (String, bool) {
+    let v = browser
+        .eval("return [document.getElementById('ended-title').textContent, !document.getElementById('rejoin').hidden]")
+        .await;
+    (v[0].as_str().unwrap().to_string(), v[1].as_bool().unwrap())
+}
+
+async fn click(browser: &Browser, id: &str) {
+    browser.eval(&format!("document.getElementById('{id}').click(); return true")).await;
+}
+
+#[test]
+fn each_screen_is_shown_alone_and_offers_what_comes_next() {
+    in_fresh_netns("screens::each_screen_is_shown_alone_and_offers_what_comes_next", async || {
+        let stage = Stage::start(&[]).await;
+        let (id, host_token) = create_meeting(&stage.base, "Hana").await;
+
+        // A link to no meeting: one screen saying so, with a way to start one, not a lobby.
+        let lou = Browser::launch(&stage.driver).await;
+        lou.goto(&format!("{}/m/zzz-zzzz-zzz", stage.base)).await;
+        wait_only(&lou, "Lou on an unknown meeting", "ended").await;
+        assert_eq!(end_screen(&lou).await, ("Meeting not found".to_string(), false));
+        assert_eq!(lou.eval("return document.getElementById('new-meeting').getAttribute('href')").await, "/");
+        save_screenshot(&lou, "screen-unknown-meeting").await;
+
+        // The lobby, then the meeting.
+        lou.goto(&format!("{}/m/{id}", stage.base)).await;
+        wait_only(&lou, "Lou in the lobby", "lobby").await;
+        save_screenshot(&lou, "screen-lobby").await;
+        lou.eval("document.querySelector('#join input[name=name]').value = 'Lou'; document.querySelector('#join button[type=submit]').click(); return true").await;
+        wait_only(&lou, "Lou in the meeting", "meeting").await;
+        let hana = Browser::launch(&stage.driver).await;
+        hana.goto(&format!("{}/m/{id}?name=Hana#token={host_token}", stage.base)).await;
+        wait_only(&hana, "Hana in the meeting", "meeting").await;
+        wait_decoding(&lou, "Lou", 1, 1).await;
+        save_screenshot(&lou, "screen-meeting").await;
+
+        // Leaving: the meeting is gone from the page, and rejoining brings the lobby back, name kept.
+        click(&lou, "leave").await;
+        wait_only(&lou, "Lou after leaving", "ended").await;
+        assert_eq!(end_screen(&lou).await, ("You left the meeting".to_string(), true));
+        save_screenshot(&lou, "screen-left").await;
+        click(&lou, "rejoin").await;
+        wait_only(&lou, "Lou rejoining", "lobby").await;
+        assert_eq!(lou.eval("return document.querySelector('#join input[name=name]').value").await, "Lou");
+        lou.eval("document.querySelector('#join button[type=submit]').click(); return true").await;
+        wait_only(&lou, "Lou back in the meeting", "meeting").await;
+        wait_decoding(&lou, "Lou back in the meeting", 1, 1).await;
+
+        // "End for all" asks first: cancelling keeps everyone in.
+        wait_true(&hana, "Hana has End for all", "return !document.getElementById('end').hidden").await;
+        click(&hana, "end").await;
+        wait_true(&hana, "Hana is asked to confirm", "return document.getElementById('confirm').open").await;
+        save_screenshot(&hana, "screen-confirm-end").await;
+        hana.eval("document.querySelector('#confirm button[value=cancel]').click(); return true").await;
+        wait_true(&hana, "the question goes away", "return !document.getElementById('confirm').open").await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        wait_only(&lou, "Lou, after Hana cancelled", "meeting").await;
+        assert_eq!(stage_meeting(&stage.base, &id).await["ended_at"], Value::Null, "cancel ended nothing");
+        click(&hana, "end").await;
+        wait_true(&hana, "Hana is asked again", "return document.getElementById('confirm').open").await;
+        click(&hana, "confirm-ok").await;
+        for (b, who) in [(&lou, "Lou"), (&hana, "Hana")] {
+            wait_only(b, &format!("{who} after the end"), "ended").await;
+            assert_eq!(end_screen(b).await, ("The meeting has ended".to_string(), false), "{who}");
+        }
+        save_screenshot(&lou, "screen-ended").await;
+        assert!(stage_meeting(&stage.base, &id).await["ended_at"].is_string());
+
+        // A link whose token is not valid: said in words, no rejoin.
+        let (other, _) = create_meeting(&stage.base, "Host").await;
+        lou.goto(&format!("{}/m/{other}?name=Lou#token=not.a.token", stage.base)).await;
+        wait_only(&lou, "Lou with a bad link", "ended").await;
+        assert_eq!(end_screen(&lou).await, ("This link is not valid".to_string(), false));
+        let reason = lou.eval("return document.getElementById('ended-reason').textContent").await;
+        assert!(!reason.as_str().unwrap().contains("InvalidToken"), "user wording, not the error's name: {reason}");
+        save_screenshot(&lou, "screen-bad-link").await;
+
+        // Addresses that are not there: a page for a browser, JSON for an API client.
+        for path in ["/m/", "/no/such/page"] {
+            lou.goto(&format!("{}{path}", stage.base)).await;
+            assert_eq!(lou.eval("return document.querySelector('h1').textContent").await, "Page not found", "{path}");
+            assert_eq!(lou.eval("return document.querySelector('a[href=\"/\"]') !== null").await, true);
+            let http = reqwest::Client::new();
+            let page = http.get(format!("{}{path}", stage.base)).header("accept", "text/html").send().await.unwrap();
+            assert_eq!(page.status(), 404);
+            assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+            let api = http.get(format!("{}{path}", stage.base)).send().await.unwrap();
+            assert_eq!(api.status(), 404);
+            let body: Value = api.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "not_found", "{body}");
+        }
+        save_screenshot(&lou, "screen-not-found").await;
+        lou.close().await;
+        hana.close().await;
+    });
+}
+
+async fn stage_meeting(base: &str, id: &str) -> Value {
+    reqwest::get(format!("{base}/meetings/{id}")).await.unwrap().json().await.unwrap()
+}
