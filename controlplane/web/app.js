@@ -188,9 +188,17 @@ function wire(client) {
     showRecording();
     notice(null);
   });
-  client.addEventListener('participant-joined', (e) => addParticipant(e.detail));
+  client.addEventListener('participant-joined', (e) => {
+    addParticipant(e.detail);
+    if (e.detail.role !== 'recorder') announce(`${e.detail.name} joined`);
+  });
   // Also with reason "moved": they went to another breakout room.
-  client.addEventListener('participant-left', (e) => removeParticipant(e.detail.participant_id));
+  client.addEventListener('participant-left', (e) => {
+    const name = app.participants.get(e.detail.participant_id)?.name;
+    removeParticipant(e.detail.participant_id);
+    // A move to another breakout room is said by the breakout banner.
+    if (name && e.detail.reason !== 'moved') announce(`${name} left`);
+  });
   // Moved to another room: its people replace the others (their media follows in the next offer).
   client.addEventListener('room-changed', (e) => {
     const next = new Map((e.detail.participants || []).filter((p) => p.participant_id !== app.selfId).map((p) => [p.participant_id, p]));
@@ -381,8 +389,10 @@ function followTileSize(video, participantId, trackId) {
 function updateLabel(participantId) {
   const p = app.participants.get(participantId);
   if (!p) return;
-  const micMuted = p.tracks.some((t) => t.source === 'microphone' && t.muted);
-  const camOff = p.tracks.some((t) => t.source === 'camera' && t.muted);
+  // One's own state is what this page set (the server tells only the others).
+  const self = participantId === app.selfId && app.client;
+  const micMuted = self ? app.client.muted.microphone || !localStream?.getAudioTracks().length : p.tracks.some((t) => t.source === 'microphone' && t.muted);
+  const camOff = self ? app.client.muted.camera : p.tracks.some((t) => t.source === 'camera' && t.muted);
   for (const [key, tile] of tiles) {
     if (!key.startsWith(`${participantId}:`)) continue;
     const label = tile.querySelector('.label');
@@ -439,12 +449,13 @@ function controls(client) {
     const muted = !client.muted.microphone;
     client.setMuted('microphone', muted);
     toggle($('mic'), muted, muted ? 'Unmute' : 'Mute');
+    updateLabel(app.selfId);
   };
   $('cam').onclick = () => {
     const off = !client.muted.camera;
     client.setMuted('camera', off);
     toggle($('cam'), off, off ? 'Start video' : 'Stop video');
-    tiles.get(`${app.selfId}:camera`)?.classList.toggle('camera-off', off);
+    updateLabel(app.selfId);
   };
   $('share').onclick = async () => {
     if (client.local.screen) {
@@ -485,7 +496,20 @@ function controls(client) {
       setTimeout(() => notice(null), 5000);
     }
   };
-  $('copy-link').onclick = () => navigator.clipboard?.writeText(`${location.origin}/m/${meetingId}`);
+  $('copy-link').onclick = async () => {
+    const link = `${location.origin}/m/${meetingId}`;
+    try {
+      await navigator.clipboard.writeText(link);
+      announce('Link copied');
+      $('copy-link').textContent = 'Link copied';
+    } catch {
+      // No clipboard here (an insecure origin, a refused permission): show the link to copy by hand.
+      announce(`Copy this link: ${link}`, 10000);
+    }
+    setTimeout(() => { $('copy-link').textContent = 'Copy link'; }, 2000);
+  };
+  // Phones and some browsers cannot share a screen: no button that cannot work.
+  $('share').hidden = !navigator.mediaDevices?.getDisplayMedia;
 }
 
 async function showQuality(client) {
@@ -493,6 +517,15 @@ async function showQuality(client) {
   const el = $('quality');
   el.className = `quality ${q.level}`;
   el.textContent = q.level === 'down' ? 'connecting' : `${q.level}${q.rttMs !== null ? ` · ${Math.round(q.rttMs)} ms` : ''}`;
+}
+
+/** A short notice (someone joined or left, a link copied), read out by screen readers, gone after `ms`. */
+function announce(text, ms = 4000) {
+  const item = document.createElement('li');
+  item.textContent = text;
+  $('toasts').append(item);
+  while ($('toasts').childElementCount > 3) $('toasts').firstElementChild.remove();
+  setTimeout(() => item.remove(), ms);
 }
 
 /** A status line; `action` ({label, run}) adds a button to it. */

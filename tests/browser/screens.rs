@@ -131,3 +131,98 @@ fn each_screen_is_shown_alone_and_offers_what_comes_next() {
 async fn stage_meeting(base: &str, id: &str) -> Value {
     reqwest::get(format!("{base}/meetings/{id}")).await.unwrap().json().await.unwrap()
 }
+
+/// Shown fraction of each remote camera's frame in its tile: 1 when the whole frame is letterboxed in, less when
+/// the tile crops it (`object-fit: cover`).
+const SHOWN_FRACTION_SCRIPT: &str = r#"
+    return [...document.querySelectorAll('#grid .tile.camera:not(.self) video')].filter((v) => v.videoWidth > 0).map((v) => {
+        const box = v.getBoundingClientRect();
+        const fit = getComputedStyle(v).objectFit;
+        const videoAspect = v.videoWidth / v.videoHeight, boxAspect = box.width / box.height;
+        return fit === 'cover' ? Math.min(videoAspect / boxAspect, boxAspect / videoAspect) : 1;
+    });
+"#;
+
+/// The texts of the short notices a page shows.
+async fn toasts(browser: &Browser) -> Vec<String> {
+    let v = browser.eval("return [...document.querySelectorAll('#toasts li')].map((l) => l.textContent)").await;
+    v.as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect()
+}
+
+async fn wait_toast(browser: &Browser, who: &str, text: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let shown = toasts(browser).await;
+        if shown.iter().any(|t| t.contains(text)) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{who} shows notices {shown:?} after {WAIT:?}, wanted one with {text:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[test]
+fn the_meeting_view_says_who_came_and_went_and_shows_whole_faces() {
+    in_fresh_netns("screens::the_meeting_view_says_who_came_and_went_and_shows_whole_faces", async || {
+        let stage = Stage::start(&[]).await;
+        let ann = stage.join("Ann").await;
+        wait_only(&ann, "Ann in the meeting", "meeting").await;
+        let bo = stage.join("Bo").await;
+        wait_toast(&ann, "Ann", "Bo joined").await;
+        wait_decoding(&ann, "Ann", 1, 1).await;
+        wait_decoding(&bo, "Bo", 1, 1).await;
+
+        // Whole frames in every tile; one's own camera mirrored.
+        let fractions = ann.eval(SHOWN_FRACTION_SCRIPT).await;
+        let fractions: Vec<f64> = fractions.as_array().unwrap().iter().map(|f| f.as_f64().unwrap()).collect();
+        assert!(!fractions.is_empty() && fractions.iter().all(|f| *f >= 0.9), "shown fractions {fractions:?}");
+        let mirror =
+            ann.eval("return getComputedStyle(document.querySelector('.tile.self.camera video')).transform").await;
+        assert_eq!(mirror, "matrix(-1, 0, 0, 1, 0, 0)", "the self-view is mirrored");
+        let other = ann
+            .eval("return getComputedStyle(document.querySelector('.tile.camera:not(.self) video')).transform")
+            .await;
+        assert_eq!(other, "none", "others are not mirrored");
+
+        // Muting shows on one's own tile, and on the others' view of it.
+        click(&ann, "mic").await;
+        wait_true(
+            &ann,
+            "Ann's tile says she is muted",
+            "return document.querySelector('.tile.self.camera .label').textContent.includes('muted')",
+        )
+        .await;
+        wait_true(
+            &bo,
+            "Bo sees Ann muted",
+            "return [...document.querySelectorAll('.tile.camera .label')].some((l) => l.textContent.startsWith('Ann') && l.textContent.includes('muted'))",
+        )
+        .await;
+        click(&ann, "mic").await;
+        wait_true(
+            &ann,
+            "Ann's tile drops muted",
+            "return !document.querySelector('.tile.self.camera .label').textContent.includes('muted')",
+        )
+        .await;
+
+        // Copying the link says so (or shows the link where the clipboard is refused).
+        click(&ann, "copy-link").await;
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let shown = toasts(&ann).await;
+            if shown.iter().any(|t| t == "Link copied" || t.contains(&format!("/m/{}", stage.id))) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no feedback for Copy link: {shown:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+
+        // Bo leaves: Ann is told.
+        click(&bo, "leave").await;
+        wait_toast(&ann, "Ann", "Bo left").await;
+        save_screenshot(&ann, "screen-meeting-notice").await;
+        ann.close().await;
+        bo.close().await;
+    });
+}
