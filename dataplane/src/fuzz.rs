@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::core::{Core, CoreConfig, DtlsIdentity, IceCredentials, MediaKind, SubscriptionSpec, TrackSpec, Transmits};
+use crate::packet::codec::Codec;
 use crate::packet::{rtcp, rtp, stun};
 use crate::srtp::{Context, Profile, ReplayWindow};
 use crate::testpeer::{Keys, TestPeer};
@@ -37,6 +38,17 @@ pub fn rtp(data: &[u8]) {
         assert!(e.offset + e.len <= data.len(), "an extension lies inside the packet");
     }
     let _ = h.padding_len(data);
+    // The payload parsers the fan-out runs: keyframe starts, and the picture indices it rewrites in a copy.
+    let payload = &data[h.header_len..];
+    for codec in [Codec::Vp8, Codec::Vp9, Codec::H264, Codec::Opus] {
+        let _ = codec.is_keyframe_start(payload);
+        let mut rewriter = crate::core::PictureIdRewriter::default();
+        rewriter.rewrite(codec, &[0x90, 0xe0, 0x80, 0x01, 0x01]);
+        rewriter.switch_source();
+        let mut copy = payload.to_vec();
+        rewriter.rewrite(codec, payload).apply(&mut copy);
+        assert_eq!(copy.len(), payload.len(), "a rewrite keeps the payload's length");
+    }
 }
 
 /// Compound RTCP and every typed parser.

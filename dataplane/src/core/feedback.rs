@@ -70,10 +70,7 @@ impl Core {
                 seq: out_seq,
                 index: out_index,
                 owned,
-                vp8: match track.spec.codec {
-                    crate::packet::codec::Codec::Vp8 => sub.vp8.patch(&plain[header.header_len..]),
-                    _ => Vp8Patch::default(),
-                },
+                picture: sub.picture.patch(track.spec.codec, &plain[header.header_len..]),
             };
             let len = match sub.spec.rtx {
                 Some(_) if plain.len() + 2 + Profile::RTP_OVERHEAD_MAX > DATAGRAM_MAX => {

@@ -26,7 +26,7 @@ pub(super) fn switch_layer(sub: &mut Subscription, layer: u8, timestamp: u32) {
     const FRAME_TICKS: u32 = 3_000;
     if sub.layer.is_some() {
         sub.rewriter.switch_source();
-        sub.vp8.switch_source();
+        sub.picture.switch_source();
         sub.timestamp_offset = sub.last_timestamp.wrapping_add(FRAME_TICKS).wrapping_sub(timestamp);
     }
     sub.layer = Some(layer);
@@ -50,8 +50,8 @@ pub(super) struct Outgoing<'a> {
     /// The SRTP index to encrypt with.
     pub(super) index: u64,
     pub(super) owned: OwnedExtensions,
-    /// VP8: the subscription's PictureID and TL0PICIDX.
-    pub(super) vp8: Vp8Patch,
+    /// VP8 and VP9: the subscription's PictureID and TL0PICIDX.
+    pub(super) picture: PicturePatch,
 }
 
 /// Writes a forwarded packet into `slot`: the plaintext with the subscription's SSRC, sequence number, timestamp
@@ -66,7 +66,7 @@ pub(super) fn write_forwarded(
 ) -> usize {
     let plain = packet.plain;
     slot[..plain.len()].copy_from_slice(plain);
-    packet.vp8.apply(&mut slot[packet.header_len..plain.len()]);
+    packet.picture.apply(&mut slot[packet.header_len..plain.len()]);
     rtp::set_ssrc(slot, sub.spec.ssrc);
     rtp::set_seq(slot, packet.seq);
     rtp::set_timestamp(slot, packet.timestamp.wrapping_add(sub.timestamp_offset));
@@ -100,7 +100,7 @@ pub(super) fn write_rtx(
     slot[..header_len].copy_from_slice(&plain[..header_len]);
     slot[header_len..header_len + OSN_LEN].copy_from_slice(&packet.seq.to_be_bytes());
     slot[header_len + OSN_LEN..plain.len() + OSN_LEN].copy_from_slice(&plain[header_len..]);
-    packet.vp8.apply(&mut slot[header_len + OSN_LEN..plain.len() + OSN_LEN]);
+    packet.picture.apply(&mut slot[header_len + OSN_LEN..plain.len() + OSN_LEN]);
     rtp::set_ssrc(slot, rtx.ssrc);
     rtp::set_seq(slot, rtx_index as u16);
     rtp::set_timestamp(slot, packet.timestamp.wrapping_add(sub.timestamp_offset));
@@ -308,12 +308,16 @@ impl Core {
                 counters.drops[DropReason::TransmitFull as usize] += 1;
                 continue;
             };
-            let vp8 = match track.spec.codec {
-                crate::packet::codec::Codec::Vp8 => sub.vp8.rewrite(&plain[header.header_len..]),
-                _ => Vp8Patch::default(),
+            let picture = sub.picture.rewrite(track.spec.codec, &plain[header.header_len..]);
+            let packet = Outgoing {
+                plain,
+                header_len: header.header_len,
+                timestamp: header.timestamp,
+                seq,
+                index,
+                owned,
+                picture,
             };
-            let packet =
-                Outgoing { plain, header_len: header.header_len, timestamp: header.timestamp, seq, index, owned, vp8 };
             let len = write_forwarded(slot, &packet, sub, tx, &mut subscriber.transport_seq);
             out.commit(destination, len);
             sub.last_timestamp = header.timestamp.wrapping_add(sub.timestamp_offset);

@@ -47,7 +47,7 @@ pub use relay::{RELAY_WORKERS_MAX, Relay, RelayKey, RelayPacket};
 use relay::{RelayPool, TrackRelay};
 pub use reports::Wallclock;
 use reports::{ReceiveStats, SenderClock};
-pub use rewrite::{SeqRewriter, Vp8Patch, Vp8Rewriter};
+pub use rewrite::{PictureIdRewriter, PicturePatch, SeqRewriter};
 use rtx::{MissingPackets, RetransmissionBuffer};
 pub use slab::Key;
 pub use stats::ParticipantStats;
@@ -327,8 +327,8 @@ struct Subscription {
     track: TrackId,
     spec: SubscriptionSpec,
     rewriter: SeqRewriter,
-    /// VP8 only: PictureID and TL0PICIDX continuity across layer switches.
-    vp8: Vp8Rewriter,
+    /// VP8 and VP9: PictureID and TL0PICIDX continuity across layer switches.
+    picture: PictureIdRewriter,
     timestamp_offset: u32,
     /// The layer being forwarded (`None` until the first keyframe of `target_layer` on a simulcast track).
     layer: Option<u8>,
@@ -635,7 +635,7 @@ impl Core {
             track,
             spec,
             rewriter: SeqRewriter::default(),
-            vp8: Vp8Rewriter::default(),
+            picture: PictureIdRewriter::default(),
             timestamp_offset: 0,
             // A single-encoding track forwards from the first packet; the subscriber asks for a keyframe itself.
             layer: (!simulcast).then_some(0),

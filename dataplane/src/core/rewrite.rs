@@ -6,7 +6,7 @@
 //! of A (in 99) is dropped: it belongs to the previous source. A late packet of B (in 6999) is before the
 //! switch point and is dropped too, so output never repeats or runs backwards.
 
-use crate::packet::codec::vp8_indices;
+use crate::packet::codec::{Codec, PictureIndices};
 use crate::srtp::estimate_index;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,13 +84,13 @@ impl SeqRewriter {
     }
 }
 
-/// VP8 PictureID and TL0PICIDX continuity for one subscription (RFC 7741). A decoder orders frames and finds
+/// VP8 and VP9 PictureID and TL0PICIDX continuity for one subscription (RFC 7741, RFC 9628). A decoder orders frames and finds
 /// their references by these indices; each simulcast layer counts from its own random start, so a switch would
 /// look to the subscriber like a jump back or forward by thousands of frames. Receivers differ in what they make
 /// of that (a Firefox viewer froze after its first frame of the new layer): after a switch, the new layer's
 /// indices continue one after the last ones sent, as they would from a single encoder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Vp8Rewriter {
+pub struct PictureIdRewriter {
     picture_offset: u16,
     tl0_offset: u8,
     /// The newest PictureID and TL0PICIDX sent (after rewriting).
@@ -99,24 +99,24 @@ pub struct Vp8Rewriter {
     switching: bool,
 }
 
-/// What to write into one forwarded VP8 payload.
+/// What to write into one forwarded VP8 or VP9 payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Vp8Patch {
+pub struct PicturePatch {
     picture_id: Option<(usize, u16, bool)>,
     tl0_pic_idx: Option<(usize, u8)>,
 }
 
 const PICTURE_ID_MASK: u16 = 0x7fff;
 
-impl Vp8Rewriter {
+impl PictureIdRewriter {
     /// The next packet comes from a new source (it starts a keyframe) and continues after the last one sent.
     pub fn switch_source(&mut self) {
         self.switching = true;
     }
 
     /// The patch for a payload about to be forwarded; the first after a switch sets the new offsets.
-    pub fn rewrite(&mut self, payload: &[u8]) -> Vp8Patch {
-        let Some(indices) = vp8_indices(payload) else { return Vp8Patch::default() };
+    pub fn rewrite(&mut self, codec: Codec, payload: &[u8]) -> PicturePatch {
+        let Some(indices) = codec.picture_indices(payload) else { return PicturePatch::default() };
         if std::mem::take(&mut self.switching) {
             if let (Some(last), Some((_, value, _))) = (self.last_picture, indices.picture_id) {
                 self.picture_offset = last.wrapping_add(1).wrapping_sub(value) & PICTURE_ID_MASK;
@@ -141,12 +141,12 @@ impl Vp8Rewriter {
     }
 
     /// The patch for a payload sent before (a retransmission from the current source): the current offsets.
-    pub fn patch(&self, payload: &[u8]) -> Vp8Patch {
-        vp8_indices(payload).map(|i| self.patch_indices(i)).unwrap_or_default()
+    pub fn patch(&self, codec: Codec, payload: &[u8]) -> PicturePatch {
+        codec.picture_indices(payload).map(|i| self.patch_indices(i)).unwrap_or_default()
     }
 
-    fn patch_indices(&self, indices: crate::packet::codec::Vp8Indices) -> Vp8Patch {
-        Vp8Patch {
+    fn patch_indices(&self, indices: PictureIndices) -> PicturePatch {
+        PicturePatch {
             picture_id: indices.picture_id.map(|(at, value, wide)| {
                 let out = value.wrapping_add(self.picture_offset) & PICTURE_ID_MASK;
                 // A 7-bit PictureID keeps its width: its low bits continue.
@@ -157,7 +157,7 @@ impl Vp8Rewriter {
     }
 }
 
-impl Vp8Patch {
+impl PicturePatch {
     /// Writes the rewritten indices into `payload` (a copy of the one the patch was made for).
     pub fn apply(&self, payload: &mut [u8]) {
         if let Some((at, value, wide)) = self.picture_id {
@@ -273,16 +273,16 @@ mod tests {
         vec![0x90, 0xe0, 0x80 | (picture_id >> 8) as u8, picture_id as u8, tl0, 0x20, 0x00]
     }
 
-    fn indices_after(r: &mut Vp8Rewriter, picture_id: u16, tl0: u8) -> (u16, u8) {
+    fn indices_after(r: &mut PictureIdRewriter, picture_id: u16, tl0: u8) -> (u16, u8) {
         let mut p = vp8(picture_id, tl0);
-        r.rewrite(&p.clone()).apply(&mut p);
-        let i = vp8_indices(&p).unwrap();
+        r.rewrite(Codec::Vp8, &p.clone()).apply(&mut p);
+        let i = Codec::Vp8.picture_indices(&p).unwrap();
         (i.picture_id.unwrap().1, i.tl0_pic_idx.unwrap().1)
     }
 
     #[test]
     fn vp8_indices_continue_across_a_switch() {
-        let mut r = Vp8Rewriter::default();
+        let mut r = PictureIdRewriter::default();
         assert_eq!(indices_after(&mut r, 32_766, 254), (32_766, 254), "the first source passes unchanged");
         assert_eq!(indices_after(&mut r, 32_767, 255), (32_767, 255));
         r.switch_source();
@@ -293,27 +293,43 @@ mod tests {
         assert_eq!(indices_after(&mut r, 20_000, 3), (2, 1), "after the newest, not the reordered one");
         // A retransmission of a packet of the current source gets the same indices it was sent with.
         let mut again = vp8(20_000, 3);
-        r.patch(&again.clone()).apply(&mut again);
+        r.patch(Codec::Vp8, &again.clone()).apply(&mut again);
         assert_eq!(again, {
             let mut p = vp8(20_000, 3);
-            Vp8Patch { picture_id: Some((2, 2, true)), tl0_pic_idx: Some((4, 1)) }.apply(&mut p);
+            PicturePatch { picture_id: Some((2, 2, true)), tl0_pic_idx: Some((4, 1)) }.apply(&mut p);
             p
         });
     }
 
     #[test]
     fn vp8_seven_bit_picture_ids_keep_their_width_and_other_payloads_pass() {
-        let mut r = Vp8Rewriter::default();
+        let mut r = PictureIdRewriter::default();
         let mut first = vec![0x90, 0x80, 0x7f, 0x00];
-        r.rewrite(&first.clone()).apply(&mut first);
+        r.rewrite(Codec::Vp8, &first.clone()).apply(&mut first);
         assert_eq!(first, [0x90, 0x80, 0x7f, 0x00]);
         r.switch_source();
         let mut next = vec![0x90, 0x80, 0x10, 0x00];
-        r.rewrite(&next.clone()).apply(&mut next);
+        r.rewrite(Codec::Vp8, &next.clone()).apply(&mut next);
         assert_eq!(next, [0x90, 0x80, 0x00, 0x00], "0x7f + 1 in seven bits");
         let mut plain = vec![0x10, 0x00, 0x9d];
-        r.rewrite(&plain.clone()).apply(&mut plain);
+        r.rewrite(Codec::Vp8, &plain.clone()).apply(&mut plain);
         assert_eq!(plain, [0x10, 0x00, 0x9d], "no extension: untouched");
-        assert_eq!(r.rewrite(&[0x90]), Vp8Patch::default(), "truncated: untouched");
+        assert_eq!(r.rewrite(Codec::Vp8, &[0x90]), PicturePatch::default(), "truncated: untouched");
+        assert_eq!(r.rewrite(Codec::H264, &[0x90, 0x80, 0x10]), PicturePatch::default(), "not VP8 or VP9");
+    }
+
+    #[test]
+    fn vp9_indices_continue_across_a_switch() {
+        let mut r = PictureIdRewriter::default();
+        // I=1 L=1 F=0 B=1: 15-bit PictureID, TID/SID byte, TL0PICIDX.
+        let vp9 =
+            |picture_id: u16, tl0: u8| vec![0xa8, 0x80 | (picture_id >> 8) as u8, picture_id as u8, 0x00, tl0, 0x00];
+        let mut first = vp9(500, 7);
+        r.rewrite(Codec::Vp9, &first.clone()).apply(&mut first);
+        assert_eq!(first, vp9(500, 7));
+        r.switch_source();
+        let mut next = vp9(9_000, 200);
+        r.rewrite(Codec::Vp9, &next.clone()).apply(&mut next);
+        assert_eq!(next, vp9(501, 8));
     }
 }

@@ -48,38 +48,74 @@ fn vp8_keyframe_start(p: &[u8]) -> bool {
     p.get(at).is_some_and(|header| header & 0x01 == 0)
 }
 
-/// Where a VP8 payload descriptor (RFC 7741 section 4.2) keeps the indices a subscriber's decoder orders frames by,
-/// as offsets into the payload with their values, for rewriting across simulcast switches.
+/// Where a VP8 (RFC 7741 section 4.2) or VP9 (RFC 9628 section 4.2) payload descriptor keeps the indices a
+/// subscriber's decoder orders frames by, as offsets into the payload with their values, for rewriting across
+/// simulcast switches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Vp8Indices {
+pub struct PictureIndices {
     /// The PictureID: offset, value, and whether it has 15 bits (M=1) rather than 7.
     pub picture_id: Option<(usize, u16, bool)>,
     /// TL0PICIDX: offset and value.
     pub tl0_pic_idx: Option<(usize, u8)>,
 }
 
-/// The PictureID and TL0PICIDX of a VP8 payload, where present; `None` for a descriptor too short to hold what
-/// its flags announce.
-pub fn vp8_indices(p: &[u8]) -> Option<Vp8Indices> {
-    let mut indices = Vp8Indices::default();
+impl Codec {
+    /// The PictureID and TL0PICIDX of a VP8 or VP9 payload, where present; `None` for other codecs and for a
+    /// descriptor too short to hold what its flags announce.
+    pub fn picture_indices(self, payload: &[u8]) -> Option<PictureIndices> {
+        match self {
+            Codec::Vp8 => vp8_indices(payload),
+            Codec::Vp9 => vp9_indices(payload),
+            Codec::Opus | Codec::H264 => None,
+        }
+    }
+}
+
+/// A PictureID at `at`: 15 bits when the first byte's M bit is set, else 7.
+fn picture_id_at(p: &[u8], at: usize) -> Option<((usize, u16, bool), usize)> {
+    let first = *p.get(at)?;
+    if first & 0x80 != 0 {
+        Some(((at, u16::from_be_bytes([first & 0x7f, *p.get(at + 1)?]), true), at + 2))
+    } else {
+        Some(((at, u16::from(first), false), at + 1))
+    }
+}
+
+fn vp8_indices(p: &[u8]) -> Option<PictureIndices> {
+    let mut indices = PictureIndices::default();
     if p.first()? & 0x80 == 0 {
         return Some(indices);
     }
     let x = *p.get(1)?;
     let mut at = 2;
     if x & 0x80 != 0 {
-        let first = *p.get(at)?;
-        if first & 0x80 != 0 {
-            let value = u16::from_be_bytes([first & 0x7f, *p.get(at + 1)?]);
-            indices.picture_id = Some((at, value, true));
-            at += 2;
-        } else {
-            indices.picture_id = Some((at, u16::from(first), false));
-            at += 1;
-        }
+        let (picture_id, next) = picture_id_at(p, at)?;
+        indices.picture_id = Some(picture_id);
+        at = next;
     }
     if x & 0x40 != 0 {
         indices.tl0_pic_idx = Some((at, *p.get(at)?));
+    }
+    Some(indices)
+}
+
+/// RFC 9628: I (PictureID present), then with L (layer indices) a byte of TID/U/SID/D, followed in
+/// non-flexible mode (F clear) by TL0PICIDX.
+fn vp9_indices(p: &[u8]) -> Option<PictureIndices> {
+    let mut indices = PictureIndices::default();
+    let d = *p.first()?;
+    let mut at = 1;
+    if d & 0x80 != 0 {
+        let (picture_id, next) = picture_id_at(p, at)?;
+        indices.picture_id = Some(picture_id);
+        at = next;
+    }
+    if d & 0x20 != 0 {
+        p.get(at)?;
+        at += 1;
+        if d & 0x10 == 0 {
+            indices.tl0_pic_idx = Some((at, *p.get(at)?));
+        }
     }
     Some(indices)
 }
@@ -136,11 +172,24 @@ mod tests {
         let i = vp8_indices(&[0x90, 0x80, 0x33, 0x00]).unwrap();
         assert_eq!((i.picture_id, i.tl0_pic_idx), (Some((2, 0x33, false)), None));
         // No extension: nothing to rewrite.
-        assert_eq!(vp8_indices(&[0x10, 0x00]), Some(Vp8Indices::default()));
+        assert_eq!(vp8_indices(&[0x10, 0x00]), Some(PictureIndices::default()));
         // Flags that announce more than the packet holds.
         assert_eq!(vp8_indices(&[0x90, 0xc0, 0x81]), None);
         assert_eq!(vp8_indices(&[0x90]), None);
         assert_eq!(vp8_indices(&[]), None);
+    }
+
+    #[test]
+    fn vp9_indices_are_found_where_the_flags_put_them() {
+        // I=1 L=1 F=0 B=1: 15-bit PictureID 0x0203, TID/SID byte, TL0PICIDX 9.
+        let i = Codec::Vp9.picture_indices(&[0xa8, 0x82, 0x03, 0x20, 0x09, 0x00]).unwrap();
+        assert_eq!((i.picture_id, i.tl0_pic_idx), (Some((1, 0x0203, true)), Some((4, 9))));
+        // Flexible mode (F=1): no TL0PICIDX.
+        let i = Codec::Vp9.picture_indices(&[0xb8, 0x05, 0x20, 0x00]).unwrap();
+        assert_eq!((i.picture_id, i.tl0_pic_idx), (Some((1, 5, false)), None));
+        assert_eq!(Codec::Vp9.picture_indices(&[0xa8, 0x82]), None, "truncated");
+        assert_eq!(Codec::H264.picture_indices(&[0x65]), None);
+        assert_eq!(Codec::Opus.picture_indices(&[0x80, 0x01]), None);
     }
 
     #[test]
