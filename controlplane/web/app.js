@@ -6,6 +6,8 @@ import { setupChat } from '/assets/chat.js';
 import { setupBreakouts } from '/assets/breakouts.js';
 import { setupConnectionDetails } from '/assets/connection.js';
 import { startStatsReports } from '/assets/stats.js';
+import { setupSettings } from '/assets/settings.js';
+import { setupActiveSpeaker } from '/assets/speakers.js';
 
 const $ = (id) => document.getElementById(id);
 const meetingId = decodeURIComponent(location.pathname.split('/m/')[1] || '').split('/')[0];
@@ -156,6 +158,15 @@ async function enter(name) {
     return closedScreen(e.code, e.message);
   }
   controls(client);
+  setupSettings(client, {
+    app, announce,
+    localStream: () => localStream,
+    showSelf: (stream) => {
+      const video = tiles.get(`${app.selfId}:camera`)?.querySelector('video');
+      if (video) video.srcObject = stream;
+    },
+  });
+  setupActiveSpeaker(client, { app, tileOf: (id) => tiles.get(`${id}:camera`) });
   setInterval(() => showQuality(client), 2000);
   // The quality summary for analytics every 10 s (docs/analytics.md), and the connection details overlay.
   app.stats = startStatsReports(client);
@@ -350,6 +361,7 @@ function attachTrack({ participantId, source, trackId, track }) {
     audio.autoplay = true;
     audio.srcObject = new MediaStream([track]);
     audio.dataset.participant = participantId;
+    if (app.speakerId) audio.setSinkId?.(app.speakerId).catch(() => {});
     document.body.append(audio);
     audios.set(trackId, audio);
     return;
