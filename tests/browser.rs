@@ -23,6 +23,8 @@ mod devices;
 mod firefox;
 #[path = "browser/screens.rs"]
 mod screens;
+#[path = "browser/whip.rs"]
+mod whip;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sluice");
 const INSIDE: &str = "SLUICE_E2E_INSIDE";

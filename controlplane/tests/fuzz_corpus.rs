@@ -24,6 +24,7 @@ fn replay(target: &str, run: fn(&[u8])) -> usize {
 fn the_committed_corpus_replays_without_panics() {
     assert!(replay("signaling_message", fuzz::signaling_message) >= 6);
     assert!(replay("sdp_answer", fuzz::sdp_answer) >= 1);
+    assert!(replay("sdp_offer", fuzz::sdp_offer) >= 1);
 }
 
 proptest! {
@@ -33,9 +34,10 @@ proptest! {
     }
 
     #[test]
-    fn arbitrary_sdp_lines_never_panic(lines in proptest::collection::vec("(v=0|m=|a=|a=ssrc:|a=ssrc-group:FID |a=rtpmap:|a=fingerprint:sha-256 |a=mid:|a=setup:)[ -~]{0,40}", 0..40)) {
+    fn arbitrary_sdp_lines_never_panic(lines in proptest::collection::vec("(v=0|m=|a=|a=ssrc:|a=ssrc-group:FID |a=rtpmap:|a=fingerprint:sha-256 |a=mid:|a=setup:|a=extmap:|a=fmtp:)[ -~]{0,40}", 0..40)) {
         let text = lines.join("\r\n");
         fuzz::sdp_answer(text.as_bytes());
         fuzz::sdp_answer(format!("v=0\r\n{text}").as_bytes());
+        fuzz::sdp_offer(format!("v=0\r\n{text}").as_bytes());
     }
 }

@@ -13,6 +13,7 @@ pub mod meetings;
 pub mod moderation;
 pub mod recordings;
 mod web;
+mod whip;
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -22,7 +23,7 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde_json::json;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -152,6 +153,8 @@ pub fn router(state: Arc<AppState>, config: &HttpConfig) -> Router {
         .route("/meetings/{id}/files/{file}/link", get(files::link))
         .route("/files/{file}", get(files::download))
         .route("/signaling", get(crate::signaling::upgrade))
+        .route("/whip/{id}", post(whip::publish))
+        .route("/whip/{id}/{participant}", delete(whip::end))
         .layer(RequestBodyLimitLayer::new(config.body_limit_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

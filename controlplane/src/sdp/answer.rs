@@ -1,4 +1,6 @@
-//! Reading a browser's SDP answer: only what Sluice needs from it, checked against the offer it answers.
+//! Reading a browser's SDP answer: only what Sluice needs from it, checked against the offer it answers. The same
+//! reader takes a WHIP client's offer ([`parse_offer`]), where it also keeps what the answer must echo: each
+//! section's media kind, its full `a=rtpmap` and `a=fmtp` values and its header extensions.
 //!
 //! From the session: the DTLS fingerprint and setup role, the ICE credentials. From each media section, in
 //! order: its MID, whether it is accepted (port not 0), its direction, the payload types in preference order with
@@ -29,6 +31,8 @@ pub enum SdpError {
     BadFingerprint(String),
     #[error("a=setup:{0} is not allowed in an answer to our actpass offer: answer with setup:active")]
     BadSetup(String),
+    #[error("a=setup:{0} is not allowed in an offer: the server is the DTLS server, offer setup:actpass or active")]
+    BadOfferSetup(String),
     #[error("the SDP has no a=ice-ufrag and a=ice-pwd")]
     NoIceCredentials,
     #[error("line {line}: {reason}")]
@@ -74,6 +78,14 @@ pub struct AnswerSection {
     pub send_rids: Vec<String>,
     /// RIDs of `a=rid:<id> send` lines.
     rid_lines: Vec<String>,
+    /// The m-line's media (`audio`, `video`, `application`...), and what follows its port (protocol and formats).
+    pub media: String,
+    pub transport: String,
+    /// `a=rtpmap` values whole (`96 VP8/90000`) and `a=fmtp` values (`96 max-fr=30`), by payload type.
+    pub encodings: Vec<(u8, String)>,
+    pub fmtp: Vec<(u8, String)>,
+    /// `a=extmap` lines: ID and URI.
+    pub extmap: Vec<(u8, String)>,
 }
 
 impl AnswerSection {
@@ -117,6 +129,15 @@ impl Answer {
 
 /// Parses an answer. Lines may end in CRLF or LF.
 pub fn parse_answer(sdp: &str) -> Result<Answer, SdpError> {
+    parse(sdp, false)
+}
+
+/// Parses a WHIP client's offer: as an answer, but its DTLS role may be `actpass` (we take the server's part).
+pub fn parse_offer(sdp: &str) -> Result<Answer, SdpError> {
+    parse(sdp, true)
+}
+
+fn parse(sdp: &str, offer: bool) -> Result<Answer, SdpError> {
     if sdp.len() > ANSWER_LEN_MAX {
         return Err(SdpError::TooLong);
     }
@@ -150,7 +171,10 @@ pub fn parse_answer(sdp: &str) -> Result<Answer, SdpError> {
             }
             // A rejected (port 0) section is read for its MID only: what else it says does not matter.
             _ if key != "mid" && sections.last().is_some_and(|(_, s)| s.rejected) => {}
-            "setup" if !matches!(value, "active") => return Err(SdpError::BadSetup(value.to_string())),
+            "setup" if offer && !matches!(value, "actpass" | "active") => {
+                return Err(SdpError::BadOfferSetup(value.to_string()));
+            }
+            "setup" if !offer && !matches!(value, "active") => return Err(SdpError::BadSetup(value.to_string())),
             "ice-ufrag" => {
                 ufrag.get_or_insert_with(|| value.to_string());
             }
@@ -181,7 +205,8 @@ pub fn parse_answer(sdp: &str) -> Result<Answer, SdpError> {
 
 fn media_line(m: &str) -> Option<AnswerSection> {
     let mut parts = m.split_ascii_whitespace();
-    let (_media, port, _proto) = (parts.next()?, parts.next()?, parts.next()?);
+    let transport: String = m.splitn(3, ' ').nth(2).unwrap_or_default().chars().take(256).collect();
+    let (media, port, _proto) = (parts.next()?, parts.next()?, parts.next()?);
     let port: u32 = port.split('/').next()?.parse().ok()?;
     // Formats that are not numbers (an application section's "webrtc-datachannel") are skipped.
     let formats = parts.filter_map(|f| f.parse().ok()).collect();
@@ -196,6 +221,11 @@ fn media_line(m: &str) -> Option<AnswerSection> {
         fid: Vec::new(),
         send_rids: Vec::new(),
         rid_lines: Vec::new(),
+        media: media.chars().take(16).collect(),
+        transport,
+        encodings: Vec::new(),
+        fmtp: Vec::new(),
+        extmap: Vec::new(),
     })
 }
 
@@ -218,6 +248,12 @@ fn media_attribute(
             let pt = pt.parse().map_err(|_| "a=rtpmap payload type is not a number")?;
             let name = encoding.split('/').next().unwrap_or_default().to_string();
             section.rtpmap.push((pt, name));
+            section.encodings.push((pt, encoding.chars().take(64).collect()));
+        }
+        "fmtp" if section.fmtp.len() < PER_SECTION_MAX => {
+            let (pt, params) = value.split_once(' ').ok_or("a=fmtp needs a payload type and parameters")?;
+            let pt = pt.parse().map_err(|_| "a=fmtp payload type is not a number")?;
+            section.fmtp.push((pt, params.chars().take(256).collect()));
         }
         "ssrc" if section.ssrcs.len() < PER_SECTION_MAX => {
             let ssrc = value.split(' ').next().unwrap_or_default();
@@ -235,9 +271,17 @@ fn media_attribute(
         }
         "simulcast" => section.send_rids = simulcast_send(value)?,
         "extmap" => {
-            let uri = value.split_ascii_whitespace().nth(1).unwrap_or_default();
+            let mut parts = value.split_ascii_whitespace();
+            let id = parts.next().unwrap_or_default();
+            let uri = parts.next().unwrap_or_default();
             if uri == "urn:ietf:params:rtp-hdrext:sdes:mid" {
                 section.mid_extension = true;
+            }
+            // `id/direction` is allowed; one-byte and two-byte IDs are 1 to 255.
+            if let Ok(id) = id.split('/').next().unwrap_or_default().parse::<u8>()
+                && section.extmap.len() < PER_SECTION_MAX
+            {
+                section.extmap.push((id, uri.chars().take(128).collect()));
             }
         }
         "ssrc-group" if section.fid.len() < PER_SECTION_MAX => {

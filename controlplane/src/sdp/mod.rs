@@ -3,8 +3,9 @@
 
 pub mod answer;
 pub mod offer;
+pub mod whip;
 
-pub use answer::{Answer, AnswerSection, Direction, SdpError, parse_answer};
+pub use answer::{Answer, AnswerSection, Direction, SdpError, parse_answer, parse_offer};
 pub use offer::{Downlink, OfferParams, Section, SectionRole, write_offer};
 
 #[cfg(test)]

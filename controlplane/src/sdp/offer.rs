@@ -19,11 +19,11 @@ use sluice_dataplane::packet::codec::Codec;
 const VIDEO_CODECS: [(Codec, u8, u8); 3] = [(Codec::Vp8, 96, 97), (Codec::Vp9, 98, 99), (Codec::H264, 102, 103)];
 const OPUS_PT: u8 = 111;
 
-const URI_MID: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
+pub(crate) const URI_MID: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
 const URI_RID: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
 const URI_REPAIRED_RID: &str = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id";
-const URI_ABS_SEND_TIME: &str = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time";
-const URI_TRANSPORT_CC: &str = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
+pub(crate) const URI_ABS_SEND_TIME: &str = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time";
+pub(crate) const URI_TRANSPORT_CC: &str = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
 
 /// The codecs an uplink section of `kind` offers, most preferred first: `prefer` (if we forward it), then VP8,
 /// VP9, H.264. Chrome as answerer sends the first of these it supports, whatever its answer's order.
@@ -261,7 +261,7 @@ fn write_codec(s: &mut String, codec: Codec, with_rtx: bool) {
     }
 }
 
-fn line(s: &mut String, args: std::fmt::Arguments<'_>) {
+pub(crate) fn line(s: &mut String, args: std::fmt::Arguments<'_>) {
     s.write_fmt(args).expect("writing to a String does not fail");
     s.push_str("\r\n");
 }

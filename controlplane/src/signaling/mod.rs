@@ -179,6 +179,53 @@ impl Signaling {
         }
     }
 
+    /// WHIP: seats a publisher in `meeting` (its settings given) and answers its offer: (participant id, answer).
+    /// Refusals are a signaling close code and its reason (`close::*`), which the HTTP layer maps to a status.
+    pub async fn ingest(
+        &self,
+        meeting: &crate::store::Meeting,
+        claims: crate::tokens::Claims,
+        offer: crate::sdp::Answer,
+        source: IpAddr,
+    ) -> Result<(String, String), (u16, String)> {
+        let Some(runtime) = self.runtime.as_ref() else {
+            return Err((protocol::close::UNAVAILABLE, "this server runs no media workers".into()));
+        };
+        // Nothing reads what the room sends a WHIP publisher: the receiving end is dropped at once.
+        let (out, _) = tokio::sync::mpsc::channel(1);
+        let mut request = room::JoinRequest {
+            claims,
+            publish: Vec::new(),
+            video_codec: None,
+            out,
+            source: crate::http::limits::bucket_of(source),
+            requested_at: std::time::Instant::now(),
+            ingest: true,
+        };
+        let offer = Box::new(offer);
+        // A room closing as we arrive refuses the command; the second try starts a new one.
+        for _ in 0..2 {
+            let room = self.room(&meeting.id, &meeting.settings, runtime);
+            let (reply, answer) = oneshot::channel();
+            match room.send(RoomCommand::Ingest { request, offer: offer.clone(), reply }).await {
+                Ok(()) => {
+                    return answer.await.map_err(|_| (protocol::close::UNAVAILABLE, "the room stopped".into()))?;
+                }
+                Err(tokio::sync::mpsc::error::SendError(RoomCommand::Ingest { request: back, .. })) => request = back,
+                Err(_) => unreachable!("the command sent comes back"),
+            }
+        }
+        Err((protocol::close::UNAVAILABLE, "the meeting's room is restarting: try again".into()))
+    }
+
+    /// WHIP `DELETE`: ends `user_id`'s ingest session `participant`; false if there is none.
+    pub async fn ingest_end(&self, meeting_id: &str, participant: &str, user_id: &str) -> bool {
+        let Some(room) = self.registry.get(meeting_id) else { return false };
+        let (reply, answer) = oneshot::channel();
+        let command = RoomCommand::IngestEnd { participant: participant.into(), user_id: user_id.into(), reply };
+        room.send(command).await.is_ok() && answer.await.unwrap_or(false)
+    }
+
     /// Whether the meeting has a live room (someone connected or waiting).
     pub fn is_live(&self, meeting_id: &str) -> bool {
         self.registry.get(meeting_id).is_some()

@@ -32,6 +32,7 @@ use crate::tokens::{Claims, Grants};
 
 mod breakouts;
 mod chat;
+mod ingest;
 mod moderation;
 mod quality;
 
@@ -115,6 +116,18 @@ pub(crate) enum RoomCommand {
     ConnectTimeout {
         participant: String,
     },
+    /// WHIP: seat a publisher with no signaling connection and answer its offer (participant id, answer SDP).
+    Ingest {
+        request: JoinRequest,
+        offer: Box<sdp::Answer>,
+        reply: oneshot::Sender<Result<(String, String), (u16, String)>>,
+    },
+    /// WHIP `DELETE`: the ingest session `participant` of `user_id` leaves; false if there is none.
+    IngestEnd {
+        participant: String,
+        user_id: String,
+        reply: oneshot::Sender<bool>,
+    },
     /// A breakout timer event (warning, end, end of the closing countdown) for timer `generation`.
     BreakoutTick {
         generation: u64,
@@ -176,6 +189,8 @@ pub(crate) struct JoinRequest {
     pub source: std::net::IpAddr,
     /// When the `join` message arrived (the join's duration is measured from it).
     pub requested_at: std::time::Instant,
+    /// A WHIP publisher: no signaling connection, so it is never sent offers and receives nothing.
+    pub ingest: bool,
 }
 
 struct Published {
@@ -186,6 +201,8 @@ struct Published {
     /// The track on the publisher's worker.
     core: TrackId,
     muted: bool,
+    /// The payload type the publisher sends it with (a WHIP client's own may differ from what we offer).
+    payload_type: u8,
 }
 
 struct SectionState {
@@ -262,6 +279,8 @@ struct Member {
     /// The room it is in: `main`, or a breakout room's id. It receives that room's media, people and chat only.
     room: String,
     analytics: quality::MemberAnalytics,
+    /// A WHIP publisher (see `JoinRequest::ingest`).
+    ingest: bool,
 }
 
 impl Member {
@@ -427,7 +446,17 @@ impl Room {
             }
             RoomCommand::Renegotiate { participant } => self.negotiate(&participant),
             RoomCommand::BreakoutTick { generation } => self.breakout_tick(generation).await,
-            RoomCommand::ConnectTimeout { participant } => self.media_failed(&participant, "ice_timeout").await,
+            RoomCommand::ConnectTimeout { participant } => {
+                self.media_failed(&participant, "ice_timeout").await;
+                self.drop_unconnected_ingest(&participant).await;
+            }
+            RoomCommand::Ingest { request, offer, reply } => {
+                let result = self.ingest(request, &offer).await;
+                let _ = reply.send(result);
+            }
+            RoomCommand::IngestEnd { participant, user_id, reply } => {
+                let _ = reply.send(self.ingest_end(&participant, &user_id).await);
+            }
             RoomCommand::Breakouts { reply } => {
                 let _ = reply.send(self.breakouts_view(true));
             }
@@ -565,8 +594,10 @@ impl Room {
 
     /// Places a participant on a worker, records it and starts its negotiation.
     async fn seat(&mut self, id: String, request: JoinRequest) -> Result<String, (u16, String)> {
-        let JoinRequest { claims, mut publish, video_codec, out, source, requested_at } = request;
-        let (role, grants) = self.role_of(&claims);
+        let JoinRequest { claims, mut publish, video_codec, out, source, requested_at, ingest } = request;
+        let (role, mut grants) = self.role_of(&claims);
+        // A WHIP publisher has nowhere to receive media.
+        grants.subscribe &= !ingest;
         let held = self.held.get(&claims.sub).cloned().unwrap_or_default();
         publish.retain(|s| may_publish(&grants, *s) && !held.contains(s));
         if !self.ctx.settings.allow_screenshare {
@@ -632,6 +663,7 @@ impl Room {
             refusals: 0,
             room,
             analytics: quality::MemberAnalytics::new(),
+            ingest,
         };
         let row = Participant {
             meeting_id: self.ctx.meeting_id.clone(),
@@ -774,6 +806,10 @@ impl Room {
         let fingerprint = self.ctx.runtime.fingerprint();
         let candidates = Arc::clone(&self.ctx.candidates);
         let Some(m) = self.member(id) else { return };
+        // A WHIP publisher negotiated once, by its own offer; it has no connection to send offers on.
+        if m.ingest {
+            return;
+        }
         if m.awaiting.is_some() {
             m.renegotiate = true;
             return;
@@ -1042,9 +1078,9 @@ impl Room {
             let spec = a
                 .send_codec(&sdp::offer::uplink_codecs(s.section.kind, s.section.prefer))
                 .ok_or("names no codec we forward")
-                .and_then(|(codec, _)| uplink_spec(&s.section, a, codec));
+                .and_then(|(codec, pt)| uplink_spec(&s.section, a, codec).map(|spec| (spec, pt)));
             match spec {
-                Ok(spec) => new_tracks.push((index, source, spec, spec.codec)),
+                Ok((spec, pt)) => new_tracks.push((index, source, spec, spec.codec, pt)),
                 Err(why) => m.send(ServerMessage::error(
                     ErrorCode::BadSdp,
                     format!("section {} sends but {why}", s.section.mid),
@@ -1059,7 +1095,7 @@ impl Room {
         }
         let (worker, core) = (m.worker, m.core);
         let mut added = Vec::new();
-        for (index, source, spec, codec) in new_tracks {
+        for (index, source, spec, codec, payload_type) in new_tracks {
             match media(&runtime, move |rt| rt.add_track(worker, core, spec)).await {
                 Ok(track) => {
                     let m = self.member(id).expect("found above");
@@ -1072,8 +1108,15 @@ impl Room {
                     let track_id = ids::prefixed("t");
                     m.sections[index].binding = Binding::Uplink { source, published: true };
                     m.sections[index].info.track_id = Some(track_id.clone());
-                    let published =
-                        Published { track_id: track_id.clone(), source, codec, spec, core: track, muted: held };
+                    let published = Published {
+                        track_id: track_id.clone(),
+                        source,
+                        codec,
+                        spec,
+                        core: track,
+                        muted: held,
+                        payload_type,
+                    };
                     added.push(published.info());
                     m.published.push(published);
                 }
@@ -1120,9 +1163,12 @@ impl Room {
             let Some(origin) = self.members.iter().find(|p| p.id == publisher) else { continue };
             let Some(track) = origin.published.iter().find(|t| t.track_id == track_id) else { continue };
             let (origin_worker, origin_track, spec) = (origin.worker, track.core, track.spec);
+            // Our offers give each codec one payload type; a publisher that sends another (a WHIP client's own)
+            // is rewritten to it.
+            let ours = sdp::offer::payload_type(track.codec);
             let sub = SubscriptionSpec {
                 ssrc: d.ssrc,
-                payload_type: None,
+                payload_type: (track.payload_type != ours).then_some(ours),
                 rtx: d.rtx_ssrc.and_then(|ssrc| {
                     sdp::offer::rtx_payload_type(d.codec).map(|payload_type| RtxSpec { ssrc, payload_type })
                 }),
@@ -1348,6 +1394,7 @@ impl Room {
                 m.send(ServerMessage::Connection { state: ConnectionState::Failed });
                 tracing::warn!(participant = %id, ?reason, "DTLS failed");
                 self.media_failed(&id, "dtls_failed").await;
+                self.drop_unconnected_ingest(&id).await;
             }
             Event::Gone { .. } => self.leave(&id, LeaveReason::ConnectionLost).await,
             _ => {}

@@ -146,6 +146,7 @@ async fn join(socket: &mut WebSocket, state: &AppState, source: std::net::IpAddr
         out,
         source,
         requested_at: Instant::now(),
+        ingest: false,
     };
     // A room that is closing as we arrive refuses the command; the second try starts a new one.
     for _ in 0..2 {

@@ -355,7 +355,11 @@ impl Room {
         if m.grants.host {
             return Err(ControlError::state("a host cannot be sent to the waiting room; change their role first"));
         }
+        if m.ingest {
+            return Err(ControlError::state("a WHIP publisher cannot wait in the waiting room: remove it instead"));
+        }
         let request = super::JoinRequest {
+            ingest: false,
             claims: Claims { waiting_room: true, ..m.claims.clone() },
             publish: m.published.iter().map(|p| p.source).filter(|s| *s != Source::Screen).collect(),
             video_codec: m.video_codec,

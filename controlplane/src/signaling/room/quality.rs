@@ -36,6 +36,11 @@ pub(super) struct MemberAnalytics {
 }
 
 impl MemberAnalytics {
+    /// Whether its media connected (ICE and DTLS).
+    pub(super) fn connected(&self) -> bool {
+        self.connected
+    }
+
     pub(super) fn new() -> MemberAnalytics {
         let now = Instant::now();
         MemberAnalytics {

@@ -1,0 +1,96 @@
+//! WHIP ingest (RFC 9725): `POST /whip/{meeting_id}` with an SDP offer and a meeting token that may publish
+//! answers `201 Created` with the SDP answer and the session's resource in `Location`; `DELETE` on the resource
+//! ends it. Trickle ICE and ICE restarts (`PATCH`) are not offered: the answer carries every candidate of the
+//! server (ICE-lite), and a restart is a new session. See `docs/whip-whep.md`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::Extensions;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use super::access::meeting_claims;
+use super::error::ApiError;
+use super::meetings::find;
+use crate::sdp::answer::ANSWER_LEN_MAX;
+use crate::signaling::protocol::close;
+
+const SDP: &str = "application/sdp";
+
+/// `POST /whip/{meeting_id}`.
+pub async fn publish(
+    State(state): State<Arc<AppState>>,
+    Path(meeting_id): Path<String>,
+    extensions: Extensions,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    if !content_type.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case(SDP)) {
+        return Err(ApiError {
+            status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            code: "unsupported_media_type",
+            message: format!("a WHIP offer is sent as Content-Type: {SDP}, not {content_type:?}"),
+        });
+    }
+    let meeting = find(&state, &meeting_id).await?;
+    let claims = meeting_claims(&state, &headers, &meeting)?;
+    if !claims.grants.microphone && !claims.grants.camera {
+        return Err(ApiError::forbidden("this token may not publish a microphone or a camera"));
+    }
+    if meeting.ended_at.is_some() {
+        return Err(ApiError::gone("the meeting has ended"));
+    }
+    if state.store.is_removed(&meeting.id, &claims.sub).await? {
+        return Err(ApiError::forbidden("a host removed this user from the meeting"));
+    }
+    if body.len() > ANSWER_LEN_MAX {
+        return Err(ApiError::bad_request(format!("the offer is longer than {ANSWER_LEN_MAX} bytes")));
+    }
+    let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("the offer is not UTF-8 text"))?;
+    let offer = crate::sdp::parse_offer(text).map_err(|e| ApiError::bad_request(format!("the offer: {e}")))?;
+    let user = claims.sub.clone();
+    let peer = extensions.get::<ConnectInfo<SocketAddr>>().map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.0.ip());
+    let (participant, answer) =
+        state.signaling.ingest(&meeting, claims, offer, peer).await.map_err(|(code, reason)| refusal(code, reason))?;
+    tracing::info!(meeting = %meeting.id, %participant, %user, "WHIP session started");
+    let location = format!("/whip/{}/{participant}", meeting.id);
+    let mut response = (StatusCode::CREATED, answer).into_response();
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));
+    h.insert(header::LOCATION, HeaderValue::from_str(&location).map_err(ApiError::internal)?);
+    Ok(response)
+}
+
+/// `DELETE /whip/{meeting_id}/{participant}`: with a token of the user who started the session.
+pub async fn end(
+    State(state): State<Arc<AppState>>,
+    Path((meeting_id, participant)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let meeting = find(&state, &meeting_id).await?;
+    let claims = meeting_claims(&state, &headers, &meeting)?;
+    if state.signaling.ingest_end(&meeting.id, &participant, &claims.sub).await {
+        tracing::info!(meeting = %meeting.id, %participant, "WHIP session ended");
+        Ok(StatusCode::OK)
+    } else {
+        Err(ApiError::not_found(format!("no WHIP session {participant:?} of this user in the meeting")))
+    }
+}
+
+/// A room's refusal (a signaling close code) as the HTTP status a WHIP client understands.
+fn refusal(code: u16, reason: String) -> ApiError {
+    match code {
+        close::BAD_TOKEN => ApiError::unauthorized(reason),
+        close::FORBIDDEN | close::REMOVED | close::LOCKED | close::DENIED => ApiError::forbidden(reason),
+        close::NO_MEETING => ApiError::not_found(reason),
+        close::ENDED => ApiError::gone(reason),
+        close::PROTOCOL => ApiError::bad_request(reason),
+        close::FULL | close::UNAVAILABLE | close::RATE_LIMITED => ApiError::unavailable(reason),
+        _ => ApiError::conflict(reason),
+    }
+}

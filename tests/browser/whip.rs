@@ -1,0 +1,114 @@
+//! WHIP ingest (RFC 9725) into a meeting: Chromium speaking WHIP (a page that makes a send-only offer, posts it
+//! to `/whip/{meeting}` with a participant token and applies the answer) is seen and heard by a Chromium
+//! participant of the meeting, and leaves when its resource is deleted. Bad requests get the right 4xx.
+
+use super::*;
+
+/// A participant token for `name` (the meeting lets anyone join by link).
+async fn participant_token(base: &str, meeting: &str, name: &str) -> String {
+    let reply: Value = reqwest::Client::new()
+        .post(format!("{base}/meetings/{meeting}/join"))
+        .json(&json!({"name": name}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    reply["participant_token"].as_str().unwrap_or_else(|| panic!("no token: {reply}")).to_string()
+}
+
+/// In a page: camera and microphone sent over WHIP. Returns [status, Location, Content-Type].
+fn whip_script(meeting: &str, token: &str) -> String {
+    format!(
+        r#"
+        return (async () => {{
+        const stream = await navigator.mediaDevices.getUserMedia({{ audio: true, video: {{ width: 640, height: 360 }} }});
+        const pc = new RTCPeerConnection();
+        for (const track of stream.getTracks()) pc.addTransceiver(track, {{ direction: 'sendonly' }});
+        await pc.setLocalDescription(await pc.createOffer());
+        const response = await fetch('/whip/{meeting}', {{
+            method: 'POST',
+            headers: {{ 'content-type': 'application/sdp', authorization: 'Bearer {token}' }},
+            body: pc.localDescription.sdp,
+        }});
+        const answer = await response.text();
+        window.whip = {{ pc }};
+        if (response.status === 201) await pc.setRemoteDescription({{ type: 'answer', sdp: answer }});
+        return [response.status, response.headers.get('location'), response.headers.get('content-type'), answer.slice(0, 300)];
+        }})();
+        "#
+    )
+}
+
+async fn whip_post(base: &str, path: &str, token: Option<&str>, content_type: &str, body: &str) -> (u16, Value) {
+    let mut request = reqwest::Client::new().post(format!("{base}{path}")).header("content-type", content_type);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.body(body.to_string()).send().await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+}
+
+#[test]
+fn a_browser_publishing_over_whip_is_seen_in_the_meeting_and_leaves_on_delete() {
+    in_fresh_netns("whip::a_browser_publishing_over_whip_is_seen_in_the_meeting_and_leaves_on_delete", async || {
+        let stage = Stage::start(&[]).await;
+        let (base, id) = (stage.base.clone(), stage.id.clone());
+        let token = participant_token(&base, &id, "Encoder").await;
+
+        // Bad requests, each with its status and a message that says what was wrong.
+        let offer_path = format!("/whip/{id}");
+        let cases = [
+            (whip_post(&base, &offer_path, Some(&token), "text/plain", "v=0").await, 415, "application/sdp"),
+            (whip_post(&base, &offer_path, None, "application/sdp", "v=0").await, 401, "Bearer"),
+            (whip_post(&base, &offer_path, Some(&token), "application/sdp", "hello").await, 400, "v=0"),
+            (
+                whip_post(&base, "/whip/zzz-zzzz-zzz", Some(&token), "application/sdp", "v=0").await,
+                404,
+                "does not exist",
+            ),
+        ];
+        for ((status, body), want, says) in cases {
+            assert_eq!(status, want, "{body}");
+            assert!(body["error"]["message"].as_str().unwrap_or_default().contains(says), "{says:?} in {body}");
+        }
+        // A participant of the meeting, then the WHIP publisher.
+        let vi = stage.join("Vi").await;
+        wait_true(&vi, "Vi is in", "return !!(window.sluiceApp.client && window.sluiceApp.client.pc)").await;
+        let encoder = Browser::launch(&stage.driver).await;
+        encoder.goto(&format!("{base}/")).await;
+        let reply = encoder.eval(&whip_script(&id, &token)).await;
+        assert_eq!(reply[0], 201, "{reply}");
+        let location = reply[1].as_str().unwrap().to_string();
+        assert!(location.starts_with(&format!("/whip/{id}/p_")), "{reply}");
+        assert_eq!(reply[2], "application/sdp", "{reply}");
+        wait_true(&encoder, "the WHIP connection is up", "return window.whip.pc.connectionState === 'connected'").await;
+
+        // Vi sees and hears it, under the token's name.
+        wait_decoding(&vi, "Vi", 1, 1).await;
+        assert_growing(&vi, "Vi").await;
+        wait_true(
+            &vi,
+            "Vi's grid shows the encoder",
+            "return [...document.querySelectorAll('#grid .tile .label')].some((l) => l.textContent.startsWith('Encoder'))",
+        )
+        .await;
+        let encoder_id = location.rsplit('/').next().unwrap().to_string();
+
+        // Someone else's token cannot end it; the publisher's can, once.
+        let other = participant_token(&base, &id, "Mallory").await;
+        let http = reqwest::Client::new();
+        let status = http.delete(format!("{base}{location}")).bearer_auth(&other).send().await.unwrap().status();
+        assert_eq!(status, 404, "another user's DELETE");
+        let status = http.delete(format!("{base}{location}")).bearer_auth(&token).send().await.unwrap().status();
+        assert_eq!(status, 200);
+        wait_true(&vi, "the encoder's tile goes", &gone_script(&encoder_id)).await;
+        let status = http.delete(format!("{base}{location}")).bearer_auth(&token).send().await.unwrap().status();
+        assert_eq!(status, 404, "a second DELETE");
+        let meeting = stage.meeting().await;
+        assert_eq!(meeting["active_participants"], 1, "{meeting}");
+        encoder.close().await;
+        vi.close().await;
+    });
+}
