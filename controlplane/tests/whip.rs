@@ -167,3 +167,88 @@ async fn bad_whip_requests_get_the_right_status_and_say_why() {
     assert!(ended.is_success(), "{ended}");
     assert_eq!(post(&h, &meeting, Some(&token), "application/sdp", &offer()).await.status(), 410);
 }
+
+/// A WHEP player's offer: receive-only Opus, and VP8 (96) and H.264 (102) video.
+fn player_offer() -> String {
+    format!(
+        "v=0\r\no=- 3 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1\r\n\
+         a=fingerprint:sha-256 {FINGERPRINT}\r\na=ice-ufrag:wxyz\r\na=ice-pwd:efghijklmnopqrstuvwxyz12\r\na=setup:actpass\r\n\
+         m=audio 9 UDP/TLS/RTP/SAVPF 109\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\na=rtpmap:109 opus/48000/2\r\n\
+         m=video 9 UDP/TLS/RTP/SAVPF 120 102\r\nc=IN IP4 0.0.0.0\r\na=mid:1\r\na=recvonly\r\na=rtpmap:120 VP8/90000\r\n\
+         a=rtpmap:102 H264/90000\r\n"
+    )
+}
+
+async fn play(h: &Harness, meeting: &str, query: &str, token: &str, body: &str) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{}/whep/{meeting}?{query}", h.base))
+        .header("content-type", "application/sdp")
+        .bearer_auth(token)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_whep_player_gets_a_participants_camera_and_microphone_at_its_payload_types() {
+    let h = start().await;
+    let (meeting, _) = h.meeting(json!({})).await;
+    let token = h.token(&meeting, "watcher", Role::Viewer);
+    // Nobody in the meeting yet: nothing to watch.
+    let empty = play(&h, &meeting, "", &token, &player_offer()).await;
+    assert_eq!(empty.status(), 404);
+    let (mut ann, _) = h.joined(&meeting, "ann", &["microphone", "camera"]).await;
+    let offer = ann.expect("offer").await;
+    ann.answer(&offer, 500).await;
+    // Ann's answer reaches her room on its own connection: until it has, she publishes nothing to watch.
+    let deadline = std::time::Instant::now() + WAIT;
+    let response = loop {
+        let response = play(&h, &meeting, "participant=ann", &token, &player_offer()).await;
+        if response.status() == 201 {
+            break response;
+        }
+        assert!(std::time::Instant::now() < deadline, "never answered: {}", response.text().await.unwrap());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let location = response.headers()["location"].to_str().unwrap().to_string();
+    assert!(location.starts_with(&format!("/whep/{meeting}/p_")), "{location}");
+    let answer = response.text().await.unwrap();
+    for line in [
+        "m=audio 9 UDP/TLS/RTP/SAVPF 109\r\n",
+        "m=video 9 UDP/TLS/RTP/SAVPF 120\r\n",
+        "a=rtpmap:120 VP8/90000",
+        "a=sendonly",
+        "a=ssrc:",
+        "a=setup:passive",
+        "a=candidate:",
+        "a=group:BUNDLE 0 1\r\n",
+    ] {
+        assert!(answer.contains(line), "{line:?} in {answer}");
+    }
+    assert!(!answer.contains("a=recvonly"), "{answer}");
+
+    // Refusals: whom it names, what it asks, what its offer can decode, and who asks.
+    let cases = [
+        ("participant=nobody", player_offer(), &token, 404, "nobody named"),
+        ("source=screen", player_offer(), &token, 404, "nobody is sharing"),
+        ("source=camera", player_offer(), &token, 400, "only source=screen"),
+        ("participant=ann&source=screen", player_offer(), &token, 400, "not both"),
+        (
+            "participant=ann",
+            player_offer().replace("120 102", "102").replace("a=rtpmap:120 VP8/90000\r\n", ""),
+            &token,
+            400,
+            "does not offer",
+        ),
+    ];
+    for (query, body, token, status, says) in cases {
+        let response = play(&h, &meeting, query, token, &body).await;
+        assert_eq!(response.status(), status, "{query}");
+        let reply: Value = response.json().await.unwrap();
+        assert!(reply["error"]["message"].as_str().unwrap().contains(says), "{says:?} in {reply}");
+    }
+    let delete_status = delete(&h, &location, &token).await;
+    assert_eq!(delete_status, 200);
+    assert_eq!(delete(&h, &location, &token).await, 404);
+}

@@ -1,6 +1,8 @@
-//! WHIP ingest (RFC 9725) into a meeting: Chromium speaking WHIP (a page that makes a send-only offer, posts it
-//! to `/whip/{meeting}` with a participant token and applies the answer) is seen and heard by a Chromium
-//! participant of the meeting, and leaves when its resource is deleted. Bad requests get the right 4xx.
+//! WHIP ingest (RFC 9725) into a meeting and WHEP playback out of it: Chromium speaking WHIP (a page that makes
+//! a send-only offer, posts it to `/whip/{meeting}` with a participant token and applies the answer) is seen and
+//! heard by a Chromium participant of the meeting and by a Chromium page playing it over WHEP (a receive-only
+//! offer to `/whep/{meeting}?participant=<name>`); each leaves when its resource is deleted. Bad requests get the
+//! right 4xx.
 
 use super::*;
 
@@ -17,6 +19,42 @@ async fn participant_token(base: &str, meeting: &str, name: &str) -> String {
         .unwrap();
     reply["participant_token"].as_str().unwrap_or_else(|| panic!("no token: {reply}")).to_string()
 }
+
+/// In a page: a receive-only offer for one audio and one video, played over WHEP from `query`. Returns [status,
+/// Location, Content-Type].
+fn whep_script(meeting: &str, token: &str, query: &str) -> String {
+    format!(
+        r#"
+        return (async () => {{
+        const pc = new RTCPeerConnection();
+        pc.addTransceiver('audio', {{ direction: 'recvonly' }});
+        pc.addTransceiver('video', {{ direction: 'recvonly' }});
+        await pc.setLocalDescription(await pc.createOffer());
+        const response = await fetch('/whep/{meeting}?{query}', {{
+            method: 'POST',
+            headers: {{ 'content-type': 'application/sdp', authorization: 'Bearer {token}' }},
+            body: pc.localDescription.sdp,
+        }});
+        const answer = await response.text();
+        window.whep = {{ pc }};
+        if (response.status === 201) await pc.setRemoteDescription({{ type: 'answer', sdp: answer }});
+        return [response.status, response.headers.get('location'), response.headers.get('content-type'), answer.slice(0, 300)];
+        }})();
+        "#
+    )
+}
+
+/// What the WHEP page decodes: [video frames, audio packets].
+const WHEP_INBOUND_SCRIPT: &str = r#"
+    return window.whep.pc.getStats().then((report) => {
+        let frames = 0, audio = 0;
+        report.forEach((s) => {
+            if (s.type === 'inbound-rtp' && s.kind === 'video') frames += s.framesDecoded || 0;
+            if (s.type === 'inbound-rtp' && s.kind === 'audio') audio += s.packetsReceived || 0;
+        });
+        return [frames, audio];
+    });
+"#;
 
 /// In a page: camera and microphone sent over WHIP. Returns [status, Location, Content-Type].
 fn whip_script(meeting: &str, token: &str) -> String {
@@ -95,6 +133,40 @@ fn a_browser_publishing_over_whip_is_seen_in_the_meeting_and_leaves_on_delete() 
         )
         .await;
         let encoder_id = location.rsplit('/').next().unwrap().to_string();
+
+        // A player watches the encoder over WHEP, from another page, with its own token.
+        let player = Browser::launch(&stage.driver).await;
+        player.goto(&format!("{base}/")).await;
+        let watcher = participant_token(&base, &id, "Player").await;
+        let nobody = player.eval(&whep_script(&id, &watcher, "participant=Nobody")).await;
+        assert_eq!(nobody[0], 404, "{nobody}");
+        let reply = player.eval(&whep_script(&id, &watcher, "participant=Encoder")).await;
+        assert_eq!(reply[0], 201, "{reply}");
+        assert!(reply[1].as_str().unwrap().starts_with(&format!("/whep/{id}/p_")), "{reply}");
+        let (started, deadline) = (Instant::now(), Instant::now() + WAIT);
+        loop {
+            let seen = player.eval(WHEP_INBOUND_SCRIPT).await;
+            if seen[0].as_u64() > Some(10) && seen[1].as_u64() > Some(10) {
+                let after = started.elapsed();
+                println!(
+                    "the WHEP player decoded {} frames and got {} audio packets {after:?} after its answer",
+                    seen[0], seen[1]
+                );
+                break;
+            }
+            assert!(Instant::now() < deadline, "the WHEP player receives {seen} after {WAIT:?}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let player_location = reply[1].as_str().unwrap().to_string();
+        let status = reqwest::Client::new()
+            .delete(format!("{base}{player_location}"))
+            .bearer_auth(&watcher)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 200, "the player's DELETE");
+        player.close().await;
 
         // Someone else's token cannot end it; the publisher's can, once.
         let other = participant_token(&base, &id, "Mallory").await;

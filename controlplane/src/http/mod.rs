@@ -155,6 +155,8 @@ pub fn router(state: Arc<AppState>, config: &HttpConfig) -> Router {
         .route("/signaling", get(crate::signaling::upgrade))
         .route("/whip/{id}", post(whip::publish))
         .route("/whip/{id}/{participant}", delete(whip::end))
+        .route("/whep/{id}", post(whip::play))
+        .route("/whep/{id}/{participant}", delete(whip::end))
         .layer(RequestBodyLimitLayer::new(config.body_limit_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

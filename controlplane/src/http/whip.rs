@@ -1,6 +1,7 @@
 //! WHIP ingest (RFC 9725): `POST /whip/{meeting_id}` with an SDP offer and a meeting token that may publish
 //! answers `201 Created` with the SDP answer and the session's resource in `Location`; `DELETE` on the resource
-//! ends it. Trickle ICE and ICE restarts (`PATCH`) are not offered: the answer carries every candidate of the
+//! ends it. WHEP playback is the same exchange at `/whep/{meeting_id}` with a token that may receive: the player's
+//! receive-only offer is answered with one participant's video and audio (`?participant=`, `?source=screen`). Trickle ICE and ICE restarts (`PATCH`) are not offered: the answer carries every candidate of the
 //! server (ICE-lite), and a restart is a new session. See `docs/whip-whep.md`.
 
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use super::access::meeting_claims;
 use super::error::ApiError;
 use super::meetings::find;
 use crate::sdp::answer::ANSWER_LEN_MAX;
+use crate::signaling::Selection;
 use crate::signaling::protocol::close;
 
 const SDP: &str = "application/sdp";
@@ -29,19 +31,67 @@ pub async fn publish(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let (meeting, claims, offer) = read_offer(&state, &meeting_id, &headers, &body).await?;
+    if !claims.grants.microphone && !claims.grants.camera {
+        return Err(ApiError::forbidden("this token may not publish a microphone or a camera"));
+    }
+    let user = claims.sub.clone();
+    let peer = extensions.get::<ConnectInfo<SocketAddr>>().map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.0.ip());
+    let (participant, answer) =
+        state.signaling.ingest(&meeting, claims, offer, peer).await.map_err(|(code, reason)| refusal(code, reason))?;
+    tracing::info!(meeting = %meeting.id, %participant, %user, "WHIP session started");
+    created(format!("/whip/{}/{participant}", meeting.id), answer)
+}
+
+/// `POST /whep/{meeting_id}[?participant=<id or name>|?source=screen]`.
+pub async fn play(
+    State(state): State<Arc<AppState>>,
+    Path(meeting_id): Path<String>,
+    axum::extract::Query(query): axum::extract::Query<std::collections::HashMap<String, String>>,
+    extensions: Extensions,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let (meeting, claims, offer) = read_offer(&state, &meeting_id, &headers, &body).await?;
+    if !claims.grants.subscribe {
+        return Err(ApiError::forbidden("this token may not receive media"));
+    }
+    let selection = match (query.get("participant"), query.get("source").map(String::as_str)) {
+        (Some(_), Some(_)) => return Err(ApiError::bad_request("give participant or source, not both")),
+        (Some(who), None) => Selection::Participant(who.clone()),
+        (None, Some("screen")) => Selection::Screen,
+        (None, Some(other)) => {
+            return Err(ApiError::bad_request(format!("source={other:?}: only source=screen is known")));
+        }
+        (None, None) => Selection::Anyone,
+    };
+    let peer = extensions.get::<ConnectInfo<SocketAddr>>().map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.0.ip());
+    let (participant, answer) = state
+        .signaling
+        .play(&meeting, claims, offer, selection, peer)
+        .await
+        .map_err(|(code, reason)| refusal(code, reason))?;
+    tracing::info!(meeting = %meeting.id, %participant, "WHEP session started");
+    created(format!("/whep/{}/{participant}", meeting.id), answer)
+}
+
+/// The checks WHIP and WHEP share: content type, meeting, token, meeting not ended, user not removed, the offer.
+async fn read_offer(
+    state: &AppState,
+    meeting_id: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(crate::store::Meeting, crate::tokens::Claims, crate::sdp::Answer), ApiError> {
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
     if !content_type.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case(SDP)) {
         return Err(ApiError {
             status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
             code: "unsupported_media_type",
-            message: format!("a WHIP offer is sent as Content-Type: {SDP}, not {content_type:?}"),
+            message: format!("an offer is sent as Content-Type: {SDP}, not {content_type:?}"),
         });
     }
-    let meeting = find(&state, &meeting_id).await?;
-    let claims = meeting_claims(&state, &headers, &meeting)?;
-    if !claims.grants.microphone && !claims.grants.camera {
-        return Err(ApiError::forbidden("this token may not publish a microphone or a camera"));
-    }
+    let meeting = find(state, meeting_id).await?;
+    let claims = meeting_claims(state, headers, &meeting)?;
     if meeting.ended_at.is_some() {
         return Err(ApiError::gone("the meeting has ended"));
     }
@@ -51,14 +101,12 @@ pub async fn publish(
     if body.len() > ANSWER_LEN_MAX {
         return Err(ApiError::bad_request(format!("the offer is longer than {ANSWER_LEN_MAX} bytes")));
     }
-    let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("the offer is not UTF-8 text"))?;
+    let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("the offer is not UTF-8 text"))?;
     let offer = crate::sdp::parse_offer(text).map_err(|e| ApiError::bad_request(format!("the offer: {e}")))?;
-    let user = claims.sub.clone();
-    let peer = extensions.get::<ConnectInfo<SocketAddr>>().map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |c| c.0.ip());
-    let (participant, answer) =
-        state.signaling.ingest(&meeting, claims, offer, peer).await.map_err(|(code, reason)| refusal(code, reason))?;
-    tracing::info!(meeting = %meeting.id, %participant, %user, "WHIP session started");
-    let location = format!("/whip/{}/{participant}", meeting.id);
+    Ok((meeting, claims, offer))
+}
+
+fn created(location: String, answer: String) -> Result<Response, ApiError> {
     let mut response = (StatusCode::CREATED, answer).into_response();
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(SDP));
@@ -66,7 +114,7 @@ pub async fn publish(
     Ok(response)
 }
 
-/// `DELETE /whip/{meeting_id}/{participant}`: with a token of the user who started the session.
+/// `DELETE /whip/{meeting_id}/{participant}` (and `/whep/...`): with a token of the user who started the session.
 pub async fn end(
     State(state): State<Arc<AppState>>,
     Path((meeting_id, participant)): Path<(String, String)>,

@@ -1,6 +1,6 @@
-//! The SDP answer to a WHIP client's offer (RFC 9725): Sluice is the answerer here, ICE-lite with all its
-//! candidates in the answer (WHIP clients need not trickle), the DTLS server (`setup:passive`), receiving one
-//! codec per section at the client's own payload type.
+//! The SDP answer to a WHIP client's offer (RFC 9725) or a WHEP player's: Sluice is the answerer here, ICE-lite
+//! with all its candidates in the answer (clients need not trickle), the DTLS server (`setup:passive`), receiving
+//! (WHIP) or sending (WHEP) one codec per section at the client's own payload type.
 //!
 //! Header extensions must keep the IDs the offer gave them (RFC 8285), and the dataplane reads them at fixed IDs
 //! (`ExtensionIds`): an extension is accepted only where the offer's ID is ours, and simply left out otherwise
@@ -17,6 +17,8 @@ use super::offer::{URI_ABS_SEND_TIME, URI_MID, URI_TRANSPORT_CC, line};
 pub enum Taken {
     /// Received: the codec and the client's payload type for it.
     Receive { kind: MediaKind, codec: Codec, payload_type: u8 },
+    /// Sent (WHEP): one track of the meeting, under our SSRC, at the client's payload type.
+    Send { kind: MediaKind, codec: Codec, payload_type: u8, ssrc: u32, stream_id: String, track_id: String },
     /// Refused (port 0): a kind or direction we do not take, or a second section of a kind.
     Refused,
 }
@@ -50,16 +52,22 @@ pub fn write_whip_answer(p: &WhipAnswerParams<'_>) -> String {
     line(&mut s, format_args!("t=0 0"));
     line(&mut s, format_args!("a=ice-lite"));
     let bundle: Vec<&str> =
-        p.sections.iter().filter(|(_, t)| matches!(t, Taken::Receive { .. })).map(|(o, _)| o.mid.as_str()).collect();
+        p.sections.iter().filter(|(_, t)| !matches!(t, Taken::Refused)).map(|(o, _)| o.mid.as_str()).collect();
     line(&mut s, format_args!("a=group:BUNDLE {}", bundle.join(" ")));
     for (offered, taken) in p.sections {
-        let Taken::Receive { kind, codec, payload_type: pt } = *taken else {
-            // Rejected: the offer's m-line at port 0, its MID, nothing else needed (RFC 8829 5.3.1).
-            line(&mut s, format_args!("m={} 0 {}", offered.media, offered.transport));
-            line(&mut s, format_args!("c=IN IP4 0.0.0.0"));
-            line(&mut s, format_args!("a=mid:{}", offered.mid));
-            line(&mut s, format_args!("a=inactive"));
-            continue;
+        let (kind, codec, pt, sending) = match taken {
+            Taken::Receive { kind, codec, payload_type } => (*kind, *codec, *payload_type, None),
+            Taken::Send { kind, codec, payload_type, ssrc, stream_id, track_id } => {
+                (*kind, *codec, *payload_type, Some((*ssrc, stream_id.as_str(), track_id.as_str())))
+            }
+            Taken::Refused => {
+                // Rejected: the offer's m-line at port 0, its MID, nothing else needed (RFC 8829 5.3.1).
+                line(&mut s, format_args!("m={} 0 {}", offered.media, offered.transport));
+                line(&mut s, format_args!("c=IN IP4 0.0.0.0"));
+                line(&mut s, format_args!("a=mid:{}", offered.mid));
+                line(&mut s, format_args!("a=inactive"));
+                continue;
+            }
         };
         let media = if kind == MediaKind::Audio { "audio" } else { "video" };
         line(&mut s, format_args!("m={media} 9 UDP/TLS/RTP/SAVPF {pt}"));
@@ -78,7 +86,15 @@ pub fn write_whip_answer(p: &WhipAnswerParams<'_>) -> String {
         }
         line(&mut s, format_args!("a=rtcp-mux"));
         line(&mut s, format_args!("a=rtcp-rsize"));
-        line(&mut s, format_args!("a=recvonly"));
+        match sending {
+            None => line(&mut s, format_args!("a=recvonly")),
+            Some((ssrc, stream, track)) => {
+                line(&mut s, format_args!("a=sendonly"));
+                line(&mut s, format_args!("a=msid:{stream} {track}"));
+                line(&mut s, format_args!("a=ssrc:{ssrc} cname:{stream}"));
+                line(&mut s, format_args!("a=ssrc:{ssrc} msid:{stream} {track}"));
+            }
+        }
         let encoding = offered.encodings.iter().find(|(p, _)| *p == pt).map(|(_, e)| e.as_str());
         let fallback = match codec {
             Codec::Opus => "opus/48000/2",

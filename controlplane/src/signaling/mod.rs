@@ -16,6 +16,7 @@ use sluice_dataplane::core::{Event, ParticipantId};
 use sluice_dataplane::runtime::Runtime;
 use tokio::sync::{mpsc, oneshot};
 
+pub use room::ingest::Selection;
 pub use room::{ChatPost, RosterEntry};
 pub use session::upgrade;
 
@@ -216,6 +217,37 @@ impl Signaling {
             }
         }
         Err((protocol::close::UNAVAILABLE, "the meeting's room is restarting: try again".into()))
+    }
+
+    /// WHEP: seats a player in `meeting` watching `selection` and answers its offer: (participant id, answer).
+    /// Only a live meeting has anyone to watch: no room is started for a player.
+    pub async fn play(
+        &self,
+        meeting: &crate::store::Meeting,
+        claims: crate::tokens::Claims,
+        offer: crate::sdp::Answer,
+        selection: Selection,
+        source: IpAddr,
+    ) -> Result<(String, String), (u16, String)> {
+        if self.runtime.is_none() {
+            return Err((protocol::close::UNAVAILABLE, "this server runs no media workers".into()));
+        }
+        let nobody = || (protocol::close::NO_MEETING, "nobody is in the meeting to watch".to_string());
+        let room = self.registry.get(&meeting.id).ok_or_else(nobody)?;
+        let (out, _) = tokio::sync::mpsc::channel(1);
+        let request = room::JoinRequest {
+            claims,
+            publish: Vec::new(),
+            video_codec: None,
+            out,
+            source: crate::http::limits::bucket_of(source),
+            requested_at: std::time::Instant::now(),
+            ingest: true,
+        };
+        let (reply, answer) = oneshot::channel();
+        let command = RoomCommand::Play { request, offer: Box::new(offer), selection, reply };
+        room.send(command).await.map_err(|_| nobody())?;
+        answer.await.map_err(|_| (protocol::close::UNAVAILABLE, "the room stopped".to_string()))?
     }
 
     /// WHIP `DELETE`: ends `user_id`'s ingest session `participant`; false if there is none.

@@ -32,7 +32,7 @@ use crate::tokens::{Claims, Grants};
 
 mod breakouts;
 mod chat;
-mod ingest;
+pub(crate) mod ingest;
 mod moderation;
 mod quality;
 
@@ -122,7 +122,14 @@ pub(crate) enum RoomCommand {
         offer: Box<sdp::Answer>,
         reply: oneshot::Sender<Result<(String, String), (u16, String)>>,
     },
-    /// WHIP `DELETE`: the ingest session `participant` of `user_id` leaves; false if there is none.
+    /// WHEP: seat a player with no signaling connection, give it `selection`'s tracks and answer its offer.
+    Play {
+        request: JoinRequest,
+        offer: Box<sdp::Answer>,
+        selection: ingest::Selection,
+        reply: oneshot::Sender<Result<(String, String), (u16, String)>>,
+    },
+    /// WHIP or WHEP `DELETE`: the session `participant` of `user_id` leaves; false if there is none.
     IngestEnd {
         participant: String,
         user_id: String,
@@ -279,8 +286,10 @@ struct Member {
     /// The room it is in: `main`, or a breakout room's id. It receives that room's media, people and chat only.
     room: String,
     analytics: quality::MemberAnalytics,
-    /// A WHIP publisher (see `JoinRequest::ingest`).
+    /// A WHIP publisher or WHEP player (see `JoinRequest::ingest`).
     ingest: bool,
+    /// A WHEP player: it receives the sections it was given, and nothing is published to it later.
+    player: bool,
 }
 
 impl Member {
@@ -452,6 +461,10 @@ impl Room {
             }
             RoomCommand::Ingest { request, offer, reply } => {
                 let result = self.ingest(request, &offer).await;
+                let _ = reply.send(result);
+            }
+            RoomCommand::Play { request, offer, selection, reply } => {
+                let result = self.play(request, &offer, selection).await;
                 let _ = reply.send(result);
             }
             RoomCommand::IngestEnd { participant, user_id, reply } => {
@@ -664,6 +677,7 @@ impl Room {
             room,
             analytics: quality::MemberAnalytics::new(),
             ingest,
+            player: false,
         };
         let row = Participant {
             meeting_id: self.ctx.meeting_id.clone(),
@@ -1155,20 +1169,22 @@ impl Room {
             else {
                 continue;
             };
-            if answer.section(&s.section.mid).is_some_and(|a| !a.rejected) {
-                todo.push((index, publisher.clone(), track_id.clone(), d.clone(), *layer));
+            if let Some(a) = answer.section(&s.section.mid).filter(|a| !a.rejected) {
+                // The payload type the receiver maps to the codec (ours in a browser's answer; a WHEP player's
+                // own in its offer).
+                let pt = a.send_codec(&[d.codec]).map(|(_, pt)| pt);
+                todo.push((index, publisher.clone(), track_id.clone(), d.clone(), *layer, pt));
             }
         }
-        for (index, publisher, track_id, d, layer) in todo {
+        for (index, publisher, track_id, d, layer, receiver_pt) in todo {
             let Some(origin) = self.members.iter().find(|p| p.id == publisher) else { continue };
             let Some(track) = origin.published.iter().find(|t| t.track_id == track_id) else { continue };
             let (origin_worker, origin_track, spec) = (origin.worker, track.core, track.spec);
-            // Our offers give each codec one payload type; a publisher that sends another (a WHIP client's own)
-            // is rewritten to it.
-            let ours = sdp::offer::payload_type(track.codec);
+            // A publisher's payload type (a WHIP client's own) may differ from the receiver's: rewritten to it.
+            let wanted = receiver_pt.unwrap_or_else(|| sdp::offer::payload_type(track.codec));
             let sub = SubscriptionSpec {
                 ssrc: d.ssrc,
-                payload_type: (track.payload_type != ours).then_some(ours),
+                payload_type: (track.payload_type != wanted).then_some(wanted),
                 rtx: d.rtx_ssrc.and_then(|ssrc| {
                     sdp::offer::rtx_payload_type(d.codec).map(|payload_type| RtxSpec { ssrc, payload_type })
                 }),

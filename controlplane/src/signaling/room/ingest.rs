@@ -1,5 +1,5 @@
-//! WHIP ingest (RFC 9725): an encoder (OBS, GStreamer, a hardware box) publishes into the meeting with one HTTP
-//! request. It is seated like any participant (the same checks, a seat, a roster entry others see) but has no
+//! WHIP ingest (RFC 9725) and WHEP playback: an encoder (OBS, GStreamer, a hardware box) publishes into the
+//! meeting, or a player watches one person of it, with one HTTP request each. It is seated like any participant (the same checks, a seat, a roster entry others see) but has no
 //! signaling connection: its one negotiation is its own offer, answered here, and it never receives media.
 //!
 //! The offer's sections become uplink sections under the client's MIDs, and its offer is read as the answer
@@ -8,7 +8,143 @@
 use super::*;
 use crate::sdp::whip::{Taken, WhipAnswerParams, accepted_extensions, write_whip_answer};
 
+/// Whom a WHEP player watches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    /// The participant with this id or display name: their camera and microphone.
+    Participant(String),
+    /// The screen being shared, with the sharer's microphone.
+    Screen,
+    /// The first participant with a camera (the first with any media if nobody has one).
+    Anyone,
+}
+
 impl Room {
+    /// Seats a WHEP player and answers its offer with the selected participant's video and audio.
+    pub(super) async fn play(
+        &mut self,
+        request: JoinRequest,
+        offer: &sdp::Answer,
+        selection: Selection,
+    ) -> Result<(String, String), (u16, String)> {
+        let extensions = ExtensionIds::default();
+        let publishers =
+            self.members.iter().filter(|m| m.room == MAIN && m.role != Role::Recorder && !m.ingest_player());
+        let chosen = match &selection {
+            Selection::Participant(who) => publishers.into_iter().find(|m| m.id == *who || m.name == *who),
+            Selection::Screen => {
+                publishers.into_iter().find(|m| m.published.iter().any(|t| t.source == Source::Screen))
+            }
+            Selection::Anyone => {
+                let all: Vec<&Member> = publishers.collect();
+                let camera = all.iter().find(|m| m.published.iter().any(|t| t.source == Source::Camera));
+                camera.or_else(|| all.iter().find(|m| !m.published.is_empty())).copied()
+            }
+        };
+        let Some(publisher) = chosen else {
+            let who = match &selection {
+                Selection::Participant(who) => format!("nobody named {who:?} is in the meeting"),
+                Selection::Screen => "nobody is sharing a screen".to_string(),
+                Selection::Anyone => "nobody in the meeting publishes anything yet".to_string(),
+            };
+            return Err((close::NO_MEETING, who));
+        };
+        let video_source = if selection == Selection::Screen { Source::Screen } else { Source::Camera };
+        let tracks: Vec<(MediaKind, Source, String, Codec)> = publisher
+            .published
+            .iter()
+            .filter(|t| t.source == Source::Microphone || t.source == video_source)
+            .map(|t| (t.spec.kind, t.source, t.track_id.clone(), t.codec))
+            .collect();
+        let publisher_id = publisher.id.clone();
+        // Each of the player's sections: the first receiving section of each kind gets that kind's track.
+        let mut taken = Vec::with_capacity(offer.sections.len());
+        let mut given: Vec<(MediaKind, Source, String, Codec, String, u32)> = Vec::new();
+        for s in &offer.sections {
+            let kind = match s.media.as_str() {
+                "audio" => MediaKind::Audio,
+                "video" => MediaKind::Video,
+                _ => {
+                    taken.push(Taken::Refused);
+                    continue;
+                }
+            };
+            let receives = matches!(s.direction, sdp::Direction::RecvOnly | sdp::Direction::SendRecv);
+            let track = tracks.iter().find(|(k, ..)| *k == kind);
+            let (Some((_, source, track_id, codec)), false, true) =
+                (track, s.rejected || given.iter().any(|(k, ..)| *k == kind), receives)
+            else {
+                taken.push(Taken::Refused);
+                continue;
+            };
+            let Some((_, payload_type)) = s.send_codec(&[*codec]) else {
+                return Err((
+                    close::PROTOCOL,
+                    format!(
+                        "the {} section {:?} does not offer {codec:?}, the codec of the {}",
+                        s.media,
+                        s.mid,
+                        source.as_str()
+                    ),
+                ));
+            };
+            let ssrc = rand::random::<u32>();
+            given.push((kind, *source, track_id.clone(), *codec, s.mid.clone(), ssrc));
+            taken.push(Taken::Send {
+                kind,
+                codec: *codec,
+                payload_type,
+                ssrc,
+                stream_id: publisher_id.clone(),
+                track_id: track_id.clone(),
+            });
+        }
+        if given.is_empty() {
+            return Err((
+                close::PROTOCOL,
+                "the offer has no audio or video section that receives what is published".into(),
+            ));
+        }
+        if self.must_wait(&request.claims) {
+            return Err((close::FORBIDDEN, "the meeting has a waiting room: play with a host's token".into()));
+        }
+        let id = self.join(request).await?;
+        let m = self.member(&id).ok_or((close::UNAVAILABLE, "the player was not seated".to_string()))?;
+        m.player = true;
+        for (kind, source, track_id, codec, mid, ssrc) in &given {
+            m.add_player_section(*kind, *source, mid, &publisher_id, track_id, *codec, *ssrc);
+        }
+        m.offered = m.sections.len();
+        let (worker, core, fingerprint) = (m.worker, m.core, offer.fingerprint);
+        m.fingerprint = Some(fingerprint);
+        if let Err(e) = media(&self.ctx.runtime, move |rt| rt.expect_dtls(worker, core, fingerprint)).await {
+            self.leave(&id, LeaveReason::Left).await;
+            return Err((close::UNAVAILABLE, format!("cannot set up DTLS: {e}")));
+        }
+        self.apply_downlinks(&id, offer).await;
+        let m = self.members.iter().find(|m| m.id == id).expect("seated above");
+        let subscribed =
+            m.sections.iter().filter(|s| matches!(s.binding, Binding::Downlink { subscription: Some(_), .. }));
+        if subscribed.count() != given.len() {
+            self.leave(&id, LeaveReason::Left).await;
+            return Err((close::UNAVAILABLE, "the dataplane did not take every track".into()));
+        }
+        let m = self.members.iter().find(|m| m.id == id).expect("seated above");
+        let sections: Vec<(&sdp::AnswerSection, Taken)> = offer.sections.iter().zip(taken).collect();
+        let answer = write_whip_answer(&WhipAnswerParams {
+            session_id: m.session_id,
+            ice_ufrag: &m.ice.ufrag,
+            ice_pwd: &m.ice.pwd,
+            fingerprint: self.ctx.runtime.fingerprint(),
+            extensions,
+            candidates: self.ctx.candidates.get(m.worker).map(Vec::as_slice).unwrap_or_default(),
+            sections: &sections,
+        });
+        tracing::info!(meeting = %self.ctx.meeting_id, participant = %id, watching = %publisher_id, "WHEP player in");
+        metrics::counter!("sluice_whep_sessions_total").increment(1);
+        Ok((id, answer))
+    }
+
     /// Seats a WHIP publisher and answers its offer: (participant id, answer SDP), or a close code and reason.
     pub(super) async fn ingest(
         &mut self,
@@ -136,6 +272,43 @@ impl Room {
 }
 
 impl Member {
+    /// A WHEP player (it is not a publisher to watch).
+    fn ingest_player(&self) -> bool {
+        self.ingest && self.player
+    }
+
+    /// A downlink section under the WHEP player's MID, carrying `publisher`'s track under our SSRC.
+    #[allow(clippy::too_many_arguments)]
+    fn add_player_section(
+        &mut self,
+        kind: MediaKind,
+        source: Source,
+        mid: &str,
+        publisher: &str,
+        track_id: &str,
+        codec: Codec,
+        ssrc: u32,
+    ) {
+        let downlink =
+            Downlink { codec, ssrc, rtx_ssrc: None, stream_id: publisher.to_string(), track_id: track_id.to_string() };
+        let role = SectionRole::Downlink(downlink);
+        let section = Section { mid: mid.to_string(), kind, role, prefer: None, simulcast: false };
+        let info = SectionInfo {
+            mid: mid.to_string(),
+            role: SectionUse::Subscribe,
+            source: Some(source),
+            participant_id: Some(publisher.to_string()),
+            track_id: Some(track_id.to_string()),
+        };
+        let binding = Binding::Downlink {
+            publisher: publisher.to_string(),
+            track_id: track_id.to_string(),
+            subscription: None,
+            layer: None,
+        };
+        self.sections.push(SectionState { section, info, binding, closed_in_offer: false, recyclable: false });
+    }
+
     /// An uplink section under the WHIP client's MID (its packets carry that MID; it is never offered).
     fn add_ingest_section(&mut self, kind: MediaKind, source: Source, mid: &str) {
         let section = Section { mid: mid.to_string(), kind, role: SectionRole::Uplink, prefer: None, simulcast: false };
