@@ -35,9 +35,15 @@ pub fn sdp_offer(data: &[u8]) {
         .iter()
         .map(|s| {
             let kind = if s.media == "audio" { MediaKind::Audio } else { MediaKind::Video };
-            let taken = s
-                .send_codec(&crate::sdp::offer::uplink_codecs(kind, None))
-                .map_or(Taken::Refused, |(codec, payload_type)| Taken::Receive { kind, codec, payload_type });
+            let taken = s.send_codec(&crate::sdp::offer::uplink_codecs(kind, None)).map_or(
+                Taken::Refused,
+                |(codec, payload_type)| Taken::Receive {
+                    kind,
+                    codec,
+                    payload_type,
+                    rids: s.send_rids.iter().take(3).cloned().collect(),
+                },
+            );
             (s, taken)
         })
         .collect();

@@ -63,7 +63,11 @@ fn whip_script(meeting: &str, token: &str) -> String {
         return (async () => {{
         const stream = await navigator.mediaDevices.getUserMedia({{ audio: true, video: {{ width: 640, height: 360 }} }});
         const pc = new RTCPeerConnection();
-        for (const track of stream.getTracks()) pc.addTransceiver(track, {{ direction: 'sendonly' }});
+        // The camera in three simulcast layers, as an encoder that offers simulcast sends it.
+        const layers = [{{ rid: 'q', scaleResolutionDownBy: 4 }}, {{ rid: 'h', scaleResolutionDownBy: 2 }}, {{ rid: 'f' }}];
+        for (const track of stream.getTracks()) {{
+            pc.addTransceiver(track, track.kind === 'video' ? {{ direction: 'sendonly', sendEncodings: layers }} : {{ direction: 'sendonly' }});
+        }}
         await pc.setLocalDescription(await pc.createOffer());
         const response = await fetch('/whip/{meeting}', {{
             method: 'POST',
@@ -133,6 +137,19 @@ fn a_browser_publishing_over_whip_is_seen_in_the_meeting_and_leaves_on_delete() 
         )
         .await;
         let encoder_id = location.rsplit('/').next().unwrap().to_string();
+        assert!(reply[3].as_str().unwrap_or_default().contains("v=0"), "{reply}");
+
+        // Its simulcast was taken: three layers, and Vi decodes the lowest when she asks for it.
+        let camera = format!(
+            "return window.sluiceApp.client.participants.get('{encoder_id}').tracks.find((t) => t.source === 'camera')"
+        );
+        let track = vi.eval(&camera).await;
+        assert_eq!(track["layers"], 3, "{track}");
+        let track_id = track["track_id"].as_str().unwrap().to_string();
+        vi.eval(&format!("window.sluiceApp.client.setLayer('{track_id}', 0); return true")).await;
+        wait_height(&vi, "Vi on the encoder's lowest layer", |h| h == 90, "90 pixels (a quarter of 360)").await;
+        vi.eval(&format!("window.sluiceApp.client.setLayer('{track_id}', 2); return true")).await;
+        wait_height(&vi, "Vi on a higher layer", |h| h > 90, "a higher layer").await;
 
         // A player watches the encoder over WHEP, from another page, with its own token.
         let player = Browser::launch(&stage.driver).await;

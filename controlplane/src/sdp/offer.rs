@@ -20,8 +20,8 @@ const VIDEO_CODECS: [(Codec, u8, u8); 3] = [(Codec::Vp8, 96, 97), (Codec::Vp9, 9
 const OPUS_PT: u8 = 111;
 
 pub(crate) const URI_MID: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
-const URI_RID: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
-const URI_REPAIRED_RID: &str = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id";
+pub(crate) const URI_RID: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
+pub(crate) const URI_REPAIRED_RID: &str = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id";
 pub(crate) const URI_ABS_SEND_TIME: &str = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time";
 pub(crate) const URI_TRANSPORT_CC: &str = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
 

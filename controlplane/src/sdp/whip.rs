@@ -10,13 +10,14 @@ use sluice_dataplane::core::{ExtensionIds, Fingerprint, MediaKind};
 use sluice_dataplane::packet::codec::Codec;
 
 use super::answer::AnswerSection;
-use super::offer::{URI_ABS_SEND_TIME, URI_MID, URI_TRANSPORT_CC, line};
+use super::offer::{URI_ABS_SEND_TIME, URI_MID, URI_REPAIRED_RID, URI_RID, URI_TRANSPORT_CC, line};
 
 /// One offered section, as answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Taken {
-    /// Received: the codec and the client's payload type for it.
-    Receive { kind: MediaKind, codec: Codec, payload_type: u8 },
+    /// Received: the codec and the client's payload type for it, and the simulcast layers taken (their RIDs,
+    /// lowest quality first; empty for one encoding).
+    Receive { kind: MediaKind, codec: Codec, payload_type: u8, rids: Vec<String> },
     /// Sent (WHEP): one track of the meeting, under our SSRC, at the client's payload type.
     Send { kind: MediaKind, codec: Codec, payload_type: u8, ssrc: u32, stream_id: String, track_id: String },
     /// Refused (port 0): a kind or direction we do not take, or a second section of a kind.
@@ -38,10 +39,16 @@ pub struct WhipAnswerParams<'a> {
 
 /// The extensions of `offered` we accept: those whose ID is the one the dataplane reads.
 pub fn accepted_extensions(offered: &AnswerSection, ids: ExtensionIds) -> Vec<(u8, &'static str)> {
-    [(ids.mid, URI_MID), (ids.abs_send_time, URI_ABS_SEND_TIME), (ids.transport_cc, URI_TRANSPORT_CC)]
-        .into_iter()
-        .filter(|(id, uri)| offered.extmap.iter().any(|(i, u)| i == id && u == uri))
-        .collect()
+    [
+        (ids.mid, URI_MID),
+        (ids.abs_send_time, URI_ABS_SEND_TIME),
+        (ids.transport_cc, URI_TRANSPORT_CC),
+        (ids.rid, URI_RID),
+        (ids.repaired_rid, URI_REPAIRED_RID),
+    ]
+    .into_iter()
+    .filter(|(id, uri)| offered.extmap.iter().any(|(i, u)| i == id && u == uri))
+    .collect()
 }
 
 pub fn write_whip_answer(p: &WhipAnswerParams<'_>) -> String {
@@ -56,7 +63,7 @@ pub fn write_whip_answer(p: &WhipAnswerParams<'_>) -> String {
     line(&mut s, format_args!("a=group:BUNDLE {}", bundle.join(" ")));
     for (offered, taken) in p.sections {
         let (kind, codec, pt, sending) = match taken {
-            Taken::Receive { kind, codec, payload_type } => (*kind, *codec, *payload_type, None),
+            Taken::Receive { kind, codec, payload_type, .. } => (*kind, *codec, *payload_type, None),
             Taken::Send { kind, codec, payload_type, ssrc, stream_id, track_id } => {
                 (*kind, *codec, *payload_type, Some((*ssrc, stream_id.as_str(), track_id.as_str())))
             }
@@ -108,6 +115,14 @@ pub fn write_whip_answer(p: &WhipAnswerParams<'_>) -> String {
         if let Some((_, params)) = offered.fmtp.iter().find(|(p, _)| *p == pt) {
             line(&mut s, format_args!("a=fmtp:{pt} {params}"));
         }
+        if let Taken::Receive { rids, .. } = taken
+            && !rids.is_empty()
+        {
+            for rid in rids {
+                line(&mut s, format_args!("a=rid:{rid} recv"));
+            }
+            line(&mut s, format_args!("a=simulcast:recv {}", rids.join(";")));
+        }
         if kind == MediaKind::Video {
             for fb in ["ccm fir", "nack", "nack pli"] {
                 line(&mut s, format_args!("a=rtcp-fb:{pt} {fb}"));
@@ -144,8 +159,19 @@ mod tests {
             ["audio", "video", "application"]
         );
         let taken = [
-            (&offer.sections[0], Taken::Receive { kind: MediaKind::Audio, codec: Codec::Opus, payload_type: 111 }),
-            (&offer.sections[1], Taken::Receive { kind: MediaKind::Video, codec: Codec::H264, payload_type: 102 }),
+            (
+                &offer.sections[0],
+                Taken::Receive { kind: MediaKind::Audio, codec: Codec::Opus, payload_type: 111, rids: vec![] },
+            ),
+            (
+                &offer.sections[1],
+                Taken::Receive {
+                    kind: MediaKind::Video,
+                    codec: Codec::H264,
+                    payload_type: 102,
+                    rids: vec!["lo".into(), "hi".into()],
+                },
+            ),
             (&offer.sections[2], Taken::Refused),
         ];
         let sdp = write_whip_answer(&WhipAnswerParams {
@@ -167,6 +193,8 @@ mod tests {
         assert!(media[1].contains("a=fmtp:102 packetization-mode=1;profile-level-id=640c1f"));
         assert!(!media[1].contains("sdes:mid"), "MID at ID 9 is not ours: left out");
         assert!(media[1].contains("a=extmap:3 ") && media[1].contains("a=rtcp-fb:102 transport-cc"));
+        assert!(media[1].contains("a=rid:lo recv\r\na=rid:hi recv\r\na=simulcast:recv lo;hi\r\n"), "{}", media[1]);
+        assert!(!media[0].contains("a=simulcast"), "one encoding: no simulcast lines");
         assert!(media[2].starts_with("application 0 UDP/DTLS/SCTP webrtc-datachannel\r\n"), "{}", media[2]);
         assert!(media[2].contains("a=mid:d\r\na=inactive"));
     }

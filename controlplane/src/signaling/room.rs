@@ -1431,11 +1431,8 @@ fn close_section(s: &mut SectionState) {
 /// The track an uplink section's answer publishes: simulcast layers by RID where we asked for them and the
 /// browser sends them (lowest quality first, whatever order it lists them in), else one SSRC.
 fn uplink_spec(section: &Section, answer: &sdp::AnswerSection, codec: Codec) -> Result<TrackSpec, &'static str> {
-    let rids: Vec<Tag> = sdp::offer::SIMULCAST_RIDS
-        .iter()
-        .filter(|rid| section.simulcast && answer.send_rids.iter().any(|r| r == *rid))
-        .filter_map(|rid| Tag::new(rid))
-        .collect();
+    let rids: Vec<Tag> =
+        simulcast_rids(&answer.send_rids).into_iter().filter(|_| section.simulcast).filter_map(Tag::new).collect();
     if !rids.is_empty() {
         let mid = Tag::new(&section.mid).ok_or("its MID cannot name simulcast layers")?;
         return Ok(TrackSpec::simulcast(mid, &rids, codec));
@@ -1452,6 +1449,17 @@ fn uplink_spec(section: &Section, answer: &sdp::AnswerSection, codec: Codec) -> 
     }
     let mid = Tag::new(&section.mid).ok_or("its MID cannot name a stream")?;
     Ok(TrackSpec::by_mid(mid, section.kind).with_codec(codec))
+}
+
+/// The layers of a simulcast stream, lowest quality first, at most three: our RIDs (`q`, `h`, `f`) in that order
+/// whatever order they are listed in; a WHIP client's own RIDs in the order its `a=simulcast` lists them.
+pub(crate) fn simulcast_rids(listed: &[String]) -> Vec<&str> {
+    let ours = sdp::offer::SIMULCAST_RIDS;
+    if listed.iter().all(|r| ours.contains(&r.as_str())) {
+        ours.iter().copied().filter(|rid| listed.iter().any(|r| r == rid)).collect()
+    } else {
+        listed.iter().map(String::as_str).take(ours.len()).collect()
+    }
 }
 
 async fn media<T: Send + 'static>(

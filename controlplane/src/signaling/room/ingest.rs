@@ -180,8 +180,16 @@ impl Room {
                     ),
                 ));
             };
-            // The stream is named by its SSRC, or by the MID header extension at the ID the dataplane reads.
-            let mid_ours = accepted_extensions(s, extensions).iter().any(|(_, uri)| *uri == sdp::offer::URI_MID);
+            // The stream is named by its SSRC, or by the MID header extension at the ID the dataplane reads;
+            // simulcast layers by MID and RID, both at our IDs (else the answer takes one encoding).
+            let accepted = accepted_extensions(s, extensions);
+            let mid_ours = accepted.iter().any(|(_, uri)| *uri == sdp::offer::URI_MID);
+            let rid_ours = accepted.iter().any(|(_, uri)| *uri == sdp::offer::URI_RID);
+            let rids: Vec<String> = if kind == MediaKind::Video && mid_ours && rid_ours {
+                super::simulcast_rids(&s.send_rids).into_iter().map(str::to_string).collect()
+            } else {
+                Vec::new()
+            };
             if s.media_ssrc().is_none() && !mid_ours {
                 return Err((
                     close::PROTOCOL,
@@ -192,7 +200,7 @@ impl Room {
                 ));
             }
             kinds.push(kind);
-            taken.push(Taken::Receive { kind, codec, payload_type });
+            taken.push(Taken::Receive { kind, codec, payload_type, rids });
         }
         if kinds.is_empty() {
             if !grants.microphone && !grants.camera {
@@ -214,9 +222,9 @@ impl Room {
         let id = self.join(request).await?;
         let m = self.member(&id).ok_or((close::UNAVAILABLE, "the publisher was not seated".to_string()))?;
         for (s, t) in offer.sections.iter().zip(&taken) {
-            if let Taken::Receive { kind, .. } = *t {
-                let source = if kind == MediaKind::Audio { Source::Microphone } else { Source::Camera };
-                m.add_ingest_section(kind, source, &s.mid);
+            if let Taken::Receive { kind, rids, .. } = t {
+                let source = if *kind == MediaKind::Audio { Source::Microphone } else { Source::Camera };
+                m.add_ingest_section(*kind, source, &s.mid, !rids.is_empty());
             }
         }
         m.offered = m.sections.len();
@@ -310,8 +318,8 @@ impl Member {
     }
 
     /// An uplink section under the WHIP client's MID (its packets carry that MID; it is never offered).
-    fn add_ingest_section(&mut self, kind: MediaKind, source: Source, mid: &str) {
-        let section = Section { mid: mid.to_string(), kind, role: SectionRole::Uplink, prefer: None, simulcast: false };
+    fn add_ingest_section(&mut self, kind: MediaKind, source: Source, mid: &str, simulcast: bool) {
+        let section = Section { mid: mid.to_string(), kind, role: SectionRole::Uplink, prefer: None, simulcast };
         let info = SectionInfo {
             mid: mid.to_string(),
             role: SectionUse::Publish,
