@@ -495,7 +495,8 @@ function controls(client) {
     const sure = await confirmAction('End the meeting for everyone?', 'Everyone is disconnected, and the link stops working.', 'End for everyone', true);
     if (sure) client.endMeeting();
   };
-  $('recordings-link').href = `/m/${encodeURIComponent(meetingId)}/recordings`;
+  // The list opens in a new tab, which has none of this tab's storage: the token goes along in the fragment.
+  $('recordings-link').href = `/m/${encodeURIComponent(meetingId)}/recordings#token=${encodeURIComponent(sessionStorage.getItem(tokenKey) || '')}`;
   $('record').onclick = async () => {
     const action = app.recorders.size > 0 ? 'stop' : 'start';
     if (action === 'start' && !(await confirmAction('Record this meeting?', 'Everyone in the meeting is told that it is being recorded: video, audio, a transcript and the chat.', 'Start recording'))) return;

@@ -3,6 +3,15 @@
 const $ = (id) => document.getElementById(id);
 const parts = location.pathname.split('/').filter(Boolean).map(decodeURIComponent);
 const share = new URLSearchParams(location.search).get('share');
+// Opened from the meeting in a new tab, which shares nothing with it: the meeting's token rides in the fragment
+// (never sent to a server), kept for this tab and taken out of the address bar.
+const handed = new URLSearchParams(location.hash.slice(1)).get('token');
+if (handed && parts[0] === 'm') {
+  sessionStorage.setItem(`sluice.token.${parts[1]}`, handed);
+  history.replaceState(null, '', location.pathname + location.search);
+}
+/** While a recording is still being processed, the list is read again this often. */
+const REFRESH_MS = 5000;
 /** State the tests read through window.sluicePlayer. */
 window.sluicePlayer = { recording: null, errors: [] };
 
@@ -20,9 +29,25 @@ async function main() {
   const meetingId = parts[1];
   const token = sessionStorage.getItem(`sluice.token.${meetingId}`);
   if (!token) return problem('Open this page from the meeting (it needs your place in the meeting), or use a share link.');
+  $('heading').textContent = `Recordings of ${await titleOf(meetingId, token)}`;
+  await list(meetingId, token);
+}
+
+/** The meeting's title where it has one (its id otherwise, or when the meeting cannot be read). */
+async function titleOf(meetingId, token) {
+  const meeting = await api(`/meetings/${encodeURIComponent(meetingId)}`, token).catch(() => null);
+  return meeting?.settings?.title || meetingId;
+}
+
+/** Shows the list, and reads it again while any recording is still on its way. */
+async function list(meetingId, token) {
   const recordings = await api(`/meetings/${encodeURIComponent(meetingId)}/recordings`, token);
-  $('heading').textContent = `Recordings of ${meetingId}`;
+  window.sluicePlayer.listed = (window.sluicePlayer.listed || 0) + 1;
+  if (recordings.some((r) => r.status !== 'ready' && r.status !== 'failed')) {
+    setTimeout(() => list(meetingId, token).catch((e) => problem(String(e.message || e))), REFRESH_MS);
+  }
   if (recordings.length === 0) return problem('No recordings yet.');
+  document.querySelector('.problem').hidden = true;
   $('list').replaceChildren(...recordings.map((r) => {
     const li = document.createElement('li');
     const link = document.createElement(r.share_url ? 'a' : 'span');
@@ -41,7 +66,7 @@ async function play(id) {
   const q = `?share=${encodeURIComponent(share)}`;
   const r = await api(`/recordings/${encodeURIComponent(id)}${q}`);
   window.sluicePlayer.recording = r;
-  $('heading').textContent = `Recording of ${r.meeting_id} · ${new Date(r.created_at).toLocaleString()}`;
+  $('heading').textContent = `Recording of ${await titleOf(r.meeting_id, null)} · ${new Date(r.created_at).toLocaleString()}`;
   if (r.status !== 'ready') return problem(r.status === 'failed' ? `This recording failed: ${r.status_reason}` : `This recording is ${r.status}; reload in a moment.`);
   const video = $('video');
   video.src = r.file_url + q;

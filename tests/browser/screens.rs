@@ -67,6 +67,21 @@ fn each_screen_is_shown_alone_and_offers_what_comes_next() {
         wait_decoding(&lou, "Lou", 1, 1).await;
         save_screenshot(&lou, "screen-meeting").await;
 
+        // The Recordings link works in a new tab (which shares no storage with the meeting's), titled by the
+        // meeting; the token it carries is gone from the address bar.
+        let link = lou.eval("return document.getElementById('recordings-link').href").await;
+        let list = Browser::launch(&stage.driver).await;
+        list.goto(link.as_str().unwrap()).await;
+        wait_true(
+            &list,
+            "the list page says there is nothing yet",
+            "return document.querySelector('.problem').textContent === 'No recordings yet.'",
+        )
+        .await;
+        assert_eq!(list.eval("return document.getElementById('heading').textContent").await, "Recordings of e2e");
+        assert_eq!(list.eval("return location.hash").await, "", "the token is out of the address bar");
+        list.close().await;
+
         // Leaving: the meeting is gone from the page, and rejoining brings the lobby back, name kept.
         click(&lou, "leave").await;
         wait_only(&lou, "Lou after leaving", "ended").await;
