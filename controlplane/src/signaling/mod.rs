@@ -192,17 +192,7 @@ impl Signaling {
         let Some(runtime) = self.runtime.as_ref() else {
             return Err((protocol::close::UNAVAILABLE, "this server runs no media workers".into()));
         };
-        // Nothing reads what the room sends a WHIP publisher: the receiving end is dropped at once.
-        let (out, _) = tokio::sync::mpsc::channel(1);
-        let mut request = room::JoinRequest {
-            claims,
-            publish: Vec::new(),
-            video_codec: None,
-            out,
-            source: crate::http::limits::bucket_of(source),
-            requested_at: std::time::Instant::now(),
-            ingest: true,
-        };
+        let mut request = headless(claims, source);
         let offer = Box::new(offer);
         // A room closing as we arrive refuses the command; the second try starts a new one.
         for _ in 0..2 {
@@ -234,16 +224,7 @@ impl Signaling {
         }
         let nobody = || (protocol::close::NO_MEETING, "nobody is in the meeting to watch".to_string());
         let room = self.registry.get(&meeting.id).ok_or_else(nobody)?;
-        let (out, _) = tokio::sync::mpsc::channel(1);
-        let request = room::JoinRequest {
-            claims,
-            publish: Vec::new(),
-            video_codec: None,
-            out,
-            source: crate::http::limits::bucket_of(source),
-            requested_at: std::time::Instant::now(),
-            ingest: true,
-        };
+        let request = headless(claims, source);
         let (reply, answer) = oneshot::channel();
         let command = RoomCommand::Play { request, offer: Box::new(offer), selection, reply };
         room.send(command).await.map_err(|_| nobody())?;
@@ -354,6 +335,21 @@ impl Signaling {
         tokio::spawn(room::run(ctx, rx, Arc::clone(&self.registry)));
         rooms.insert(meeting_id.to_string(), tx.clone());
         tx
+    }
+}
+
+/// A join for a WHIP or WHEP session: no signaling connection, so nothing reads what the room sends it (the
+/// receiving end is dropped at once).
+fn headless(claims: crate::tokens::Claims, source: IpAddr) -> room::JoinRequest {
+    let (out, _) = tokio::sync::mpsc::channel(1);
+    room::JoinRequest {
+        claims,
+        publish: Vec::new(),
+        video_codec: None,
+        out,
+        source: crate::http::limits::bucket_of(source),
+        requested_at: std::time::Instant::now(),
+        ingest: true,
     }
 }
 

@@ -27,7 +27,6 @@ impl Room {
         offer: &sdp::Answer,
         selection: Selection,
     ) -> Result<(String, String), (u16, String)> {
-        let extensions = ExtensionIds::default();
         let publishers =
             self.members.iter().filter(|m| m.room == MAIN && m.role != Role::Recorder && !m.ingest_player());
         let chosen = match &selection {
@@ -115,12 +114,7 @@ impl Room {
             m.add_player_section(*kind, *source, mid, &publisher_id, track_id, *codec, *ssrc);
         }
         m.offered = m.sections.len();
-        let (worker, core, fingerprint) = (m.worker, m.core, offer.fingerprint);
-        m.fingerprint = Some(fingerprint);
-        if let Err(e) = media(&self.ctx.runtime, move |rt| rt.expect_dtls(worker, core, fingerprint)).await {
-            self.leave(&id, LeaveReason::Left).await;
-            return Err((close::UNAVAILABLE, format!("cannot set up DTLS: {e}")));
-        }
+        self.expect_dtls_of(&id, offer.fingerprint).await?;
         self.apply_downlinks(&id, offer).await;
         let m = self.members.iter().find(|m| m.id == id).expect("seated above");
         let subscribed =
@@ -129,17 +123,7 @@ impl Room {
             self.leave(&id, LeaveReason::Left).await;
             return Err((close::UNAVAILABLE, "the dataplane did not take every track".into()));
         }
-        let m = self.members.iter().find(|m| m.id == id).expect("seated above");
-        let sections: Vec<(&sdp::AnswerSection, Taken)> = offer.sections.iter().zip(taken).collect();
-        let answer = write_whip_answer(&WhipAnswerParams {
-            session_id: m.session_id,
-            ice_ufrag: &m.ice.ufrag,
-            ice_pwd: &m.ice.pwd,
-            fingerprint: self.ctx.runtime.fingerprint(),
-            extensions,
-            candidates: self.ctx.candidates.get(m.worker).map(Vec::as_slice).unwrap_or_default(),
-            sections: &sections,
-        });
+        let answer = self.answer_sdp(&id, offer, taken);
         tracing::info!(meeting = %self.ctx.meeting_id, participant = %id, watching = %publisher_id, "WHEP player in");
         metrics::counter!("sluice_whep_sessions_total").increment(1);
         Ok((id, answer))
@@ -228,12 +212,7 @@ impl Room {
             }
         }
         m.offered = m.sections.len();
-        let (worker, core, fingerprint) = (m.worker, m.core, offer.fingerprint);
-        m.fingerprint = Some(fingerprint);
-        if let Err(e) = media(&self.ctx.runtime, move |rt| rt.expect_dtls(worker, core, fingerprint)).await {
-            self.leave(&id, LeaveReason::Left).await;
-            return Err((close::UNAVAILABLE, format!("cannot set up DTLS: {e}")));
-        }
+        self.expect_dtls_of(&id, offer.fingerprint).await?;
         // Read as the answer to its own sections: only the MID extension at our ID names a stream.
         let mut offer = offer.clone();
         for s in &mut offer.sections {
@@ -245,17 +224,7 @@ impl Room {
             self.leave(&id, LeaveReason::Left).await;
             return Err((close::UNAVAILABLE, "the dataplane did not take every track".into()));
         }
-        let m = self.members.iter().find(|m| m.id == id).expect("seated above");
-        let sections: Vec<(&sdp::AnswerSection, Taken)> = offer.sections.iter().zip(taken).collect();
-        let answer = write_whip_answer(&WhipAnswerParams {
-            session_id: m.session_id,
-            ice_ufrag: &m.ice.ufrag,
-            ice_pwd: &m.ice.pwd,
-            fingerprint: self.ctx.runtime.fingerprint(),
-            extensions,
-            candidates: self.ctx.candidates.get(m.worker).map(Vec::as_slice).unwrap_or_default(),
-            sections: &sections,
-        });
+        let answer = self.answer_sdp(&id, &offer, taken);
         tracing::info!(meeting = %self.ctx.meeting_id, participant = %id, tracks = kinds.len(), "WHIP publisher in");
         metrics::counter!("sluice_whip_sessions_total").increment(1);
         Ok((id, answer))
@@ -276,6 +245,37 @@ impl Room {
             tracing::info!(meeting = %self.ctx.meeting_id, participant = %id, "WHIP publisher never connected");
             self.leave(id, LeaveReason::ConnectionLost).await;
         }
+    }
+    /// The client's certificate is the one its offer names (it is the DTLS client; we are the server). A
+    /// failure takes the session out again.
+    async fn expect_dtls_of(
+        &mut self,
+        id: &str,
+        fingerprint: sluice_dataplane::core::Fingerprint,
+    ) -> Result<(), (u16, String)> {
+        let Some(m) = self.member(id) else { return Err((close::UNAVAILABLE, "the session was not seated".into())) };
+        let (worker, core) = (m.worker, m.core);
+        m.fingerprint = Some(fingerprint);
+        if let Err(e) = media(&self.ctx.runtime, move |rt| rt.expect_dtls(worker, core, fingerprint)).await {
+            self.leave(id, LeaveReason::Left).await;
+            return Err((close::UNAVAILABLE, format!("cannot set up DTLS: {e}")));
+        }
+        Ok(())
+    }
+
+    /// The answer to a WHIP or WHEP session's offer: its sections as `taken`, its worker's candidates.
+    fn answer_sdp(&self, id: &str, offer: &sdp::Answer, taken: Vec<Taken>) -> String {
+        let m = self.members.iter().find(|m| m.id == id).expect("seated by the caller");
+        let sections: Vec<(&sdp::AnswerSection, Taken)> = offer.sections.iter().zip(taken).collect();
+        write_whip_answer(&WhipAnswerParams {
+            session_id: m.session_id,
+            ice_ufrag: &m.ice.ufrag,
+            ice_pwd: &m.ice.pwd,
+            fingerprint: self.ctx.runtime.fingerprint(),
+            extensions: ExtensionIds::default(),
+            candidates: self.ctx.candidates.get(m.worker).map(Vec::as_slice).unwrap_or_default(),
+            sections: &sections,
+        })
     }
 }
 
