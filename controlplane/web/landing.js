@@ -24,7 +24,9 @@ document.getElementById('create').addEventListener('submit', async (e) => {
   if (!response.ok) return show(reply.error?.message || `the server said ${response.status}`);
   const id = reply.meeting.id;
   sessionStorage.setItem(`sluice.token.${id}`, reply.host_token);
-  location.href = `/m/${id}?name=${encodeURIComponent(name)}`;
+  // The host goes through the lobby too (preview, camera and microphone), with the name already filled in.
+  localStorage.setItem('sluice.name', name);
+  location.href = `/m/${id}`;
 });
 
 document.getElementById('open').addEventListener('submit', (e) => {

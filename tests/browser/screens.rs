@@ -47,6 +47,17 @@ fn each_screen_is_shown_alone_and_offers_what_comes_next() {
         let stage = Stage::start(&[]).await;
         let (id, host_token) = create_meeting(&stage.base, "Hana").await;
 
+        // Starting a meeting on the landing page: the host goes through the lobby (name filled in), then in as host.
+        let host = Browser::launch(&stage.driver).await;
+        host.goto(&format!("{}/", stage.base)).await;
+        host.eval("const f = document.getElementById('create'); f.elements.name.value = 'Hedy'; f.elements.title.value = 'Standup'; f.requestSubmit(); return true").await;
+        wait_only(&host, "the new host in the lobby", "lobby").await;
+        assert_eq!(host.eval("return document.querySelector('#join input[name=name]').value").await, "Hedy");
+        host.eval("document.querySelector('#join button[type=submit]').click(); return true").await;
+        wait_only(&host, "the new host in the meeting", "meeting").await;
+        wait_true(&host, "the host has End for all", "return !document.getElementById('end').hidden").await;
+        host.close().await;
+
         // A link to no meeting: one screen saying so, with a way to start one, not a lobby.
         let lou = Browser::launch(&stage.driver).await;
         lou.goto(&format!("{}/m/zzz-zzzz-zzz", stage.base)).await;
