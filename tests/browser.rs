@@ -433,6 +433,8 @@ struct Stage {
     base: String,
     driver: String,
     id: String,
+    /// The meeting's host token (from its creation).
+    host_token: String,
     _server: Process,
     _chromedriver: Process,
     _dir: tempfile::TempDir,
@@ -443,8 +445,8 @@ impl Stage {
         let dir = tempfile::tempdir().unwrap();
         let (server, base) = start_server_with(dir.path(), env);
         let (chromedriver, driver) = start_chromedriver().await;
-        let (id, _) = create_meeting(&base, "Host").await;
-        Stage { base, driver, id, _server: server, _chromedriver: chromedriver, _dir: dir }
+        let (id, host_token) = create_meeting(&base, "Host").await;
+        Stage { base, driver, id, host_token, _server: server, _chromedriver: chromedriver, _dir: dir }
     }
 
     /// A new browser that opens the meeting's deep link under `name`.

@@ -36,6 +36,21 @@ async fn post(h: &Harness, meeting: &str, token: Option<&str>, content_type: &st
     request.body(body.to_string()).send().await.unwrap()
 }
 
+/// Where, with which token, headers and body; the status wanted and what its message says.
+type PatchCase<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, &'a str, u16, &'a str);
+
+/// A PATCH of `location`: its status and the error message, if any.
+async fn patch(h: &Harness, location: &str, token: &str, headers: &[(&str, &str)], body: &str) -> (u16, String) {
+    let mut request = reqwest::Client::new().patch(format!("{}{location}", h.base)).bearer_auth(token);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.body(body.to_string()).send().await.unwrap();
+    let status = response.status().as_u16();
+    let reply: Value = response.json().await.unwrap_or(Value::Null);
+    (status, reply["error"]["message"].as_str().unwrap_or_default().to_string())
+}
+
 async fn delete(h: &Harness, location: &str, token: &str) -> u16 {
     let url = format!("{}{location}", h.base);
     reqwest::Client::new().delete(url).bearer_auth(token).send().await.unwrap().status().as_u16()
@@ -52,6 +67,7 @@ async fn an_offer_is_answered_and_the_publisher_is_in_the_meeting_until_deleted(
     assert_eq!(response.headers()["content-type"], "application/sdp");
     let location = response.headers()["location"].to_str().unwrap().to_string();
     assert!(location.starts_with(&format!("/whip/{meeting}/p_")), "{location}");
+    let etag = response.headers()["etag"].to_str().unwrap().to_string();
     let answer = response.text().await.unwrap();
     for line in [
         "a=ice-lite",
@@ -98,8 +114,30 @@ async fn an_offer_is_answered_and_the_publisher_is_in_the_meeting_until_deleted(
     let reply: Value = second.json().await.unwrap();
     assert!(reply["error"]["message"].as_str().unwrap().contains("already"), "{reply}");
 
-    // Another user's token does not end it; the encoder's does, once.
+    // PATCH (RFC 9725 section 4.3): trickled candidates are taken, with or without the ETag; an ICE restart is
+    // refused; each bad request says what was wrong.
+    let frag = "a=ice-ufrag:EsAw\r\na=ice-pwd:P2uYro0UCOQ4zxjKXaWCBui1\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:a\r\n\
+                a=candidate:1 1 udp 2130706431 127.0.0.1 50000 typ host\r\na=end-of-candidates\r\n";
+    let sdpfrag = ("content-type", "application/trickle-ice-sdpfrag");
     let mallory = h.token(&meeting, "mallory", Role::Participant);
+    let unknown = format!("/whip/{meeting}/p_nope");
+    let cases: [PatchCase; 8] = [
+        (&location, &token, vec![sdpfrag, ("if-match", &etag)], frag, 204, ""),
+        (&location, &token, vec![sdpfrag], frag, 204, ""),
+        (&location, &token, vec![sdpfrag, ("if-match", "*")], frag, 422, "ICE restarts are not supported"),
+        (&location, &token, vec![sdpfrag, ("if-match", "\"other\"")], frag, 412, "ETag"),
+        (&location, &token, vec![("content-type", "application/sdp")], frag, 415, "trickle-ice-sdpfrag"),
+        (&location, &token, vec![sdpfrag], "a=candidate:1 1 udp\r\n", 400, "too few fields"),
+        (&location, &mallory, vec![sdpfrag], frag, 404, "no WHIP or WHEP session"),
+        (&unknown, &token, vec![sdpfrag], frag, 404, "no WHIP or WHEP session"),
+    ];
+    for (at, who, headers, body, want, says) in cases {
+        let (status, message) = patch(&h, at, who, &headers, body).await;
+        assert_eq!(status, want, "{headers:?} {body:?}: {message}");
+        assert!(message.contains(says), "{says:?} in {message:?}");
+    }
+
+    // Another user's token does not end it; the encoder's does, once.
     assert_eq!(delete(&h, &location, &mallory).await, 404);
     assert_eq!(delete(&h, &location, &token).await, 200);
     let left = ann.expect("participant_left").await;
@@ -232,7 +270,7 @@ async fn a_whep_player_gets_a_participants_camera_and_microphone_at_its_payload_
     let cases = [
         ("participant=nobody", player_offer(), &token, 404, "nobody named"),
         ("source=screen", player_offer(), &token, 404, "nobody is sharing"),
-        ("source=camera", player_offer(), &token, 400, "only source=screen"),
+        ("source=camera", player_offer(), &token, 400, "screen or speaker"),
         ("participant=ann&source=screen", player_offer(), &token, 400, "not both"),
         (
             "participant=ann",

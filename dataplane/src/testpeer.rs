@@ -490,12 +490,24 @@ impl TestPeer {
         transport_seq: u16,
         abs_send_time: u32,
     ) -> Vec<u8> {
+        let ast = abs_send_time.to_be_bytes();
+        let ts = transport_seq.to_be_bytes();
+        let block = [0xbe, 0xde, 0, 2, (3 << 4) | 1, ts[0], ts[1], (2 << 4) | 2, ast[1], ast[2], ast[3], 0];
+        self.media_with_extension_block(payload_len, now_us, &block)
+    }
+
+    /// Like [`TestPeer::media`], with an RFC 6464 audio level (one-byte extension id 1): `level` is the
+    /// extension's byte (the voice-activity bit, then the level in -dBov).
+    pub fn media_with_audio_level(&mut self, payload_len: usize, now_us: u64, level: u8) -> Vec<u8> {
+        self.media_with_extension_block(payload_len, now_us, &[0xbe, 0xde, 0, 1, 1 << 4, level, 0, 0])
+    }
+
+    /// [`TestPeer::media`] with `block` (a whole RFC 8285 extension block) after the fixed header.
+    fn media_with_extension_block(&mut self, payload_len: usize, now_us: u64, block: &[u8]) -> Vec<u8> {
         let plain = self.media_plain(payload_len, now_us);
         let mut p = plain[..12].to_vec();
         p[0] |= 0x10;
-        let ast = abs_send_time.to_be_bytes();
-        let ts = transport_seq.to_be_bytes();
-        p.extend_from_slice(&[0xbe, 0xde, 0, 2, (3 << 4) | 1, ts[0], ts[1], (2 << 4) | 2, ast[1], ast[2], ast[3], 0]);
+        p.extend_from_slice(block);
         let header_len = p.len();
         p.extend_from_slice(&plain[12..]);
         let tx = self.tx.as_ref().expect("media only after SRTP keys are set");

@@ -201,3 +201,119 @@ fn a_browser_publishing_over_whip_is_seen_in_the_meeting_and_leaves_on_delete() 
         vi.close().await;
     });
 }
+
+/// Whom the WHEP player `player` (a participant id) watches, from the participants API.
+async fn watching(stage: &Stage, player: &str) -> Option<String> {
+    let roster: Value = reqwest::Client::new()
+        .get(format!("{}/meetings/{}/participants", stage.base, stage.id))
+        .bearer_auth(&stage.host_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let live = roster["live"].as_array().cloned().unwrap_or_default();
+    let entry = live.iter().find(|p| p["participant_id"] == player)?;
+    entry["watching"].as_str().map(str::to_string)
+}
+
+async fn wait_watching(stage: &Stage, player: &str, speaker: &str, name: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let now = watching(stage, player).await;
+        if now.as_deref() == Some(speaker) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the player watches {now:?}, not {name} ({speaker}), after {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// What the WHEP page decodes: [frames decoded, keyframes decoded, audio packets, video receivers].
+const WHEP_VIDEO_SCRIPT: &str = r#"
+    return window.whep.pc.getStats().then((report) => {
+        let frames = 0, keyframes = 0, audio = 0, streams = 0;
+        report.forEach((s) => {
+            if (s.type === 'inbound-rtp' && s.kind === 'video') { frames += s.framesDecoded || 0; keyframes += s.keyFramesDecoded || 0; streams += 1; }
+            if (s.type === 'inbound-rtp' && s.kind === 'audio') audio += s.packetsReceived || 0;
+        });
+        return [frames, keyframes, audio, streams];
+    });
+"#;
+
+async fn whep_video(player: &Browser) -> [u64; 4] {
+    let v = player.eval(WHEP_VIDEO_SCRIPT).await;
+    std::array::from_fn(|i| v[i].as_u64().unwrap_or(0))
+}
+
+#[test]
+fn a_whep_player_follows_whoever_talks() {
+    in_fresh_netns("whip::a_whep_player_follows_whoever_talks", async || {
+        let stage = Stage::start(&[]).await;
+        let (base, id) = (stage.base.clone(), stage.id.clone());
+        let (ann, bo) = (stage.join("Ann").await, stage.join("Bo").await);
+        wait_decoding(&ann, "Ann", 1, 1).await;
+        wait_decoding(&bo, "Bo", 1, 1).await;
+        let (ann_id, bo_id) = (participant_id(&ann).await, participant_id(&bo).await);
+        // Bo mutes: Ann's (fake, beeping) microphone alone is heard.
+        bo.eval("document.getElementById('mic').click(); return true").await;
+        wait_true(&bo, "Bo muted", "return document.getElementById('mic').getAttribute('aria-pressed') === 'true'")
+            .await;
+
+        let player = Browser::launch(&stage.driver).await;
+        player.goto(&format!("{base}/")).await;
+        let watcher = participant_token(&base, &id, "Player").await;
+        let reply = player.eval(&whep_script(&id, &watcher, "source=speaker")).await;
+        assert_eq!(reply[0], 201, "{reply}");
+        let player_id = reply[1].as_str().unwrap().rsplit('/').next().unwrap().to_string();
+        wait_watching(&stage, &player_id, &ann_id, "Ann").await;
+        let deadline = Instant::now() + WAIT;
+        let first = loop {
+            let seen = whep_video(&player).await;
+            if seen[0] > 10 && seen[2] > 10 {
+                break seen;
+            }
+            assert!(Instant::now() < deadline, "the player decodes {seen:?} after {WAIT:?}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        println!("following Ann: {first:?} [frames, keyframes, audio packets, video streams]");
+
+        // Ann mutes and Bo talks: the player's streams move to Bo, at a keyframe, on the same connection.
+        ann.eval("document.getElementById('mic').click(); return true").await;
+        bo.eval("document.getElementById('mic').click(); return true").await;
+        let switched = Instant::now();
+        wait_watching(&stage, &player_id, &bo_id, "Bo").await;
+        println!("the player followed Bo {:?} after the microphones changed", switched.elapsed());
+        let at_switch = whep_video(&player).await;
+        let deadline = Instant::now() + WAIT;
+        let after = loop {
+            let seen = whep_video(&player).await;
+            if seen[1] > first[1] && seen[0] > at_switch[0] + 30 && seen[2] > at_switch[2] + 30 {
+                break seen;
+            }
+            assert!(Instant::now() < deadline, "after the switch the player decodes {seen:?} (at it {at_switch:?})");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        println!("following Bo: {after:?}");
+        assert_eq!(after[3], 1, "one video stream throughout: {after:?}");
+        let state = player.eval("return window.whep.pc.connectionState").await;
+        assert_eq!(state, "connected");
+
+        // Bo leaves: the player moves to Ann, who is still in, rather than losing its streams.
+        bo.close().await;
+        wait_watching(&stage, &player_id, &ann_id, "Ann after Bo left").await;
+        let before = whep_video(&player).await;
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let seen = whep_video(&player).await;
+            if seen[0] > before[0] + 30 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "after Bo left the player decodes {seen:?} (then {before:?})");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        player.close().await;
+        ann.close().await;
+    });
+}

@@ -154,9 +154,9 @@ pub fn router(state: Arc<AppState>, config: &HttpConfig) -> Router {
         .route("/files/{file}", get(files::download))
         .route("/signaling", get(crate::signaling::upgrade))
         .route("/whip/{id}", post(whip::publish))
-        .route("/whip/{id}/{participant}", delete(whip::end))
+        .route("/whip/{id}/{participant}", delete(whip::end).patch(whip::patch))
         .route("/whep/{id}", post(whip::play))
-        .route("/whep/{id}/{participant}", delete(whip::end))
+        .route("/whep/{id}/{participant}", delete(whip::end).patch(whip::patch))
         .layer(RequestBodyLimitLayer::new(config.body_limit_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,

@@ -24,6 +24,8 @@ pub(crate) const URI_RID: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
 pub(crate) const URI_REPAIRED_RID: &str = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id";
 pub(crate) const URI_ABS_SEND_TIME: &str = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time";
 pub(crate) const URI_TRANSPORT_CC: &str = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01";
+/// RFC 6464: the level of each audio packet, which tells the server who is talking.
+pub(crate) const URI_AUDIO_LEVEL: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 
 /// The codecs an uplink section of `kind` offers, most preferred first: `prefer` (if we forward it), then VP8,
 /// VP9, H.264. Chrome as answerer sends the first of these it supports, whatever its answer's order.
@@ -227,6 +229,9 @@ fn write_extensions(s: &mut String, ids: ExtensionIds, section: &Section) {
     line(s, format_args!("a=extmap:{} {URI_MID}", ids.mid));
     line(s, format_args!("a=extmap:{} {URI_ABS_SEND_TIME}", ids.abs_send_time));
     line(s, format_args!("a=extmap:{} {URI_TRANSPORT_CC}", ids.transport_cc));
+    if section.kind == MediaKind::Audio && section.role == SectionRole::Uplink {
+        line(s, format_args!("a=extmap:{} {URI_AUDIO_LEVEL}", ids.audio_level));
+    }
     if section.kind == MediaKind::Video && section.role == SectionRole::Uplink {
         line(s, format_args!("a=extmap:{} {URI_RID}", ids.rid));
         line(s, format_args!("a=extmap:{} {URI_REPAIRED_RID}", ids.repaired_rid));

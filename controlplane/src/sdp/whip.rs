@@ -10,7 +10,7 @@ use sluice_dataplane::core::{ExtensionIds, Fingerprint, MediaKind};
 use sluice_dataplane::packet::codec::Codec;
 
 use super::answer::AnswerSection;
-use super::offer::{URI_ABS_SEND_TIME, URI_MID, URI_REPAIRED_RID, URI_RID, URI_TRANSPORT_CC, line};
+use super::offer::{URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID, URI_REPAIRED_RID, URI_RID, URI_TRANSPORT_CC, line};
 
 /// One offered section, as answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +45,7 @@ pub fn accepted_extensions(offered: &AnswerSection, ids: ExtensionIds) -> Vec<(u
         (ids.transport_cc, URI_TRANSPORT_CC),
         (ids.rid, URI_RID),
         (ids.repaired_rid, URI_REPAIRED_RID),
+        (ids.audio_level, URI_AUDIO_LEVEL),
     ]
     .into_iter()
     .filter(|(id, uri)| offered.extmap.iter().any(|(i, u)| i == id && u == uri))

@@ -231,11 +231,12 @@ impl Signaling {
         answer.await.map_err(|_| (protocol::close::UNAVAILABLE, "the room stopped".to_string()))?
     }
 
-    /// WHIP `DELETE`: ends `user_id`'s ingest session `participant`; false if there is none.
-    pub async fn ingest_end(&self, meeting_id: &str, participant: &str, user_id: &str) -> bool {
+    /// WHIP `DELETE` (`end`): ends `user_id`'s ingest session `participant`; false if there is none. Without
+    /// `end`, only whether there is.
+    pub async fn ingest_end(&self, meeting_id: &str, participant: &str, user_id: &str, end: bool) -> bool {
         let Some(room) = self.registry.get(meeting_id) else { return false };
         let (reply, answer) = oneshot::channel();
-        let command = RoomCommand::IngestEnd { participant: participant.into(), user_id: user_id.into(), reply };
+        let command = RoomCommand::IngestEnd { participant: participant.into(), user_id: user_id.into(), end, reply };
         room.send(command).await.is_ok() && answer.await.unwrap_or(false)
     }
 

@@ -35,6 +35,7 @@ mod chat;
 pub(crate) mod ingest;
 mod moderation;
 mod quality;
+mod speaker;
 
 pub use chat::ChatPost;
 
@@ -133,8 +134,12 @@ pub(crate) enum RoomCommand {
     IngestEnd {
         participant: String,
         user_id: String,
+        /// False: only whether the session is there and `user_id`'s (a WHIP `PATCH`).
+        end: bool,
         reply: oneshot::Sender<bool>,
     },
+    /// Time to read audio levels and decide the active speaker (while a WHEP player follows it).
+    SpeakerTick,
     /// A breakout timer event (warning, end, end of the closing countdown) for timer `generation`.
     BreakoutTick {
         generation: u64,
@@ -185,6 +190,9 @@ pub struct RosterEntry {
     /// Sources muted (by the participant or a host).
     pub muted: Vec<Source>,
     pub waiting: bool,
+    /// A WHEP player: the participant whose media it receives now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watching: Option<String>,
 }
 
 pub(crate) struct JoinRequest {
@@ -290,6 +298,8 @@ struct Member {
     ingest: bool,
     /// A WHEP player: it receives the sections it was given, and nothing is published to it later.
     player: bool,
+    /// A WHEP player: whom it watches, and whether it follows the active speaker.
+    watch: Option<speaker::Watch>,
 }
 
 impl Member {
@@ -382,6 +392,8 @@ pub(crate) struct Room {
     polls: Option<Vec<crate::store::Poll>>,
     /// Breakout rooms, their assignments and timer.
     breakouts: breakouts::Breakouts,
+    /// Who talks, for WHEP players that follow the speaker.
+    speakers: speaker::Speakers,
 }
 
 /// Runs a meeting's room until its last participant leaves (or the meeting ends).
@@ -401,6 +413,7 @@ pub(crate) async fn run(ctx: RoomContext, mut commands: mpsc::Receiver<RoomComma
         ended: false,
         polls: None,
         breakouts: breakouts::Breakouts::default(),
+        speakers: speaker::Speakers::default(),
     };
     loop {
         let Some(command) = commands.recv().await else { break };
@@ -455,6 +468,7 @@ impl Room {
             }
             RoomCommand::Renegotiate { participant } => self.negotiate(&participant),
             RoomCommand::BreakoutTick { generation } => self.breakout_tick(generation).await,
+            RoomCommand::SpeakerTick => self.speaker_tick().await,
             RoomCommand::ConnectTimeout { participant } => {
                 self.media_failed(&participant, "ice_timeout").await;
                 self.drop_unconnected_ingest(&participant).await;
@@ -467,8 +481,8 @@ impl Room {
                 let result = self.play(request, &offer, selection).await;
                 let _ = reply.send(result);
             }
-            RoomCommand::IngestEnd { participant, user_id, reply } => {
-                let _ = reply.send(self.ingest_end(&participant, &user_id).await);
+            RoomCommand::IngestEnd { participant, user_id, end, reply } => {
+                let _ = reply.send(self.ingest_end(&participant, &user_id, end).await);
             }
             RoomCommand::Breakouts { reply } => {
                 let _ = reply.send(self.breakouts_view(true));
@@ -678,6 +692,7 @@ impl Room {
             analytics: quality::MemberAnalytics::new(),
             ingest,
             player: false,
+            watch: None,
         };
         let row = Participant {
             meeting_id: self.ctx.meeting_id.clone(),
@@ -1346,6 +1361,11 @@ impl Room {
             tracing::info!(meeting = %self.ctx.meeting_id, participant = %id, ?reason, "left the waiting room");
             return self.waiting_changed();
         }
+        if !self.members.iter().any(|m| m.id == id) {
+            return;
+        }
+        // Players watching it move on before its tracks go.
+        self.speaker_leaving(id).await;
         let Some(index) = self.members.iter().position(|m| m.id == id) else { return };
         let m = self.members.remove(index);
         self.left_event(&m, reason).await;

@@ -19,15 +19,17 @@ impl InboundStream {
 }
 
 /// Moves a subscription to `layer`, whose keyframe with RTP timestamp `timestamp` is about to be forwarded:
-/// sequence numbers continue after the last one sent, and the timestamp one frame (at 30 fps) after the last
-/// one sent, whatever random base the new layer's clock has.
-pub(super) fn switch_layer(sub: &mut Subscription, layer: u8, timestamp: u32) {
-    /// 90 kHz / 30 fps.
-    const FRAME_TICKS: u32 = 3_000;
-    if sub.layer.is_some() {
+/// sequence numbers continue after the last one sent, and the timestamp one frame (30 fps video, 20 ms audio)
+/// after the last one sent, whatever random base the new layer's (or track's) clock has.
+pub(super) fn switch_layer(sub: &mut Subscription, kind: MediaKind, layer: u8, timestamp: u32) {
+    let frame_ticks: u32 = match kind {
+        MediaKind::Video => 3_000,
+        MediaKind::Audio => 960,
+    };
+    if sub.layer.is_some() || std::mem::take(&mut sub.source_switch) {
         sub.rewriter.switch_source();
         sub.picture.switch_source();
-        sub.timestamp_offset = sub.last_timestamp.wrapping_add(FRAME_TICKS).wrapping_sub(timestamp);
+        sub.timestamp_offset = sub.last_timestamp.wrapping_add(frame_ticks).wrapping_sub(timestamp);
     }
     sub.layer = Some(layer);
 }
@@ -165,8 +167,15 @@ impl Core {
             }
         }
         let track = stream.track;
-        if self.tracks.get(track).is_some_and(|t| t.blocked) {
-            return self.drop(DropReason::Blocked);
+        if let Some(t) = self.tracks.get_mut(track) {
+            if t.blocked {
+                return self.drop(DropReason::Blocked);
+            }
+            if t.spec.kind == MediaKind::Audio
+                && let Some((at, 1)) = header.extension(datagram, self.config.extension_ids.audio_level)
+            {
+                t.speech.on_level(datagram[at]);
+            }
         }
         let p = self.participants.get_mut(id).expect("checked above");
         let stream = &mut p.inbound[slot];
@@ -291,7 +300,7 @@ impl Core {
                     counters.fanout_other_layer += 1;
                     continue;
                 }
-                switch_layer(sub, layer, header.timestamp);
+                switch_layer(sub, track.spec.kind, layer, header.timestamp);
                 counters.layer_switches += 1;
             }
             let subscriber = participants.get_mut(sub.subscriber).expect("a subscription's subscriber is live");

@@ -29,6 +29,7 @@ mod reports;
 mod rewrite;
 mod rtx;
 mod slab;
+mod speech;
 mod stats;
 mod timers;
 mod track;
@@ -50,6 +51,7 @@ use reports::{ReceiveStats, SenderClock};
 pub use rewrite::{PictureIdRewriter, PicturePatch, SeqRewriter};
 use rtx::{MissingPackets, RetransmissionBuffer};
 pub use slab::Key;
+pub use speech::AudioActivity;
 pub use stats::ParticipantStats;
 use track::LayerActivity;
 pub use track::{ExtensionIds, LAYERS_MAX, LayerSpec, Tag, TrackSpec};
@@ -109,6 +111,8 @@ pub enum CoreError {
     DuplicateRelayKey(u64),
     #[error("{0}")]
     Dtls(&'static str),
+    #[error("{0}")]
+    Mismatch(&'static str),
     #[error("bad SRTP keys: {0}")]
     Keys(#[from] srtp::SrtpError),
 }
@@ -213,6 +217,8 @@ pub struct Counters {
     pub fanout_other_layer: u64,
     /// Simulcast layer switches made (each at a keyframe of the new layer).
     pub layer_switches: u64,
+    /// Subscriptions moved to another track (a player following the active speaker).
+    pub retargets: u64,
     /// SSRCs learned from MID/RID header extensions.
     pub ssrcs_learned: u64,
     /// Packets a subscription dropped as belonging before its current source (after a switch).
@@ -319,6 +325,8 @@ struct Track {
     retransmission: [Option<RetransmissionBuffer>; LAYERS_MAX],
     /// Its media is dropped (`DropReason::Blocked`): a host stopped it, or the grant to publish it was revoked.
     blocked: bool,
+    /// Audio: the levels its packets carried since the control plane last read them.
+    speech: AudioActivity,
 }
 
 #[derive(Debug)]
@@ -330,6 +338,8 @@ struct Subscription {
     /// VP8 and VP9: PictureID and TL0PICIDX continuity across layer switches.
     picture: PictureIdRewriter,
     timestamp_offset: u32,
+    /// Moved to another track: the next packet forwarded starts a new source (sequence, timestamp, picture ID).
+    source_switch: bool,
     /// The layer being forwarded (`None` until the first keyframe of `target_layer` on a simulcast track).
     layer: Option<u8>,
     target_layer: u8,
@@ -587,6 +597,7 @@ impl Core {
             layers: LayerActivity::default(),
             retransmission,
             blocked: false,
+            speech: AudioActivity::default(),
         }
     }
 
@@ -637,6 +648,7 @@ impl Core {
             rewriter: SeqRewriter::default(),
             picture: PictureIdRewriter::default(),
             timestamp_offset: 0,
+            source_switch: false,
             // A single-encoding track forwards from the first packet; the subscriber asks for a keyframe itself.
             layer: (!simulcast).then_some(0),
             target_layer: top,

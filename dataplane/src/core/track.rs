@@ -163,11 +163,13 @@ pub struct ExtensionIds {
     pub mid: u8,
     pub rid: u8,
     pub repaired_rid: u8,
+    /// RFC 6464 client-to-mixer audio level, read on audio tracks (who is talking).
+    pub audio_level: u8,
 }
 
 impl Default for ExtensionIds {
     fn default() -> Self {
-        ExtensionIds { abs_send_time: 2, transport_cc: 3, mid: 4, rid: 10, repaired_rid: 11 }
+        ExtensionIds { abs_send_time: 2, transport_cc: 3, mid: 4, rid: 10, repaired_rid: 11, audio_level: 1 }
     }
 }
 

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use crate::core::{
-    Core, CoreError, Counters, Fingerprint, IceCredentials, ParticipantId, ParticipantStats, RelayKey, SubscriptionId,
-    SubscriptionSpec, TrackId, TrackSpec, Transmits,
+    AudioActivity, Core, CoreError, Counters, Fingerprint, IceCredentials, ParticipantId, ParticipantStats, RelayKey,
+    SubscriptionId, SubscriptionSpec, TrackId, TrackSpec, Transmits,
 };
 use crate::srtp::Profile;
 
@@ -112,6 +112,18 @@ pub enum Command {
         layer: u8,
         reply: Reply<Result<(), CoreError>>,
     },
+    /// Moves a subscription to another track of this worker (`Core::retarget`).
+    Retarget {
+        subscription: SubscriptionId,
+        track: TrackId,
+        payload_type: Option<u8>,
+        reply: Reply<Result<(), CoreError>>,
+    },
+    /// The audio levels of these published audio tracks since the last time, reset as read.
+    AudioLevels {
+        tracks: Vec<TrackId>,
+        reply: Reply<Vec<Option<AudioActivity>>>,
+    },
     /// A mirror on another worker needs a keyframe of the track relayed as `key`.
     RequestKeyframe {
         key: RelayKey,
@@ -166,6 +178,10 @@ impl Command {
             Command::SetLayer { subscription, layer, reply } => {
                 reply.send(core.set_layer(now, subscription, layer, out))
             }
+            Command::Retarget { subscription, track, payload_type, reply } => {
+                reply.send(core.retarget(now, subscription, track, payload_type, out))
+            }
+            Command::AudioLevels { tracks, reply } => reply.send(core.take_audio_levels(&tracks)),
             Command::RequestKeyframe { key, layer } => core.request_relayed_keyframe(now, key, layer, out),
             Command::Stats { reply } => reply.send(core.counters().clone()),
             Command::ParticipantStats { participant, reply } => reply.send(core.participant_stats(participant)),

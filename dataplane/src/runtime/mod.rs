@@ -456,6 +456,26 @@ impl Runtime {
         Ok(self.call(worker, |reply| Command::SetLayer { subscription, layer, reply })??)
     }
 
+    /// Moves `subscription` (on `worker`) to `track`, a track of that worker: see `Core::retarget`.
+    pub fn retarget(
+        &self,
+        worker: usize,
+        subscription: SubscriptionId,
+        track: TrackId,
+        payload_type: Option<u8>,
+    ) -> Result<(), RuntimeError> {
+        Ok(self.call(worker, |reply| Command::Retarget { subscription, track, payload_type, reply })??)
+    }
+
+    /// The audio activity of `tracks` (published on `worker`) since the last call, reset as read.
+    pub fn audio_levels(
+        &self,
+        worker: usize,
+        tracks: Vec<TrackId>,
+    ) -> Result<Vec<Option<crate::core::AudioActivity>>, RuntimeError> {
+        self.call(worker, |reply| Command::AudioLevels { tracks, reply })
+    }
+
     /// A worker's core counters now (asked of the worker; `snapshot` is the cheaper, up to 50 ms old view).
     pub fn counters(&self, worker: usize) -> Result<crate::core::Counters, RuntimeError> {
         self.call(worker, |reply| Command::Stats { reply })

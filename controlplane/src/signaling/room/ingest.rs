@@ -17,6 +17,8 @@ pub enum Selection {
     Screen,
     /// The first participant with a camera (the first with any media if nobody has one).
     Anyone,
+    /// Whoever talks: the player's audio and video move to each new active speaker.
+    Speaker,
 }
 
 impl Room {
@@ -34,17 +36,21 @@ impl Room {
             Selection::Screen => {
                 publishers.into_iter().find(|m| m.published.iter().any(|t| t.source == Source::Screen))
             }
-            Selection::Anyone => {
+            Selection::Anyone | Selection::Speaker => {
                 let all: Vec<&Member> = publishers.collect();
+                let speaker = match selection {
+                    Selection::Speaker => self.speakers.current().and_then(|s| all.iter().find(|m| m.id == s)),
+                    _ => None,
+                };
                 let camera = all.iter().find(|m| m.published.iter().any(|t| t.source == Source::Camera));
-                camera.or_else(|| all.iter().find(|m| !m.published.is_empty())).copied()
+                speaker.or(camera).or_else(|| all.iter().find(|m| !m.published.is_empty())).copied()
             }
         };
         let Some(publisher) = chosen else {
             let who = match &selection {
                 Selection::Participant(who) => format!("nobody named {who:?} is in the meeting"),
                 Selection::Screen => "nobody is sharing a screen".to_string(),
-                Selection::Anyone => "nobody in the meeting publishes anything yet".to_string(),
+                Selection::Anyone | Selection::Speaker => "nobody in the meeting publishes anything yet".to_string(),
             };
             return Err((close::NO_MEETING, who));
         };
@@ -59,6 +65,7 @@ impl Room {
         // Each of the player's sections: the first receiving section of each kind gets that kind's track.
         let mut taken = Vec::with_capacity(offer.sections.len());
         let mut given: Vec<(MediaKind, Source, String, Codec, String, u32)> = Vec::new();
+        let mut payload_types: Vec<(MediaKind, u8)> = Vec::new();
         for s in &offer.sections {
             let kind = match s.media.as_str() {
                 "audio" => MediaKind::Audio,
@@ -88,6 +95,7 @@ impl Room {
                 ));
             };
             let ssrc = rand::random::<u32>();
+            payload_types.push((kind, payload_type));
             given.push((kind, *source, track_id.clone(), *codec, s.mid.clone(), ssrc));
             taken.push(Taken::Send {
                 kind,
@@ -110,6 +118,11 @@ impl Room {
         let id = self.join(request).await?;
         let m = self.member(&id).ok_or((close::UNAVAILABLE, "the player was not seated".to_string()))?;
         m.player = true;
+        m.watch = Some(speaker::Watch {
+            publisher: publisher_id.clone(),
+            follows_speaker: selection == Selection::Speaker,
+            payload_types: payload_types.clone(),
+        });
         for (kind, source, track_id, codec, mid, ssrc) in &given {
             m.add_player_section(*kind, *source, mid, &publisher_id, track_id, *codec, *ssrc);
         }
@@ -125,6 +138,9 @@ impl Room {
         }
         let answer = self.answer_sdp(&id, offer, taken);
         tracing::info!(meeting = %self.ctx.meeting_id, participant = %id, watching = %publisher_id, "WHEP player in");
+        if selection == Selection::Speaker {
+            self.start_speaker_ticks();
+        }
         metrics::counter!("sluice_whep_sessions_total").increment(1);
         Ok((id, answer))
     }
@@ -230,10 +246,10 @@ impl Room {
         Ok((id, answer))
     }
 
-    /// WHIP `DELETE`: the session ends, if it is `user_id`'s.
-    pub(super) async fn ingest_end(&mut self, participant: &str, user_id: &str) -> bool {
+    /// WHIP `DELETE` (`end`): the session ends, if it is `user_id`'s. Without `end`, only whether it is.
+    pub(super) async fn ingest_end(&mut self, participant: &str, user_id: &str, end: bool) -> bool {
         let found = self.members.iter().any(|m| m.id == participant && m.ingest && m.user_id == user_id);
-        if found {
+        if found && end {
             self.leave(participant, LeaveReason::Left).await;
         }
         found

@@ -461,6 +461,7 @@ impl Room {
             held: Vec::new(),
             muted: Vec::new(),
             waiting: true,
+            watching: None,
         }));
         entries
     }
@@ -476,6 +477,7 @@ impl Room {
             held: m.held.clone(),
             muted: m.published.iter().filter(|p| p.muted).map(|p| p.source).collect(),
             waiting: false,
+            watching: m.watch.as_ref().map(|w| w.publisher.clone()),
         }
     }
 
