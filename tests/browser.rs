@@ -21,6 +21,8 @@ mod chat;
 mod devices;
 #[path = "browser/firefox.rs"]
 mod firefox;
+#[path = "browser/layout.rs"]
+mod layout;
 #[path = "browser/screens.rs"]
 mod screens;
 #[path = "browser/whip.rs"]
@@ -275,6 +277,37 @@ impl Browser {
         assert!(r.status().is_success(), "navigate to {url}: {}", r.text().await.unwrap());
     }
 
+    /// Sets the viewport as a device would: `mobile` emulates a phone (touch, its pixel ratio); otherwise a
+    /// desktop window of that size.
+    async fn viewport(&self, width: u32, height: u32, mobile: bool) {
+        let params = json!({"width": width, "height": height, "deviceScaleFactor": if mobile { 3 } else { 1 }, "mobile": mobile});
+        let body = json!({"cmd": "Emulation.setDeviceMetricsOverride", "params": params});
+        let r = self.http.post(format!("{}/goog/cdp/execute", self.session)).json(&body).send().await.unwrap();
+        assert!(r.status().is_success(), "viewport {width}x{height}: {}", r.text().await.unwrap());
+        let touch = json!({"cmd": "Emulation.setTouchEmulationEnabled", "params": {"enabled": mobile}});
+        self.http.post(format!("{}/goog/cdp/execute", self.session)).json(&touch).send().await.unwrap();
+    }
+
+    /// Clicks the element `css` selects as a person would (a WebDriver click: a real input event, which
+    /// counts as a user gesture, unlike a script's `click()`).
+    async fn click_css(&self, css: &str) {
+        let found: Value = self
+            .http
+            .post(format!("{}/element", self.session))
+            .json(&json!({"using": "css selector", "value": css}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let element = found["value"].as_object().and_then(|o| o.values().next()).and_then(Value::as_str);
+        let element = element.unwrap_or_else(|| panic!("no element {css}: {found}"));
+        let r =
+            self.http.post(format!("{}/element/{element}/click", self.session)).json(&json!({})).send().await.unwrap();
+        assert!(r.status().is_success(), "click {css}: {}", r.text().await.unwrap());
+    }
+
     /// Runs `script` as a function body (it may `return` a promise, which WebDriver awaits) and returns its value.
     async fn eval(&self, script: &str) -> Value {
         let body = json!({"script": script, "args": []});
@@ -480,6 +513,29 @@ async fn create_meeting_with(base: &str, body: Value) -> (String, String) {
     let reply: Value =
         reqwest::Client::new().post(format!("{base}/meetings")).json(&body).send().await.unwrap().json().await.unwrap();
     (reply["meeting"]["id"].as_str().unwrap().to_string(), reply["host_token"].as_str().unwrap().to_string())
+}
+
+/// axe-core (vendored into the tests only: `tests/browser/vendor/axe-core`) run on the page as it is now: its
+/// serious and critical violations, each as "rule: element: what is wrong".
+async fn accessibility_problems(browser: &Browser) -> Vec<String> {
+    const AXE: &str = include_str!("browser/vendor/axe-core/axe.min.js");
+    // The page's CSP allows no inline script or eval: WebDriver runs the library itself as the script's body.
+    browser.eval(&format!("{AXE}\n;return typeof window.axe")).await;
+    let found = browser
+        .eval(
+            r#"return window.axe.run(document, { resultTypes: ['violations'] }).then((r) => r.violations
+                .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+                .flatMap((v) => v.nodes.slice(0, 4).map((n) => `${v.id} (${v.impact}): ${n.target.join(' ')}: ${(n.failureSummary || "").replace(/\s+/g, ' ')}`)))"#,
+        )
+        .await;
+    found.as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default()
+}
+
+/// Fails with every serious or critical accessibility problem axe-core finds on `screen`.
+async fn assert_accessible(browser: &Browser, screen: &str) {
+    let problems = accessibility_problems(browser).await;
+    assert!(problems.is_empty(), "accessibility of {screen}:\n{}", problems.join("\n"));
+    println!("axe-core: no serious or critical problem on {screen}");
 }
 
 async fn participant_id(browser: &Browser) -> String {
@@ -1388,7 +1444,7 @@ fn a_host_records_a_meeting_and_plays_it_back_with_subtitles() {
         wait_true(
             &alice,
             "the button offers to stop",
-            "return document.getElementById('record').textContent === 'Stop recording'",
+            "return document.getElementById('record').getAttribute('aria-pressed') === 'true'",
         )
         .await;
         alice.eval("document.getElementById('record').click(); return true").await;

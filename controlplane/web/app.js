@@ -8,6 +8,7 @@ import { setupConnectionDetails } from '/assets/connection.js';
 import { startStatsReports } from '/assets/stats.js';
 import { setupSettings } from '/assets/settings.js';
 import { setupActiveSpeaker } from '/assets/speakers.js';
+import { setupLayout } from '/assets/layout.js';
 
 const $ = (id) => document.getElementById(id);
 const meetingId = decodeURIComponent(location.pathname.split('/m/')[1] || '').split('/')[0];
@@ -22,7 +23,7 @@ if (invited) {
 }
 
 /** State the tests read through window.sluiceApp (`room`, `roomName`: the breakout room one is in, docs/breakouts.md). */
-const app = { recorders: new Set(), client: null, joinStartedAt: null, firstFrameMs: {}, trackToFrameMs: {}, participants: new Map(), selfId: null, errors: [], room: 'main', roomName: 'Main room' };
+const app = { lobbyOff: { microphone: false, camera: false }, recorders: new Set(), client: null, joinStartedAt: null, firstFrameMs: {}, trackToFrameMs: {}, participants: new Map(), selfId: null, errors: [], room: 'main', roomName: 'Main room' };
 window.sluiceApp = app;
 
 /** Tile heights in device pixels up to which the lowest and the middle simulcast layer are enough. */
@@ -32,6 +33,12 @@ const LAYER_HEIGHT_MIDDLE = 400;
 let localStream = null;
 const tiles = new Map(); // `${participantId}:${source}` -> tile element
 const audios = new Map(); // track id -> <audio>
+
+const stage = setupLayout({
+  stage: $('stage'), spotlight: $('spotlight'), grid: $('grid'), pager: $('pager'), pagerStatus: $('page-status'),
+  prev: $('page-prev'), next: $('page-next'),
+});
+app.layout = stage.state;
 
 main().catch((e) => lobbyProblem(String(e.message || e)));
 
@@ -82,9 +89,16 @@ async function lobby() {
   // the devices.
   const devices = (async () => {
     localStream = await getMedia({});
-    $('preview').srcObject = localStream;
+    previewLobby();
     await fillDevices();
   })();
+  for (const [id, source] of [['lobby-mic', 'microphone'], ['lobby-cam', 'camera']]) {
+    $(id).onclick = () => {
+      app.lobbyOff[source] = !app.lobbyOff[source];
+      $(id).setAttribute('aria-pressed', String(app.lobbyOff[source]));
+      previewLobby();
+    };
+  }
   form.onsubmit = async (e) => {
     e.preventDefault();
     const name = form.elements.name.value.trim();
@@ -96,10 +110,48 @@ async function lobby() {
   const reselect = async () => {
     localStream.getTracks().forEach((t) => t.stop());
     localStream = await getMedia({ cameraId: $('camera-select').value, micId: $('mic-select').value });
-    $('preview').srcObject = localStream;
+    previewLobby();
   };
   $('camera-select').onchange = reselect;
   $('mic-select').onchange = reselect;
+}
+
+/** The lobby's preview and microphone level, with the tracks the person turned off in the lobby disabled. */
+function previewLobby() {
+  for (const t of localStream.getAudioTracks()) t.enabled = !app.lobbyOff.microphone;
+  for (const t of localStream.getVideoTracks()) t.enabled = !app.lobbyOff.camera;
+  $('preview').srcObject = localStream;
+  $('preview').classList.toggle('off', app.lobbyOff.camera);
+  meterLevel(localStream);
+}
+
+let meter = null;
+/** Drives the lobby's level meter from the microphone (0 to 1, the loudest sample of each frame, held briefly). */
+function meterLevel(stream) {
+  meter?.stop();
+  meter = null;
+  const track = stream.getAudioTracks()[0];
+  const Context = window.AudioContext || window.webkitAudioContext;
+  if (!track || !Context) return;
+  const context = new Context();
+  const analyser = context.createAnalyser();
+  analyser.fftSize = 1024;
+  context.createMediaStreamSource(new MediaStream([track])).connect(analyser);
+  const samples = new Float32Array(analyser.fftSize);
+  let shown = 0;
+  let running = true;
+  const tick = () => {
+    if (!running) return;
+    analyser.getFloatTimeDomainData(samples);
+    let peak = 0;
+    for (const v of samples) peak = Math.max(peak, Math.abs(v));
+    shown = Math.max(peak, shown * 0.9);
+    $('mic-level').value = track.enabled ? Math.min(1, shown) : 0;
+    app.lobbyLevelMax = Math.max(app.lobbyLevelMax || 0, $('mic-level').value);
+    setTimeout(tick, 50);
+  };
+  tick();
+  meter = { stop: () => { running = false; context.close().catch(() => {}); } };
 }
 
 async function fillDevices() {
@@ -124,6 +176,7 @@ async function token(name) {
 async function enter(name) {
   // A refused token (joining by link turned off, an ended meeting) is said in the lobby, before the meeting shows.
   const participantToken = await token(name);
+  meter?.stop();
   $('lobby').hidden = true;
   $('meeting').hidden = false;
   app.joinStartedAt = performance.now();
@@ -141,11 +194,7 @@ async function enter(name) {
   app.moderation = setupModeration(client, {
     app, notice, ended, renderPeople, updateLabel,
     tileOf: (id) => tiles.get(`${id}:camera`),
-    setToggle: (which, pressed) => {
-      const words = which === 'mic' ? ['Mute', 'Unmute'] : ['Stop video', 'Start video'];
-      $(which).setAttribute('aria-pressed', String(pressed));
-      $(which).textContent = words[pressed ? 1 : 0];
-    },
+    setToggle: (which, pressed) => $(which).setAttribute('aria-pressed', String(pressed)),
   });
   setupChat(client);
   setupBreakouts(client, { app, notice });
@@ -198,6 +247,15 @@ function wire(client) {
     app.recorders.clear();
     showRecording();
     notice(null);
+    // What was turned off in the lobby stays off (once: later welcomes are reconnections).
+    for (const [source, button] of [['microphone', 'mic'], ['camera', 'cam']]) {
+      if (app.lobbyOff[source] && !client.muted[source]) {
+        client.setMuted(source, true);
+        $(button).setAttribute('aria-pressed', 'true');
+        updateLabel(app.selfId);
+      }
+      app.lobbyOff[source] = false;
+    }
   });
   client.addEventListener('participant-joined', (e) => {
     addParticipant(e.detail);
@@ -294,7 +352,6 @@ function showRecording() {
   wasRecording = on;
   $('recording-badge').hidden = !on;
   $('record').setAttribute('aria-pressed', String(on));
-  $('record').textContent = on ? 'Stop recording' : 'Record';
 }
 
 function addParticipant(p, self = false) {
@@ -308,6 +365,7 @@ function addParticipant(p, self = false) {
     tile.classList.add('self');
     tile.querySelector('video').srcObject = localStream;
     tile.querySelector('video').muted = true;
+    layout();
   }
   updateLabel(p.participant_id);
   renderPeople();
@@ -339,6 +397,7 @@ function ensureTile(participantId, source) {
   const label = document.createElement('div');
   label.className = 'label';
   tile.append(video, label);
+  stage.decorate(tile);
   tiles.set(key, tile);
   (source === 'screen' ? $('spotlight') : $('grid')).append(tile);
   layout();
@@ -352,7 +411,7 @@ function removeTile(key) {
 }
 
 function layout() {
-  $('stage').classList.toggle('spotlit', $('spotlight').childElementCount > 0);
+  stage.layout();
 }
 
 function attachTrack({ participantId, source, trackId, track }) {
@@ -456,24 +515,25 @@ function renderPeople() {
 }
 
 function controls(client) {
-  const toggle = (button, pressed, text) => { button.setAttribute('aria-pressed', String(pressed)); button.textContent = text; };
+  // Labels stay the same ("Mute" pressed is muted): the state is aria-pressed, and the pressed look.
+  const toggle = (button, pressed) => button.setAttribute('aria-pressed', String(pressed));
   $('mic').onclick = () => {
     const muted = !client.muted.microphone;
     client.setMuted('microphone', muted);
-    toggle($('mic'), muted, muted ? 'Unmute' : 'Mute');
+    toggle($('mic'), muted);
     updateLabel(app.selfId);
   };
   $('cam').onclick = () => {
     const off = !client.muted.camera;
     client.setMuted('camera', off);
-    toggle($('cam'), off, off ? 'Start video' : 'Stop video');
+    toggle($('cam'), off);
     updateLabel(app.selfId);
   };
   $('share').onclick = async () => {
     if (client.local.screen) {
       client.stopScreenshare();
       removeTile(`${app.selfId}:screen`);
-      return toggle($('share'), false, 'Share screen');
+      return toggle($('share'), false);
     }
     let stream;
     try {
@@ -486,11 +546,15 @@ function controls(client) {
     const tile = ensureTile(app.selfId, 'screen');
     tile.querySelector('video').srcObject = stream;
     tile.querySelector('.label').textContent = 'Your screen';
-    toggle($('share'), true, 'Stop sharing');
-    track.addEventListener('ended', () => { removeTile(`${app.selfId}:screen`); toggle($('share'), false, 'Share screen'); });
+    toggle($('share'), true);
+    track.addEventListener('ended', () => { removeTile(`${app.selfId}:screen`); toggle($('share'), false); });
   };
   $('people-toggle').onclick = () => { $('people').hidden = !$('people').hidden; };
-  $('leave').onclick = () => { client.leave(); ended('You can join again with the same link.', { title: 'You left the meeting', rejoin: true }); };
+  $('leave').onclick = async () => {
+    if (!(await handOver(client))) return;
+    client.leave();
+    ended('You can join again with the same link.', { title: 'You left the meeting', rejoin: true });
+  };
   $('end').onclick = async () => {
     const sure = await confirmAction('End the meeting for everyone?', 'Everyone is disconnected, and the link stops working.', 'End for everyone', true);
     if (sure) client.endMeeting();
@@ -534,7 +598,7 @@ async function showQuality(client) {
 
 /** A short notice (someone joined or left, a link copied), read out by screen readers, gone after `ms`. */
 function announce(text, ms = 4000) {
-  const item = document.createElement('li');
+  const item = document.createElement('div');
   item.textContent = text;
   $('toasts').append(item);
   while ($('toasts').childElementCount > 3) $('toasts').firstElementChild.remove();
@@ -593,6 +657,25 @@ function closedScreen(code, reason) {
 }
 
 $('rejoin').onclick = () => location.reload();
+
+/**
+ * A host leaving a meeting nobody else can run is asked whom to make host (the server would otherwise name the
+ * earliest participant co-host). False if they chose to stay.
+ */
+async function handOver(client) {
+  const me = app.participants.get(app.selfId);
+  const others = [...app.participants.values()].filter((p) => p.participant_id !== app.selfId);
+  if (me?.role !== 'host' || !others.length || others.some((p) => p.role === 'host' || p.role === 'co_host')) return true;
+  const select = $('handover-to');
+  select.replaceChildren(...others.map((p) => new Option(p.name, p.participant_id)));
+  const dialog = $('handover');
+  dialog.returnValue = '';
+  dialog.showModal();
+  const choice = await new Promise((resolve) => dialog.addEventListener('close', () => resolve(dialog.returnValue), { once: true }));
+  // Sent before `leave` on the same connection, so the server applies it first.
+  if (choice === 'handover' && select.value) client.setRole(select.value, 'host');
+  return choice === 'handover' || choice === 'leave';
+}
 
 /** Asks before an action that affects everyone; true only when the confirming button was pressed. */
 function confirmAction(title, text, ok, danger = false) {

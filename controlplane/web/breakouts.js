@@ -39,7 +39,7 @@ export function setupBreakouts(client, ui) {
   let closingUntil = null; // local clock, ms
   let closingVersion = 0; // stateVersion when the closing countdown began
   let ticker = null;
-  let lastRequestAt = 0;
+  let lastRequestAt = -Infinity;
   let helpTimer = null;
   let selfName = null;
 

@@ -65,11 +65,13 @@ fn each_screen_is_shown_alone_and_offers_what_comes_next() {
         assert_eq!(end_screen(&lou).await, ("Meeting not found".to_string(), false));
         assert_eq!(lou.eval("return document.getElementById('new-meeting').getAttribute('href')").await, "/");
         save_screenshot(&lou, "screen-unknown-meeting").await;
+        assert_accessible(&lou, "the unknown-meeting screen").await;
 
         // The lobby, then the meeting.
         lou.goto(&format!("{}/m/{id}", stage.base)).await;
         wait_only(&lou, "Lou in the lobby", "lobby").await;
         save_screenshot(&lou, "screen-lobby").await;
+        assert_accessible(&lou, "the lobby").await;
         lou.eval("document.querySelector('#join input[name=name]').value = 'Lou'; document.querySelector('#join button[type=submit]').click(); return true").await;
         wait_only(&lou, "Lou in the meeting", "meeting").await;
         let hana = Browser::launch(&stage.driver).await;
@@ -77,6 +79,7 @@ fn each_screen_is_shown_alone_and_offers_what_comes_next() {
         wait_only(&hana, "Hana in the meeting", "meeting").await;
         wait_decoding(&lou, "Lou", 1, 1).await;
         save_screenshot(&lou, "screen-meeting").await;
+        assert_accessible(&lou, "the meeting").await;
 
         // The Recordings link works in a new tab (which shares no storage with the meeting's), titled by the
         // meeting; the token it carries is gone from the address bar.
@@ -98,6 +101,7 @@ fn each_screen_is_shown_alone_and_offers_what_comes_next() {
         wait_only(&lou, "Lou after leaving", "ended").await;
         assert_eq!(end_screen(&lou).await, ("You left the meeting".to_string(), true));
         save_screenshot(&lou, "screen-left").await;
+        assert_accessible(&lou, "the left screen").await;
         click(&lou, "rejoin").await;
         wait_only(&lou, "Lou rejoining", "lobby").await;
         assert_eq!(lou.eval("return document.querySelector('#join input[name=name]').value").await, "Lou");
@@ -110,19 +114,29 @@ fn each_screen_is_shown_alone_and_offers_what_comes_next() {
         click(&hana, "end").await;
         wait_true(&hana, "Hana is asked to confirm", "return document.getElementById('confirm').open").await;
         save_screenshot(&hana, "screen-confirm-end").await;
+        assert_accessible(&hana, "the End-for-all confirmation").await;
         hana.eval("document.querySelector('#confirm button[value=cancel]').click(); return true").await;
         wait_true(&hana, "the question goes away", "return !document.getElementById('confirm').open").await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         wait_only(&lou, "Lou, after Hana cancelled", "meeting").await;
         assert_eq!(stage_meeting(&stage.base, &id).await["ended_at"], Value::Null, "cancel ended nothing");
-        click(&hana, "end").await;
-        wait_true(&hana, "Hana is asked again", "return document.getElementById('confirm').open").await;
-        click(&hana, "confirm-ok").await;
-        for (b, who) in [(&lou, "Lou"), (&hana, "Hana")] {
-            wait_only(b, &format!("{who} after the end"), "ended").await;
-            assert_eq!(end_screen(b).await, ("The meeting has ended".to_string(), false), "{who}");
-        }
+        // Hana leaves, and nobody else can run the meeting: she is asked whom to make host, and Lou becomes host.
+        click(&hana, "leave").await;
+        wait_true(&hana, "Hana is asked whom to make host", "return document.getElementById('handover').open").await;
+        let offered = hana.eval("return [...document.getElementById('handover-to').options].map((o) => o.text)").await;
+        assert_eq!(offered, json!(["Lou"]), "{offered}");
+        save_screenshot(&hana, "screen-handover").await;
+        assert_accessible(&hana, "the hand-over question").await;
+        click(&hana, "handover-ok").await;
+        wait_only(&hana, "Hana after leaving", "ended").await;
+        wait_true(&lou, "Lou is host now", "return !document.getElementById('end').hidden && window.sluiceApp.participants.get(window.sluiceApp.selfId).role === 'host'").await;
+        click(&lou, "end").await;
+        wait_true(&lou, "Lou is asked to confirm", "return document.getElementById('confirm').open").await;
+        click(&lou, "confirm-ok").await;
+        wait_only(&lou, "Lou after the end", "ended").await;
+        assert_eq!(end_screen(&lou).await, ("The meeting has ended".to_string(), false));
         save_screenshot(&lou, "screen-ended").await;
+        assert_accessible(&lou, "the ended screen").await;
         assert!(stage_meeting(&stage.base, &id).await["ended_at"].is_string());
 
         // A link whose token is not valid: said in words, no rejoin.
@@ -133,6 +147,7 @@ fn each_screen_is_shown_alone_and_offers_what_comes_next() {
         let reason = lou.eval("return document.getElementById('ended-reason').textContent").await;
         assert!(!reason.as_str().unwrap().contains("InvalidToken"), "user wording, not the error's name: {reason}");
         save_screenshot(&lou, "screen-bad-link").await;
+        assert_accessible(&lou, "the bad-link screen").await;
 
         // Addresses that are not there: a page for a browser, JSON for an API client.
         for path in ["/m/", "/no/such/page"] {
@@ -149,6 +164,7 @@ fn each_screen_is_shown_alone_and_offers_what_comes_next() {
             assert_eq!(body["error"]["code"], "not_found", "{body}");
         }
         save_screenshot(&lou, "screen-not-found").await;
+        assert_accessible(&lou, "the not-found page").await;
         lou.close().await;
         hana.close().await;
     });
@@ -171,7 +187,7 @@ const SHOWN_FRACTION_SCRIPT: &str = r#"
 
 /// The texts of the short notices a page shows.
 async fn toasts(browser: &Browser) -> Vec<String> {
-    let v = browser.eval("return [...document.querySelectorAll('#toasts li')].map((l) => l.textContent)").await;
+    let v = browser.eval("return [...document.querySelectorAll('#toasts > div')].map((l) => l.textContent)").await;
     v.as_array().unwrap().iter().map(|t| t.as_str().unwrap().to_string()).collect()
 }
 

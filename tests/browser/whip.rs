@@ -7,7 +7,7 @@
 use super::*;
 
 /// A participant token for `name` (the meeting lets anyone join by link).
-async fn participant_token(base: &str, meeting: &str, name: &str) -> String {
+pub(super) async fn participant_token(base: &str, meeting: &str, name: &str) -> String {
     let reply: Value = reqwest::Client::new()
         .post(format!("{base}/meetings/{meeting}/join"))
         .json(&json!({"name": name}))

@@ -24,6 +24,7 @@ const ASSETS: &[(&str, &str, &str)] = &[
     ("stats.js", "text/javascript; charset=utf-8", include_str!("../../web/stats.js")),
     ("settings.js", "text/javascript; charset=utf-8", include_str!("../../web/settings.js")),
     ("speakers.js", "text/javascript; charset=utf-8", include_str!("../../web/speakers.js")),
+    ("layout.js", "text/javascript; charset=utf-8", include_str!("../../web/layout.js")),
     ("connection.js", "text/javascript; charset=utf-8", include_str!("../../web/connection.js")),
     ("dashboard.js", "text/javascript; charset=utf-8", include_str!("../../web/dashboard.js")),
     ("charts.js", "text/javascript; charset=utf-8", include_str!("../../web/charts.js")),

@@ -300,6 +300,8 @@ struct Member {
     player: bool,
     /// A WHEP player: whom it watches, and whether it follows the active speaker.
     watch: Option<speaker::Watch>,
+    /// Sources muted before their track was published (turned off in the lobby): published muted.
+    muted_early: Vec<Source>,
 }
 
 impl Member {
@@ -693,6 +695,7 @@ impl Room {
             ingest,
             player: false,
             watch: None,
+            muted_early: Vec::new(),
         };
         let row = Participant {
             meeting_id: self.ctx.meeting_id.clone(),
@@ -1134,6 +1137,8 @@ impl Room {
                         tracing::warn!(error = %e, "blocking a held track failed");
                     }
                     let m = self.member(id).expect("found above");
+                    let muted_early = m.muted_early.contains(&source);
+                    m.muted_early.retain(|s| *s != source);
                     let track_id = ids::prefixed("t");
                     m.sections[index].binding = Binding::Uplink { source, published: true };
                     m.sections[index].info.track_id = Some(track_id.clone());
@@ -1143,7 +1148,7 @@ impl Room {
                         codec,
                         spec,
                         core: track,
-                        muted: held,
+                        muted: held || muted_early,
                         payload_type,
                     };
                     added.push(published.info());
@@ -1330,6 +1335,18 @@ impl Room {
         }
         let Some(m) = self.member(id) else { return };
         let Some(track) = m.published.iter_mut().find(|p| p.source == source) else {
+            // Muted before its section was answered (turned off in the lobby): the track starts muted.
+            let pending = m
+                .sections
+                .iter()
+                .any(|s| matches!(s.binding, Binding::Uplink { source: s2, published: false } if s2 == source));
+            if pending {
+                m.muted_early.retain(|s| *s != source);
+                if muted {
+                    m.muted_early.push(source);
+                }
+                return;
+            }
             return m.send(ServerMessage::error(ErrorCode::BadState, format!("not publishing {}", source.as_str())));
         };
         track.muted = muted;

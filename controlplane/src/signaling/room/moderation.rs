@@ -395,10 +395,18 @@ impl Room {
         (role, grants)
     }
 
-    /// The last host left on purpose: the earliest-joined participant who may publish becomes co-host, so the
-    /// meeting always has someone who can run it. (A host whose connection dropped is not replaced: they come back
-    /// as host with their token.)
+    /// The last host left on purpose: the earliest co-host becomes host; with no co-host, the earliest-joined
+    /// participant becomes co-host, so the meeting always has someone who can run it. (A host whose connection
+    /// dropped is not replaced: they come back as host with their token.)
     pub(super) async fn hand_over_if_hostless(&mut self) {
+        if self.members.iter().any(|m| m.role == Role::Host) {
+            return;
+        }
+        if let Some(heir) = self.members.iter().find(|m| m.role == Role::CoHost).map(|m| m.id.clone()) {
+            tracing::info!(meeting = %self.ctx.meeting_id, participant = %heir, "the last host left: a co-host is host");
+            self.apply_role(&heir, Role::Host, Grants::for_role(Role::Host)).await;
+            return;
+        }
         if self.members.iter().any(|m| m.grants.host) {
             return;
         }
