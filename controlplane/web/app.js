@@ -9,6 +9,9 @@ import { startStatsReports } from '/assets/stats.js';
 import { setupSettings } from '/assets/settings.js';
 import { setupActiveSpeaker } from '/assets/speakers.js';
 import { setupLayout } from '/assets/layout.js';
+import { setupTileQuality } from '/assets/tilequality.js';
+import { levelMeter } from '/assets/lobby.js';
+import { closedWords, confirmAction, handOver } from '/assets/dialogs.js';
 
 const $ = (id) => document.getElementById(id);
 const meetingId = decodeURIComponent(location.pathname.split('/m/')[1] || '').split('/')[0];
@@ -31,6 +34,8 @@ const LAYER_HEIGHT_LOW = 200;
 const LAYER_HEIGHT_MIDDLE = 400;
 
 let localStream = null;
+/** The lobby's microphone level meter, while it runs. */
+let meter = null;
 const tiles = new Map(); // `${participantId}:${source}` -> tile element
 const audios = new Map(); // track id -> <audio>
 
@@ -122,37 +127,10 @@ function previewLobby() {
   for (const t of localStream.getVideoTracks()) t.enabled = !app.lobbyOff.camera;
   $('preview').srcObject = localStream;
   $('preview').classList.toggle('off', app.lobbyOff.camera);
-  meterLevel(localStream);
+  meter?.stop();
+  meter = levelMeter(localStream, $('mic-level'), (level) => { app.lobbyLevelMax = Math.max(app.lobbyLevelMax || 0, level); });
 }
 
-let meter = null;
-/** Drives the lobby's level meter from the microphone (0 to 1, the loudest sample of each frame, held briefly). */
-function meterLevel(stream) {
-  meter?.stop();
-  meter = null;
-  const track = stream.getAudioTracks()[0];
-  const Context = window.AudioContext || window.webkitAudioContext;
-  if (!track || !Context) return;
-  const context = new Context();
-  const analyser = context.createAnalyser();
-  analyser.fftSize = 1024;
-  context.createMediaStreamSource(new MediaStream([track])).connect(analyser);
-  const samples = new Float32Array(analyser.fftSize);
-  let shown = 0;
-  let running = true;
-  const tick = () => {
-    if (!running) return;
-    analyser.getFloatTimeDomainData(samples);
-    let peak = 0;
-    for (const v of samples) peak = Math.max(peak, Math.abs(v));
-    shown = Math.max(peak, shown * 0.9);
-    $('mic-level').value = track.enabled ? Math.min(1, shown) : 0;
-    app.lobbyLevelMax = Math.max(app.lobbyLevelMax || 0, $('mic-level').value);
-    setTimeout(tick, 50);
-  };
-  tick();
-  meter = { stop: () => { running = false; context.close().catch(() => {}); } };
-}
 
 async function fillDevices() {
   const devices = await navigator.mediaDevices.enumerateDevices();
@@ -217,6 +195,9 @@ async function enter(name) {
   });
   setupActiveSpeaker(client, { app, tileOf: (id) => tiles.get(`${id}:camera`) });
   setInterval(() => showQuality(client), 2000);
+  app.tileQuality = setupTileQuality(client, {
+    tileOfTrack: (id) => [...tiles.values()].find((t) => t.querySelector('video').srcObject?.getVideoTracks()[0]?.id === id),
+  });
   // The quality summary for analytics every 10 s (docs/analytics.md), and the connection details overlay.
   app.stats = startStatsReports(client);
   app.connectionDetails = setupConnectionDetails(client, app);
@@ -467,7 +448,11 @@ function updateLabel(participantId) {
   for (const [key, tile] of tiles) {
     if (!key.startsWith(`${participantId}:`)) continue;
     const label = tile.querySelector('.label');
-    label.textContent = tile.dataset.source === 'screen' ? `${p.name}'s screen` : p.name;
+    // The name is cut short on a narrow tile; the marks after it (hand, muted, weak connection) always show.
+    const name = document.createElement('span');
+    name.className = 'name';
+    name.textContent = tile.dataset.source === 'screen' ? `${p.name}'s screen` : p.name;
+    label.replaceChildren(name);
     if (tile.dataset.source === 'camera' && app.hands?.includes(participantId)) {
       const hand = document.createElement('span');
       hand.className = 'hand';
@@ -480,6 +465,12 @@ function updateLabel(participantId) {
       badge.className = 'muted';
       badge.textContent = 'muted';
       label.append(badge);
+    }
+    if (tile.classList.contains('weak')) {
+      const weak = document.createElement('span');
+      weak.className = 'weak-badge';
+      weak.textContent = 'weak connection';
+      label.append(weak);
     }
     tile.dataset.initial = (p.name || '?').slice(0, 1).toUpperCase();
     if (tile.dataset.source === 'camera') tile.classList.toggle('camera-off', camOff);
@@ -551,7 +542,7 @@ function controls(client) {
   };
   $('people-toggle').onclick = () => { $('people').hidden = !$('people').hidden; };
   $('leave').onclick = async () => {
-    if (!(await handOver(client))) return;
+    if (!(await handOver(client, app))) return;
     client.leave();
     ended('You can join again with the same link.', { title: 'You left the meeting', rejoin: true });
   };
@@ -634,60 +625,12 @@ function ended(reason, { title = 'You are not in the meeting', rejoin = false } 
   (rejoin ? $('rejoin') : $('new-meeting')).focus();
 }
 
-/** What a person is told when the server closed their connection with `code` (docs/signaling.md). */
-const CLOSED = {
-  4001: ['This link is not valid', 'The invitation has expired or is for another meeting. Ask for a new link.', false],
-  4003: ['Not allowed', 'Your invitation does not allow what this page asked for.', false],
-  4004: ['Meeting not found', 'There is no meeting at this link.', false],
-  4008: ['Connection lost', 'The connection to the meeting could not be kept up. Check your network, then join again.', true],
-  4009: ['The meeting is full', 'Everyone it has room for is in. Try again later.', true],
-  4010: ['You joined from somewhere else', 'You are in this meeting in another tab or on another device.', true],
-  4011: ['The meeting has ended', 'A host ended the meeting for everyone.', false],
-  4013: ['Not let in', 'A host did not let you in to this meeting.', false],
-  4014: ['You were removed', 'A host removed you from the meeting.', false],
-  4015: ['The meeting is locked', 'Ask a host to unlock it, then join again.', true],
-  4016: ['Could not connect', 'This browser and the server could not agree on how to send media.', true],
-  4029: ['Disconnected', 'This page sent or received too much at once.', true],
-  4503: ['The server is busy', 'It cannot take more people right now. Try again in a moment.', true],
-};
-
 function closedScreen(code, reason) {
-  const [title, text, rejoin] = CLOSED[code] || ['Disconnected', reason || 'The connection to the meeting ended.', true];
+  const [title, text, rejoin] = closedWords(code, reason);
   ended(text, { title, rejoin });
 }
 
 $('rejoin').onclick = () => location.reload();
-
-/**
- * A host leaving a meeting nobody else can run is asked whom to make host (the server would otherwise name the
- * earliest participant co-host). False if they chose to stay.
- */
-async function handOver(client) {
-  const me = app.participants.get(app.selfId);
-  const others = [...app.participants.values()].filter((p) => p.participant_id !== app.selfId);
-  if (me?.role !== 'host' || !others.length || others.some((p) => p.role === 'host' || p.role === 'co_host')) return true;
-  const select = $('handover-to');
-  select.replaceChildren(...others.map((p) => new Option(p.name, p.participant_id)));
-  const dialog = $('handover');
-  dialog.returnValue = '';
-  dialog.showModal();
-  const choice = await new Promise((resolve) => dialog.addEventListener('close', () => resolve(dialog.returnValue), { once: true }));
-  // Sent before `leave` on the same connection, so the server applies it first.
-  if (choice === 'handover' && select.value) client.setRole(select.value, 'host');
-  return choice === 'handover' || choice === 'leave';
-}
-
-/** Asks before an action that affects everyone; true only when the confirming button was pressed. */
-function confirmAction(title, text, ok, danger = false) {
-  const dialog = $('confirm');
-  $('confirm-title').textContent = title;
-  $('confirm-text').textContent = text;
-  $('confirm-ok').textContent = ok;
-  $('confirm-ok').className = danger ? 'danger' : '';
-  dialog.returnValue = '';
-  dialog.showModal();
-  return new Promise((resolve) => dialog.addEventListener('close', () => resolve(dialog.returnValue === 'ok'), { once: true }));
-}
 
 function lobbyProblem(text, fatal = false) {
   $('lobby').hidden = false;

@@ -2,9 +2,9 @@
 //! remote tile is on the page or reachable by scrolling, none is under the controls, each shows at least 90% of
 //! its video frame at a size one can see, names are not over the middle of the picture, one's own camera is a
 //! small picture-in-picture that covers nobody; pinning puts a person in the spotlight; the lobby's toggles and
-//! level meter work and what was turned off there stays off in the meeting. The other people are WHIP
-//! publishers of small moving canvases from one page (cheaper than a browser each); the viewer is a real
-//! meeting page. Screenshots of each size are saved, and axe-core checks the page.
+//! level meter work and what was turned off there stays off in the meeting; tiles say when the link is weak.
+//! The other people are WHIP publishers of small moving canvases from one page (cheaper than a browser each);
+//! the viewer is a real meeting page. Screenshots of each size are saved, and axe-core checks the page.
 
 use super::analytics::save_screenshot;
 use super::whip::participant_token;
@@ -211,6 +211,51 @@ fn the_grid_shows_everyone_whole_on_a_laptop_and_a_phone() {
         )
         .await;
         viewer.eval("document.exitFullscreen(); return true").await;
+
+        // A weak link to the viewer (a fifth of the packets to her port dropped, in this test's own namespace):
+        // the tiles say so, and stop saying so when the link is good again.
+        let port = viewer
+            .eval("return window.sluiceApp.client.pc.getStats().then((r) => { let port = null; r.forEach((s) => { if (s.type === 'candidate-pair' && s.nominated && s.state === 'succeeded') port = r.get(s.localCandidateId)?.port; }); return String(port); })")
+            .await;
+        let port = port.as_str().unwrap().to_string();
+        let rule = [
+            "INPUT",
+            "-p",
+            "udp",
+            "--dport",
+            &port,
+            "-m",
+            "statistic",
+            "--mode",
+            "random",
+            "--probability",
+            "0.2",
+            "-j",
+            "DROP",
+        ];
+        let iptables = |action: &str| {
+            let status = std::process::Command::new("iptables").arg(action).args(rule).status().unwrap();
+            assert!(status.success(), "iptables {action} {rule:?}");
+        };
+        assert!(
+            viewer.eval("return document.querySelectorAll('.tile.weak').length").await == 0,
+            "no mark on a good link"
+        );
+        iptables("-I");
+        wait_true(
+            &viewer,
+            "the tiles say the connection is weak",
+            "return [...document.querySelectorAll('#grid .tile.camera.weak .weak-badge')].filter((b) => { const r = b.getBoundingClientRect(), l = b.parentElement.getBoundingClientRect(); return r.width > 20 && r.right <= l.right + 1; }).length >= 4",
+        )
+        .await;
+        save_screenshot(&viewer, "layout-weak").await;
+        iptables("-D");
+        wait_true(
+            &viewer,
+            "the marks go once the link is good",
+            "return document.querySelectorAll('.tile.weak').length === 0",
+        )
+        .await;
         crowd.close().await;
         viewer.close().await;
     });

@@ -50,6 +50,8 @@ fn each_screen_is_shown_alone_and_offers_what_comes_next() {
         // Starting a meeting on the landing page: the host goes through the lobby (name filled in), then in as host.
         let host = Browser::launch(&stage.driver).await;
         host.goto(&format!("{}/", stage.base)).await;
+        wait_true(&host, "the landing page shows", "return !!document.getElementById('create')").await;
+        assert_accessible(&host, "the landing page").await;
         host.eval("const f = document.getElementById('create'); f.elements.name.value = 'Hedy'; f.elements.title.value = 'Standup'; f.requestSubmit(); return true").await;
         wait_only(&host, "the new host in the lobby", "lobby").await;
         assert_eq!(host.eval("return document.querySelector('#join input[name=name]').value").await, "Hedy");
@@ -93,6 +95,7 @@ fn each_screen_is_shown_alone_and_offers_what_comes_next() {
         )
         .await;
         assert_eq!(list.eval("return document.getElementById('heading').textContent").await, "Recordings of e2e");
+        assert_accessible(&list, "the recordings list").await;
         assert_eq!(list.eval("return location.hash").await, "", "the token is out of the address bar");
         list.close().await;
 
