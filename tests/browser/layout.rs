@@ -2,7 +2,8 @@
 //! remote tile is on the page or reachable by scrolling, none is under the controls, each shows at least 90% of
 //! its video frame at a size one can see, names are not over the middle of the picture, one's own camera is a
 //! small picture-in-picture that covers nobody; pinning puts a person in the spotlight; the lobby's toggles and
-//! level meter work and what was turned off there stays off in the meeting; tiles say when the link is weak.
+//! level meter work and what was turned off there stays off in the meeting; tiles say when the link is weak;
+//! past 25 others, the rest are on a second page.
 //! The other people are WHIP publishers of small moving canvases from one page (cheaper than a browser each);
 //! the viewer is a real meeting page. Screenshots of each size are saved, and axe-core checks the page.
 
@@ -12,16 +13,22 @@ use super::*;
 
 /// In the crowd page: one more WHIP publisher named by `token`, sending a 320x180 canvas that moves.
 fn publish_script(meeting: &str, token: &str) -> String {
+    publish_sized_script(meeting, token, 320, 180, 15)
+}
+
+/// As `publish_script`, a `width`x`height` canvas at `fps` frames a second.
+fn publish_sized_script(meeting: &str, token: &str, width: u32, height: u32, fps: u32) -> String {
+    let frame_ms = 1000 / fps;
     format!(
         r#"
         return (async () => {{
         const canvas = document.createElement('canvas');
-        canvas.width = 320; canvas.height = 180;
+        canvas.width = {width}; canvas.height = {height};
         const g = canvas.getContext('2d');
         let x = 0;
         const hue = Math.floor(Math.random() * 360);
-        setInterval(() => {{ g.fillStyle = `hsl(${{hue}} 60% 30%)`; g.fillRect(0, 0, 320, 180); g.fillStyle = '#fff'; g.fillRect(x = (x + 4) % 300, 60, 20, 60); }}, 66);
-        const stream = canvas.captureStream(15);
+        setInterval(() => {{ g.fillStyle = `hsl(${{hue}} 60% 30%)`; g.fillRect(0, 0, {width}, {height}); g.fillStyle = '#fff'; g.fillRect(x = (x + 4) % ({width} - 20), {height} / 3, 20, {height} / 3); }}, {frame_ms});
+        const stream = canvas.captureStream({fps});
         const pc = new RTCPeerConnection();
         pc.addTransceiver(stream.getVideoTracks()[0], {{ direction: 'sendonly' }});
         await pc.setLocalDescription(await pc.createOffer());
@@ -48,7 +55,7 @@ const GEOMETRY_SCRIPT: &str = r#"
     const scrolls = getComputedStyle(grid).overflowY === 'auto';
     const problems = [];
     const widths = [];
-    const remote = [...document.querySelectorAll('#grid .tile.camera:not(.self), #spotlight .tile')];
+    const remote = [...document.querySelectorAll('#grid .tile.camera:not(.self):not(.off-page), #spotlight .tile')];
     for (const t of remote) {
         const name = t.querySelector('.label').textContent;
         const r = t.getBoundingClientRect();
@@ -256,6 +263,27 @@ fn the_grid_shows_everyone_whole_on_a_laptop_and_a_phone() {
             "return document.querySelectorAll('.tile.weak').length === 0",
         )
         .await;
+
+        // More than a page: with 26 others, 25 are on the first page and the 26th on the second.
+        for n in people..27 {
+            let token = participant_token(&base, &id, &format!("Guest {n}")).await;
+            assert_eq!(crowd.eval(&publish_sized_script(&id, &token, 160, 90, 5)).await, 201);
+        }
+        wait_true(
+            &viewer,
+            "two pages",
+            "return window.sluiceApp.layout.pages === 2 && !document.getElementById('pager').hidden",
+        )
+        .await;
+        let first = check(&viewer, 25, "1280x800, page 1 of 2").await;
+        assert_eq!(first["mode"], "fit", "{first}");
+        assert_eq!(viewer.eval("return document.getElementById('page-status').textContent").await, "Page 1 of 2");
+        save_screenshot(&viewer, "layout-page-1-of-2").await;
+        viewer.click_css("#page-next").await;
+        check(&viewer, 1, "1280x800, page 2 of 2").await;
+        assert_eq!(viewer.eval("return document.getElementById('page-status').textContent").await, "Page 2 of 2");
+        viewer.click_css("#page-prev").await;
+        check(&viewer, 25, "1280x800, back on page 1").await;
         crowd.close().await;
         viewer.close().await;
     });
