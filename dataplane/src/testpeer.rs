@@ -578,6 +578,18 @@ impl TestPeer {
         buf
     }
 
+    /// Transport-wide congestion control feedback (as Chrome sends every 100 ms), as SRTCP: packets
+    /// `base_seq..` with their arrival times in µs (`None`: lost).
+    pub fn transport_feedback(&mut self, base_seq: u16, feedback_count: u8, arrivals: &[Option<i64>]) -> Vec<u8> {
+        let mut buf = vec![0u8; 64 + 4 * arrivals.len()];
+        let n = crate::packet::twcc::write(&mut buf, self.ssrc, 0, base_seq, feedback_count, arrivals).expect("fits");
+        self.srtcp_index += 1;
+        let tx = self.tx.as_ref().expect("RTCP only after SRTP keys are set");
+        let n = tx.protect_rtcp(&mut buf, n, self.srtcp_index).expect("fits");
+        buf.truncate(n);
+        buf
+    }
+
     /// A Sender Report for this peer's track, as SRTCP: at wallclock `ntp` its RTP clock reads `rtp_timestamp`.
     pub fn sender_report(&mut self, ntp: u64, rtp_timestamp: u32) -> Vec<u8> {
         let mut buf = vec![0u8; 128];

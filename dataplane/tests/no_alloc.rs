@@ -65,6 +65,14 @@ fn run(profile: Profile) {
         (0..2_000).map(|i| peers[0].peer.media_with_extensions(1_100, i, i as u16, 0)).collect();
     let mut checks: Vec<Vec<u8>> = (0..100).map(|_| peers[1].peer.binding_request(false)).collect();
     let mut plis: Vec<Vec<u8>> = (0..100).map(|_| peers[1].peer.pli(0x3001)).collect();
+    // The subscriber's transport-wide feedback on the 20 packets before each: read into the estimator.
+    let mut feedbacks: Vec<Vec<u8>> = (0..100u16)
+        .map(|k| {
+            let base = (k * 20).wrapping_sub(20);
+            let arrivals: Vec<Option<i64>> = (0..20).map(|j| Some(i64::from(base.wrapping_add(j)) * 2_000)).collect();
+            peers[1].peer.transport_feedback(base, k as u8, &arrivals)
+        })
+        .collect();
 
     let mut now = start;
     let mut step = |core: &mut Core, out: &mut Transmits, i: usize, now: Instant| {
@@ -72,6 +80,7 @@ fn run(profile: Profile) {
         if i.is_multiple_of(20) {
             core.handle_receive(now, subscriber_addr, &mut checks[i / 20], out);
             core.handle_receive(now, subscriber_addr, &mut plis[i / 20], out);
+            core.handle_receive(now, subscriber_addr, &mut feedbacks[i / 20], out);
         }
         if core.poll_timeout().is_some_and(|t| t <= now) {
             core.handle_timeout(now, out);
@@ -97,6 +106,8 @@ fn run(profile: Profile) {
     assert!(c.receiver_reports_sent > 0, "the measured loop ran the report timer");
     assert!(c.transport_feedback_sent > 0, "and the transport-wide feedback timer");
     assert_eq!(made, 0, "{profile:?}: {made} heap allocations while forwarding {forwarded} packets");
+    let estimate = core.participant_stats(peers[1].id).unwrap().estimate_bps;
+    assert!(estimate.is_some(), "{profile:?}: the subscriber's feedback was read into its estimate");
 
     // And what was forwarded is real SRTP the subscriber can open.
     core.handle_receive(now, publisher_addr, &mut peers[0].peer.media(1_100, 9), &mut out);

@@ -3,11 +3,13 @@
 
 use super::media::{Outgoing, OwnedExtensions, write_forwarded, write_rtx};
 use super::*;
+use crate::packet::twcc;
 
 impl Core {
     /// Answers a subscriber's NACK for the stream it knows as `media_ssrc` from the track's buffer.
     pub(super) fn retransmit(
         &mut self,
+        now: Instant,
         subscriber: ParticipantId,
         media_ssrc: u32,
         lost: rtcp::NackLost<'_>,
@@ -15,8 +17,11 @@ impl Core {
     ) {
         /// Bounds the work one NACK can cause.
         const RETRANSMISSIONS_PER_NACK_MAX: usize = 64;
-        let Core { participants, subscriptions, tracks, counters, config, .. } = self;
+        let Core { participants, subscriptions, tracks, counters, config, origin, .. } = self;
         let extension_ids = config.extension_ids;
+        // What left on the transport, for its bandwidth estimate (recorded once the subscriber is mutable again).
+        let mut sent = [(0u16, 0usize); RETRANSMISSIONS_PER_NACK_MAX];
+        let mut sent_count = 0;
         let Some(p) = participants.get_mut(subscriber) else { return };
         p.media.nacks_in += 1;
         let Some(p) = participants.get(subscriber) else { return };
@@ -72,6 +77,7 @@ impl Core {
                 owned,
                 picture: sub.picture.patch(track.spec.codec, &plain[header.header_len..]),
             };
+            let seq_before = transport_seq;
             let len = match sub.spec.rtx {
                 Some(_) if plain.len() + 2 + Profile::RTP_OVERHEAD_MAX > DATAGRAM_MAX => {
                     counters.drops[DropReason::TooLarge as usize] += 1;
@@ -84,6 +90,10 @@ impl Core {
                 }
                 None => write_forwarded(slot, &packet, sub, tx, &mut transport_seq),
             };
+            if owned.transport_seq.is_some() && sent_count < sent.len() {
+                sent[sent_count] = (seq_before, len);
+                sent_count += 1;
+            }
             out.commit(destination, len);
             counters.retransmissions_sent += 1;
             counters.rtp_out += 1;
@@ -93,6 +103,10 @@ impl Core {
         if let Some(p) = participants.get_mut(subscriber) {
             p.transport_seq = transport_seq;
             p.media.retransmissions_out += retransmitted;
+            let now_us = micros_since(*origin, now);
+            for (seq, len) in &sent[..sent_count] {
+                p.bwe.on_send(*seq, *len, now_us);
+            }
         }
     }
 
@@ -174,7 +188,15 @@ impl Core {
             if (packet.packet_type, packet.count) == (rtcp::RTPFB, rtcp::FMT_NACK)
                 && let (Ok(media), Ok(lost)) = (rtcp::media_ssrc(&packet), rtcp::nack_lost(&packet))
             {
-                self.retransmit(id, media, lost, out);
+                self.retransmit(now, id, media, lost, out);
+            }
+            if (packet.packet_type, packet.count) == (rtcp::RTPFB, rtcp::FMT_TWCC) {
+                self.twcc_scratch.clear();
+                if twcc::read(&packet, &mut self.twcc_scratch).is_ok()
+                    && let Some(p) = self.participants.get_mut(id)
+                {
+                    p.bwe.on_feedback(&self.twcc_scratch, micros_since(self.origin, now));
+                }
             }
             let keyframe_request =
                 matches!((packet.packet_type, packet.count), (rtcp::PSFB, rtcp::FMT_PLI) | (rtcp::PSFB, rtcp::FMT_FIR));

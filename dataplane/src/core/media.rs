@@ -205,7 +205,7 @@ impl Core {
         }
         self.relay_out(now, track, layer, index, &datagram[..len], out);
         let owned = self.owned_extensions(now, &header, &datagram[..len]);
-        let awaiting_keyframe = self.fan_out(track, layer, &datagram[..len], &header, owned, out);
+        let awaiting_keyframe = self.fan_out(now, track, layer, &datagram[..len], &header, owned, out);
         if unrepairable || awaiting_keyframe {
             self.send_pli(now, track, layer, out);
         }
@@ -266,8 +266,10 @@ impl Core {
     /// Step 4: one decrypted packet of `layer` to every subscription of its track that takes that layer, switching
     /// subscriptions waiting for this layer when the packet starts a keyframe. Returns whether a subscription
     /// waits for a keyframe of this layer (the caller asks the publisher for one; requests are rate-limited).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn fan_out(
         &mut self,
+        now: Instant,
         track_id: TrackId,
         layer: u8,
         plain: &[u8],
@@ -275,7 +277,8 @@ impl Core {
         owned: OwnedExtensions,
         out: &mut Transmits,
     ) -> bool {
-        let Core { tracks, subscriptions, participants, counters, .. } = self;
+        let Core { tracks, subscriptions, participants, counters, origin, .. } = self;
+        let now_us = micros_since(*origin, now);
         let Some(track) = tracks.get(track_id) else { return false };
         if track.subscribers.is_empty() {
             if track.relay.workers == 0 {
@@ -327,7 +330,11 @@ impl Core {
                 owned,
                 picture,
             };
+            let transport_seq = subscriber.transport_seq;
             let len = write_forwarded(slot, &packet, sub, tx, &mut subscriber.transport_seq);
+            if owned.transport_seq.is_some() {
+                subscriber.bwe.on_send(transport_seq, len, now_us);
+            }
             out.commit(destination, len);
             sub.last_timestamp = header.timestamp.wrapping_add(sub.timestamp_offset);
             sub.packets_sent += 1;

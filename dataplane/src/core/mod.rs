@@ -295,6 +295,8 @@ struct Participant {
     tracks: Vec<TrackId>,
     /// For analytics (`stats.rs`).
     media: stats::MediaCounters,
+    /// How fast we may send to it, from its transport-wide feedback (measured; not yet acted on).
+    bwe: Box<crate::bwe::SendSideEstimator>,
 }
 
 impl std::fmt::Debug for Participant {
@@ -380,6 +382,8 @@ pub struct Core {
     next_nack: Option<Instant>,
     /// Participants with arrivals to report; `next_feedback` is when.
     feedback_pending: Vec<ParticipantId>,
+    /// Subscribers' transport-wide feedback, decoded (capacity `twcc::REPORTED_MAX`: never grows).
+    twcc_scratch: Vec<crate::packet::twcc::PacketResult>,
     next_feedback: Option<Instant>,
     /// Relayed tracks by key: originals published here and mirrors of others'.
     by_relay_key: FxHashMap<RelayKey, TrackId>,
@@ -419,6 +423,7 @@ impl Core {
             nack_pending: Vec::with_capacity(config.participants_max),
             next_nack: None,
             feedback_pending: Vec::with_capacity(config.participants_max),
+            twcc_scratch: Vec::with_capacity(crate::packet::twcc::REPORTED_MAX),
             next_feedback: None,
             by_relay_key: FxHashMap::default(),
             relay_pool: None,
@@ -507,6 +512,7 @@ impl Core {
             subscriptions: Vec::with_capacity(self.config.subscriptions_per_participant_max),
             tracks: Vec::with_capacity(self.config.streams_per_participant_max),
             media: stats::MediaCounters::default(),
+            bwe: Box::new(crate::bwe::SendSideEstimator::new(crate::bwe::START_BPS)),
         };
         let id = self.participants.insert(participant).ok_or(CoreError::Full("participants"))?;
         self.by_ufrag.insert(ufrag, id);
@@ -720,3 +726,8 @@ impl Core {
 }
 
 impl Core {}
+
+/// `now` in µs since the core's first packet: the clock the bandwidth estimators run on.
+fn micros_since(origin: Option<Instant>, now: Instant) -> i64 {
+    now.saturating_duration_since(origin.unwrap_or(now)).as_micros() as i64
+}

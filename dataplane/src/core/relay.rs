@@ -210,7 +210,7 @@ impl Core {
             t.layers.on_packet(now, layer);
         }
         let owned = self.owned_extensions(now, &header, plain);
-        if self.fan_out(track, layer, plain, &header, owned, out) {
+        if self.fan_out(now, track, layer, plain, &header, owned, out) {
             self.send_pli(now, track, layer, out);
         }
     }

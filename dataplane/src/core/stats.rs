@@ -33,6 +33,10 @@ pub struct ParticipantStats {
     pub retransmissions_out: u64,
     /// The simulcast layer forwarded on each of its subscriptions (`None`: waiting for a keyframe).
     pub layers: Vec<Option<u8>>,
+    /// How fast we may send to it, from its transport-wide feedback (`bwe`), in bit/s, once it has sent any;
+    /// and the rate it acknowledged over the last half second.
+    pub estimate_bps: Option<u64>,
+    pub acked_bps: Option<u64>,
 }
 
 impl Core {
@@ -44,6 +48,8 @@ impl Core {
             nacks_in: p.media.nacks_in,
             plis_in: p.media.plis_in,
             retransmissions_out: p.media.retransmissions_out,
+            estimate_bps: (p.bwe.feedbacks > 0).then(|| p.bwe.estimate_bps()),
+            acked_bps: p.bwe.acked_bps(),
             ..ParticipantStats::default()
         };
         for s in &p.inbound {

@@ -84,7 +84,12 @@ pub fn write(
     Ok(len)
 }
 
-/// Decodes a feedback message: the packets it covers in order, with arrival times.
+/// The most packets one feedback message may report here (Chrome's cover a few hundred at most); a reader's
+/// buffer of this capacity never grows.
+pub const REPORTED_MAX: usize = 4096;
+
+/// Decodes a feedback message: the packets it covers in order, with arrival times, appended to `out`. Allocates
+/// nothing if `out` has room for `REPORTED_MAX` more.
 pub fn read(p: &RtcpPacket<'_>, out: &mut Vec<PacketResult>) -> Result<(), RtcpError> {
     let b = p.bytes;
     if b.len() < 20 || (p.packet_type, p.count) != (RTPFB, FMT_TWCC) {
@@ -92,35 +97,18 @@ pub fn read(p: &RtcpPacket<'_>, out: &mut Vec<PacketResult>) -> Result<(), RtcpE
     }
     let base = u16_at(b, 12);
     let count = usize::from(u16_at(b, 14));
-    let reference = i64::from(((u32_at(b, 16) >> 8) << 8) as i32 >> 8);
-    // First pass: the symbols.
-    let mut symbols: Vec<u8> = Vec::with_capacity(count);
-    let mut at = 20;
-    while symbols.len() < count {
-        let chunk = b.get(at..at + 2).ok_or(RtcpError::Truncated)?;
-        let word = u16::from_be_bytes([chunk[0], chunk[1]]);
-        at += 2;
-        if word & 0x8000 == 0 {
-            let (symbol, run) = (((word >> 13) & 0b11) as u8, usize::from(word & 0x1fff));
-            symbols.extend(std::iter::repeat_n(symbol, run.min(count - symbols.len())));
-        } else if word & 0x4000 == 0 {
-            for i in 0..14 {
-                if symbols.len() < count {
-                    symbols.push(((word >> (13 - i)) & 1) as u8);
-                }
-            }
-        } else {
-            for i in 0..7 {
-                if symbols.len() < count {
-                    symbols.push(((word >> (12 - 2 * i)) & 0b11) as u8);
-                }
-            }
-        }
+    if count > REPORTED_MAX {
+        return Err(RtcpError::NoRoom);
     }
-    // Second pass: the deltas.
+    let reference = i64::from(((u32_at(b, 16) >> 8) << 8) as i32 >> 8);
+    // First pass: where the status chunks end and the deltas begin.
+    let mut at = symbols(b, count, |_| Ok(()))?;
+    // Second pass: each symbol with its delta.
     let mut time = reference * REFERENCE_UNIT_US;
-    for (i, symbol) in symbols.into_iter().enumerate() {
+    let mut i = 0usize;
+    symbols(b, count, |symbol| {
         let seq = base.wrapping_add(i as u16);
+        i += 1;
         let arrival_us = match symbol {
             SMALL_DELTA => {
                 let d = *b.get(at).ok_or(RtcpError::Truncated)?;
@@ -137,8 +125,42 @@ pub fn read(p: &RtcpPacket<'_>, out: &mut Vec<PacketResult>) -> Result<(), RtcpE
             _ => None,
         };
         out.push(PacketResult { seq, arrival_us });
-    }
+        Ok(())
+    })?;
     Ok(())
+}
+
+/// Walks the packet status chunks from offset 20, calling `f` with each of the `count` symbols in order; returns
+/// the offset just past the chunks.
+fn symbols(b: &[u8], count: usize, mut f: impl FnMut(u8) -> Result<(), RtcpError>) -> Result<usize, RtcpError> {
+    let (mut at, mut seen) = (20, 0usize);
+    while seen < count {
+        let chunk = b.get(at..at + 2).ok_or(RtcpError::Truncated)?;
+        let word = u16::from_be_bytes([chunk[0], chunk[1]]);
+        at += 2;
+        if word & 0x8000 == 0 {
+            let (symbol, run) = (((word >> 13) & 0b11) as u8, usize::from(word & 0x1fff));
+            for _ in 0..run.min(count - seen) {
+                f(symbol)?;
+                seen += 1;
+            }
+        } else if word & 0x4000 == 0 {
+            for i in 0..14 {
+                if seen < count {
+                    f(((word >> (13 - i)) & 1) as u8)?;
+                    seen += 1;
+                }
+            }
+        } else {
+            for i in 0..7 {
+                if seen < count {
+                    f(((word >> (12 - 2 * i)) & 0b11) as u8)?;
+                    seen += 1;
+                }
+            }
+        }
+    }
+    Ok(at)
 }
 
 #[cfg(test)]

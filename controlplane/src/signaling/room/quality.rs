@@ -201,6 +201,7 @@ impl Room {
                 "packets_in": s.packets_in, "packets_out": s.packets_out, "bytes_in": s.bytes_in,
                 "bytes_out": s.bytes_out, "loss_in": loss, "jitter_in_ms": s.jitter_in_ms, "nacks": s.nacks_in,
                 "plis": s.plis_in, "retransmissions": s.retransmissions_out, "layers": s.layers,
+                "estimate_bps": s.estimate_bps, "acked_bps": s.acked_bps,
             })
         });
         let user = m.user_id.clone();

@@ -1,0 +1,64 @@
+//! The loss-based bound (goog_cc's send-side estimation): over at least 20 reported packets, under 2% lost lets
+//! it follow the delay-based estimate up; 2 to 10% holds it; over 10% cuts it by half the loss fraction, at most
+//! once per 300 ms.
+
+const PACKETS_MIN: u32 = 20;
+const LOW: f64 = 0.02;
+const HIGH: f64 = 0.10;
+const CUT_INTERVAL_US: i64 = 300_000;
+
+#[derive(Debug)]
+pub(super) struct LossBased {
+    estimate: f64,
+    lost: u32,
+    received: u32,
+    last_cut_us: Option<i64>,
+    /// The last full period's loss fraction, for stats.
+    pub(super) fraction: f64,
+}
+
+impl LossBased {
+    pub(super) fn new(start_bps: u64) -> LossBased {
+        LossBased { estimate: start_bps as f64, lost: 0, received: 0, last_cut_us: None, fraction: 0.0 }
+    }
+
+    pub(super) fn estimate_bps(&self) -> u64 {
+        self.estimate as u64
+    }
+
+    pub(super) fn update(&mut self, lost: u32, received: u32, delay_based_bps: u64, now_us: i64) {
+        self.lost += lost;
+        self.received += received;
+        let total = self.lost + self.received;
+        if total < PACKETS_MIN {
+            return; // not enough to judge yet: the counts carry over to the next feedback
+        }
+        let fraction = f64::from(self.lost) / f64::from(total);
+        self.fraction = fraction;
+        (self.lost, self.received) = (0, 0);
+        if fraction < LOW {
+            self.estimate = delay_based_bps as f64;
+        } else if fraction > HIGH && self.last_cut_us.is_none_or(|t| now_us - t >= CUT_INTERVAL_US) {
+            self.estimate = self.estimate.min(delay_based_bps as f64) * (1.0 - 0.5 * fraction);
+            self.last_cut_us = Some(now_us);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heavy_loss_cuts_and_light_loss_follows_the_delay_estimate() {
+        let mut l = LossBased::new(1_000_000);
+        l.update(4, 16, 1_000_000, 0); // 20% lost
+        assert_eq!(l.estimate_bps(), 900_000);
+        l.update(4, 16, 1_000_000, 100_000);
+        assert_eq!(l.estimate_bps(), 900_000, "at most one cut per 300 ms");
+        l.update(1, 19, 1_000_000, 400_000); // 5%: hold
+        assert_eq!(l.estimate_bps(), 900_000);
+        l.update(0, 20, 1_200_000, 500_000);
+        assert_eq!(l.estimate_bps(), 1_200_000);
+    }
+}
