@@ -687,11 +687,13 @@ fn the_waiting_room_lets_in_only_whom_the_host_admits() {
             && getComputedStyle(document.getElementById('meeting')).display === 'none'";
         wait_true(&pat, "Pat sees the waiting screen", waiting_shown).await;
         wait_true(&quinn, "Quinn sees the waiting screen", waiting_shown).await;
+        assert_accessible(&quinn, "the waiting screen").await;
 
         let hana = Browser::launch(&driver).await;
         hana.goto(&format!("{base}/m/{id}?name=Hana#token={host_token}")).await;
         wait_true(&hana, "Hana sees both waiting", "return document.querySelectorAll('#waiting-list li').length === 2")
             .await;
+        assert_accessible(&hana, "the host's waiting list").await;
         assert_eq!(decoding_videos(&pat.inbound().await), 0, "Pat decodes nothing while waiting");
         assert_eq!(decoding_videos(&hana.inbound().await), 0, "nobody is in yet");
         let click = |name: &str, button: &str| {
