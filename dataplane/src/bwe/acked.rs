@@ -3,6 +3,8 @@
 
 const BUCKET_US: i64 = 50_000;
 const BUCKETS: usize = 10;
+/// Arrivals this many buckets (2 s) after the latest are a jump of the receiver's clock, not a gap.
+const JUMP_BUCKETS: i64 = 40;
 
 #[derive(Debug, Default)]
 pub(super) struct AckedRate {
@@ -15,6 +17,11 @@ pub(super) struct AckedRate {
 impl AckedRate {
     pub(super) fn on_acked(&mut self, arrival_us: i64, size: u32) {
         let bucket = arrival_us.div_euclid(BUCKET_US);
+        // The receiver's clock jumped (its 24-bit reference wrapped, or a report lied): start over, or the window
+        // would never see a new packet again.
+        if self.latest.is_some_and(|l| bucket < l - BUCKETS as i64 || bucket > l + JUMP_BUCKETS) {
+            *self = AckedRate::default();
+        }
         let slot = &mut self.buckets[bucket.rem_euclid(BUCKETS as i64) as usize];
         if slot.0 != bucket {
             *slot = (bucket, 0);
@@ -51,5 +58,11 @@ mod tests {
         }
         let rate = a.rate_bps().unwrap();
         assert!((950_000..=1_050_000).contains(&rate), "{rate}");
+        // The receiver's clock jumps back a long way: measured afresh, not stuck at nothing.
+        for i in 0..200 {
+            a.on_acked(-1_000_000_000 + i * 8_000, 1000);
+        }
+        let rate = a.rate_bps().unwrap();
+        assert!((950_000..=1_050_000).contains(&rate), "after the jump: {rate}");
     }
 }

@@ -84,11 +84,13 @@ impl DelayDetector {
 
     /// One received packet, in sequence order: its send time (our clock) and arrival time (the receiver's).
     pub(super) fn on_packet(&mut self, send_us: i64, arrival_us: i64, _size: u32) {
-        if let Some(g) = self.current
-            && (arrival_us - g.last_arrival_us > RESET_US || arrival_us < g.first_arrival_us)
-        {
-            // A long gap, or a clock that went back: what was measured no longer describes the link.
-            *self = DelayDetector { threshold_ms: self.threshold_ms, ..DelayDetector::default() };
+        if let Some(g) = self.current {
+            if arrival_us - g.last_arrival_us > RESET_US || g.first_arrival_us - arrival_us > RESET_US {
+                // A long gap, or a clock that jumped back: what was measured no longer describes the link.
+                *self = DelayDetector { threshold_ms: self.threshold_ms, ..DelayDetector::default() };
+            } else if arrival_us < g.first_arrival_us {
+                return; // reordered across a group boundary: skipped, as goog_cc does
+            }
         }
         let Some(mut g) = self.current else {
             self.current = Some(Group {
@@ -213,6 +215,20 @@ mod tests {
     fn a_growing_queue_is_overuse_and_a_steady_one_is_not() {
         assert_eq!(run(0, 200), Usage::Normal);
         assert_eq!(run(1_000, 200), Usage::Overusing, "1 ms more delay per 10 ms");
+    }
+
+    #[test]
+    fn reordered_packets_do_not_wipe_what_was_learnt() {
+        let mut d = DelayDetector::default();
+        let mut seen_over = false;
+        for i in 0..200i64 {
+            let send = i * 10_000;
+            // Every tenth packet arrives 15 ms early (before its group): reordering, not a new clock.
+            let early = if i % 10 == 9 { 15_000 } else { 0 };
+            d.on_packet(send, send + 20_000 + i * 1_000 - early, 1200);
+            seen_over |= d.usage() == Usage::Overusing;
+        }
+        assert!(seen_over, "the growing queue is still found");
     }
 
     #[test]

@@ -9,6 +9,9 @@ struct Slot {
     key: u64,
     size: u32,
     sent_us: i64,
+    /// Reported lost once: a later report may still say it arrived (late or reordered), another "lost" does
+    /// not count again.
+    lost_reported: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -39,19 +42,25 @@ impl SendHistory {
     pub(super) fn record(&mut self, seq: u16, size: usize, sent_us: i64) {
         let full = self.unwrap(seq);
         self.highest = Some(self.highest.map_or(full, |h| h.max(full)));
-        self.slots[full as usize % SLOTS] = Slot { key: full + 1, size: size as u32, sent_us };
+        self.slots[full as usize % SLOTS] = Slot { key: full + 1, size: size as u32, sent_us, lost_reported: false };
     }
 
-    /// The packet `seq`, if it is still here and not reported before (each packet counts once).
-    pub(super) fn take(&mut self, seq: u16) -> Option<Sent> {
+    /// The packet `seq` as a report names it (`received` or lost), if it is still here: a packet counts once as
+    /// received and at most once as lost (a packet reported lost may still be reported received later).
+    pub(super) fn take(&mut self, seq: u16, received: bool) -> Option<Sent> {
         self.highest?;
         let full = self.unwrap(seq);
         let slot = &mut self.slots[full as usize % SLOTS];
         if slot.key != full + 1 {
             return None;
         }
-        slot.key = 0;
-        Some(Sent { size: slot.size, sent_us: slot.sent_us })
+        let sent = Sent { size: slot.size, sent_us: slot.sent_us };
+        if received {
+            slot.key = 0;
+        } else if std::mem::replace(&mut slot.lost_reported, true) {
+            return None;
+        }
+        Some(sent)
     }
 }
 
@@ -65,10 +74,12 @@ mod tests {
         for (i, seq) in (65_530u16..=65_535).chain(0..5).enumerate() {
             h.record(seq, 1000 + i, i as i64 * 1000);
         }
-        assert_eq!(h.take(2).map(|s| s.size), Some(1008));
-        assert!(h.take(2).is_none(), "reported once");
-        assert_eq!(h.take(65_531).map(|s| s.sent_us), Some(1000));
-        assert!(h.take(100).is_none(), "never sent");
+        assert_eq!(h.take(2, true).map(|s| s.size), Some(1008));
+        assert!(h.take(2, true).is_none(), "reported once");
+        assert_eq!(h.take(65_531, false).map(|s| s.sent_us), Some(1000), "lost");
+        assert!(h.take(65_531, false).is_none(), "lost counts once");
+        assert!(h.take(65_531, true).is_some(), "then it arrived after all");
+        assert!(h.take(100, true).is_none(), "never sent");
     }
 
     #[test]
@@ -77,7 +88,7 @@ mod tests {
         for seq in 0..(SLOTS as u16 + 10) {
             h.record(seq, 1200, i64::from(seq));
         }
-        assert!(h.take(5).is_none());
-        assert!(h.take(SLOTS as u16 + 5).is_some());
+        assert!(h.take(5, true).is_none());
+        assert!(h.take(SLOTS as u16 + 5, true).is_some());
     }
 }

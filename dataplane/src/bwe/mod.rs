@@ -63,7 +63,7 @@ impl SendSideEstimator {
         self.feedbacks += 1;
         let (mut lost, mut received) = (0u32, 0u32);
         for r in results {
-            let Some(sent) = self.history.take(r.seq) else { continue };
+            let Some(sent) = self.history.take(r.seq, r.arrival_us.is_some()) else { continue };
             self.reported += 1;
             match r.arrival_us {
                 Some(arrival_us) => {

@@ -38,11 +38,16 @@ impl Room {
             }
             Selection::Anyone | Selection::Speaker => {
                 let all: Vec<&Member> = publishers.collect();
+                let has_camera = |m: &&&Member| m.published.iter().any(|t| t.source == Source::Camera);
+                // The speaker, if they have a camera: a player starting on a microphone alone would never get a
+                // video stream (its video section would be refused), so it starts on a camera.
                 let speaker = match selection {
-                    Selection::Speaker => self.speakers.current().and_then(|s| all.iter().find(|m| m.id == s)),
+                    Selection::Speaker => {
+                        self.speakers.current().and_then(|s| all.iter().find(|m| m.id == s)).filter(has_camera)
+                    }
                     _ => None,
                 };
-                let camera = all.iter().find(|m| m.published.iter().any(|t| t.source == Source::Camera));
+                let camera = all.iter().find(has_camera);
                 speaker.or(camera).or_else(|| all.iter().find(|m| !m.published.is_empty())).copied()
             }
         };

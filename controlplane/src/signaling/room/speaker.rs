@@ -5,8 +5,8 @@
 //!
 //! Deciding: every `TICK` each unmuted microphone's loudest packet since the last tick (0 silence, 127 the
 //! loudest) becomes its score, or its previous score faded by `DECAY` if that is higher (speech has pauses). The
-//! speaker changes when another person's score has been at least `TALKING_MIN` and `MARGIN` above the speaker's
-//! for `TICKS_TO_SWITCH` ticks in a row; the speaker stays while nobody else talks, and someone always becomes
+//! speaker changes when another person leads by `MARGIN` and has been loud (at least `TALKING_MIN` and `MARGIN`
+//! above the speaker on the tick itself) on `TICKS_TO_SWITCH` ticks while leading, so one cough does not switch; the speaker stays while nobody else talks, and someone always becomes
 //! the speaker when nobody is. The room polls the dataplane only while a player follows the speaker.
 
 use std::collections::HashMap;
@@ -74,10 +74,18 @@ impl Speakers {
             self.challenger = None;
             return None;
         }
+        // A tick counts for a challenger only if it is loud on that tick itself (its score alone would let one
+        // cough, still fading, count twice); a quieter tick in between keeps the count while its score leads.
+        let fresh = peaks.iter().find(|(id, _)| *id == loudest).and_then(|(_, p)| *p).map_or(0.0, f64::from);
+        let loud_now = fresh >= TALKING_MIN && fresh >= current_score + MARGIN;
         let ticks = match &self.challenger {
-            Some((id, n)) if *id == loudest => n + 1,
-            _ => 1,
+            Some((id, n)) if *id == loudest => n + u8::from(loud_now),
+            _ => u8::from(loud_now),
         };
+        if ticks == 0 {
+            self.challenger = None;
+            return None;
+        }
         if ticks < TICKS_TO_SWITCH {
             self.challenger = Some((loudest, ticks));
             return None;
@@ -137,17 +145,20 @@ impl Room {
             return;
         }
         // Unmuted microphones in the main room, by worker.
-        let mut asked: Vec<(usize, Vec<(String, TrackId)>)> = Vec::new();
+        let mut asked: Vec<(usize, Vec<Mic>)> = Vec::new();
         for m in self.members.iter().filter(|m| m.room == MAIN && !m.player && m.role != Role::Recorder) {
-            for t in m.published.iter().filter(|t| t.source == Source::Microphone && !t.muted) {
+            // Muted microphones are read too, and their levels dropped: what piled up while muted must not count
+            // once they unmute.
+            for t in m.published.iter().filter(|t| t.source == Source::Microphone) {
+                let entry = (m.id.clone(), t.core, t.muted);
                 match asked.iter_mut().find(|(w, _)| *w == m.worker) {
-                    Some((_, list)) => list.push((m.id.clone(), t.core)),
-                    None => asked.push((m.worker, vec![(m.id.clone(), t.core)])),
+                    Some((_, list)) => list.push(entry),
+                    None => asked.push((m.worker, vec![entry])),
                 }
             }
         }
         let query: Vec<(usize, Vec<TrackId>)> =
-            asked.iter().map(|(w, list)| (*w, list.iter().map(|(_, t)| *t).collect())).collect();
+            asked.iter().map(|(w, list)| (*w, list.iter().map(|(_, t, _)| *t).collect())).collect();
         let levels = media(&self.ctx.runtime, move |rt| {
             query.into_iter().map(|(w, tracks)| rt.audio_levels(w, tracks)).collect::<Result<Vec<_>, _>>()
         })
@@ -156,8 +167,10 @@ impl Room {
             Ok(levels) => {
                 let mut peaks = Vec::new();
                 for ((_, list), levels) in asked.iter().zip(levels) {
-                    for ((id, _), level) in list.iter().zip(levels) {
-                        peaks.push((id.clone(), level.filter(|l| l.packets > 0).map(|l| l.peak)));
+                    for ((id, _, muted), level) in list.iter().zip(levels) {
+                        if !muted {
+                            peaks.push((id.clone(), level.filter(|l| l.packets > 0).map(|l| l.peak)));
+                        }
                     }
                 }
                 if let Some(speaker) = self.speakers.update(&peaks) {
@@ -173,29 +186,29 @@ impl Room {
         self.schedule_speaker_tick();
     }
 
-    /// Moves to `speaker` every player that follows the speaker, and every player watching `leaving`.
+    /// Moves the streams of every player that follows the speaker to `speaker` (see `watch`); `leaving` is about
+    /// to go, so nothing may stay bound to it.
     pub(super) async fn follow_speaker(&mut self, speaker: &str, leaving: Option<&str>) {
         let players: Vec<String> = self
             .members
             .iter()
-            .filter(|m| {
-                m.watch.as_ref().is_some_and(|w| {
-                    (w.follows_speaker && w.publisher != speaker) || leaving.is_some_and(|l| w.publisher == l)
-                })
-            })
+            .filter(|m| m.watch.as_ref().is_some_and(|w| w.follows_speaker))
+            .filter(|m| m.sections.iter().any(|s| bound_to(s).is_some_and(|p| p != speaker)))
             .map(|m| m.id.clone())
             .collect();
         for player in players {
-            self.watch(&player, speaker).await;
+            self.watch(&player, speaker, leaving).await;
         }
     }
 
-    /// Before `leaving`'s tracks go: players watching it move to the speaker (or whoever talked last), so their
-    /// streams continue.
+    /// Before `leaving`'s tracks go: players following the speaker move to the speaker (or whoever talked last),
+    /// so their streams continue. (Players of a named participant or a screen stop, as documented.)
     pub(super) async fn speaker_leaving(&mut self, leaving: &str) {
         let next = self.speakers.instead_of(leaving);
-        let watched =
-            self.members.iter().any(|m| m.watch.as_ref().is_some_and(|w| w.follows_speaker && w.publisher == leaving));
+        let watched = self.members.iter().any(|m| {
+            m.watch.as_ref().is_some_and(|w| w.follows_speaker)
+                && m.sections.iter().any(|s| bound_to(s).is_some_and(|p| p == leaving))
+        });
         if !watched {
             return;
         }
@@ -210,33 +223,51 @@ impl Room {
         }
     }
 
-    /// Moves `player`'s streams to `publisher`'s microphone and camera (a kind the publisher does not send, or in
-    /// another codec, stays as it is).
-    async fn watch(&mut self, player: &str, publisher: &str) {
-        let Some(origin) = self.members.iter().find(|m| m.id == publisher) else { return };
-        let origin_worker = origin.worker;
-        let tracks: Vec<(MediaKind, Source, String, Codec, TrackId, TrackSpec, u8)> = origin
-            .published
+    /// Moves each of `player`'s streams to `speaker`'s microphone or camera. A stream of a kind the speaker does
+    /// not send (or sends in another codec) stays where it is, unless it is bound to `leaving`: then it moves to
+    /// anyone else who sends that kind, so a player never keeps a stream that is about to end.
+    async fn watch(&mut self, player: &str, speaker: &str, leaving: Option<&str>) {
+        let candidates: Vec<Candidate> = self
+            .members
             .iter()
-            .filter(|t| matches!(t.source, Source::Microphone | Source::Camera))
-            .map(|t| (t.spec.kind, t.source, t.track_id.clone(), t.codec, t.core, t.spec, t.payload_type))
+            .filter(|m| m.room == MAIN && !m.player && m.role != Role::Recorder && Some(m.id.as_str()) != leaving)
+            .flat_map(|m| {
+                m.published.iter().filter(|t| matches!(t.source, Source::Microphone | Source::Camera)).map(|t| {
+                    Candidate {
+                        publisher: m.id.clone(),
+                        worker: m.worker,
+                        kind: t.spec.kind,
+                        source: t.source,
+                        track_id: t.track_id.clone(),
+                        codec: t.codec,
+                        core: t.core,
+                        spec: t.spec,
+                        payload_type: t.payload_type,
+                    }
+                })
+            })
             .collect();
         let Some(m) = self.members.iter().find(|m| m.id == player) else { return };
         let Some(watch) = m.watch.clone() else { return };
         let worker = m.worker;
         let mut moves = Vec::new();
         for (index, s) in m.sections.iter().enumerate() {
-            let (Binding::Downlink { subscription: Some(sub), .. }, SectionRole::Downlink(d)) =
+            let (Binding::Downlink { publisher: bound, subscription: Some(sub), .. }, SectionRole::Downlink(d)) =
                 (&s.binding, &s.section.role)
             else {
                 continue;
             };
-            let Some(track) = tracks.iter().find(|t| t.0 == s.section.kind && t.3 == d.codec) else { continue };
+            let fits = |c: &&Candidate| c.kind == s.section.kind && c.codec == d.codec;
+            let target = candidates.iter().filter(fits).find(|c| c.publisher == speaker).or_else(|| {
+                // Its publisher is leaving: anyone else who sends this kind (a camera before a screen).
+                (Some(bound.as_str()) == leaving).then(|| candidates.iter().find(fits)).flatten()
+            });
+            let Some(target) = target.filter(|t| t.publisher != *bound) else { continue };
             let wanted = watch.payload_types.iter().find(|(k, _)| *k == s.section.kind).map(|(_, pt)| *pt);
-            let rewrite = wanted.filter(|pt| *pt != track.6);
-            moves.push((index, *sub, track.clone(), rewrite));
+            moves.push((index, *sub, target.clone(), wanted.filter(|pt| *pt != target.payload_type)));
         }
-        for (index, sub, (_, source, track_id, _, core_track, spec, _), rewrite) in moves {
+        for (index, sub, target, rewrite) in moves {
+            let Candidate { publisher, worker: origin_worker, source, track_id, core: core_track, spec, .. } = target;
             let result = media(&self.ctx.runtime, move |rt| {
                 let local = rt.track_on(origin_worker, core_track, spec, worker)?;
                 rt.retarget(worker, sub, local, rewrite)
@@ -249,17 +280,51 @@ impl Room {
             let Some(m) = self.member(player) else { return };
             let s = &mut m.sections[index];
             if let Binding::Downlink { publisher: p, track_id: t, .. } = &mut s.binding {
-                *p = publisher.to_string();
+                *p = publisher.clone();
                 *t = track_id.clone();
             }
-            s.info.participant_id = Some(publisher.to_string());
+            s.info.participant_id = Some(publisher.clone());
             s.info.track_id = Some(track_id);
             s.info.source = Some(source);
+            tracing::info!(meeting = %self.ctx.meeting_id, %player, %publisher, "WHEP player follows the speaker");
         }
-        if let Some(w) = self.member(player).and_then(|m| m.watch.as_mut()) {
-            w.publisher = publisher.to_string();
+        // Whom it watches: the publisher of its video (of its audio if it has no video).
+        let Some(m) = self.member(player) else { return };
+        let watching = m
+            .sections
+            .iter()
+            .filter(|s| bound_to(s).is_some())
+            .max_by_key(|s| s.section.kind == MediaKind::Video)
+            .and_then(bound_to)
+            .map(str::to_string);
+        if let (Some(w), Some(watching)) = (m.watch.as_mut(), watching) {
+            w.publisher = watching;
         }
-        tracing::info!(meeting = %self.ctx.meeting_id, %player, %publisher, "WHEP player follows the speaker");
+    }
+}
+
+/// A microphone whose levels are read: (participant, its track, muted).
+type Mic = (String, TrackId, bool);
+
+/// A track a player's stream could move to.
+#[derive(Clone)]
+struct Candidate {
+    publisher: String,
+    worker: usize,
+    kind: MediaKind,
+    source: Source,
+    track_id: String,
+    codec: Codec,
+    core: TrackId,
+    spec: TrackSpec,
+    payload_type: u8,
+}
+
+/// The publisher a subscribed downlink section receives from.
+fn bound_to(s: &SectionState) -> Option<&str> {
+    match &s.binding {
+        Binding::Downlink { publisher, subscription: Some(_), .. } => Some(publisher.as_str()),
+        _ => None,
     }
 }
 
@@ -300,6 +365,17 @@ mod tests {
         // Anyone talking takes over from a silent speaker within two ticks.
         assert_eq!(tick(&mut s, &[("a", Some(90)), ("b", Some(0))]), None);
         assert_eq!(tick(&mut s, &[("a", Some(90)), ("b", Some(0))]), Some("a".into()));
+    }
+
+    #[test]
+    fn one_cough_does_not_take_the_speaker() {
+        let mut s = Speakers::default();
+        tick(&mut s, &[("a", Some(90)), ("b", Some(0))]);
+        assert_eq!(tick(&mut s, &[("a", Some(90)), ("b", Some(120))]), None, "a cough: one loud tick");
+        for _ in 0..5 {
+            assert_eq!(tick(&mut s, &[("a", Some(90)), ("b", Some(0))]), None, "its fading score does not count");
+        }
+        assert_eq!(s.current(), Some("a"));
     }
 
     #[test]
