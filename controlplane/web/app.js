@@ -126,7 +126,6 @@ function previewLobby() {
   for (const t of localStream.getAudioTracks()) t.enabled = !app.lobbyOff.microphone;
   for (const t of localStream.getVideoTracks()) t.enabled = !app.lobbyOff.camera;
   $('preview').srcObject = localStream;
-  $('preview').classList.toggle('off', app.lobbyOff.camera);
   meter?.stop();
   meter = levelMeter(localStream, $('mic-level'), (level) => { app.lobbyLevelMax = Math.max(app.lobbyLevelMax || 0, level); });
 }

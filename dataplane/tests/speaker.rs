@@ -36,8 +36,8 @@ fn levels_add_up_per_track_until_read() {
     core.handle_receive(now, peers[1].addr, &mut p, &mut out);
     let levels = core.take_audio_levels(&[loud, quiet]);
     let (l, q) = (levels[0].unwrap(), levels[1].unwrap());
-    assert_eq!((l.packets, l.average(), l.peak, l.voiced), (10, Some(107), 107, 10));
-    assert_eq!((q.packets, q.average(), q.peak, q.voiced), (10, Some(0), 0, 0));
+    assert_eq!((l.packets, l.loudness, l.peak, l.voiced), (10, 1070, 107, 10));
+    assert_eq!((q.packets, q.loudness, q.peak, q.voiced), (10, 0, 0, 0));
     let again = core.take_audio_levels(&[loud]);
     assert_eq!(again[0].unwrap().packets, 0, "reset as read");
 }

@@ -13,13 +13,11 @@ pub(super) struct LossBased {
     lost: u32,
     received: u32,
     last_cut_us: Option<i64>,
-    /// The last full period's loss fraction, for stats.
-    pub(super) fraction: f64,
 }
 
 impl LossBased {
     pub(super) fn new(start_bps: u64) -> LossBased {
-        LossBased { estimate: start_bps as f64, lost: 0, received: 0, last_cut_us: None, fraction: 0.0 }
+        LossBased { estimate: start_bps as f64, lost: 0, received: 0, last_cut_us: None }
     }
 
     pub(super) fn estimate_bps(&self) -> u64 {
@@ -34,7 +32,6 @@ impl LossBased {
             return; // not enough to judge yet: the counts carry over to the next feedback
         }
         let fraction = f64::from(self.lost) / f64::from(total);
-        self.fraction = fraction;
         (self.lost, self.received) = (0, 0);
         if fraction < LOW {
             self.estimate = delay_based_bps as f64;

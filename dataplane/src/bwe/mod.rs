@@ -13,7 +13,7 @@ mod loss;
 
 use crate::packet::twcc::PacketResult;
 
-pub use delay::Usage;
+use delay::Usage;
 
 use acked::AckedRate;
 use aimd::Aimd;
@@ -34,9 +34,8 @@ pub struct SendSideEstimator {
     aimd: Aimd,
     loss: LossBased,
     acked: AckedRate,
-    /// Feedback messages read, and packets they reported.
+    /// Feedback messages read.
     pub feedbacks: u64,
-    pub reported: u64,
 }
 
 impl SendSideEstimator {
@@ -48,7 +47,6 @@ impl SendSideEstimator {
             loss: LossBased::new(start_bps),
             acked: AckedRate::default(),
             feedbacks: 0,
-            reported: 0,
         }
     }
 
@@ -64,7 +62,6 @@ impl SendSideEstimator {
         let (mut lost, mut received) = (0u32, 0u32);
         for r in results {
             let Some(sent) = self.history.take(r.seq, r.arrival_us.is_some()) else { continue };
-            self.reported += 1;
             match r.arrival_us {
                 Some(arrival_us) => {
                     received += 1;
@@ -82,11 +79,6 @@ impl SendSideEstimator {
     /// What may be sent to this transport now, in bit/s.
     pub fn estimate_bps(&self) -> u64 {
         self.aimd.estimate_bps().min(self.loss.estimate_bps()).clamp(MIN_BPS, MAX_BPS)
-    }
-
-    /// The delay-based detector's state.
-    pub fn usage(&self) -> Usage {
-        self.delay.usage()
     }
 
     /// The rate the subscriber acknowledged over the last half second, in bit/s.

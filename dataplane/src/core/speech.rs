@@ -33,11 +33,6 @@ impl AudioActivity {
             self.voiced = self.voiced.saturating_add(1);
         }
     }
-
-    /// The average loudness (0 to 127), if any packet carried a level.
-    pub fn average(&self) -> Option<u32> {
-        (self.packets > 0).then(|| self.loudness / self.packets)
-    }
 }
 
 impl Core {
@@ -106,10 +101,8 @@ mod tests {
     #[test]
     fn levels_add_up_as_loudness() {
         let mut a = AudioActivity::default();
-        assert_eq!(a.average(), None);
         a.on_level(0x80 | 30); // voiced, -30 dBov
         a.on_level(127); // silence
         assert_eq!((a.packets, a.loudness, a.peak, a.voiced), (2, 97, 97, 1));
-        assert_eq!(a.average(), Some(48));
     }
 }
