@@ -31,6 +31,17 @@ impl Aimd {
         self.estimate as u64
     }
 
+    /// Capacity seen (a probe, or what arrived without queueing): the estimate goes there at once if lower.
+    pub(super) fn raise_to(&mut self, bps: u64) {
+        let bps = bps as f64;
+        if bps > self.estimate {
+            self.estimate = bps.min(MAX_BPS as f64);
+            if self.capacity.is_some_and(|c| bps > c) {
+                self.capacity = None;
+            }
+        }
+    }
+
     pub(super) fn update(&mut self, usage: Usage, acked_bps: Option<u64>, now_us: i64) {
         let dt_us = self.last_us.map_or(0, |t| (now_us - t).clamp(0, DT_MAX_US));
         self.last_us = Some(now_us);

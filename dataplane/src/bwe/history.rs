@@ -12,12 +12,15 @@ struct Slot {
     /// Reported lost once: a later report may still say it arrived (late or reordered), another "lost" does
     /// not count again.
     lost_reported: bool,
+    /// The probe cluster it belonged to (0: none).
+    cluster: u16,
 }
 
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Sent {
     pub(super) size: u32,
     pub(super) sent_us: i64,
+    pub(super) cluster: u16,
 }
 
 #[derive(Debug)]
@@ -39,10 +42,10 @@ impl SendHistory {
         highest.wrapping_add_signed(i64::from(delta))
     }
 
-    pub(super) fn record(&mut self, seq: u16, size: usize, sent_us: i64) {
+    pub(super) fn record(&mut self, seq: u16, size: usize, sent_us: i64, cluster: u16) {
         let full = self.unwrap(seq);
         self.highest = Some(self.highest.map_or(full, |h| h.max(full)));
-        self.slots[full as usize % SLOTS] = Slot { key: full + 1, size: size as u32, sent_us, lost_reported: false };
+        self.slots[full as usize % SLOTS] = Slot { key: full + 1, size: size as u32, sent_us, lost_reported: false, cluster };
     }
 
     /// The packet `seq` as a report names it (`received` or lost), if it is still here: a packet counts once as
@@ -54,7 +57,7 @@ impl SendHistory {
         if slot.key != full + 1 {
             return None;
         }
-        let sent = Sent { size: slot.size, sent_us: slot.sent_us };
+        let sent = Sent { size: slot.size, sent_us: slot.sent_us, cluster: slot.cluster };
         if received {
             slot.key = 0;
         } else if std::mem::replace(&mut slot.lost_reported, true) {
@@ -72,7 +75,7 @@ mod tests {
     fn packets_are_found_once_across_the_sequence_wrap() {
         let mut h = SendHistory::new();
         for (i, seq) in (65_530u16..=65_535).chain(0..5).enumerate() {
-            h.record(seq, 1000 + i, i as i64 * 1000);
+            h.record(seq, 1000 + i, i as i64 * 1000, 0);
         }
         assert_eq!(h.take(2, true).map(|s| s.size), Some(1008));
         assert!(h.take(2, true).is_none(), "reported once");
@@ -86,7 +89,7 @@ mod tests {
     fn old_packets_are_overwritten() {
         let mut h = SendHistory::new();
         for seq in 0..(SLOTS as u16 + 10) {
-            h.record(seq, 1200, i64::from(seq));
+            h.record(seq, 1200, i64::from(seq), 0);
         }
         assert!(h.take(5, true).is_none());
         assert!(h.take(SLOTS as u16 + 5, true).is_some());

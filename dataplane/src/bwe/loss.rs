@@ -13,15 +13,22 @@ pub(super) struct LossBased {
     lost: u32,
     received: u32,
     last_cut_us: Option<i64>,
+    /// Times it cut.
+    pub(super) cuts: u64,
 }
 
 impl LossBased {
     pub(super) fn new(start_bps: u64) -> LossBased {
-        LossBased { estimate: start_bps as f64, lost: 0, received: 0, last_cut_us: None }
+        LossBased { estimate: start_bps as f64, lost: 0, received: 0, last_cut_us: None, cuts: 0 }
     }
 
     pub(super) fn estimate_bps(&self) -> u64 {
         self.estimate as u64
+    }
+
+    /// A probe delivered `bps`: the bound need not wait for the next report to let it through.
+    pub(super) fn raise_to(&mut self, bps: u64) {
+        self.estimate = self.estimate.max(bps as f64);
     }
 
     pub(super) fn update(&mut self, lost: u32, received: u32, delay_based_bps: u64, now_us: i64) {
@@ -38,6 +45,7 @@ impl LossBased {
         } else if fraction > HIGH && self.last_cut_us.is_none_or(|t| now_us - t >= CUT_INTERVAL_US) {
             self.estimate = self.estimate.min(delay_based_bps as f64) * (1.0 - 0.5 * fraction);
             self.last_cut_us = Some(now_us);
+            self.cuts += 1;
         }
     }
 }

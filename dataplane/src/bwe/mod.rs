@@ -7,9 +7,11 @@
 
 mod acked;
 mod aimd;
+pub mod allocate;
 mod delay;
 mod history;
 mod loss;
+pub mod probe;
 
 use crate::packet::twcc::PacketResult;
 
@@ -20,6 +22,7 @@ use aimd::Aimd;
 use delay::DelayDetector;
 use history::SendHistory;
 use loss::LossBased;
+use probe::{ProbeResult, Prober};
 
 /// Where an estimate starts before any feedback (goog_cc starts at 300 kbit/s).
 pub const START_BPS: u64 = 300_000;
@@ -34,6 +37,12 @@ pub struct SendSideEstimator {
     aimd: Aimd,
     loss: LossBased,
     acked: AckedRate,
+    prober: Prober,
+    /// The link showed its limit (a queue grew or packets were lost): from then on the estimate, not what the
+    /// subscriber asked for, decides what it gets.
+    congested: bool,
+    /// The last probe's result, until the core takes it.
+    probe_result: Option<ProbeResult>,
     /// Feedback messages read.
     pub feedbacks: u64,
 }
@@ -46,13 +55,17 @@ impl SendSideEstimator {
             aimd: Aimd::new(start_bps),
             loss: LossBased::new(start_bps),
             acked: AckedRate::default(),
+            prober: Prober::default(),
+            congested: false,
+            probe_result: None,
             feedbacks: 0,
         }
     }
 
     /// A packet left with transport-wide sequence number `seq`, `size` bytes on the wire, at `now_us`.
     pub fn on_send(&mut self, seq: u16, size: usize, now_us: i64) {
-        self.history.record(seq, size, now_us);
+        let cluster = self.prober.on_sent(size, now_us);
+        self.history.record(seq, size, now_us, cluster);
     }
 
     /// A feedback message arrived at `now_us`: each reported packet, in sequence order, with its arrival time on
@@ -62,6 +75,7 @@ impl SendSideEstimator {
         let (mut lost, mut received) = (0u32, 0u32);
         for r in results {
             let Some(sent) = self.history.take(r.seq, r.arrival_us.is_some()) else { continue };
+            self.prober.on_result(sent.cluster, r.arrival_us, sent.size);
             match r.arrival_us {
                 Some(arrival_us) => {
                     received += 1;
@@ -72,8 +86,56 @@ impl SendSideEstimator {
             }
         }
         let acked = self.acked.rate_bps();
-        self.aimd.update(self.delay.usage(), acked, now_us);
+        let usage = self.delay.usage();
+        self.aimd.update(usage, acked, now_us);
+        // What arrived without a queue growing, the link carries: until it shows a limit, the estimate keeps up
+        // with the media itself (which is sent at the layers asked for), so a fresh transport is not held at the
+        // start rate while the estimate climbs.
+        if let (Usage::Normal, Some(acked)) = (usage, acked) {
+            self.aimd.raise_to(acked);
+        }
+        let cuts = self.loss.cuts;
         self.loss.update(lost, received, self.aimd.estimate_bps(), now_us);
+        self.congested |= usage == Usage::Overusing || self.loss.cuts > cuts;
+        if let Some(result) = self.prober.poll_result(now_us) {
+            // A probe's delivered rate is capacity seen: the estimate may go there at once (never down: a
+            // failed probe's rate may be under what the media alone gets through).
+            if let Some(delivered) = result.delivered_bps.filter(|_| usage != Usage::Overusing) {
+                self.aimd.raise_to(delivered);
+                self.loss.raise_to(delivered);
+            }
+            self.probe_result = Some(result);
+        }
+    }
+
+    /// Whether the link has shown its limit since the transport started.
+    pub fn congested(&self) -> bool {
+        self.congested
+    }
+
+    /// Starts a probe at `target_bps` if none is running and no failure's wait is pending.
+    pub fn start_probe(&mut self, target_bps: u64, now_us: i64) -> bool {
+        self.prober.start(target_bps, now_us)
+    }
+
+    /// Whether a probe is sending now.
+    pub fn probing(&self, now_us: i64) -> bool {
+        self.prober.sending(now_us)
+    }
+
+    /// Bytes of padding to send now to keep a running probe at its rate.
+    pub fn padding_due(&self, now_us: i64) -> usize {
+        self.prober.padding_due(now_us)
+    }
+
+    /// The last probe's result, once.
+    pub fn take_probe_result(&mut self) -> Option<ProbeResult> {
+        self.probe_result.take()
+    }
+
+    /// Probes started, confirmed and failed.
+    pub fn probe_counts(&self) -> (u64, u64, u64) {
+        (self.prober.started, self.prober.succeeded, self.prober.failed)
     }
 
     /// What may be sent to this transport now, in bit/s.

@@ -196,6 +196,7 @@ impl Core {
                     && let Some(p) = self.participants.get_mut(id)
                 {
                     p.bwe.on_feedback(&self.twcc_scratch, micros_since(self.origin, now));
+                    self.allocate_downlink(now, id);
                 }
             }
             let keyframe_request =

@@ -1,6 +1,7 @@
 //! Steps 3 to 6: an SRTP packet from a publisher, decrypted once, to every subscription of its track's layer,
 //! rewritten and encrypted straight into the transmit batch.
 
+use super::downlink::Allocation;
 use super::*;
 
 impl InboundStream {
@@ -15,6 +16,16 @@ impl InboundStream {
             missing: (kind == MediaKind::Video).then(MissingPackets::default),
             pending: false,
         }
+    }
+}
+
+impl Track {
+    /// A packet of `layer`, `size` bytes, arrived: which layers are being sent, and what each costs.
+    pub(super) fn on_media(&mut self, now: Instant, layer: u8, size: usize) {
+        if self.spec.is_simulcast() {
+            self.layers.on_packet(now, layer);
+        }
+        self.rates.on_packet(now, layer, size);
     }
 }
 
@@ -199,9 +210,7 @@ impl Core {
             if let Some(buffer) = t.retransmission[usize::from(layer)].as_mut() {
                 buffer.store(index, &datagram[..len]);
             }
-            if t.spec.is_simulcast() {
-                t.layers.on_packet(now, layer);
-            }
+            t.on_media(now, layer, len);
         }
         self.relay_out(now, track, layer, index, &datagram[..len], out);
         let owned = self.owned_extensions(now, &header, &datagram[..len]);
@@ -277,7 +286,7 @@ impl Core {
         owned: OwnedExtensions,
         out: &mut Transmits,
     ) -> bool {
-        let Core { tracks, subscriptions, participants, counters, origin, .. } = self;
+        let Core { tracks, subscriptions, participants, counters, origin, events, .. } = self;
         let now_us = micros_since(*origin, now);
         let Some(track) = tracks.get(track_id) else { return false };
         if track.subscribers.is_empty() {
@@ -294,17 +303,38 @@ impl Core {
         let mut awaiting_keyframe = false;
         for &sub_id in &track.subscribers {
             let sub = subscriptions.get_mut(sub_id).expect("a track lists only live subscriptions");
+            let target = match sub.allocation {
+                Allocation::Unconstrained => sub.target_layer,
+                Allocation::Layer(allocated) => allocated.min(sub.target_layer),
+                Allocation::Paused => {
+                    counters.fanout_paused += 1;
+                    continue;
+                }
+            };
             if sub.layer != Some(layer) {
                 let is_keyframe =
                     *keyframe.get_or_insert_with(|| track.spec.codec.is_keyframe_start(&plain[header.header_len..]));
-                let wanted = track.layers.best(sub.target_layer) == layer;
+                let wanted = track.layers.best(target) == layer;
                 if !wanted || !is_keyframe {
                     awaiting_keyframe |= wanted;
                     counters.fanout_other_layer += 1;
                     continue;
                 }
+                let previous = sub.layer;
                 switch_layer(sub, track.spec.kind, layer, header.timestamp);
                 counters.layer_switches += 1;
+                // A switch, or the first layer after a pause (not a subscription's first layer).
+                if previous.is_some() || matches!(sub.allocation, Allocation::Layer(_)) {
+                    let reason = if layer < sub.target_layer && target < sub.target_layer {
+                        LayerReason::Bandwidth
+                    } else if layer != sub.target_layer {
+                        LayerReason::PublisherPaused
+                    } else {
+                        LayerReason::Requested
+                    };
+                    let (participant, layer) = (sub.subscriber, Some(layer));
+                    events.push_back(Event::LayerChanged { participant, subscription: sub_id, layer, reason });
+                }
             }
             let subscriber = participants.get_mut(sub.subscriber).expect("a subscription's subscriber is live");
             let (Some(destination), Some(tx), false) = (subscriber.address, subscriber.tx.as_ref(), subscriber.gone)

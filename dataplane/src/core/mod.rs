@@ -18,6 +18,7 @@
 mod arrivals;
 mod config;
 mod drop;
+mod downlink;
 mod dtls;
 mod feedback;
 mod handshake;
@@ -53,7 +54,7 @@ use rtx::{MissingPackets, RetransmissionBuffer};
 pub use slab::Key;
 pub use speech::AudioActivity;
 pub use stats::ParticipantStats;
-use track::LayerActivity;
+use track::{LayerActivity, LayerRates};
 pub use track::{ExtensionIds, LAYERS_MAX, LayerSpec, Tag, TrackSpec};
 pub use transmit::{DATAGRAM_MAX, Transmit, Transmits};
 
@@ -139,6 +140,30 @@ pub enum Event {
     /// A subscriber of a mirrored track needs a keyframe: the runtime asks the publisher's worker
     /// ([`Core::request_relayed_keyframe`]). Rate-limited here like a PLI.
     KeyframeNeeded { key: RelayKey, layer: u8 },
+    /// A subscription now receives another layer of its track (`Some`), or nothing (`None`: paused because its
+    /// lowest layer does not fit the subscriber's bandwidth), and why.
+    LayerChanged { participant: ParticipantId, subscription: SubscriptionId, layer: Option<u8>, reason: LayerReason },
+}
+
+/// Why a subscription receives the layer it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerReason {
+    /// The layer asked for (`set_layer`), or the best one, fits the subscriber's bandwidth and is being sent.
+    Requested,
+    /// The subscriber's bandwidth estimate does not carry more.
+    Bandwidth,
+    /// The publisher does not send the layer asked for now (its own bandwidth, or a small capture).
+    PublisherPaused,
+}
+
+impl LayerReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LayerReason::Requested => "requested",
+            LayerReason::Bandwidth => "bandwidth",
+            LayerReason::PublisherPaused => "publisher_paused",
+        }
+    }
 }
 
 impl Event {
@@ -148,7 +173,8 @@ impl Event {
             Event::Nominated { participant, .. }
             | Event::Connected { participant }
             | Event::DtlsFailed { participant, .. }
-            | Event::Gone { participant } => Some(participant),
+            | Event::Gone { participant }
+            | Event::LayerChanged { participant, .. } => Some(participant),
             Event::KeyframeNeeded { .. } => None,
         }
     }
@@ -219,6 +245,15 @@ pub struct Counters {
     pub layer_switches: u64,
     /// Subscriptions moved to another track (a player following the active speaker).
     pub retargets: u64,
+    /// Layer allocations lowered, raised and paused because of subscribers' bandwidth estimates.
+    pub bandwidth_downgrades: u64,
+    pub bandwidth_upgrades: u64,
+    pub bandwidth_pauses: u64,
+    /// Packets not forwarded because the subscription is paused for bandwidth.
+    pub fanout_paused: u64,
+    /// Probes started towards subscribers, and padding packets sent for them.
+    pub probes: u64,
+    pub padding_sent: u64,
     /// SSRCs learned from MID/RID header extensions.
     pub ssrcs_learned: u64,
     /// Packets a subscription dropped as belonging before its current source (after a switch).
@@ -325,6 +360,8 @@ struct Track {
     /// Per layer, video only (and unless turned off): recent packets for answering NACKs. Allocated with the
     /// track, also for layers whose SSRC is learned later.
     retransmission: [Option<RetransmissionBuffer>; LAYERS_MAX],
+    /// What each layer costs to forward, for the layer allocator.
+    rates: LayerRates,
     /// Its media is dropped (`DropReason::Blocked`): a host stopped it, or the grant to publish it was revoked.
     blocked: bool,
     /// Audio: the levels its packets carried since the control plane last read them.
@@ -349,6 +386,10 @@ struct Subscription {
     last_timestamp: u32,
     /// Extended index of the last packet sent on the RTX stream (its own sequence space).
     rtx_index: Option<u64>,
+    /// What the subscriber's bandwidth allows (video).
+    allocation: downlink::Allocation,
+    /// The last time the allocation went down: no upgrade for a while after.
+    downgraded_at: Option<Instant>,
     packets_sent: u64,
     octets_sent: u64,
 }
@@ -389,6 +430,11 @@ pub struct Core {
     by_relay_key: FxHashMap<RelayKey, TrackId>,
     /// Allocated when this worker first relays a track.
     relay_pool: Option<RelayPool>,
+    /// Reused by every allocation (capacity `subscriptions_per_participant_max`: never grows).
+    allocator: downlink::Scratch,
+    /// Subscribers a probe is sending padding to; `next_probe` is the next padding tick.
+    probing: Vec<ParticipantId>,
+    next_probe: Option<Instant>,
 }
 
 impl Core {
@@ -427,6 +473,9 @@ impl Core {
             next_feedback: None,
             by_relay_key: FxHashMap::default(),
             relay_pool: None,
+            allocator: downlink::Scratch::new(config.subscriptions_per_participant_max),
+            probing: Vec::with_capacity(config.participants_max),
+            next_probe: None,
             config,
         }
     }
@@ -467,7 +516,7 @@ impl Core {
     /// When [`Core::handle_timeout`] wants calling next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let dtls = self.handshaking.iter().filter_map(|id| self.participants.get(*id)?.dtls_timeout).min();
-        [self.next_consent_check, dtls, self.next_reports, self.next_nack, self.next_feedback]
+        [self.next_consent_check, dtls, self.next_reports, self.next_nack, self.next_feedback, self.next_probe]
             .into_iter()
             .flatten()
             .min()
@@ -601,6 +650,7 @@ impl Core {
             subscribers: Vec::with_capacity(self.config.subscribers_per_track_max),
             last_keyframe_request: [None; LAYERS_MAX],
             layers: LayerActivity::default(),
+            rates: LayerRates::default(),
             retransmission,
             blocked: false,
             speech: AudioActivity::default(),
@@ -660,6 +710,8 @@ impl Core {
             target_layer: top,
             last_timestamp: 0,
             rtx_index: None,
+            allocation: downlink::Allocation::Unconstrained,
+            downgraded_at: None,
             packets_sent: 0,
             octets_sent: 0,
         };

@@ -206,9 +206,7 @@ impl Core {
         if let Some(buffer) = t.retransmission.get_mut(usize::from(layer)).and_then(Option::as_mut) {
             buffer.store(packet.index, plain);
         }
-        if t.spec.is_simulcast() {
-            t.layers.on_packet(now, layer);
-        }
+        t.on_media(now, layer, plain.len());
         let owned = self.owned_extensions(now, &header, plain);
         if self.fan_out(now, track, layer, plain, &header, owned, out) {
             self.send_pli(now, track, layer, out);

@@ -1,4 +1,4 @@
-//! Step 8: timers. NACK retries, Sender and Receiver Reports once a second, consent freshness, DTLS timers.
+//! Step 8: timers. Probe padding, NACK retries, Sender and Receiver Reports once a second, consent freshness, DTLS timers.
 
 use super::*;
 
@@ -7,6 +7,9 @@ impl Core {
         if self.next_feedback.is_some_and(|t| t <= now) {
             self.send_transport_feedback(out);
             self.next_feedback = (!self.feedback_pending.is_empty()).then_some(now + FEEDBACK_INTERVAL);
+        }
+        if self.next_probe.is_some_and(|t| t <= now) {
+            self.send_padding(now, out);
         }
         if self.next_nack.is_some_and(|t| t <= now) {
             self.send_nacks(now, out);

@@ -57,6 +57,8 @@ pub struct TrackSpec {
     pub mid: Option<Tag>,
     /// Lowest quality first.
     pub layers: [Option<LayerSpec>; LAYERS_MAX],
+    /// A screen share: the layer allocator serves it before cameras.
+    pub screen: bool,
 }
 
 impl TrackSpec {
@@ -66,7 +68,13 @@ impl TrackSpec {
             MediaKind::Audio => Codec::Opus,
             MediaKind::Video => Codec::Vp8,
         };
-        TrackSpec { kind, codec, mid: None, layers: [Some(LayerSpec { ssrc: Some(ssrc), rid: None }), None, None] }
+        TrackSpec {
+            kind,
+            codec,
+            mid: None,
+            layers: [Some(LayerSpec { ssrc: Some(ssrc), rid: None }), None, None],
+            screen: false,
+        }
     }
 
     /// A single-encoding track whose SSRC the SDP did not name: learned from the first packet carrying this MID in
@@ -76,7 +84,13 @@ impl TrackSpec {
             MediaKind::Audio => Codec::Opus,
             MediaKind::Video => Codec::Vp8,
         };
-        TrackSpec { kind, codec, mid: Some(mid), layers: [Some(LayerSpec { ssrc: None, rid: None }), None, None] }
+        TrackSpec {
+            kind,
+            codec,
+            mid: Some(mid),
+            layers: [Some(LayerSpec { ssrc: None, rid: None }), None, None],
+            screen: false,
+        }
     }
 
     /// A simulcast video track whose layers are named by RID (lowest quality first), SSRCs learned from packets.
@@ -85,11 +99,17 @@ impl TrackSpec {
         for (layer, rid) in layers.iter_mut().zip(rids) {
             *layer = Some(LayerSpec { ssrc: None, rid: Some(*rid) });
         }
-        TrackSpec { kind: MediaKind::Video, codec, mid: Some(mid), layers }
+        TrackSpec { kind: MediaKind::Video, codec, mid: Some(mid), layers, screen: false }
     }
 
     pub fn with_codec(mut self, codec: Codec) -> TrackSpec {
         self.codec = codec;
+        self
+    }
+
+    /// Marks it a screen share (or not).
+    pub fn with_screen(mut self, screen: bool) -> TrackSpec {
+        self.screen = screen;
         self
     }
 
@@ -154,6 +174,45 @@ impl LayerActivity {
     }
 }
 
+/// What each layer of a track costs to forward: bit/s over half-second windows, halved into the previous
+/// figure so a keyframe does not swing it, and whether the layer is arriving at all (a packet within
+/// [`LayerRates::SILENT_AFTER`]). Fixed arrays: nothing allocated per packet.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct LayerRates {
+    window_start: Option<Instant>,
+    bytes: [u64; LAYERS_MAX],
+    bps: [u64; LAYERS_MAX],
+    seen: [Option<Instant>; LAYERS_MAX],
+}
+
+impl LayerRates {
+    const WINDOW: Duration = Duration::from_millis(500);
+    pub(crate) const SILENT_AFTER: Duration = Duration::from_millis(1_000);
+
+    pub(crate) fn on_packet(&mut self, now: Instant, layer: u8, size: usize) {
+        let Some(bytes) = self.bytes.get_mut(usize::from(layer)) else { return };
+        *bytes += size as u64;
+        self.seen[usize::from(layer)] = Some(now);
+        let start = *self.window_start.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed < Self::WINDOW {
+            return;
+        }
+        let micros = elapsed.as_micros().max(1) as u64;
+        for (bps, bytes) in self.bps.iter_mut().zip(self.bytes.iter_mut()) {
+            let window = std::mem::take(bytes) * 8_000_000 / micros;
+            *bps = if *bps == 0 { window } else { (*bps + window) / 2 };
+        }
+        self.window_start = Some(now);
+    }
+
+    /// Bit/s of `layer`, if it is arriving.
+    pub(crate) fn rate(&self, now: Instant, layer: usize) -> Option<u64> {
+        let seen = (*self.seen.get(layer)?)?;
+        (now.saturating_duration_since(seen) < Self::SILENT_AFTER).then_some(self.bps[layer])
+    }
+}
+
 /// The header extension ids Sluice puts in its SDP offers (RFC 8285); the same for every participant, since the
 /// server writes the offers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,6 +246,25 @@ mod tests {
             TrackSpec::simulcast(Tag::new("0").unwrap(), &[Tag::new("q").unwrap(), Tag::new("h").unwrap()], Codec::Vp8);
         assert_eq!((spec.layer_count(), spec.is_simulcast()), (2, true));
         assert!(!TrackSpec::single(1, MediaKind::Audio).is_simulcast());
+    }
+
+    #[test]
+    fn layer_rates_follow_what_arrives_and_forget_silent_layers() {
+        let start = Instant::now();
+        let mut r = LayerRates::default();
+        // Layer 0 at 100 packets of 125 bytes a second (100 kbit/s), layer 2 at 1 Mbit/s, for two seconds.
+        for ms in (0..2_000).step_by(10) {
+            let now = start + Duration::from_millis(ms);
+            r.on_packet(now, 0, 125);
+            r.on_packet(now, 2, 1_250);
+        }
+        let now = start + Duration::from_millis(2_000);
+        let (low, top) = (r.rate(now, 0).unwrap(), r.rate(now, 2).unwrap());
+        assert!((90_000..=110_000).contains(&low), "{low}");
+        assert!((900_000..=1_100_000).contains(&top), "{top}");
+        assert_eq!(r.rate(now, 1), None, "never sent");
+        assert_eq!(r.rate(now + LayerRates::SILENT_AFTER, 2), None, "silent for a second");
+        r.on_packet(now, 7, 100); // no such layer: ignored
     }
 
     #[test]
