@@ -78,6 +78,10 @@ pub enum Incoming {
     Bad(&'static str),
     /// A media packet as it is, for a peer that keeps what it receives (see [`TestPeer::deliver_raw`]).
     Rtp(RawRtp),
+    /// A padding-only packet on an RTX stream (a bandwidth probe's filler): nothing to play, as a browser sees it.
+    Padding {
+        transport_seq: Option<u16>,
+    },
     /// A duplicate, refused by the replay window (the network may duplicate).
     Duplicate,
 }
@@ -148,6 +152,8 @@ pub struct TestPeer {
     raw: bool,
     /// The other side offered and controls ICE (a full-ICE server such as Janus): checks say ICE-CONTROLLED.
     controlled: bool,
+    /// Simulcast packets carry a transport-wide sequence number (id 3), as browsers' do: the next one.
+    transport_cc: Option<u16>,
 }
 
 /// The browser side of DTLS-SRTP: the client, checking the server's certificate against the offer.
@@ -214,6 +220,7 @@ impl TestPeer {
             rtx: Vec::new(),
             raw: false,
             controlled: false,
+            transport_cc: None,
         }
     }
 
@@ -454,9 +461,14 @@ impl TestPeer {
         put(&(index as u16).to_be_bytes());
         put(&ts.to_be_bytes());
         put(&self.layer_ssrc(layer).to_be_bytes());
-        // One-byte header extensions (RFC 8285): MID (id 4) and, unless `rid` is empty, RID (id 10), padded to
-        // 32-bit words.
-        let elements = 1 + mid.len() + if rid.is_empty() { 0 } else { 1 + rid.len() };
+        // One-byte header extensions (RFC 8285): MID (id 4) and, unless `rid` is empty, RID (id 10), and if asked
+        // the transport-wide sequence number (id 3), padded to 32-bit words.
+        let transport_cc = self.transport_cc.map(|seq| {
+            self.transport_cc = Some(seq.wrapping_add(1));
+            seq
+        });
+        let elements =
+            1 + mid.len() + if rid.is_empty() { 0 } else { 1 + rid.len() } + if transport_cc.is_some() { 3 } else { 0 };
         let ext_len = elements.div_ceil(4) * 4;
         put(&[0xbe, 0xde]);
         put(&((ext_len / 4) as u16).to_be_bytes());
@@ -465,6 +477,10 @@ impl TestPeer {
         if !rid.is_empty() {
             put(&[(10 << 4) | (rid.len() as u8 - 1)]);
             put(rid.as_bytes());
+        }
+        if let Some(seq) = transport_cc {
+            put(&[(3 << 4) | 1]);
+            put(&seq.to_be_bytes());
         }
         put(&[0; 3][..ext_len - elements]);
         let header_len = 16 + ext_len;
@@ -537,6 +553,11 @@ impl TestPeer {
 
     pub fn expect_vp8(&mut self) {
         self.vp8 = true;
+    }
+
+    /// Simulcast packets from now on carry a transport-wide sequence number (extension id 3), as a browser's.
+    pub fn send_transport_cc(&mut self) {
+        self.transport_cc.get_or_insert(0);
     }
 
     /// Keep every sent media packet so NACKs can be answered.
@@ -669,6 +690,10 @@ impl TestPeer {
         let (mut ssrc, mut seq, mut via_rtx) = (h.ssrc, h.seq, false);
         if let Some(&(_, media)) = self.rtx.iter().find(|(rtx, _)| *rtx == h.ssrc) {
             via_rtx = true;
+            let Ok(padding) = h.padding_len(&buf[..len]) else { return Incoming::Bad("bad RTP padding") };
+            if padding > 0 && padding == payload.len() {
+                return Incoming::Padding { transport_seq };
+            }
             // RTX: the original sequence number, then the original payload.
             if payload.len() < 2 {
                 return Incoming::Bad("RTX without its original sequence number");

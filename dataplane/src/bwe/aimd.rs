@@ -1,7 +1,8 @@
 //! Additive-increase, multiplicative-decrease of the delay-based estimate (goog_cc's AIMD rate control): down
 //! to 0.85 of the acknowledged rate on overuse, held while the queue drains, and up otherwise: 8% a second far
-//! from the last known capacity, one packet per 200 ms within 80% to 110% of it; never above 1.5 times what is being
-//! acknowledged (plus 10 kbit/s), so an idle transport's estimate cannot run away.
+//! from the last known capacity, one packet per 200 ms within 80% to 110% of it; growth stops at 1.5 times what is
+//! being acknowledged (plus 10 kbit/s), so an idle transport's estimate cannot run away (an estimate a probe set
+//! above that is kept, as goog_cc does).
 
 use super::Usage;
 use super::{MAX_BPS, MIN_BPS};
@@ -60,14 +61,16 @@ impl Aimd {
                 if self.capacity.is_some_and(|c| self.estimate > 1.1 * c) {
                     self.capacity = None; // past it with no overuse: the link got faster
                 }
-                let near = self.capacity.is_some_and(|c| self.estimate > 0.8 * c);
-                if near {
-                    self.estimate += PACKET_BITS * dt_us as f64 / NEAR_PERIOD_US;
-                } else {
-                    self.estimate *= GROWTH_PER_SEC.powf(dt_us as f64 / 1e6);
-                }
-                if let Some(acked) = acked {
-                    self.estimate = self.estimate.min(1.5 * acked + 10_000.0);
+                // Growth stops at the limit; an estimate already past it (a probe found room) is not pulled down.
+                let limit = acked.map_or(f64::MAX, |a| 1.5 * a + 10_000.0);
+                if self.estimate < limit {
+                    let near = self.capacity.is_some_and(|c| self.estimate > 0.8 * c);
+                    let grown = if near {
+                        self.estimate + PACKET_BITS * dt_us as f64 / NEAR_PERIOD_US
+                    } else {
+                        self.estimate * GROWTH_PER_SEC.powf(dt_us as f64 / 1e6)
+                    };
+                    self.estimate = grown.min(limit);
                 }
             }
         }
@@ -100,7 +103,12 @@ mod tests {
         }
         let after = a.estimate_bps();
         assert!((1_070_000..=1_090_000).contains(&after), "{after}");
+        let mut b = Aimd::new(100_000);
+        for i in 0..=100 {
+            b.update(Usage::Normal, Some(100_000), i * 100_000);
+        }
+        assert_eq!(b.estimate_bps(), 160_000, "growth stops at 1.5 x acked + 10 kbit/s");
         a.update(Usage::Normal, Some(100_000), 1_100_000);
-        assert_eq!(a.estimate_bps(), 160_000, "1.5 x acked + 10 kbit/s");
+        assert_eq!(a.estimate_bps(), after, "an estimate past the limit is not pulled down, only not raised");
     }
 }

@@ -45,7 +45,8 @@ impl SendHistory {
     pub(super) fn record(&mut self, seq: u16, size: usize, sent_us: i64, cluster: u16) {
         let full = self.unwrap(seq);
         self.highest = Some(self.highest.map_or(full, |h| h.max(full)));
-        self.slots[full as usize % SLOTS] = Slot { key: full + 1, size: size as u32, sent_us, lost_reported: false, cluster };
+        self.slots[full as usize % SLOTS] =
+            Slot { key: full + 1, size: size as u32, sent_us, lost_reported: false, cluster };
     }
 
     /// The packet `seq` as a report names it (`received` or lost), if it is still here: a packet counts once as

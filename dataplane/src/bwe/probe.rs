@@ -6,7 +6,8 @@
 //! A cluster lasts [`DURATION_US`]; every packet sent to the transport meanwhile (media and padding) belongs to
 //! it. Its result is the lower of the rate it was sent at and the rate it arrived at (first to last arrival),
 //! once most of it has been reported. A result under [`SUCCESS_FRACTION`] of the target is a failure, and the
-//! next probe waits twice as long as the last (2 s, doubling up to 30 s).
+//! next probe waits twice as long as the last (2 s, doubling up to 8 s: a link that got faster is found within
+//! that).
 
 /// How long a cluster sends: long enough for a dozen packets at low rates, short enough that a probe above the
 /// link's capacity queues only a few tens of milliseconds of excess.
@@ -19,7 +20,7 @@ const PACKETS_MIN: u32 = 8;
 const REPORTED_FRACTION: f64 = 0.8;
 const REPORT_WAIT_US: i64 = 1_000_000;
 const BACKOFF_START_US: i64 = 2_000_000;
-const BACKOFF_MAX_US: i64 = 30_000_000;
+const BACKOFF_MAX_US: i64 = 8_000_000;
 /// A cluster with more of its packets lost than this failed, whatever the rate of the rest.
 const LOSS_MAX: f64 = 0.1;
 
@@ -66,7 +67,15 @@ pub struct Prober {
 
 impl Default for Prober {
     fn default() -> Self {
-        Prober { cluster: None, next_id: 1, not_before_us: 0, backoff_us: BACKOFF_START_US, started: 0, succeeded: 0, failed: 0 }
+        Prober {
+            cluster: None,
+            next_id: 1,
+            not_before_us: 0,
+            backoff_us: BACKOFF_START_US,
+            started: 0,
+            succeeded: 0,
+            failed: 0,
+        }
     }
 }
 
@@ -167,8 +176,7 @@ impl Prober {
         self.cluster = None;
         let delivered_bps = measured(&c);
         let lossy = reported > 0 && f64::from(c.lost) > LOSS_MAX * f64::from(reported);
-        let success =
-            !lossy && delivered_bps.is_some_and(|d| d as f64 >= SUCCESS_FRACTION * c.target_bps as f64);
+        let success = !lossy && delivered_bps.is_some_and(|d| d as f64 >= SUCCESS_FRACTION * c.target_bps as f64);
         if success {
             self.succeeded += 1;
             self.backoff_us = BACKOFF_START_US;

@@ -21,7 +21,10 @@ const PADDING_TICK: Duration = Duration::from_millis(5);
 const PADDING_MAX: usize = 255;
 /// A probe aims at most this many times the estimate, and this much over what the subscriptions want.
 const PROBE_STEP_MAX: f64 = 2.0;
-const PROBE_OVER_WANTED: f64 = 1.15;
+const PROBE_OVER_WANTED: f64 = 1.25;
+/// Allocation also runs this often without feedback: a subscriber whose video is all paused may receive nothing
+/// to report on, and only a probe can bring it back.
+pub(super) const ALLOCATE_INTERVAL: Duration = Duration::from_millis(500);
 /// Header and one-word extension block of a padding packet.
 const PADDING_HEADER_LEN: usize = 20;
 
@@ -75,16 +78,37 @@ impl Scratch {
 }
 
 impl Core {
+    /// The allocation timer: every subscriber whose link has shown its limit, feedback or not.
+    pub(super) fn allocate_all(&mut self, now: Instant) {
+        self.report_ids.clear();
+        self.report_ids.extend(self.participants.iter().filter(|(_, p)| p.bwe.congested()).map(|(id, _)| id));
+        for i in 0..self.report_ids.len() {
+            self.allocate_downlink(now, self.report_ids[i]);
+        }
+        self.next_allocation = (!self.report_ids.is_empty()).then_some(now + ALLOCATE_INTERVAL);
+    }
+
     /// Re-divides subscriber `id`'s estimate over its video subscriptions (after its feedback).
     pub(super) fn allocate_downlink(&mut self, now: Instant, id: ParticipantId) {
         let now_us = micros_since(self.origin, now);
-        let Core { participants, subscriptions, tracks, allocator: s, events, counters, probing, next_probe, .. } =
-            self;
+        let Core {
+            participants,
+            subscriptions,
+            tracks,
+            allocator: s,
+            events,
+            counters,
+            probing,
+            next_probe,
+            next_allocation,
+            ..
+        } = self;
         let Some(p) = participants.get_mut(id) else { return };
         p.bwe.take_probe_result();
         if !p.bwe.congested() {
             return;
         }
+        next_allocation.get_or_insert(now + ALLOCATE_INTERVAL);
         let estimate = p.bwe.estimate_bps();
         s.reset();
         let mut audio = 0u64;

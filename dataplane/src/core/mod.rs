@@ -17,8 +17,8 @@
 
 mod arrivals;
 mod config;
-mod drop;
 mod downlink;
+mod drop;
 mod dtls;
 mod feedback;
 mod handshake;
@@ -54,8 +54,8 @@ use rtx::{MissingPackets, RetransmissionBuffer};
 pub use slab::Key;
 pub use speech::AudioActivity;
 pub use stats::ParticipantStats;
-use track::{LayerActivity, LayerRates};
 pub use track::{ExtensionIds, LAYERS_MAX, LayerSpec, Tag, TrackSpec};
+use track::{LayerActivity, LayerRates};
 pub use transmit::{DATAGRAM_MAX, Transmit, Transmits};
 
 use crate::packet::demux::{self, Kind};
@@ -435,6 +435,8 @@ pub struct Core {
     /// Subscribers a probe is sending padding to; `next_probe` is the next padding tick.
     probing: Vec<ParticipantId>,
     next_probe: Option<Instant>,
+    /// Allocation without feedback, while any subscriber's link has shown its limit.
+    next_allocation: Option<Instant>,
 }
 
 impl Core {
@@ -476,6 +478,7 @@ impl Core {
             allocator: downlink::Scratch::new(config.subscriptions_per_participant_max),
             probing: Vec::with_capacity(config.participants_max),
             next_probe: None,
+            next_allocation: None,
             config,
         }
     }
@@ -516,10 +519,18 @@ impl Core {
     /// When [`Core::handle_timeout`] wants calling next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let dtls = self.handshaking.iter().filter_map(|id| self.participants.get(*id)?.dtls_timeout).min();
-        [self.next_consent_check, dtls, self.next_reports, self.next_nack, self.next_feedback, self.next_probe]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.next_consent_check,
+            dtls,
+            self.next_reports,
+            self.next_nack,
+            self.next_feedback,
+            self.next_probe,
+            self.next_allocation,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Whether [`Core::handle_handshakes`] has work.

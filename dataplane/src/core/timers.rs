@@ -8,6 +8,9 @@ impl Core {
             self.send_transport_feedback(out);
             self.next_feedback = (!self.feedback_pending.is_empty()).then_some(now + FEEDBACK_INTERVAL);
         }
+        if self.next_allocation.is_some_and(|t| t <= now) {
+            self.allocate_all(now);
+        }
         if self.next_probe.is_some_and(|t| t <= now) {
             self.send_padding(now, out);
         }

@@ -1,0 +1,443 @@
+//! Layer allocation against simulated links (issue 24), deterministic: a fake clock in 1 ms ticks, a publisher
+//! sending three simulcast layers (about 150 kbit/s, 500 kbit/s and 1.5 Mbit/s at 30 fps, each keyframe when the
+//! core asks), and two subscribers behind their own links (a rate cap with a 200 ms drop-tail queue, 20 ms
+//! delay), each reporting transport-wide feedback every 100 ms as Chrome does. One subscriber's link follows RFC
+//! 8867's schedule (unlimited, 1 Mbit/s, 350 kbit/s, unlimited); the other's stays unlimited. A counting
+//! allocator checks that the core allocates nothing while estimating, allocating layers and probing.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use sluice_dataplane::core::{
+    Core, CoreConfig, Event, LayerReason, RtxSpec, SubscriptionId, SubscriptionSpec, Tag, TrackSpec, Transmits,
+};
+use sluice_dataplane::packet::codec::Codec;
+use sluice_dataplane::srtp::Profile;
+use sluice_dataplane::testpeer::{self, Connected, Incoming};
+
+struct Counting;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards to the system allocator; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(Cell::get)
+}
+
+const RIDS: [&str; 3] = ["q", "h", "f"];
+/// Payload bytes per frame of each layer at 30 fps.
+const FRAME_BYTES: [usize; 3] = [625, 2_080, 6_250];
+const PACKET_PAYLOAD: usize = 1_000;
+const DELAY_US: i64 = 20_000;
+const QUEUE_MAX_US: i64 = 200_000;
+const UNLIMITED: u64 = 50_000_000;
+
+struct Link {
+    rate_bps: u64,
+    /// Random loss, per million packets, from a fixed-seed generator.
+    loss_ppm: u64,
+    rng: u64,
+    free_at_us: i64,
+    in_flight: VecDeque<(i64, Vec<u8>)>,
+    dropped: u64,
+}
+
+impl Link {
+    fn new() -> Link {
+        Link {
+            rate_bps: UNLIMITED,
+            loss_ppm: 0,
+            rng: 0x2545_f491_4f6c_dd1d,
+            free_at_us: 0,
+            in_flight: VecDeque::new(),
+            dropped: 0,
+        }
+    }
+
+    fn send(&mut self, now_us: i64, bytes: Vec<u8>) {
+        // xorshift64*
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        if self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) % 1_000_000 < self.loss_ppm {
+            self.dropped += 1;
+            return;
+        }
+        let start = self.free_at_us.max(now_us);
+        if start - now_us > QUEUE_MAX_US {
+            self.dropped += 1;
+            return;
+        }
+        let done = start + (bytes.len() as u64 * 8 * 1_000_000 / self.rate_bps) as i64;
+        self.free_at_us = done;
+        self.in_flight.push_back((done + DELAY_US, bytes));
+    }
+}
+
+struct Subscriber {
+    peer: usize,
+    sub: SubscriptionId,
+    link: Link,
+    /// Arrivals by transport-wide sequence number since the last feedback, and where the next feedback starts.
+    arrived: HashMap<u16, i64>,
+    base: Option<u16>,
+    highest: Option<u16>,
+    feedbacks: u8,
+    /// The layer of the last media packet, and how many packets came since the last sample.
+    layer: Option<u8>,
+    /// (time in ms, layer or none for nothing received in the last 100 ms), every 100 ms.
+    samples: Vec<(u64, Option<u8>)>,
+    received_since: u64,
+    padding: u64,
+    /// (time in ms, layer, reason) of every layer change the core announced.
+    changes: Vec<(u64, Option<u8>, LayerReason)>,
+    estimates: Vec<(u64, u64)>,
+}
+
+struct World {
+    core: Core,
+    out: Transmits,
+    peers: Vec<Connected>,
+    subscribers: Vec<Subscriber>,
+    keyframe: [bool; 3],
+    start: Instant,
+    now_us: i64,
+    frames: u64,
+    /// Heap allocations made inside the core's calls after the first two seconds.
+    core_allocations: u64,
+}
+
+impl World {
+    fn new() -> World {
+        let mut core = Core::new(CoreConfig { participants_max: 4, ..CoreConfig::default() });
+        let start = Instant::now();
+        let mut peers = testpeer::connect(&mut core, Profile::AeadAes128Gcm, 3, 32_000, start);
+        peers[0].peer.send_transport_cc();
+        let rids: Vec<Tag> = RIDS.iter().map(|r| Tag::new(r).unwrap()).collect();
+        let track =
+            core.add_track(peers[0].id, TrackSpec::simulcast(Tag::new("0").unwrap(), &rids, Codec::Vp8)).unwrap();
+        let mut subscribers = Vec::new();
+        for peer in 1..3 {
+            let rtx = RtxSpec { ssrc: 0x5100 + peer as u32, payload_type: 97 };
+            let spec = SubscriptionSpec { ssrc: 0x5000 + peer as u32, payload_type: None, rtx: Some(rtx) };
+            let sub = core.subscribe(peers[peer].id, track, spec).unwrap();
+            peers[peer].peer.expect_vp8();
+            peers[peer].peer.expect_rtx(rtx.ssrc, spec.ssrc);
+            subscribers.push(Subscriber {
+                peer,
+                sub,
+                link: Link::new(),
+                arrived: HashMap::new(),
+                base: None,
+                highest: None,
+                feedbacks: 0,
+                layer: None,
+                samples: Vec::new(),
+                received_since: 0,
+                padding: 0,
+                changes: Vec::new(),
+                estimates: Vec::new(),
+            });
+        }
+        World {
+            core,
+            out: Transmits::with_capacity(256),
+            peers,
+            subscribers,
+            keyframe: [true; 3],
+            start,
+            now_us: 0,
+            frames: 0,
+            core_allocations: 0,
+        }
+    }
+
+    fn now(&self) -> Instant {
+        self.start + Duration::from_micros(self.now_us as u64)
+    }
+
+    /// Runs `call` on the core, counting what it allocates once warmed up.
+    fn core<T>(&mut self, call: impl FnOnce(&mut Core, &mut Transmits) -> T) -> T {
+        let before = allocations();
+        let result = call(&mut self.core, &mut self.out);
+        if self.now_us > 2_000_000 {
+            self.core_allocations += allocations() - before;
+        }
+        result
+    }
+
+    /// Runs until `until_ms`, with the first subscriber's link capped at `rate_bps`.
+    fn run(&mut self, until_ms: u64, rate_bps: u64) {
+        self.subscribers[0].link.rate_bps = rate_bps;
+        while self.now_us < until_ms as i64 * 1_000 {
+            self.now_us += 1_000;
+            let now = self.now();
+            if self.now_us >= (self.frames as i64 * 100_000) / 3 {
+                self.frames += 1;
+                self.send_frame(now);
+            }
+            if self.core.poll_timeout().is_some_and(|t| t <= now) {
+                self.core(|core, out| core.handle_timeout(now, out));
+            }
+            self.route();
+            self.deliver();
+            if self.now_us % 100_000 == 0 {
+                self.feedback_and_sample();
+            }
+        }
+    }
+
+    fn send_frame(&mut self, now: Instant) {
+        let frame_us = self.now_us as u64;
+        for layer in 0..3u8 {
+            let keyframe = std::mem::take(&mut self.keyframe[usize::from(layer)]);
+            let mut left = FRAME_BYTES[usize::from(layer)];
+            let mut first = true;
+            while left > 0 {
+                let len = left.min(PACKET_PAYLOAD);
+                left -= len;
+                let start = first.then_some(keyframe);
+                first = false;
+                let rid = RIDS[usize::from(layer)];
+                let mut packet = self.peers[0].peer.simulcast_packet("0", rid, layer, start, len, frame_us);
+                let from = self.peers[0].addr;
+                self.core(|core, out| core.handle_receive(now, from, &mut packet, out));
+                self.route();
+            }
+        }
+    }
+
+    /// What the core sent: to the publisher at once, to each subscriber through its link.
+    fn route(&mut self) {
+        let sent: Vec<(SocketAddr, Vec<u8>)> = self.out.iter().map(|(a, b)| (a, b.to_vec())).collect();
+        self.out.clear();
+        for (addr, bytes) in sent {
+            if addr == self.peers[0].addr {
+                if let Incoming::KeyframeRequest { media_ssrc } = self.peers[0].peer.receive(&bytes)
+                    && let Some(layer) = (0..3u8).find(|l| self.peers[0].peer.layer_ssrc(*l) == media_ssrc)
+                {
+                    self.keyframe[usize::from(layer)] = true;
+                }
+                continue;
+            }
+            if let Some(s) = self.subscribers.iter_mut().find(|s| self.peers[s.peer].addr == addr) {
+                s.link.send(self.now_us, bytes);
+            }
+        }
+        let at = self.now_us as u64 / 1_000;
+        while let Some(event) = self.core(|core, _| core.poll_event()) {
+            if let Event::LayerChanged { subscription, layer, reason, .. } = event
+                && let Some(s) = self.subscribers.iter_mut().find(|s| s.sub == subscription)
+            {
+                s.changes.push((at, layer, reason));
+            }
+        }
+    }
+
+    fn deliver(&mut self) {
+        for s in &mut self.subscribers {
+            while s.link.in_flight.front().is_some_and(|(t, _)| *t <= self.now_us) {
+                let (arrival, bytes) = s.link.in_flight.pop_front().unwrap();
+                let seq = match self.peers[s.peer].peer.receive(&bytes) {
+                    Incoming::Media(r) => {
+                        if !r.via_rtx {
+                            s.layer = Some((r.tag.publisher >> 8) as u8);
+                            s.received_since += 1;
+                        }
+                        r.transport_seq
+                    }
+                    Incoming::Padding { transport_seq } => {
+                        s.padding += 1;
+                        transport_seq
+                    }
+                    Incoming::Bad(why) => panic!("subscriber {} got a bad packet: {why}", s.peer),
+                    _ => None,
+                };
+                if let Some(seq) = seq {
+                    s.arrived.insert(seq, arrival);
+                    s.base.get_or_insert(seq);
+                    let newer = s.highest.is_none_or(|h| (seq.wrapping_sub(h) as i16) > 0);
+                    if newer {
+                        s.highest = Some(seq);
+                    }
+                }
+            }
+        }
+    }
+
+    fn feedback_and_sample(&mut self) {
+        let now = self.now();
+        let at = self.now_us as u64 / 1_000;
+        for i in 0..self.subscribers.len() {
+            let s = &mut self.subscribers[i];
+            let sample = (s.received_since > 0).then_some(s.layer).flatten();
+            s.samples.push((at, sample));
+            s.received_since = 0;
+            let (Some(base), Some(highest)) = (s.base, s.highest) else { continue };
+            if highest.wrapping_sub(base) >= 0x8000 {
+                continue; // nothing new since the last feedback
+            }
+            let n = highest.wrapping_sub(base) as usize + 1;
+            let arrivals: Vec<Option<i64>> = (0..n).map(|k| s.arrived.remove(&base.wrapping_add(k as u16))).collect();
+            let mut feedback = self.peers[s.peer].peer.transport_feedback(base, s.feedbacks, &arrivals);
+            s.feedbacks = s.feedbacks.wrapping_add(1);
+            s.base = Some(highest.wrapping_add(1));
+            let addr = self.peers[s.peer].addr;
+            self.core(|core, out| core.handle_receive(now, addr, &mut feedback, out));
+            let id = self.peers[self.subscribers[i].peer].id;
+            let estimate = self.core.participant_stats(id).unwrap().estimate_bps.unwrap_or(0);
+            self.subscribers[i].estimates.push((at, estimate));
+            self.route();
+        }
+    }
+}
+
+impl Subscriber {
+    /// The first time from `from_ms` on that it received `layer` and kept it to `until_ms`.
+    fn settled_at(&self, layer: u8, from_ms: u64, until_ms: u64) -> Option<u64> {
+        let window: Vec<&(u64, Option<u8>)> =
+            self.samples.iter().filter(|(t, _)| (from_ms..until_ms).contains(t)).collect();
+        let last_other = window.iter().rposition(|(_, l)| *l != Some(layer));
+        match last_other {
+            None => window.first().map(|(t, _)| *t),
+            Some(i) => window.get(i + 1).map(|(t, _)| *t),
+        }
+    }
+
+    fn frozen_samples(&self, from_ms: u64, until_ms: u64) -> usize {
+        self.samples.iter().filter(|(t, l)| (from_ms..until_ms).contains(t) && l.is_none()).count()
+    }
+
+    fn estimate_range(&self, from_ms: u64, until_ms: u64) -> (u64, u64) {
+        let e = self.estimates.iter().filter(|(t, _)| (from_ms..until_ms).contains(t)).map(|(_, e)| *e);
+        (e.clone().min().unwrap_or(0), e.max().unwrap_or(0))
+    }
+
+    fn report(&self, name: &str) {
+        let layers: String =
+            self.samples.iter().step_by(5).map(|(_, l)| l.map_or('-', |l| char::from(b'0' + l))).collect();
+        println!("{name}: layers every 0.5 s: {layers}");
+        println!(
+            "{name}: changes {:?}; padding packets {}; link drops {}",
+            self.changes, self.padding, self.link.dropped
+        );
+        let est: Vec<String> =
+            self.estimates.iter().step_by(10).map(|(_, e)| format!("{:.2}", *e as f64 / 1e6)).collect();
+        println!("{name}: estimate every second (Mbit/s): {}", est.join(" "));
+    }
+}
+
+#[test]
+fn each_subscriber_gets_the_layers_its_link_carries_and_recovers_when_it_clears() {
+    let mut w = World::new();
+    w.run(8_000, UNLIMITED);
+    w.run(23_000, 1_000_000);
+    w.run(38_000, 350_000);
+    w.run(58_000, UNLIMITED);
+    let (capped, other) = (&w.subscribers[0], &w.subscribers[1]);
+    capped.report("capped");
+    other.report("other");
+    let counters = w.core.counters();
+    println!(
+        "downgrades {} upgrades {} pauses {} probes {} padding {}",
+        counters.bandwidth_downgrades,
+        counters.bandwidth_upgrades,
+        counters.bandwidth_pauses,
+        counters.probes,
+        counters.padding_sent
+    );
+
+    // Unconstrained: the top layer, nothing announced.
+    let top = capped.settled_at(2, 0, 8_000).expect("the top layer while unlimited");
+    assert!(top <= 5_000, "top layer at {top} ms");
+    assert!(capped.changes.iter().all(|(t, ..)| *t >= 8_000), "{:?}", capped.changes);
+
+    // 1 Mbit/s: the middle layer (500 kbit/s) within 4 s, for good.
+    let middle = capped.settled_at(1, 8_000, 23_000).expect("the middle layer under 1 Mbit/s");
+    assert!(middle <= 12_000, "middle layer at {middle} ms");
+    let (low, high) = capped.estimate_range(middle, 23_000);
+    assert!(low >= 600_000 && high <= 1_150_000, "estimate under a 1 Mbit/s cap: {low}..{high}");
+    assert!(capped.frozen_samples(8_000, 23_000) <= 10, "at most a second without video after the step");
+
+    // 350 kbit/s: the lowest layer, never paused.
+    let lowest = capped.settled_at(0, 23_000, 38_000).expect("the lowest layer under 350 kbit/s");
+    assert!(lowest <= 27_000, "lowest layer at {lowest} ms");
+    assert_eq!(counters.bandwidth_pauses, 0);
+
+    // Cap lifted: back to the top within 10 s, with probes.
+    let back = capped.settled_at(2, 38_000, 58_000).expect("back to the top layer");
+    assert!(back <= 48_000, "top layer again at {back} ms");
+    assert!(capped.padding > 0 && counters.probes > 0);
+    assert!(capped.changes.iter().any(|(_, l, r)| *l == Some(1) && *r == LayerReason::Bandwidth));
+    assert!(capped.changes.iter().any(|(_, l, r)| *l == Some(2) && *r == LayerReason::Requested));
+
+    assert!(capped.changes.len() <= 5, "few switches: {:?}", capped.changes);
+    assert_eq!(w.core_allocations, 0, "the core allocated while estimating, allocating and probing");
+
+    // The other subscriber saw none of it.
+    let other_top = other.settled_at(2, 0, 58_000).expect("the other subscriber keeps the top layer");
+    assert!(other_top <= 5_000, "{other_top}");
+    assert!(other.changes.is_empty(), "{:?}", other.changes);
+}
+
+#[test]
+fn random_loss_alone_keeps_the_top_layer() {
+    let mut w = World::new();
+    w.subscribers[0].link.loss_ppm = 50_000;
+    w.run(30_000, UNLIMITED);
+    let s = &w.subscribers[0];
+    s.report("5% loss");
+    let top = s.samples.iter().filter(|(t, l)| *t >= 5_000 && *l == Some(2)).count();
+    let all = s.samples.iter().filter(|(t, _)| *t >= 5_000).count();
+    assert!(top * 100 >= all * 90, "top layer {top} of {all} samples");
+    assert_eq!(s.frozen_samples(5_000, 30_000), 0);
+    assert!(s.link.dropped > 100, "the link did lose packets: {}", s.link.dropped);
+}
+
+#[test]
+fn a_link_too_slow_for_any_layer_pauses_the_track_and_resumes_it_when_it_clears() {
+    let mut w = World::new();
+    w.run(8_000, UNLIMITED);
+    w.run(23_000, 100_000);
+    w.run(43_000, UNLIMITED);
+    let s = &w.subscribers[0];
+    s.report("100 kbit/s");
+    let paused = s.changes.iter().find(|(t, l, _)| (8_000..23_000).contains(t) && l.is_none());
+    let (paused_at, _, reason) = paused.expect("paused under 100 kbit/s, announced");
+    assert_eq!(*reason, LayerReason::Bandwidth);
+    assert!(*paused_at <= 14_000, "paused at {paused_at} ms");
+    assert!(s.frozen_samples(18_000, 23_000) >= 45, "nothing forwarded while paused");
+    assert!(w.core.counters().fanout_paused > 0 && w.core.counters().bandwidth_pauses >= 1);
+    let resumed = s.changes.iter().find(|(t, l, _)| *t >= 23_000 && l.is_some()).expect("resumed");
+    assert!(resumed.0 <= 33_000, "resumed at {} ms", resumed.0);
+    let top = s.settled_at(2, 23_000, 43_000).expect("back to the top");
+    assert!(top <= 38_000, "top again at {top} ms");
+    assert_eq!(w.subscribers[1].changes, [], "the other subscriber saw nothing");
+}
