@@ -463,10 +463,8 @@ impl TestPeer {
         put(&self.layer_ssrc(layer).to_be_bytes());
         // One-byte header extensions (RFC 8285): MID (id 4) and, unless `rid` is empty, RID (id 10), and if asked
         // the transport-wide sequence number (id 3), padded to 32-bit words.
-        let transport_cc = self.transport_cc.map(|seq| {
-            self.transport_cc = Some(seq.wrapping_add(1));
-            seq
-        });
+        let transport_cc = self.transport_cc;
+        self.transport_cc = transport_cc.map(|seq| seq.wrapping_add(1));
         let elements =
             1 + mid.len() + if rid.is_empty() { 0 } else { 1 + rid.len() } + if transport_cc.is_some() { 3 } else { 0 };
         let ext_len = elements.div_ceil(4) * 4;

@@ -144,12 +144,12 @@ impl World {
         let track =
             core.add_track(peers[0].id, TrackSpec::simulcast(Tag::new("0").unwrap(), &rids, Codec::Vp8)).unwrap();
         let mut subscribers = Vec::new();
-        for peer in 1..3 {
+        for (peer, p) in peers.iter_mut().enumerate().skip(1) {
             let rtx = RtxSpec { ssrc: 0x5100 + peer as u32, payload_type: 97 };
             let spec = SubscriptionSpec { ssrc: 0x5000 + peer as u32, payload_type: None, rtx: Some(rtx) };
-            let sub = core.subscribe(peers[peer].id, track, spec).unwrap();
-            peers[peer].peer.expect_vp8();
-            peers[peer].peer.expect_rtx(rtx.ssrc, spec.ssrc);
+            let sub = core.subscribe(p.id, track, spec).unwrap();
+            p.peer.expect_vp8();
+            p.peer.expect_rtx(rtx.ssrc, spec.ssrc);
             subscribers.push(Subscriber {
                 peer,
                 sub,

@@ -387,6 +387,7 @@ impl World {
                 }
                 Incoming::BindingSuccess
                 | Incoming::Duplicate
+                | Incoming::Padding { .. }
                 | Incoming::BeforeKeys
                 | Incoming::TransportFeedback(_) => {}
                 Incoming::Dtls(records) => {

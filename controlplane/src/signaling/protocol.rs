@@ -288,6 +288,14 @@ pub enum ServerMessage {
         track_id: String,
         muted: bool,
     },
+    /// The layer of a track this participant receives changed (`layer`: 0 lowest), or the track is paused
+    /// (`layer` null) because even its lowest layer does not fit the participant's bandwidth; `reason` is
+    /// `bandwidth`, `requested` or `publisher_paused`.
+    LayerChanged {
+        track_id: String,
+        layer: Option<u8>,
+        reason: &'static str,
+    },
     /// Media connectivity of this participant: `connected` once DTLS-SRTP is up.
     Connection {
         state: ConnectionState,

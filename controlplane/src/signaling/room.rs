@@ -821,6 +821,18 @@ impl Room {
                 self.drop_unconnected_ingest(&id).await;
             }
             Event::Gone { .. } => self.leave(&id, LeaveReason::ConnectionLost).await,
+            Event::LayerChanged { subscription, layer, reason, .. } => {
+                let track_id = m.sections.iter().find_map(|s| match &s.binding {
+                    Binding::Downlink { track_id, subscription: Some(sub), .. } if *sub == subscription => {
+                        Some(track_id.clone())
+                    }
+                    _ => None,
+                });
+                if let Some(track_id) = track_id {
+                    metrics::counter!("sluice_layer_changes_total", "reason" => reason.as_str()).increment(1);
+                    m.send(ServerMessage::LayerChanged { track_id, layer, reason: reason.as_str() });
+                }
+            }
             _ => {}
         }
     }

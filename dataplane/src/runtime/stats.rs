@@ -141,7 +141,7 @@ fn per_worker(
 
 /// Appends the Prometheus text of every worker.
 pub(super) fn render(workers: &[WorkerSnapshot], out: &mut String) {
-    let counters: [Counter; 17] = [
+    let counters: [Counter; 24] = [
         ("datagrams_received_total", "UDP datagrams received.", |w| w.io.datagrams_received),
         ("bytes_received_total", "UDP payload bytes received.", |w| w.core.bytes_in),
         ("datagrams_sent_total", "UDP datagrams sent.", |w| w.io.datagrams_sent),
@@ -161,6 +161,21 @@ pub(super) fn render(workers: &[WorkerSnapshot], out: &mut String) {
         }),
         ("flows_adopted_total", "Single-port mode: flows taken over with a connected socket.", |w| w.io.flows_adopted),
         ("relays_received_total", "Packets relayed from other workers.", |w| w.io.relays_received),
+        ("layer_switches_total", "Simulcast layer switches made, at keyframes.", |w| w.core.layer_switches),
+        ("bandwidth_downgrades_total", "Layer allocations lowered for a subscriber's bandwidth.", |w| {
+            w.core.bandwidth_downgrades
+        }),
+        ("bandwidth_upgrades_total", "Layer allocations raised as a subscriber's bandwidth allowed.", |w| {
+            w.core.bandwidth_upgrades
+        }),
+        ("bandwidth_pauses_total", "Video subscriptions paused: not even the lowest layer fits.", |w| {
+            w.core.bandwidth_pauses
+        }),
+        ("paused_packets_total", "Packets not forwarded to subscriptions paused for bandwidth.", |w| {
+            w.core.fanout_paused
+        }),
+        ("probes_total", "Bandwidth probes started towards subscribers.", |w| w.core.probes),
+        ("padding_sent_total", "Padding packets sent for probes.", |w| w.core.padding_sent),
     ];
     for (name, help, value) in counters {
         let name = format!("sluice_dataplane_{name}");

@@ -293,6 +293,8 @@ impl Room {
         let (worker, core) = (m.worker, m.core);
         let mut added = Vec::new();
         for (index, source, spec, codec, payload_type) in new_tracks {
+            // The layer allocator serves screen shares before cameras.
+            let spec = spec.with_screen(source == Source::Screen);
             match media(&runtime, move |rt| rt.add_track(worker, core, spec)).await {
                 Ok(track) => {
                     let m = self.member(id).expect("found above");
