@@ -17,6 +17,8 @@ mod analytics;
 mod breakouts;
 #[path = "browser/chat.rs"]
 mod chat;
+#[path = "browser/congestion.rs"]
+mod congestion;
 #[path = "browser/devices.rs"]
 mod devices;
 #[path = "browser/firefox.rs"]

@@ -196,6 +196,7 @@ async function enter(name) {
   setInterval(() => showQuality(client), 2000);
   app.tileQuality = setupTileQuality(client, {
     tileOfTrack: (id) => [...tiles.values()].find((t) => t.querySelector('video').srcObject?.getVideoTracks()[0]?.id === id),
+    tileOfServerTrack: (id) => [...tiles.values()].find((t) => t.dataset.trackId === id),
   });
   // The quality summary for analytics every 10 s (docs/analytics.md), and the connection details overlay.
   app.stats = startStatsReports(client);

@@ -59,6 +59,9 @@ export class SluiceClient extends EventTarget {
     this.layers = new Map();
     /** @type {Set<string>} track ids whose layer this connection has been told */
     this.layersSent = new Set();
+    /** @type {Map<string, {layer: number|null, reason: string}>} the layer each received track comes in, and
+     * why, as the server last said (`layer_changed`; absent: the one asked for) */
+    this.receivedLayers = new Map();
   }
 
   /** Joins with the given local tracks (any may be null). Resolves on `welcome`, rejects if refused. */
@@ -455,6 +458,7 @@ export class SluiceClient extends EventTarget {
         if (p) p.tracks = p.tracks.filter((t) => t.track_id !== m.track_id);
         this.layers.delete(m.track_id);
         this.layersSent.delete(m.track_id);
+        this.receivedLayers.delete(m.track_id);
         this.#emit('track-removed', m);
         break;
       }
@@ -464,6 +468,10 @@ export class SluiceClient extends EventTarget {
         this.#emit('track-muted', m);
         break;
       }
+      case 'layer_changed':
+        this.receivedLayers.set(m.track_id, { layer: m.layer, reason: m.reason });
+        this.#emit('layer-changed', m);
+        break;
       case 'connection':
         this.#emit('connection', m);
         break;

@@ -1,6 +1,8 @@
 // Connection quality per tile: a person whose video reaches this page badly (lost or repaired packets, freezes,
 // a stalled picture) gets a "weak connection" mark on their tile, so nobody has to guess why a face is frozen.
 // Only when it is poor: a good connection shows nothing. Read from this page's own receive statistics every 2 s.
+// And when the server pauses a video because this page's connection cannot carry even its lowest layer
+// (`layer_changed` with no layer), the tile says so until the video comes back.
 
 /** Repair requests (NACKs) per 100 packets received, and lost packets per 100, above which a stream is weak. */
 const NACKS_PER_100_MAX = 3;
@@ -8,7 +10,7 @@ const LOST_PER_100_MAX = 3;
 /** A picture that decodes fewer frames a second than this while its camera is on is weak too. */
 const FPS_MIN = 5;
 
-export function setupTileQuality(client, { tileOfTrack }) {
+export function setupTileQuality(client, { tileOfTrack, tileOfServerTrack }) {
   const previous = new Map(); // trackIdentifier -> { received, lost, nacks, freezes, frames, at }
 
   async function sample() {
@@ -54,6 +56,23 @@ export function setupTileQuality(client, { tileOfTrack }) {
       badge?.remove();
     }
   }
+
+  client.addEventListener('layer-changed', (e) => {
+    const tile = tileOfServerTrack(e.detail.track_id);
+    if (!tile) return;
+    const paused = e.detail.layer === null;
+    tile.classList.toggle('bandwidth-paused', paused);
+    const label = tile.querySelector('.label');
+    let badge = label?.querySelector('.paused-badge');
+    if (paused && label && !badge) {
+      badge = document.createElement('span');
+      badge.className = 'paused-badge';
+      badge.textContent = 'video paused: slow connection';
+      label.append(badge);
+    } else if (!paused) {
+      badge?.remove();
+    }
+  });
 
   setInterval(() => sample().catch(() => {}), 2000);
   return { sample };

@@ -95,7 +95,7 @@ impl SendSideEstimator {
             self.aimd.raise_to(acked);
         }
         let cuts = self.loss.cuts;
-        self.loss.update(lost, received, self.aimd.estimate_bps(), now_us);
+        self.loss.update(lost, received, self.aimd.estimate_bps(), acked, now_us);
         self.congested |= usage == Usage::Overusing || self.loss.cuts > cuts;
         if let Some(result) = self.prober.poll_result(now_us) {
             // A probe's delivered rate is capacity seen: the estimate may go there at once (never down: a

@@ -144,7 +144,10 @@ impl Core {
                 Allocation::Layer(layer) => Some(layer),
                 Allocation::Paused => None,
             };
-            let held = sub.downgraded_at.is_some_and(|t| now.saturating_duration_since(t) < UPGRADE_HOLD);
+            // A paused video may come back as soon as a probe finds room: the hold is against flapping between
+            // layers, and a pause is the last resort.
+            let held =
+                current.is_some() && sub.downgraded_at.is_some_and(|t| now.saturating_duration_since(t) < UPGRADE_HOLD);
             s.chosen[i] = if s.fit[i] < current {
                 s.fit[i]
             } else if s.up[i] > current && !held {
