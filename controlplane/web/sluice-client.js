@@ -294,7 +294,8 @@ export class SluiceClient extends EventTarget {
   }
 
   /**
-   * A summary of the connection for a quality indicator: round-trip time, receive loss, and a level.
+   * A summary of the connection for a quality indicator: round-trip time, receive loss, and a level. The server's
+   * word counts too: a video it paused for this connection's bandwidth makes it poor, a layer it lowered fair.
    * @returns {Promise<{rttMs: number|null, lossPercent: number, level: 'good'|'fair'|'poor'|'down'}>}
    */
   async quality() {
@@ -315,7 +316,10 @@ export class SluiceClient extends EventTarget {
       }
     });
     const lossPercent = received + lost > 0 ? (100 * lost) / (received + lost) : 0;
-    const level = lossPercent > 10 || (rtt ?? 0) > 500 ? 'poor' : lossPercent > 2 || (rtt ?? 0) > 200 ? 'fair' : 'good';
+    const limited = [...this.receivedLayers.values()].filter((l) => l.reason === 'bandwidth');
+    const paused = limited.some((l) => l.layer === null);
+    const level = paused || lossPercent > 10 || (rtt ?? 0) > 500 ? 'poor'
+      : limited.length > 0 || lossPercent > 2 || (rtt ?? 0) > 200 ? 'fair' : 'good';
     return { rttMs: rtt, lossPercent, level };
   }
 

@@ -45,16 +45,7 @@ export function setupTileQuality(client, { tileOfTrack, tileOfServerTrack }) {
 
   function mark(tile, weak) {
     tile.classList.toggle('weak', weak);
-    const label = tile.querySelector('.label');
-    let badge = label?.querySelector('.weak-badge');
-    if (weak && label && !badge) {
-      badge = document.createElement('span');
-      badge.className = 'weak-badge';
-      badge.textContent = 'weak connection';
-      label.append(badge);
-    } else if (!weak) {
-      badge?.remove();
-    }
+    badge(tile, 'weak-badge', 'weak connection', weak);
   }
 
   client.addEventListener('layer-changed', (e) => {
@@ -62,18 +53,23 @@ export function setupTileQuality(client, { tileOfTrack, tileOfServerTrack }) {
     if (!tile) return;
     const paused = e.detail.layer === null;
     tile.classList.toggle('bandwidth-paused', paused);
-    const label = tile.querySelector('.label');
-    let badge = label?.querySelector('.paused-badge');
-    if (paused && label && !badge) {
-      badge = document.createElement('span');
-      badge.className = 'paused-badge';
-      badge.textContent = 'video paused: slow connection';
-      label.append(badge);
-    } else if (!paused) {
-      badge?.remove();
-    }
+    badge(tile, 'paused-badge', 'video paused: slow connection', paused);
   });
 
   setInterval(() => sample().catch(() => {}), 2000);
   return { sample };
+}
+
+/** Shows (or removes) a short text mark of class `className` after the name on a tile's label. */
+function badge(tile, className, text, on) {
+  const label = tile.querySelector('.label');
+  const existing = label?.querySelector(`.${className}`);
+  if (on && label && !existing) {
+    const span = document.createElement('span');
+    span.className = className;
+    span.textContent = text;
+    label.append(span);
+  } else if (!on) {
+    existing?.remove();
+  }
 }

@@ -71,7 +71,10 @@ async fn media_port(browser: &Browser) -> u16 {
 fn cap_port(port: u16, bps: u64) {
     let (port, rate, queue) = (port.to_string(), format!("{bps}bit"), format!("{}", (bps / 8 * 15 / 100).max(6_000)));
     tc(&["qdisc", "add", "dev", "lo", "root", "handle", "1:", "htb", "default", "10"]);
-    tc(&["class", "add", "dev", "lo", "parent", "1:", "classid", "1:20", "htb", "rate", &rate, "ceil", &rate]);
+    tc(&[
+        "class", "add", "dev", "lo", "parent", "1:", "classid", "1:20", "htb", "rate", &rate, "ceil", &rate, "quantum",
+        "1514",
+    ]);
     tc(&["qdisc", "add", "dev", "lo", "parent", "1:20", "handle", "20:", "bfifo", "limit", &queue]);
     let filter = ["filter", "add", "dev", "lo", "parent", "1:", "protocol", "ip", "u32", "match", "ip", "dport"];
     tc(&[&filter[..], &[&port, "0xffff", "flowid", "1:20"]].concat());
@@ -217,6 +220,12 @@ fn a_subscriber_on_a_slow_link_gets_lower_layers_and_the_others_do_not_notice() 
             "return [...window.sluiceApp.client.receivedLayers.values()].some((l) => l.layer === null && l.reason === 'bandwidth') && [...document.querySelectorAll('.tile .paused-badge')].some((b) => b.textContent === 'video paused: slow connection' && b.getBoundingClientRect().width > 0)",
         )
         .await;
+            wait_true(
+                &rosa,
+                "Rosa's connection indicator says poor while a video is paused for her bandwidth",
+                "return document.getElementById('quality').classList.contains('poor')",
+            )
+            .await;
             super::analytics::save_screenshot(&rosa, "congestion-paused").await;
             uncap();
             let resumed = wait_all_top(&rosa, top, Duration::from_secs(45)).await;
