@@ -43,7 +43,7 @@ pub struct RtpHeader {
     pub extensions: Option<ExtensionBlock>,
     /// Fixed header, CSRCs and extension block: where the payload starts.
     pub header_len: usize,
-    /// The P bit: the last byte of the *decrypted* payload counts padding bytes (see [`padding_len`]).
+    /// The P bit: the last byte of the *decrypted* payload counts padding bytes (see [`RtpHeader::padding_len`]).
     pub padding: bool,
 }
 
