@@ -364,6 +364,8 @@ fn each_subscriber_gets_the_layers_its_link_carries_and_recovers_when_it_clears(
     let back = capped.settled_at(2, 38_000, 58_000).expect("back to the top layer");
     assert!(back <= 48_000, "top layer again at {back} ms");
     assert!(capped.padding > 0 && counters.probes > 0);
+    assert!(counters.probes_succeeded >= 1, "the probes that brought the top layer back");
+    assert!(counters.probes_failed >= 1, "probes under the cap found no room");
     assert!(capped.changes.iter().any(|(_, l, r)| *l == Some(1) && *r == LayerReason::Bandwidth));
     assert!(capped.changes.iter().any(|(_, l, r)| *l == Some(2) && *r == LayerReason::Requested));
 

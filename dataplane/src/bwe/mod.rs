@@ -133,11 +133,6 @@ impl SendSideEstimator {
         self.probe_result.take()
     }
 
-    /// Probes started, confirmed and failed.
-    pub fn probe_counts(&self) -> (u64, u64, u64) {
-        (self.prober.started, self.prober.succeeded, self.prober.failed)
-    }
-
     /// What may be sent to this transport now, in bit/s.
     pub fn estimate_bps(&self) -> u64 {
         self.aimd.estimate_bps().min(self.loss.estimate_bps()).clamp(MIN_BPS, MAX_BPS)

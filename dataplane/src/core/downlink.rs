@@ -104,7 +104,11 @@ impl Core {
             ..
         } = self;
         let Some(p) = participants.get_mut(id) else { return };
-        p.bwe.take_probe_result();
+        match p.bwe.take_probe_result() {
+            Some(r) if r.success => counters.probes_succeeded += 1,
+            Some(_) => counters.probes_failed += 1,
+            None => {}
+        }
         if !p.bwe.congested() {
             return;
         }

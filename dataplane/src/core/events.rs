@@ -97,8 +97,11 @@ pub struct Counters {
     pub bandwidth_pauses: u64,
     /// Packets not forwarded because the subscription is paused for bandwidth.
     pub fanout_paused: u64,
-    /// Probes started towards subscribers, and padding packets sent for them.
+    /// Probes started towards subscribers, those that found the room they looked for and those that did not,
+    /// and padding packets sent for them.
     pub probes: u64,
+    pub probes_succeeded: u64,
+    pub probes_failed: u64,
     pub padding_sent: u64,
     /// SSRCs learned from MID/RID header extensions.
     pub ssrcs_learned: u64,

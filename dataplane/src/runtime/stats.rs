@@ -141,7 +141,7 @@ fn per_worker(
 
 /// Appends the Prometheus text of every worker.
 pub(super) fn render(workers: &[WorkerSnapshot], out: &mut String) {
-    let counters: [Counter; 24] = [
+    let counters: [Counter; 26] = [
         ("datagrams_received_total", "UDP datagrams received.", |w| w.io.datagrams_received),
         ("bytes_received_total", "UDP payload bytes received.", |w| w.core.bytes_in),
         ("datagrams_sent_total", "UDP datagrams sent.", |w| w.io.datagrams_sent),
@@ -175,6 +175,8 @@ pub(super) fn render(workers: &[WorkerSnapshot], out: &mut String) {
             w.core.fanout_paused
         }),
         ("probes_total", "Bandwidth probes started towards subscribers.", |w| w.core.probes),
+        ("probes_succeeded_total", "Probes that found the room they looked for.", |w| w.core.probes_succeeded),
+        ("probes_failed_total", "Probes that did not (the next one backs off).", |w| w.core.probes_failed),
         ("padding_sent_total", "Padding packets sent for probes.", |w| w.core.padding_sent),
     ];
     for (name, help, value) in counters {
