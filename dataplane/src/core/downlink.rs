@@ -80,12 +80,12 @@ impl Scratch {
 impl Core {
     /// The allocation timer: every subscriber whose link has shown its limit, feedback or not.
     pub(super) fn allocate_all(&mut self, now: Instant) {
-        self.report_ids.clear();
-        self.report_ids.extend(self.participants.iter().filter(|(_, p)| p.bwe.congested()).map(|(id, _)| id));
-        for i in 0..self.report_ids.len() {
-            self.allocate_downlink(now, self.report_ids[i]);
+        self.round_ids.clear();
+        self.round_ids.extend(self.participants.iter().filter(|(_, p)| p.bwe.congested()).map(|(id, _)| id));
+        for i in 0..self.round_ids.len() {
+            self.allocate_downlink(now, self.round_ids[i]);
         }
-        self.next_allocation = (!self.report_ids.is_empty()).then_some(now + ALLOCATE_INTERVAL);
+        self.next_allocation = (!self.round_ids.is_empty()).then_some(now + ALLOCATE_INTERVAL);
     }
 
     /// Re-divides subscriber `id`'s estimate over its video subscriptions (after its feedback).

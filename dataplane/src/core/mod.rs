@@ -296,8 +296,8 @@ pub struct Core {
     origin: Option<Instant>,
     next_reports: Option<Instant>,
     report_scratch: Box<[u8]>,
-    /// Reused each reporting round (no allocation per tick).
-    report_ids: Vec<ParticipantId>,
+    /// The participants of one timer round (reports, allocation), reused: no allocation per tick.
+    round_ids: Vec<ParticipantId>,
     /// Participants with packets to NACK; `next_nack` is the earliest due.
     nack_pending: Vec<ParticipantId>,
     next_nack: Option<Instant>,
@@ -347,7 +347,7 @@ impl Core {
             origin: None,
             next_reports: None,
             report_scratch: vec![0u8; DATAGRAM_MAX].into_boxed_slice(),
-            report_ids: Vec::with_capacity(config.participants_max),
+            round_ids: Vec::with_capacity(config.participants_max),
             nack_pending: Vec::with_capacity(config.participants_max),
             next_nack: None,
             feedback_pending: Vec::with_capacity(config.participants_max),

@@ -1,4 +1,5 @@
-//! Step 8: timers. Probe padding, NACK retries, Sender and Receiver Reports once a second, consent freshness, DTLS timers.
+//! Step 8: timers. Layer allocation and probe padding, NACK retries, Sender and Receiver Reports once a second,
+//! consent freshness, DTLS timers.
 
 use super::*;
 
@@ -96,15 +97,15 @@ impl Core {
     pub(super) fn send_reports(&mut self, now: Instant, out: &mut Transmits) {
         let Some(clock) = self.wallclock else { return };
         let ntp = clock.ntp(now);
-        self.report_ids.clear();
-        self.report_ids.extend(
+        self.round_ids.clear();
+        self.round_ids.extend(
             self.participants
                 .iter()
                 .filter(|(_, p)| p.tx.is_some() && p.address.is_some() && !p.gone)
                 .map(|(id, _)| id),
         );
-        for i in 0..self.report_ids.len() {
-            let id = self.report_ids[i];
+        for i in 0..self.round_ids.len() {
+            let id = self.round_ids[i];
             let mut len = 0;
             let subscriptions = self.participants.get(id).map_or(0, |p| p.subscriptions.len());
             for s in 0..subscriptions {
