@@ -609,6 +609,17 @@ impl TestPeer {
         buf
     }
 
+    /// A REMB of `bitrate_bps` for the streams `ssrcs`, as SRTCP (a receiver without transport-wide feedback).
+    pub fn remb(&mut self, bitrate_bps: u64, ssrcs: &[u32]) -> Vec<u8> {
+        let mut buf = vec![0u8; 64 + 4 * ssrcs.len()];
+        let n = rtcp::write_remb(&mut buf, self.ssrc, bitrate_bps, ssrcs).expect("fits");
+        self.srtcp_index += 1;
+        let tx = self.tx.as_ref().expect("RTCP only after SRTP keys are set");
+        let n = tx.protect_rtcp(&mut buf, n, self.srtcp_index).expect("fits");
+        buf.truncate(n);
+        buf
+    }
+
     /// A Sender Report for this peer's track, as SRTCP: at wallclock `ntp` its RTP clock reads `rtp_timestamp`.
     pub fn sender_report(&mut self, ntp: u64, rtp_timestamp: u32) -> Vec<u8> {
         let mut buf = vec![0u8; 128];

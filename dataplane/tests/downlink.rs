@@ -88,6 +88,10 @@ struct Subscriber {
     /// (time in ms, layer, reason) of every layer change the core announced.
     changes: Vec<(u64, Option<u8>, LayerReason)>,
     estimates: Vec<(u64, u64)>,
+    /// (time in µs, bytes) of every datagram the core sent it, before its link.
+    sent: Vec<(i64, usize)>,
+    /// A receiver without transport-wide feedback: it sends this REMB every 500 ms instead.
+    remb: Option<u64>,
 }
 
 struct World {
@@ -99,6 +103,8 @@ struct World {
     start: Instant,
     now_us: i64,
     frames: u64,
+    /// A keyframe is this many times a frame's size (1: the same; real encoders' are 5 to 10 times).
+    keyframe_factor: usize,
     /// Heap allocations made inside the core's calls after the first two seconds.
     core_allocations: u64,
 }
@@ -133,6 +139,8 @@ impl World {
                 padding: 0,
                 changes: Vec::new(),
                 estimates: Vec::new(),
+                sent: Vec::new(),
+                remb: None,
             });
         }
         World {
@@ -144,6 +152,7 @@ impl World {
             start,
             now_us: 0,
             frames: 0,
+            keyframe_factor: 1,
             core_allocations: 0,
         }
     }
@@ -187,7 +196,8 @@ impl World {
         let frame_us = self.now_us as u64;
         for layer in 0..3u8 {
             let keyframe = std::mem::take(&mut self.keyframe[usize::from(layer)]);
-            let mut left = FRAME_BYTES[usize::from(layer)];
+            let factor = if keyframe { self.keyframe_factor } else { 1 };
+            let mut left = FRAME_BYTES[usize::from(layer)] * factor;
             let mut first = true;
             while left > 0 {
                 let len = left.min(PACKET_PAYLOAD);
@@ -217,6 +227,7 @@ impl World {
                 continue;
             }
             if let Some(s) = self.subscribers.iter_mut().find(|s| self.peers[s.peer].addr == addr) {
+                s.sent.push((self.now_us, bytes.len()));
                 s.link.send(self.now_us, bytes);
             }
         }
@@ -269,6 +280,19 @@ impl World {
             let sample = (s.received_since > 0).then_some(s.layer).flatten();
             s.samples.push((at, sample));
             s.received_since = 0;
+            if let Some(bitrate) = s.remb {
+                if self.now_us % 500_000 == 0 {
+                    let (peer, ssrc) = (s.peer, 0x5000 + s.peer as u32);
+                    let mut remb = self.peers[peer].peer.remb(bitrate, &[ssrc]);
+                    let addr = self.peers[peer].addr;
+                    self.core(|core, out| core.handle_receive(now, addr, &mut remb, out));
+                    self.route();
+                }
+                let id = self.peers[self.subscribers[i].peer].id;
+                let estimate = self.core.participant_stats(id).unwrap().estimate_bps.unwrap_or(0);
+                self.subscribers[i].estimates.push((at, estimate));
+                continue;
+            }
             let (Some(base), Some(highest)) = (s.base, s.highest) else { continue };
             if highest.wrapping_sub(base) >= 0x8000 {
                 continue; // nothing new since the last feedback
@@ -307,6 +331,22 @@ impl Subscriber {
     fn estimate_range(&self, from_ms: u64, until_ms: u64) -> (u64, u64) {
         let e = self.estimates.iter().filter(|(t, _)| (from_ms..until_ms).contains(t)).map(|(_, e)| *e);
         (e.clone().min().unwrap_or(0), e.max().unwrap_or(0))
+    }
+
+    /// The most bytes the core sent it within any `window_us` from `from_us` on.
+    fn peak_bytes(&self, from_us: i64, window_us: i64) -> usize {
+        let sent: Vec<&(i64, usize)> = self.sent.iter().filter(|(t, _)| *t >= from_us).collect();
+        let (mut peak, mut sum, mut first) = (0, 0, 0);
+        for (last, (t, len)) in sent.iter().enumerate() {
+            sum += len;
+            while sent[first].0 <= t - window_us {
+                sum -= sent[first].1;
+                first += 1;
+            }
+            peak = peak.max(sum);
+            debug_assert!(first <= last);
+        }
+        peak
     }
 
     fn report(&self, name: &str) {
@@ -411,4 +451,71 @@ fn a_link_too_slow_for_any_layer_pauses_the_track_and_resumes_it_when_it_clears(
     let top = s.settled_at(2, 23_000, 43_000).expect("back to the top");
     assert!(top <= 38_000, "top again at {top} ms");
     assert_eq!(w.subscribers[1].changes, [], "the other subscriber saw nothing");
+}
+
+#[test]
+fn keyframe_bursts_to_a_capped_subscriber_leave_paced() {
+    let mut w = World::new();
+    w.keyframe_factor = 8;
+    w.run(8_000, UNLIMITED);
+    w.run(20_000, 1_000_000);
+    // A keyframe of every layer each second: bursts of 8 frames' worth in one millisecond.
+    for second in 20..30 {
+        w.keyframe = [true; 3];
+        w.run(second * 1_000 + 1_000, 1_000_000);
+    }
+    let (capped, other) = (&w.subscribers[0], &w.subscribers[1]);
+    capped.report("capped, big keyframes");
+    let counters = w.core.counters();
+    let (paced, waited_ms) = (counters.paced, counters.pacer_wait_us / counters.paced.max(1) / 1_000);
+    println!("paced {paced} packets, {waited_ms} ms each on average; link drops {}", capped.link.dropped);
+    assert!(paced > 0, "nothing waited in the pacer");
+    assert!(waited_ms < 100, "paced packets waited {waited_ms} ms on average");
+
+    // What left for the capped subscriber in any 10 ms: at most the pacing rate's share plus its 20 ms burst
+    // allowance and one packet. The middle layer's keyframe alone (16.6 kB) is over it.
+    let (_, estimate) = capped.estimate_range(20_000, 30_000);
+    let rate = estimate as f64 * 2.5;
+    let bound = (rate * 0.030 / 8.0) as usize + 1_500;
+    let peak = capped.peak_bytes(20_000_000, 10_000);
+    println!("peak in 10 ms: capped {peak} bytes (bound {bound}), unlimited {}", other.peak_bytes(20_000_000, 10_000));
+    assert!(FRAME_BYTES[1] * 8 > bound, "the test's keyframes must exceed the bound");
+    assert!(peak <= bound, "{peak} bytes left within 10 ms, more than pacing at {rate} bit/s allows ({bound})");
+    assert_eq!(capped.frozen_samples(20_000, 30_000), 0, "video kept coming while paced");
+    // The unlimited subscriber is not paced: its top layer's keyframes go at once.
+    assert!(other.peak_bytes(20_000_000, 10_000) >= FRAME_BYTES[2] * 8);
+    assert_eq!(w.core_allocations, 0, "the core allocated while pacing");
+}
+
+#[test]
+fn a_subscriber_without_transport_wide_feedback_gets_the_layers_its_remb_allows() {
+    let mut w = World::new();
+    w.subscribers[0].remb = Some(20_000_000);
+    w.run(8_000, UNLIMITED);
+    w.subscribers[0].remb = Some(800_000);
+    w.run(20_000, UNLIMITED);
+    w.subscribers[0].remb = Some(250_000);
+    w.run(32_000, UNLIMITED);
+    w.subscribers[0].remb = Some(20_000_000);
+    w.run(45_000, UNLIMITED);
+    let s = &w.subscribers[0];
+    s.report("REMB");
+    assert!(w.core.counters().rembs_in >= 80, "REMBs read: {}", w.core.counters().rembs_in);
+    let top = s.settled_at(2, 0, 8_000).expect("the top layer while REMB allows it");
+    assert!(top <= 5_000, "top layer at {top} ms");
+    assert!(s.changes.iter().all(|(t, ..)| *t >= 8_000), "{:?}", s.changes);
+    let middle = s.settled_at(1, 8_000, 20_000).expect("the middle layer under an 800 kbit/s REMB");
+    assert!(middle <= 10_000, "middle layer at {middle} ms");
+    let lowest = s.settled_at(0, 20_000, 32_000).expect("the lowest layer under a 250 kbit/s REMB");
+    assert!(lowest <= 22_000, "lowest layer at {lowest} ms");
+    // Up again once REMB allows it, after the hold that follows a downgrade.
+    let back = s.settled_at(2, 32_000, 45_000).expect("the top layer again");
+    assert!(back <= 34_000, "top layer again at {back} ms");
+    assert_eq!(s.padding, 0, "no probes towards a subscriber that reports no arrivals");
+    assert!(s.changes.iter().any(|(_, l, r)| *l == Some(0) && *r == LayerReason::Bandwidth));
+    // Its estimate is what it says.
+    let (low, high) = s.estimate_range(25_000, 32_000);
+    assert!(low == 250_000 && high == 250_000, "{low}..{high}");
+    // The subscriber with transport-wide feedback ignores nothing and loses nothing.
+    assert!(w.subscribers[1].changes.is_empty(), "{:?}", w.subscribers[1].changes);
 }

@@ -257,7 +257,8 @@ fn write_codec(s: &mut String, codec: Codec, with_rtx: bool) {
             line(s, format_args!("a=fmtp:{pt} level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"));
         }
     }
-    for fb in ["transport-cc", "ccm fir", "nack", "nack pli"] {
+    // goog-remb for receivers without transport-wide feedback (their REMB is then the estimate).
+    for fb in ["transport-cc", "goog-remb", "ccm fir", "nack", "nack pli"] {
         line(s, format_args!("a=rtcp-fb:{pt} {fb}"));
     }
     if let (true, Some(rtx)) = (with_rtx, rtx_payload_type(codec)) {

@@ -11,6 +11,7 @@ pub mod allocate;
 mod delay;
 mod history;
 mod loss;
+pub mod pacer;
 pub mod probe;
 
 use crate::packet::twcc::PacketResult;
@@ -28,6 +29,9 @@ use probe::{ProbeResult, Prober};
 pub const START_BPS: u64 = 300_000;
 pub const MIN_BPS: u64 = 30_000;
 pub const MAX_BPS: u64 = 50_000_000;
+/// A subscriber's REMB is its estimate only if it has had media this long without sending transport-wide
+/// feedback (browsers send that every 50 to 100 ms).
+pub const REMB_AFTER_US: i64 = 1_000_000;
 
 /// One transport's estimator.
 #[derive(Debug)]
@@ -43,6 +47,10 @@ pub struct SendSideEstimator {
     congested: bool,
     /// The last probe's result, until the core takes it.
     probe_result: Option<ProbeResult>,
+    /// The subscriber's own estimate (REMB), used only while it sends no transport-wide feedback.
+    remb_bps: Option<u64>,
+    /// When the first packet was sent.
+    first_send_us: Option<i64>,
     /// Feedback messages read.
     pub feedbacks: u64,
 }
@@ -58,12 +66,15 @@ impl SendSideEstimator {
             prober: Prober::default(),
             congested: false,
             probe_result: None,
+            remb_bps: None,
+            first_send_us: None,
             feedbacks: 0,
         }
     }
 
     /// A packet left with transport-wide sequence number `seq`, `size` bytes on the wire, at `now_us`.
     pub fn on_send(&mut self, seq: u16, size: usize, now_us: i64) {
+        self.first_send_us.get_or_insert(now_us);
         let cluster = self.prober.on_sent(size, now_us);
         self.history.record(seq, size, now_us, cluster);
     }
@@ -108,6 +119,26 @@ impl SendSideEstimator {
         }
     }
 
+    /// A REMB from a subscriber arrived at `now_us`, while `forwarded_bps` is what we forward to it. Counts only
+    /// from a subscriber that has had media for [`REMB_AFTER_US`] and sent no transport-wide feedback (measured
+    /// here, better than a receiver's estimate; browsers that do both send REMB too): then the subscriber's own
+    /// estimate is ours, and once it is below what we forward the link has shown its limit. Returns whether it
+    /// is used.
+    pub fn on_remb(&mut self, bitrate_bps: u64, forwarded_bps: u64, now_us: i64) -> bool {
+        let fed_long_enough = self.first_send_us.is_some_and(|t| now_us - t >= REMB_AFTER_US);
+        if self.feedbacks > 0 || !fed_long_enough {
+            return false;
+        }
+        self.remb_bps = Some(bitrate_bps);
+        self.congested |= bitrate_bps < forwarded_bps;
+        true
+    }
+
+    /// Whether the estimate is the subscriber's REMB (it sends no transport-wide feedback).
+    pub fn uses_remb(&self) -> bool {
+        self.feedbacks == 0 && self.remb_bps.is_some()
+    }
+
     /// Whether the link has shown its limit since the transport started.
     pub fn congested(&self) -> bool {
         self.congested
@@ -135,6 +166,9 @@ impl SendSideEstimator {
 
     /// What may be sent to this transport now, in bit/s.
     pub fn estimate_bps(&self) -> u64 {
+        if let (0, Some(remb)) = (self.feedbacks, self.remb_bps) {
+            return remb.clamp(MIN_BPS, MAX_BPS);
+        }
         self.aimd.estimate_bps().min(self.loss.estimate_bps()).clamp(MIN_BPS, MAX_BPS)
     }
 

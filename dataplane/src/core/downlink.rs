@@ -88,6 +88,23 @@ impl Core {
         self.next_allocation = (!self.round_ids.is_empty()).then_some(now + ALLOCATE_INTERVAL);
     }
 
+    /// A REMB from subscriber `id`: its estimate, if it sends no transport-wide feedback; allocation follows.
+    pub(super) fn on_remb(&mut self, now: Instant, id: ParticipantId, bitrate_bps: u64) {
+        self.counters.rembs_in += 1;
+        let Some(p) = self.participants.get(id) else { return };
+        // What its current layers cost: below that, REMB says the link is the limit.
+        let forwarded: u64 = p
+            .subscriptions
+            .iter()
+            .filter_map(|s| self.subscriptions.get(*s))
+            .filter_map(|s| self.tracks.get(s.track)?.rates.rate(now, usize::from(s.layer?)))
+            .sum();
+        let Some(p) = self.participants.get_mut(id) else { return };
+        if p.bwe.on_remb(bitrate_bps, forwarded, micros_since(self.origin, now)) {
+            self.allocate_downlink(now, id);
+        }
+    }
+
     /// Re-divides subscriber `id`'s estimate over its video subscriptions (after its feedback).
     pub(super) fn allocate_downlink(&mut self, now: Instant, id: ParticipantId) {
         let now_us = micros_since(self.origin, now);
@@ -114,6 +131,7 @@ impl Core {
         }
         next_allocation.get_or_insert(now + ALLOCATE_INTERVAL);
         let estimate = p.bwe.estimate_bps();
+        p.pacer.set_rate(Some(pacing::pacing_rate(estimate)));
         s.reset();
         let mut audio = 0u64;
         for &sub_id in &p.subscriptions {
@@ -200,7 +218,8 @@ impl Core {
                 events.push_back(Event::LayerChanged { participant: id, subscription: sub_id, layer: None, reason });
             }
         }
-        if !upgrade_waits || p.bwe.probing(now_us) {
+        // A REMB-only subscriber reports no arrivals: a probe would find nothing out.
+        if !upgrade_waits || p.bwe.probing(now_us) || p.bwe.uses_remb() {
             return;
         }
         let wanted = allocate::total(&s.demands, &s.want) + audio;
@@ -229,9 +248,13 @@ impl Core {
                 continue;
             };
             i += 1;
-            let Participant { address, tx, transport_seq, bwe, subscriptions: subs, gone: false, .. } = p else {
+            let Participant { address, tx, transport_seq, bwe, subscriptions: subs, gone: false, pacer, .. } = p else {
                 continue;
             };
+            // Media waiting for the link comes before padding.
+            if !pacer.is_empty() {
+                continue;
+            }
             let (Some(to), Some(tx)) = (*address, tx.as_ref()) else { continue };
             let Some(sub_id) = padding_stream(subs, subscriptions) else { continue };
             let sub = subscriptions.get_mut(sub_id).expect("just found");

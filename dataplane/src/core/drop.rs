@@ -47,10 +47,14 @@ pub enum DropReason {
     /// (until the renegotiation that closes it). Decrypted (so the replay window and rollover counter stay true)
     /// and not forwarded.
     Blocked,
+    /// A subscriber's pacer queue was full (its link is far slower than what it is sent).
+    PacerFull,
+    /// A paced packet left its track's retransmission buffer, or its subscription ended, before its turn.
+    PacerExpired,
 }
 
 impl DropReason {
-    pub const COUNT: usize = DropReason::Blocked as usize + 1;
+    pub const COUNT: usize = DropReason::PacerExpired as usize + 1;
 
     pub const ALL: [DropReason; DropReason::COUNT] = [
         DropReason::UnknownProtocol,
@@ -75,6 +79,8 @@ impl DropReason {
         DropReason::RelayPoolEmpty,
         DropReason::UnknownRelay,
         DropReason::Blocked,
+        DropReason::PacerFull,
+        DropReason::PacerExpired,
     ];
 
     /// The label used in metrics (`sluice_dataplane_drops_total{reason="..."}`).
@@ -102,6 +108,8 @@ impl DropReason {
             DropReason::RelayPoolEmpty => "relay_pool_empty",
             DropReason::UnknownRelay => "unknown_relay",
             DropReason::Blocked => "blocked",
+            DropReason::PacerFull => "pacer_full",
+            DropReason::PacerExpired => "pacer_expired",
         }
     }
 }

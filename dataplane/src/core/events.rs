@@ -103,6 +103,11 @@ pub struct Counters {
     pub probes_succeeded: u64,
     pub probes_failed: u64,
     pub padding_sent: u64,
+    /// REMBs received from subscribers (used as their estimate only while they send no transport-wide feedback).
+    pub rembs_in: u64,
+    /// Video packets that waited in a subscriber's pacer, and their total wait in microseconds.
+    pub paced: u64,
+    pub pacer_wait_us: u64,
     /// SSRCs learned from MID/RID header extensions.
     pub ssrcs_learned: u64,
     /// Packets a subscription dropped as belonging before its current source (after a switch).

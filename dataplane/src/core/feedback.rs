@@ -106,6 +106,7 @@ impl Core {
             let now_us = micros_since(*origin, now);
             for (seq, len) in &sent[..sent_count] {
                 p.bwe.on_send(*seq, *len, now_us);
+                p.pacer.charge(*len, now_us);
             }
         }
     }
@@ -198,6 +199,11 @@ impl Core {
                     p.bwe.on_feedback(&self.twcc_scratch, micros_since(self.origin, now));
                     self.allocate_downlink(now, id);
                 }
+            }
+            if (packet.packet_type, packet.count) == (rtcp::PSFB, rtcp::FMT_AFB)
+                && let Some((bitrate, _)) = rtcp::remb(&packet)
+            {
+                self.on_remb(now, id, bitrate);
             }
             let keyframe_request =
                 matches!((packet.packet_type, packet.count), (rtcp::PSFB, rtcp::FMT_PLI) | (rtcp::PSFB, rtcp::FMT_FIR));

@@ -214,7 +214,7 @@ impl Core {
         }
         self.relay_out(now, track, layer, index, &datagram[..len], out);
         let owned = self.owned_extensions(now, &header, &datagram[..len]);
-        let awaiting_keyframe = self.fan_out(now, track, layer, &datagram[..len], &header, owned, out);
+        let awaiting_keyframe = self.fan_out(now, track, layer, index, &datagram[..len], &header, owned, out);
         if unrepairable || awaiting_keyframe {
             self.send_pli(now, track, layer, out);
         }
@@ -222,17 +222,7 @@ impl Core {
 
     /// Where the header extensions we rewrite sit in this packet, and the abs-send-time value for `now`.
     pub(super) fn owned_extensions(&self, now: Instant, header: &RtpHeader, plain: &[u8]) -> OwnedExtensions {
-        let ids = self.config.extension_ids;
-        let transport_seq = header.extension(plain, ids.transport_cc).filter(|(_, len)| *len == 2).map(|(at, _)| at);
-        let abs_send_time = header.extension(plain, ids.abs_send_time).filter(|(_, len)| *len == 3).map(|(at, _)| {
-            // 6.18 fixed-point seconds: the middle 24 bits of the NTP time.
-            let ntp = self.wallclock.map_or_else(
-                || reports::to_ntp(now.saturating_duration_since(self.origin.unwrap_or(now))),
-                |clock| clock.ntp(now),
-            );
-            (at, ((ntp >> 14) & 0x00ff_ffff) as u32)
-        });
-        OwnedExtensions { transport_seq, abs_send_time }
+        pacing::owned_extensions(self.config.extension_ids, header, plain, self.abs_send_time(now))
     }
 
     /// An SSRC the publisher did not list: if its MID and RID header extensions name a layer of one of the
@@ -281,12 +271,13 @@ impl Core {
         now: Instant,
         track_id: TrackId,
         layer: u8,
+        packet_index: u64,
         plain: &[u8],
         header: &RtpHeader,
         owned: OwnedExtensions,
         out: &mut Transmits,
     ) -> bool {
-        let Core { tracks, subscriptions, participants, counters, origin, events, .. } = self;
+        let Core { tracks, subscriptions, participants, counters, origin, events, pacing, next_pace, .. } = self;
         let now_us = micros_since(*origin, now);
         let Some(track) = tracks.get(track_id) else { return false };
         if track.subscribers.is_empty() {
@@ -346,11 +337,35 @@ impl Core {
                 counters.fanout_stale += 1;
                 continue;
             };
+            let picture = sub.picture.rewrite(track.spec.codec, &plain[header.header_len..]);
+            // Video waits in the pacer (at its place in the retransmission buffer) when the budget is spent;
+            // what has no buffer (audio) goes at once, first.
+            let size = plain.len() + Profile::RTP_OVERHEAD_MAX;
+            let paced = match track.retransmission[usize::from(layer)] {
+                Some(_) => !subscriber.pacer.admit(size, now_us),
+                None => {
+                    subscriber.pacer.charge(size, now_us);
+                    false
+                }
+            };
+            if paced {
+                let entry = pacing::Paced { sub: sub_id, layer, index: packet_index, seq, out_index: index, picture };
+                match subscriber.queue_paced(entry, size, now_us) {
+                    Ok(list) => {
+                        if list {
+                            pacing.push(sub.subscriber);
+                        }
+                        next_pace.get_or_insert(now + pacing::PACE_TICK);
+                    }
+                    Err(()) => counters.drops[DropReason::PacerFull as usize] += 1,
+                }
+                sub.last_timestamp = header.timestamp.wrapping_add(sub.timestamp_offset);
+                continue;
+            }
             let Some(slot) = out.slot() else {
                 counters.drops[DropReason::TransmitFull as usize] += 1;
                 continue;
             };
-            let picture = sub.picture.rewrite(track.spec.codec, &plain[header.header_len..]);
             let packet = Outgoing {
                 plain,
                 header_len: header.header_len,

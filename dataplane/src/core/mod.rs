@@ -25,6 +25,7 @@ mod feedback;
 mod handshake;
 mod ice;
 mod media;
+mod pacing;
 mod peer_signature;
 mod relay;
 mod reports;
@@ -210,8 +211,11 @@ struct Participant {
     tracks: Vec<TrackId>,
     /// For analytics (`stats.rs`).
     media: stats::MediaCounters,
-    /// How fast we may send to it, from its transport-wide feedback (measured; not yet acted on).
+    /// How fast we may send to it, from its transport-wide feedback.
     bwe: Box<crate::bwe::SendSideEstimator>,
+    /// Its video waiting for the link (`pacing.rs`); `pace_listed` while it is in `Core::pacing`.
+    pacer: Box<pacing::SubscriberPacer>,
+    pace_listed: bool,
 }
 
 impl std::fmt::Debug for Participant {
@@ -317,6 +321,9 @@ pub struct Core {
     next_probe: Option<Instant>,
     /// Allocation without feedback, while any subscriber's link has shown its limit.
     next_allocation: Option<Instant>,
+    /// Subscribers with video in their pacer; `next_pace` is the next pacing tick.
+    pacing: Vec<ParticipantId>,
+    next_pace: Option<Instant>,
 }
 
 impl Core {
@@ -359,6 +366,8 @@ impl Core {
             probing: Vec::with_capacity(config.participants_max),
             next_probe: None,
             next_allocation: None,
+            pacing: Vec::with_capacity(config.participants_max),
+            next_pace: None,
             config,
         }
     }
@@ -407,6 +416,7 @@ impl Core {
             self.next_feedback,
             self.next_probe,
             self.next_allocation,
+            self.next_pace,
         ]
         .into_iter()
         .flatten()
@@ -453,6 +463,8 @@ impl Core {
             tracks: Vec::with_capacity(self.config.streams_per_participant_max),
             media: stats::MediaCounters::default(),
             bwe: Box::new(crate::bwe::SendSideEstimator::new(crate::bwe::START_BPS)),
+            pacer: pacing::new_pacer(),
+            pace_listed: false,
         };
         let id = self.participants.insert(participant).ok_or(CoreError::Full("participants"))?;
         self.by_ufrag.insert(ufrag, id);

@@ -208,7 +208,7 @@ impl Core {
         }
         t.on_media(now, layer, plain.len());
         let owned = self.owned_extensions(now, &header, plain);
-        if self.fan_out(now, track, layer, plain, &header, owned, out) {
+        if self.fan_out(now, track, layer, packet.index, plain, &header, owned, out) {
             self.send_pli(now, track, layer, out);
         }
     }

@@ -37,6 +37,8 @@ pub struct ParticipantStats {
     /// and the rate it acknowledged over the last half second.
     pub estimate_bps: Option<u64>,
     pub acked_bps: Option<u64>,
+    /// Its link has shown a limit: the estimate, not what it asks for, decides its layers (and paces them).
+    pub bandwidth_limited: bool,
 }
 
 impl Core {
@@ -48,7 +50,8 @@ impl Core {
             nacks_in: p.media.nacks_in,
             plis_in: p.media.plis_in,
             retransmissions_out: p.media.retransmissions_out,
-            estimate_bps: (p.bwe.feedbacks > 0).then(|| p.bwe.estimate_bps()),
+            estimate_bps: (p.bwe.feedbacks > 0 || p.bwe.uses_remb()).then(|| p.bwe.estimate_bps()),
+            bandwidth_limited: p.bwe.congested(),
             acked_bps: p.bwe.acked_bps(),
             ..ParticipantStats::default()
         };

@@ -1,4 +1,4 @@
-//! Step 8: timers. Layer allocation and probe padding, NACK retries, Sender and Receiver Reports once a second,
+//! Step 8: timers. Layer allocation, pacing and probe padding, NACK retries, Sender and Receiver Reports once a second,
 //! consent freshness, DTLS timers.
 
 use super::*;
@@ -11,6 +11,9 @@ impl Core {
         }
         if self.next_allocation.is_some_and(|t| t <= now) {
             self.allocate_all(now);
+        }
+        if self.next_pace.is_some_and(|t| t <= now) {
+            self.pace(now, out);
         }
         if self.next_probe.is_some_and(|t| t <= now) {
             self.send_padding(now, out);

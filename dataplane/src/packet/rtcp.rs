@@ -304,6 +304,27 @@ pub fn write_pli(buf: &mut [u8], sender: u32, media: u32) -> Result<usize, RtcpE
     Ok(12)
 }
 
+/// REMB (draft-alvestrand-rmcat-remb): `bitrate_bps` for the streams `ssrcs` (at most 255). The mantissa has 18
+/// bits: a rate that does not fit is rounded down.
+pub fn write_remb(buf: &mut [u8], sender: u32, bitrate_bps: u64, ssrcs: &[u32]) -> Result<usize, RtcpError> {
+    let ssrcs = &ssrcs[..ssrcs.len().min(255)];
+    let len = 20 + 4 * ssrcs.len();
+    room(buf, len)?;
+    header(buf, FMT_AFB, PSFB, len);
+    buf[4..8].copy_from_slice(&sender.to_be_bytes());
+    buf[8..12].fill(0);
+    buf[12..16].copy_from_slice(b"REMB");
+    let exp = (64 - bitrate_bps.leading_zeros()).saturating_sub(18) as u8;
+    let mantissa = (bitrate_bps >> exp) as u32;
+    buf[16] = ssrcs.len() as u8;
+    buf[17] = (exp << 2) | ((mantissa >> 16) as u8 & 0x03);
+    buf[18..20].copy_from_slice(&(mantissa as u16).to_be_bytes());
+    for (i, ssrc) in ssrcs.iter().enumerate() {
+        buf[20 + 4 * i..24 + 4 * i].copy_from_slice(&ssrc.to_be_bytes());
+    }
+    Ok(len)
+}
+
 pub fn write_fir(buf: &mut [u8], sender: u32, media: u32, command_seq: u8) -> Result<usize, RtcpError> {
     room(buf, 20)?;
     header(buf, FMT_FIR, PSFB, 20);
@@ -386,6 +407,19 @@ mod tests {
         assert_eq!(blocks.next(), None);
         assert_eq!((packets[1].packet_type, packets[1].count), (PSFB, FMT_PLI));
         assert_eq!(media_ssrc(&packets[1]), Ok(99));
+    }
+
+    #[test]
+    fn remb_written_reads_back() {
+        for rate in [0u64, 30_000, 262_143, 262_144, 1_500_000, 123_456_789] {
+            let mut buf = [0u8; 64];
+            let n = write_remb(&mut buf, 7, rate, &[0x1234, 0x5678]).unwrap();
+            let packets: Vec<_> = compound(&buf[..n]).collect::<Result<_, _>>().unwrap();
+            assert_eq!((packets[0].packet_type, packets[0].count), (PSFB, FMT_AFB));
+            let (read, ssrcs) = remb(&packets[0]).unwrap();
+            assert!(read <= rate && rate - read <= rate >> 17, "{rate} read as {read}");
+            assert_eq!(ssrcs.collect::<Vec<_>>(), [0x1234, 0x5678]);
+        }
     }
 
     #[test]

@@ -141,7 +141,7 @@ fn per_worker(
 
 /// Appends the Prometheus text of every worker.
 pub(super) fn render(workers: &[WorkerSnapshot], out: &mut String) {
-    let counters: [Counter; 26] = [
+    let counters: [Counter; 29] = [
         ("datagrams_received_total", "UDP datagrams received.", |w| w.io.datagrams_received),
         ("bytes_received_total", "UDP payload bytes received.", |w| w.core.bytes_in),
         ("datagrams_sent_total", "UDP datagrams sent.", |w| w.io.datagrams_sent),
@@ -178,6 +178,15 @@ pub(super) fn render(workers: &[WorkerSnapshot], out: &mut String) {
         ("probes_succeeded_total", "Probes that found the room they looked for.", |w| w.core.probes_succeeded),
         ("probes_failed_total", "Probes that did not (the next one backs off).", |w| w.core.probes_failed),
         ("padding_sent_total", "Padding packets sent for probes.", |w| w.core.padding_sent),
+        (
+            "rembs_received_total",
+            "REMBs from subscribers (their estimate when they send no transport-wide feedback).",
+            |w| w.core.rembs_in,
+        ),
+        ("paced_packets_total", "Video packets that waited in a subscriber's pacer.", |w| w.core.paced),
+        ("pacer_wait_microseconds_total", "Time paced packets waited, summed (divide by paced_packets_total).", |w| {
+            w.core.pacer_wait_us
+        }),
     ];
     for (name, help, value) in counters {
         let name = format!("sluice_dataplane_{name}");
