@@ -81,6 +81,31 @@ enum BenchScenario {
     /// `sluice turn` and coturn side by side under the same `turnutils_uclient` load on loopback: relayed packets
     /// per server CPU-second and round-trip time through the relay.
     Turn(TurnBenchArgs),
+    /// Quality of experience on impaired links with real browsers: a publisher and headless Chromium subscribers
+    /// in network namespaces, one subscriber's downlink following a schedule of rate caps and loss; per second
+    /// frame height, freezes, concealed audio, loss, RTT and the server's estimate and layers; a table, JSON and
+    /// an SVG plot. Needs root, chromium, chromedriver and ffmpeg.
+    Qoe(QoeArgs),
+}
+
+#[derive(Debug, Args)]
+struct QoeArgs {
+    /// `rfc8867` (unlimited, 1 Mbit/s, 350 kbit/s, unlimited), `loss` (5% random loss) or `short` (one 1 Mbit/s
+    /// step).
+    #[arg(long, default_value = "rfc8867")]
+    schedule: sluice_bench::qoe::Schedule,
+    /// Subscriber browsers; the first one's downlink is impaired.
+    #[arg(long, default_value_t = 3)]
+    subscribers: usize,
+    /// The publisher's capture height (720 or 360).
+    #[arg(long, default_value_t = 720)]
+    height: u32,
+    /// Write the report (every sample, summaries, targets) as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write the plot here.
+    #[arg(long)]
+    svg: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -446,6 +471,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
         Command::Recorder => run_recorder(&config, &data_dir).await,
         Command::Bench(BenchArgs { scenario: BenchScenario::Fanout(args) }) => bench_fanout(&args),
         Command::Bench(BenchArgs { scenario: BenchScenario::Meeting(args) }) => bench_meeting(&args).await,
+        Command::Bench(BenchArgs { scenario: BenchScenario::Qoe(args) }) => bench_qoe(&args).await,
         Command::Bench(BenchArgs { scenario: BenchScenario::Turn(args) }) => {
             tokio::task::spawn_blocking(move || bench_turn(&args)).await?
         }
@@ -471,6 +497,33 @@ fn bench_fanout(args: &FanoutArgs) -> anyhow::Result<()> {
                 println!("{}", fanout::row(&scenario, &sluice, &bare));
             }
         }
+    }
+    Ok(())
+}
+
+async fn bench_qoe(args: &QoeArgs) -> anyhow::Result<()> {
+    use sluice_bench::qoe;
+    if args.subscribers < 2 || args.subscribers > 6 {
+        anyhow::bail!("--subscribers must be 2 to 6: one impaired and at least one to compare with");
+    }
+    if ![360, 720].contains(&args.height) {
+        anyhow::bail!("--height must be 360 or 720");
+    }
+    let options = qoe::Options {
+        schedule: args.schedule,
+        subscribers: args.subscribers,
+        height: args.height,
+        sluice: std::env::current_exe()?,
+    };
+    // Outside the harness's namespace this returns nothing: the copy inside reported.
+    let Some(report) = qoe::run(&options).await? else { return Ok(()) };
+    println!("{}", report.table());
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("write {}", path.display()))?;
+    }
+    if let Some(path) = &args.svg {
+        std::fs::write(path, report.svg()).with_context(|| format!("write {}", path.display()))?;
     }
     Ok(())
 }

@@ -11,10 +11,11 @@ const MARGIN: f64 = 60.0;
 const COLORS: [&str; 4] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
 
 /// One panel's series: a name and (x, y) points.
-struct Series {
-    name: String,
-    points: Vec<(f64, f64)>,
-    dashed: bool,
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64)>,
+    pub dashed: bool,
 }
 
 /// Subscribers of a run: every participant but the publisher's own copy, per meeting.
@@ -49,13 +50,31 @@ pub fn svg(reports: &[Report], title: &str) -> String {
          <text x=\"{MARGIN}\" y=\"24\" font-size=\"16\">{}</text>\n",
         escape(title)
     );
-    panel(&mut out, MARGIN, "CPU per forwarded packet (ns)", &cpu, &targets);
-    panel(&mut out, 2.0 * MARGIN + PANEL_HEIGHT, "one-way delay (us)", &delay, &targets);
+    let x_label = "subscribers per meeting";
+    panel(&mut out, MARGIN, "CPU per forwarded packet (ns)", x_label, &cpu, &targets);
+    panel(&mut out, 2.0 * MARGIN + PANEL_HEIGHT, "one-way delay (us)", x_label, &delay, &targets);
     out.push_str("</svg>\n");
     out
 }
 
-fn panel(out: &mut String, top: f64, label: &str, series: &[Series], targets: &[&str]) {
+/// Panels of series over a shared x axis (time, say), one under the other, each series its own colour.
+pub fn time_series(title: &str, x_label: &str, panels: &[(&str, Vec<Series>)]) -> String {
+    let height = panels.len() as f64 * (PANEL_HEIGHT + MARGIN) + MARGIN;
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{height}\" font-family=\"sans-serif\" \
+         font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{MARGIN}\" y=\"24\" font-size=\"16\">{}</text>\n",
+        escape(title)
+    );
+    for (i, (label, series)) in panels.iter().enumerate() {
+        let top = MARGIN + i as f64 * (PANEL_HEIGHT + MARGIN);
+        panel(&mut out, top, label, x_label, series, &[]);
+    }
+    out.push_str("</svg>\n");
+    out
+}
+
+fn panel(out: &mut String, top: f64, label: &str, x_label: &str, series: &[Series], targets: &[&str]) {
     let points = series.iter().flat_map(|s| s.points.iter());
     let x_max = points.clone().map(|p| p.0).fold(1.0, f64::max);
     let y_max = points.map(|p| p.1).fold(1.0, f64::max) * 1.1;
@@ -66,11 +85,12 @@ fn panel(out: &mut String, top: f64, label: &str, series: &[Series], targets: &[
         out,
         "<g><rect x=\"{left}\" y=\"{top}\" width=\"{width}\" height=\"{PANEL_HEIGHT}\" fill=\"none\" stroke=\"#999\"/>\
          <text x=\"{left}\" y=\"{}\">{}</text>\
-         <text x=\"{}\" y=\"{}\" text-anchor=\"end\">subscribers per meeting</text>",
+         <text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
         top - 6.0,
         escape(label),
         left + width,
-        top + PANEL_HEIGHT + 30.0
+        top + PANEL_HEIGHT + 30.0,
+        escape(x_label)
     );
     for i in 0..=4 {
         let v = y_max * f64::from(i) / 4.0;

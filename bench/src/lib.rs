@@ -9,5 +9,7 @@ mod engine;
 pub mod fanout;
 pub mod janus;
 pub mod meeting;
+pub mod qoe;
 pub mod turn;
 mod uring_rx;
+pub mod webdriver;

@@ -101,6 +101,28 @@ async fn stats_summaries_are_checked_rate_limited_and_sampled() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn get_transport_answers_from_the_dataplane_and_is_rate_limited() {
+    let h = start().await;
+    let (meeting, _) = h.meeting(json!({})).await;
+    let (mut ann, _) = h.joined(&meeting, "ann", &[]).await;
+    ann.send(json!({"type": "get_transport"})).await;
+    let t = ann.expect("transport").await;
+    // Media never connected here: no feedback yet, so no estimate, and no limit seen.
+    assert!(t["estimate_bps"].is_null() && t["acked_bps"].is_null(), "{t}");
+    assert_eq!(t["limited"], false);
+    // A client asking in a loop is refused, saying how often it may ask.
+    ann.send(json!({"type": "get_transport"})).await;
+    let e = ann.expect("error").await;
+    assert_eq!(e["code"], "rate_limited");
+    assert!(e["message"].as_str().unwrap().contains("250 ms"), "{e}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ann.send(json!({"type": "get_transport", "extra": 1})).await;
+    assert_eq!(ann.expect("error").await["code"], "bad_message", "unknown fields are refused");
+    ann.send(json!({"type": "get_transport"})).await;
+    assert_eq!(ann.expect("transport").await["limited"], false);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_api_answers_hosts_and_operators_and_refuses_participants() {
     api_case(start().await).await;
 }

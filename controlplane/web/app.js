@@ -74,8 +74,13 @@ async function main() {
 // control ("original sound", for music, or a room with its own echo cancelling).
 const ORIGINAL_SOUND = { echoCancellation: false, noiseSuppression: false, autoGainControl: false };
 
+// `?video=720p`: the camera in HD (three simulcast layers instead of two; more upload and CPU). The QoE harness
+// (`sluice bench qoe`) publishes this way.
+const HD = params.get('video') === '720p';
+
 async function getMedia({ cameraId, micId }) {
-  const video = { width: { ideal: 640 }, height: { ideal: 360 }, ...(cameraId ? { deviceId: { exact: cameraId } } : {}) };
+  const size = HD ? { width: { ideal: 1280 }, height: { ideal: 720 } } : { width: { ideal: 640 }, height: { ideal: 360 } };
+  const video = { ...size, ...(cameraId ? { deviceId: { exact: cameraId } } : {}) };
   const processing = params.get('audio') === 'original' ? ORIGINAL_SOUND : {};
   const audio = { ...processing, ...(micId ? { deviceId: { exact: micId } } : {}) };
   try {

@@ -72,11 +72,11 @@ export function setupConnectionDetails(client, app = {}) {
     try {
       const pc = client.pc;
       if (!pc) return render(null, 'Not connected.');
-      const report = await pc.getStats();
+      const [report, transport] = await Promise.all([pc.getStats(), client.transport ? client.transport() : null]);
       if (client.pc !== pc || panel.hidden) return;
       if (pc !== previousPc) { previous = new Map(); previousPc = pc; }
       const read = readReport(report, pc);
-      render({ ...read, state: pc.connectionState, previous });
+      render({ ...read, state: pc.connectionState, previous, transport });
       previous = read.tracks;
     } catch (e) {
       render(null, `Could not read the connection's statistics: ${e.message || e}`);
@@ -95,8 +95,8 @@ export function setupConnectionDetails(client, app = {}) {
       return;
     }
     const rows = [...read.tracks.values()].map((e) => row(e, read.previous.get(e.key), read.candidate));
-    api.last = { candidate: read.candidate, state: read.state, tracks: rows.map((r) => r.data) };
-    const parts = [pathLine(read.candidate, read.state)];
+    api.last = { candidate: read.candidate, state: read.state, tracks: rows.map((r) => r.data), transport: read.transport || null };
+    const parts = [pathLine(read.candidate, read.state, read.transport)];
 
     const own = rows.filter((r) => r.data.direction === 'outbound');
     const mine = el('section', 'connection-peer');
@@ -179,7 +179,7 @@ export function setupConnectionDetails(client, app = {}) {
     return t;
   }
 
-  function pathLine(candidate, state) {
+  function pathLine(candidate, state, transport) {
     const p = el('p', 'connection-path');
     p.dataset.state = state || '';
     if (candidate?.type) p.dataset.candidateType = candidate.type;
@@ -192,6 +192,8 @@ export function setupConnectionDetails(client, app = {}) {
     }
     if (isNum(candidate?.rttMs)) parts.push(`round trip ${fmt.ms(candidate.rttMs)}`);
     if (isNum(candidate?.outgoingKbps)) parts.push(`send estimate ${fmt.kbps(candidate.outgoingKbps)}`);
+    // The server's estimate of what reaches us; "limited" once our link has shown it is the bottleneck.
+    if (isNum(transport?.estimate_bps)) parts.push(`receive estimate ${fmt.kbps(transport.estimate_bps / 1000)}${transport.limited ? ' (limited)' : ''}`);
     p.textContent = parts.join(' · ');
     return p;
   }

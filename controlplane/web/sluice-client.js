@@ -62,6 +62,8 @@ export class SluiceClient extends EventTarget {
     /** @type {Map<string, {layer: number|null, reason: string}>} the layer each received track comes in, and
      * why, as the server last said (`layer_changed`; absent: the one asked for) */
     this.receivedLayers = new Map();
+    /** @type {Set<(m: object|null) => void>} callers of transport() waiting for the answer */
+    this.transportWaiters = new Set();
   }
 
   /** Joins with the given local tracks (any may be null). Resolves on `welcome`, rejects if refused. */
@@ -286,6 +288,19 @@ export class SluiceClient extends EventTarget {
     this.#send({ ...summary, type: 'stats' });
   }
 
+  /**
+   * The server's view of this participant's downlink (`get_transport`): resolves to {estimate_bps, acked_bps,
+   * limited}, or null without an answer within 2 s. The server answers at most 4 a second.
+   */
+  transport() {
+    return new Promise((resolve) => {
+      const done = (m) => { clearTimeout(timer); this.transportWaiters.delete(done); resolve(m); };
+      const timer = setTimeout(() => done(null), 2000);
+      this.transportWaiters.add(done);
+      this.#send({ type: 'get_transport' });
+    });
+  }
+
   leave() {
     this.left = true;
     this.#send({ type: 'leave' });
@@ -479,6 +494,11 @@ export class SluiceClient extends EventTarget {
       case 'connection':
         this.#emit('connection', m);
         break;
+      case 'transport': {
+        const { estimate_bps = null, acked_bps = null, limited = false } = m;
+        for (const done of [...this.transportWaiters]) done({ estimate_bps, acked_bps, limited });
+        break;
+      }
       case 'meeting_ended':
         this.left = true;
         this.#teardown();

@@ -179,6 +179,21 @@ fn a_subscriber_on_a_slow_link_gets_lower_layers_and_the_others_do_not_notice() 
             )
             .await;
             assert_growing(&rosa, "Rosa").await;
+            // The server's view of her downlink (`get_transport`), as her connection details show it.
+            let transport = rosa.eval("return window.sluiceApp.client.transport()").await;
+            let estimate = transport["estimate_bps"].as_u64().unwrap_or(0);
+            assert!(
+                transport["limited"] == true && estimate > 0 && estimate < cap * 12 / 10,
+                "{transport} under {cap}"
+            );
+            rosa.click_css("#connection-toggle").await;
+            wait_true(
+                &rosa,
+                "her connection details show the server's receive estimate, limited",
+                "return /receive estimate [0-9.]+ (kbit|Mbit)\\/s \\(limited\\)/.test(document.querySelector('#connection-details .connection-path')?.textContent || '')",
+            )
+            .await;
+            rosa.click_css("#connection-close").await;
             let during = videos(&rosa).await;
             println!("capped: a lower layer {:.1} s after the cap; Rosa decodes {during:?}", lowered.as_secs_f64());
             // Quinn never noticed: top layers, nothing announced for bandwidth.

@@ -229,6 +229,8 @@ pub enum ClientMessage {
         #[serde(default)]
         tracks: Vec<crate::analytics::stats::TrackStats>,
     },
+    /// What the server knows of this participant's downlink now: answered with `transport` (at most 4 a second).
+    GetTransport {},
     /// Leave now (the socket closing does the same).
     Leave {},
     /// Keep-alive; answered with `pong` carrying the same nonce.
@@ -411,6 +413,14 @@ pub enum ServerMessage {
     },
     Pong {
         nonce: Option<u64>,
+    },
+    /// The answer to `get_transport`: the server's bandwidth estimate for sending to this participant and the
+    /// rate its browser acknowledged, in bit/s (null before its first feedback), and whether its link has shown a
+    /// limit (then the estimate, not what it asks for, decides its layers).
+    Transport {
+        estimate_bps: Option<u64>,
+        acked_bps: Option<u64>,
+        limited: bool,
     },
 }
 

@@ -666,6 +666,10 @@ impl Room {
                 let done = self.stats(id, stats).await;
                 self.refused(id, done);
             }
+            ClientMessage::GetTransport {} => {
+                let done = self.transport(id).await;
+                self.refused(id, done);
+            }
             ClientMessage::AskHelp {} => {
                 let done = self.ask_help(id);
                 self.refused(id, done);

@@ -8,7 +8,7 @@ use serde_json::json;
 use sluice_dataplane::core::ParticipantStats;
 
 use super::super::control::ControlError;
-use super::super::protocol::{ErrorCode, LeaveReason};
+use super::super::protocol::{ErrorCode, LeaveReason, ServerMessage};
 use super::{Member, Room, RoomCommand, media};
 use crate::analytics::stats::BrowserStats;
 
@@ -17,6 +17,8 @@ const QUALITY_INTERVAL_MIN: Duration = Duration::from_secs(8);
 /// Stats summaries: a burst of this many, then one per `STATS_PERIOD`.
 const STATS_BURST: f64 = 2.0;
 const STATS_PERIOD: Duration = Duration::from_secs(5);
+/// `get_transport`: at most one per this long per participant.
+const TRANSPORT_INTERVAL_MIN: Duration = Duration::from_millis(250);
 
 /// One participant's analytics state.
 #[derive(Debug)]
@@ -30,6 +32,7 @@ pub(super) struct MemberAnalytics {
     last_quality: Option<Instant>,
     /// Stats summaries: a token bucket (tokens, last refill).
     stats_bucket: (f64, Instant),
+    last_transport: Option<Instant>,
     /// The previous sample's figures, for the CPU share: the worker's CPU time and datagrams, this
     /// participant's packets.
     previous: Option<(Duration, u64, u64)>,
@@ -51,6 +54,7 @@ impl MemberAnalytics {
             candidate_written: false,
             last_quality: None,
             stats_bucket: (STATS_BURST, now),
+            last_transport: None,
             previous: None,
         }
     }
@@ -161,6 +165,27 @@ impl Room {
         }
         m.analytics.last_quality = Some(Instant::now());
         self.quality_sample(id, &stats).await;
+        Ok(())
+    }
+
+    /// `get_transport`: the dataplane's estimate for this participant's downlink, answered as `transport`.
+    pub(super) async fn transport(&mut self, id: &str) -> Result<(), ControlError> {
+        let Some(m) = self.member(id) else { return Ok(()) };
+        if m.analytics.last_transport.is_some_and(|t| t.elapsed() < TRANSPORT_INTERVAL_MIN) {
+            return Err(ControlError::new(
+                ErrorCode::RateLimited,
+                format!("at most one get_transport per {} ms", TRANSPORT_INTERVAL_MIN.as_millis()),
+            ));
+        }
+        m.analytics.last_transport = Some(Instant::now());
+        let (worker, core) = (m.worker, m.core);
+        let runtime = std::sync::Arc::clone(&self.ctx.runtime);
+        let stats: Option<ParticipantStats> = media(&runtime, move |rt| rt.participant_stats(worker, core)).await.ok();
+        let (estimate_bps, acked_bps, limited) =
+            stats.map_or((None, None, false), |s| (s.estimate_bps, s.acked_bps, s.bandwidth_limited));
+        if let Some(m) = self.members.iter().find(|m| m.id == id) {
+            m.send(ServerMessage::Transport { estimate_bps, acked_bps, limited });
+        }
         Ok(())
     }
 
