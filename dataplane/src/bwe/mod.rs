@@ -29,6 +29,8 @@ use probe::{ProbeResult, Prober};
 pub const START_BPS: u64 = 300_000;
 pub const MIN_BPS: u64 = 30_000;
 pub const MAX_BPS: u64 = 50_000_000;
+/// How long after a probe's result its floor holds (the queue it built drains).
+const PROBE_QUEUE_DRAIN_US: i64 = 1_000_000;
 /// A subscriber's REMB is its estimate only if it has had media this long without sending transport-wide
 /// feedback (browsers send that every 50 to 100 ms).
 pub const REMB_AFTER_US: i64 = 1_000_000;
@@ -51,6 +53,10 @@ pub struct SendSideEstimator {
     remb_bps: Option<u64>,
     /// When the first packet was sent.
     first_send_us: Option<i64>,
+    /// The estimate when the running probe started.
+    before_probe_bps: Option<u64>,
+    /// After a probe: the estimate is at least this until the time given (see `on_feedback`).
+    probe_floor: Option<(u64, i64)>,
     /// Feedback messages read.
     pub feedbacks: u64,
 }
@@ -68,6 +74,8 @@ impl SendSideEstimator {
             probe_result: None,
             remb_bps: None,
             first_send_us: None,
+            before_probe_bps: None,
+            probe_floor: None,
             feedbacks: 0,
         }
     }
@@ -115,7 +123,22 @@ impl SendSideEstimator {
                 self.aimd.raise_to(delivered);
                 self.loss.raise_to(delivered);
             }
+            // A probe over the link's capacity fills its queue: the overuse and loss that follow are the probe's
+            // own, not news that the estimate was too high. What the link delivered (or the estimate before, if
+            // lower) stays the floor until that queue has drained. Without this, every failed probe under a
+            // cap halved a subscriber's estimate.
+            if let (Some(delivered), Some(before)) = (result.delivered_bps, self.before_probe_bps.take()) {
+                self.probe_floor = Some((delivered.min(before), now_us + PROBE_QUEUE_DRAIN_US));
+            }
             self.probe_result = Some(result);
+        }
+        match self.probe_floor {
+            Some((floor, until)) if now_us < until => {
+                self.aimd.raise_to(floor);
+                self.loss.raise_to(floor);
+            }
+            Some(_) => self.probe_floor = None,
+            None => {}
         }
     }
 
@@ -146,7 +169,12 @@ impl SendSideEstimator {
 
     /// Starts a probe at `target_bps` if none is running and no failure's wait is pending.
     pub fn start_probe(&mut self, target_bps: u64, now_us: i64) -> bool {
-        self.prober.start(target_bps, now_us)
+        let before = self.estimate_bps();
+        let started = self.prober.start(target_bps, now_us);
+        if started {
+            self.before_probe_bps = Some(before);
+        }
+        started
     }
 
     /// Whether a probe is sending now.
