@@ -326,10 +326,27 @@ async fn create_meeting(base: &str) -> anyhow::Result<String> {
     reply["meeting"]["id"].as_str().map(str::to_string).context("no meeting id in the reply")
 }
 
-/// Waits until every subscriber decodes the publisher's video at one height; returns it and each subscriber's
-/// time to first frame.
+/// Pins the publisher's tile (as a person watching one speaker would): the web client asks for the layer a tile
+/// is tall enough for, and in a grid of four a tile is not.
+const PIN_SCRIPT: &str = r#"
+    const tile = [...document.querySelectorAll('.tile')].find((t) => t.dataset.source === 'camera' && t.textContent.includes('Publisher'));
+    if (!tile) return false;
+    if (!tile.classList.contains('pinned')) tile.querySelector('.pin')?.click();
+    return tile.classList.contains('pinned');
+"#;
+
+/// Waits until every subscriber has the publisher pinned and decodes its video at one height; returns it and
+/// each subscriber's time to first frame.
 async fn wait_for_video(subscribers: &[Browser]) -> anyhow::Result<(u64, Vec<f64>)> {
     let deadline = Instant::now() + WAIT;
+    for b in subscribers {
+        while b.eval(PIN_SCRIPT).await? != Value::Bool(true) {
+            if Instant::now() > deadline {
+                bail!("no publisher's tile to pin within {WAIT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
     let heights = loop {
         let mut heights = Vec::new();
         for b in subscribers {
