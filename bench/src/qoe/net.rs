@@ -42,6 +42,19 @@ impl Drop for Netns {
     }
 }
 
+/// Deletes namespaces named `<prefix><pid>` (and its browsers' `<prefix><pid>-b<i>`) whose harness process is
+/// gone: a run killed outright leaves them behind.
+pub fn remove_stale(prefix: &str) {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else { return };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else { continue };
+        let Some(pid) = name.strip_prefix(prefix).and_then(|rest| rest.split('-').next()) else { continue };
+        if pid.parse::<u32>().is_ok() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+}
+
 /// Builds the bridge in the current namespace (the hub) and `browsers` namespaces on it, named `<prefix>-b<i>`.
 pub fn build(prefix: &str, browsers: usize) -> anyhow::Result<Vec<Netns>> {
     sh(&["ip", "link", "add", "br0", "type", "bridge"])?;

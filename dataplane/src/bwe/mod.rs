@@ -53,6 +53,8 @@ pub struct SendSideEstimator {
     remb_bps: Option<u64>,
     /// When the first packet was sent.
     first_send_us: Option<i64>,
+    /// The estimate when the running probe started.
+    before_probe_bps: Option<u64>,
     /// After a probe: the estimate is at least this until the time given (see `on_feedback`).
     probe_floor: Option<(u64, i64)>,
     /// Feedback messages read.
@@ -72,6 +74,7 @@ impl SendSideEstimator {
             probe_result: None,
             remb_bps: None,
             first_send_us: None,
+            before_probe_bps: None,
             probe_floor: None,
             feedbacks: 0,
         }
@@ -121,12 +124,13 @@ impl SendSideEstimator {
                 self.loss.raise_to(delivered);
             }
             // A probe over the link's capacity fills its queue: the overuse and loss that follow are the probe's
-            // own, not news that the estimate was too high. What the link delivered (the lower of the rates the
-            // cluster was sent and received at: the link's capacity, when the probe asked for more) is the floor
-            // until that queue has drained. Without this, every failed probe under a cap halved a subscriber's
-            // estimate.
-            if let Some(delivered) = result.delivered_bps {
-                self.probe_floor = Some((delivered, now_us + PROBE_QUEUE_DRAIN_US));
+            // own, not news that the estimate was too high. The estimate from before the probe (or what the link
+            // delivered, if less) is the floor until that queue has drained. Without this, every failed probe
+            // under a cap halved a subscriber's estimate. (Flooring at what a failed probe delivered, the link's
+            // capacity as measured over 150 ms, read over a Chromium subscriber's htb cap and let the allocator
+            // upgrade into it, then pause a video when the link pushed back.)
+            if let (Some(delivered), Some(before)) = (result.delivered_bps, self.before_probe_bps.take()) {
+                self.probe_floor = Some((delivered.min(before), now_us + PROBE_QUEUE_DRAIN_US));
             }
             self.probe_result = Some(result);
         }
@@ -167,7 +171,12 @@ impl SendSideEstimator {
 
     /// Starts a probe at `target_bps` if none is running and no failure's wait is pending.
     pub fn start_probe(&mut self, target_bps: u64, now_us: i64) -> bool {
-        self.prober.start(target_bps, now_us)
+        let before = self.estimate_bps();
+        let started = self.prober.start(target_bps, now_us);
+        if started {
+            self.before_probe_bps = Some(before);
+        }
+        started
     }
 
     /// Whether a probe is sending now.

@@ -12,6 +12,8 @@
 /// How long a cluster sends: long enough for a dozen packets at low rates, short enough that a probe above the
 /// link's capacity queues only a few tens of milliseconds of excess.
 pub const DURATION_US: i64 = 150_000;
+/// Padding owed is sent at most this much of the target rate at a time (three padding ticks).
+const PADDING_CATCH_UP_US: u128 = 15_000;
 /// A result reaching this share of the target confirms it.
 pub const SUCCESS_FRACTION: f64 = 0.9;
 /// Clusters with fewer packets than this say nothing.
@@ -127,11 +129,14 @@ impl Prober {
     }
 
     /// Bytes of padding to send now so that the cluster keeps to its target rate.
+    /// At most [`PADDING_CATCH_UP_US`] of the target rate at once: padding held back (media waiting in the
+    /// pacer goes first) is not sent later as one burst.
     pub fn padding_due(&self, now_us: i64) -> usize {
         let Some(c) = self.cluster.filter(|c| now_us < c.start_us + DURATION_US) else { return 0 };
         let elapsed_us = (now_us - c.start_us).max(0) as u128;
         let owed = (u128::from(c.target_bps) * elapsed_us / 8_000_000) as u64;
-        owed.saturating_sub(c.sent_bytes) as usize
+        let at_once = (u128::from(c.target_bps) * PADDING_CATCH_UP_US / 8_000_000) as u64;
+        owed.saturating_sub(c.sent_bytes).min(at_once) as usize
     }
 
     /// A report of packet `cluster` (sent at `sent_us`, `size` bytes): arrived at `arrival_us`, or lost.

@@ -46,7 +46,7 @@ impl Core {
             }
             None => track.relay.highest[usize::from(layer)],
         };
-        let mut retransmitted = 0;
+        let (mut retransmitted, mut retransmitted_bytes) = (0, 0);
         for out_seq in lost.take(RETRANSMISSIONS_PER_NACK_MAX) {
             let packet = sub
                 .rewriter
@@ -71,7 +71,7 @@ impl Core {
             let packet = Outgoing {
                 plain,
                 header_len: header.header_len,
-                timestamp: header.timestamp,
+                timestamp: header.timestamp.wrapping_add(sub.timestamp_offset),
                 seq: out_seq,
                 index: out_index,
                 owned,
@@ -86,7 +86,7 @@ impl Core {
                 Some(rtx) => {
                     let index = sub.rtx_index.map_or(0, |i| i + 1);
                     sub.rtx_index = Some(index);
-                    write_rtx(slot, &packet, sub, rtx, index, tx, &mut transport_seq)
+                    write_rtx(slot, &packet, rtx, index, tx, &mut transport_seq)
                 }
                 None => write_forwarded(slot, &packet, sub, tx, &mut transport_seq),
             };
@@ -99,6 +99,7 @@ impl Core {
             counters.rtp_out += 1;
             counters.bytes_out += len as u64;
             retransmitted += 1;
+            retransmitted_bytes += len;
         }
         if let Some(p) = participants.get_mut(subscriber) {
             p.transport_seq = transport_seq;
@@ -106,8 +107,9 @@ impl Core {
             let now_us = micros_since(*origin, now);
             for (seq, len) in &sent[..sent_count] {
                 p.bwe.on_send(*seq, *len, now_us);
-                p.pacer.charge(*len, now_us);
             }
+            // Retransmissions go before waiting video, and use its budget.
+            p.pacer.charge(retransmitted_bytes, now_us);
         }
     }
 

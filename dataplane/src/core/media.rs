@@ -57,7 +57,8 @@ pub(super) struct OwnedExtensions {
 pub(super) struct Outgoing<'a> {
     pub(super) plain: &'a [u8],
     pub(super) header_len: usize,
-    /// The publisher's timestamp; the subscription's offset is added.
+    /// The output timestamp: the publisher's plus the subscription's offset when the copy was made (a paced copy
+    /// keeps it even if the subscription switches layer, and so offset, before the copy leaves).
     pub(super) timestamp: u32,
     pub(super) seq: u16,
     /// The SRTP index to encrypt with.
@@ -82,7 +83,7 @@ pub(super) fn write_forwarded(
     packet.picture.apply(&mut slot[packet.header_len..plain.len()]);
     rtp::set_ssrc(slot, sub.spec.ssrc);
     rtp::set_seq(slot, packet.seq);
-    rtp::set_timestamp(slot, packet.timestamp.wrapping_add(sub.timestamp_offset));
+    rtp::set_timestamp(slot, packet.timestamp);
     if let Some(pt) = sub.spec.payload_type {
         rtp::set_payload_type(slot, pt);
     }
@@ -101,7 +102,6 @@ pub(super) fn write_forwarded(
 pub(super) fn write_rtx(
     slot: &mut [u8],
     packet: &Outgoing<'_>,
-    sub: &Subscription,
     rtx: RtxSpec,
     rtx_index: u64,
     tx: &srtp::Context,
@@ -116,7 +116,7 @@ pub(super) fn write_rtx(
     packet.picture.apply(&mut slot[header_len + OSN_LEN..plain.len() + OSN_LEN]);
     rtp::set_ssrc(slot, rtx.ssrc);
     rtp::set_seq(slot, rtx_index as u16);
-    rtp::set_timestamp(slot, packet.timestamp.wrapping_add(sub.timestamp_offset));
+    rtp::set_timestamp(slot, packet.timestamp);
     rtp::set_payload_type(slot, rtx.payload_type);
     if let Some(at) = packet.owned.transport_seq {
         slot[at..at + 2].copy_from_slice(&transport_seq.to_be_bytes());
@@ -337,7 +337,6 @@ impl Core {
                 counters.fanout_stale += 1;
                 continue;
             };
-            let picture = sub.picture.rewrite(track.spec.codec, &plain[header.header_len..]);
             // Video waits in the pacer (at its place in the retransmission buffer) when the budget is spent;
             // what has no buffer (audio) goes at once, first.
             let size = plain.len() + Profile::RTP_OVERHEAD_MAX;
@@ -348,8 +347,23 @@ impl Core {
                     false
                 }
             };
+            if !paced && out.is_full() {
+                counters.drops[DropReason::TransmitFull as usize] += 1;
+                continue;
+            }
+            let picture = sub.picture.rewrite(track.spec.codec, &plain[header.header_len..]);
+            let timestamp = header.timestamp.wrapping_add(sub.timestamp_offset);
             if paced {
-                let entry = pacing::Paced { sub: sub_id, layer, index: packet_index, seq, out_index: index, picture };
+                let entry = pacing::Paced {
+                    sub: sub_id,
+                    track: track_id,
+                    layer,
+                    index: packet_index,
+                    seq,
+                    out_index: index,
+                    timestamp,
+                    picture,
+                };
                 match subscriber.queue_paced(entry, size, now_us) {
                     Ok(list) => {
                         if list {
@@ -359,29 +373,18 @@ impl Core {
                     }
                     Err(()) => counters.drops[DropReason::PacerFull as usize] += 1,
                 }
-                sub.last_timestamp = header.timestamp.wrapping_add(sub.timestamp_offset);
+                sub.last_timestamp = timestamp;
                 continue;
             }
-            let Some(slot) = out.slot() else {
-                counters.drops[DropReason::TransmitFull as usize] += 1;
-                continue;
-            };
-            let packet = Outgoing {
-                plain,
-                header_len: header.header_len,
-                timestamp: header.timestamp,
-                seq,
-                index,
-                owned,
-                picture,
-            };
+            let slot = out.slot().expect("checked not full");
+            let packet = Outgoing { plain, header_len: header.header_len, timestamp, seq, index, owned, picture };
             let transport_seq = subscriber.transport_seq;
             let len = write_forwarded(slot, &packet, sub, tx, &mut subscriber.transport_seq);
             if owned.transport_seq.is_some() {
                 subscriber.bwe.on_send(transport_seq, len, now_us);
             }
             out.commit(destination, len);
-            sub.last_timestamp = header.timestamp.wrapping_add(sub.timestamp_offset);
+            sub.last_timestamp = timestamp;
             sub.packets_sent += 1;
             sub.octets_sent += (plain.len() - header.header_len) as u64;
             counters.rtp_out += 1;

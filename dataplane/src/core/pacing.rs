@@ -19,11 +19,16 @@ pub(super) const PACER_QUEUE_MAX: usize = 512;
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Paced {
     pub(super) sub: SubscriptionId,
+    /// The track it came from: a subscription moved to another track (a speaker-following player) since is
+    /// not sent the old track's packet.
+    pub(super) track: TrackId,
     pub(super) layer: u8,
     /// The packet's extended index at the publisher: its place in the track's retransmission buffer.
     pub(super) index: u64,
     pub(super) seq: u16,
     pub(super) out_index: u64,
+    /// The output timestamp, fixed when the copy was made.
+    pub(super) timestamp: u32,
     pub(super) picture: PicturePatch,
 }
 
@@ -78,14 +83,12 @@ impl Core {
             };
             while !out.is_full() {
                 let Some(released) = p.pacer.pop(now_us) else { break };
-                counters.paced += 1;
-                counters.pacer_wait_us += released.waited_us as u64;
                 let e = released.entry;
                 let (Some(destination), Some(tx), false) = (p.address, p.tx.as_ref(), p.gone) else {
                     counters.fanout_not_ready += 1;
                     continue;
                 };
-                let Some(sub) = subscriptions.get_mut(e.sub) else {
+                let Some(sub) = subscriptions.get_mut(e.sub).filter(|s| s.track == e.track) else {
                     counters.drops[DropReason::PacerExpired as usize] += 1;
                     continue;
                 };
@@ -100,7 +103,7 @@ impl Core {
                 let packet = Outgoing {
                     plain,
                     header_len: header.header_len,
-                    timestamp: header.timestamp,
+                    timestamp: e.timestamp,
                     seq: e.seq,
                     index: e.out_index,
                     owned,
@@ -113,6 +116,8 @@ impl Core {
                     p.bwe.on_send(transport_seq, len, now_us);
                 }
                 out.commit(destination, len);
+                counters.paced += 1;
+                counters.pacer_wait_us += released.waited_us as u64;
                 sub.packets_sent += 1;
                 sub.octets_sent += (plain.len() - header.header_len) as u64;
                 counters.rtp_out += 1;

@@ -253,7 +253,9 @@ pub fn remb<'a>(p: &RtcpPacket<'a>) -> Option<(u64, impl Iterator<Item = u32> + 
     let exp = b[17] >> 2;
     let mantissa = u64::from(b[17] & 0x03) << 16 | u64::from(u16_at(b, 18));
     let list = b.get(20..20 + 4 * ssrcs)?;
-    Some((mantissa << exp, list.chunks_exact(4).map(|s| u32_at(s, 0))))
+    // An exponent that would overflow 64 bits reads as the largest rate.
+    let bitrate = u64::try_from(u128::from(mantissa) << exp).unwrap_or(u64::MAX);
+    Some((bitrate, list.chunks_exact(4).map(|s| u32_at(s, 0))))
 }
 
 fn header(buf: &mut [u8], count: u8, packet_type: u8, len: usize) {
