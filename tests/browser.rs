@@ -241,27 +241,19 @@ impl Browser {
     /// As `launch`, with more command-line switches.
     async fn launch_with(driver: &str, extra: &[String]) -> Browser {
         let profile = tempfile::tempdir().unwrap();
-        let mut args: Vec<String> = [
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            &format!("--user-data-dir={}", profile.path().display()),
-            "--use-fake-device-for-media-stream",
-            "--use-fake-ui-for-media-stream",
-            "--allow-loopback-in-peer-connection",
-            "--disable-features=WebRtcHideLocalIpsWithMdns",
-            "--autoplay-policy=no-user-gesture-required",
-            "--auto-select-desktop-capture-source=Entire screen",
-            "--window-size=1280,800",
-        ]
-        .iter()
-        .map(|a| a.to_string())
-        .collect();
+        let mut args: Vec<String> = sluice_bench::webdriver::HEADLESS_SWITCHES
+            .iter()
+            .chain(&[
+                "--use-fake-device-for-media-stream",
+                "--use-fake-ui-for-media-stream",
+                "--allow-loopback-in-peer-connection",
+                "--disable-features=WebRtcHideLocalIpsWithMdns",
+                "--auto-select-desktop-capture-source=Entire screen",
+                "--window-size=1280,800",
+            ])
+            .map(|a| a.to_string())
+            .collect();
+        args.push(format!("--user-data-dir={}", profile.path().display()));
         args.extend_from_slice(extra);
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",

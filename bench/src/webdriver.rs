@@ -9,6 +9,20 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
+/// Headless Chromium with nothing in the background and nothing fetched from the network (the browser tests use
+/// the same).
+pub const HEADLESS_SWITCHES: [&str; 9] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+];
+
 /// How long chromedriver may take to answer, and a script to return.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -84,20 +98,7 @@ impl Browser {
     /// A session of `/usr/bin/chromium` with the usual headless switches and `extra`.
     pub async fn launch(driver: &Chromedriver, extra: &[String]) -> anyhow::Result<Browser> {
         let profile = tempfile::tempdir()?;
-        let mut args: Vec<String> = [
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--autoplay-policy=no-user-gesture-required",
-        ]
-        .iter()
-        .map(|a| a.to_string())
-        .collect();
+        let mut args: Vec<String> = HEADLESS_SWITCHES.iter().map(|a| a.to_string()).collect();
         if !extra.iter().any(|a| a.starts_with("--window-size=")) {
             args.push("--window-size=1280,800".into());
         }
