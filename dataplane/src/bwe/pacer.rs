@@ -68,20 +68,8 @@ impl<T: Copy> Pacer<T> {
         self.rate_bps = rate_bps.map(|r| r.max(1));
     }
 
-    pub fn rate_bps(&self) -> Option<u64> {
-        self.rate_bps
-    }
-
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
-    }
-
-    pub fn len(&self) -> usize {
-        self.queue.len()
-    }
-
-    pub fn queued_bytes(&self) -> usize {
-        self.queued_bytes
     }
 
     /// The rate the queue drains at now: the pacing rate, or faster when the queue holds more than
@@ -150,12 +138,6 @@ impl<T: Copy> Pacer<T> {
         self.queue.pop_front();
         self.queued_bytes -= front.size;
         Some(Released { entry: front.entry, waited_us: (now_us - front.at_us).max(0) })
-    }
-
-    /// Drops every queued entry (the transport is going away or restarts).
-    pub fn clear(&mut self) {
-        self.queue.clear();
-        self.queued_bytes = 0;
     }
 }
 
@@ -240,8 +222,6 @@ mod tests {
         assert!(p.push(1, 100, 0).is_ok());
         assert!(p.push(2, 100, 0).is_ok());
         assert_eq!(p.push(3, 100, 0), Err(3));
-        p.clear();
-        assert!(p.is_empty() && p.queued_bytes() == 0);
     }
 
     #[test]
