@@ -22,8 +22,8 @@ use crate::srtp::{self, Profile, ReplayWindow};
 /// What a peer's RTP payload carries in its first bytes.
 pub const PAYLOAD_TAG_LEN: usize = 20;
 /// Bytes a [`TestPeer::simulcast_packet`] adds to its payload at most: RTP header, MID and RID extensions (16
-/// bytes each at most), the VP8 descriptor, the tag, and SRTP's authentication tag.
-pub const SIMULCAST_OVERHEAD_MAX: usize = 12 + 4 + 36 + 2 + PAYLOAD_TAG_LEN + 16;
+/// bytes each at most), the VP8 descriptor (with temporal layers, 4 bytes), the tag, and SRTP's authentication tag.
+pub const SIMULCAST_OVERHEAD_MAX: usize = 12 + 4 + 36 + 4 + PAYLOAD_TAG_LEN + 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tag {
@@ -41,6 +41,8 @@ pub struct Received {
     pub tag: Tag,
     /// For VP8 payloads (see [`TestPeer::simulcast_media`]): whether the packet starts a keyframe.
     pub keyframe: Option<bool>,
+    /// For VP8 payloads whose descriptor carries one: the temporal layer (TID).
+    pub temporal: Option<u8>,
     /// The transport-wide sequence number (extension id 3) and abs-send-time (id 2), if present.
     pub transport_seq: Option<u16>,
     pub abs_send_time: Option<u32>,
@@ -144,6 +146,9 @@ pub struct TestPeer {
     layer_seq: [u64; 3],
     /// Per simulcast layer: frames started (the RTP timestamp's count).
     layer_frames: [u32; 3],
+    /// Simulcast frames carry three temporal layers, as Chrome's VP8 does: the TID of each layer's current frame
+    /// (keyframes 0, then 0, 2, 1, 2 over and over).
+    temporal_layers: Option<[u8; 3]>,
     /// Received payloads start with a 2-byte VP8 descriptor and frame header before the tag.
     vp8: bool,
     /// RTX SSRC -> the media SSRC it repairs (RFC 4588).
@@ -216,6 +221,7 @@ impl TestPeer {
             history: None,
             layer_seq: [0; 3],
             layer_frames: [0; 3],
+            temporal_layers: None,
             vp8: false,
             rtx: Vec::new(),
             raw: false,
@@ -396,6 +402,38 @@ impl TestPeer {
         12 + payload_len
     }
 
+    /// An SRTP packet on this peer's SSRC carrying `payload` as given (a codec's payload descriptor and data) with
+    /// the marker bit and timestamp given, and a transport-wide sequence number if the peer sends them: for tests
+    /// of codec-aware forwarding. Kept for NACKs like `media`.
+    pub fn video_packet(&mut self, payload_type: u8, marker: bool, timestamp: u32, payload: &[u8]) -> Vec<u8> {
+        let seq = self.seq;
+        self.seq += 1;
+        let tx = self.tx.as_ref().expect("media only after SRTP keys are set");
+        let transport_cc = self.transport_cc;
+        self.transport_cc = transport_cc.map(|seq| seq.wrapping_add(1));
+        let mut p = Vec::with_capacity(20 + payload.len() + tx.profile().rtp_overhead());
+        let extension = if transport_cc.is_some() { 0x10 } else { 0 };
+        p.extend_from_slice(&[0x80 | extension, (u8::from(marker) << 7) | (payload_type & 0x7f)]);
+        p.extend_from_slice(&(seq as u16).to_be_bytes());
+        p.extend_from_slice(&timestamp.to_be_bytes());
+        p.extend_from_slice(&self.ssrc.to_be_bytes());
+        if let Some(transport_seq) = transport_cc {
+            // One-byte extensions (RFC 8285): the transport-wide sequence number (id 3), padded to a word.
+            let [hi, lo] = transport_seq.to_be_bytes();
+            p.extend_from_slice(&[0xbe, 0xde, 0, 1, (3 << 4) | 1, hi, lo, 0]);
+        }
+        let header_len = p.len();
+        p.extend_from_slice(payload);
+        let len = p.len();
+        p.resize(len + tx.profile().rtp_overhead(), 0);
+        let n = tx.protect_rtp(&mut p, len, header_len, seq).expect("room for the tag");
+        p.truncate(n);
+        if let Some(history) = self.history.as_mut() {
+            history.push(p.clone());
+        }
+        p
+    }
+
     /// The SSRC of simulcast layer `layer` (0 lowest) of this peer's video.
     pub fn layer_ssrc(&self, layer: u8) -> u32 {
         self.ssrc + 0x100 * (u32::from(layer) + 1)
@@ -445,8 +483,11 @@ impl TestPeer {
         let seq = self.layer_seq[usize::from(layer)];
         self.layer_seq[usize::from(layer)] += 1;
         let frames = &mut self.layer_frames[usize::from(layer)];
-        if start.is_some() {
+        if let Some(keyframe) = start {
             *frames += 1;
+            if let Some(tids) = self.temporal_layers.as_mut() {
+                tids[usize::from(layer)] = if keyframe { 0 } else { [0, 2, 1, 2][*frames as usize % 4] };
+            }
         }
         let ts = 0x1234_5678u32.wrapping_mul(u32::from(layer) + 1).wrapping_add(frames.wrapping_mul(3_000));
         // Each layer's sequence numbers start elsewhere, as browsers randomize them per SSRC; the SRTP index
@@ -482,11 +523,15 @@ impl TestPeer {
         }
         put(&[0; 3][..ext_len - elements]);
         let header_len = 16 + ext_len;
-        let descriptor = match start {
-            Some(keyframe) => [0x10, if keyframe { 0x00 } else { 0x01 }],
-            None => [0x00, 0x01],
+        let (first, frame_header) = match start {
+            Some(keyframe) => (0x10, if keyframe { 0x00 } else { 0x01 }),
+            None => (0x00, 0x01),
         };
-        put(&descriptor);
+        match self.temporal_layers {
+            // X=1 with only T: the TID byte follows.
+            Some(tids) => put(&[0x80 | first, 0x20, tids[usize::from(layer)] << 6, frame_header]),
+            None => put(&[first, frame_header]),
+        }
         put(&(self.id + 0x100 * u32::from(layer)).to_be_bytes());
         put(&seq.to_be_bytes());
         put(&now_us.to_be_bytes());
@@ -542,15 +587,20 @@ impl TestPeer {
         self.rtx.push((rtx_ssrc, media_ssrc));
     }
 
-    /// Expect received payloads in the [`TestPeer::simulcast_media`] layout.
     /// Media packets come out as [`Incoming::Rtp`] with their payload as sent: for a peer that records or
     /// decodes real media rather than checking test payloads.
     pub fn deliver_raw(&mut self) {
         self.raw = true;
     }
 
+    /// Expect received payloads in the [`TestPeer::simulcast_media`] layout.
     pub fn expect_vp8(&mut self) {
         self.vp8 = true;
+    }
+
+    /// Simulcast packets from now on carry three temporal layers in their VP8 descriptors.
+    pub fn send_temporal_layers(&mut self) {
+        self.temporal_layers = Some([0; 3]);
     }
 
     /// Simulcast packets from now on carry a transport-wide sequence number (extension id 3), as a browser's.
@@ -716,11 +766,15 @@ impl TestPeer {
             let (timestamp, marker, payload_type) = (h.timestamp, h.marker, h.payload_type);
             return Incoming::Rtp(RawRtp { ssrc, seq, timestamp, marker, payload_type, via_rtx, payload });
         }
-        let mut keyframe = None;
+        let (mut keyframe, mut temporal) = (None, None);
         if self.vp8 {
-            let Some(frame_header) = payload.get(1) else { return Incoming::Bad("VP8 payload too short") };
+            // What `simulcast_packet` writes: with X, only the T flag and its TID byte.
+            let extended = payload.first().is_some_and(|d| d & 0x80 != 0);
+            let at = if extended { 3 } else { 1 };
+            let Some(frame_header) = payload.get(at) else { return Incoming::Bad("VP8 payload too short") };
             keyframe = Some(frame_header & 0x01 == 0);
-            payload = &payload[2..];
+            temporal = extended.then(|| payload[2] >> 6);
+            payload = &payload[at + 1..];
         }
         if payload.len() < PAYLOAD_TAG_LEN {
             return Incoming::Bad("payload lost its tag");
@@ -745,6 +799,7 @@ impl TestPeer {
             timestamp: h.timestamp,
             tag,
             keyframe,
+            temporal,
             transport_seq,
             abs_send_time,
             via_rtx,

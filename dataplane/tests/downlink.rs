@@ -92,6 +92,8 @@ struct Subscriber {
     sent: Vec<(i64, usize)>,
     /// A receiver without transport-wide feedback: it sends this REMB every 500 ms instead.
     remb: Option<u64>,
+    /// Media received (not RTX): when the publisher sent it (µs), its layer, temporal layer and sequence number.
+    received: Vec<(i64, u8, Option<u8>, u16)>,
 }
 
 struct World {
@@ -105,6 +107,10 @@ struct World {
     frames: u64,
     /// A keyframe is this many times a frame's size (1: the same; real encoders' are 5 to 10 times).
     keyframe_factor: usize,
+    /// How long the publisher takes to answer a keyframe request (0: the next frame), and when each layer's
+    /// pending request came.
+    keyframe_delay_us: i64,
+    keyframe_requested: [Option<i64>; 3],
     /// Heap allocations made inside the core's calls after the first two seconds.
     core_allocations: u64,
 }
@@ -141,6 +147,7 @@ impl World {
                 estimates: Vec::new(),
                 sent: Vec::new(),
                 remb: None,
+                received: Vec::new(),
             });
         }
         World {
@@ -153,6 +160,8 @@ impl World {
             now_us: 0,
             frames: 0,
             keyframe_factor: 1,
+            keyframe_delay_us: 0,
+            keyframe_requested: [None; 3],
             core_allocations: 0,
         }
     }
@@ -195,6 +204,11 @@ impl World {
     fn send_frame(&mut self, now: Instant) {
         let frame_us = self.now_us as u64;
         for layer in 0..3u8 {
+            let requested = &mut self.keyframe_requested[usize::from(layer)];
+            if requested.is_some_and(|at| at + self.keyframe_delay_us <= self.now_us) {
+                *requested = None;
+                self.keyframe[usize::from(layer)] = true;
+            }
             let keyframe = std::mem::take(&mut self.keyframe[usize::from(layer)]);
             let factor = if keyframe { self.keyframe_factor } else { 1 };
             let mut left = FRAME_BYTES[usize::from(layer)] * factor;
@@ -222,7 +236,7 @@ impl World {
                 if let Incoming::KeyframeRequest { media_ssrc } = self.peers[0].peer.receive(&bytes)
                     && let Some(layer) = (0..3u8).find(|l| self.peers[0].peer.layer_ssrc(*l) == media_ssrc)
                 {
-                    self.keyframe[usize::from(layer)] = true;
+                    self.keyframe_requested[usize::from(layer)].get_or_insert(self.now_us);
                 }
                 continue;
             }
@@ -248,8 +262,10 @@ impl World {
                 let seq = match self.peers[s.peer].peer.receive(&bytes) {
                     Incoming::Media(r) => {
                         if !r.via_rtx {
-                            s.layer = Some((r.tag.publisher >> 8) as u8);
+                            let layer = (r.tag.publisher >> 8) as u8;
+                            s.layer = Some(layer);
                             s.received_since += 1;
+                            s.received.push((r.tag.sent_us as i64, layer, r.temporal, r.seq));
                         }
                         r.transport_seq
                     }
@@ -521,4 +537,51 @@ fn a_subscriber_without_transport_wide_feedback_gets_the_layers_its_remb_allows(
     assert!(low == 250_000 && high == 250_000, "{low}..{high}");
     // The subscriber with transport-wide feedback ignores nothing and loses nothing.
     assert!(w.subscribers[1].changes.is_empty(), "{:?}", w.subscribers[1].changes);
+}
+
+#[test]
+fn upper_temporal_layers_are_shed_while_a_downswitch_waits_for_its_keyframe() {
+    let mut w = World::new();
+    w.peers[0].peer.send_temporal_layers();
+    // A real encoder answers a keyframe request a round trip and an encode later.
+    w.keyframe_delay_us = 400_000;
+    w.subscribers[0].remb = Some(20_000_000);
+    w.run(8_000, UNLIMITED);
+    w.subscribers[0].remb = Some(800_000);
+    w.run(14_000, UNLIMITED);
+    let (s, other) = (&w.subscribers[0], &w.subscribers[1]);
+    s.report("shedding");
+    let shed = w.core.counters().fanout_temporal_shed;
+    let &(switched_ms, ..) = s
+        .changes
+        .iter()
+        .find(|(t, l, r)| *t >= 8_000 && *l == Some(1) && *r == LayerReason::Bandwidth)
+        .expect("down to the middle layer under an 800 kbit/s REMB");
+    println!("switched at {switched_ms} ms; {shed} packets shed");
+    // The last 300 ms before the switch are inside the wait (at least 400 ms): the top layer keeps coming, its
+    // base temporal layer only.
+    let waiting = (switched_ms as i64 - 300) * 1_000..switched_ms as i64 * 1_000;
+    let top_in_wait = |r: &Vec<(i64, u8, Option<u8>, u16)>, temporal: fn(u8) -> bool| {
+        r.iter().filter(|(t, l, tid, _)| waiting.contains(t) && *l == 2 && tid.is_some_and(temporal)).count()
+    };
+    assert!(top_in_wait(&s.received, |t| t == 0) >= 5, "the base temporal layer went on");
+    assert_eq!(top_in_wait(&s.received, |t| t > 0), 0, "upper temporal layers were forwarded while waiting");
+    assert!(top_in_wait(&other.received, |t| t > 0) >= 5, "the unconstrained subscriber lost nothing");
+    assert!(shed >= 10, "{shed}");
+    // What was shed left no gap: the subscriber saw every sequence number (its link loses nothing).
+    let mut seqs: Vec<u64> = Vec::new();
+    let mut last: Option<u64> = None;
+    for &(.., seq) in &s.received {
+        let index = match last {
+            None => u64::from(seq) + (1 << 16),
+            Some(prev) => (prev as i64 + i64::from(seq.wrapping_sub(prev as u16) as i16)) as u64,
+        };
+        last = Some(last.map_or(index, |l| l.max(index)));
+        seqs.push(index);
+    }
+    seqs.sort_unstable();
+    seqs.dedup();
+    let span = seqs.last().unwrap() - seqs.first().unwrap() + 1;
+    assert_eq!(span, seqs.len() as u64, "gaps in the output sequence numbers");
+    assert_eq!(w.core_allocations, 0, "the core allocated while shedding");
 }

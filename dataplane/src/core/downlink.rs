@@ -97,7 +97,7 @@ impl Core {
             .subscriptions
             .iter()
             .filter_map(|s| self.subscriptions.get(*s))
-            .filter_map(|s| self.tracks.get(s.track)?.rates.rate(now, usize::from(s.layer?)))
+            .filter_map(|s| self.tracks.get(s.track)?.cost(now, s.layer?))
             .sum();
         let Some(p) = self.participants.get_mut(id) else { return };
         if p.bwe.on_remb(bitrate_bps, forwarded, micros_since(self.origin, now)) {
@@ -143,8 +143,8 @@ impl Core {
             }
             let mut rates = [None; LAYERS_MAX];
             if !track.blocked {
-                for (layer, rate) in rates.iter_mut().enumerate().take(track.spec.layer_count()) {
-                    *rate = track.rates.rate(now, layer);
+                for (quality, rate) in rates.iter_mut().enumerate().take(track.spec.qualities()) {
+                    *rate = track.cost(now, quality as u8);
                 }
             }
             s.subs.push(sub_id);

@@ -95,6 +95,9 @@ pub struct Counters {
     pub bandwidth_downgrades: u64,
     pub bandwidth_upgrades: u64,
     pub bandwidth_pauses: u64,
+    /// VP8 packets of upper temporal layers not forwarded while a subscription waits for a lower layer's keyframe
+    /// after its allocation went down.
+    pub fanout_temporal_shed: u64,
     /// Packets not forwarded because the subscription is paused for bandwidth.
     pub fanout_paused: u64,
     /// Probes started towards subscribers, those that found the room they looked for and those that did not,

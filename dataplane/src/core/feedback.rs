@@ -1,7 +1,7 @@
 //! Step 7: RTCP from participants (Sender Reports, keyframe requests, NACKs), and what we send in answer:
 //! rate-limited PLIs to publishers, retransmissions (or RTX) to subscribers, NACKs to publishers.
 
-use super::media::{Outgoing, OwnedExtensions, write_forwarded, write_rtx};
+use super::media::{Outgoing, OwnedExtensions, svc_marker, write_forwarded, write_rtx};
 use super::*;
 use crate::packet::twcc;
 
@@ -34,7 +34,8 @@ impl Core {
         };
         let sub = subscriptions.get_mut(sub_id).expect("just found");
         let Some(track) = tracks.get(sub.track) else { return };
-        let Some(layer) = sub.layer else { return };
+        let Some(quality) = sub.layer else { return };
+        let layer = track.spec.stream_of(quality);
         let Some(buffer) = track.retransmission[usize::from(layer)].as_ref() else { return };
         let highest = match track.publisher {
             Some(publisher) => {
@@ -76,6 +77,7 @@ impl Core {
                 index: out_index,
                 owned,
                 picture: sub.picture.patch(track.spec.codec, &plain[header.header_len..]),
+                marker: svc_marker(track, quality, &plain[header.header_len..], header.marker),
             };
             let seq_before = transport_seq;
             let len = match sub.spec.rtx {
@@ -244,9 +246,10 @@ impl Core {
     }
 
     /// One PLI to the track's publisher, unless one went out less than `keyframe_request_interval` ago.
-    pub(super) fn send_pli(&mut self, now: Instant, track_id: TrackId, layer: u8, out: &mut Transmits) {
+    pub(super) fn send_pli(&mut self, now: Instant, track_id: TrackId, quality: u8, out: &mut Transmits) {
         let Core { participants, tracks, counters, config, events, .. } = self;
         let Some(track) = tracks.get_mut(track_id) else { return };
+        let layer = track.spec.stream_of(quality);
         let last = &mut track.last_keyframe_request[usize::from(layer)];
         if last.is_some_and(|t| now.saturating_duration_since(t) < config.keyframe_request_interval) {
             counters.keyframe_requests_limited += 1;

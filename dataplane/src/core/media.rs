@@ -3,6 +3,7 @@
 
 use super::downlink::Allocation;
 use super::*;
+use crate::packet::codec::LayerIndices;
 
 impl InboundStream {
     pub(super) fn new(ssrc: u32, track: TrackId, layer: u8, kind: MediaKind) -> InboundStream {
@@ -20,12 +21,92 @@ impl InboundStream {
 }
 
 impl Track {
-    /// A packet of `layer`, `size` bytes, arrived: which layers are being sent, and what each costs.
-    pub(super) fn on_media(&mut self, now: Instant, layer: u8, size: usize) {
-        if self.spec.is_simulcast() {
-            self.layers.on_packet(now, layer);
+    /// A packet of stream `layer`, `size` bytes, arrived: which quality levels are being sent, and what each
+    /// costs. An SVC stream's levels are its spatial layers, read from `payload`.
+    pub(super) fn on_media(&mut self, now: Instant, layer: u8, payload: &[u8], size: usize) {
+        let quality = self.quality_of(layer, payload);
+        if self.spec.is_simulcast() || self.spec.is_svc() {
+            self.layers.on_packet(now, quality);
         }
-        self.rates.on_packet(now, layer, size);
+        self.rates.on_packet(now, quality, size);
+    }
+
+    /// The quality level of a packet of stream `layer`: the stream's, or for SVC the packet's spatial layer.
+    pub(super) fn quality_of(&self, layer: u8, payload: &[u8]) -> u8 {
+        if !self.spec.is_svc() {
+            return layer;
+        }
+        self.spec.codec.layer_indices(payload).map_or(0, |l| l.spatial.min(self.spec.spatial_layers - 1))
+    }
+
+    /// What forwarding quality level `quality` costs, if it is being sent: for SVC, with the levels below it
+    /// that it is decoded from.
+    pub(super) fn cost(&self, now: Instant, quality: u8) -> Option<u64> {
+        let own = self.rates.rate(now, usize::from(quality))?;
+        if !self.spec.is_svc() {
+            return Some(own);
+        }
+        Some(own + (0..usize::from(quality)).filter_map(|l| self.rates.rate(now, l)).sum::<u64>())
+    }
+}
+
+/// SVC (RFC 9628) for one subscription taking spatial layers up to `sub.layer` of a stream: what to do with a
+/// packet of spatial layer `l.spatial`. A subscription starts, and moves up, at a keyframe (each spatial layer of
+/// an L3T3_KEY stream predicts from itself after the keyframe), and moves down at the start of any picture.
+/// Layers above its own are dropped without a gap in sequence numbers, and the marker bit (end of picture) goes
+/// on the last packet of its top layer. Returns whether to forward the packet and with which marker, whether the
+/// subscription moved (from which level), and whether it waits for a keyframe to move up.
+fn svc_step(
+    sub: &mut Subscription,
+    wanted: u8,
+    l: LayerIndices,
+    keyframe: bool,
+    marker: bool,
+) -> (Option<bool>, Option<Option<u8>>, bool) {
+    let picture_start = l.spatial == 0 && l.begin_of_layer_frame;
+    let mut moved = None;
+    let mut awaiting = false;
+    match sub.layer {
+        None if picture_start && keyframe => moved = Some(None),
+        None => return (None, None, true),
+        Some(current) if picture_start && wanted != current => {
+            if wanted < current || keyframe {
+                moved = Some(Some(current));
+            } else {
+                awaiting = true;
+            }
+        }
+        Some(_) => {}
+    }
+    if moved.is_some() {
+        sub.layer = Some(wanted);
+    }
+    let current = sub.layer.expect("set above");
+    let forward = (l.spatial <= current).then_some(marker || (l.end_of_layer_frame && l.spatial == current));
+    (forward, moved, awaiting)
+}
+
+/// SVC: the marker bit a retransmission of `payload` carries to a subscription at level `quality` (the one it
+/// was first sent with, unless the subscription moved since); `None` to keep the publisher's.
+pub(super) fn svc_marker(track: &Track, quality: u8, payload: &[u8], marker: bool) -> Option<bool> {
+    if !track.spec.is_svc() {
+        return None;
+    }
+    let l = track.spec.codec.layer_indices(payload)?;
+    let ours = marker || (l.end_of_layer_frame && l.spatial == quality);
+    (ours != marker).then_some(ours)
+}
+
+/// Why a subscription now receives `layer`: below what it asked for because of its bandwidth (`target`, the
+/// allocation's ceiling, is below its request), because the publisher is not sending what it asked for, or as
+/// asked.
+fn switch_reason(layer: u8, target: u8, requested: u8) -> LayerReason {
+    if layer < requested && target < requested {
+        LayerReason::Bandwidth
+    } else if layer != requested {
+        LayerReason::PublisherPaused
+    } else {
+        LayerReason::Requested
     }
 }
 
@@ -66,6 +147,8 @@ pub(super) struct Outgoing<'a> {
     pub(super) owned: OwnedExtensions,
     /// VP8 and VP9: the subscription's PictureID and TL0PICIDX.
     pub(super) picture: PicturePatch,
+    /// SVC: the marker bit for this subscription (end of its picture), where it differs from the publisher's.
+    pub(super) marker: Option<bool>,
 }
 
 /// Writes a forwarded packet into `slot`: the plaintext with the subscription's SSRC, sequence number, timestamp
@@ -86,6 +169,9 @@ pub(super) fn write_forwarded(
     rtp::set_timestamp(slot, packet.timestamp);
     if let Some(pt) = sub.spec.payload_type {
         rtp::set_payload_type(slot, pt);
+    }
+    if let Some(marker) = packet.marker {
+        rtp::set_marker(slot, marker);
     }
     if let Some(at) = packet.owned.transport_seq {
         slot[at..at + 2].copy_from_slice(&transport_seq.to_be_bytes());
@@ -118,6 +204,9 @@ pub(super) fn write_rtx(
     rtp::set_seq(slot, rtx_index as u16);
     rtp::set_timestamp(slot, packet.timestamp);
     rtp::set_payload_type(slot, rtx.payload_type);
+    if let Some(marker) = packet.marker {
+        rtp::set_marker(slot, marker);
+    }
     if let Some(at) = packet.owned.transport_seq {
         slot[at..at + 2].copy_from_slice(&transport_seq.to_be_bytes());
         *transport_seq = transport_seq.wrapping_add(1);
@@ -210,7 +299,7 @@ impl Core {
             if let Some(buffer) = t.retransmission[usize::from(layer)].as_mut() {
                 buffer.store(index, &datagram[..len]);
             }
-            t.on_media(now, layer, len);
+            t.on_media(now, layer, &datagram[header.header_len..len], len);
         }
         self.relay_out(now, track, layer, index, &datagram[..len], out);
         let owned = self.owned_extensions(now, &header, &datagram[..len]);
@@ -290,8 +379,11 @@ impl Core {
             counters.drops[DropReason::TooLarge as usize] += 1;
             return false;
         }
+        let payload = &plain[header.header_len..];
         let mut keyframe: Option<bool> = None;
         let mut awaiting_keyframe = false;
+        // SVC: the packet's spatial layer is its quality level (the stream is always `layer` 0).
+        let svc = track.spec.is_svc().then(|| track.spec.codec.layer_indices(payload).unwrap_or_default());
         for &sub_id in &track.subscribers {
             let sub = subscriptions.get_mut(sub_id).expect("a track lists only live subscriptions");
             let target = match sub.allocation {
@@ -302,29 +394,65 @@ impl Core {
                     continue;
                 }
             };
-            if sub.layer != Some(layer) {
-                let is_keyframe =
-                    *keyframe.get_or_insert_with(|| track.spec.codec.is_keyframe_start(&plain[header.header_len..]));
-                let wanted = track.layers.best(target) == layer;
-                if !wanted || !is_keyframe {
-                    awaiting_keyframe |= wanted;
+            let wanted = track.layers.best(target);
+            let mut marker = None;
+            let moved = if let Some(l) = svc {
+                let is_keyframe = *keyframe.get_or_insert_with(|| track.spec.codec.is_keyframe_start(payload));
+                let (forward, moved, awaiting) = svc_step(sub, wanted, l, is_keyframe, header.marker);
+                awaiting_keyframe |= awaiting;
+                if moved == Some(None) {
+                    // A start (or a restart after a pause or a move to this track): sequence numbers, timestamps
+                    // and picture IDs continue from what was sent before, as for a simulcast switch.
+                    sub.layer = None;
+                    switch_layer(sub, track.spec.kind, wanted, header.timestamp);
+                }
+                let Some(forward_marker) = forward else {
+                    // A layer above its own leaves no gap; one that arrives late (after newer packets went) does.
+                    if sub.layer.is_some() && !sub.rewriter.skip(header.seq) {
+                        counters.fanout_stale += 1;
+                    }
+                    counters.fanout_other_layer += 1;
+                    continue;
+                };
+                marker = (forward_marker != header.marker).then_some(forward_marker);
+                moved
+            } else if sub.layer != Some(layer) {
+                let is_keyframe = *keyframe.get_or_insert_with(|| track.spec.codec.is_keyframe_start(payload));
+                if wanted != layer || !is_keyframe {
+                    awaiting_keyframe |= wanted == layer;
                     counters.fanout_other_layer += 1;
                     continue;
                 }
                 let previous = sub.layer;
                 switch_layer(sub, track.spec.kind, layer, header.timestamp);
+                Some(previous)
+            } else {
+                // Waiting for a lower layer's keyframe after the allocation went down: until it comes, this
+                // layer's upper temporal layers (which nothing in the base layer references) are shed, the quick
+                // relief.
+                if matches!(sub.allocation, Allocation::Layer(allocated) if allocated < layer)
+                    && wanted < layer
+                    && track.spec.codec.layer_indices(payload).is_some_and(|l| l.temporal > 0)
+                    && sub.rewriter.skip(header.seq)
+                {
+                    counters.fanout_temporal_shed += 1;
+                    continue;
+                }
+                None
+            };
+            if let Some(previous) = moved {
                 counters.layer_switches += 1;
                 // A switch, or the first layer after a pause (not a subscription's first layer).
                 if previous.is_some() || matches!(sub.allocation, Allocation::Layer(_)) {
-                    let reason = if layer < sub.target_layer && target < sub.target_layer {
-                        LayerReason::Bandwidth
-                    } else if layer != sub.target_layer {
-                        LayerReason::PublisherPaused
-                    } else {
-                        LayerReason::Requested
-                    };
-                    let (participant, layer) = (sub.subscriber, Some(layer));
-                    events.push_back(Event::LayerChanged { participant, subscription: sub_id, layer, reason });
+                    let new = sub.layer.expect("just switched");
+                    let reason = switch_reason(new, target, sub.target_layer);
+                    let participant = sub.subscriber;
+                    events.push_back(Event::LayerChanged {
+                        participant,
+                        subscription: sub_id,
+                        layer: Some(new),
+                        reason,
+                    });
                 }
             }
             let subscriber = participants.get_mut(sub.subscriber).expect("a subscription's subscriber is live");
@@ -351,7 +479,7 @@ impl Core {
                 counters.drops[DropReason::TransmitFull as usize] += 1;
                 continue;
             }
-            let picture = sub.picture.rewrite(track.spec.codec, &plain[header.header_len..]);
+            let picture = sub.picture.rewrite(track.spec.codec, payload);
             let timestamp = header.timestamp.wrapping_add(sub.timestamp_offset);
             if paced {
                 let entry = pacing::Paced {
@@ -363,6 +491,7 @@ impl Core {
                     out_index: index,
                     timestamp,
                     picture,
+                    marker,
                 };
                 match subscriber.queue_paced(entry, size, now_us) {
                     Ok(list) => {
@@ -377,7 +506,8 @@ impl Core {
                 continue;
             }
             let slot = out.slot().expect("checked not full");
-            let packet = Outgoing { plain, header_len: header.header_len, timestamp, seq, index, owned, picture };
+            let packet =
+                Outgoing { plain, header_len: header.header_len, timestamp, seq, index, owned, picture, marker };
             let transport_seq = subscriber.transport_seq;
             let len = write_forwarded(slot, &packet, sub, tx, &mut subscriber.transport_seq);
             if owned.transport_seq.is_some() {

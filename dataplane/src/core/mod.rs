@@ -598,8 +598,10 @@ impl Core {
         if p.subscriptions.len() == self.config.subscriptions_per_participant_max {
             return Err(CoreError::Full("subscriptions per participant"));
         }
-        let simulcast = t.spec.is_simulcast();
-        let top = (t.spec.layer_count() - 1) as u8;
+        // A single stream forwards from the first packet (the subscriber asks for a keyframe itself); simulcast
+        // and SVC start at a keyframe of the level wanted.
+        let single = !t.spec.is_simulcast() && !t.spec.is_svc();
+        let top = (t.spec.qualities() - 1) as u8;
         let sub = Subscription {
             subscriber,
             track,
@@ -608,8 +610,7 @@ impl Core {
             picture: PictureIdRewriter::default(),
             timestamp_offset: 0,
             source_switch: false,
-            // A single-encoding track forwards from the first packet; the subscriber asks for a keyframe itself.
-            layer: (!simulcast).then_some(0),
+            layer: single.then_some(0),
             target_layer: top,
             last_timestamp: 0,
             rtx_index: None,
@@ -666,7 +667,7 @@ impl Core {
     ) -> Result<(), CoreError> {
         let sub = self.subscriptions.get_mut(subscription).ok_or(CoreError::UnknownSubscription)?;
         let track = self.tracks.get(sub.track).ok_or(CoreError::UnknownTrack)?;
-        if usize::from(layer) >= track.spec.layer_count() {
+        if usize::from(layer) >= track.spec.qualities() {
             return Err(CoreError::UnknownLayer(layer));
         }
         sub.target_layer = layer;

@@ -30,6 +30,7 @@ pub(super) struct Paced {
     /// The output timestamp, fixed when the copy was made.
     pub(super) timestamp: u32,
     pub(super) picture: PicturePatch,
+    pub(super) marker: Option<bool>,
 }
 
 pub(super) type SubscriberPacer = Pacer<Paced>;
@@ -108,6 +109,7 @@ impl Core {
                     index: e.out_index,
                     owned,
                     picture: e.picture,
+                    marker: e.marker,
                 };
                 let slot = out.slot().expect("checked not full");
                 let transport_seq = p.transport_seq;

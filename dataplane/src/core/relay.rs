@@ -206,7 +206,7 @@ impl Core {
         if let Some(buffer) = t.retransmission.get_mut(usize::from(layer)).and_then(Option::as_mut) {
             buffer.store(packet.index, plain);
         }
-        t.on_media(now, layer, plain.len());
+        t.on_media(now, layer, &plain[header.header_len..], plain.len());
         let owned = self.owned_extensions(now, &header, plain);
         if self.fan_out(now, track, layer, packet.index, plain, &header, owned, out) {
             self.send_pli(now, track, layer, out);

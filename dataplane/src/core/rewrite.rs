@@ -9,14 +9,28 @@
 use crate::packet::codec::{Codec, PictureIndices};
 use crate::srtp::estimate_index;
 
+/// Dropped packets (a temporal layer shed, a spatial layer a subscriber does not take) leave no gap: each drop
+/// starts a segment of the input whose offset is one less. Older segments are kept so late packets and NACKs
+/// from before a drop still map; this many, then the oldest is forgotten (its packets count as stale).
+const SEGMENTS_MAX: usize = 48;
+
+/// From input index `start` on (until the next segment), output = input + `offset` (mod 2^16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Segment {
+    start: u64,
+    offset: u16,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SeqRewriter {
-    /// Added (mod 2^16) to input sequence numbers of the current source.
-    offset: u16,
-    /// Extended index of the current source's first packet; anything before it is dropped. Input indices start
-    /// at 1 << 16 for each source so a late packet from just before the start still has an index below it.
+    /// A ring, oldest at `first`; the newest holds the offset for new packets.
+    segments: [Segment; SEGMENTS_MAX],
+    first: usize,
+    len: usize,
+    /// Extended index of the oldest packet still mapped; anything before it is dropped. Input indices start at
+    /// 1 << 16 for each source so a late packet from just before the start still has an index below it.
     source_start: u64,
-    /// Highest extended input index of the current source.
+    /// Highest extended input index of the current source (forwarded or dropped).
     highest_in: u64,
     /// Highest output extended index sent (ROC << 16 | seq).
     highest_out: u64,
@@ -27,7 +41,16 @@ pub struct SeqRewriter {
 
 impl Default for SeqRewriter {
     fn default() -> Self {
-        SeqRewriter { offset: 0, source_start: 0, highest_in: 0, highest_out: 0, started: false, switching: true }
+        SeqRewriter {
+            segments: [Segment::default(); SEGMENTS_MAX],
+            first: 0,
+            len: 0,
+            source_start: 0,
+            highest_in: 0,
+            highest_out: 0,
+            started: false,
+            switching: true,
+        }
     }
 }
 
@@ -37,31 +60,88 @@ impl SeqRewriter {
         self.switching = true;
     }
 
+    fn newest(&self) -> Segment {
+        self.segments[(self.first + self.len - 1) % SEGMENTS_MAX]
+    }
+
+    /// The segments, newest first, each with the first input index it maps: its start, or for the oldest
+    /// everything back to `source_start`.
+    fn newest_first(&self) -> impl Iterator<Item = (u64, Segment)> + '_ {
+        (0..self.len).rev().map(|i| {
+            let segment = self.segments[(self.first + i) % SEGMENTS_MAX];
+            (if i == 0 { self.source_start } else { segment.start }, segment)
+        })
+    }
+
+    /// The offset for input `index` of the current source: the newest segment starting at or before it (the
+    /// oldest covers everything back to `source_start`).
+    fn offset_for(&self, index: u64) -> u16 {
+        let newest = self.newest();
+        if index >= newest.start {
+            return newest.offset;
+        }
+        self.newest_first().find(|(from, _)| *from <= index).map_or(newest.offset, |(_, s)| s.offset)
+    }
+
     /// Output sequence number and extended index for input `seq`, or `None` to drop it (from before the current
-    /// source's first packet).
+    /// source's first packet, or from before the oldest segment still kept).
     pub fn rewrite(&mut self, seq: u16) -> Option<(u16, u64)> {
-        if self.switching {
+        let offset = if self.switching {
             let next_out = if self.started { (self.highest_out as u16).wrapping_add(1) } else { seq };
-            self.offset = next_out.wrapping_sub(seq);
+            let offset = next_out.wrapping_sub(seq);
             self.highest_in = (1 << 16) | u64::from(seq);
             // After a real switch, packets from before the new source's first would collide with what the old
             // source already sent. On the very first packet nothing was sent yet, so late ones still pass.
             self.source_start = if self.started { self.highest_in } else { 0 };
+            (self.first, self.len) = (0, 1);
+            self.segments[0] = Segment { start: self.highest_in, offset };
             self.switching = false;
+            offset
         } else {
             let index = estimate_index(self.highest_in, seq);
             if index < self.source_start {
                 return None;
             }
             self.highest_in = self.highest_in.max(index);
-        }
-        let out = seq.wrapping_add(self.offset);
+            self.offset_for(index)
+        };
+        let out = seq.wrapping_add(offset);
         let out_index = if self.started { estimate_index(self.highest_out, out) } else { u64::from(out) };
         if !self.started || out_index > self.highest_out {
             self.highest_out = out_index;
         }
         self.started = true;
         Some((out, out_index))
+    }
+
+    /// Drops input `seq` of the current source without leaving a gap: the packets after it move down by one.
+    /// Only the newest packet can be dropped so (those after an older one went out already); returns whether it
+    /// was, else the caller forwards it.
+    pub fn skip(&mut self, seq: u16) -> bool {
+        if !self.started || self.switching {
+            return false;
+        }
+        let index = estimate_index(self.highest_in, seq);
+        if index <= self.highest_in {
+            return false;
+        }
+        self.highest_in = index;
+        let newest_at = (self.first + self.len - 1) % SEGMENTS_MAX;
+        let newest = self.segments[newest_at];
+        let next = Segment { start: index + 1, offset: newest.offset.wrapping_sub(1) };
+        if newest.start == index {
+            // Nothing went out since the last drop: the run of drops grows.
+            self.segments[newest_at] = next;
+            return true;
+        }
+        if self.len == SEGMENTS_MAX {
+            self.first = (self.first + 1) % SEGMENTS_MAX;
+            self.len -= 1;
+            self.source_start = self.segments[self.first].start;
+        }
+        self.segments[(self.first + self.len) % SEGMENTS_MAX] = next;
+        self.len += 1;
+        true
     }
 
     pub fn highest_out(&self) -> u64 {
@@ -78,9 +158,13 @@ impl SeqRewriter {
         if out_index > self.highest_out {
             return None;
         }
-        let in_seq = out_seq.wrapping_sub(self.offset);
-        let in_index = estimate_index(self.highest_in, in_seq);
-        (in_index >= self.source_start && in_index <= self.highest_in).then_some((in_seq, out_index))
+        // Outputs of newer segments map to inputs at or after their start; an output of an older segment maps
+        // below every newer segment's start.
+        self.newest_first().find_map(|(from, segment)| {
+            let in_seq = out_seq.wrapping_sub(segment.offset);
+            let in_index = estimate_index(self.highest_in, in_seq);
+            (in_index >= from && in_index <= self.highest_in).then_some((in_seq, out_index))
+        })
     }
 }
 
@@ -264,6 +348,93 @@ mod tests {
                     last = Some(index);
                     first = false;
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn dropped_packets_leave_no_gap_and_nacks_still_map() {
+        let mut r = SeqRewriter::default();
+        assert_eq!(r.rewrite(100).map(|x| x.0), Some(100));
+        assert_eq!(r.rewrite(101).map(|x| x.0), Some(101));
+        assert!(r.skip(102));
+        assert_eq!(r.rewrite(103).map(|x| x.0), Some(102));
+        assert!(r.skip(104));
+        assert!(r.skip(105), "a run of drops");
+        assert_eq!(r.rewrite(106).map(|x| x.0), Some(103));
+        assert!(!r.skip(99), "an older packet cannot be dropped without a gap");
+        assert_eq!(r.reverse(103), Some((106, 103)));
+        assert_eq!(r.reverse(102), Some((103, 102)));
+        assert_eq!(r.reverse(101), Some((101, 101)));
+        assert_eq!(r.reverse(104), None, "not sent yet");
+        // A packet lost before a drop and arriving late fills its own place.
+        assert_eq!(r.rewrite(108).map(|x| x.0), Some(105));
+        assert!(r.skip(109));
+        assert_eq!(r.rewrite(107).map(|x| x.0), Some(104));
+        assert_eq!(r.rewrite(110).map(|x| x.0), Some(106));
+        assert_eq!(r.reverse(104), Some((107, 104)));
+        // A switch forgets the drops.
+        r.switch_source();
+        assert!(!r.skip(5000), "the first packet of a source defines its offset");
+        assert_eq!(r.rewrite(5000).map(|x| x.0), Some(107));
+        assert_eq!(r.reverse(106), None, "the previous source");
+    }
+
+    #[test]
+    fn drops_beyond_the_kept_segments_make_the_oldest_stale() {
+        let mut r = SeqRewriter::default();
+        r.rewrite(0);
+        r.rewrite(1);
+        for i in 0..SEGMENTS_MAX as u16 {
+            assert!(r.skip(2 + 2 * i));
+            assert_eq!(r.rewrite(3 + 2 * i).map(|x| x.0), Some(2 + i));
+        }
+        assert_eq!(r.reverse(0), None, "the first segment was forgotten");
+        assert_eq!(r.rewrite(0), None, "its packets are stale");
+        let last = 1 + 2 * SEGMENTS_MAX as u16;
+        assert_eq!(r.reverse(1 + SEGMENTS_MAX as u16), Some((last, u64::from(1 + SEGMENTS_MAX as u16))));
+    }
+
+    proptest! {
+        /// Whatever packets are lost, reordered by one, or dropped, what goes out has no gaps but the losses, and
+        /// every output maps back to the input it came from.
+        #[test]
+        fn drops_keep_the_output_gap_free_and_reversible(
+            start in any::<u16>(),
+            fates in proptest::collection::vec(0u8..10, 1..400)
+        ) {
+            let mut r = SeqRewriter::default();
+            let mut sent: Vec<(u16, u64)> = Vec::new();
+            let mut lost_outputs = 0u64;
+            let mut first_out: Option<u64> = None;
+            let mut held: Option<u16> = None;
+            for (i, fate) in fates.iter().enumerate() {
+                let seq = start.wrapping_add(i as u16);
+                match fate {
+                    // Lost upstream: its output place stays a gap (the subscriber NACKs it).
+                    0 if first_out.is_some() && held.is_none() => { lost_outputs += 1; continue }
+                    // Dropped here.
+                    1 | 2 if first_out.is_some() && held.is_none() && r.skip(seq) => continue,
+                    // Held back one packet: arrives after the next.
+                    3 if first_out.is_some() && held.is_none() => { held = Some(seq); continue }
+                    _ => {}
+                }
+                let (_, index) = r.rewrite(seq).expect("a packet of the current source passes");
+                first_out.get_or_insert(index);
+                sent.push((seq, index));
+                if let Some(late) = held.take() {
+                    let (_, index) = r.rewrite(late).expect("a late packet after the first passes");
+                    sent.push((late, index));
+                }
+            }
+            let mut outputs: Vec<u64> = sent.iter().map(|s| s.1).collect();
+            outputs.sort_unstable();
+            outputs.dedup();
+            prop_assert_eq!(outputs.len(), sent.len(), "no output used twice");
+            let span = outputs.last().unwrap() - outputs.first().unwrap() + 1;
+            prop_assert!(span <= outputs.len() as u64 + lost_outputs, "gaps only where packets were lost");
+            for (seq, index) in sent.iter().rev().take(SEGMENTS_MAX) {
+                prop_assert_eq!(r.reverse(*index as u16), Some((*seq, *index)));
             }
         }
     }

@@ -75,7 +75,7 @@ impl Core {
         if new.subscribers.len() == self.config.subscribers_per_track_max {
             return Err(CoreError::Full("subscribers per track"));
         }
-        let top = (new.spec.layer_count() - 1) as u8;
+        let top = (new.spec.qualities() - 1) as u8;
         if let Some(t) = self.tracks.get_mut(old) {
             t.subscribers.retain(|s| *s != subscription);
         }

@@ -59,6 +59,9 @@ pub struct TrackSpec {
     pub layers: [Option<LayerSpec>; LAYERS_MAX],
     /// A screen share: the layer allocator serves it before cameras.
     pub screen: bool,
+    /// VP9 SVC (RFC 9628): spatial layers in one stream, each a quality level a subscription can take, as
+    /// simulcast layers are (1: none).
+    pub spatial_layers: u8,
 }
 
 impl TrackSpec {
@@ -74,6 +77,7 @@ impl TrackSpec {
             mid: None,
             layers: [Some(LayerSpec { ssrc: Some(ssrc), rid: None }), None, None],
             screen: false,
+            spatial_layers: 1,
         }
     }
 
@@ -90,6 +94,7 @@ impl TrackSpec {
             mid: Some(mid),
             layers: [Some(LayerSpec { ssrc: None, rid: None }), None, None],
             screen: false,
+            spatial_layers: 1,
         }
     }
 
@@ -99,7 +104,7 @@ impl TrackSpec {
         for (layer, rid) in layers.iter_mut().zip(rids) {
             *layer = Some(LayerSpec { ssrc: None, rid: Some(*rid) });
         }
-        TrackSpec { kind: MediaKind::Video, codec, mid: Some(mid), layers, screen: false }
+        TrackSpec { kind: MediaKind::Video, codec, mid: Some(mid), layers, screen: false, spatial_layers: 1 }
     }
 
     pub fn with_codec(mut self, codec: Codec) -> TrackSpec {
@@ -113,12 +118,37 @@ impl TrackSpec {
         self
     }
 
+    /// A single-stream VP9 track with `spatial` spatial layers (at most [`LAYERS_MAX`]); other tracks stay as
+    /// they are.
+    pub fn with_spatial_layers(mut self, spatial: u8) -> TrackSpec {
+        if self.codec == Codec::Vp9 && self.layer_count() == 1 {
+            self.spatial_layers = spatial.clamp(1, LAYERS_MAX as u8);
+        }
+        self
+    }
+
+    /// The streams (encodings) the publisher sends.
     pub fn layer_count(&self) -> usize {
         self.layers.iter().flatten().count()
     }
 
     pub fn is_simulcast(&self) -> bool {
         self.layer_count() > 1
+    }
+
+    pub fn is_svc(&self) -> bool {
+        self.spatial_layers > 1
+    }
+
+    /// The quality levels a subscription chooses among (`set_layer`, the allocator): simulcast layers, or
+    /// spatial layers of an SVC stream.
+    pub fn qualities(&self) -> usize {
+        if self.is_svc() { usize::from(self.spatial_layers) } else { self.layer_count() }
+    }
+
+    /// The stream that carries quality level `quality`: its own for simulcast, the one stream for SVC.
+    pub fn stream_of(&self, quality: u8) -> u8 {
+        if self.is_svc() { 0 } else { quality }
     }
 }
 

@@ -1,5 +1,6 @@
-//! Just enough of each video codec's RTP payload format to tell whether a packet starts a keyframe: the point
-//! where a subscriber can switch simulcast layers or start decoding.
+//! Just enough of each video codec's RTP payload format to tell whether a packet starts a keyframe (the point
+//! where a subscriber can switch simulcast layers or start decoding), where its picture indices sit, and which
+//! temporal and spatial layer it belongs to.
 
 /// The codecs Sluice forwards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +121,69 @@ fn vp9_indices(p: &[u8]) -> Option<PictureIndices> {
     Some(indices)
 }
 
+/// Where a VP8 or VP9 packet sits in a scalable stream: its temporal layer, and for VP9 its spatial layer and
+/// whether it ends its layer's frame (the E bit), from the payload descriptor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LayerIndices {
+    /// TID: 0 is the base, which never references higher ones.
+    pub temporal: u8,
+    /// VP9 SID (0 for VP8).
+    pub spatial: u8,
+    /// VP9: the first packet of this spatial layer's frame (B); with spatial layer 0, of a picture.
+    pub begin_of_layer_frame: bool,
+    /// VP9: the last packet of this spatial layer's frame (E).
+    pub end_of_layer_frame: bool,
+}
+
+impl Codec {
+    /// The temporal and spatial layer a VP8 or VP9 packet belongs to, when its descriptor carries them (VP8 with
+    /// the T bit, VP9 with the L bit); `None` otherwise, and for a descriptor too short for its flags.
+    pub fn layer_indices(self, payload: &[u8]) -> Option<LayerIndices> {
+        match self {
+            Codec::Vp8 => vp8_layer_indices(payload),
+            Codec::Vp9 => vp9_layer_indices(payload),
+            Codec::Opus | Codec::H264 => None,
+        }
+    }
+}
+
+/// RFC 7741 section 4.2: with X, the byte after PictureID and TL0PICIDX holds TID in its top two bits when T is
+/// set.
+fn vp8_layer_indices(p: &[u8]) -> Option<LayerIndices> {
+    if p.first()? & 0x80 == 0 {
+        return None;
+    }
+    let x = *p.get(1)?;
+    if x & 0x20 == 0 {
+        return None;
+    }
+    let mut at = 2;
+    if x & 0x80 != 0 {
+        at = picture_id_at(p, at)?.1;
+    }
+    if x & 0x40 != 0 {
+        at += 1;
+    }
+    Some(LayerIndices { temporal: p.get(at)? >> 6, ..LayerIndices::default() })
+}
+
+/// RFC 9628 section 4.2: with L, the byte after the PictureID is TID (3 bits), U, SID (3 bits), D; B and E are
+/// bits 3 and 2 of the first byte.
+fn vp9_layer_indices(p: &[u8]) -> Option<LayerIndices> {
+    let d = *p.first()?;
+    if d & 0x20 == 0 {
+        return None;
+    }
+    let at = if d & 0x80 != 0 { picture_id_at(p, 1)?.1 } else { 1 };
+    let layers = *p.get(at)?;
+    Some(LayerIndices {
+        temporal: layers >> 5,
+        spatial: (layers >> 1) & 0x07,
+        begin_of_layer_frame: d & 0x08 != 0,
+        end_of_layer_frame: d & 0x04 != 0,
+    })
+}
+
 /// RFC 9628: B (start of frame) set and P (inter-picture predicted) clear.
 fn vp9_keyframe_start(p: &[u8]) -> bool {
     p.first().is_some_and(|d| d & 0x08 != 0 && d & 0x40 == 0)
@@ -190,6 +254,26 @@ mod tests {
         assert_eq!(Codec::Vp9.picture_indices(&[0xa8, 0x82]), None, "truncated");
         assert_eq!(Codec::H264.picture_indices(&[0x65]), None);
         assert_eq!(Codec::Opus.picture_indices(&[0x80, 0x01]), None);
+    }
+
+    #[test]
+    fn layer_indices_come_from_the_descriptor() {
+        // VP8 X=1, I=1 (15 bits), L=1, T=1: TID 2 in the top bits of byte 5.
+        let i = Codec::Vp8.layer_indices(&[0x90, 0xe0, 0x81, 0x05, 0x05, 0x80, 0x00]).unwrap();
+        assert_eq!((i.temporal, i.spatial), (2, 0));
+        // T=1 without I or L: the TID byte follows X at once.
+        assert_eq!(Codec::Vp8.layer_indices(&[0x90, 0x20, 0x40]).map(|i| i.temporal), Some(1));
+        assert_eq!(Codec::Vp8.layer_indices(&[0x90, 0xc0, 0x81, 0x05, 0x05]), None, "no T bit");
+        assert_eq!(Codec::Vp8.layer_indices(&[0x10, 0x00]), None, "no extension");
+        assert_eq!(Codec::Vp8.layer_indices(&[0x90, 0xe0, 0x81, 0x05]), None, "truncated");
+        // VP9 I=1 L=1 B=1 E=1: 15-bit PictureID, TID 1 / U / SID 2 / D.
+        let i = Codec::Vp9.layer_indices(&[0xac, 0x82, 0x03, 0b0011_0101, 0x09]).unwrap();
+        assert_eq!((i.temporal, i.spatial, i.begin_of_layer_frame, i.end_of_layer_frame), (1, 2, true, true));
+        let i = Codec::Vp9.layer_indices(&[0x20, 0b0100_0010]).unwrap();
+        assert_eq!((i.temporal, i.spatial, i.begin_of_layer_frame, i.end_of_layer_frame), (2, 1, false, false));
+        assert_eq!(Codec::Vp9.layer_indices(&[0x88, 0x05]), None, "no L bit");
+        assert_eq!(Codec::Vp9.layer_indices(&[0xa8, 0x82, 0x03]), None, "truncated");
+        assert_eq!(Codec::H264.layer_indices(&[0x65]), None);
     }
 
     #[test]

@@ -208,6 +208,10 @@ pub fn set_payload_type(packet: &mut [u8], payload_type: u8) {
     packet[1] = (packet[1] & 0x80) | (payload_type & 0x7f);
 }
 
+pub fn set_marker(packet: &mut [u8], marker: bool) {
+    packet[1] = (packet[1] & 0x7f) | if marker { 0x80 } else { 0 };
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;

@@ -141,7 +141,7 @@ fn per_worker(
 
 /// Appends the Prometheus text of every worker.
 pub(super) fn render(workers: &[WorkerSnapshot], out: &mut String) {
-    let counters: [Counter; 29] = [
+    let counters: [Counter; 30] = [
         ("datagrams_received_total", "UDP datagrams received.", |w| w.io.datagrams_received),
         ("bytes_received_total", "UDP payload bytes received.", |w| w.core.bytes_in),
         ("datagrams_sent_total", "UDP datagrams sent.", |w| w.io.datagrams_sent),
@@ -174,6 +174,11 @@ pub(super) fn render(workers: &[WorkerSnapshot], out: &mut String) {
         ("paused_packets_total", "Packets not forwarded to subscriptions paused for bandwidth.", |w| {
             w.core.fanout_paused
         }),
+        (
+            "temporal_shed_packets_total",
+            "Upper temporal layer packets not forwarded while a downswitch waits for its keyframe.",
+            |w| w.core.fanout_temporal_shed,
+        ),
         ("probes_total", "Bandwidth probes started towards subscribers.", |w| w.core.probes),
         ("probes_succeeded_total", "Probes that found the room they looked for.", |w| w.core.probes_succeeded),
         ("probes_failed_total", "Probes that did not (the next one backs off).", |w| w.core.probes_failed),
