@@ -27,6 +27,8 @@ mod firefox;
 mod layout;
 #[path = "browser/screens.rs"]
 mod screens;
+#[path = "browser/svc.rs"]
+mod svc;
 #[path = "browser/whip.rs"]
 mod whip;
 

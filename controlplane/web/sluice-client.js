@@ -671,6 +671,12 @@ export class SluiceClient extends EventTarget {
     // An offer of a connection that was replaced meanwhile must not be answered on the new one.
     if (this.pc !== pc) return;
     this.#send({ type: 'answer', revision: m.revision, sdp: pc.localDescription.sdp });
+    for (const t of pc.getTransceivers()) {
+      const info = this.sections.get(t.mid);
+      if (info && info.role === 'publish' && info.scalability_mode && this.local[info.source]) {
+        await this.#sendScalable(t.sender, info.scalability_mode);
+      }
+    }
     for (const s of m.sections) {
       const layer = this.layers.get(s.track_id);
       if (s.role === 'subscribe' && layer !== undefined && !this.layersSent.has(s.track_id)) {
@@ -683,6 +689,23 @@ export class SluiceClient extends EventTarget {
       for (const [source, muted] of Object.entries(this.muted)) {
         if (muted && this.local[source]) this.#send({ type: 'mute', source, muted });
       }
+    }
+  }
+
+  /**
+   * Sends a camera in `mode` (WebRTC-SVC, e.g. L3T3_KEY), as the server asked: one VP9 stream with spatial layers
+   * it forwards to each subscriber as far as they ask and their network carries. A browser that cannot (no VP9
+   * SVC) keeps sending one layer, which subscribers all receive.
+   */
+  async #sendScalable(sender, mode) {
+    const params = sender.getParameters();
+    const encoding = params.encodings && params.encodings.length === 1 ? params.encodings[0] : null;
+    if (!encoding || encoding.scalabilityMode === mode) return;
+    encoding.scalabilityMode = mode;
+    try {
+      await sender.setParameters(params);
+    } catch (e) {
+      console.warn(`sluice: this browser cannot send ${mode}, sending one layer:`, e);
     }
   }
 

@@ -486,7 +486,8 @@ pub struct TrackInfo {
     pub source: Source,
     pub kind: TrackKind,
     pub muted: bool,
-    /// Simulcast layers the publisher sends (1: no simulcast); subscribers choose one with `set_layer`.
+    /// Quality layers the publisher sends (simulcast layers, or spatial layers of VP9 SVC; 1: one), lowest first;
+    /// subscribers choose one with `set_layer`.
     pub layers: u8,
 }
 
@@ -509,7 +510,18 @@ pub struct SectionInfo {
     pub participant_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub track_id: Option<String>,
+    /// `publish` of a camera in a meeting with `video_svc`: the scalability mode to send in (WebRTC-SVC, e.g.
+    /// `L3T3_KEY`: three spatial and three temporal layers), set on the sender after answering.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scalability_mode: Option<&'static str>,
 }
+
+/// The scalability mode cameras publish in when a meeting asks for SVC: three spatial layers (1/4, 1/2 and full
+/// resolution), three temporal layers, upper spatial layers predicted from lower ones only at keyframes, so a
+/// subscriber can take fewer.
+pub const SVC_MODE: &str = "L3T3_KEY";
+/// Spatial layers in [`SVC_MODE`].
+pub const SVC_SPATIAL_LAYERS: u8 = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -22,8 +22,8 @@ use super::Outbound;
 use super::control::{Actor, Control, ControlError};
 use super::lobby::{Lobby, WAITING_MAX, WAITING_PER_SOURCE_MAX, Waiter};
 use super::protocol::{
-    ChatMode, ClientMessage, ConnectionState, ErrorCode, LeaveReason, MAIN, MeetingState, ParticipantInfo, SectionInfo,
-    SectionUse, ServerMessage, Source, TrackInfo, TrackKind, close,
+    ChatMode, ClientMessage, ConnectionState, ErrorCode, LeaveReason, MAIN, MeetingState, ParticipantInfo, SVC_MODE,
+    SVC_SPATIAL_LAYERS, SectionInfo, SectionUse, ServerMessage, Source, TrackInfo, TrackKind, close,
 };
 use crate::ids;
 use crate::sdp::{self, Downlink, OfferParams, Section, SectionRole};

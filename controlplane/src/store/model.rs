@@ -76,6 +76,10 @@ pub struct MeetingSettings {
     /// Cameras publish three simulcast layers (1/4, 1/2 and full resolution) and each subscriber receives the
     /// one it asks for: more upload for the publisher, far less download for people viewing thumbnails.
     pub simulcast: bool,
+    /// Cameras publish VP9 with three spatial layers in one stream (scalability mode L3T3_KEY) where the browser
+    /// can, instead of simulcast; each subscriber still receives the layers it asks for. Less upload than
+    /// simulcast for the same pictures; browsers without VP9 SVC send one layer.
+    pub video_svc: bool,
 }
 
 impl MeetingSettings {
@@ -121,6 +125,7 @@ impl Default for MeetingSettings {
             join_muted: false,
             locked: false,
             simulcast: true,
+            video_svc: false,
         }
     }
 }

@@ -328,6 +328,7 @@ impl Member {
             source: Some(source),
             participant_id: Some(publisher.to_string()),
             track_id: Some(track_id.to_string()),
+            scalability_mode: None,
         };
         let binding = Binding::Downlink {
             publisher: publisher.to_string(),
@@ -347,6 +348,7 @@ impl Member {
             source: Some(source),
             participant_id: None,
             track_id: None,
+            scalability_mode: None,
         };
         self.sections.push(SectionState {
             section,

@@ -138,7 +138,14 @@ impl Member {
         let mid = self.next_mid.to_string();
         self.next_mid += 1;
         let state = SectionState {
-            section: Section { mid: mid.clone(), kind, role, prefer: self.video_codec, simulcast },
+            // A camera asked to send SVC is offered VP9 first, the codec whose SVC Sluice forwards.
+            section: Section {
+                mid: mid.clone(),
+                kind,
+                role,
+                prefer: if info.scalability_mode.is_some() { Some(Codec::Vp9) } else { self.video_codec },
+                simulcast,
+            },
             info: SectionInfo { mid, ..info },
             binding,
             closed_in_offer: false,
@@ -159,7 +166,7 @@ impl Published {
             source: self.source,
             kind: if self.source.is_audio() { TrackKind::Audio } else { TrackKind::Video },
             muted: self.muted,
-            layers: self.spec.layer_count() as u8,
+            layers: self.spec.qualities() as u8,
         }
     }
 }

@@ -9,7 +9,8 @@ impl Room {
     /// Adds an uplink section for `source`; false if the participant publishes it already or has too many.
     pub(super) fn open_uplink(&mut self, id: &str, source: Source) -> bool {
         // Cameras only: a screen share is read at full resolution, and its frame rate drops rather than its size.
-        let simulcast = source == Source::Camera && self.ctx.settings.simulcast;
+        let svc = source == Source::Camera && self.ctx.settings.video_svc;
+        let simulcast = source == Source::Camera && self.ctx.settings.simulcast && !svc;
         let Some(m) = self.member(id) else { return false };
         let open = m.sections.iter().any(|s| matches!(s.binding, Binding::Uplink { source: s2, .. } if s2 == source));
         if open {
@@ -22,6 +23,7 @@ impl Room {
             source: Some(source),
             participant_id: None,
             track_id: None,
+            scalability_mode: svc.then_some(SVC_MODE),
         };
         m.add_section(kind, SectionRole::Uplink, simulcast, info, Binding::Uplink { source, published: false })
     }
@@ -50,6 +52,7 @@ impl Room {
             source: Some(source),
             participant_id: Some(publisher.to_string()),
             track_id: Some(track_id.to_string()),
+            scalability_mode: None,
         };
         let binding = Binding::Downlink {
             publisher: publisher.to_string(),
@@ -275,7 +278,12 @@ impl Room {
             let spec = a
                 .send_codec(&sdp::offer::uplink_codecs(s.section.kind, s.section.prefer))
                 .ok_or("names no codec we forward")
-                .and_then(|(codec, pt)| uplink_spec(&s.section, a, codec).map(|spec| (spec, pt)));
+                .and_then(|(codec, pt)| uplink_spec(&s.section, a, codec).map(|spec| (spec, pt)))
+                // SVC where we asked for it and the answer took VP9 (else one layer, or simulcast).
+                .map(|(spec, pt)| match s.info.scalability_mode {
+                    Some(_) => (spec.with_spatial_layers(SVC_SPATIAL_LAYERS), pt),
+                    None => (spec, pt),
+                });
             match spec {
                 Ok((spec, pt)) => new_tracks.push((index, source, spec, spec.codec, pt)),
                 Err(why) => m.send(ServerMessage::error(
@@ -452,7 +460,7 @@ impl Room {
     pub(super) async fn set_layer(&mut self, id: &str, track_id: &str, layer: u8) {
         let runtime = Arc::clone(&self.ctx.runtime);
         let layers = self.members.iter().flat_map(|m| &m.published).find(|t| t.track_id == track_id);
-        let layers = layers.map(|t| t.spec.layer_count());
+        let layers = layers.map(|t| t.spec.qualities());
         let Some(m) = self.member(id) else { return };
         let Some(layers) = layers else {
             return m.send(ServerMessage::error(ErrorCode::BadState, format!("no track {track_id} is published")));
