@@ -1,5 +1,6 @@
 //! VP9 SVC with real browsers (issue 24): in a meeting with `video_svc`, Ria's Chromium sends her camera as one
-//! VP9 stream in L3T3_KEY (spatial layers, not simulcast encodings), and Sam, who receives it, decodes the
+//! VP9 stream with spatial layers (L3T3_KEY asked; Chromium runs L2T3_KEY at this test's 640x360), not simulcast
+//! encodings, and Sam, who receives it, decodes the
 //! spatial layer he asks for: a smaller picture on layer 0, the full one on the top layer, frames decoding
 //! throughout. That needs the server to drop the layers above his, close each of his pictures with the marker
 //! bit on his top layer, and move him at the right pictures.
@@ -24,7 +25,7 @@ const OUTBOUND_SCRIPT: &str = r#"
 
 #[test]
 fn an_svc_camera_reaches_each_subscriber_in_the_spatial_layers_it_asks_for() {
-    in_fresh_netns("an_svc_camera_reaches_each_subscriber_in_the_spatial_layers_it_asks_for", async || {
+    in_fresh_netns("svc::an_svc_camera_reaches_each_subscriber_in_the_spatial_layers_it_asks_for", async || {
         let stage = Stage::start(&[]).await;
         let body = json!({"host_name": "Host", "settings": {"title": "svc", "video_svc": true}});
         let (meeting, _) = create_meeting_with(&stage.base, body).await;
@@ -42,10 +43,14 @@ fn an_svc_camera_reaches_each_subscriber_in_the_spatial_layers_it_asks_for() {
         let sent = loop {
             let sent = ria.eval(OUTBOUND_SCRIPT).await;
             let streams = sent.as_array().cloned().unwrap_or_default();
-            if streams.len() == 1 && streams[0]["mode"] == "L3T3_KEY" && streams[0]["frames"].as_u64() > Some(0) {
+            // Chromium reports the mode it runs: L3T3_KEY, or L2T3_KEY where the lowest of three spatial layers
+            // would be too small (this test's 640x360 camera).
+            let mode = streams.first().and_then(|s| s["mode"].as_str()).unwrap_or("");
+            let spatial = matches!(mode, "L3T3_KEY" | "L2T3_KEY");
+            if streams.len() == 1 && spatial && streams[0]["frames"].as_u64() > Some(0) {
                 break streams[0].clone();
             }
-            assert!(Instant::now() < deadline, "Ria sends {sent}, wanted one VP9 stream in L3T3_KEY");
+            assert!(Instant::now() < deadline, "Ria sends {sent}, wanted one VP9 stream with spatial layers");
             tokio::time::sleep(Duration::from_millis(250)).await;
         };
         println!("Ria's camera: {sent}");
