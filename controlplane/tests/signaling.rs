@@ -54,6 +54,16 @@ async fn a_camera_is_offered_three_simulcast_layers_and_subscribers_choose_one()
     let (mut c, _) = h.joined(&off, "cat", &["camera"]).await;
     let offer_c = c.expect("offer").await;
     assert!(!offer_c["sdp"].as_str().unwrap().contains("a=simulcast"));
+
+    // A meeting that asks for SVC: the camera is offered VP9 first and no simulcast, and its section names the
+    // scalability mode; the microphone's names none.
+    let (svc, _) = h.meeting(json!({"video_svc": true})).await;
+    let (mut d, _) = h.joined(&svc, "dee", &["microphone", "camera"]).await;
+    let offer_d = d.expect("offer").await;
+    let camera = offer_d["sdp"].as_str().unwrap().split("\r\nm=").last().unwrap().to_string();
+    assert!(camera.starts_with("video 9 UDP/TLS/RTP/SAVPF 98 ") && !camera.contains("a=simulcast"), "{camera}");
+    assert_eq!(offer_d["sections"][1]["scalability_mode"], "L3T3_KEY");
+    assert_eq!(offer_d["sections"][0].get("scalability_mode"), None);
 }
 
 #[tokio::test(flavor = "multi_thread")]
