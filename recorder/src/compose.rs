@@ -246,7 +246,12 @@ pub async fn compose(
     std::fs::write(&script, &graph)?;
     let mut cmd = tokio::process::Command::new(ffmpeg);
     cmd.current_dir(dir).args(["-hide_banner", "-nostdin", "-loglevel", "error", "-y"]);
-    for input in &inputs {
+    for (input, track) in inputs.iter().zip(tracks) {
+        // libvpx decodes a VP9 SVC superframe as a browser does, showing its top spatial layer; ffmpeg's own VP9
+        // decoder would output every layer as a frame of its own size.
+        if track.header.codec == crate::spool::Codec::Vp9 {
+            cmd.args(["-c:v", "libvpx-vp9"]);
+        }
         cmd.arg("-i").arg(input);
     }
     cmd.arg("-filter_complex_script").arg(&script);

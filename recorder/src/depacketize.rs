@@ -1,6 +1,6 @@
 //! RTP payloads back into frames, as the publisher's encoder made them: Opus (one packet, one frame), VP8
-//! (RFC 7741) and VP9 (RFC 9628) frames split over packets, H.264 (RFC 6184: single NAL units, STAP-A, FU-A)
-//! as Annex B access units. Packets come in sequence order (the jitter buffer
+//! (RFC 7741) and VP9 (RFC 9628) frames split over packets (a VP9 SVC picture's spatial layers, each its own
+//! frame, joined into one superframe), H.264 (RFC 6184: single NAL units, STAP-A, FU-A) as Annex B access units. Packets come in sequence order (the jitter buffer
 //! orders them); a loss breaks the frame it hit, and a video track then waits for the next keyframe, since
 //! nothing after a lost frame decodes until one comes.
 
@@ -27,7 +27,12 @@ struct Descriptor {
     independent: bool,
     offset: usize,
     size: Option<(u16, u16)>,
+    /// VP9: the spatial layer (SID), 0 without layer indices.
+    spatial: u8,
 }
+
+/// A VP9 superframe holds at most this many frames (Annex B: three bits count them).
+const SUPERFRAME_FRAMES_MAX: usize = 8;
 
 #[derive(Debug)]
 pub struct Assembler {
@@ -41,6 +46,9 @@ pub struct Assembler {
     need_keyframe: bool,
     /// H.264: a fragmented NAL unit (FU-A) is open.
     fragment_open: bool,
+    /// VP9 SVC: where each spatial layer's frame after the first starts in `data`, and the last layer begun.
+    layer_starts: Vec<usize>,
+    spatial: u8,
 }
 
 /// Annex B start code before each H.264 NAL unit.
@@ -61,6 +69,8 @@ impl Assembler {
             size: None,
             need_keyframe: !codec.is_audio(),
             fragment_open: false,
+            layer_starts: Vec::with_capacity(SUPERFRAME_FRAMES_MAX),
+            spatial: 0,
         }
     }
 
@@ -98,12 +108,24 @@ impl Assembler {
             // The last frame never saw its marker: its end was lost.
             self.gap();
         }
-        if d.start {
+        let next_layer = d.start && self.in_frame && d.spatial > self.spatial;
+        if next_layer {
+            // The next spatial layer of the same picture (VP9 SVC): its frame follows in the same superframe, and
+            // the picture is a keyframe if its first layer is (upper layers of a key picture predict from below).
+            if self.layer_starts.len() + 1 == SUPERFRAME_FRAMES_MAX {
+                self.gap();
+                return None;
+            }
+            self.layer_starts.push(self.data.len());
+            self.spatial = d.spatial;
+        } else if d.start {
             self.data.clear();
+            self.layer_starts.clear();
             self.in_frame = true;
             self.timestamp = timestamp;
             self.independent = d.independent;
             self.size = d.size;
+            self.spatial = d.spatial;
         } else if !self.in_frame {
             return None;
         }
@@ -116,6 +138,10 @@ impl Assembler {
             return None;
         }
         self.in_frame = false;
+        if !self.layer_starts.is_empty() && !self.append_superframe_index() {
+            self.gap();
+            return None;
+        }
         let data = std::mem::take(&mut self.data);
         let (keyframe, size) = match self.codec {
             Codec::Vp8 => (data.first().is_some_and(|b| b & 1 == 0), vp8_size(&data)),
@@ -136,6 +162,35 @@ impl Assembler {
         }
         self.need_keyframe = false;
         Some(Assembled { keyframe, rtp_timestamp: timestamp, data, size })
+    }
+
+    /// VP9 Annex B: after the frames of a picture's spatial layers, the index that tells a decoder where each
+    /// ends (a marker byte, each frame's size in little-endian bytes, the marker again). False if it would not fit.
+    fn append_superframe_index(&mut self) -> bool {
+        let mut sizes = [0usize; SUPERFRAME_FRAMES_MAX];
+        let mut from = 0;
+        let frames = self.layer_starts.len() + 1;
+        for (size, end) in sizes.iter_mut().zip(self.layer_starts.iter().copied().chain([self.data.len()])) {
+            *size = end - from;
+            from = end;
+        }
+        let largest = sizes[..frames].iter().copied().max().unwrap_or(0);
+        let width = match largest {
+            0..=0xff => 1,
+            0x100..=0xffff => 2,
+            0x1_0000..=0xff_ffff => 3,
+            _ => 4,
+        };
+        if self.data.len() + 2 + width * frames > FRAME_LEN_MAX {
+            return false;
+        }
+        let marker = 0xc0 | ((width as u8 - 1) << 3) | (frames as u8 - 1);
+        self.data.push(marker);
+        for size in &sizes[..frames] {
+            self.data.extend_from_slice(&(*size as u32).to_le_bytes()[..width]);
+        }
+        self.data.push(marker);
+        true
     }
 
     /// H.264 has no frame-start bit: a frame is every packet of one timestamp, up to the marker.
@@ -234,6 +289,7 @@ fn vp8_descriptor(p: &[u8]) -> Option<Descriptor> {
         independent: false,
         offset: at,
         size: None,
+        spatial: 0,
     })
 }
 
@@ -257,7 +313,9 @@ fn vp9_descriptor(p: &[u8]) -> Option<Descriptor> {
     if i {
         at += if *p.get(at)? & 0x80 != 0 { 2 } else { 1 };
     }
+    let mut spatial = 0;
     if l {
+        spatial = (*p.get(at)? >> 1) & 0x07;
         at += if f { 1 } else { 2 };
     }
     if f && pflag {
@@ -295,7 +353,7 @@ fn vp9_descriptor(p: &[u8]) -> Option<Descriptor> {
             }
         }
     }
-    (at < p.len()).then_some(Descriptor { start: b, independent: !pflag, offset: at, size })
+    (at < p.len()).then_some(Descriptor { start: b, independent: !pflag, offset: at, size, spatial })
 }
 
 #[cfg(test)]
@@ -363,6 +421,27 @@ mod tests {
         // A predicted frame: P set.
         let f = a.push(180, true, &[0xcc, 0x06, 0x01]).unwrap();
         assert!(!f.keyframe);
+    }
+
+    #[test]
+    fn a_vp9_svc_picture_becomes_one_superframe_of_its_spatial_layers() {
+        let mut a = Assembler::new(Codec::Vp9);
+        // A key picture: layer 0 (I, L, B, E, not predicted; 7-bit PictureID 5, TID/SID byte, TL0PICIDX) in one
+        // packet; layer 1 (SID 1, inter-layer predicted) in two, the marker on its last.
+        assert_eq!(a.push(90, false, &[0xac, 0x05, 0x00, 0x00, 0x11, 0x12]), None);
+        assert_eq!(a.push(90, false, &[0xa8, 0x05, 0x03, 0x00, 0x21]), None);
+        let f = a.push(90, true, &[0xa4, 0x05, 0x03, 0x00, 0x22, 0x23]).expect("the marker ends the picture");
+        assert!(f.keyframe, "its first layer is not predicted");
+        // Frames of 2 and 3 bytes, then the index: marker 0b110_00_001 (1-byte sizes, 2 frames), 2, 3, marker.
+        assert_eq!(f.data, [0x11, 0x12, 0x21, 0x22, 0x23, 0xc1, 2, 3, 0xc1]);
+        // The next picture, predicted, a packet per layer.
+        assert_eq!(a.push(180, false, &[0xec, 0x06, 0x20, 0x01, 0x31]), None);
+        let f = a.push(180, true, &[0xec, 0x06, 0x22, 0x01, 0x41]).unwrap();
+        assert!(!f.keyframe);
+        assert_eq!(f.data, [0x31, 0x41, 0xc1, 1, 1, 0xc1]);
+        // One layer only (a subscriber on the lowest, or no SVC): a plain frame, no index.
+        let f = a.push(270, true, &[0xec, 0x07, 0x40, 0x01, 0x51]).unwrap();
+        assert_eq!(f.data, [0x51]);
     }
 
     #[test]

@@ -23,6 +23,104 @@ const OUTBOUND_SCRIPT: &str = r#"
     });
 "#;
 
+/// Waits until `browser` sends its camera as one VP9 stream with spatial layers; returns what getStats says of it.
+async fn wait_svc_sent(browser: &Browser, who: &str) -> Value {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let sent = browser.eval(OUTBOUND_SCRIPT).await;
+        let streams = sent.as_array().cloned().unwrap_or_default();
+        // Chromium reports the mode it runs: L3T3_KEY, or L2T3_KEY where the lowest of three spatial layers would
+        // be too small (this test's 640x360 camera).
+        let mode = streams.first().and_then(|s| s["mode"].as_str()).unwrap_or("");
+        let spatial = matches!(mode, "L3T3_KEY" | "L2T3_KEY");
+        if streams.len() == 1 && spatial && streams[0]["frames"].as_u64() > Some(0) {
+            return streams[0].clone();
+        }
+        assert!(Instant::now() < deadline, "{who} sends {sent}, wanted one VP9 stream with spatial layers");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The width and height of every frame libvpx decodes from `file` (as a browser decodes VP9), and the errors it
+/// reported.
+fn decoded_sizes(file: &Path) -> (Vec<(u64, u64)>, String) {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-nostdin", "-loglevel", "info", "-c:v", "libvpx-vp9", "-i"])
+        .arg(file)
+        .args(["-vf", "showinfo", "-f", "null", "-"])
+        .output()
+        .expect("run ffmpeg (Debian package ffmpeg)");
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "ffmpeg: {log}");
+    // showinfo: one line per frame with " s:WxH ".
+    let sizes = log
+        .lines()
+        .filter(|l| l.contains("Parsed_showinfo") && l.contains(" n:"))
+        .filter_map(|l| {
+            let (w, h) = l.split(" s:").nth(1)?.split_whitespace().next()?.split_once('x')?;
+            Some((w.parse().ok()?, h.parse().ok()?))
+        })
+        .collect();
+    let errors =
+        log.lines().filter(|l| l.to_lowercase().contains("error") || l.contains("corrupt")).collect::<Vec<_>>();
+    (sizes, errors.join("\n"))
+}
+
+#[test]
+fn an_svc_camera_is_recorded_whole_at_its_top_spatial_layer() {
+    in_fresh_netns("svc::an_svc_camera_is_recorded_whole_at_its_top_spatial_layer", async || {
+        let stage = Stage::start(&[]).await;
+        let body = json!({"host_name": "Host", "recording_enabled": true, "settings": {"video_svc": true}});
+        let (meeting, host_token) = create_meeting_with(&stage.base, body).await;
+        let ria = Browser::launch(&stage.driver).await;
+        ria.goto(&format!("{}/m/{meeting}?name=Ria", stage.base)).await;
+        let sam = Browser::launch(&stage.driver).await;
+        sam.goto(&format!("{}/m/{meeting}?name=Sam", stage.base)).await;
+        wait_decoding(&sam, "Sam", 1, 1).await;
+        let top = wait_svc_sent(&ria, "Ria").await["height"].as_u64().unwrap();
+        let (status, started) = recording_action(&stage.base, &meeting, "start", &host_token).await;
+        assert_eq!(status, 201, "{started}");
+        let recording = started["id"].as_str().unwrap().to_string();
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let (status, stopped) = recording_action(&stage.base, &meeting, "stop", &host_token).await;
+        assert_eq!(status, 200, "{stopped}");
+        let ready = wait_recording(&stage.base, &recording, &host_token, "ready", |r| r["status"] == "ready").await;
+        let files = tempfile::tempdir().unwrap();
+        let cameras: Vec<String> = ready["track_urls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|u| u.as_str().filter(|u| u.contains("camera")).map(String::from))
+            .collect();
+        assert_eq!(cameras.len(), 2, "both cameras recorded: {ready}");
+        for (i, url) in cameras.iter().enumerate() {
+            let file = files.path().join(format!("camera{i}.webm"));
+            download(url, &host_token, &file).await;
+            // Every picture decodes, at the size of its top spatial layer: the recorder kept each picture's
+            // layers together (the top one alone does not decode).
+            let (sizes, errors) = decoded_sizes(&file);
+            println!(
+                "{url}: {} frames decoded, sizes {:?}",
+                sizes.len(),
+                sizes.iter().collect::<std::collections::BTreeSet<_>>()
+            );
+            assert!(errors.trim().is_empty(), "libvpx: {errors}");
+            assert!(sizes.len() >= 60, "{} frames in 6 s", sizes.len());
+            assert!(sizes.iter().all(|(_, h)| *h == top), "frames not all {top} tall: {sizes:?}");
+        }
+        // And the composed recording has its video.
+        let mp4 = files.path().join("composed.mp4");
+        download(ready["file_url"].as_str().unwrap(), &host_token, &mp4).await;
+        let (streams, duration) = probe(&mp4);
+        assert!(
+            streams.contains(&("video".to_string(), "h264".to_string())) && duration > 4.0,
+            "{streams:?} {duration}"
+        );
+        ria.close().await;
+        sam.close().await;
+    });
+}
+
 #[test]
 fn an_svc_camera_reaches_each_subscriber_in_the_spatial_layers_it_asks_for() {
     in_fresh_netns("svc::an_svc_camera_reaches_each_subscriber_in_the_spatial_layers_it_asks_for", async || {
@@ -39,20 +137,7 @@ fn an_svc_camera_reaches_each_subscriber_in_the_spatial_layers_it_asks_for() {
         wait_decoding(&sam, "Sam", 1, 1).await;
 
         // Ria's browser sends one VP9 stream with spatial layers, as the server asked.
-        let deadline = Instant::now() + WAIT;
-        let sent = loop {
-            let sent = ria.eval(OUTBOUND_SCRIPT).await;
-            let streams = sent.as_array().cloned().unwrap_or_default();
-            // Chromium reports the mode it runs: L3T3_KEY, or L2T3_KEY where the lowest of three spatial layers
-            // would be too small (this test's 640x360 camera).
-            let mode = streams.first().and_then(|s| s["mode"].as_str()).unwrap_or("");
-            let spatial = matches!(mode, "L3T3_KEY" | "L2T3_KEY");
-            if streams.len() == 1 && spatial && streams[0]["frames"].as_u64() > Some(0) {
-                break streams[0].clone();
-            }
-            assert!(Instant::now() < deadline, "Ria sends {sent}, wanted one VP9 stream with spatial layers");
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        };
+        let sent = wait_svc_sent(&ria, "Ria").await;
         println!("Ria's camera: {sent}");
         assert_eq!(sent["codec"], "video/VP9");
         assert_eq!(sent["rid"], Value::Null, "not simulcast");

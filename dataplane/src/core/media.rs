@@ -394,9 +394,9 @@ impl Core {
                     continue;
                 }
             };
-            let wanted = track.layers.best(target);
             let mut marker = None;
             let moved = if let Some(l) = svc {
+                let wanted = track.layers.best(target);
                 let is_keyframe = *keyframe.get_or_insert_with(|| track.spec.codec.is_keyframe_start(payload));
                 let (forward, moved, awaiting) = svc_step(sub, wanted, l, is_keyframe, header.marker);
                 awaiting_keyframe |= awaiting;
@@ -418,8 +418,9 @@ impl Core {
                 moved
             } else if sub.layer != Some(layer) {
                 let is_keyframe = *keyframe.get_or_insert_with(|| track.spec.codec.is_keyframe_start(payload));
-                if wanted != layer || !is_keyframe {
-                    awaiting_keyframe |= wanted == layer;
+                let wanted = track.layers.best(target) == layer;
+                if !wanted || !is_keyframe {
+                    awaiting_keyframe |= wanted;
                     counters.fanout_other_layer += 1;
                     continue;
                 }
@@ -431,7 +432,7 @@ impl Core {
                 // layer's upper temporal layers (which nothing in the base layer references) are shed, the quick
                 // relief.
                 if matches!(sub.allocation, Allocation::Layer(allocated) if allocated < layer)
-                    && wanted < layer
+                    && track.layers.best(target) < layer
                     && track.spec.codec.layer_indices(payload).is_some_and(|l| l.temporal > 0)
                     && sub.rewriter.skip(header.seq)
                 {

@@ -21,10 +21,12 @@ struct Segment {
     offset: u16,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeqRewriter {
-    /// A ring, oldest at `first`; the newest holds the offset for new packets.
-    segments: [Segment; SEGMENTS_MAX],
+    /// The newest segment: the offset for new packets (the only one the packet path reads).
+    current: Segment,
+    /// The segments before it, a ring, oldest at `first`; boxed so a subscription stays small for the fan-out.
+    older: Box<[Segment; SEGMENTS_MAX - 1]>,
     first: usize,
     len: usize,
     /// Extended index of the oldest packet still mapped; anything before it is dropped. Input indices start at
@@ -42,7 +44,8 @@ pub struct SeqRewriter {
 impl Default for SeqRewriter {
     fn default() -> Self {
         SeqRewriter {
-            segments: [Segment::default(); SEGMENTS_MAX],
+            current: Segment::default(),
+            older: Box::new([Segment::default(); SEGMENTS_MAX - 1]),
             first: 0,
             len: 0,
             source_start: 0,
@@ -60,27 +63,23 @@ impl SeqRewriter {
         self.switching = true;
     }
 
-    fn newest(&self) -> Segment {
-        self.segments[(self.first + self.len - 1) % SEGMENTS_MAX]
-    }
-
     /// The segments, newest first, each with the first input index it maps: its start, or for the oldest
     /// everything back to `source_start`.
     fn newest_first(&self) -> impl Iterator<Item = (u64, Segment)> + '_ {
-        (0..self.len).rev().map(|i| {
-            let segment = self.segments[(self.first + i) % SEGMENTS_MAX];
+        let current = (if self.len == 0 { self.source_start } else { self.current.start }, self.current);
+        std::iter::once(current).chain((0..self.len).rev().map(|i| {
+            let segment = self.older[(self.first + i) % (SEGMENTS_MAX - 1)];
             (if i == 0 { self.source_start } else { segment.start }, segment)
-        })
+        }))
     }
 
     /// The offset for input `index` of the current source: the newest segment starting at or before it (the
     /// oldest covers everything back to `source_start`).
     fn offset_for(&self, index: u64) -> u16 {
-        let newest = self.newest();
-        if index >= newest.start {
-            return newest.offset;
+        if index >= self.current.start {
+            return self.current.offset;
         }
-        self.newest_first().find(|(from, _)| *from <= index).map_or(newest.offset, |(_, s)| s.offset)
+        self.newest_first().find(|(from, _)| *from <= index).map_or(self.current.offset, |(_, s)| s.offset)
     }
 
     /// Output sequence number and extended index for input `seq`, or `None` to drop it (from before the current
@@ -93,8 +92,8 @@ impl SeqRewriter {
             // After a real switch, packets from before the new source's first would collide with what the old
             // source already sent. On the very first packet nothing was sent yet, so late ones still pass.
             self.source_start = if self.started { self.highest_in } else { 0 };
-            (self.first, self.len) = (0, 1);
-            self.segments[0] = Segment { start: self.highest_in, offset };
+            self.current = Segment { start: self.highest_in, offset };
+            (self.first, self.len) = (0, 0);
             self.switching = false;
             offset
         } else {
@@ -126,21 +125,21 @@ impl SeqRewriter {
             return false;
         }
         self.highest_in = index;
-        let newest_at = (self.first + self.len - 1) % SEGMENTS_MAX;
-        let newest = self.segments[newest_at];
-        let next = Segment { start: index + 1, offset: newest.offset.wrapping_sub(1) };
-        if newest.start == index {
+        let next = Segment { start: index + 1, offset: self.current.offset.wrapping_sub(1) };
+        if self.current.start == index {
             // Nothing went out since the last drop: the run of drops grows.
-            self.segments[newest_at] = next;
+            self.current = next;
             return true;
         }
-        if self.len == SEGMENTS_MAX {
-            self.first = (self.first + 1) % SEGMENTS_MAX;
+        const OLDER_MAX: usize = SEGMENTS_MAX - 1;
+        if self.len == OLDER_MAX {
+            self.first = (self.first + 1) % OLDER_MAX;
             self.len -= 1;
-            self.source_start = self.segments[self.first].start;
+            self.source_start = if self.len == 0 { self.current.start } else { self.older[self.first].start };
         }
-        self.segments[(self.first + self.len) % SEGMENTS_MAX] = next;
+        self.older[(self.first + self.len) % OLDER_MAX] = self.current;
         self.len += 1;
+        self.current = next;
         true
     }
 
