@@ -87,6 +87,8 @@ struct Subscriber {
     padding: u64,
     /// (time in ms, layer, reason) of every layer change the core announced.
     changes: Vec<(u64, Option<u8>, LayerReason)>,
+    /// The core's count of successful probes at each of those changes.
+    probes_at_change: Vec<u64>,
     estimates: Vec<(u64, u64)>,
     /// (time in µs, bytes) of every datagram the core sent it, before its link.
     sent: Vec<(i64, usize)>,
@@ -144,6 +146,7 @@ impl World {
                 received_since: 0,
                 padding: 0,
                 changes: Vec::new(),
+                probes_at_change: Vec::new(),
                 estimates: Vec::new(),
                 sent: Vec::new(),
                 remb: None,
@@ -247,10 +250,12 @@ impl World {
         }
         let at = self.now_us as u64 / 1_000;
         while let Some(event) = self.core(|core, _| core.poll_event()) {
+            let probes = self.core.counters().probes_succeeded;
             if let Event::LayerChanged { subscription, layer, reason, .. } = event
                 && let Some(s) = self.subscribers.iter_mut().find(|s| s.sub == subscription)
             {
                 s.changes.push((at, layer, reason));
+                s.probes_at_change.push(probes);
             }
         }
     }
@@ -429,6 +434,19 @@ fn each_subscriber_gets_the_layers_its_link_carries_and_recovers_when_it_clears(
     assert!(capped.changes.iter().any(|(_, l, r)| *l == Some(2) && *r == LayerReason::Requested));
 
     assert!(capped.changes.len() <= 5, "few switches: {:?}", capped.changes);
+    // Every move up came after a probe succeeded since the move before it: upgrades wait for a probe to confirm
+    // the room, not for the estimate alone.
+    for i in 1..capped.changes.len() {
+        if capped.changes[i].1 > capped.changes[i - 1].1 {
+            let (before, at) = (capped.probes_at_change[i - 1], capped.probes_at_change[i]);
+            assert!(
+                at > before,
+                "upgrade at {} ms with no probe confirmed since: {:?}",
+                capped.changes[i].0,
+                capped.changes
+            );
+        }
+    }
     assert_eq!(w.core_allocations, 0, "the core allocated while estimating, allocating and probing");
 
     // The other subscriber saw none of it.

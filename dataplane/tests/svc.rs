@@ -257,3 +257,28 @@ fn a_subscriber_short_of_bandwidth_gets_fewer_spatial_layers() {
     assert_well_formed("the capped subscriber", &w.received[0][at..]);
     assert_eq!(w.received[1].iter().rev().take(30).map(|p| describe(p).0).max(), Some(2), "the others keep the top");
 }
+
+#[test]
+fn a_vp9_stream_without_layers_in_an_svc_track_reaches_everyone_whole() {
+    // A browser that cannot send SVC (Firefox) sends plain VP9 where SVC was asked for: no layer indices.
+    let mut w = World::new();
+    w.set_layer(0, 0);
+    for picture in 0..30u16 {
+        let keyframe = std::mem::take(&mut w.keyframe_due);
+        let d = 0x80 | 0x08 | 0x04 | if keyframe { 0 } else { 0x40 };
+        let mut payload = vec![d, 0x80 | (picture >> 8) as u8, picture as u8];
+        payload.resize(400, 0xbb);
+        let mut packet = w.peers[0].peer.video_packet(VP9_PT, true, u32::from(picture) * 3_000, &payload);
+        let from = w.peers[0].addr;
+        w.core.handle_receive(w.now, from, &mut packet, &mut w.out);
+        w.route();
+        w.now += Duration::from_micros(33_333);
+    }
+    for (i, received) in w.received.iter().enumerate() {
+        assert_eq!(received.len(), 30, "subscriber {i} got every picture from the first keyframe");
+        assert!(received.iter().all(|p| p.marker), "each packet ends its picture");
+        for pair in received.windows(2) {
+            assert_eq!(pair[1].seq, pair[0].seq.wrapping_add(1));
+        }
+    }
+}

@@ -34,6 +34,8 @@ const PROBE_QUEUE_DRAIN_US: i64 = 1_000_000;
 /// A subscriber's REMB is its estimate only if it has had media this long without sending transport-wide
 /// feedback (browsers send that every 50 to 100 ms).
 pub const REMB_AFTER_US: i64 = 1_000_000;
+/// A successful probe's rate stands as room for upgrades this long.
+pub const CONFIRMED_FOR_US: i64 = 5_000_000;
 
 /// One transport's estimator.
 #[derive(Debug)]
@@ -57,6 +59,9 @@ pub struct SendSideEstimator {
     before_probe_bps: Option<u64>,
     /// After a probe: the estimate is at least this until the time given (see `on_feedback`).
     probe_floor: Option<(u64, i64)>,
+    /// The rate the last successful probe aimed at (the link carried it without loss), and when: the room an
+    /// upgrade may count on.
+    confirmed: Option<(u64, i64)>,
     /// Feedback messages read.
     pub feedbacks: u64,
 }
@@ -76,6 +81,7 @@ impl SendSideEstimator {
             first_send_us: None,
             before_probe_bps: None,
             probe_floor: None,
+            confirmed: None,
             feedbacks: 0,
         }
     }
@@ -132,6 +138,9 @@ impl SendSideEstimator {
             if let (Some(delivered), Some(before)) = (result.delivered_bps, self.before_probe_bps.take()) {
                 self.probe_floor = Some((delivered.min(before), now_us + PROBE_QUEUE_DRAIN_US));
             }
+            if result.success {
+                self.confirmed = Some((result.target_bps, now_us));
+            }
             self.probe_result = Some(result);
         }
         match self.probe_floor {
@@ -187,6 +196,17 @@ impl SendSideEstimator {
     /// Bytes of padding to send now to keep a running probe at its rate.
     pub fn padding_due(&self, now_us: i64) -> usize {
         self.prober.padding_due(now_us)
+    }
+
+    /// The rate a successful probe showed the link carries, if one did within [`CONFIRMED_FOR_US`] and no
+    /// downgrade has forgotten it since.
+    pub fn confirmed_bps(&self, now_us: i64) -> Option<u64> {
+        self.confirmed.filter(|(_, at)| now_us - at < CONFIRMED_FOR_US).map(|(bps, _)| bps)
+    }
+
+    /// The link pushed back (an allocation went down): what a probe showed before counts no more.
+    pub fn forget_confirmed(&mut self) {
+        self.confirmed = None;
     }
 
     /// The last probe's result, once.

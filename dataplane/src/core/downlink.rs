@@ -1,9 +1,9 @@
 //! Downlink control (issue 24): each subscriber gets the layers its bandwidth estimate carries. After every
 //! transport-wide feedback from a subscriber whose link has shown its limit, the allocator
 //! ([`crate::bwe::allocate`]) divides the estimate, less the subscriber's audio, over its video subscriptions.
-//! Here the hysteresis around it (down at once; up only with 10% to spare and not within 10 s of a downgrade),
-//! and probing: when an upgrade waits for room the estimate has not seen, a short burst of padding on an RTX
-//! stream finds out whether the link has it.
+//! Here the hysteresis around it (down at once; up only with 10% to spare, once a probe has confirmed room for
+//! 1.1 times the new total, and not within 10 s of a downgrade), and probing: when an upgrade waits, a short
+//! burst of padding on an RTX stream finds out whether the link has the room.
 //!
 //! Until the link shows a limit (a growing queue, or loss the loss-based bound cuts for), every subscription gets
 //! what it asks for, as before: the media itself is the probe, and the estimate follows what arrives.
@@ -11,7 +11,7 @@
 use super::*;
 use crate::bwe::allocate::{self, Demand};
 
-/// An upgrade needs the estimate to carry the new total this many times over.
+/// An upgrade needs the estimate, and a probe, to carry the new total this many times over.
 pub const UPGRADE_HEADROOM: f64 = 1.1;
 /// No upgrade of a subscription for this long after its allocation went down (flapping costs keyframes).
 pub const UPGRADE_HOLD: Duration = Duration::from_secs(10);
@@ -49,6 +49,8 @@ pub(super) struct Scratch {
     fit: Vec<Option<u8>>,
     up: Vec<Option<u8>>,
     chosen: Vec<Option<u8>>,
+    /// What each has now.
+    current: Vec<Option<u8>>,
 }
 
 impl Scratch {
@@ -60,6 +62,7 @@ impl Scratch {
             fit: Vec::with_capacity(capacity),
             up: Vec::with_capacity(capacity),
             chosen: Vec::with_capacity(capacity),
+            current: Vec::with_capacity(capacity),
         }
     }
 
@@ -70,7 +73,7 @@ impl Scratch {
 
     fn size(&mut self) {
         let n = self.subs.len();
-        for v in [&mut self.want, &mut self.fit, &mut self.up, &mut self.chosen] {
+        for v in [&mut self.want, &mut self.fit, &mut self.up, &mut self.chosen, &mut self.current] {
             v.clear();
             v.resize(n, None);
         }
@@ -168,6 +171,7 @@ impl Core {
             };
             // A paused video may come back as soon as a probe finds room: the hold is against flapping between
             // layers, and a pause is the last resort.
+            s.current[i] = current;
             let held =
                 current.is_some() && sub.downgraded_at.is_some_and(|t| now.saturating_duration_since(t) < UPGRADE_HOLD);
             s.chosen[i] = if s.fit[i] < current {
@@ -182,6 +186,22 @@ impl Core {
         // Keeping some where they are and raising others may not fit together: then what fits.
         if allocate::total(&s.demands, &s.chosen) > budget {
             s.chosen.copy_from_slice(&s.fit);
+        }
+        // An upgrade goes ahead only once a probe has shown room for the new total with headroom: the estimate
+        // alone creeps up as the media flows and would move into a link that cannot take it. A subscriber that
+        // cannot be probed (REMB only, or no RTX stream to pad on) upgrades on its estimate.
+        let upgrading = s.chosen.iter().zip(&s.current).any(|(chosen, current)| chosen > current);
+        let probeable = !p.bwe.uses_remb() && padding_stream(&p.subscriptions, subscriptions).is_some();
+        let needed = ((allocate::total(&s.demands, &s.chosen) + audio) as f64 * UPGRADE_HEADROOM) as u64;
+        let mut confirm_at = None;
+        if upgrading && probeable && p.bwe.confirmed_bps(now_us).is_none_or(|room| room < needed) {
+            for (chosen, current) in s.chosen.iter_mut().zip(&s.current) {
+                if *chosen > *current {
+                    *chosen = *current;
+                }
+            }
+            confirm_at = Some(needed);
+            upgrade_waits = true;
         }
         for i in 0..s.subs.len() {
             let sub_id = s.subs[i];
@@ -205,6 +225,7 @@ impl Core {
             if chosen < before {
                 sub.downgraded_at = Some(now);
                 counters.bandwidth_downgrades += 1;
+                p.bwe.forget_confirmed();
             } else {
                 counters.bandwidth_upgrades += 1;
             }
@@ -224,7 +245,9 @@ impl Core {
         }
         let wanted = allocate::total(&s.demands, &s.want) + audio;
         let target = (wanted as f64 * PROBE_OVER_WANTED).min(estimate as f64 * PROBE_STEP_MAX) as u64;
-        if target <= estimate || padding_stream(&p.subscriptions, subscriptions).is_none() {
+        // An upgrade the estimate allows but no probe has confirmed: probe for at least the room it needs.
+        let target = confirm_at.map_or(target, |needed| target.max(needed));
+        if (target <= estimate && confirm_at.is_none()) || padding_stream(&p.subscriptions, subscriptions).is_none() {
             return;
         }
         if p.bwe.start_probe(target, now_us) {

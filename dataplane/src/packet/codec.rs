@@ -137,7 +137,8 @@ pub struct LayerIndices {
 
 impl Codec {
     /// The temporal and spatial layer a VP8 or VP9 packet belongs to, when its descriptor carries them (VP8 with
-    /// the T bit, VP9 with the L bit); `None` otherwise, and for a descriptor too short for its flags.
+    /// the T bit; VP9 always, layer 0 of both without the L bit, with its B and E bits); `None` otherwise, and for
+    /// a descriptor too short for its flags.
     pub fn layer_indices(self, payload: &[u8]) -> Option<LayerIndices> {
         match self {
             Codec::Vp8 => vp8_layer_indices(payload),
@@ -171,11 +172,9 @@ fn vp8_layer_indices(p: &[u8]) -> Option<LayerIndices> {
 /// bits 3 and 2 of the first byte.
 fn vp9_layer_indices(p: &[u8]) -> Option<LayerIndices> {
     let d = *p.first()?;
-    if d & 0x20 == 0 {
-        return None;
-    }
     let at = if d & 0x80 != 0 { picture_id_at(p, 1)?.1 } else { 1 };
-    let layers = *p.get(at)?;
+    // Without L, one layer: every frame is a picture (a VP9 stream that is not scalable, as Firefox sends).
+    let layers = if d & 0x20 != 0 { *p.get(at)? } else { 0 };
     Some(LayerIndices {
         temporal: layers >> 5,
         spatial: (layers >> 1) & 0x07,
@@ -271,7 +270,8 @@ mod tests {
         assert_eq!((i.temporal, i.spatial, i.begin_of_layer_frame, i.end_of_layer_frame), (1, 2, true, true));
         let i = Codec::Vp9.layer_indices(&[0x20, 0b0100_0010]).unwrap();
         assert_eq!((i.temporal, i.spatial, i.begin_of_layer_frame, i.end_of_layer_frame), (2, 1, false, false));
-        assert_eq!(Codec::Vp9.layer_indices(&[0x88, 0x05]), None, "no L bit");
+        let i = Codec::Vp9.layer_indices(&[0x8c, 0x05]).unwrap();
+        assert_eq!((i.temporal, i.spatial, i.begin_of_layer_frame, i.end_of_layer_frame), (0, 0, true, true), "no L");
         assert_eq!(Codec::Vp9.layer_indices(&[0xa8, 0x82, 0x03]), None, "truncated");
         assert_eq!(Codec::H264.layer_indices(&[0x65]), None);
     }
