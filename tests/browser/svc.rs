@@ -139,6 +139,11 @@ fn an_svc_camera_reaches_each_subscriber_in_the_spatial_layers_it_asks_for() {
         // Ria's browser sends one VP9 stream with spatial layers, as the server asked.
         let sent = wait_svc_sent(&ria, "Ria").await;
         println!("Ria's camera: {sent}");
+        let asked = ria
+            .eval("const t = window.sluiceApp.client.pc.getTransceivers().find((t) => t.sender.track && t.sender.track.kind === 'video'); return t.sender.getParameters().encodings.map((e) => e.scalabilityMode)")
+            .await;
+        // The sender keeps the mode asked for (what runs is in the stats): a renegotiation does not set it again.
+        assert_eq!(asked, json!(["L3T3_KEY"]), "the sender's parameters");
         assert_eq!(sent["codec"], "video/VP9");
         assert_eq!(sent["rid"], Value::Null, "not simulcast");
         let top = sent["height"].as_u64().unwrap();

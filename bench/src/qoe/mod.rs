@@ -241,8 +241,15 @@ async fn inside(options: &Options, hub: &str) -> anyhow::Result<Report> {
         subscribers.push(b);
     }
     let (top, ttff_ms) = wait_for_video(&subscribers).await?;
+    // Where the time went: from the page's join to its video track, and from the track to its first frame.
+    let mut track_to_frame = Vec::new();
+    for b in &subscribers {
+        let v = b.eval("return Math.min(...Object.values(window.sluiceApp.trackToFrameMs))").await?;
+        track_to_frame.push(v.as_f64().unwrap_or(f64::NAN));
+    }
     println!(
-        "qoe: {} subscribers decode the publisher at {top} pixels; time to first frame {ttff_ms:?} ms",
+        "qoe: {} subscribers decode the publisher at {top} pixels; time to first frame {ttff_ms:?} ms (of which \
+         from the track to its first frame {track_to_frame:?} ms)",
         subscribers.len()
     );
     let encodings_at_start = publisher.eval(PUBLISHER_SCRIPT).await?;
