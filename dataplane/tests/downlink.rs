@@ -603,3 +603,19 @@ fn upper_temporal_layers_are_shed_while_a_downswitch_waits_for_its_keyframe() {
     assert_eq!(span, seqs.len() as u64, "gaps in the output sequence numbers");
     assert_eq!(w.core_allocations, 0, "the core allocated while shedding");
 }
+
+#[test]
+fn a_paused_video_comes_back_as_soon_as_its_lowest_layer_fits() {
+    let mut w = World::new();
+    w.run(8_000, UNLIMITED);
+    w.run(20_000, 120_000);
+    // Room for the lowest layer (about 150 kbit/s) with its headroom, not for more: it comes back while the cap
+    // stays, once a probe has confirmed the room for it.
+    w.run(45_000, 260_000);
+    let s = &w.subscribers[0];
+    s.report("paused, then 260 kbit/s");
+    assert!(s.changes.iter().any(|(t, l, _)| (8_000..20_000).contains(t) && l.is_none()), "paused: {:?}", s.changes);
+    let resumed = s.changes.iter().find(|(t, l, _)| *t >= 20_000 && *l == Some(0)).expect("the lowest layer back");
+    assert!(resumed.0 <= 32_000, "resumed at {} ms", resumed.0);
+    assert!(s.frozen_samples(35_000, 45_000) <= 5, "video keeps coming at 260 kbit/s");
+}

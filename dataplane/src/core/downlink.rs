@@ -245,8 +245,10 @@ impl Core {
         }
         let wanted = allocate::total(&s.demands, &s.want) + audio;
         let target = (wanted as f64 * PROBE_OVER_WANTED).min(estimate as f64 * PROBE_STEP_MAX) as u64;
-        // An upgrade the estimate allows but no probe has confirmed: probe for at least the room it needs.
-        let target = confirm_at.map_or(target, |needed| target.max(needed));
+        // An upgrade the estimate allows but no probe has confirmed: probe for the room it needs, step by step (a
+        // probe aimed at everything wanted would fail under a cap that has room for this step, and a video
+        // paused for bandwidth would stay paused while its lowest layer fits).
+        let target = confirm_at.unwrap_or(target);
         if (target <= estimate && confirm_at.is_none()) || padding_stream(&p.subscriptions, subscriptions).is_none() {
             return;
         }
