@@ -63,6 +63,7 @@ async fn a_camera_is_offered_three_simulcast_layers_and_subscribers_choose_one()
     let camera = offer_d["sdp"].as_str().unwrap().split("\r\nm=").last().unwrap().to_string();
     assert!(camera.starts_with("video 9 UDP/TLS/RTP/SAVPF 98 ") && !camera.contains("a=simulcast"), "{camera}");
     assert_eq!(offer_d["sections"][1]["scalability_mode"], "L3T3_KEY");
+    assert_valid("server", &offer_d);
     assert_eq!(offer_d["sections"][0].get("scalability_mode"), None);
 }
 
